@@ -1,0 +1,14 @@
+//! The request/trace model of InferenceLab: readers for every supported input format, the native
+//! JSONL trace writer, chained block hashing of token ids, re-blocking of id traces and next-use
+//! annotation. No async, no HTTP: everything here is plain synchronous data work.
+
+pub mod blocks;
+pub mod error;
+pub mod hash;
+pub mod model;
+pub mod readers;
+
+pub use blocks::{BlockedTrace, Blocking};
+pub use error::{TraceError, TraceResult};
+pub use model::{Content, Format, Request, Trace};
+pub use readers::{detect_format, read_trace, ReadOptions};

@@ -1,0 +1,132 @@
+//! The request/trace model shared by every reader, the simulator, the emulator and the load
+//! generator.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The input formats InferenceLab reads (DESIGN.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Mooncake,
+    Bailian,
+    Weka,
+    Azure,
+    VllmLog,
+    Native,
+}
+
+impl Format {
+    pub const ALL: [Format; 6] = [
+        Format::Mooncake,
+        Format::Bailian,
+        Format::Weka,
+        Format::Azure,
+        Format::VllmLog,
+        Format::Native,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Mooncake => "mooncake",
+            Format::Bailian => "bailian",
+            Format::Weka => "weka",
+            Format::Azure => "azure",
+            Format::VllmLog => "vllm-log",
+            Format::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s || (s == "vllm" && *f == Format::VllmLog))
+            .ok_or_else(|| {
+                format!(
+                    "unknown input format '{s}'; expected one of: {}",
+                    Format::ALL.map(|f| f.name()).join(", ")
+                )
+            })
+    }
+}
+
+/// What a request carries about its prompt's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// The prompt's token ids (vLLM logs, native token traces). Hashable at any block size.
+    Tokens(Vec<u32>),
+    /// Prefix-chained block ids at the trace's `block_size`: equal ids at equal positions mean
+    /// equal prefixes up to the end of that block (Mooncake, Bailian, WEKA).
+    HashIds(Vec<u64>),
+    /// Lengths only (Azure): no reuse information at all.
+    None,
+}
+
+/// One inference request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The request id (from the log) or the record's index.
+    pub id: String,
+    /// Arrival time in seconds since the start of the trace.
+    pub timestamp: f64,
+    /// Finish time in seconds when the input records it (vLLM "Generated response" lines).
+    pub finish_time: Option<f64>,
+    /// Conversation / session / chat id, dense per trace, when the trace has one.
+    pub conversation: Option<u64>,
+    /// Turn number within the conversation (0-based), when known.
+    pub turn: u32,
+    /// Prompt length in tokens.
+    pub input_length: u32,
+    /// Output length in tokens.
+    pub output_length: u32,
+    /// Request type when the trace has one (Bailian `type`, WEKA `type`).
+    pub kind: Option<String>,
+    pub content: Content,
+}
+
+/// A whole trace, in arrival order (ties keep file order).
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub requests: Vec<Request>,
+    /// For id traces: the block size (tokens) of the ids.
+    pub block_size: Option<u32>,
+    /// For id traces: whether the partial last block of a prompt carries an id (Mooncake yes,
+    /// Bailian yes, WEKA no).
+    pub partial_last_block: bool,
+    pub format: Option<Format>,
+    pub source: PathBuf,
+    /// Things the reader noticed that the user must know (truncated token ids, no reuse info...).
+    pub notes: Vec<String>,
+    /// Records skipped under `--skip-invalid`.
+    pub skipped: usize,
+}
+
+impl Trace {
+    /// True when the trace carries token ids or block ids, i.e. prefix reuse can be simulated.
+    pub fn has_reuse_info(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| !matches!(r.content, Content::None))
+    }
+
+    pub fn has_tokens(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| matches!(r.content, Content::Tokens(_)))
+    }
+
+    pub fn total_prompt_tokens(&self) -> u64 {
+        self.requests.iter().map(|r| r.input_length as u64).sum()
+    }
+}

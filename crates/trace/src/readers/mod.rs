@@ -1,0 +1,228 @@
+//! Readers for every input format (DESIGN.md section 6), format auto-detection, and the
+//! native trace writer. Every reader works on the whole text of a file, so fuzz targets and
+//! tests can feed it bytes directly; bad records give `file:line: reason` errors, or are counted
+//! in `Trace::skipped` under `ReadOptions::skip_invalid`.
+
+use std::path::Path;
+
+use crate::error::{TraceError, TraceResult};
+use crate::model::{Format, Trace};
+
+pub mod azure;
+pub mod bailian;
+pub mod mooncake;
+pub mod native;
+pub mod vllm_log;
+pub mod weka;
+
+/// How to read an input.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Force a format instead of detecting it.
+    pub format: Option<Format>,
+    /// Skip (and count) bad records instead of stopping at the first one.
+    pub skip_invalid: bool,
+}
+
+impl ReadOptions {
+    /// Either record `err` as skipped (under `skip_invalid`) or return it.
+    pub(crate) fn skip_or_fail(&self, trace: &mut Trace, err: TraceError) -> TraceResult<()> {
+        if self.skip_invalid {
+            trace.skipped += 1;
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+}
+
+/// Read a trace file (or, for WEKA sessions, a directory of session files).
+pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
+    if path.is_dir() {
+        return match opts.format {
+            None | Some(Format::Weka) => weka::read_dir(path, opts),
+            Some(f) => Err(TraceError::invalid(
+                path,
+                0,
+                format!("is a directory; only --input-format weka reads a directory of sessions, not {f}"),
+            )),
+        };
+    }
+    let bytes = std::fs::read(path).map_err(|e| TraceError::io(path, e))?;
+    let text = text_of(path, &bytes)?;
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_format(path, text)?,
+    };
+    let mut trace = parse_str(format, path, text, opts)?;
+    trace.format = Some(format);
+    trace.source = path.to_path_buf();
+    Ok(trace)
+}
+
+/// Parse already-loaded text as `format`. `path` only labels errors.
+pub fn parse_str(
+    format: Format,
+    path: &Path,
+    text: &str,
+    opts: &ReadOptions,
+) -> TraceResult<Trace> {
+    let mut trace = match format {
+        Format::Mooncake => mooncake::parse(path, text, opts)?,
+        Format::Bailian => bailian::parse(path, text, opts)?,
+        Format::Weka => weka::parse(path, text, opts)?,
+        Format::Azure => azure::parse(path, text, opts)?,
+        Format::VllmLog => vllm_log::parse(path, text, opts)?,
+        Format::Native => native::parse(path, text, opts)?,
+    };
+    trace.format = Some(format);
+    trace.source = path.to_path_buf();
+    if trace.requests.is_empty() {
+        return Err(TraceError::invalid(
+            path,
+            0,
+            format!(
+                "no requests found when reading it as {format}{}; check --input-format",
+                if trace.skipped > 0 {
+                    format!(" ({} invalid records skipped)", trace.skipped)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    Ok(trace)
+}
+
+/// The file's bytes as UTF-8 text, or a clear error for empty and binary files.
+pub fn text_of<'a>(path: &Path, bytes: &'a [u8]) -> TraceResult<&'a str> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(TraceError::invalid(path, 0, "the file is empty"));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(t) if !t.contains('\0') => Ok(t),
+        Ok(t) => Err(TraceError::invalid(
+            path,
+            line_of_offset(t, t.find('\0').unwrap_or(0)),
+            "contains NUL bytes: this looks like a binary file, not a trace",
+        )),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(TraceError::invalid(
+                path,
+                line,
+                "is not UTF-8 text: this looks like a binary (or compressed) file, not a trace; \
+                 decompress it first",
+            ))
+        }
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Guess the format from the file's name and first non-empty line.
+pub fn detect_format(path: &Path, text: &str) -> TraceResult<Format> {
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let head: String = first.chars().take(4096).collect();
+    if head.starts_with('{') {
+        if head.contains("\"inferencelab_trace\"") {
+            return Ok(Format::Native);
+        }
+        if head.contains("\"hash_id_scope\"") || head.contains("\"requests\"") {
+            return Ok(Format::Weka);
+        }
+        if head.contains("\"chat_id\"") {
+            return Ok(Format::Bailian);
+        }
+        if head.contains("\"hash_ids\"") {
+            return Ok(Format::Mooncake);
+        }
+    }
+    if head.to_ascii_uppercase().starts_with("TIMESTAMP,") {
+        return Ok(Format::Azure);
+    }
+    let sample: String = text.chars().take(1 << 16).collect();
+    if sample.contains("INFO ") || sample.contains("DEBUG ") || sample.contains("WARNING ") {
+        return Ok(Format::VllmLog);
+    }
+    Err(TraceError::invalid(
+        path,
+        1,
+        format!(
+            "cannot tell the input format from the first line ({:?}); pass --input-format \
+             (one of {})",
+            first.chars().take(80).collect::<String>(),
+            Format::ALL.map(|f| f.name()).join(", ")
+        ),
+    ))
+}
+
+/// Iterate over `(1-based line number, line)` of non-blank lines.
+pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_binary_files_are_refused_clearly() {
+        let p = Path::new("x.jsonl");
+        assert!(text_of(p, b"  \n")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(text_of(p, &[0x1f, 0x8b, 0xff, 0x00])
+            .unwrap_err()
+            .to_string()
+            .contains("binary"));
+        assert!(text_of(p, b"abc\n\0def")
+            .unwrap_err()
+            .to_string()
+            .contains("x.jsonl:2"));
+    }
+
+    #[test]
+    fn detects_formats_from_first_line() {
+        let p = Path::new("f");
+        let cases = [
+            (
+                r#"{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1]}"#,
+                Format::Mooncake,
+            ),
+            (
+                r#"{"chat_id": 1, "parent_chat_id": -1, "hash_ids": [1]}"#,
+                Format::Bailian,
+            ),
+            (
+                r#"{"id":"x","block_size":64,"hash_id_scope":"local","requests":[]}"#,
+                Format::Weka,
+            ),
+            ("TIMESTAMP,ContextTokens,GeneratedTokens", Format::Azure),
+            (r#"{"inferencelab_trace": 1}"#, Format::Native),
+            (
+                "(APIServer pid=1) INFO 08-12 12:00:00 [x.py:1] hi",
+                Format::VllmLog,
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(detect_format(p, line).unwrap(), want, "{line}");
+        }
+        assert!(detect_format(p, "hello").is_err());
+    }
+}
