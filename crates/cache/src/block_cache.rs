@@ -99,6 +99,9 @@ impl<P: EvictionPolicy> BlockCache<P> {
             self.policy.on_hit(e, a);
             if pin {
                 self.pins[e as usize] += 1;
+                if self.pins[e as usize] == 1 {
+                    self.policy.on_pin(e);
+                }
             }
             return Outcome::Hit(e);
         }
@@ -138,6 +141,9 @@ impl<P: EvictionPolicy> BlockCache<P> {
         self.pins[e as usize] = pin as u32;
         self.len += 1;
         self.policy.on_insert(e, a);
+        if pin {
+            self.policy.on_pin(e);
+        }
         Outcome::Inserted(e)
     }
 

@@ -1,1 +1,16 @@
-//! sim
+//! The simulation driver: two-tier (vLLM GPU prefix cache + LMCache CPU/disk) replay of a
+//! trace with any eviction policy, the model registry and cost model, metrics and grids.
+//! Synchronous and deterministic; no printing (the CLI prints).
+
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod grid;
+pub mod models;
+pub mod result;
+
+pub use config::{HitSemantics, SimConfig, TierConfig, TimingModel};
+pub use driver::{run, Prepared};
+pub use error::{SimError, SimResult};
+pub use models::ModelSpec;
+pub use result::{SimResult as ResultRow, Window};

@@ -1,29 +1,40 @@
 //! LRU: evict the least recently used unpinned entry.
 //!
 //! This is exactly vLLM V1's free block queue (`vllm/v1/core/block_pool.py`,
-//! `kv_cache_utils.py::FreeKVCacheBlockQueue`): the list is ordered by the last time an entry was
-//! referenced *or freed*; a request's blocks are freed chain tail first, so with equal recency the
-//! deeper block goes first. Pinned entries (blocks of running requests, which vLLM removes from
-//! the free queue) are skipped when looking for a victim.
+//! `kv_cache_utils.py::FreeKVCacheBlockQueue`): the queue holds only unpinned blocks (a hit on a
+//! free block takes it out, `ref_cnt` 0 -> 1), ordered by the last time a block was referenced
+//! *or freed*; a finished request frees its blocks chain tail first, so with equal recency the
+//! deeper block goes first. Eviction pops the head: O(1) whatever the number of pinned blocks.
 
 use super::list::List;
 use super::{Access, EntryId, EvictionPolicy, Pins};
 
 #[derive(Debug, Clone)]
 pub struct Lru {
+    /// unpinned entries, least recently used first
     list: List,
+    /// entries taken out of the list while pinned
+    pinned: Vec<bool>,
 }
 
 impl Default for Lru {
     fn default() -> Self {
-        Lru { list: List::new() }
+        Lru {
+            list: List::new(),
+            pinned: Vec::new(),
+        }
     }
 }
 
 impl Lru {
-    /// Entries from least to most recently used (for tests and the emulator's introspection).
+    /// Unpinned entries from least to most recently used (vLLM's free queue order).
     pub fn order(&self) -> Vec<EntryId> {
         self.list.iter().collect()
+    }
+
+    #[inline]
+    fn is_out(&self, e: EntryId) -> bool {
+        self.pinned.get(e as usize).copied().unwrap_or(false)
     }
 }
 
@@ -35,16 +46,34 @@ impl EvictionPolicy for Lru {
 
     #[inline]
     fn on_hit(&mut self, e: EntryId, _a: &Access) {
-        self.list.move_to_back(e);
+        if !self.is_out(e) {
+            self.list.move_to_back(e);
+        }
+    }
+
+    #[inline]
+    fn on_pin(&mut self, e: EntryId) {
+        if !self.is_out(e) {
+            self.list.remove(e);
+            super::ensure(&mut self.pinned, e, false);
+            self.pinned[e as usize] = true;
+        }
     }
 
     #[inline]
     fn on_unpin(&mut self, e: EntryId, _now: u64) {
-        self.list.move_to_back(e);
+        if self.is_out(e) {
+            self.pinned[e as usize] = false;
+            self.list.push_back(e);
+        } else {
+            self.list.move_to_back(e);
+        }
     }
 
     #[inline]
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
+        // pinned entries are out of the list; the check only guards callers that never
+        // announced a pin
         let mut cur = self.list.head();
         while let Some(e) = cur {
             if !pins.is_pinned(e) {
@@ -57,10 +86,25 @@ impl EvictionPolicy for Lru {
     }
 
     fn on_remove(&mut self, e: EntryId) {
-        self.list.remove(e);
+        if self.is_out(e) {
+            self.pinned[e as usize] = false;
+        } else {
+            self.list.remove(e);
+        }
     }
 
     fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
-        self.list.validate_members(live, 0)
+        self.list.validate()?;
+        let n = self.pinned.len().max(self.list.iter().max().map_or(0, |m| m as usize + 1));
+        for e in 0..n as EntryId {
+            let tracked = self.list.contains(e) || self.is_out(e);
+            if self.list.contains(e) && self.is_out(e) {
+                return Err(format!("entry {e} is both in the free list and pinned"));
+            }
+            if tracked != live(e) {
+                return Err(format!("entry {e}: tracked={tracked} live={}", live(e)));
+            }
+        }
+        Ok(())
     }
 }

@@ -77,6 +77,8 @@ impl Pins<'_> {
 /// The caller (the cache structure) guarantees:
 /// - `on_insert(e, ..)` is called once when `e` becomes resident; `e` is not tracked before it.
 /// - `on_hit(e, ..)` is called only for tracked entries.
+/// - `on_pin(e)` is called when a tracked entry's pin count rises from zero (after its
+///   `on_insert`/`on_hit`).
 /// - `on_unpin(e, ..)` is called when a tracked entry's pin count drops to zero (vLLM: a finished
 ///   request frees its blocks, chain tail first). Without pinning it is never called.
 /// - `evict` is called only when the cache is full.
@@ -94,6 +96,9 @@ pub trait EvictionPolicy {
     }
     fn on_insert(&mut self, e: EntryId, a: &Access);
     fn on_hit(&mut self, e: EntryId, a: &Access);
+    /// The entry's pin count rose from zero (it can no longer be evicted). Default: nothing
+    /// (the policy then skips pinned entries in `evict`).
+    fn on_pin(&mut self, _e: EntryId) {}
     /// The entry became evictable again at logical time `now`. Default: nothing.
     fn on_unpin(&mut self, _e: EntryId, _now: u64) {}
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId>;
@@ -214,6 +219,8 @@ macro_rules! policies {
             fn on_insert(&mut self, e: EntryId, a: &Access) { match self { $(AnyPolicy::$variant(p) => p.on_insert(e, a)),* } }
             #[inline]
             fn on_hit(&mut self, e: EntryId, a: &Access) { match self { $(AnyPolicy::$variant(p) => p.on_hit(e, a)),* } }
+            #[inline]
+            fn on_pin(&mut self, e: EntryId) { match self { $(AnyPolicy::$variant(p) => p.on_pin(e)),* } }
             #[inline]
             fn on_unpin(&mut self, e: EntryId, now: u64) { match self { $(AnyPolicy::$variant(p) => p.on_unpin(e, now)),* } }
             #[inline]

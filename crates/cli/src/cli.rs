@@ -1,0 +1,114 @@
+//! Command-line definitions. Flag names follow the prototype and vLLM/LMCache's own words.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use inferencelab_cache::PolicyConfig;
+use inferencelab_sim::HitSemantics;
+use inferencelab_trace::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inferencelab",
+    version,
+    about = "KV-cache simulation, emulation and benchmarking for vLLM + LMCache"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Offline two-tier prefix-cache simulation (vLLM GPU prefix cache + LMCache CPU/disk).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Trace or vLLM server log to replay (a directory of WEKA sessions works too).
+    #[arg(long, short = 'i')]
+    pub input_file: PathBuf,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub input_format: Option<Format>,
+    /// Skip (and count) invalid records instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// GPU-tier eviction policies, comma separated: lru, fifo, lfu, mru, arc, s3fifo, sieve,
+    /// belady, ideal.
+    #[arg(long, short = 'p', value_delimiter = ',', default_value = "lru", value_parser = parse_policy)]
+    pub eviction_policy: Vec<PolicyConfig>,
+    /// LMCache-tier policy ("same" = the GPU tier's policy of each run; LMCache's default is lru).
+    #[arg(long, default_value = "same")]
+    pub cpu_eviction_policy: String,
+    /// GPU KV-cache capacities in blocks, comma separated (vLLM's num_gpu_blocks).
+    #[arg(long, value_delimiter = ',', conflicts_with = "gpu_cache_gb")]
+    pub gpu_blocks: Vec<u64>,
+    /// GPU KV-cache capacities in GiB of KV memory, comma separated (needs --model).
+    #[arg(long, value_delimiter = ',')]
+    pub gpu_cache_gb: Vec<f64>,
+    /// Tokens per GPU block (vLLM --block-size); id traces default to their own block size.
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; default 5.0).
+    #[arg(long, conflicts_with_all = ["cpu_chunks", "no_cpu_tier"])]
+    pub cpu_cache_gb: Option<f64>,
+    /// LMCache CPU tier size in chunks.
+    #[arg(long, conflicts_with = "no_cpu_tier")]
+    pub cpu_chunks: Option<u64>,
+    /// Switch the LMCache CPU tier off (GPU prefix cache only).
+    #[arg(long)]
+    pub no_cpu_tier: bool,
+    /// LMCache local disk tier size in GiB (LMCache max_local_disk_size; off by default).
+    #[arg(long, conflicts_with = "disk_chunks")]
+    pub disk_cache_gb: Option<f64>,
+    /// LMCache local disk tier size in chunks.
+    #[arg(long)]
+    pub disk_chunks: Option<u64>,
+    /// LMCache chunk size in tokens (default 256; id traces: a multiple of their block size).
+    #[arg(long)]
+    pub chunk_size: Option<u32>,
+    /// Model (registry name, model YAML or Hugging Face config.json) for bytes and FLOPs.
+    #[arg(long, short = 'm', default_value = "qwen-8b")]
+    pub model: String,
+    /// prefix: vLLM's leading-run hits; any: every cached block hits (classic simulators).
+    #[arg(long, default_value = "prefix", value_parser = parse_semantics)]
+    pub hit_semantics: HitSemantics,
+    /// Do not pin the blocks of running requests (each request finishes before the next).
+    #[arg(long)]
+    pub no_pinning: bool,
+    /// Time model for pin lifetimes when the trace has no finish times: prefill rate.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub prefill_tokens_per_s: f64,
+    /// Time model for pin lifetimes: milliseconds per output token.
+    #[arg(long, default_value_t = 20.0)]
+    pub decode_ms_per_token: f64,
+    /// Width of the time-series windows in seconds of trace time.
+    #[arg(long, default_value_t = 60.0)]
+    pub window_seconds: f64,
+    /// Print exactly one JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Summary JSON file (default: outputs/simulation/simulate_<input>.json).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Worker threads for grids (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
+    s.parse()
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+fn parse_semantics(s: &str) -> Result<HitSemantics, String> {
+    s.parse()
+}

@@ -1,0 +1,109 @@
+//! Human-readable tables on stdout.
+
+use inferencelab_sim::ResultRow;
+use inferencelab_trace::Trace;
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn si(x: f64) -> String {
+    let (v, unit) = if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.1}{unit}")
+}
+
+pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
+    let first = match rows.first() {
+        Some(r) => r,
+        None => return,
+    };
+    println!(
+        "{} ({}): {} requests, {} prompt tokens; block size {}, {}; model {model}; {} hits{}",
+        trace.source.display(),
+        trace.format.map(|f| f.name()).unwrap_or("?"),
+        trace.requests.len(),
+        trace.total_prompt_tokens(),
+        first.block_size,
+        match (first.chunk_size, first.cpu_chunks) {
+            (Some(c), Some(n)) => format!("LMCache chunk {c}, {n} CPU chunks"),
+            _ => "no LMCache tier".into(),
+        },
+        first.hit_semantics,
+        if first.pinning {
+            ", pinning on"
+        } else {
+            ", no pinning"
+        },
+    );
+    let header = [
+        "policy",
+        "gpu_blocks",
+        "gpu_GiB",
+        "block_hit",
+        "token_hit",
+        "cpu_hit",
+        "total_hit",
+        "req_hit",
+        "compute_saved",
+        "gpu_evict",
+        "cpu_evict",
+        "refs/s",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        table.push(vec![
+            if r.unbounded {
+                format!("{} (inf)", r.policy)
+            } else {
+                r.policy.clone()
+            },
+            r.gpu_blocks.to_string(),
+            r.gpu_cache_gb.map_or("-".into(), |g| format!("{g:.2}")),
+            format!("{:.4}", r.block_hit_ratio),
+            pct(r.token_hit_ratio),
+            pct(r.cpu_token_hit_ratio + r.disk_token_hit_ratio),
+            pct(r.total_token_hit_ratio),
+            pct(r.request_hit_rate),
+            r.compute_saved_ratio.map_or("-".into(), pct),
+            r.gpu_evictions.to_string(),
+            r.cpu_evictions.to_string(),
+            si(r.block_refs_per_second),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    for (i, row) in table.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        println!("{}", line.join("  "));
+        if i == 0 {
+            println!(
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What one simulation point is: tiers, capacities, policies, semantics and the time model.
+
+use inferencelab_cache::PolicyConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::models::ModelSpec;
+
+/// Which cached blocks count as hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HitSemantics {
+    /// vLLM's rule: only the leading run of cached blocks hits.
+    #[default]
+    Prefix,
+    /// Every cached block hits, wherever it is (a classic cache simulator on the block stream).
+    Any,
+}
+
+impl std::str::FromStr for HitSemantics {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "prefix" => Ok(HitSemantics::Prefix),
+            "any" => Ok(HitSemantics::Any),
+            _ => Err(format!(
+                "unknown hit semantics '{s}'; expected prefix or any"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for HitSemantics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HitSemantics::Prefix => "prefix",
+            HitSemantics::Any => "any",
+        })
+    }
+}
+
+/// One cache tier's capacity and policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierConfig {
+    /// Capacity in entries (GPU blocks or LMCache chunks).
+    pub capacity: u64,
+    pub policy: PolicyConfig,
+}
+
+/// The simple time model used to decide how long a request's GPU blocks stay pinned when the
+/// trace does not record finish times: prefill of the uncached tokens at
+/// `prefill_tokens_per_s`, then `output_length` decode steps of `decode_ms_per_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimingModel {
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms_per_token: f64,
+}
+
+impl Default for TimingModel {
+    /// Orders of magnitude of an 8B model on one H100 at moderate batch: ~10k prefill tokens/s,
+    /// ~20 ms per decode step. Coarse by design: it only decides pin lifetimes.
+    fn default() -> Self {
+        TimingModel {
+            prefill_tokens_per_s: 10_000.0,
+            decode_ms_per_token: 20.0,
+        }
+    }
+}
+
+/// One simulation point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    pub gpu: TierConfig,
+    /// LMCache's CPU tier; `None` = off.
+    pub cpu: Option<TierConfig>,
+    /// LMCache's local disk tier; `None` = off.
+    pub disk: Option<TierConfig>,
+    pub hit_semantics: HitSemantics,
+    /// Pin the GPU blocks of running requests (vLLM's `ref_cnt`); off = every request finishes
+    /// before the next arrives.
+    pub pinning: bool,
+    pub timing: TimingModel,
+    /// Width of the time-series windows, seconds of trace time.
+    pub window_seconds: f64,
+    /// For byte and FLOP figures.
+    pub model: Option<ModelSpec>,
+}

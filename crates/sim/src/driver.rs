@@ -1,0 +1,419 @@
+//! The replay driver: feeds a prepared trace through the vLLM GPU tier and LMCache's CPU (and
+//! disk) tiers with the engines' rules (DESIGN.md sections 3 and 4) and collects the metrics.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use inferencelab_cache::{Access, AnyPolicy, BlockCache, EntryId, Outcome, NEVER};
+use inferencelab_trace::{BlockedTrace, Blocking, Trace};
+
+use crate::config::{HitSemantics, SimConfig, TierConfig};
+use crate::error::{SimError, SimResult};
+use crate::result::{ratio, SimResult as Row, Window};
+
+/// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
+pub struct Prepared<'t> {
+    pub trace: &'t Trace,
+    pub gpu: BlockedTrace,
+    pub cpu: Option<BlockedTrace>,
+    gpu_next_by_request: OnceLock<Vec<u64>>,
+    gpu_next_flat: OnceLock<Vec<u64>>,
+    cpu_next_by_request: OnceLock<Vec<u64>>,
+}
+
+impl<'t> Prepared<'t> {
+    /// Cut `trace` into `block_size`-token GPU blocks and (when `chunk_size` is given)
+    /// LMCache chunks.
+    pub fn new(trace: &'t Trace, block_size: u32, chunk_size: Option<u32>) -> SimResult<Self> {
+        let gpu = BlockedTrace::build(
+            trace,
+            Blocking {
+                block_size,
+                include_partial: true,
+            },
+        )?;
+        let cpu = chunk_size
+            .map(|c| {
+                BlockedTrace::build(
+                    trace,
+                    Blocking {
+                        block_size: c,
+                        include_partial: false,
+                    },
+                )
+            })
+            .transpose()?;
+        Ok(Prepared {
+            trace,
+            gpu,
+            cpu,
+            gpu_next_by_request: OnceLock::new(),
+            gpu_next_flat: OnceLock::new(),
+            cpu_next_by_request: OnceLock::new(),
+        })
+    }
+
+    /// Compute the oracle annotations a point needs, ahead of timing it.
+    pub fn annotate_for(&self, config: &SimConfig) {
+        if config.gpu.policy.needs_oracle() {
+            match config.hit_semantics {
+                HitSemantics::Prefix => {
+                    self.gpu_next_by_request
+                        .get_or_init(|| self.gpu.next_use_by_request());
+                }
+                HitSemantics::Any => {
+                    self.gpu_next_flat.get_or_init(|| self.gpu.next_use_flat());
+                }
+            }
+        }
+        let lm_oracle = [&config.cpu, &config.disk]
+            .into_iter()
+            .flatten()
+            .any(|t| t.policy.needs_oracle());
+        if let (true, Some(cpu)) = (lm_oracle, &self.cpu) {
+            self.cpu_next_by_request
+                .get_or_init(|| cpu.next_use_by_request());
+        }
+    }
+}
+
+/// A request whose GPU blocks are pinned until it finishes.
+struct Running {
+    finish: f64,
+    seq: u64,
+    /// entries pinned, head first
+    entries: Vec<EntryId>,
+}
+
+impl PartialEq for Running {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Running {}
+impl PartialOrd for Running {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Running {
+    // min-heap on (finish, seq)
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .finish
+            .total_cmp(&self.finish)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+fn build_tier(t: &TierConfig) -> BlockCache<AnyPolicy> {
+    let cap = if t.policy.is_unbounded() {
+        u64::MAX
+    } else {
+        t.capacity
+    };
+    BlockCache::new(cap, t.policy.build(cap))
+}
+
+/// Check a configuration against a prepared trace before running it.
+pub fn check(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<()> {
+    if config.hit_semantics == HitSemantics::Any && (config.cpu.is_some() || config.disk.is_some())
+    {
+        return Err(SimError::Config(
+            "--hit-semantics any models a classic single-tier cache over the block stream; add \
+             --no-cpu-tier (LMCache's tier is only defined for prefix hits)"
+                .into(),
+        ));
+    }
+    if config.cpu.is_some() && prepared.cpu.is_none() {
+        return Err(SimError::Config(
+            "the CPU tier is on but the trace was prepared without a chunk size".into(),
+        ));
+    }
+    if config.disk.is_some() && config.cpu.is_none() {
+        return Err(SimError::Config(
+            "a disk tier needs the CPU tier (LMCache's local disk backend sits behind it)".into(),
+        ));
+    }
+    if !(config.window_seconds > 0.0) {
+        return Err(SimError::Config("--window-seconds must be positive".into()));
+    }
+    Ok(())
+}
+
+/// Run one simulation point.
+pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
+    check(prepared, config)?;
+    prepared.annotate_for(config);
+    let trace = prepared.trace;
+    let reqs = &trace.requests;
+    let bs = prepared.gpu.block_size as u64;
+    let chunk = prepared.cpu.as_ref().map(|c| c.block_size as u64);
+    let kv_bytes = config.model.as_ref().map(|m| m.kv_bytes_per_token());
+
+    let gpu_oracle: Option<&[u64]> = if config.gpu.policy.needs_oracle() {
+        match config.hit_semantics {
+            HitSemantics::Prefix => prepared.gpu_next_by_request.get().map(Vec::as_slice),
+            HitSemantics::Any => prepared.gpu_next_flat.get().map(Vec::as_slice),
+        }
+    } else {
+        None
+    };
+    let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
+
+    let mut gpu = build_tier(&config.gpu);
+    let mut cpu = config.cpu.as_ref().map(build_tier);
+    let mut disk = config.disk.as_ref().map(build_tier);
+
+    let mut row = Row {
+        policy: config.gpu.policy.name().to_string(),
+        cpu_policy: config.cpu.as_ref().map(|c| c.policy.name().to_string()),
+        hit_semantics: config.hit_semantics.to_string(),
+        pinning: config.pinning,
+        model: config.model.as_ref().map(|m| m.name.clone()),
+        block_size: bs as u32,
+        chunk_size: config.cpu.as_ref().and(chunk.map(|c| c as u32)),
+        gpu_blocks: config.gpu.capacity,
+        unbounded: config.gpu.policy.is_unbounded(),
+        gpu_cache_gb: kv_bytes.map(|b| gib(config.gpu.capacity * bs * b)),
+        cpu_chunks: config.cpu.as_ref().map(|c| c.capacity),
+        cpu_cache_gb: config
+            .cpu
+            .as_ref()
+            .zip(kv_bytes.zip(chunk))
+            .map(|(c, (b, ch))| gib(c.capacity * ch * b)),
+        disk_chunks: config.disk.as_ref().map(|c| c.capacity),
+        ..Default::default()
+    };
+    let t0 = reqs.first().map(|r| r.timestamp).unwrap_or(0.0);
+    let mut windows: Vec<Window> = Vec::new();
+    let mut running: BinaryHeap<Running> = BinaryHeap::new();
+    let mut gpu_clock = 0u64;
+    let mut cpu_clock = 0u64;
+    let mut requests_with_hits = 0u64;
+    let mut pinned_now = 0u64;
+    let mut flops_total = 0.0f64;
+    let mut flops_saved = 0.0f64;
+    let mut bytes_cpu = 0u64;
+    let mut bytes_disk = 0u64;
+
+    let started = Instant::now();
+    for (i, r) in reqs.iter().enumerate() {
+        // finish (unpin) every request done by this arrival: chain tail first
+        if config.pinning {
+            while running.peek().is_some_and(|run| run.finish <= r.timestamp) {
+                let run = running.pop().unwrap();
+                for &e in run.entries.iter().rev() {
+                    gpu.unpin(e, gpu_clock);
+                }
+                pinned_now -= run.entries.len() as u64;
+            }
+        }
+        let keys = prepared.gpu.request(i);
+        let offset = prepared.gpu.offsets[i];
+        let len = r.input_length as u64;
+        let cap_tokens = len.saturating_sub(1) / bs * bs;
+        let conversation = r.conversation.unwrap_or(u64::MAX);
+        let access = |obj: u32, depth: usize, time: u64, next_use: u64| Access {
+            obj,
+            time,
+            timestamp: r.timestamp,
+            request: i as u32,
+            conversation,
+            turn: r.turn,
+            depth: depth as u32,
+            next_use,
+        };
+        let gpu_next = |pos: usize| gpu_oracle.map_or(NEVER, |o| o[offset + pos]);
+        let mut pinned: Vec<EntryId> = Vec::new();
+
+        // --- GPU tier
+        let hit_blocks = match config.hit_semantics {
+            HitSemantics::Prefix => {
+                let lead = keys.iter().take_while(|&&k| gpu.contains(k)).count();
+                if config.pinning {
+                    // vLLM touches (pins) the computed blocks first, then allocates the rest
+                    for (d, &k) in keys[..lead].iter().enumerate() {
+                        gpu_clock += 1;
+                        if let Outcome::Hit(e) =
+                            gpu.access(&access(k, d, gpu_clock, gpu_next(d)), true)
+                        {
+                            pinned.push(e);
+                        }
+                    }
+                    let mut rest: Vec<EntryId> = Vec::with_capacity(keys.len() - lead);
+                    for d in (lead..keys.len()).rev() {
+                        gpu_clock += 1;
+                        match gpu.access(&access(keys[d], d, gpu_clock, gpu_next(d)), true) {
+                            Outcome::Hit(e) | Outcome::Inserted(e) => rest.push(e),
+                            Outcome::Rejected => {}
+                        }
+                    }
+                    pinned.extend(rest.into_iter().rev());
+                } else {
+                    for d in (0..keys.len()).rev() {
+                        gpu_clock += 1;
+                        gpu.access(&access(keys[d], d, gpu_clock, gpu_next(d)), false);
+                    }
+                }
+                lead as u64
+            }
+            HitSemantics::Any => {
+                let mut hits = 0u64;
+                for (d, &k) in keys.iter().enumerate() {
+                    gpu_clock += 1;
+                    match gpu.access(&access(k, d, gpu_clock, gpu_next(d)), config.pinning) {
+                        Outcome::Hit(e) => {
+                            hits += 1;
+                            pinned.push(e);
+                        }
+                        Outcome::Inserted(e) => pinned.push(e),
+                        Outcome::Rejected => {}
+                    }
+                }
+                hits
+            }
+        };
+        let gpu_hit_tokens = (hit_blocks * bs).min(cap_tokens);
+
+        // --- LMCache tiers: leading run of chunks stored in CPU or disk
+        let mut cpu_tokens = 0u64;
+        let mut disk_tokens = 0u64;
+        if let (Some(cpu), Some(chunks), Some(c)) = (cpu.as_mut(), prepared.cpu.as_ref(), chunk) {
+            let ckeys = chunks.request(i);
+            let coff = chunks.offsets[i];
+            let in_cpu: Vec<bool> = ckeys
+                .iter()
+                .take_while(|&&k| cpu.contains(k) || disk.as_ref().is_some_and(|d| d.contains(k)))
+                .map(|&k| cpu.contains(k))
+                .collect();
+            let lead_c = in_cpu.len() as u64;
+            row.chunk_refs += ckeys.len() as u64;
+            row.cpu_hit_chunks += lead_c;
+            // the full prompt hitting means vLLM still recomputes the last token
+            let lmcache_hit = (lead_c * c).min(len.saturating_sub(1));
+            let total = gpu_hit_tokens.max(lmcache_hit);
+            // attribute [gpu_hit_tokens, total) to the chunk that holds each token
+            let mut pos = gpu_hit_tokens;
+            while pos < total {
+                let j = (pos / c) as usize;
+                let end = ((j as u64 + 1) * c).min(total);
+                if in_cpu[j] {
+                    cpu_tokens += end - pos;
+                } else {
+                    disk_tokens += end - pos;
+                }
+                pos = end;
+            }
+            // LMCache retrieves and stores chunks in prefix order (head first)
+            let cpu_next = |pos: usize| cpu_oracle.map_or(NEVER, |o| o[coff + pos]);
+            for (d, &k) in ckeys.iter().enumerate() {
+                cpu_clock += 1;
+                let a = access(k, d, cpu_clock, cpu_next(d));
+                cpu.access(&a, false);
+                if let Some(disk) = disk.as_mut() {
+                    disk.access(&a, false);
+                }
+            }
+        }
+
+        // --- metrics
+        let saved = gpu_hit_tokens + cpu_tokens + disk_tokens;
+        row.requests += 1;
+        row.prompt_tokens += len;
+        row.block_refs += keys.len() as u64;
+        row.gpu_hit_blocks += hit_blocks;
+        row.gpu_hit_tokens += gpu_hit_tokens;
+        row.cpu_hit_tokens += cpu_tokens;
+        row.disk_hit_tokens += disk_tokens;
+        if saved > 0 {
+            requests_with_hits += 1;
+        }
+        if let Some(b) = kv_bytes {
+            bytes_cpu += cpu_tokens * b;
+            bytes_disk += disk_tokens * b;
+        }
+        if let Some(m) = &config.model {
+            flops_total += m.prefill_flops(len);
+            flops_saved += m.prefill_flops(saved);
+        }
+        let w = ((r.timestamp - t0) / config.window_seconds).max(0.0) as usize;
+        if windows.len() <= w {
+            let start = windows.len();
+            windows.extend((start..=w).map(|k| Window {
+                start: k as f64 * config.window_seconds,
+                ..Default::default()
+            }));
+        }
+        let win = &mut windows[w];
+        win.requests += 1;
+        win.prompt_tokens += len;
+        win.block_refs += keys.len() as u64;
+        win.gpu_hit_blocks += hit_blocks;
+        win.gpu_hit_tokens += gpu_hit_tokens;
+        win.cpu_hit_tokens += cpu_tokens;
+        win.disk_hit_tokens += disk_tokens;
+
+        if config.pinning && !pinned.is_empty() {
+            let finish = r.finish_time.unwrap_or_else(|| {
+                let uncached = len.saturating_sub(saved) as f64;
+                r.timestamp
+                    + uncached / config.timing.prefill_tokens_per_s
+                    + r.output_length as f64 * config.timing.decode_ms_per_token / 1000.0
+            });
+            pinned_now += pinned.len() as u64;
+            row.max_pinned_blocks = row.max_pinned_blocks.max(pinned_now);
+            running.push(Running {
+                finish,
+                seq: i as u64,
+                entries: pinned,
+            });
+        }
+    }
+    row.sim_seconds = started.elapsed().as_secs_f64();
+
+    for w in &mut windows {
+        w.token_hit_ratio = ratio(
+            w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
+            w.prompt_tokens,
+        );
+    }
+    row.windows = windows;
+    row.block_hit_ratio = ratio(row.gpu_hit_blocks, row.block_refs);
+    row.token_hit_ratio = ratio(row.gpu_hit_tokens, row.prompt_tokens);
+    row.cpu_token_hit_ratio = ratio(row.cpu_hit_tokens, row.prompt_tokens);
+    row.disk_token_hit_ratio = ratio(row.disk_hit_tokens, row.prompt_tokens);
+    row.prefill_tokens_saved = row.gpu_hit_tokens + row.cpu_hit_tokens + row.disk_hit_tokens;
+    row.total_token_hit_ratio = ratio(row.prefill_tokens_saved, row.prompt_tokens);
+    row.request_hit_rate = ratio(requests_with_hits, row.requests);
+    if kv_bytes.is_some() && cpu.is_some() {
+        row.bytes_loaded_from_cpu = Some(bytes_cpu);
+        row.bytes_loaded_from_disk = disk.as_ref().map(|_| bytes_disk);
+    }
+    if config.model.is_some() {
+        row.prefill_flops_total = Some(flops_total);
+        row.prefill_flops_saved = Some(flops_saved);
+        row.compute_saved_ratio = Some(if flops_total > 0.0 {
+            flops_saved / flops_total
+        } else {
+            0.0
+        });
+    }
+    row.gpu_evictions = gpu.evictions;
+    row.gpu_rejections = gpu.rejections;
+    row.cpu_evictions = cpu.as_ref().map_or(0, |c| c.evictions);
+    row.disk_evictions = disk.as_ref().map_or(0, |c| c.evictions);
+    row.block_refs_per_second = if row.sim_seconds > 0.0 {
+        row.block_refs as f64 / row.sim_seconds
+    } else {
+        0.0
+    };
+    debug_assert!(gpu.validate().is_ok());
+    Ok(row)
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}

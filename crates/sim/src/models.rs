@@ -1,0 +1,244 @@
+//! The model registry: KV-cache bytes per token and the numbers the prefill cost model needs.
+//! Built-in entries are the files of `configs/models/*.yaml` (embedded in the binary); a
+//! `configs/models/NAME.yaml` under the working directory overrides them, and a path to a YAML
+//! file of the same shape or to a Hugging Face `config.json` works too.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{SimError, SimResult};
+
+/// One model's architecture numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    #[serde(default)]
+    pub hf_id: Option<String>,
+    /// Parameter count (for the prefill FLOPs model).
+    pub num_params: f64,
+    pub num_layers: u32,
+    pub num_kv_heads: u32,
+    pub num_attention_heads: u32,
+    pub head_dim: u32,
+    /// Bytes per KV element (2 for bf16/fp16, 1 for fp8).
+    pub dtype_bytes: u32,
+    #[serde(default)]
+    pub tokenizer_family: Option<String>,
+}
+
+impl ModelSpec {
+    /// K and V for every layer: `2 * num_layers * num_kv_heads * head_dim * dtype_bytes`.
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        2 * self.num_layers as u64
+            * self.num_kv_heads as u64
+            * self.head_dim as u64
+            * self.dtype_bytes as u64
+    }
+
+    /// Prefill FLOPs of tokens at positions `0..n` (a whole prompt computed from scratch):
+    /// `2 * params` per token for the dense layers plus attention scores and values,
+    /// `4 * layers * heads * head_dim * p` FLOPs for the token at position `p`
+    /// (Kaplan et al. 2020, "Scaling Laws", section 2.1, with context-dependent attention).
+    pub fn prefill_flops(&self, n: u64) -> f64 {
+        self.prefill_flops_range(0, n)
+    }
+
+    /// Prefill FLOPs of the tokens at positions `from..to` (a cached prefix of `from` tokens).
+    pub fn prefill_flops_range(&self, from: u64, to: u64) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let count = (to - from) as f64;
+        // sum of positions from..to-1
+        let pos_sum = (from + to - 1) as f64 * count / 2.0;
+        let attn =
+            4.0 * self.num_layers as f64 * self.num_attention_heads as f64 * self.head_dim as f64;
+        2.0 * self.num_params * count + attn * pos_sum
+    }
+
+    /// Blocks of `block_size` tokens that fit in `gib` GiB of KV memory.
+    pub fn blocks_in_gib(&self, gib: f64, block_size: u32) -> u64 {
+        ((gib * (1u64 << 30) as f64) / (self.kv_bytes_per_token() as f64 * block_size as f64))
+            .floor() as u64
+    }
+}
+
+const BUILTIN: [(&str, &str); 5] = [
+    (
+        "qwen-8b",
+        include_str!("../../../configs/models/qwen-8b.yaml"),
+    ),
+    (
+        "qwen-32b",
+        include_str!("../../../configs/models/qwen-32b.yaml"),
+    ),
+    (
+        "llama-8b",
+        include_str!("../../../configs/models/llama-8b.yaml"),
+    ),
+    (
+        "llama-70b",
+        include_str!("../../../configs/models/llama-70b.yaml"),
+    ),
+    (
+        "mistral-7b",
+        include_str!("../../../configs/models/mistral-7b.yaml"),
+    ),
+];
+
+/// Names of the built-in models.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// Resolve a model by registry name, YAML path or Hugging Face `config.json` path.
+pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
+    let path = Path::new(name_or_path);
+    if name_or_path.ends_with(".json") {
+        return from_hf_config(path);
+    }
+    if name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml") {
+        return from_yaml_file(path);
+    }
+    let local = Path::new("configs/models").join(format!("{name_or_path}.yaml"));
+    if local.is_file() {
+        return from_yaml_file(&local);
+    }
+    match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        Some((n, text)) => serde_norway::from_str(text)
+            .map_err(|e| SimError::Config(format!("built-in model {n}: {e}"))),
+        None => Err(SimError::Config(format!(
+            "unknown model '{name_or_path}'; use one of {} (configs/models/*.yaml), a path to a \
+             model YAML, or a Hugging Face config.json",
+            builtin_names().join(", ")
+        ))),
+    }
+}
+
+fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+    serde_norway::from_str(&text).map_err(|e| {
+        SimError::Config(format!(
+            "{}{}: {e}",
+            path.display(),
+            e.location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// Read the architecture numbers from a Hugging Face `config.json`.
+pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| SimError::Config(format!("{}:{}: {e}", path.display(), e.line())))?;
+    let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    let need = |k: &str| {
+        get(k).ok_or_else(|| {
+            SimError::Config(format!("{}: missing numeric field '{k}'", path.display()))
+        })
+    };
+    let layers = need("num_hidden_layers")?;
+    let heads = need("num_attention_heads")?;
+    let kv_heads = get("num_key_value_heads").unwrap_or(heads);
+    let hidden = need("hidden_size")?;
+    let head_dim = get("head_dim").unwrap_or(hidden / heads);
+    let dtype_bytes = match v
+        .get("torch_dtype")
+        .or(v.get("dtype"))
+        .and_then(|d| d.as_str())
+    {
+        Some("float32") => 4,
+        Some("float8_e4m3fn") | Some("fp8") => 1,
+        _ => 2,
+    };
+    // A rough parameter count when the config does not give one: embeddings plus
+    // 12 * hidden^2 per layer scaled by the MLP width (intermediate_size).
+    let inter = get("intermediate_size").unwrap_or(4.0 * hidden);
+    let vocab = get("vocab_size").unwrap_or(32000.0);
+    let attn_params = hidden * (heads * head_dim) * 2.0 + hidden * (kv_heads * head_dim) * 2.0;
+    let params = layers * (attn_params + 3.0 * hidden * inter) + 2.0 * vocab * hidden;
+    let name = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "hf-model".into());
+    Ok(ModelSpec {
+        name,
+        hf_id: None,
+        num_params: params,
+        num_layers: layers as u32,
+        num_kv_heads: kv_heads as u32,
+        num_attention_heads: heads as u32,
+        head_dim: head_dim as u32,
+        dtype_bytes,
+        tokenizer_family: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_bytes_match_design_doc() {
+        // DESIGN.md section 5: Qwen3-8B 147,456 B/token, Llama-3.1-8B 131,072 B/token
+        assert_eq!(resolve("qwen-8b").unwrap().kv_bytes_per_token(), 147_456);
+        assert_eq!(resolve("llama-8b").unwrap().kv_bytes_per_token(), 131_072);
+        assert_eq!(resolve("qwen-32b").unwrap().kv_bytes_per_token(), 262_144);
+        assert_eq!(resolve("llama-70b").unwrap().kv_bytes_per_token(), 327_680);
+        assert_eq!(resolve("mistral-7b").unwrap().kv_bytes_per_token(), 131_072);
+    }
+
+    #[test]
+    fn gib_to_blocks() {
+        let m = resolve("llama-8b").unwrap();
+        // 1 GiB / (128 KiB * 16) = 512 blocks
+        assert_eq!(m.blocks_in_gib(1.0, 16), 512);
+    }
+
+    #[test]
+    fn prefill_flops_are_additive_over_ranges() {
+        let m = resolve("qwen-8b").unwrap();
+        let whole = m.prefill_flops(1000);
+        let split = m.prefill_flops_range(0, 400) + m.prefill_flops_range(400, 1000);
+        assert!((whole - split).abs() / whole < 1e-12);
+        // later tokens cost more than earlier ones (attention over the context)
+        assert!(m.prefill_flops_range(900, 1000) > m.prefill_flops_range(0, 100));
+    }
+
+    #[test]
+    fn unknown_model_names_the_choices() {
+        let err = resolve("gpt-9").unwrap_err().to_string();
+        assert!(
+            err.contains("qwen-8b") && err.contains("config.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hf_config_json_is_read() {
+        let dir = std::env::temp_dir().join(format!("il-hf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                "hidden_size": 4096, "torch_dtype": "bfloat16", "intermediate_size": 14336,
+                "vocab_size": 128256}"#,
+        )
+        .unwrap();
+        let m = resolve(p.to_str().unwrap()).unwrap();
+        assert_eq!(m.kv_bytes_per_token(), 131_072);
+        assert!(
+            (m.num_params / 8.03e9 - 1.0).abs() < 0.05,
+            "{}",
+            m.num_params
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The result row of one simulation point: every figure carries the parameters it came from.
+
+use serde::{Deserialize, Serialize};
+
+/// One window of the time series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Window start, seconds of trace time.
+    pub start: f64,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub block_refs: u64,
+    pub gpu_hit_blocks: u64,
+    pub gpu_hit_tokens: u64,
+    pub cpu_hit_tokens: u64,
+    pub disk_hit_tokens: u64,
+    /// (gpu + cpu + disk hit tokens) / prompt tokens in this window.
+    pub token_hit_ratio: f64,
+}
+
+/// The figures of one simulation point.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimResult {
+    // --- parameters
+    pub policy: String,
+    pub cpu_policy: Option<String>,
+    pub hit_semantics: String,
+    pub pinning: bool,
+    pub model: Option<String>,
+    pub block_size: u32,
+    pub chunk_size: Option<u32>,
+    /// GPU capacity in blocks (for `ideal`: the capacity of the grid point; the cache itself is
+    /// unbounded, see `unbounded`).
+    pub gpu_blocks: u64,
+    pub unbounded: bool,
+    pub gpu_cache_gb: Option<f64>,
+    pub cpu_chunks: Option<u64>,
+    pub cpu_cache_gb: Option<f64>,
+    pub disk_chunks: Option<u64>,
+    // --- counts
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    /// GPU blocks looked up.
+    pub block_refs: u64,
+    pub gpu_hit_blocks: u64,
+    /// gpu_hit_blocks / block_refs.
+    pub block_hit_ratio: f64,
+    /// vLLM's `prefix_cache_hits`: sum over requests of min(hit_blocks*B, floor((L-1)/B)*B).
+    pub gpu_hit_tokens: u64,
+    /// vLLM's token-weighted hit rate: gpu_hit_tokens / prompt_tokens.
+    pub token_hit_ratio: f64,
+    /// LMCache chunks looked up / hit (leading run).
+    pub chunk_refs: u64,
+    pub cpu_hit_chunks: u64,
+    /// Tokens loaded from the LMCache CPU tier beyond the GPU hit (`need to load`).
+    pub cpu_hit_tokens: u64,
+    pub cpu_token_hit_ratio: f64,
+    pub disk_hit_tokens: u64,
+    pub disk_token_hit_ratio: f64,
+    /// All tiers: tokens not recomputed.
+    pub prefill_tokens_saved: u64,
+    pub total_token_hit_ratio: f64,
+    /// Share of requests with at least one token served from cache.
+    pub request_hit_rate: f64,
+    pub bytes_loaded_from_cpu: Option<u64>,
+    pub bytes_loaded_from_disk: Option<u64>,
+    pub prefill_flops_total: Option<f64>,
+    pub prefill_flops_saved: Option<f64>,
+    /// prefill_flops_saved / prefill_flops_total: position-aware compute saved.
+    pub compute_saved_ratio: Option<f64>,
+    pub gpu_evictions: u64,
+    pub cpu_evictions: u64,
+    pub disk_evictions: u64,
+    /// GPU admissions refused because every block was pinned by running requests.
+    pub gpu_rejections: u64,
+    /// Most GPU blocks pinned at once.
+    pub max_pinned_blocks: u64,
+    // --- speed
+    /// Wall time of the simulation itself (parsing and preparation excluded).
+    pub sim_seconds: f64,
+    pub block_refs_per_second: f64,
+    pub windows: Vec<Window>,
+}
+
+pub(crate) fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
