@@ -417,3 +417,195 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferencelab_cache::PolicyConfig;
+    use inferencelab_trace::{Content, Request};
+
+    use crate::config::TimingModel;
+
+    fn req(t: f64, input_length: u32, content: Content) -> Request {
+        Request {
+            id: format!("{t}"),
+            timestamp: t,
+            finish_time: None,
+            conversation: None,
+            turn: 0,
+            input_length,
+            output_length: 10,
+            kind: None,
+            content,
+        }
+    }
+
+    fn id_trace(block_size: u32, reqs: Vec<(u32, Vec<u64>)>) -> Trace {
+        Trace {
+            requests: reqs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (len, ids))| req(i as f64, len, Content::HashIds(ids)))
+                .collect(),
+            block_size: Some(block_size),
+            partial_last_block: true,
+            ..Default::default()
+        }
+    }
+
+    fn config(gpu_blocks: u64, cpu_chunks: Option<u64>, pinning: bool) -> SimConfig {
+        SimConfig {
+            gpu: TierConfig {
+                capacity: gpu_blocks,
+                policy: PolicyConfig::Lru,
+            },
+            cpu: cpu_chunks.map(|n| TierConfig {
+                capacity: n,
+                policy: PolicyConfig::Lru,
+            }),
+            disk: None,
+            hit_semantics: HitSemantics::Prefix,
+            pinning,
+            timing: TimingModel::default(),
+            window_seconds: 60.0,
+            model: None,
+        }
+    }
+
+    #[test]
+    fn only_the_leading_run_hits() {
+        // request 0 caches [1,2,3]; request 1 = [9,2,3]: blocks 2 and 3 are cached but follow
+        // a miss, so nothing hits; request 2 = [1,2,7]: two leading hits
+        let t = id_trace(
+            16,
+            vec![
+                (48, vec![1, 2, 3]),
+                (48, vec![9, 2, 3]),
+                (48, vec![1, 2, 7]),
+            ],
+        );
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let r = run(&p, &config(100, None, false)).unwrap();
+        assert_eq!(r.block_refs, 9);
+        assert_eq!(r.gpu_hit_blocks, 2);
+        assert_eq!(r.gpu_hit_tokens, 32);
+        assert_eq!(r.request_hit_rate, 1.0 / 3.0);
+    }
+
+    #[test]
+    fn at_most_n_minus_one_tokens_hit() {
+        // the same 32-token prompt twice: both blocks are cached, but vLLM recomputes the last
+        // token, so only floor(31/16)*16 = 16 tokens count
+        let t = id_trace(16, vec![(32, vec![1, 2]), (32, vec![1, 2])]);
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let r = run(&p, &config(100, None, false)).unwrap();
+        assert_eq!(r.gpu_hit_blocks, 2);
+        assert_eq!(r.gpu_hit_tokens, 16);
+        assert_eq!(r.token_hit_ratio, 16.0 / 64.0);
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_shared_prefixes_hit() {
+        let sys: Vec<u32> = (0..40).collect();
+        let a: Vec<u32> = sys.iter().copied().chain(100..120).collect();
+        let b: Vec<u32> = sys.iter().copied().chain(200..230).collect();
+        let t = Trace {
+            requests: vec![
+                req(0.0, a.len() as u32, Content::Tokens(a)),
+                req(1.0, b.len() as u32, Content::Tokens(b)),
+            ],
+            ..Default::default()
+        };
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let r = run(&p, &config(100, None, false)).unwrap();
+        // 40 shared tokens = 2 full shared blocks (the 3rd block differs)
+        assert_eq!(r.gpu_hit_tokens, 32);
+        assert_eq!(r.block_refs, 3 + 4);
+    }
+
+    #[test]
+    fn lmcache_serves_what_the_gpu_evicted_and_need_to_load_is_the_difference() {
+        // GPU holds 2 blocks; chunks are 2 blocks (32 tokens); CPU holds plenty.
+        // r0 = [1,2,3,4] (64 tokens) fills both tiers; r1 = [5,6] evicts 1,2... from the GPU
+        // (LRU keeps only 2 blocks); r2 = [1,2,3,4,8]: GPU has nothing of it, LMCache has
+        // chunks (1,2) and (3,4) -> lmcache hit 64 tokens, need to load 64.
+        let t = id_trace(
+            16,
+            vec![
+                (64, vec![1, 2, 3, 4]),
+                (32, vec![5, 6]),
+                (80, vec![1, 2, 3, 4, 8]),
+            ],
+        );
+        let p = Prepared::new(&t, 16, Some(32)).unwrap();
+        let r = run(&p, &config(2, Some(100), false)).unwrap();
+        assert_eq!(r.gpu_hit_tokens, 0);
+        assert_eq!(r.cpu_hit_tokens, 64);
+        assert_eq!(r.cpu_hit_chunks, 2);
+        assert_eq!(r.prefill_tokens_saved, 64);
+    }
+
+    #[test]
+    fn full_prompt_hit_in_lmcache_still_recomputes_one_token() {
+        let t = id_trace(16, vec![(64, vec![1, 2, 3, 4]), (64, vec![1, 2, 3, 4])]);
+        let p = Prepared::new(&t, 16, Some(32)).unwrap();
+        let r = run(&p, &config(0, Some(100), false)).unwrap();
+        assert_eq!(r.cpu_hit_tokens, 63);
+    }
+
+    #[test]
+    fn pinned_blocks_of_running_requests_are_not_evicted() {
+        // capacity 2; r0 (2 blocks) runs for a long time; r1 arrives while r0 runs and needs 2
+        // other blocks: both admissions are refused (every block pinned). r2 arrives after r0
+        // finished and hits r0's blocks.
+        let mut t = id_trace(
+            16,
+            vec![(32, vec![1, 2]), (32, vec![3, 4]), (32, vec![1, 2])],
+        );
+        t.requests[0].finish_time = Some(100.0);
+        t.requests[1].finish_time = Some(100.5);
+        t.requests[2].timestamp = 200.0;
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let r = run(&p, &config(2, None, true)).unwrap();
+        assert_eq!(r.gpu_rejections, 2);
+        assert_eq!(r.gpu_hit_blocks, 2);
+        assert_eq!(r.max_pinned_blocks, 2);
+        // without pinning r1 evicts r0's blocks
+        let r = run(&p, &config(2, None, false)).unwrap();
+        assert_eq!(r.gpu_rejections, 0);
+        assert_eq!(r.gpu_hit_blocks, 0);
+    }
+
+    #[test]
+    fn any_semantics_counts_every_cached_block() {
+        let t = id_trace(16, vec![(48, vec![1, 2, 3]), (48, vec![9, 2, 3])]);
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let mut c = config(100, None, false);
+        c.hit_semantics = HitSemantics::Any;
+        let r = run(&p, &c).unwrap();
+        assert_eq!(r.gpu_hit_blocks, 2);
+        c.cpu = Some(TierConfig {
+            capacity: 10,
+            policy: PolicyConfig::Lru,
+        });
+        assert!(run(&p, &c)
+            .unwrap_err()
+            .to_string()
+            .contains("--no-cpu-tier"));
+    }
+
+    #[test]
+    fn windows_partition_the_totals() {
+        let t = id_trace(16, (0..10).map(|i| (48, vec![1, 2, 3 + i])).collect());
+        let p = Prepared::new(&t, 16, None).unwrap();
+        let mut c = config(100, None, false);
+        c.window_seconds = 3.0;
+        let r = run(&p, &c).unwrap();
+        assert_eq!(r.windows.len(), 4);
+        assert_eq!(r.windows.iter().map(|w| w.requests).sum::<u64>(), 10);
+        assert_eq!(
+            r.windows.iter().map(|w| w.gpu_hit_tokens).sum::<u64>(),
+            r.gpu_hit_tokens
+        );
+    }
+}

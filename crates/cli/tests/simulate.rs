@@ -1,0 +1,260 @@
+//! CLI tests of `inferencelab simulate`: the real binary on real files.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+const MOONCAKE: &str = "data/traces/mooncake/synthetic_trace.jsonl";
+
+fn simulate_json(args: &[&str]) -> Value {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .arg("simulate")
+        .args(args)
+        .arg("--json")
+        .arg("--output")
+        .arg(out_dir.path().join("summary.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON document");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        doc["results"], written["results"],
+        "--output holds the same results"
+    );
+    doc
+}
+
+fn ratios(doc: &Value, key: &str) -> Vec<(String, u64, f64)> {
+    doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["policy"].as_str().unwrap().to_string(),
+                r["gpu_blocks"].as_u64().unwrap(),
+                r[key].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn prefix_lru_on_mooncake_matches_the_reference() {
+    // ../shared/data/README.md: with vLLM's prefix semantics LRU gives .0841 / .4239 / .6242
+    let mooncake = repo(MOONCAKE);
+    let doc = simulate_json(&[
+        "--input-file",
+        mooncake.to_str().unwrap(),
+        "--eviction-policy",
+        "lru",
+        "--gpu-blocks",
+        "1000,10000,30000",
+        "--no-cpu-tier",
+        "--no-pinning",
+    ]);
+    let got: Vec<f64> = ratios(&doc, "block_hit_ratio")
+        .iter()
+        .map(|r| r.2)
+        .collect();
+    let want: [f64; 3] = [0.0841, 0.4239, 0.6242];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(
+            (g * 1e4).round(),
+            (w * 1e4).round(),
+            "got {got:?}, want {want:?}"
+        );
+    }
+    let r0 = &doc["results"][0];
+    for key in [
+        "policy",
+        "gpu_blocks",
+        "block_hit_ratio",
+        "token_hit_ratio",
+        "block_refs",
+        "sim_seconds",
+    ] {
+        assert!(!r0[key].is_null(), "result lacks {key}");
+    }
+    assert_eq!(r0["block_refs"], 121_877);
+}
+
+#[test]
+fn any_semantics_on_mooncake_matches_libcachesim_for_lru_and_ideal() {
+    let mooncake = repo(MOONCAKE);
+    let doc = simulate_json(&[
+        "--input-file",
+        mooncake.to_str().unwrap(),
+        "--eviction-policy",
+        "lru,ideal",
+        "--gpu-blocks",
+        "1000,10000,30000",
+        "--no-cpu-tier",
+        "--no-pinning",
+        "--hit-semantics",
+        "any",
+    ]);
+    let got = ratios(&doc, "block_hit_ratio");
+    let want: [f64; 6] = [0.0825, 0.4235, 0.6242, 0.6396, 0.6396, 0.6396];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.2 * 1e4).round(), (w * 1e4).round(), "{g:?} vs {w}");
+    }
+}
+
+fn simulate_err(input: &std::path::Path, extra: &[&str]) -> String {
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .arg("simulate")
+        .arg("--input-file")
+        .arg(input)
+        .args(["--gpu-blocks", "100", "--output"])
+        .arg(input.with_extension("out.json"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "should fail cleanly");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    assert!(simulate_err(&empty, &[]).contains("empty"));
+
+    let binary = dir.path().join("trace.jsonl.gz");
+    std::fs::write(&binary, [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00, 0x01]).unwrap();
+    assert!(simulate_err(&binary, &[]).contains("binary"));
+
+    let truncated = dir.path().join("cut.jsonl");
+    std::fs::write(
+        &truncated,
+        "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [0]}\n\
+         {\"timestamp\": 1, \"input_length\": 10, \"output_le",
+    )
+    .unwrap();
+    let err = simulate_err(&truncated, &["--input-format", "mooncake"]);
+    assert!(err.contains("cut.jsonl:2"), "{err}");
+
+    let backwards = dir.path().join("back.jsonl");
+    std::fs::write(
+        &backwards,
+        "{\"timestamp\": 5, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [0]}\n\
+         {\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [0]}\n",
+    )
+    .unwrap();
+    let err = simulate_err(&backwards, &[]);
+    assert!(
+        err.contains("back.jsonl:2") && err.contains("back in time"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refining_an_id_trace_is_refused_with_the_fix() {
+    let err = simulate_err(&repo(MOONCAKE), &["--block-size", "16", "--no-cpu-tier"]);
+    assert!(
+        err.contains("never refined") && err.contains("512"),
+        "{err}"
+    );
+}
+
+#[test]
+fn skip_invalid_counts_skipped_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.jsonl");
+    std::fs::write(
+        &f,
+        "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 1, \"hash_ids\": [0, 1]}\n\
+         garbage\n\
+         {\"timestamp\": 1, \"input_length\": 600, \"output_length\": 1, \"hash_ids\": [0, 1]}\n",
+    )
+    .unwrap();
+    let doc = simulate_json(&[
+        "--input-file",
+        f.to_str().unwrap(),
+        "--gpu-blocks",
+        "10",
+        "--no-cpu-tier",
+        "--skip-invalid",
+    ]);
+    assert_eq!(doc["input"]["skipped_records"], 1);
+    assert_eq!(doc["input"]["requests"], 2);
+    assert_eq!(doc["results"][0]["gpu_hit_blocks"], 2);
+    // two hit blocks, but at most floor(599/512)*512 tokens
+    assert_eq!(doc["results"][0]["gpu_hit_tokens"], 512);
+}
+
+#[test]
+fn gpu_size_is_required_and_named_in_the_error() {
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["simulate", "--input-file"])
+        .arg(repo(MOONCAKE))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gpu-blocks"));
+}
+
+#[test]
+fn table_output_names_policies_and_capacities() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["simulate", "--input-file"])
+        .arg(repo(MOONCAKE))
+        .args([
+            "-p",
+            "lru,ideal",
+            "--gpu-cache-gb",
+            "8",
+            "--cpu-cache-gb",
+            "16",
+            "-q",
+            "--output",
+        ])
+        .arg(dir.path().join("s.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 8 GiB of Qwen3-8B KV at 512-token blocks = 8 * 2^30 / (147456 * 512) = 113 blocks
+    assert!(stdout.contains("lru") && stdout.contains("113"), "{stdout}");
+    assert!(stdout.contains("ideal (inf)"), "{stdout}");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+    let lru = &doc["results"][0];
+    assert!(
+        lru["cpu_hit_tokens"].as_u64().unwrap() > 0,
+        "the CPU tier serves hits at 16 GiB"
+    );
+    assert!(
+        lru["bytes_loaded_from_cpu"].as_u64().unwrap()
+            == lru["cpu_hit_tokens"].as_u64().unwrap() * 147_456
+    );
+}
