@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Offline two-tier prefix-cache simulation (vLLM GPU prefix cache + LMCache CPU/disk).
     Simulate(SimulateArgs),
+    /// Run a YAML grid of simulations in parallel (resumable, shardable); `batch merge` joins shards.
+    Batch(crate::commands::batch::BatchArgs),
 }
 
 #[derive(Args, Debug)]

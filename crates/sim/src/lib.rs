@@ -7,6 +7,7 @@ pub mod driver;
 pub mod error;
 pub mod grid;
 pub mod models;
+pub mod plan;
 pub mod result;
 
 pub use config::{HitSemantics, SimConfig, TierConfig, TimingModel};

@@ -1,11 +1,24 @@
 //! One module per subcommand.
 
+pub mod batch;
 mod simulate;
+
+use std::path::Path;
 
 use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Batch(args) => batch::run(args),
     }
+}
+
+/// Draw the plots of a summary file; a plotting failure is reported, not fatal (the results
+/// are already written).
+pub fn plot_summary(summary: &Path, out_dir: &Path, title: &str) {
+    let _ = (summary, out_dir, title);
+    eprintln!(
+        "note: plots are not available in this build yet (inferencelab plot is being written)"
+    );
 }

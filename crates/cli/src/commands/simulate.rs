@@ -7,21 +7,15 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use inferencelab_cache::PolicyConfig;
+use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::{
     grid::run_grid, models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel,
 };
-use inferencelab_trace::{read_trace, Content, ReadOptions, Trace};
+use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::json;
 
 use crate::cli::SimulateArgs;
 use crate::output;
-
-/// LMCache's default `max_local_cpu_size` (GB).
-const LMCACHE_DEFAULT_CPU_GB: f64 = 5.0;
-/// LMCache's default `chunk_size`.
-const LMCACHE_DEFAULT_CHUNK: u32 = 256;
-/// vLLM's default `--block-size`.
-const VLLM_DEFAULT_BLOCK: u32 = 16;
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
@@ -55,22 +49,18 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
 
     let model = models::resolve(&args.model)?;
-    let block_size = match (args.block_size, trace.block_size, has_ids(&trace)) {
-        (Some(b), _, _) => b,
-        (None, Some(native), true) => native,
-        _ => VLLM_DEFAULT_BLOCK,
-    };
-    let chunk_size = args.chunk_size.unwrap_or(match trace.block_size {
-        // id traces: the smallest multiple of the trace's block size >= LMCache's default
-        Some(native) if has_ids(&trace) => native * LMCACHE_DEFAULT_CHUNK.div_ceil(native),
-        _ => LMCACHE_DEFAULT_CHUNK,
-    });
+    let block_size = args
+        .block_size
+        .unwrap_or_else(|| plan::default_block_size(&trace));
+    let chunk_size = args
+        .chunk_size
+        .unwrap_or_else(|| plan::default_chunk_size(&trace));
     let capacities: Vec<u64> = if !args.gpu_blocks.is_empty() {
         args.gpu_blocks.clone()
     } else if !args.gpu_cache_gb.is_empty() {
         args.gpu_cache_gb
             .iter()
-            .map(|&gb| model.blocks_in_gib(gb, block_size))
+            .map(|&gb| Capacity::Gib(gb).entries(&model, block_size))
             .collect()
     } else {
         bail!("give the GPU cache size: --gpu-blocks N[,N...] or --gpu-cache-gb G[,G...] (with --model)");
@@ -83,12 +73,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     } else if let Some(n) = args.cpu_chunks {
         Some(n)
     } else {
-        let gb = args.cpu_cache_gb.unwrap_or(LMCACHE_DEFAULT_CPU_GB);
-        Some(model.blocks_in_gib(gb, chunk_size))
+        let gb = args.cpu_cache_gb.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB);
+        Some(Capacity::Gib(gb).entries(&model, chunk_size))
     };
     let disk_chunks = match (args.disk_chunks, args.disk_cache_gb) {
         (Some(n), _) => Some(n),
-        (None, Some(gb)) => Some(model.blocks_in_gib(gb, chunk_size)),
+        (None, Some(gb)) => Some(Capacity::Gib(gb).entries(&model, chunk_size)),
         (None, None) => None,
     };
     if args.hit_semantics == HitSemantics::Any && cpu_chunks.is_some() {
@@ -197,13 +187,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", out_path.display());
     }
     Ok(())
-}
-
-fn has_ids(trace: &Trace) -> bool {
-    trace
-        .requests
-        .iter()
-        .any(|r| matches!(r.content, Content::HashIds(_)))
 }
 
 fn default_output(input: &Path) -> PathBuf {

@@ -1,0 +1,149 @@
+//! `inferencelab batch`: run a YAML grid of simulations (resumable, shardable) and `batch merge`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use inferencelab_runner::batch::{self, BatchConfig, Shard};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    pub action: Option<BatchAction>,
+    /// The grid file (configs/simulation_*.yaml).
+    #[arg(long)]
+    pub yaml: Option<PathBuf>,
+    /// Run only slice i of N (points k with k mod N == i); outputs go to shard-i-of-N/.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Override the grid's output directory.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Do not draw plots at the end.
+    #[arg(long)]
+    pub no_plot: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BatchAction {
+    /// Join the shards' results (shard-*/results.jsonl) into one summary.json.
+    Merge {
+        #[arg(long)]
+        yaml: PathBuf,
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        #[arg(long)]
+        no_plot: bool,
+    },
+}
+
+pub fn run(args: BatchArgs) -> anyhow::Result<()> {
+    if let Some(BatchAction::Merge {
+        yaml,
+        output_dir,
+        no_plot,
+    }) = args.action
+    {
+        let mut cfg = BatchConfig::load(&yaml)?;
+        if output_dir.is_some() {
+            cfg.output_dir = output_dir;
+        }
+        let (summary, found, total) = batch::merge(&cfg)?;
+        eprintln!(
+            "merged {found} of {total} points into {}{}",
+            summary.display(),
+            if found < total {
+                format!(
+                    " ({} points missing: run the missing shards)",
+                    total - found
+                )
+            } else {
+                String::new()
+            }
+        );
+        if !no_plot {
+            super::plot_summary(&summary, &cfg.output_dir().join("plots"), &cfg.name());
+        }
+        return Ok(());
+    }
+    let yaml = args
+        .yaml
+        .context("give the grid: batch --yaml configs/simulation_<name>.yaml")?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads")?;
+    }
+    let mut cfg = BatchConfig::load(&yaml)?;
+    if args.output_dir.is_some() {
+        cfg.output_dir = args.output_dir;
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {pos}/{len} points [{elapsed} < {eta}] {wide_bar} {msg}",
+            )
+            .expect("static template"),
+        );
+        b
+    };
+    let report = batch::run(&cfg, args.shard, &|n| bar.set_length(n as u64), &|done| {
+        if let Some(e) = done.error {
+            let msg = format!(
+                "point {} ({} {}) failed: {e}",
+                done.point.index, done.point.trace, done.point.policy_config
+            );
+            if bar.is_hidden() {
+                eprintln!("{msg}");
+            } else {
+                bar.println(msg);
+            }
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    if report.config_changed {
+        eprintln!(
+            "note: the grid changed since the last run in {}: points with unchanged parameters \
+             were reused, {} rows no longer in the grid are ignored",
+            report.output_dir.display(),
+            report.stale_rows
+        );
+    }
+    eprintln!(
+        "{} points: {} already done (resumed), {} run, {} failed; rows in {}, summary in {}",
+        report.points,
+        report.resumed,
+        report.ran,
+        report.failed,
+        report.results_file.display(),
+        report.summary_file.display()
+    );
+    if !args.no_plot && args.shard.is_none() {
+        super::plot_summary(
+            &report.summary_file,
+            &report.output_dir.join("plots"),
+            &cfg.name(),
+        );
+    }
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} of {} points failed (their rows carry the error; the others are done)",
+            report.failed,
+            report.points
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Typed errors of the runner.
+
+use std::path::PathBuf;
+
+pub type RunnerResult<T> = Result<T, RunnerError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad grid file: names the file, the line when known, the key and the fix.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl RunnerError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RunnerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
