@@ -24,6 +24,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run a YAML grid of simulations in parallel (resumable, shardable); `batch merge` joins shards.
     Batch(crate::commands::batch::BatchArgs),
+    /// The whole LRU hit-ratio curve in one pass (stack distances); --check compares with point simulations.
+    Mrc(crate::commands::mrc::MrcArgs),
 }
 
 #[derive(Args, Debug)]

@@ -258,3 +258,41 @@ fn table_output_names_policies_and_capacities() {
             == lru["cpu_hit_tokens"].as_u64().unwrap() * 147_456
     );
 }
+
+#[test]
+fn mrc_one_pass_curve_agrees_with_point_simulations() {
+    for semantics in ["prefix", "any"] {
+        let out = Command::cargo_bin("inferencelab")
+            .unwrap()
+            .args(["mrc", "--input-file"])
+            .arg(repo(MOONCAKE))
+            .args([
+                "--gpu-blocks",
+                "1000,10000,30000",
+                "--check",
+                "--json",
+                "--hit-semantics",
+                semantics,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<f64> = doc["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["block_hit_ratio"].as_f64().unwrap() * 1e4).round())
+            .collect();
+        let want = if semantics == "prefix" {
+            [841.0, 4239.0, 6242.0]
+        } else {
+            [825.0, 4235.0, 6242.0]
+        };
+        assert_eq!(got, want, "{semantics}");
+    }
+}

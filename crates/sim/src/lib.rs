@@ -7,6 +7,7 @@ pub mod driver;
 pub mod error;
 pub mod grid;
 pub mod models;
+pub mod mrc;
 pub mod plan;
 pub mod result;
 

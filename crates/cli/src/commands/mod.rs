@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod batch;
+pub mod mrc;
 mod simulate;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Batch(args) => batch::run(args),
+        Command::Mrc(args) => mrc::run(args),
     }
 }
 
