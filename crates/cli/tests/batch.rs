@@ -207,3 +207,54 @@ fn grid_file_errors_name_the_file_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_slurm_array_script_runs_shards_that_merge_into_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let yaml = grid(
+        dir.path(),
+        "[lru, ideal]",
+        &format!("output_dir: {}\n", out.display()),
+    );
+    let bin = assert_cmd::cargo::cargo_bin("inferencelab");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // what Slurm sets for tasks 0..=2 of `--array=0-2`
+    for i in 0..3 {
+        let status = std::process::Command::new("bash")
+            .arg(repo("docs/slurm/batch-array.sh"))
+            .arg(&yaml)
+            .env("PATH", &path)
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .env("SLURM_ARRAY_TASK_MIN", "0")
+            .env("SLURM_ARRAY_TASK_MAX", "2")
+            .env("SLURM_CPUS_PER_TASK", "1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for i in 0..3 {
+        assert!(out.join(format!("shard-{i}-of-3/results.jsonl")).is_file());
+    }
+    let merged = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["batch", "merge", "--no-plot", "--yaml"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let whole = dir.path().join("whole");
+    assert!(batch(&yaml, &whole, &[]).status.success());
+    assert_eq!(
+        rows(&out.join("summary.json")),
+        rows(&whole.join("summary.json"))
+    );
+}
