@@ -554,6 +554,29 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_tier_serves_what_the_cpu_tier_evicted() {
+        // chunks of 2 blocks; CPU holds 1 chunk, disk holds 10 (write-through).
+        // r0 = [1,2,3,4]: stores chunks A=(1,2) and B=(3,4); the CPU keeps only B.
+        // r1 = [1,2,3,4,9] with no GPU cache: A is on disk only, B in CPU and disk:
+        // 32 tokens from disk, 32 from the CPU.
+        let t = id_trace(16, vec![(64, vec![1, 2, 3, 4]), (80, vec![1, 2, 3, 4, 9])]);
+        let p = Prepared::new(&t, 16, Some(32)).unwrap();
+        let mut c = config(0, Some(1), false);
+        c.disk = Some(TierConfig {
+            capacity: 10,
+            policy: PolicyConfig::Lru,
+        });
+        let r = run(&p, &c).unwrap();
+        assert_eq!(r.disk_hit_tokens, 32);
+        assert_eq!(r.cpu_hit_tokens, 32);
+        assert_eq!(r.prefill_tokens_saved, 64);
+        // without the disk tier only what the CPU holds counts, and it is not a leading run
+        c.disk = None;
+        let r = run(&p, &c).unwrap();
+        assert_eq!(r.prefill_tokens_saved, 0);
+    }
+
+    #[test]
     fn pinned_blocks_of_running_requests_are_not_evicted() {
         // capacity 2; r0 (2 blocks) runs for a long time; r1 arrives while r0 runs and needs 2
         // other blocks: both admissions are refused (every block pinned). r2 arrives after r0
