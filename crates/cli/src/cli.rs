@@ -26,6 +26,8 @@ pub enum Command {
     Batch(crate::commands::batch::BatchArgs),
     /// The whole LRU hit-ratio curve in one pass (stack distances); --check compares with point simulations.
     Mrc(crate::commands::mrc::MrcArgs),
+    /// Experiment grid on real GPUs: a fresh `vllm serve` + LMCache per point and GPU slot.
+    Experiment(crate::commands::experiment::ExperimentArgs),
 }
 
 #[derive(Args, Debug)]

@@ -829,11 +829,13 @@ pub fn load_rows(path: &Path, repair: bool) -> RunnerResult<Vec<Value>> {
         match serde_json::from_str::<Value>(line) {
             Ok(v) => rows.push(v),
             Err(_) if i + 1 == lines.len() => torn = true,
-            Err(e) => return Err(RunnerError::Config(format!(
+            Err(e) => {
+                return Err(RunnerError::Config(format!(
                 "{}:{}: not a result row ({e}); delete the line or the file to re-run those points",
                 path.display(),
                 i + 1
-            ))),
+            )))
+            }
         }
     }
     if torn || (!text.is_empty() && !text.ends_with('\n')) {

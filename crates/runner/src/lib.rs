@@ -4,5 +4,6 @@
 
 pub mod batch;
 pub mod error;
+pub mod experiment;
 
 pub use error::{RunnerError, RunnerResult};

@@ -106,15 +106,29 @@ pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
     if local.is_file() {
         return from_yaml_file(&local);
     }
-    match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-        Some((n, text)) => serde_norway::from_str(text)
-            .map_err(|e| SimError::Config(format!("built-in model {n}: {e}"))),
-        None => Err(SimError::Config(format!(
-            "unknown model '{name_or_path}'; use one of {} (configs/models/*.yaml), a path to a \
-             model YAML, or a Hugging Face config.json",
-            builtin_names().join(", ")
-        ))),
+    let builtin = |(n, text): &(&str, &str)| -> SimResult<ModelSpec> {
+        serde_norway::from_str(text)
+            .map_err(|e| SimError::Config(format!("built-in model {n}: {e}")))
+    };
+    if let Some(entry) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        return builtin(entry);
     }
+    // a Hugging Face id of a registered model (what `vllm serve` is given) works too
+    for entry in &BUILTIN {
+        let spec = builtin(entry)?;
+        if spec
+            .hf_id
+            .as_deref()
+            .is_some_and(|id| id.eq_ignore_ascii_case(name_or_path))
+        {
+            return Ok(spec);
+        }
+    }
+    Err(SimError::Config(format!(
+        "unknown model '{name_or_path}'; use one of {} (configs/models/*.yaml), their Hugging \
+         Face ids, a path to a model YAML, or a Hugging Face config.json",
+        builtin_names().join(", ")
+    )))
 }
 
 fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
@@ -210,6 +224,15 @@ mod tests {
         assert!((whole - split).abs() / whole < 1e-12);
         // later tokens cost more than earlier ones (attention over the context)
         assert!(m.prefill_flops_range(900, 1000) > m.prefill_flops_range(0, 100));
+    }
+
+    #[test]
+    fn hugging_face_ids_resolve_to_registry_entries() {
+        assert_eq!(resolve("Qwen/Qwen3-8B").unwrap().name, "qwen-8b");
+        assert_eq!(
+            resolve("meta-llama/Llama-3.1-70B-Instruct").unwrap().name,
+            "llama-70b"
+        );
     }
 
     #[test]

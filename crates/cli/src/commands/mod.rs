@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod batch;
+pub mod experiment;
 pub mod mrc;
 mod simulate;
 
@@ -13,6 +14,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Batch(args) => batch::run(args),
         Command::Mrc(args) => mrc::run(args),
+        Command::Experiment(args) => experiment::run(args),
     }
 }
 

@@ -1,0 +1,79 @@
+//! The experiment runner (`inferencelab experiment --yaml configs/qwen-8b.yaml --gpus 8`, also
+//! reachable as `inferencelab bench --yaml ...` like the prototype): real `vllm serve` + LMCache
+//! servers, one per GPU slot and point.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use inferencelab_runner::experiment::{self, ExperimentConfig, RunOptions};
+
+#[derive(Args, Debug, Clone)]
+pub struct ExperimentArgs {
+    /// The experiment file (configs/qwen-8b.yaml).
+    #[arg(long)]
+    pub yaml: PathBuf,
+    /// GPUs to use (0..N); default: CUDA_VISIBLE_DEVICES, else one GPU.
+    #[arg(long)]
+    pub gpus: Option<usize>,
+    /// Print every server and bench command with its environment, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The experiment's folder (default outputs/logs/experiments/<name>_<date>; re-use it to resume).
+    #[arg(long)]
+    pub experiment_dir: Option<PathBuf>,
+}
+
+pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
+    let cfg = ExperimentConfig::load(&args.yaml)?;
+    let devices = experiment::devices(
+        args.gpus,
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+    );
+    let opts = RunOptions {
+        devices,
+        dry_run: args.dry_run,
+        bench_exe: std::env::current_exe().context("locating the inferencelab binary")?,
+        experiment_dir: args.experiment_dir,
+    };
+    let today = today_utc();
+    let outcomes = experiment::run(&cfg, &opts, &today, &|line| {
+        if args.dry_run {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    })?;
+    if args.dry_run {
+        return Ok(());
+    }
+    print!("{}", experiment::summary_table(&outcomes));
+    let failed = outcomes.iter().filter(|o| o.status != "ok").count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} points failed this run (reasons above); re-run to retry them",
+            outcomes.len()
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD` of today (UTC), for the experiment folder's name.
+fn today_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
