@@ -10,5 +10,5 @@ pub mod readers;
 
 pub use blocks::{BlockedTrace, Blocking};
 pub use error::{TraceError, TraceResult};
-pub use model::{Content, Format, Request, Trace};
+pub use model::{Content, Format, LmcacheLookup, Request, Trace};
 pub use readers::{detect_format, read_trace, ReadOptions};

@@ -110,6 +110,30 @@ pub struct Trace {
     pub notes: Vec<String>,
     /// Records skipped under `--skip-invalid`.
     pub skipped: usize,
+    /// What LMCache logged about requests (vLLM logs with LMCache attached), for comparing
+    /// measured hits with simulated ones. Empty for every other input.
+    pub lmcache: Vec<LmcacheLookup>,
+}
+
+/// One LMCache lookup line, `LMCache INFO: Reqid: ID, Total tokens N, Inference Engine computed
+/// tokens: G, LMCache hit tokens: L, need to load: K` (older LMCache omits the computed tokens).
+/// One entry per request: when LMCache logs several lookups for one request (it is retried while
+/// the scheduler cannot admit it), the last one, i.e. the one that was loaded, is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmcacheLookup {
+    /// The `Request::id` it belongs to when it could be matched (LMCache may log the engine's id,
+    /// the API id plus a `-suffix`), else LMCache's `Reqid` as logged.
+    pub request_id: String,
+    /// Whether `request_id` names a request of this trace.
+    pub matched: bool,
+    /// `Total tokens`: the full prompt length as the engine saw it (never cut by `--max-log-len`).
+    pub total_tokens: u32,
+    /// `Inference Engine computed tokens`: vLLM's own GPU prefix-cache hit, when logged.
+    pub engine_computed_tokens: Option<u32>,
+    /// `LMCache hit tokens`: the leading tokens LMCache holds.
+    pub hit_tokens: u32,
+    /// `need to load`: hit tokens beyond the GPU hit (can be negative, DESIGN.md section 4).
+    pub need_to_load: i64,
 }
 
 impl Trace {

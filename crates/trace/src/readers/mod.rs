@@ -10,6 +10,7 @@ use crate::model::{Format, Trace};
 
 pub mod azure;
 pub mod bailian;
+mod clock;
 pub mod mooncake;
 pub mod native;
 pub mod vllm_log;
@@ -134,7 +135,12 @@ pub fn detect_format(path: &Path, text: &str) -> TraceResult<Format> {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
-    let head: String = first.chars().take(4096).collect();
+    // A pretty-printed JSON document (WEKA) opens with a lone `{`: look further into the text.
+    let head: String = if first == "{" {
+        text.trim_start().chars().take(4096).collect()
+    } else {
+        first.chars().take(4096).collect()
+    };
     if head.starts_with('{') {
         if head.contains("\"inferencelab_trace\"") {
             return Ok(Format::Native);

@@ -1,10 +1,1003 @@
-//! Placeholder: being written.
+//! vLLM server logs with request logging on (`--enable-log-requests`), as written by vLLM's
+//! `RequestLogger` (`vllm/entrypoints/logger.py`, later `.../utils/request_logger.py`).
+//!
+//! A line is `[(APIServer pid=N) ]LEVEL MM-DD HH:MM:SS[.fff] [file.py:NN] message` (very old
+//! versions: `file.py:NN] message`, no opening bracket). The request messages:
+//! - new (vLLM >= 0.10), DEBUG: `Request ID details: prompt: '...', prompt_token_ids: [...],
+//!   prompt_embeds shape: None.`; INFO: `Received request ID: params: SamplingParams(...),
+//!   lora_request: None.`
+//! - old, INFO: `Received request ID: prompt: '...', params: SamplingParams(...),
+//!   prompt_token_ids: [...], [prompt_embeds shape: None, ]lora_request: None[,
+//!   prompt_adapter_request: None].` (older still: `sampling_params:`)
+//! - outputs: `Generated response ID[ (streaming complete|streaming delta)] details:
+//!   output_token_ids: [...]` (DEBUG) and `Generated response ID[ (...)]: output: '...',
+//!   [output_token_ids: [...], ]finish_reason: X` (INFO). Deltas add up.
+//! - LMCache (any prefix): `LMCache INFO: Reqid: ID, Total tokens N, [Inference Engine computed
+//!   tokens: G, ]LMCache hit tokens: L, need to load: K`, kept in `Trace::lmcache`.
+//!
+//! Every other line is ignored.
+//!
+//! The prompt is a Python repr and may contain anything (quotes, `prompt_token_ids: [`): it is
+//! scanned with repr's quoting rules, and the token list is looked for only after its end.
+//! Integer lists are parsed by hand (the 2.6 MB, 200-request sample parses in a few ms).
+//!
+//! Time: stamps have no year. The log's clock is unwrapped on the request lines: a stamp more than
+//! half a year earlier than the previous request line's is taken as the next year (12-31 ->
+//! 01-01); smaller steps back (lines of concurrent requests are not written in time order) are
+//! kept as they are. `timestamp` is the request's first `details`/`Received` line, in seconds
+//! since the earliest request; `finish_time` is its last `Generated response` line on the same
+//! clock. Requests are sorted by arrival (stable: ties keep log order).
+//!
+//! `--max-log-len N` cuts the logged prompt and its token ids to N: detected (a spike of
+//! requests at exactly the longest length, prompt text cut at the same length, LMCache seeing
+//! more tokens than were logged) and reported in `Trace::notes`.
+
 use std::path::Path;
 
-use super::ReadOptions;
-use crate::error::{TraceError, TraceResult};
-use crate::model::Trace;
+use memchr::memmem;
+use rustc_hash::FxHashMap;
 
-pub fn parse(_path: &Path, _text: &str, _opts: &ReadOptions) -> TraceResult<Trace> {
-    Err(TraceError::Unsupported("reader not written yet".into()))
+use super::clock::{days_from_civil, days_in_month, digits, parse_fraction, parse_hms};
+use super::{numbered_lines, ReadOptions};
+use crate::error::{TraceError, TraceResult};
+use crate::model::{Content, LmcacheLookup, Request, Trace};
+
+/// Times are `i128` nanoseconds: a log whose clock wraps into the next year on every other line
+/// would overflow `i64` after ~300 wraps.
+const NS: i128 = 1_000_000_000;
+const HALF_YEAR_NS: i128 = 182 * 86_400 * NS;
+
+/// What the log said about one request so far.
+#[derive(Default)]
+struct Pending {
+    id: String,
+    /// First `details`/`Received` line, nanoseconds on the unwrapped log clock.
+    arrival: Option<i128>,
+    finish: Option<i128>,
+    tokens: Option<Vec<u32>>,
+    /// Characters in the logged prompt string (None: not logged, `None` or elided).
+    prompt_chars: Option<usize>,
+    max_tokens: Option<u32>,
+    output_tokens: Option<u32>,
+    has_details: bool,
+    has_received: bool,
+}
+
+/// The log's clock: month-day stamps unwrapped into one timeline.
+struct LogClock {
+    year: i64,
+    last: Option<i128>,
+}
+
+impl LogClock {
+    fn new(leap_day_seen: bool) -> Self {
+        // Any year works as long as its leap day matches the log's.
+        LogClock {
+            year: if leap_day_seen { 2000 } else { 2001 },
+            last: None,
+        }
+    }
+
+    fn at(&mut self, s: &Stamp) -> i128 {
+        let ns = |year: i64| {
+            (days_from_civil(year, s.month, s.day) * 86_400 + s.secs as i64) as i128 * NS
+                + s.nanos as i128
+        };
+        let mut t = ns(self.year);
+        if let Some(last) = self.last {
+            if t < last - HALF_YEAR_NS {
+                self.year += 1;
+                t = ns(self.year);
+            }
+        }
+        self.last = Some(t);
+        t
+    }
+}
+
+/// `MM-DD HH:MM:SS[.f]` of a line.
+struct Stamp {
+    month: u32,
+    day: u32,
+    secs: u32,
+    nanos: u32,
+}
+
+/// The parsed prefix of a vLLM log line.
+struct Line<'a> {
+    stamp: Stamp,
+    msg: &'a str,
+}
+
+fn parse_prefix(line: &str) -> Option<Line<'_>> {
+    let mut s = line;
+    if s.starts_with('(') {
+        let head = &s.as_bytes()[..s.len().min(128)];
+        let close = memmem::find(head, b") ")?;
+        s = &s[close + 2..];
+    }
+    let sp = s.as_bytes().iter().take(10).position(|&c| c == b' ')?;
+    if !matches!(
+        &s[..sp],
+        "DEBUG" | "INFO" | "WARNING" | "WARN" | "ERROR" | "CRITICAL"
+    ) {
+        return None;
+    }
+    let b = &s.as_bytes()[sp + 1..];
+    if b.len() < 14 || b[2] != b'-' || b[5] != b' ' {
+        return None;
+    }
+    let month = digits(b, 2)?;
+    let day = digits(&b[3..], 2)?;
+    // The clock uses a leap year when the log has a 02-29, so 29 is always allowed in February.
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(2000, month) {
+        return None;
+    }
+    let secs = parse_hms(&b[6..])?;
+    let (nanos, used) = parse_fraction(&b[14..]);
+    let rest = &b[14 + used..];
+    // `[file.py:NN] ` or `file.py:NN] `: the message starts after the first "] ".
+    let head = &rest[..rest.len().min(512)];
+    let close = memmem::find(head, b"] ")?;
+    let start = line.len() - rest.len() + close + 2;
+    Some(Line {
+        stamp: Stamp {
+            month,
+            day,
+            secs,
+            nanos,
+        },
+        msg: &line[start..],
+    })
+}
+
+/// Remove ANSI colour sequences (`ESC [ ... letter`), which some setups write around the level.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Scan the Python repr of a string (or `None`) at the start of `s`: `(bytes used, characters
+/// in the string)`, the count `None` for `None`. `Err` when the string does not end on this line.
+fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
+    let b = s.as_bytes();
+    if s.starts_with("None") {
+        return Ok((4, None));
+    }
+    let q = match b.first() {
+        Some(&q @ (b'\'' | b'"')) => q,
+        _ => return Err("the prompt is not a quoted string".into()),
+    };
+    let mut i = 1;
+    let mut chars = 0usize;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            i += match b.get(i + 1) {
+                Some(b'x') => 4,
+                Some(b'u') => 6,
+                Some(b'U') => 10,
+                Some(_) => 2,
+                None => break,
+            };
+            chars += 1;
+        } else if c == q {
+            return Ok((i + 1, Some(chars)));
+        } else {
+            if c & 0xC0 != 0x80 {
+                chars += 1;
+            }
+            i += 1;
+        }
+    }
+    Err("the quoted string does not end on this line (a cut line?)".into())
+}
+
+/// Parse `[1, 2, 3]` (or `None`) at the start of `s`: `(bytes used, ids)`.
+fn parse_id_list(s: &str, what: &str) -> Result<(usize, Option<Vec<u32>>), String> {
+    if s.starts_with("None") {
+        return Ok((4, None));
+    }
+    let b = s.as_bytes();
+    if b.first() != Some(&b'[') {
+        return Err(format!("{what} is not a list of token ids"));
+    }
+    let mut ids = Vec::with_capacity(b.len() / 7);
+    let mut i = 1;
+    loop {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b']') if ids.is_empty() => return Ok((i + 1, Some(ids))),
+            Some(c) if c.is_ascii_digit() => {}
+            Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
+            None => return Err(format!("{what} is cut off (a cut line?)")),
+        }
+        let mut v: u32 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add((c - b'0') as u32))
+                .ok_or_else(|| format!("{what} has a token id that does not fit 32 bits"))?;
+            i += 1;
+        }
+        ids.push(v);
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => return Ok((i + 1, Some(ids))),
+            Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
+            None => return Err(format!("{what} is cut off (a cut line?)")),
+        }
+    }
+}
+
+/// `max_tokens=N` in a SamplingParams repr (`None` when unlimited or absent). Only a field of
+/// `SamplingParams(...)` itself counts, not text inside its strings (`stop=[', max_tokens=1']`).
+fn max_tokens(params: &str) -> Option<u32> {
+    let b = params.as_bytes();
+    let start = memmem::find(b, b"SamplingParams(")? + "SamplingParams(".len();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = start;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                b'\'' | b'"' => quote = Some(c),
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' if depth == 0 => return None,
+                b')' | b']' | b'}' => depth -= 1,
+                _ if depth == 0 && (i == start || c == b' ') => {
+                    let field = if c == b' ' { &b[i + 1..] } else { &b[i..] };
+                    if let Some(v) = field.strip_prefix(b"max_tokens=") {
+                        let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
+                        return std::str::from_utf8(&v[..n]).ok()?.parse().ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A signed integer after `label` in `s`.
+fn number_after(s: &str, label: &str) -> Option<i64> {
+    let at = memmem::find(s.as_bytes(), label.as_bytes())? + label.len();
+    let rest = s[at..].trim_start();
+    let neg = rest.starts_with('-');
+    let digits = &rest[neg as usize..];
+    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
+    let v: i64 = digits[..n].parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// An `LMCache ... Reqid: ...` line: `(Reqid, lookup without its id resolved)`.
+fn parse_lmcache(line: &str) -> Result<(String, LmcacheLookup), String> {
+    let at = memmem::find(line.as_bytes(), b"Reqid: ").ok_or("no Reqid")? + "Reqid: ".len();
+    let rest = &line[at..];
+    let id_end = rest
+        .find(',')
+        .ok_or("the Reqid is not followed by a comma")?;
+    let id = rest[..id_end].trim().to_string();
+    let fields = &rest[id_end..];
+    let count = |label: &str| -> Result<u32, String> {
+        let v = number_after(fields, label)
+            .ok_or_else(|| format!("no number after {label:?} in an LMCache Reqid line"))?;
+        u32::try_from(v).map_err(|_| format!("{label:?} {v} is not a token count"))
+    };
+    let lookup = LmcacheLookup {
+        request_id: id.clone(),
+        matched: false,
+        total_tokens: count("Total tokens")?,
+        engine_computed_tokens: if fields.contains("Inference Engine computed tokens:") {
+            Some(count("Inference Engine computed tokens:")?)
+        } else {
+            None
+        },
+        hit_tokens: count("LMCache hit tokens:")?,
+        need_to_load: number_after(fields, "need to load:")
+            .ok_or("no number after \"need to load:\" in an LMCache Reqid line")?,
+    };
+    Ok((id, lookup))
+}
+
+/// Everything the line loop collects.
+#[derive(Default)]
+struct Collected {
+    entries: Vec<Pending>,
+    /// Request id -> its latest entry.
+    by_id: FxHashMap<String, usize>,
+    /// LMCache lookups in log order: (Reqid, lookup).
+    lmcache: Vec<(String, LmcacheLookup)>,
+    orphan_responses: usize,
+}
+
+impl Collected {
+    /// The entry a request line for `id` fills: the current one unless it already has this kind
+    /// of line (then the id was reused by a new request).
+    fn entry_for(&mut self, id: &str, is_details: bool) -> &mut Pending {
+        let reuse = match self.by_id.get(id) {
+            Some(&i) => {
+                let e = &self.entries[i];
+                let taken = if is_details {
+                    e.has_details
+                } else {
+                    e.has_received
+                };
+                (!taken).then_some(i)
+            }
+            None => None,
+        };
+        let i = match reuse {
+            Some(i) => i,
+            None => {
+                self.entries.push(Pending {
+                    id: id.to_string(),
+                    ..Default::default()
+                });
+                let i = self.entries.len() - 1;
+                self.by_id.insert(id.to_string(), i);
+                i
+            }
+        };
+        &mut self.entries[i]
+    }
+}
+
+/// Handle one request-related message. `Ok(false)`: not a request line.
+fn handle_message(c: &mut Collected, msg: &str, time: i128) -> Result<bool, String> {
+    if let Some(rest) = msg.strip_prefix("Request ") {
+        // Request ID details: prompt: ..., prompt_token_ids: [...], prompt_embeds shape: ...
+        let Some(sp) = rest.find(' ') else {
+            return Ok(false);
+        };
+        let (id, after) = (&rest[..sp], &rest[sp..]);
+        let Some(body) = after.strip_prefix(" details: prompt: ") else {
+            return Ok(false);
+        };
+        let (used, prompt_chars) = scan_repr(body)?;
+        let Some(list) = body[used..].strip_prefix(", prompt_token_ids: ") else {
+            return Err("no \", prompt_token_ids: \" after the prompt".into());
+        };
+        let (_, tokens) = parse_id_list(list, "prompt_token_ids")?;
+        let e = c.entry_for(id, true);
+        e.has_details = true;
+        e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
+        e.prompt_chars = prompt_chars;
+        e.tokens = tokens;
+        return Ok(true);
+    }
+    if let Some(rest) = msg.strip_prefix("Received request ") {
+        let Some(colon) = rest.find(": ") else {
+            return Err("no \": \" after the request id".into());
+        };
+        let (id, body) = (&rest[..colon], &rest[colon + 2..]);
+        if let Some(prompt) = body.strip_prefix("prompt: ") {
+            // Old format: everything on this line.
+            let (used, prompt_chars) = scan_repr(prompt)?;
+            let after = &prompt[used..];
+            let marker = memmem::rfind(after.as_bytes(), b"prompt_token_ids: ")
+                .ok_or("no prompt_token_ids after the prompt")?;
+            let (_, tokens) = parse_id_list(
+                &after[marker + "prompt_token_ids: ".len()..],
+                "prompt_token_ids",
+            )?;
+            let max = max_tokens(&after[..marker]);
+            let e = c.entry_for(id, false);
+            e.has_received = true;
+            e.has_details = true;
+            e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
+            e.prompt_chars = prompt_chars;
+            e.tokens = tokens;
+            e.max_tokens = max;
+        } else {
+            let max = max_tokens(body);
+            let e = c.entry_for(id, false);
+            e.has_received = true;
+            e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
+            e.max_tokens = max;
+        }
+        return Ok(true);
+    }
+    if let Some(rest) = msg.strip_prefix("Generated response ") {
+        let end = rest
+            .find([' ', ':'])
+            .ok_or("no request id after \"Generated response\"")?;
+        let id = &rest[..end];
+        let mut body = &rest[end..];
+        let mut delta = false;
+        if let Some(b) = body.strip_prefix(" (streaming delta)") {
+            delta = true;
+            body = b;
+        } else if let Some(b) = body.strip_prefix(" (streaming complete)") {
+            body = b;
+        }
+        let count = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
+            parse_id_list(list, "output_token_ids")?.1.map(|v| v.len())
+        } else if let Some(out) = body.strip_prefix(": output: ") {
+            let (used, _) = scan_repr(out)?;
+            match out[used..].strip_prefix(", output_token_ids: ") {
+                Some(list) => parse_id_list(list, "output_token_ids")?.1.map(|v| v.len()),
+                None => None,
+            }
+        } else {
+            return Ok(false);
+        };
+        let Some(&i) = c.by_id.get(id) else {
+            c.orphan_responses += 1;
+            return Ok(true);
+        };
+        let e = &mut c.entries[i];
+        e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
+        if let Some(n) = count {
+            let n = n as u32;
+            e.output_tokens = Some(match (delta, e.output_tokens) {
+                (true, Some(sum)) => sum.saturating_add(n),
+                _ => n,
+            });
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> {
+    let mut trace = Trace::default();
+    let mut c = Collected::default();
+    let mut clock = LogClock::new(memmem::find(text.as_bytes(), b" 02-29 ").is_some());
+    let mut lmcache_lines = 0usize;
+    for (line_no, raw) in numbered_lines(text) {
+        let cleaned;
+        let line = if raw.contains('\x1b') {
+            cleaned = strip_ansi(raw);
+            cleaned.as_str()
+        } else {
+            raw
+        };
+        if let Some(l) = parse_prefix(line) {
+            let msg = l.msg;
+            if msg.starts_with("Request ")
+                || msg.starts_with("Received request ")
+                || msg.starts_with("Generated response ")
+            {
+                let time = clock.at(&l.stamp);
+                match handle_message(&mut c, msg, time) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(reason) => {
+                        let err = TraceError::invalid(path, line_no, reason);
+                        opts.skip_or_fail(&mut trace, err)?;
+                        continue;
+                    }
+                }
+            }
+        }
+        if memmem::find(line.as_bytes(), b"Reqid: ").is_some()
+            && memmem::find(line.as_bytes(), b"LMCache").is_some()
+        {
+            lmcache_lines += 1;
+            match parse_lmcache(line) {
+                Ok(r) => c.lmcache.push(r),
+                Err(reason) => {
+                    let err = TraceError::invalid(path, line_no, reason);
+                    opts.skip_or_fail(&mut trace, err)?;
+                }
+            }
+        }
+    }
+    build(path, &mut trace, c, lmcache_lines)?;
+    Ok(trace)
+}
+
+fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> TraceResult<()> {
+    let Collected {
+        entries,
+        lmcache,
+        orphan_responses,
+        ..
+    } = c;
+    let logged: Vec<Pending> = entries
+        .into_iter()
+        .filter(|e| e.arrival.is_some())
+        .collect();
+    if logged.is_empty() {
+        return Err(TraceError::invalid(
+            path,
+            0,
+            format!(
+                "no request lines (\"Received request ...\", \"Request ... details\") found{}: start \
+                 vLLM with --enable-log-requests and VLLM_LOGGING_LEVEL=DEBUG so it logs every \
+                 prompt's token ids",
+                if lmcache_lines > 0 {
+                    " (only LMCache lines)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let without_tokens = logged.iter().filter(|e| e.tokens.is_none()).count();
+    if without_tokens == logged.len() {
+        return Err(TraceError::invalid(
+            path,
+            0,
+            format!(
+                "{} requests are logged but none with its prompt_token_ids: vLLM >= 0.10 logs \
+                 them at DEBUG level only. Restart vLLM with VLLM_LOGGING_LEVEL=DEBUG and \
+                 --enable-log-requests, and log the workload again",
+                logged.len()
+            ),
+        ));
+    }
+    let base = logged.iter().filter_map(|e| e.arrival).min().unwrap_or(0);
+    let secs = |t: i128| (t - base) as f64 / NS as f64;
+    let mut max_tokens_used = 0usize;
+    let mut requests = Vec::with_capacity(logged.len());
+    // (prompt chars, tokens) per request, aligned with `requests`, for truncation detection.
+    let mut prompt_chars = Vec::with_capacity(logged.len());
+    for e in logged {
+        let Some(tokens) = e.tokens else { continue };
+        let output_length = match e.output_tokens {
+            Some(n) => n,
+            None => {
+                max_tokens_used += 1;
+                e.max_tokens.unwrap_or(0)
+            }
+        };
+        let arrival = e.arrival.unwrap_or(base);
+        prompt_chars.push(e.prompt_chars);
+        requests.push(Request {
+            id: e.id,
+            timestamp: secs(arrival),
+            finish_time: e.finish.map(|f| secs(f.max(arrival))),
+            conversation: None,
+            turn: 0,
+            input_length: tokens.len() as u32,
+            output_length,
+            kind: None,
+            content: Content::Tokens(tokens),
+        });
+    }
+    if without_tokens > 0 {
+        trace.notes.push(format!(
+            "{without_tokens} requests have no logged prompt_token_ids (logged while \
+             VLLM_LOGGING_LEVEL was above DEBUG?) and were left out"
+        ));
+    }
+    if max_tokens_used > 0 {
+        trace.notes.push(format!(
+            "{max_tokens_used} requests have no logged output token ids: their output length is \
+             max_tokens from SamplingParams (an upper bound; 0 when unset). vLLM logs exact \
+             outputs with --enable-log-outputs"
+        ));
+    }
+    if orphan_responses > 0 {
+        trace.notes.push(format!(
+            "{orphan_responses} \"Generated response\" lines name a request that was not logged \
+             before them (the log starts mid-run?) and were ignored"
+        ));
+    }
+    // Stable sort by arrival, keeping the prompt lengths aligned.
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by(|&a, &b| requests[a].timestamp.total_cmp(&requests[b].timestamp));
+    let mut slots: Vec<Option<Request>> = requests.into_iter().map(Some).collect();
+    trace.requests = order.iter().filter_map(|&i| slots[i].take()).collect();
+    let prompt_chars: Vec<Option<usize>> = order.iter().map(|&i| prompt_chars[i]).collect();
+    attach_lmcache(trace, lmcache);
+    if let Some(note) = truncation_note(trace, &prompt_chars) {
+        trace.notes.push(note);
+    }
+    Ok(())
+}
+
+/// Resolve LMCache `Reqid`s to request ids (exact, or the API id plus `-suffix`s the engine
+/// adds) and keep the last lookup per request.
+fn attach_lmcache(trace: &mut Trace, lookups: Vec<(String, LmcacheLookup)>) {
+    if lookups.is_empty() {
+        return;
+    }
+    let ids: FxHashMap<&str, ()> = trace.requests.iter().map(|r| (r.id.as_str(), ())).collect();
+    let resolve = |reqid: &str| -> Option<String> {
+        let mut candidate = reqid;
+        for _ in 0..3 {
+            if ids.contains_key(candidate) {
+                return Some(candidate.to_string());
+            }
+            candidate = candidate.rsplit_once('-')?.0;
+        }
+        None
+    };
+    let mut out: Vec<LmcacheLookup> = Vec::new();
+    let mut index: FxHashMap<String, usize> = FxHashMap::default();
+    let mut unmatched = 0usize;
+    for (reqid, mut lookup) in lookups {
+        match resolve(&reqid) {
+            Some(id) => {
+                lookup.request_id = id;
+                lookup.matched = true;
+            }
+            None => unmatched += 1,
+        }
+        match index.get(&lookup.request_id) {
+            Some(&i) => out[i] = lookup,
+            None => {
+                index.insert(lookup.request_id.clone(), out.len());
+                out.push(lookup);
+            }
+        }
+    }
+    if unmatched > 0 {
+        trace.notes.push(format!(
+            "{unmatched} LMCache lookup lines name a request id that is not in the log's \
+             request lines; they are kept unmatched"
+        ));
+    }
+    trace.lmcache = out;
+}
+
+/// Detect `--max-log-len` truncation (vLLM cuts the prompt string and the token id list to
+/// `max_log_len` items) and describe it.
+fn truncation_note(trace: &Trace, prompt_chars: &[Option<usize>]) -> Option<String> {
+    let lens: Vec<usize> = trace
+        .requests
+        .iter()
+        .map(|r| match &r.content {
+            Content::Tokens(t) => t.len(),
+            _ => 0,
+        })
+        .collect();
+    let longest = *lens.iter().max()?;
+    if longest == 0 {
+        return None;
+    }
+    let at_max: Vec<usize> = (0..lens.len()).filter(|&i| lens[i] == longest).collect();
+    // Short prompts can have as many characters as tokens by chance (and `'<elided>'` has 8).
+    let prompt_cut = at_max
+        .iter()
+        .filter(|&&i| longest >= 16 && prompt_chars[i] == Some(longest))
+        .count();
+    let total_of: FxHashMap<&str, u32> = trace
+        .lmcache
+        .iter()
+        .filter(|l| l.matched)
+        .map(|l| (l.request_id.as_str(), l.total_tokens))
+        .collect();
+    let lmcache_longer = trace
+        .requests
+        .iter()
+        .zip(&lens)
+        .filter(|(r, &n)| total_of.get(r.id.as_str()).is_some_and(|&t| t as usize > n))
+        .count();
+    let identical_cut = {
+        let mut seen: FxHashMap<&[u32], ()> = FxHashMap::default();
+        at_max.iter().any(|&i| match &trace.requests[i].content {
+            Content::Tokens(t) => seen.insert(t.as_slice(), ()).is_some(),
+            _ => false,
+        })
+    };
+    let spike =
+        at_max.len() >= 2 && at_max.len() < lens.len() && (identical_cut || at_max.len() >= 3);
+    let mut evidence = Vec::new();
+    if prompt_cut > 0 {
+        evidence.push(format!(
+            "{prompt_cut} of them have their prompt text cut at exactly {longest} characters too"
+        ));
+    }
+    if identical_cut {
+        evidence.push("some of them log identical token ids (turns of one conversation cut to the same prefix)".to_string());
+    }
+    if lmcache_longer > 0 {
+        evidence.push(format!(
+            "LMCache saw more tokens than were logged for {lmcache_longer} requests"
+        ));
+    }
+    if prompt_cut == 0 && lmcache_longer == 0 && !spike {
+        return None;
+    }
+    Some(format!(
+        "{} of {} requests log exactly {longest} prompt token ids, the most of any request ({}): \
+         vLLM was started with --max-log-len {longest}, which cuts the logged prompt and its \
+         token ids to {longest}. Their input lengths, and so the simulated prefix hits and hit \
+         ratios, are underestimated. Fix: restart vLLM without --max-log-len (or with a value \
+         above the longest prompt) and log the workload again",
+        at_max.len(),
+        lens.len(),
+        evidence.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "v.log";
+
+    fn read(text: &str) -> TraceResult<Trace> {
+        parse(Path::new(P), text, &ReadOptions::default())
+    }
+
+    fn tokens(t: &Trace, i: usize) -> &[u32] {
+        match &t.requests[i].content {
+            Content::Tokens(t) => t,
+            c => panic!("{c:?}"),
+        }
+    }
+
+    const SP: &str = "SamplingParams(n=1, temperature=0.7, stop=[', max_tokens=1'], max_tokens=12, min_tokens=0)";
+
+    #[test]
+    fn reads_new_format_requests_and_outputs() {
+        let text = format!(
+            "(APIServer pid=7) INFO 08-12 12:00:00 [x.py:1] Starting\n\
+             (APIServer pid=7) DEBUG 08-12 12:00:06 [entrypoints/.../utils/request_logger.py:56] Request chatcmpl-a details: prompt: 'it\\'s \"prompt_token_ids: [9, 9]\" ok', prompt_token_ids: [1, 2, 3], prompt_embeds shape: None.\n\
+             (APIServer pid=7) INFO 08-12 12:00:06 [entrypoints/.../utils/request_logger.py:66] Received request chatcmpl-a: params: {SP}, lora_request: None.\n\
+             (APIServer pid=7) DEBUG 08-12 12:00:05 [request_logger.py:56] Request chatcmpl-b details: prompt: \"x\", prompt_token_ids: [4], prompt_embeds shape: None.\n\
+             (APIServer pid=7) INFO 08-12 12:00:05 [request_logger.py:66] Received request chatcmpl-b: params: {SP}, lora_request: None.\n\
+             (APIServer pid=7) DEBUG 08-12 12:00:08 [request_logger.py:112] Generated response chatcmpl-a (streaming complete) details: output_token_ids: [5, 6]\n\
+             (APIServer pid=7) INFO 08-12 12:00:08 [request_logger.py:119] Generated response chatcmpl-a (streaming complete): output: 'done, finish_reason: x', finish_reason: stop\n"
+        );
+        let t = read(&text).unwrap();
+        assert_eq!(t.requests.len(), 2);
+        // sorted by arrival: b came first
+        assert_eq!(t.requests[0].id, "chatcmpl-b");
+        assert_eq!(t.requests[0].timestamp, 0.0);
+        assert_eq!(t.requests[0].output_length, 12, "max_tokens fallback");
+        assert_eq!(t.requests[1].timestamp, 1.0);
+        assert_eq!(t.requests[1].finish_time, Some(3.0));
+        assert_eq!(tokens(&t, 1), [1, 2, 3]);
+        assert_eq!(t.requests[1].input_length, 3);
+        assert_eq!(t.requests[1].output_length, 2);
+        assert!(t
+            .notes
+            .iter()
+            .any(|n| n.starts_with("1 requests have no logged output")));
+    }
+
+    #[test]
+    fn reads_old_format_lines() {
+        let text = "INFO 08-12 05:00:01 [logger.py:43] Received request cmpl-1-0: prompt: 'a, params: SamplingParams(max_tokens=99), prompt_token_ids: [7]', params: SamplingParams(n=1, max_tokens=16, min_tokens=0), prompt_token_ids: [11, 12], prompt_embeds shape: None, lora_request: None, prompt_adapter_request: None.\n\
+                    INFO 08-12 05:00:03 logger.py:36] Received request cmpl-2-0: prompt: None, sampling_params: SamplingParams(n=1, max_tokens=None), prompt_token_ids: [13], lora_request: None.\n";
+        let t = read(text).unwrap();
+        assert_eq!(tokens(&t, 0), [11, 12]);
+        assert_eq!(t.requests[0].output_length, 16);
+        assert_eq!(tokens(&t, 1), [13]);
+        assert_eq!(t.requests[1].timestamp, 2.0);
+        assert_eq!(t.requests[1].output_length, 0);
+    }
+
+    #[test]
+    fn streaming_deltas_add_up() {
+        let text = "DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: '', prompt_token_ids: [], prompt_embeds shape: None.\n\
+                    INFO 01-01 00:00:01 [l.py:1] Generated response r (streaming delta): output: 'a', output_token_ids: [1, 2], finish_reason: None\n\
+                    INFO 01-01 00:00:02 [l.py:1] Generated response r (streaming delta): output: 'b', output_token_ids: [3], finish_reason: stop\n";
+        let t = read(text).unwrap();
+        assert_eq!(t.requests[0].output_length, 3);
+        assert_eq!(t.requests[0].finish_time, Some(2.0));
+        assert_eq!(t.requests[0].input_length, 0);
+    }
+
+    #[test]
+    fn clock_unwraps_year_end_and_keeps_small_steps_back() {
+        let line = |stamp: &str, id: &str| {
+            format!("DEBUG {stamp} [l.py:1] Request {id} details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n")
+        };
+        let text = [
+            line("12-31 23:59:50", "a"),
+            line("12-31 23:59:40", "b"),
+            line("01-01 00:00:10", "c"),
+            line("02-29 00:00:00", "d"),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        let got: Vec<_> = t
+            .requests
+            .iter()
+            .map(|r| (r.id.as_str(), r.timestamp))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("b", 0.0),
+                ("a", 10.0),
+                ("c", 30.0),
+                ("d", 30.0 - 10.0 + (31.0 + 28.0) * 86_400.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_clock_wrapping_every_other_line_does_not_overflow() {
+        let mut text = String::new();
+        for i in 0..2000 {
+            let stamp = if i % 2 == 0 {
+                "12-31 00:00:00"
+            } else {
+                "01-01 00:00:00"
+            };
+            text += &format!("DEBUG {stamp} [l.py:1] Request r{i} details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n");
+        }
+        let t = read(&text).unwrap();
+        assert_eq!(t.requests.len(), 2000);
+        assert!(t.requests[1999].timestamp > 999.0 * 365.0 * 86_400.0);
+    }
+
+    #[test]
+    fn ansi_colours_are_ignored() {
+        let text = "\x1b[32mINFO\x1b[0m 08-12 05:00:01 [logger.py:43] Received request r: prompt: 'x', params: SamplingParams(max_tokens=3), prompt_token_ids: [1], lora_request: None.\n";
+        let t = read(text).unwrap();
+        assert_eq!(t.requests[0].output_length, 3);
+    }
+
+    #[test]
+    fn info_only_logs_name_the_fix() {
+        let text = format!(
+            "INFO 08-12 12:00:06 [request_logger.py:66] Received request a: params: {SP}, lora_request: None.\n"
+        );
+        let err = read(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("v.log: 1 requests are logged but none with its prompt_token_ids"),
+            "{err}"
+        );
+        assert!(
+            err.contains("VLLM_LOGGING_LEVEL=DEBUG") && err.contains("--enable-log-requests"),
+            "{err}"
+        );
+        let err = read("INFO 08-12 12:00:06 [x.py:1] hello\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--enable-log-requests"), "{err}");
+    }
+
+    #[test]
+    fn cut_lines_name_file_and_line() {
+        let cases = [
+            ("DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'abc, prompt_token_ids: [1, 2", "v.log:1: the quoted string does not end"),
+            ("DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'abc', prompt_token_ids: [1, 2", "v.log:1: prompt_token_ids is cut off"),
+            ("DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'abc', prompt_token_ids: [1, x]", "v.log:1: prompt_token_ids has a bad token id"),
+            ("DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'abc', prompt_token_ids: [4294967296]", "v.log:1: prompt_token_ids has a token id that does not fit"),
+            ("INFO 01-01 00:00:00 [l.py:1] Received request r", "v.log:1: no \": \" after the request id"),
+        ];
+        for (text, want) in cases {
+            let err = read(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let opts = ReadOptions {
+            skip_invalid: true,
+            ..Default::default()
+        };
+        let text = "DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'a', prompt_token_ids: [1], prompt_embeds shape: None.\n\
+                    DEBUG 01-01 00:00:01 [l.py:1] Request s details: prompt: 'a', prompt_token_ids: [1, 2";
+        let t = parse(Path::new(P), text, &opts).unwrap();
+        assert_eq!((t.requests.len(), t.skipped), (1, 1));
+    }
+
+    #[test]
+    fn lmcache_lines_are_matched_to_requests() {
+        let text = "DEBUG 01-01 00:00:00 [l.py:1] Request chatcmpl-x details: prompt: 'a', prompt_token_ids: [1, 2, 3], prompt_embeds shape: None.\n\
+                    [2025-01-01 00:00:00,123] LMCache INFO: Reqid: chatcmpl-x-1a2b3c4d, Total tokens 3, Inference Engine computed tokens: 0, LMCache hit tokens: 2, need to load: 2 (vllm_v1_adapter.py:1:m)\n\
+                    (EngineCore pid=2) [2025-01-01 00:00:00,200] LMCache INFO: Reqid: chatcmpl-x, Total tokens 3, LMCache hit tokens: 2, need to load: -1 (a.py:1:m)\n\
+                    [2025-01-01 00:00:00,300] LMCache INFO: Reqid: other, Total tokens 9, LMCache hit tokens: 0, need to load: 0\n";
+        let t = read(text).unwrap();
+        assert_eq!(
+            t.lmcache,
+            [
+                LmcacheLookup {
+                    request_id: "chatcmpl-x".into(),
+                    matched: true,
+                    total_tokens: 3,
+                    engine_computed_tokens: None,
+                    hit_tokens: 2,
+                    need_to_load: -1,
+                },
+                LmcacheLookup {
+                    request_id: "other".into(),
+                    matched: false,
+                    total_tokens: 9,
+                    engine_computed_tokens: None,
+                    hit_tokens: 0,
+                    need_to_load: 0,
+                },
+            ]
+        );
+        assert!(
+            t.notes
+                .iter()
+                .any(|n| n.starts_with("1 LMCache lookup lines")),
+            "{:?}",
+            t.notes
+        );
+        let bad = "[x] LMCache INFO: Reqid: r, Total tokens many";
+        let text = format!("DEBUG 01-01 00:00:00 [l.py:1] Request r details: prompt: 'a', prompt_token_ids: [1], prompt_embeds shape: None.\n{bad}\n");
+        let err = read(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("v.log:2: no number after \"Total tokens\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_log_len_truncation_is_reported() {
+        let req = |id: &str, prompt: &str, toks: &[u32]| {
+            format!("DEBUG 01-01 00:00:00 [l.py:1] Request {id} details: prompt: {prompt:?}, prompt_token_ids: {toks:?}, prompt_embeds shape: None.\n")
+        };
+        // prompt text cut at the same length as the ids: definite
+        let cut: Vec<u32> = (0..16).collect();
+        let text = [req("a", "abcdefghijklmnop", &cut), req("b", "xy", &[1, 2])].concat();
+        let t = read(&text).unwrap();
+        let note = t
+            .notes
+            .iter()
+            .find(|n| n.contains("--max-log-len 16"))
+            .expect("note");
+        assert!(
+            note.starts_with("1 of 2 requests log exactly 16 prompt token ids"),
+            "{note}"
+        );
+        assert!(
+            note.contains("prompt text cut at exactly 16 characters"),
+            "{note}"
+        );
+        assert!(
+            note.contains("underestimated") && note.contains("restart vLLM"),
+            "{note}"
+        );
+        // identical cut prefixes of one conversation: likely
+        let text = [
+            req("a", "<elided>", &[1, 2, 3]),
+            req("b", "<elided>", &[1, 2, 3]),
+            req("c", "<elided>", &[1]),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        assert!(
+            t.notes.iter().any(|n| n.contains("--max-log-len 3")),
+            "{:?}",
+            t.notes
+        );
+        // a fixed-length benchmark (every prompt equally long) is not reported
+        let text = [req("a", "<elided>", &[1, 2]), req("b", "<elided>", &[3, 4])].concat();
+        let notes = read(&text).unwrap().notes;
+        assert!(
+            !notes.iter().any(|n| n.contains("--max-log-len")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn reused_ids_make_new_requests() {
+        let line = |t: &str| {
+            format!("DEBUG 01-01 00:00:0{t} [l.py:1] Request same details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n")
+        };
+        let t = read(&[line("0"), line("5")].concat()).unwrap();
+        assert_eq!(t.requests.len(), 2);
+        assert_eq!(t.requests[1].timestamp, 5.0);
+    }
 }
