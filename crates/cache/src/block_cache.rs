@@ -109,6 +109,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
             self.rejections += 1;
             return Outcome::Rejected;
         }
+        self.policy.on_miss(a);
         if self.len >= self.capacity {
             match self.policy.evict(Pins(&self.pins)) {
                 Some(victim) => {

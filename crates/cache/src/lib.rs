@@ -6,6 +6,7 @@
 //! keep their per-entry state in `Vec`s. Pure, synchronous and deterministic.
 
 pub mod block_cache;
+pub mod learned;
 pub mod policy;
 
 pub use block_cache::{BlockCache, Outcome};

@@ -512,8 +512,8 @@ pub fn run(
         .collect();
     let trace_of: HashMap<&PathBuf, &Result<Trace, String>> =
         traces.iter().map(|(p, t)| (p, t)).collect();
-    let mut prep_keys: Vec<(&PathBuf, u32, Option<u32>)> = Vec::new();
-    let mut resolved: Vec<(&Point, Result<(SimConfig, (u32, Option<u32>)), String>)> = Vec::new();
+    let mut prep_keys: Vec<PrepKey<'_>> = Vec::new();
+    let mut resolved: Vec<(&Point, Resolved)> = Vec::new();
     for p in &pending {
         let r = match trace_of.get(&p.trace_path) {
             Some(Ok(trace)) => resolve_point(p, trace, &cfg.cpu_policy),
@@ -528,7 +528,7 @@ pub fn run(
         }
         resolved.push((p, r));
     }
-    let prepared: Vec<((&PathBuf, u32, Option<u32>), Result<Prepared<'_>, String>)> = prep_keys
+    let prepared: Vec<(PrepKey<'_>, Result<Prepared<'_>, String>)> = prep_keys
         .par_iter()
         .map(|&(path, bs, cs)| {
             let trace = match trace_of[path] {
@@ -609,7 +609,12 @@ pub fn run(
         return Err(e);
     }
     let summary_file = out_dir.join("summary.json");
-    let (_, stale) = summarize(cfg, &mine, &[results_file.clone()], &summary_file)?;
+    let (_, stale) = summarize(
+        cfg,
+        &mine,
+        std::slice::from_ref(&results_file),
+        &summary_file,
+    )?;
     Ok(BatchReport {
         output_dir: out_dir,
         results_file,
@@ -838,20 +843,25 @@ pub fn load_rows(path: &Path, repair: bool) -> RunnerResult<Vec<Value>> {
             }
         }
     }
-    if torn || (!text.is_empty() && !text.ends_with('\n')) {
-        if repair {
-            let mut fixed = String::new();
-            for r in &rows {
-                fixed.push_str(&r.to_string());
-                fixed.push('\n');
-            }
-            let tmp = path.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, fixed).map_err(|e| RunnerError::io(&tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| RunnerError::io(path, e))?;
+    if repair && (torn || (!text.is_empty() && !text.ends_with('\n'))) {
+        let mut fixed = String::new();
+        for r in &rows {
+            fixed.push_str(&r.to_string());
+            fixed.push('\n');
         }
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, fixed).map_err(|e| RunnerError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| RunnerError::io(path, e))?;
     }
     Ok(rows)
 }
+
+/// Block size and optional LMCache chunk size of a point: the key its block stream is built for.
+type Sizes = (u32, Option<u32>);
+/// A point resolved to its simulation config, or the reason it cannot run.
+type Resolved = Result<(SimConfig, Sizes), String>;
+/// One prepared block stream: trace path, block size, chunk size.
+type PrepKey<'a> = (&'a PathBuf, u32, Option<u32>);
 
 fn write_json(path: &Path, v: &Value) -> RunnerResult<()> {
     let tmp = path.with_extension("json.tmp");

@@ -193,7 +193,11 @@ impl ExperimentConfig {
             return err("workload.traces is empty: list at least one trace".into());
         }
         if cfg.workload.request_rates.is_empty()
-            || cfg.workload.request_rates.iter().any(|r| !(*r > 0.0))
+            || cfg
+                .workload
+                .request_rates
+                .iter()
+                .any(|r| r.is_nan() || *r <= 0.0)
         {
             return err(
                 "workload.request_rates must list positive rates (requests/s), e.g. [0.9, 2.0]"

@@ -72,7 +72,7 @@ fn driver(c: &mut Criterion) {
                 capacity: 10_000,
                 policy: PolicyConfig::Lru,
             },
-            cpu: cpu.then(|| TierConfig {
+            cpu: cpu.then_some(TierConfig {
                 capacity: 20_000,
                 policy: PolicyConfig::Lru,
             }),

@@ -137,7 +137,7 @@ pub fn check(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<()> {
             "a disk tier needs the CPU tier (LMCache's local disk backend sits behind it)".into(),
         ));
     }
-    if !(config.window_seconds > 0.0) {
+    if config.window_seconds.is_nan() || config.window_seconds <= 0.0 {
         return Err(SimError::Config("--window-seconds must be positive".into()));
     }
     Ok(())

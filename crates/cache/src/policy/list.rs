@@ -1,37 +1,54 @@
-//! An intrusive doubly linked list over dense entry ids (prev/next in `Vec`s, no allocation per
+//! An intrusive doubly linked list over dense ids (prev/next side by side in one `Vec`, no allocation per
 //! operation, no `unsafe`): the building block of LRU, FIFO, MRU, SIEVE, S3-FIFO and ARC.
 
 use super::EntryId;
 
 const NIL: u32 = u32::MAX;
+/// `prev` of an id that is not in the list (ids must stay below this)
+const OUT: u32 = u32::MAX - 1;
 
-#[derive(Debug, Clone, Default)]
+/// The links of one id, side by side so that a list operation touches one cache line per id.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const DETACHED: Link = Link {
+    prev: OUT,
+    next: NIL,
+};
+
+#[derive(Debug, Clone)]
 pub struct List {
-    prev: Vec<u32>,
-    next: Vec<u32>,
-    /// membership flag per entry
-    member: Vec<bool>,
+    /// per id; `prev == OUT` for ids not in the list
+    links: Vec<Link>,
     head: u32,
     tail: u32,
     len: usize,
 }
 
+impl Default for List {
+    fn default() -> Self {
+        List::new()
+    }
+}
+
 impl List {
     pub fn new() -> Self {
         List {
+            links: Vec::new(),
             head: NIL,
             tail: NIL,
-            ..Default::default()
+            len: 0,
         }
     }
 
     #[inline]
     fn grow(&mut self, e: EntryId) {
-        if self.prev.len() <= e as usize {
-            let n = e as usize + 1;
-            self.prev.resize(n, NIL);
-            self.next.resize(n, NIL);
-            self.member.resize(n, false);
+        debug_assert!(e < OUT, "id {e} too large for a list");
+        if self.links.len() <= e as usize {
+            self.links.resize(e as usize + 1, DETACHED);
         }
     }
 
@@ -45,7 +62,7 @@ impl List {
 
     #[inline]
     pub fn contains(&self, e: EntryId) -> bool {
-        self.member.get(e as usize).copied().unwrap_or(false)
+        self.links.get(e as usize).is_some_and(|l| l.prev != OUT)
     }
 
     /// The first (oldest) entry.
@@ -62,30 +79,31 @@ impl List {
 
     #[inline]
     pub fn next_of(&self, e: EntryId) -> Option<EntryId> {
-        let n = self.next[e as usize];
+        let n = self.links[e as usize].next;
         (n != NIL).then_some(n)
     }
 
     #[inline]
     pub fn prev_of(&self, e: EntryId) -> Option<EntryId> {
-        let p = self.prev[e as usize];
-        (p != NIL).then_some(p)
+        let p = self.links[e as usize].prev;
+        (p != NIL && p != OUT).then_some(p)
     }
 
     /// Append `e` (not a member) at the tail.
     #[inline]
     pub fn push_back(&mut self, e: EntryId) {
         self.grow(e);
-        debug_assert!(!self.member[e as usize]);
-        self.prev[e as usize] = self.tail;
-        self.next[e as usize] = NIL;
+        debug_assert!(!self.contains(e));
+        self.links[e as usize] = Link {
+            prev: self.tail,
+            next: NIL,
+        };
         if self.tail != NIL {
-            self.next[self.tail as usize] = e;
+            self.links[self.tail as usize].next = e;
         } else {
             self.head = e;
         }
         self.tail = e;
-        self.member[e as usize] = true;
         self.len += 1;
     }
 
@@ -93,20 +111,18 @@ impl List {
     #[inline]
     pub fn remove(&mut self, e: EntryId) {
         debug_assert!(self.contains(e));
-        let (p, n) = (self.prev[e as usize], self.next[e as usize]);
+        let Link { prev: p, next: n } = self.links[e as usize];
         if p != NIL {
-            self.next[p as usize] = n;
+            self.links[p as usize].next = n;
         } else {
             self.head = n;
         }
         if n != NIL {
-            self.prev[n as usize] = p;
+            self.links[n as usize].prev = p;
         } else {
             self.tail = p;
         }
-        self.prev[e as usize] = NIL;
-        self.next[e as usize] = NIL;
-        self.member[e as usize] = false;
+        self.links[e as usize] = DETACHED;
         self.len -= 1;
     }
 
@@ -133,21 +149,24 @@ impl List {
                 return None;
             }
             let e = cur;
-            cur = self.next[e as usize];
+            cur = self.links[e as usize].next;
             Some(e)
         })
     }
 
-    /// Check links, length and membership flags.
+    /// Check links, length and membership.
     pub fn validate(&self) -> Result<(), String> {
         let mut count = 0usize;
         let mut prev = NIL;
         let mut cur = self.head;
         while cur != NIL {
-            if !self.member[cur as usize] {
+            let Some(link) = self.links.get(cur as usize) else {
+                return Err(format!("entry {cur} linked but has no slot"));
+            };
+            if link.prev == OUT {
                 return Err(format!("entry {cur} linked but not flagged as member"));
             }
-            if self.prev[cur as usize] != prev {
+            if link.prev != prev {
                 return Err(format!("entry {cur} has a wrong prev link"));
             }
             count += 1;
@@ -155,7 +174,7 @@ impl List {
                 return Err("list is longer than its length (cycle?)".into());
             }
             prev = cur;
-            cur = self.next[cur as usize];
+            cur = link.next;
         }
         if prev != self.tail {
             return Err("tail does not end the list".into());
@@ -163,7 +182,7 @@ impl List {
         if count != self.len {
             return Err(format!("length {} but {count} linked", self.len));
         }
-        let flagged = self.member.iter().filter(|&&m| m).count();
+        let flagged = self.links.iter().filter(|l| l.prev != OUT).count();
         if flagged != self.len {
             return Err(format!("{flagged} flagged members, length {}", self.len));
         }
@@ -177,7 +196,7 @@ impl List {
         slab: usize,
     ) -> Result<(), String> {
         self.validate()?;
-        for e in 0..slab.max(self.member.len()) as EntryId {
+        for e in 0..slab.max(self.links.len()) as EntryId {
             if self.contains(e) != live(e) {
                 return Err(format!(
                     "entry {e}: tracked={} but live={}",

@@ -9,21 +9,12 @@
 use super::list::List;
 use super::{Access, EntryId, EvictionPolicy, Pins};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Lru {
     /// unpinned entries, least recently used first
     list: List,
     /// entries taken out of the list while pinned
     pinned: Vec<bool>,
-}
-
-impl Default for Lru {
-    fn default() -> Self {
-        Lru {
-            list: List::new(),
-            pinned: Vec::new(),
-        }
-    }
 }
 
 impl Lru {
@@ -95,7 +86,10 @@ impl EvictionPolicy for Lru {
 
     fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
         self.list.validate()?;
-        let n = self.pinned.len().max(self.list.iter().max().map_or(0, |m| m as usize + 1));
+        let n = self
+            .pinned
+            .len()
+            .max(self.list.iter().max().map_or(0, |m| m as usize + 1));
         for e in 0..n as EntryId {
             let tracked = self.list.contains(e) || self.is_out(e);
             if self.list.contains(e) && self.is_out(e) {

@@ -7,14 +7,18 @@ use serde::{Deserialize, Serialize};
 
 pub mod arc;
 pub mod belady;
+pub mod conversation_aware;
 pub mod fifo;
 pub mod ideal;
 pub mod lfu;
+pub mod lightgbm;
 pub mod list;
 pub mod lru;
 pub mod mru;
 pub mod s3fifo;
 pub mod sieve;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// A dense entry id into the cache structure's slab (`0..` number of entries ever allocated).
 pub type EntryId = u32;
@@ -77,6 +81,9 @@ impl Pins<'_> {
 /// The caller (the cache structure) guarantees:
 /// - `on_insert(e, ..)` is called once when `e` becomes resident; `e` is not tracked before it.
 /// - `on_hit(e, ..)` is called only for tracked entries.
+/// - `on_miss(a)` is called for every reference to an object that is not resident (capacity
+///   above zero), before the `evict` it may cause and before its `on_insert`. The admission may
+///   still be refused (every entry pinned); then no `on_insert` follows.
 /// - `on_pin(e)` is called when a tracked entry's pin count rises from zero (after its
 ///   `on_insert`/`on_hit`).
 /// - `on_unpin(e, ..)` is called when a tracked entry's pin count drops to zero (vLLM: a finished
@@ -96,6 +103,11 @@ pub trait EvictionPolicy {
     }
     fn on_insert(&mut self, e: EntryId, a: &Access);
     fn on_hit(&mut self, e: EntryId, a: &Access);
+    /// A reference missed (see the contract above). Policies whose victim depends on the incoming
+    /// object use it: ARC adapts its target and picks its REPLACE case when the object is in a
+    /// ghost list, S3-FIFO takes the object out of its ghost queue before an eviction refills it.
+    /// Default: nothing.
+    fn on_miss(&mut self, _a: &Access) {}
     /// The entry's pin count rose from zero (it can no longer be evicted). Default: nothing
     /// (the policy then skips pinned entries in `evict`).
     fn on_pin(&mut self, _e: EntryId) {}
@@ -130,11 +142,23 @@ pub enum PolicyConfig {
     Sieve,
     Belady,
     Ideal,
+    ConversationAware(conversation_aware::ScorerConfig),
+    Lightgbm(lightgbm::LightGbmConfig),
 }
 
 impl PolicyConfig {
-    pub const NAMES: [&'static str; 9] = [
-        "lru", "fifo", "lfu", "mru", "arc", "s3fifo", "sieve", "belady", "ideal",
+    pub const NAMES: [&'static str; 11] = [
+        "lru",
+        "fifo",
+        "lfu",
+        "mru",
+        "arc",
+        "s3fifo",
+        "sieve",
+        "belady",
+        "ideal",
+        "conversation_aware",
+        "lightgbm",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -148,6 +172,8 @@ impl PolicyConfig {
             PolicyConfig::Sieve => "sieve",
             PolicyConfig::Belady => "belady",
             PolicyConfig::Ideal => "ideal",
+            PolicyConfig::ConversationAware(_) => "conversation_aware",
+            PolicyConfig::Lightgbm(_) => "lightgbm",
         }
     }
 
@@ -172,6 +198,10 @@ impl PolicyConfig {
             PolicyConfig::Sieve => AnyPolicy::Sieve(sieve::Sieve::default()),
             PolicyConfig::Belady => AnyPolicy::Belady(belady::Belady::default()),
             PolicyConfig::Ideal => AnyPolicy::Ideal(ideal::Ideal),
+            PolicyConfig::ConversationAware(c) => {
+                AnyPolicy::ConversationAware(conversation_aware::ConversationAware::new(c))
+            }
+            PolicyConfig::Lightgbm(c) => AnyPolicy::Lightgbm(lightgbm::LightGbm::new(c)),
         }
     }
 }
@@ -190,6 +220,9 @@ impl std::str::FromStr for PolicyConfig {
             "sieve" => PolicyConfig::Sieve,
             "belady" | "opt" | "optimal" => PolicyConfig::Belady,
             "ideal" | "infinite" => PolicyConfig::Ideal,
+            "conversationaware" => PolicyConfig::ConversationAware(Default::default()),
+            // the model trained by `inferencelab train` (a YAML policy can name another)
+            "lightgbm" => PolicyConfig::Lightgbm(lightgbm::LightGbmConfig::load_default()?),
             _ => {
                 return Err(format!(
                     "unknown eviction policy '{s}'; expected one of: {}",
@@ -220,6 +253,8 @@ macro_rules! policies {
             #[inline]
             fn on_hit(&mut self, e: EntryId, a: &Access) { match self { $(AnyPolicy::$variant(p) => p.on_hit(e, a)),* } }
             #[inline]
+            fn on_miss(&mut self, a: &Access) { match self { $(AnyPolicy::$variant(p) => p.on_miss(a)),* } }
+            #[inline]
             fn on_pin(&mut self, e: EntryId) { match self { $(AnyPolicy::$variant(p) => p.on_pin(e)),* } }
             #[inline]
             fn on_unpin(&mut self, e: EntryId, now: u64) { match self { $(AnyPolicy::$variant(p) => p.on_unpin(e, now)),* } }
@@ -242,4 +277,6 @@ policies!(
     Sieve(sieve::Sieve),
     Belady(belady::Belady),
     Ideal(ideal::Ideal),
+    ConversationAware(conversation_aware::ConversationAware),
+    Lightgbm(lightgbm::LightGbm),
 );

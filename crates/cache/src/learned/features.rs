@@ -1,0 +1,442 @@
+//! Online statistics of a tier's reference stream, shared by `conversation_aware` and
+//! `lightgbm` (and by `train`, which must compute exactly the features the policy sees):
+//! per-object (block) history, per-conversation state, and global rates learned from what has
+//! been seen so far. Everything here is a function of past references only: no look-ahead.
+//!
+//! Per object (LRB, Song et al., NSDI'20, section 4: "deltas" and "EDCs"): the last four
+//! inter-use gaps, exponentially decayed counters at four half-lives, an EWMA of the gaps, the
+//! number of uses and the age. We add what LRB's CDN objects do not have: the block's depth in
+//! the prefix chain, how many conversations share it, and the state of the conversation that
+//! touched it (requests so far, its usual inter-turn gap, the time since its previous turn, and
+//! the probability that a conversation with that many turns goes on, learned online).
+//!
+//! A "use" is one request referencing the object: repeats inside a request are not reuses.
+//! Times are trace seconds (`Access::timestamp`).
+
+use rustc_hash::FxHashMap;
+
+use crate::policy::Access;
+
+/// Number of features of [`Snapshot::features`].
+pub const NUM_FEATURES: usize = 15;
+
+/// Feature names, in order (CSV header and LightGBM `feature_names`). Only per-object and
+/// per-conversation quantities: the global rates and priors drift with the workload, and trees
+/// do not extrapolate, so a model trained on one part of a trace would meet them out of range
+/// on the next (`conversation_aware` uses them, through its tuned weights).
+pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
+    "depth",
+    "uses",
+    "gap1",
+    "gap2",
+    "gap3",
+    "gap4",
+    "gap_ewma",
+    "edc_10s",
+    "edc_100s",
+    "edc_1000s",
+    "edc_10000s",
+    "sharing",
+    "conv_requests",
+    "conv_gap_ewma",
+    "conv_since_prev",
+];
+
+/// `gap1` of a first use: "never used before" ranks as the longest gap, so that a child block
+/// (never used more recently than its parent) never gets a shorter `gap1` than its parent.
+pub const FIRST_USE_GAP: f64 = 1e9;
+
+/// The direction in which the predicted time to next use may move with each feature so that
+/// predictions are *prefix-monotone* (a child block never predicted to be needed before its
+/// parent: it has no more uses, no more sharing, a no-later previous use, a larger depth, and
+/// the same conversation): +1 non-decreasing, -1 non-increasing, 0 free (constant along a
+/// request's chain), `None` not used by `inferencelab train` (no monotone relation).
+pub const PREFIX_MONOTONE: [Option<i8>; NUM_FEATURES] = [
+    Some(1),  // depth
+    Some(-1), // uses
+    Some(1),  // gap1
+    None,     // gap2
+    None,     // gap3
+    None,     // gap4
+    None,     // gap_ewma
+    Some(-1), // edc_10s
+    Some(-1), // edc_100s
+    Some(-1), // edc_1000s
+    Some(-1), // edc_10000s
+    Some(-1), // sharing
+    Some(0),  // conv_requests
+    Some(0),  // conv_gap_ewma
+    Some(0),  // conv_since_prev
+];
+
+/// Half-lives (seconds) of the decayed counters.
+const EDC_HALF_LIFE: [f64; 4] = [10.0, 100.0, 1_000.0, 10_000.0];
+/// Weight of the newest gap in the per-object and per-conversation EWMAs.
+const EWMA_NEW: f64 = 0.5;
+/// Weight of the newest gap in the global (log-space) priors.
+const PRIOR_NEW: f64 = 0.02;
+/// Use counts and turn counts are bucketed up to this for the continuation rates.
+const MAX_BUCKET: usize = 63;
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct ObjState {
+    first: f64,
+    last: f64,
+    /// newest first; NaN when missing
+    gaps: [f32; 4],
+    gap_ewma: f32,
+    edc: [f32; 4],
+    uses: u32,
+    last_request: u32,
+    last_conv: u32,
+    sharing: u32,
+}
+
+impl Default for ObjState {
+    fn default() -> Self {
+        ObjState {
+            first: f64::NAN,
+            last: f64::NAN,
+            gaps: [f32::NAN; 4],
+            gap_ewma: f32::NAN,
+            edc: [0.0; 4],
+            uses: 0,
+            last_request: NONE,
+            last_conv: NONE,
+            sharing: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvState {
+    last_request: u32,
+    last_ts: f64,
+    prev_ts: f64,
+    requests: u32,
+    gap_ewma: f64,
+}
+
+/// A running mean of `ln(1 + x)`, reported back as `exp(mean) - 1` (robust to heavy tails).
+#[derive(Debug, Clone, Copy)]
+struct LogPrior {
+    mean: f64,
+    n: u64,
+}
+
+impl LogPrior {
+    fn new() -> Self {
+        LogPrior { mean: 0.0, n: 0 }
+    }
+    fn add_log(&mut self, l: f64) {
+        self.n += 1;
+        // a plain mean for the first observations, then an EWMA (the workload drifts)
+        let w = (1.0 / self.n as f64).max(PRIOR_NEW);
+        self.mean += w * (l - self.mean);
+    }
+    /// `ln(1 + typical value)`, NaN before any observation (the caller converts only what it
+    /// uses: `exp_m1` per reference is measurable at 5 M references/s).
+    fn log_value(&self) -> f64 {
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            self.mean
+        }
+    }
+}
+
+/// What is known about one reference when it happens (after updating with it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    pub timestamp: f64,
+    pub depth: u32,
+    /// Uses of the object so far, this one included.
+    pub uses: u32,
+    /// Gaps between the last uses, newest first (NaN when missing).
+    pub gaps: [f64; 4],
+    /// Seconds since the first use.
+    pub age: f64,
+    /// EWMA of the object's reuse gaps (NaN before its second use).
+    pub gap_ewma: f64,
+    pub edc: [f64; 4],
+    /// Times the object was touched by a different conversation than the previous time (the
+    /// number of conversations sharing it when they do not interleave).
+    pub sharing: u32,
+    /// Learned online: the share of objects with `uses` uses that got one more.
+    pub p_reuse: f64,
+    /// Requests of the conversation so far (0: the trace has no conversations).
+    pub conv_requests: u32,
+    /// EWMA of the conversation's inter-request gaps (NaN before its second request).
+    pub conv_gap_ewma: f64,
+    /// Seconds since the conversation's previous request (NaN for its first).
+    pub conv_since_prev: f64,
+    /// Learned online: the share of conversations with `conv_requests` requests that had
+    /// another (NaN without conversations).
+    pub p_continue: f64,
+    /// `ln(1 + typical inter-request gap of conversations so far)` (NaN before any).
+    pub log_conv_gap_prior: f64,
+    /// `ln(1 + typical reuse gap of objects so far)` (NaN before any).
+    pub log_reuse_gap_prior: f64,
+    /// `ln(1 + typical gap to the next use of objects with `uses` uses so far)` (NaN before
+    /// any).
+    pub log_reuse_gap_by_uses: f64,
+}
+
+impl Snapshot {
+    /// The feature vector, in the order of [`FEATURE_NAMES`] (missing values are NaN, which
+    /// LightGBM handles as missing).
+    pub fn features(&self) -> [f64; NUM_FEATURES] {
+        let conv = self.conv_requests > 0;
+        let nan_unless = |ok: bool, x: f64| if ok { x } else { f64::NAN };
+        [
+            self.depth as f64,
+            self.uses as f64,
+            if self.gaps[0].is_nan() {
+                FIRST_USE_GAP
+            } else {
+                self.gaps[0]
+            },
+            self.gaps[1],
+            self.gaps[2],
+            self.gaps[3],
+            self.gap_ewma,
+            self.edc[0],
+            self.edc[1],
+            self.edc[2],
+            self.edc[3],
+            self.sharing as f64,
+            nan_unless(conv, self.conv_requests as f64),
+            self.conv_gap_ewma,
+            self.conv_since_prev,
+        ]
+    }
+}
+
+/// The online statistics of one tier.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    objs: Vec<ObjState>,
+    convs: Vec<ConvState>,
+    conv_index: FxHashMap<u64, u32>,
+    /// the last conversation looked up (consecutive references share it)
+    conv_cache: (u64, u32),
+    /// objects that reached `k` uses
+    use_reach: [u64; MAX_BUCKET + 2],
+    /// conversations that reached `k` requests
+    conv_reach: [u64; MAX_BUCKET + 2],
+    conv_gap_prior: LogPrior,
+    reuse_gap_prior: LogPrior,
+    /// typical gap to the next use of an object with `k` uses (a per-category reuse model)
+    gap_by_uses: [LogPrior; MAX_BUCKET + 2],
+    /// keep the decayed counters (`lightgbm` reads them, `conversation_aware` does not)
+    pub with_counters: bool,
+    /// latest trace time seen
+    pub now: f64,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            objs: Vec::new(),
+            convs: Vec::new(),
+            conv_index: FxHashMap::default(),
+            conv_cache: (u64::MAX, NONE),
+            use_reach: [0; MAX_BUCKET + 2],
+            conv_reach: [0; MAX_BUCKET + 2],
+            conv_gap_prior: LogPrior::new(),
+            reuse_gap_prior: LogPrior::new(),
+            gap_by_uses: [LogPrior::new(); MAX_BUCKET + 2],
+            with_counters: true,
+            now: 0.0,
+        }
+    }
+}
+
+#[inline]
+fn rate(reach: &[u64], k: usize) -> f64 {
+    let k = k.min(MAX_BUCKET);
+    (reach[k + 1] as f64 + 1.0) / (reach[k] as f64 + 2.0)
+}
+
+impl Tracker {
+    /// A tracker that skips the decayed counters (four `exp2` per reuse).
+    pub fn without_counters() -> Self {
+        Tracker {
+            with_counters: false,
+            ..Default::default()
+        }
+    }
+
+    /// Record the reference `a` and return what is known about it.
+    #[inline]
+    pub fn observe(&mut self, a: &Access) -> Snapshot {
+        let t = a.timestamp;
+        if t > self.now {
+            self.now = t;
+        }
+        let conv = self.conversation(a);
+        let o = a.obj as usize;
+        if self.objs.len() <= o {
+            self.objs.resize(o + 1, ObjState::default());
+        }
+        let s = &mut self.objs[o];
+        if s.last_request != a.request {
+            // a new use of the object
+            if s.uses == 0 {
+                s.first = t;
+                s.edc = [1.0; 4];
+            } else {
+                let gap = (t - s.last).max(0.0);
+                s.gaps = [gap as f32, s.gaps[0], s.gaps[1], s.gaps[2]];
+                s.gap_ewma = if s.uses == 1 {
+                    gap as f32
+                } else {
+                    s.gap_ewma + EWMA_NEW as f32 * (gap as f32 - s.gap_ewma)
+                };
+                if self.with_counters {
+                    for (c, h) in s.edc.iter_mut().zip(EDC_HALF_LIFE) {
+                        *c = 1.0 + *c * (-gap / h).exp2() as f32;
+                    }
+                }
+                let l = gap.ln_1p();
+                self.reuse_gap_prior.add_log(l);
+                self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)].add_log(l);
+            }
+            s.uses += 1;
+            s.last = t;
+            s.last_request = a.request;
+            if conv != NONE && conv != s.last_conv {
+                s.sharing += 1;
+                s.last_conv = conv;
+            }
+            let k = (s.uses as usize).min(MAX_BUCKET + 1);
+            self.use_reach[k] += 1;
+        }
+        let s = self.objs[o];
+        let (conv_requests, conv_gap_ewma, conv_since_prev, p_continue) = if conv == NONE {
+            (0, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let c = &self.convs[conv as usize];
+            (
+                c.requests,
+                if c.requests >= 2 {
+                    c.gap_ewma
+                } else {
+                    f64::NAN
+                },
+                if c.requests >= 2 {
+                    c.last_ts - c.prev_ts
+                } else {
+                    f64::NAN
+                },
+                rate(&self.conv_reach, c.requests as usize),
+            )
+        };
+        Snapshot {
+            timestamp: t,
+            depth: a.depth,
+            uses: s.uses,
+            gaps: s.gaps.map(|g| g as f64),
+            age: t - s.first,
+            gap_ewma: s.gap_ewma as f64,
+            edc: s.edc.map(|c| c as f64),
+            sharing: s.sharing.max(1),
+            p_reuse: rate(&self.use_reach, s.uses as usize),
+            conv_requests,
+            conv_gap_ewma,
+            conv_since_prev,
+            p_continue,
+            log_conv_gap_prior: self.conv_gap_prior.log_value(),
+            log_reuse_gap_prior: self.reuse_gap_prior.log_value(),
+            log_reuse_gap_by_uses: self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)]
+                .log_value(),
+        }
+    }
+
+    /// The dense index of `a`'s conversation (updated with `a`'s request), or NONE.
+    #[inline]
+    fn conversation(&mut self, a: &Access) -> u32 {
+        if a.conversation == u64::MAX {
+            return NONE;
+        }
+        let idx = if self.conv_cache.0 == a.conversation {
+            self.conv_cache.1
+        } else {
+            let next = self.convs.len() as u32;
+            let idx = *self.conv_index.entry(a.conversation).or_insert(next);
+            if idx == next {
+                self.convs.push(ConvState {
+                    last_request: NONE,
+                    last_ts: f64::NAN,
+                    prev_ts: f64::NAN,
+                    requests: 0,
+                    gap_ewma: f64::NAN,
+                });
+            }
+            self.conv_cache = (a.conversation, idx);
+            idx
+        };
+        let c = &mut self.convs[idx as usize];
+        if c.last_request != a.request {
+            if c.requests >= 1 {
+                let gap = (a.timestamp - c.last_ts).max(0.0);
+                c.gap_ewma = if c.requests == 1 {
+                    gap
+                } else {
+                    c.gap_ewma + EWMA_NEW * (gap - c.gap_ewma)
+                };
+                self.conv_gap_prior.add_log(gap.ln_1p());
+            }
+            c.prev_ts = c.last_ts;
+            c.last_ts = a.timestamp;
+            c.last_request = a.request;
+            c.requests += 1;
+            self.conv_reach[(c.requests as usize).min(MAX_BUCKET + 1)] += 1;
+        }
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(obj: u32, t: f64, request: u32, conversation: u64, depth: u32) -> Access {
+        Access {
+            timestamp: t,
+            request,
+            conversation,
+            depth,
+            ..Access::at(obj, request as u64)
+        }
+    }
+
+    #[test]
+    fn gaps_counts_and_conversation_state() {
+        let mut tr = Tracker::default();
+        // conversation 7: requests 0 (t=0), 1 (t=10), 2 (t=30), each touching block 1
+        let s0 = tr.observe(&acc(1, 0.0, 0, 7, 0));
+        assert_eq!((s0.uses, s0.conv_requests), (1, 1));
+        assert!(s0.gaps[0].is_nan() && s0.conv_gap_ewma.is_nan());
+        // a repeat inside the same request is not a reuse
+        assert_eq!(tr.observe(&acc(1, 0.0, 0, 7, 0)).uses, 1);
+        let s1 = tr.observe(&acc(1, 10.0, 1, 7, 0));
+        assert_eq!(s1.uses, 2);
+        assert_eq!(s1.gaps[0], 10.0);
+        assert_eq!(s1.conv_gap_ewma, 10.0);
+        assert_eq!(s1.conv_since_prev, 10.0);
+        let s2 = tr.observe(&acc(1, 30.0, 2, 7, 0));
+        assert_eq!(s2.gaps[..2], [20.0, 10.0]);
+        assert_eq!(s2.conv_gap_ewma, 15.0);
+        assert_eq!(s2.sharing, 1);
+        assert_eq!(s2.age, 30.0);
+        // another conversation touching the block makes it shared
+        let s3 = tr.observe(&acc(1, 31.0, 3, 8, 0));
+        assert_eq!(s3.sharing, 2);
+        assert_eq!(s3.conv_requests, 1);
+        // decayed counter at 10 s half-life: 1 + (1 + (1 + 2^-1) 2^-2) 2^-0.1
+        let want = 1.0 + (1.0 + 1.5 * 0.25) * 2f64.powf(-0.1);
+        assert!((s3.edc[0] - want).abs() < 1e-5, "{} vs {want}", s3.edc[0]);
+    }
+}

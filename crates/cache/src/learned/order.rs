@@ -1,0 +1,271 @@
+//! The eviction order of the predicted-next-use policies (`conversation_aware`, `lightgbm`):
+//! Belady's rule with an estimated oracle. Each evictable entry carries the trace time at which
+//! it is predicted to be used next (computed once, when it is touched); the victim is the entry
+//! predicted farthest in the future.
+//!
+//! An entry whose predicted time has passed without a use is *overdue*: the prediction failed
+//! (the conversation went idle, the block lost its audience). After waiting `w` seconds for
+//! something with a heavy-tailed gap distribution, the expected remaining wait grows with `w`
+//! (for a Pareto law it is proportional to it), so an overdue entry's effective next use is
+//! `now + overdue_factor * (now - last_touch)`: the longest-idle overdue entry is the first to
+//! go, and it is compared with the farthest-predicted one. Overdue entries are moved (lazily, at
+//! eviction) from the `future` set, ordered by predicted time, to the `overdue` set, ordered by
+//! the logical time of the last touch or unpin, so every operation is O(log n).
+//!
+//! With a predicted gap of zero every entry is overdue at once and the order is exactly LRU's
+//! (vLLM's free queue, `policy/lru.rs`, including "unpinned = most recent"): LRU is one point of
+//! the parameter space of both policies.
+
+use std::collections::BTreeSet;
+
+use crate::policy::{EntryId, Pins};
+
+const UNTRACKED: u8 = 0;
+const FUTURE: u8 = 1;
+const OVERDUE: u8 = 2;
+const PINNED: u8 = 3;
+
+/// Order-preserving bits of a non-negative time (NaN and negatives are clamped).
+#[inline]
+fn bits(t: f64) -> u64 {
+    if t.is_nan() {
+        f64::MAX.to_bits()
+    } else {
+        t.max(0.0).to_bits()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NextUseOrder {
+    key: Vec<f64>,
+    touched: Vec<f64>,
+    order: Vec<u64>,
+    depth: Vec<u32>,
+    state: Vec<u8>,
+    /// (predicted next use, depth, entry): the last is the farthest, deepest among equals
+    future: BTreeSet<(u64, u32, EntryId)>,
+    /// (sequence number of the last touch or unpin, entry): the first is the longest idle
+    overdue: BTreeSet<(u64, EntryId)>,
+    /// own sequence of touches and unpins: the driver frees a request's blocks at one logical
+    /// time, and their order (chain tail first) must survive
+    seq: u64,
+    pub overdue_factor: f64,
+}
+
+impl NextUseOrder {
+    pub fn new(overdue_factor: f64) -> Self {
+        NextUseOrder {
+            overdue_factor,
+            ..Default::default()
+        }
+    }
+
+    #[inline]
+    fn grow(&mut self, e: EntryId) {
+        let n = e as usize + 1;
+        if self.state.len() < n {
+            self.key.resize(n, 0.0);
+            self.touched.resize(n, 0.0);
+            self.order.resize(n, 0);
+            self.depth.resize(n, 0);
+            self.state.resize(n, UNTRACKED);
+        }
+    }
+
+    #[inline]
+    fn unlink(&mut self, e: EntryId) {
+        let i = e as usize;
+        match self.state[i] {
+            FUTURE => {
+                self.future.remove(&(bits(self.key[i]), self.depth[i], e));
+            }
+            OVERDUE => {
+                self.overdue.remove(&(self.order[i], e));
+            }
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn link(&mut self, e: EntryId) {
+        let i = e as usize;
+        self.future.insert((bits(self.key[i]), self.depth[i], e));
+        self.state[i] = FUTURE;
+    }
+
+    /// `e` was referenced at trace time `now` and is predicted to be used next at trace time
+    /// `next_use`. A pinned entry stays out of the order.
+    #[inline]
+    pub fn touch(&mut self, e: EntryId, next_use: f64, now: f64, depth: u32) {
+        self.grow(e);
+        self.unlink(e);
+        let i = e as usize;
+        self.seq += 1;
+        self.key[i] = next_use;
+        self.touched[i] = now;
+        self.order[i] = self.seq;
+        self.depth[i] = depth;
+        if self.state[i] == PINNED {
+            return;
+        }
+        self.link(e);
+    }
+
+    /// `e` can no longer be evicted.
+    #[inline]
+    pub fn pin(&mut self, e: EntryId) {
+        self.grow(e);
+        self.unlink(e);
+        self.state[e as usize] = PINNED;
+    }
+
+    /// `e` is evictable again; for the LRU order among overdue entries it counts as touched now
+    /// (vLLM appends a freed block to the free queue's tail).
+    #[inline]
+    pub fn unpin(&mut self, e: EntryId) {
+        self.grow(e);
+        self.unlink(e);
+        self.seq += 1;
+        self.order[e as usize] = self.seq;
+        self.link(e);
+    }
+
+    #[inline]
+    pub fn remove(&mut self, e: EntryId) {
+        if (e as usize) < self.state.len() {
+            self.unlink(e);
+            self.state[e as usize] = UNTRACKED;
+        }
+    }
+
+    pub fn is_tracked(&self, e: EntryId) -> bool {
+        self.state.get(e as usize).is_some_and(|&s| s != UNTRACKED)
+    }
+
+    /// The predicted next use of a tracked entry.
+    pub fn next_use(&self, e: EntryId) -> f64 {
+        self.key[e as usize]
+    }
+
+    /// Pick and stop tracking the victim at trace time `now`.
+    #[inline]
+    pub fn evict(&mut self, pins: Pins<'_>, now: f64) -> Option<EntryId> {
+        let now_bits = bits(now);
+        while let Some(&(k, _, e)) = self.future.first() {
+            if k > now_bits {
+                break;
+            }
+            self.future.pop_first();
+            self.overdue.insert((self.order[e as usize], e));
+            self.state[e as usize] = OVERDUE;
+        }
+        loop {
+            let far = self.future.last().copied();
+            let idle = self.overdue.first().copied();
+            let take_idle = match (far, idle) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((k, _, _)), Some((_, e))) => {
+                    let idle_for = (now - self.touched[e as usize]).max(0.0);
+                    let effective = now + self.overdue_factor * idle_for;
+                    bits(effective) >= k
+                }
+            };
+            let e = if take_idle {
+                self.overdue.pop_first().unwrap().1
+            } else {
+                self.future.pop_last().unwrap().2
+            };
+            if pins.is_pinned(e) {
+                // the caller did not announce this pin: park it until its next touch or unpin
+                self.state[e as usize] = PINNED;
+                continue;
+            }
+            self.state[e as usize] = UNTRACKED;
+            return Some(e);
+        }
+    }
+
+    /// The tracked set must be exactly the entries for which `live` is true, and the sets must
+    /// agree with the per-entry state.
+    pub fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        let mut in_future = 0usize;
+        let mut in_overdue = 0usize;
+        for (i, &s) in self.state.iter().enumerate() {
+            let e = i as EntryId;
+            match s {
+                FUTURE => {
+                    in_future += 1;
+                    if !self.future.contains(&(bits(self.key[i]), self.depth[i], e)) {
+                        return Err(format!("entry {e} is marked future but not in the set"));
+                    }
+                }
+                OVERDUE => {
+                    in_overdue += 1;
+                    if !self.overdue.contains(&(self.order[i], e)) {
+                        return Err(format!("entry {e} is marked overdue but not in the set"));
+                    }
+                }
+                _ => {}
+            }
+            if (s != UNTRACKED) != live(e) {
+                return Err(format!(
+                    "entry {e}: tracked={} live={}",
+                    s != UNTRACKED,
+                    live(e)
+                ));
+            }
+        }
+        if in_future != self.future.len() || in_overdue != self.overdue.len() {
+            return Err(format!(
+                "sets hold {}+{} entries, states say {in_future}+{in_overdue}",
+                self.future.len(),
+                self.overdue.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn farthest_prediction_goes_first_then_the_longest_idle_overdue() {
+        let mut o = NextUseOrder::new(1.0);
+        let no_pins = Pins(&[]);
+        // at t=0: e0 predicted at 100, e1 at 50, e2 at 100 but deeper, e3 at 5
+        o.touch(0, 100.0, 0.0, 0);
+        o.touch(1, 50.0, 0.0, 0);
+        o.touch(2, 100.0, 0.0, 4);
+        o.touch(3, 5.0, 0.0, 0);
+        // future order (farthest, deepest first): e2, e0, e1, e3
+        assert_eq!(o.evict(no_pins, 1.0), Some(2));
+        assert_eq!(o.evict(no_pins, 1.0), Some(0));
+        // at t=20 e3 is overdue by 15 s, idle for 20 s: effective 20 + 20 = 40 < 50 -> e1
+        o.touch(4, 45.0, 20.0, 0);
+        assert_eq!(o.evict(no_pins, 20.0), Some(1));
+        // at t=44: e3 idle 44 s -> 88 > e4's 45 -> e3
+        assert_eq!(o.evict(no_pins, 44.0), Some(3));
+        o.validate(&|e| e == 4).unwrap();
+    }
+
+    #[test]
+    fn zero_gap_is_lru_and_pins_are_respected() {
+        let mut o = NextUseOrder::new(1.0);
+        for e in [0, 1, 2] {
+            o.touch(e, 0.0, 0.0, 0);
+        }
+        o.pin(0);
+        o.touch(1, 0.0, 0.0, 0); // hit: 1 becomes most recent
+                                 // LRU order of the unpinned: 2, 1
+        assert_eq!(o.evict(Pins(&[1, 0, 0]), 0.0), Some(2));
+        o.unpin(0);
+        // 0 was freed after 1's touch: 1 goes first
+        assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), Some(1));
+        assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), Some(0));
+        assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), None);
+    }
+}

@@ -1,0 +1,235 @@
+//! `conversation_aware`: Belady's rule with a rule-based estimate of each block's next use.
+//!
+//! When a block is touched at trace time `t`, its next use is predicted at `t + G` and the
+//! evictable block predicted farthest in the future goes first; blocks whose prediction has
+//! passed (idle conversations) decay and are compared with it (`learned::order`). `G` is
+//!
+//! ```text
+//! G = scale * g_ref * (1 + uses)^-w_uses * sharing^-w_sharing * (1 + depth)^w_depth * p^-w_p
+//! ```
+//!
+//! - `g_ref`, the reference gap: the smaller of the available estimates of when the block is
+//!   needed again: its conversation's next turn (the EWMA of the conversation's inter-request
+//!   gaps: think time plus response time; the typical gap of all conversations before its
+//!   second request), the block's last reuse gap (blocks used at least twice), and the typical
+//!   gap to the next use of blocks with as many uses, learned online (a per-category reuse
+//!   model as in the Alibaba study; with the last gap, the signal on traces without
+//!   conversations such as Mooncake). A block with none uses the typical reuse gap so far.
+//! - `p`, the probability that this reuse happens at all, learned online from what has been
+//!   seen: the share of conversations with as many requests that had another (traces with
+//!   conversations), or the share of blocks with as many uses that got another (without).
+//!   Dividing by `p` ranks by expected cost, as hit-density policies do.
+//! - `uses`, `sharing` (conversations touching the block) and `depth` shift the estimate: a
+//!   block used often or shared widely is needed sooner, a deep block later (a child is useless
+//!   without its parent, as in the Belady annotation of `docs/semantics.md`); among equal
+//!   predictions the deeper block goes first.
+//!
+//! `scale = 0` gives exactly LRU (every block is overdue at once and overdue blocks leave in
+//! LRU order), so LRU is one point of the space `inferencelab sweep` searches. Defaults and the
+//! reasoning behind them: `docs/policies.md`. Sources: Belady (1966); LRB (Song et al., NSDI'20)
+//! for "approximate Belady by a predicted next use"; the Alibaba KV-cache study (Wang et al.,
+//! USENIX ATC'25) for per-workload reuse probabilities and position in the prompt; LHD
+//! (Beckmann et al., NSDI'18) for ranking by hits per unit of space-time.
+//!
+//! Deviations: request type (`Request::kind`) and "has the conversation's last answer
+//! finished" are not used, because the driver does not pass them in `Access` yet.
+
+use serde::{Deserialize, Serialize};
+
+use crate::learned::features::{Snapshot, Tracker};
+use crate::learned::order::NextUseOrder;
+use crate::policy::{Access, EntryId, EvictionPolicy, Pins};
+
+/// The scorer's weights and switches (`--scorer-config FILE`, YAML). Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScorerConfig {
+    /// Multiplies every predicted gap; 0 = LRU.
+    pub scale: f64,
+    /// Use the conversation's inter-request gap as a reuse estimate.
+    pub use_conversation: bool,
+    /// Use the block's last reuse gap (blocks used at least twice) when it is shorter.
+    pub use_block_gap: bool,
+    /// Use the typical gap to the next use of blocks with as many uses (learned online) when it
+    /// is shorter.
+    pub use_reuse_model: bool,
+    /// Exponent of `1 / (1 + uses)`.
+    pub w_uses: f64,
+    /// Exponent of `1 / sharing`.
+    pub w_sharing: f64,
+    /// Exponent of `1 + depth`.
+    pub w_depth: f64,
+    /// Exponent of `1 / p` (the learned continuation / reuse probability).
+    pub w_probability: f64,
+    /// How fast overdue blocks decay: effective next use = now + factor * idle time.
+    pub overdue_factor: f64,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        ScorerConfig {
+            scale: 1.0,
+            use_conversation: true,
+            use_block_gap: true,
+            use_reuse_model: true,
+            w_uses: 0.0,
+            w_sharing: 0.0,
+            w_depth: 0.0,
+            w_probability: 1.0,
+            overdue_factor: 1.0,
+        }
+    }
+}
+
+impl ScorerConfig {
+    /// The predicted gap (seconds) until the next use of the block described by `s`.
+    ///
+    /// Every term is prefix-monotone: along a request's chain a child never gets an earlier
+    /// prediction than its parent (a child is used only with its parent, so it has no more uses,
+    /// no more sharing, and its previous use is no later), so evicting the farthest prediction
+    /// never leaves a cached child without its parent.
+    #[inline]
+    pub fn predicted_gap(&self, s: &Snapshot) -> f64 {
+        if self.scale == 0.0 {
+            return 0.0;
+        }
+        let conv = self.use_conversation && s.conv_requests > 0;
+        let mut g_ref = f64::INFINITY;
+        if conv {
+            let g = if s.conv_gap_ewma.is_finite() {
+                s.conv_gap_ewma
+            } else {
+                s.log_conv_gap_prior.exp_m1()
+            };
+            if g.is_finite() {
+                g_ref = g;
+            }
+        }
+        if self.use_block_gap && s.uses >= 2 && s.gaps[0] < g_ref {
+            g_ref = s.gaps[0];
+        }
+        if self.use_reuse_model && s.log_reuse_gap_by_uses.is_finite() {
+            let g = s.log_reuse_gap_by_uses.exp_m1();
+            if g < g_ref {
+                g_ref = g;
+            }
+        }
+        if !g_ref.is_finite() {
+            g_ref = if s.log_reuse_gap_prior.is_finite() {
+                s.log_reuse_gap_prior.exp_m1()
+            } else {
+                1.0
+            };
+        }
+        let p = if conv { s.p_continue } else { s.p_reuse };
+        let mut g = self.scale * g_ref.max(1e-3);
+        if self.w_uses != 0.0 {
+            g *= (1.0 + s.uses as f64).powf(-self.w_uses);
+        }
+        if self.w_sharing != 0.0 {
+            g *= (s.sharing.max(1) as f64).powf(-self.w_sharing);
+        }
+        if self.w_depth != 0.0 {
+            g *= (1.0 + s.depth as f64).powf(self.w_depth);
+        }
+        if self.w_probability != 0.0 {
+            g *= p.clamp(1e-6, 1.0).powf(-self.w_probability);
+        }
+        g
+    }
+
+    /// Check ranges (a message names the field).
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("scale", self.scale),
+            ("overdue_factor", self.overdue_factor),
+        ] {
+            if v.is_nan() || v < 0.0 || v.is_infinite() {
+                return Err(format!("{name} must be a finite number >= 0, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("w_uses", self.w_uses),
+            ("w_sharing", self.w_sharing),
+            ("w_depth", self.w_depth),
+            ("w_probability", self.w_probability),
+        ] {
+            if !v.is_finite() {
+                return Err(format!("{name} must be finite, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConversationAware {
+    config: ScorerConfig,
+    stats: Tracker,
+    order: NextUseOrder,
+}
+
+impl ConversationAware {
+    pub fn new(config: &ScorerConfig) -> Self {
+        ConversationAware {
+            config: config.clone(),
+            stats: Tracker::without_counters(),
+            order: NextUseOrder::new(config.overdue_factor),
+        }
+    }
+
+    /// The predicted next use (trace seconds) of a tracked entry.
+    pub fn predicted_next_use(&self, e: EntryId) -> f64 {
+        self.order.next_use(e)
+    }
+
+    #[inline]
+    fn touch(&mut self, e: EntryId, a: &Access) {
+        let s = self.stats.observe(a);
+        let next = a.timestamp + self.config.predicted_gap(&s);
+        self.order.touch(e, next, a.timestamp, a.depth);
+    }
+}
+
+impl EvictionPolicy for ConversationAware {
+    #[inline]
+    fn on_insert(&mut self, e: EntryId, a: &Access) {
+        self.touch(e, a);
+    }
+
+    #[inline]
+    fn on_hit(&mut self, e: EntryId, a: &Access) {
+        self.touch(e, a);
+    }
+
+    #[inline]
+    fn on_miss(&mut self, a: &Access) {
+        // the eviction this miss may cause happens at the miss's trace time
+        if a.timestamp > self.stats.now {
+            self.stats.now = a.timestamp;
+        }
+    }
+
+    #[inline]
+    fn on_pin(&mut self, e: EntryId) {
+        self.order.pin(e);
+    }
+
+    #[inline]
+    fn on_unpin(&mut self, e: EntryId, _now: u64) {
+        self.order.unpin(e);
+    }
+
+    #[inline]
+    fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
+        self.order.evict(pins, self.stats.now)
+    }
+
+    fn on_remove(&mut self, e: EntryId) {
+        self.order.remove(e);
+    }
+
+    fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        self.order.validate(live)
+    }
+}

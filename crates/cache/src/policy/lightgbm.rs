@@ -1,0 +1,203 @@
+//! `lightgbm`: Belady's rule with a learned oracle, after LRB (Song et al., "Learning Relaxed
+//! Belady for Content Distribution Network Caching", NSDI'20).
+//!
+//! When a block is touched, a gradient-boosted tree model (LightGBM's text format, trained by
+//! `inferencelab train` or by Python `lightgbm` on `train --export-features`) predicts
+//! `ln(1 + seconds until its next use)` from the features of `learned::features` (LRB's gaps and
+//! decayed counters plus depth, sharing and conversation state); the block predicted farthest
+//! in the future is evicted, overdue blocks decay as in `conversation_aware`
+//! (`learned::order`).
+//!
+//! Deviations from LRB: one prediction per touch instead of scoring 64 random candidates per
+//! eviction (O(log n) per reference, and the features at a touch are exactly the training
+//! rows), and a regression on log time-to-next-use instead of LRB's "beyond the Belady
+//! boundary" classification (no boundary to tune per cache size: one model serves every
+//! capacity). Reasons in `docs/policies.md`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::learned::features::{Tracker, NUM_FEATURES};
+use crate::learned::gbdt::Model;
+use crate::learned::order::NextUseOrder;
+use crate::policy::{Access, EntryId, EvictionPolicy, Pins};
+
+/// Where `inferencelab train` writes its model and where `--eviction-policy lightgbm` looks.
+pub const DEFAULT_MODEL_PATH: &str = "outputs/models/lightgbm.txt";
+
+/// A model file and its parsed trees (loaded when the config is parsed, so building the policy
+/// cannot fail). Serialized as its path.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub model: Arc<Model>,
+}
+
+impl ModelFile {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let model = Model::load(path).map_err(|e| match e {
+            crate::learned::gbdt::ModelError::Io { .. } => format!(
+                "{e}: no LightGBM model there; train one with `inferencelab train --input-file \
+                 TRACE --output {}` (or Python lightgbm on `train --export-features`)",
+                path.display()
+            ),
+            other => other.to_string(),
+        })?;
+        if model.num_features() > NUM_FEATURES {
+            return Err(format!(
+                "{}: the model uses {} features; the policy computes {NUM_FEATURES} (see \
+                 `inferencelab train --export-features`)",
+                path.display(),
+                model.num_features()
+            ));
+        }
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            model: Arc::new(model),
+        })
+    }
+}
+
+impl PartialEq for ModelFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+            && (Arc::ptr_eq(&self.model, &other.model) || self.model == other.model)
+    }
+}
+
+impl Serialize for ModelFile {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.path.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(d)?;
+        ModelFile::load(&path).map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_model() -> PathBuf {
+    PathBuf::from(DEFAULT_MODEL_PATH)
+}
+
+fn default_overdue() -> f64 {
+    1.0
+}
+
+fn default_scale() -> f64 {
+    1.0
+}
+
+/// `{name: lightgbm, model: PATH, scale: 1.0, overdue_factor: 1.0}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightGbmConfig {
+    pub model: ModelFile,
+    /// Multiplies the predicted gap. Below 1 the prediction only reorders what LRU would do
+    /// (overdue entries are LRU-ordered), which is more robust when the workload drifts away
+    /// from the training part; `train` picks it on the training part.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// As in `conversation_aware`: effective next use of an overdue block = now + factor * idle.
+    #[serde(default = "default_overdue")]
+    pub overdue_factor: f64,
+}
+
+impl LightGbmConfig {
+    /// The model at `path` with default settings.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        Ok(LightGbmConfig {
+            model: ModelFile::load(path)?,
+            scale: default_scale(),
+            overdue_factor: default_overdue(),
+        })
+    }
+
+    /// The model at [`DEFAULT_MODEL_PATH`].
+    pub fn load_default() -> Result<Self, String> {
+        Self::load(&default_model())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LightGbm {
+    model: Arc<Model>,
+    scale: f64,
+    stats: Tracker,
+    order: NextUseOrder,
+}
+
+impl LightGbm {
+    pub fn new(config: &LightGbmConfig) -> Self {
+        LightGbm {
+            model: config.model.model.clone(),
+            scale: config.scale,
+            stats: Tracker::default(),
+            order: NextUseOrder::new(config.overdue_factor),
+        }
+    }
+
+    /// The predicted next use (trace seconds) of a tracked entry.
+    pub fn predicted_next_use(&self, e: EntryId) -> f64 {
+        self.order.next_use(e)
+    }
+
+    #[inline]
+    fn touch(&mut self, e: EntryId, a: &Access) {
+        let s = self.stats.observe(a);
+        let log_gap = self.model.predict(&s.features());
+        let gap = if log_gap.is_nan() {
+            f64::INFINITY
+        } else {
+            self.scale * log_gap.max(0.0).exp_m1()
+        };
+        self.order.touch(e, a.timestamp + gap, a.timestamp, a.depth);
+    }
+}
+
+impl EvictionPolicy for LightGbm {
+    #[inline]
+    fn on_insert(&mut self, e: EntryId, a: &Access) {
+        self.touch(e, a);
+    }
+
+    #[inline]
+    fn on_hit(&mut self, e: EntryId, a: &Access) {
+        self.touch(e, a);
+    }
+
+    #[inline]
+    fn on_miss(&mut self, a: &Access) {
+        // the eviction this miss may cause happens at the miss's trace time
+        if a.timestamp > self.stats.now {
+            self.stats.now = a.timestamp;
+        }
+    }
+
+    #[inline]
+    fn on_pin(&mut self, e: EntryId) {
+        self.order.pin(e);
+    }
+
+    #[inline]
+    fn on_unpin(&mut self, e: EntryId, _now: u64) {
+        self.order.unpin(e);
+    }
+
+    #[inline]
+    fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
+        self.order.evict(pins, self.stats.now)
+    }
+
+    fn on_remove(&mut self, e: EntryId) {
+        self.order.remove(e);
+    }
+
+    fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        self.order.validate(live)
+    }
+}
