@@ -1,0 +1,364 @@
+//! `inferencelab sweep`: tune `conversation_aware`'s scorer on the first part of a trace (by
+//! time) and report it on the rest, beside LRU and Belady. Writes the best config as YAML
+//! (`outputs/simulation/scorer_best.yaml`) and every trial as JSON.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use inferencelab_cache::policy::conversation_aware::ScorerConfig;
+use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
+use inferencelab_learn::sweep::{self, SweepConfig};
+use inferencelab_sim::{plan, Prepared};
+use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Trace to tune on (any input format; a directory of WEKA sessions works too).
+    #[arg(long, short = 'i')]
+    pub input_file: PathBuf,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub input_format: Option<Format>,
+    /// Skip (and count) invalid records instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Share of the trace's time span used for fitting; the rest is the held-back test part.
+    #[arg(long, default_value_t = 0.5)]
+    pub train_fraction: f64,
+    /// Number of scorer configurations tried (defaults and LRU's point included).
+    #[arg(long, default_value_t = 32)]
+    pub budget: usize,
+    /// GPU capacities in blocks, comma separated (default: up to 3 where LRU reaches less than
+    /// 80% of the infinite cache on the test part).
+    #[arg(long, value_delimiter = ',')]
+    pub capacities: Vec<u64>,
+    /// Tokens per GPU block (id traces default to their own block size).
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// Do not pin the blocks of running requests.
+    #[arg(long)]
+    pub no_pinning: bool,
+    /// Also try this scorer config (YAML) as the first trial (`--budget 1` evaluates only it).
+    #[arg(long)]
+    pub scorer_config: Option<PathBuf>,
+    /// Seed of the random search.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Trials shown in the table.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Where the best config goes.
+    #[arg(long, default_value = "outputs/simulation/scorer_best.yaml")]
+    pub output: PathBuf,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+/// Read a trace as `simulate` does, printing the reader's notes.
+pub fn load_trace(
+    path: &Path,
+    format: Option<Format>,
+    skip_invalid: bool,
+) -> anyhow::Result<Trace> {
+    let trace = read_trace(
+        path,
+        &ReadOptions {
+            format,
+            skip_invalid,
+        },
+    )?;
+    for note in &trace.notes {
+        eprintln!("note: {note}");
+    }
+    if !trace.has_reuse_info() {
+        bail!(
+            "{} carries no prefix-reuse information: there is nothing to learn or tune",
+            path.display()
+        );
+    }
+    Ok(trace)
+}
+
+/// The train/test split and the capacities to report.
+pub fn prepare_split<'t>(
+    trace: &'t Trace,
+    block_size: Option<u32>,
+    train_fraction: f64,
+    pinning: bool,
+) -> anyhow::Result<Split<'t>> {
+    if train_fraction.is_nan() || train_fraction <= 0.0 || train_fraction >= 1.0 {
+        bail!("--train-fraction must be between 0 and 1 (exclusive), got {train_fraction}");
+    }
+    let bs = block_size.unwrap_or_else(|| plan::default_block_size(trace));
+    let prepared = Prepared::new(trace, bs, None)
+        .with_context(|| format!("preparing {}", trace.source.display()))?;
+    let split = Split::new(prepared, train_fraction, pinning);
+    let reqs = &trace.requests;
+    let n_train = reqs.iter().filter(|r| r.timestamp < split.split).count();
+    if n_train == 0 || n_train == reqs.len() {
+        bail!(
+            "the split at {:.1} s leaves one part empty ({n_train} of {} requests before it); \
+             change --train-fraction",
+            split.split - split.t0,
+            reqs.len()
+        );
+    }
+    eprintln!(
+        "split at {:.1} s of trace time: {n_train} train requests, {} test requests",
+        split.split - split.t0,
+        reqs.len() - n_train
+    );
+    Ok(split)
+}
+
+pub fn capacities_or_default(split: &Split<'_>, given: &[u64]) -> anyhow::Result<Vec<u64>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let caps = eval::interesting_capacities(split, 0.8, 3);
+    if caps.is_empty() {
+        bail!(
+            "found no capacity where LRU reaches between 5% and 80% of the infinite cache; give \
+             --capacities"
+        );
+    }
+    eprintln!(
+        "capacities (LRU below 80% of the infinite cache): {}",
+        caps.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(caps)
+}
+
+pub fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{pos}}/{{len}} simulations [{{elapsed}}] {{wide_bar}}"
+        ))
+        .expect("static template"),
+    );
+    b
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+fn gap(x: Option<f64>) -> String {
+    x.map_or("-".into(), |g| format!("{:.1}%", 100.0 * g))
+}
+
+/// The comparison table every learned-policy report prints: per capacity, the policy beside
+/// LRU, Belady and the infinite cache on the train and test parts, and the share of the
+/// LRU→Belady gap it closes.
+pub fn print_comparisons(rows: &[Comparison]) {
+    let header = [
+        "policy",
+        "capacity",
+        "part",
+        "policy_hit",
+        "lru_hit",
+        "belady_hit",
+        "ideal_hit",
+        "lru/ideal",
+        "gap_closed",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        for (part, x) in [("train", &r.train), ("test", &r.test)] {
+            table.push(vec![
+                r.policy.clone(),
+                r.capacity.to_string(),
+                part.into(),
+                pct(x.policy),
+                pct(x.lru),
+                pct(x.belady),
+                pct(x.ideal),
+                pct(x.lru_of_ideal),
+                gap(x.gap_closed),
+            ]);
+        }
+    }
+    print_table(&table);
+}
+
+pub fn print_table(table: &[Vec<String>]) {
+    let cols = table.first().map_or(0, |r| r.len());
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    for (i, row) in table.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            println!("{}", rule.join("  "));
+        }
+    }
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into())
+}
+
+pub fn run(args: SweepArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads")?;
+    }
+    let given: Option<ScorerConfig> = match &args.scorer_config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let c: ScorerConfig = serde_norway::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            c.check()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            Some(c)
+        }
+        None => None,
+    };
+    let trace = load_trace(&args.input_file, args.input_format, args.skip_invalid)?;
+    let split = prepare_split(
+        &trace,
+        args.block_size,
+        args.train_fraction,
+        !args.no_pinning,
+    )?;
+    let capacities = capacities_or_default(&split, &args.capacities)?;
+    let base = eval::baselines(&split, &capacities);
+
+    let bar = progress_bar(args.quiet, "sweep");
+    let cfg = SweepConfig {
+        budget: args.budget,
+        capacities: capacities.clone(),
+        seed: args.seed,
+        first: given,
+        ..Default::default()
+    };
+    let trials = sweep::run(&split, &cfg, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let best = trials.first().context("the sweep ran no trial")?;
+
+    let comparisons: Vec<Comparison> = base
+        .iter()
+        .zip(&best.runs)
+        .map(|(b, r): (&Baseline, _)| b.compare("conversation_aware", r))
+        .collect();
+    println!(
+        "{} ({} requests), train = first {:.0}% of the time span; best of {} trials (#{}):",
+        args.input_file.display(),
+        trace.requests.len(),
+        100.0 * args.train_fraction,
+        trials.len(),
+        best.id
+    );
+    print_comparisons(&comparisons);
+    println!();
+    let mut table = vec![vec![
+        "trial".to_string(),
+        "train_hit".into(),
+        "test_hit".into(),
+        "scale".into(),
+        "conv".into(),
+        "blockgap".into(),
+        "w_uses".into(),
+        "w_share".into(),
+        "w_depth".into(),
+        "w_prob".into(),
+        "overdue".into(),
+    ]];
+    for t in trials.iter().filter(|t| !t.runs.is_empty()).take(args.top) {
+        let c = &t.config;
+        table.push(vec![
+            format!("#{}", t.id),
+            pct(t.train()),
+            pct(t.test()),
+            format!("{:.3}", c.scale),
+            c.use_conversation.to_string(),
+            c.use_block_gap.to_string(),
+            format!("{:.2}", c.w_uses),
+            format!("{:.2}", c.w_sharing),
+            format!("{:.2}", c.w_depth),
+            format!("{:.2}", c.w_probability),
+            format!("{:.3}", c.overdue_factor),
+        ]);
+    }
+    println!("top trials (mean over capacities; ranked by train only):");
+    print_table(&table);
+
+    let yaml = format!(
+        "# conversation_aware scorer tuned by `inferencelab sweep` on {} (train = first {:.0}% \
+         of the time span,\n# capacities {:?}): mean train token hit ratio {:.4}, test {:.4}\n{}",
+        args.input_file.display(),
+        100.0 * args.train_fraction,
+        capacities,
+        best.train(),
+        best.test(),
+        serde_norway::to_string(&best.config)?
+    );
+    write_file(&args.output, yaml.as_bytes())?;
+    let summary = args
+        .output
+        .with_file_name(format!("sweep_{}.json", stem(&args.input_file)));
+    let doc = json!({
+        "inferencelab_version": env!("CARGO_PKG_VERSION"),
+        "command": "sweep",
+        "input": args.input_file,
+        "train_fraction": args.train_fraction,
+        "split_seconds": split.split - split.t0,
+        "pinning": !args.no_pinning,
+        "capacities": capacities,
+        "best": best.config,
+        "comparisons": comparisons,
+        "baselines": base,
+        "trials": trials,
+    });
+    write_file(&summary, &serde_json::to_vec_pretty(&doc)?)?;
+    eprintln!("wrote {} and {}", args.output.display(), summary.display());
+    Ok(())
+}

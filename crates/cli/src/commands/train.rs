@@ -1,0 +1,246 @@
+//! `inferencelab train`: fit the `lightgbm` policy's model on the first part of a trace (by
+//! time), write it in LightGBM's text format, and report the policy on the rest beside LRU and
+//! Belady. `--export-features F.csv` writes the training rows for Python `lightgbm`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
+use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
+use inferencelab_learn::boost::{self, BoostParams};
+use inferencelab_learn::dataset;
+use inferencelab_learn::eval::{self, Candidate, Comparison};
+use inferencelab_trace::Format;
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::sweep::{
+    capacities_or_default, load_trace, prepare_split, print_comparisons, progress_bar, stem,
+    write_file,
+};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Trace to learn from (any input format; a directory of WEKA sessions works too).
+    #[arg(long, short = 'i')]
+    pub input_file: PathBuf,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub input_format: Option<Format>,
+    /// Skip (and count) invalid records instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Share of the trace's time span used for training; the rest is the held-back test part.
+    #[arg(long, default_value_t = 0.5)]
+    pub train_fraction: f64,
+    /// Where the LightGBM text model goes.
+    #[arg(long, short = 'o', default_value = DEFAULT_MODEL_PATH)]
+    pub output: PathBuf,
+    /// Also write the training rows (label + features, header line) as CSV.
+    #[arg(long)]
+    pub export_features: Option<PathBuf>,
+    /// Only export the features (with --export-features): no training, no report.
+    #[arg(long, requires = "export_features")]
+    pub export_only: bool,
+    /// At most this many training rows (a seeded uniform sample of the block references).
+    #[arg(long, default_value_t = 200_000)]
+    pub max_rows: usize,
+    /// Seed of the row sample.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Boosting rounds (trees).
+    #[arg(long, default_value_t = BoostParams::default().num_iterations)]
+    pub num_iterations: usize,
+    /// Leaves per tree.
+    #[arg(long, default_value_t = BoostParams::default().num_leaves)]
+    pub num_leaves: usize,
+    #[arg(long, default_value_t = BoostParams::default().learning_rate)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = BoostParams::default().min_data_in_leaf)]
+    pub min_data_in_leaf: usize,
+    /// Evaluate this existing model (e.g. trained by Python lightgbm) instead of training one.
+    #[arg(long, conflicts_with = "export_only")]
+    pub model: Option<PathBuf>,
+    /// GPU capacities in blocks for the report, comma separated (default: up to 3 where LRU
+    /// reaches less than 80% of the infinite cache on the test part).
+    #[arg(long, value_delimiter = ',')]
+    pub capacities: Vec<u64>,
+    /// Tokens per GPU block (id traces default to their own block size).
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// Do not pin the blocks of running requests.
+    #[arg(long)]
+    pub no_pinning: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads")?;
+    }
+    let trace = load_trace(&args.input_file, args.input_format, args.skip_invalid)?;
+    let split = prepare_split(
+        &trace,
+        args.block_size,
+        args.train_fraction,
+        !args.no_pinning,
+    )?;
+
+    let model_path = match &args.model {
+        Some(p) => p.clone(),
+        None => {
+            let data = dataset::build(
+                &trace,
+                &split.prepared.gpu,
+                split.split,
+                args.max_rows,
+                args.seed,
+            );
+            eprintln!(
+                "{} training rows from the requests before {:.1} s",
+                data.rows.len(),
+                split.split - split.t0
+            );
+            if let Some(csv) = &args.export_features {
+                let mut buf = Vec::new();
+                dataset::write_csv(&data, &mut buf)?;
+                write_file(csv, &buf)?;
+                eprintln!("wrote {}", csv.display());
+                if args.export_only {
+                    return Ok(());
+                }
+            }
+            let params = BoostParams {
+                num_iterations: args.num_iterations,
+                num_leaves: args.num_leaves,
+                learning_rate: args.learning_rate,
+                min_data_in_leaf: args.min_data_in_leaf,
+                monotone: PREFIX_MONOTONE.to_vec(),
+                ..Default::default()
+            };
+            let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
+            let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
+            let model = boost::train(&rows, &data.labels, &names, &params);
+            let mse = rows
+                .par_iter()
+                .zip(&data.labels)
+                .map(|(r, y)| (model.predict(r) - y).powi(2))
+                .sum::<f64>()
+                / rows.len().max(1) as f64;
+            let var = {
+                let m = data.labels.iter().sum::<f64>() / data.labels.len().max(1) as f64;
+                data.labels.iter().map(|y| (y - m).powi(2)).sum::<f64>()
+                    / data.labels.len().max(1) as f64
+            };
+            eprintln!(
+                "trained {} trees of {} leaves: train MSE {mse:.4} (label variance {var:.4})",
+                model.trees.len(),
+                args.num_leaves
+            );
+            write_file(&args.output, model.to_text().as_bytes())?;
+            eprintln!("wrote {}", args.output.display());
+            args.output.clone()
+        }
+    };
+    let mut config = LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?;
+
+    let capacities = capacities_or_default(&split, &args.capacities)?;
+    // calibrate the policy's scale and overdue factor on the train part only
+    let grid: Vec<(f64, f64)> = [1.0, 0.3, 0.1, 0.03]
+        .iter()
+        .flat_map(|&s| [0.1, 0.3, 1.0, 3.0].map(|o| (s, o)))
+        .collect();
+    let scores: Vec<f64> = grid
+        .par_iter()
+        .map(|&(scale, overdue_factor)| {
+            let c = LightGbmConfig {
+                scale,
+                overdue_factor,
+                ..config.clone()
+            };
+            capacities
+                .iter()
+                .map(|&cap| {
+                    split
+                        .run(&Candidate::LightGbm(c.clone()), cap, split.split)
+                        .train
+                        .token_hit_ratio()
+                })
+                .sum::<f64>()
+        })
+        .collect();
+    let best = (0..grid.len())
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
+        .unwrap_or(0);
+    (config.scale, config.overdue_factor) = grid[best];
+    eprintln!(
+        "calibrated on the train part: scale {}, overdue_factor {}",
+        config.scale, config.overdue_factor
+    );
+    let policy_yaml = model_path.with_extension("yaml");
+    write_file(
+        &policy_yaml,
+        format!(
+            "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
+            args.input_file.display(),
+            serde_norway::to_string(&config)?
+        )
+        .as_bytes(),
+    )?;
+    eprintln!("wrote {}", policy_yaml.display());
+    let bar = progress_bar(args.quiet, "evaluating");
+    bar.set_length(capacities.len() as u64 * 4);
+    let base = eval::baselines(&split, &capacities);
+    bar.set_position(capacities.len() as u64 * 3);
+    let runs: Vec<_> = capacities
+        .par_iter()
+        .map(|&c| {
+            let r = split.run(&Candidate::LightGbm(config.clone()), c, f64::INFINITY);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    let comparisons: Vec<Comparison> = base
+        .iter()
+        .zip(&runs)
+        .map(|(b, r)| b.compare("lightgbm", r))
+        .collect();
+    println!(
+        "{} ({} requests), train = first {:.0}% of the time span; model {}:",
+        args.input_file.display(),
+        trace.requests.len(),
+        100.0 * args.train_fraction,
+        model_path.display()
+    );
+    print_comparisons(&comparisons);
+    let summary = model_path.with_file_name(format!("train_{}.json", stem(&args.input_file)));
+    let doc = json!({
+        "inferencelab_version": env!("CARGO_PKG_VERSION"),
+        "command": "train",
+        "input": args.input_file,
+        "train_fraction": args.train_fraction,
+        "split_seconds": split.split - split.t0,
+        "pinning": !args.no_pinning,
+        "model": model_path,
+        "scale": config.scale,
+        "overdue_factor": config.overdue_factor,
+        "comparisons": comparisons,
+    });
+    write_file(&summary, &serde_json::to_vec_pretty(&doc)?)?;
+    eprintln!("wrote {}", summary.display());
+    Ok(())
+}

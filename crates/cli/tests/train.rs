@@ -1,0 +1,91 @@
+//! CLI tests of `inferencelab train`: features exported, a LightGBM text model written, and the
+//! policy loading it in `simulate`.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+#[test]
+fn train_exports_features_writes_a_model_and_simulate_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("features.csv");
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["train", "--input-file"])
+        .arg(repo("data/traces/weka-agentic"))
+        .args([
+            "--capacities",
+            "1000",
+            "--no-pinning",
+            "-q",
+            "--num-iterations",
+            "5",
+        ])
+        .arg("--export-features")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("lightgbm") && table.contains("gap_closed"),
+        "{table}"
+    );
+    let header = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        header.starts_with("label,depth,uses,gap1"),
+        "{}",
+        &header[..80]
+    );
+    // the default model path is where `--eviction-policy lightgbm` looks
+    let model = dir.path().join("outputs/models/lightgbm.txt");
+    let text = std::fs::read_to_string(&model).unwrap();
+    assert!(text.starts_with("tree\n") && text.contains("Tree=4"));
+    let sim = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["simulate", "--input-file"])
+        .arg(repo("data/traces/weka-agentic"))
+        .args([
+            "-p",
+            "lightgbm,conversation_aware",
+            "--gpu-blocks",
+            "1000",
+            "--no-cpu-tier",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+}
+
+#[test]
+fn simulate_without_a_model_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["simulate", "--input-file"])
+        .arg(repo("data/traces/weka-agentic"))
+        .args(["-p", "lightgbm", "--gpu-blocks", "1000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inferencelab train"), "{err}");
+}

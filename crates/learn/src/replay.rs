@@ -1,0 +1,239 @@
+//! A GPU-tier replay with the driver's rules (`inferencelab_sim::driver`: vLLM's leading-run
+//! hits, at most `n - 1` tokens, pins held until the request finishes, hit blocks pinned head
+//! first and the rest admitted tail first, freed chain tail first), generic over the policy,
+//! that counts hits separately before and after a split time. `sweep` and `train` fit on the
+//! part before the split and report the part after it; the cache runs through the whole trace,
+//! so the test part starts warm (with what the policy chose to keep), exactly as a deployed
+//! policy would. A test checks that its totals equal `inferencelab_sim::run`'s.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use inferencelab_cache::{
+    Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome, Pins, NEVER,
+};
+use inferencelab_sim::{Prepared, TimingModel};
+
+/// Hit counts of one part of the trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Counts {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub hit_tokens: u64,
+    pub block_refs: u64,
+    pub hit_blocks: u64,
+}
+
+impl Counts {
+    /// vLLM's token-weighted prefix-cache hit rate.
+    pub fn token_hit_ratio(&self) -> f64 {
+        if self.prompt_tokens == 0 {
+            0.0
+        } else {
+            self.hit_tokens as f64 / self.prompt_tokens as f64
+        }
+    }
+}
+
+/// Counts before and after the split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SplitCounts {
+    pub train: Counts,
+    pub test: Counts,
+}
+
+/// What one replay needs besides the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayConfig {
+    pub capacity: u64,
+    pub pinning: bool,
+    pub timing: TimingModel,
+    /// Requests at or after this trace time count as test.
+    pub split: f64,
+    /// Stop after the requests before this trace time (successive halving's small budgets).
+    pub until: f64,
+}
+
+struct Running {
+    finish: f64,
+    seq: u64,
+    entries: Vec<EntryId>,
+}
+
+impl PartialEq for Running {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Running {}
+impl PartialOrd for Running {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Running {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .finish
+            .total_cmp(&self.finish)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// Replay the GPU tier of `prepared` through a cache of `config.capacity` blocks run by
+/// `policy`. `oracle` is the prefix next-use annotation (`BlockedTrace::next_use_by_request`)
+/// for policies that need it. Returns the counts and the policy (to read its state).
+pub fn replay<P: EvictionPolicy>(
+    prepared: &Prepared<'_>,
+    policy: P,
+    config: &ReplayConfig,
+    oracle: Option<&[u64]>,
+) -> (SplitCounts, P) {
+    let reqs = &prepared.trace.requests;
+    let bs = prepared.gpu.block_size as u64;
+    let mut gpu = BlockCache::new(config.capacity, policy);
+    let mut out = SplitCounts::default();
+    let mut running: BinaryHeap<Running> = BinaryHeap::new();
+    let mut clock = 0u64;
+    for (i, r) in reqs.iter().enumerate() {
+        if r.timestamp >= config.until {
+            break;
+        }
+        if config.pinning {
+            while running.peek().is_some_and(|run| run.finish <= r.timestamp) {
+                let run = running.pop().unwrap();
+                for &e in run.entries.iter().rev() {
+                    gpu.unpin(e, clock);
+                }
+            }
+        }
+        let keys = prepared.gpu.request(i);
+        let offset = prepared.gpu.offsets[i];
+        let len = r.input_length as u64;
+        let cap_tokens = len.saturating_sub(1) / bs * bs;
+        let access = |obj: u32, depth: usize, time: u64| Access {
+            obj,
+            time,
+            timestamp: r.timestamp,
+            request: i as u32,
+            conversation: r.conversation.unwrap_or(u64::MAX),
+            turn: r.turn,
+            depth: depth as u32,
+            next_use: oracle.map_or(NEVER, |o| o[offset + depth]),
+        };
+        let lead = keys.iter().take_while(|&&k| gpu.contains(k)).count();
+        let mut pinned: Vec<EntryId> = Vec::new();
+        if config.pinning {
+            for (d, &k) in keys[..lead].iter().enumerate() {
+                clock += 1;
+                if let Outcome::Hit(e) = gpu.access(&access(k, d, clock), true) {
+                    pinned.push(e);
+                }
+            }
+            let mut rest: Vec<EntryId> = Vec::with_capacity(keys.len() - lead);
+            for d in (lead..keys.len()).rev() {
+                clock += 1;
+                match gpu.access(&access(keys[d], d, clock), true) {
+                    Outcome::Hit(e) | Outcome::Inserted(e) => rest.push(e),
+                    Outcome::Rejected => {}
+                }
+            }
+            pinned.extend(rest.into_iter().rev());
+        } else {
+            for d in (0..keys.len()).rev() {
+                clock += 1;
+                gpu.access(&access(keys[d], d, clock), false);
+            }
+        }
+        let hit_tokens = (lead as u64 * bs).min(cap_tokens);
+        let part = if r.timestamp >= config.split {
+            &mut out.test
+        } else {
+            &mut out.train
+        };
+        part.requests += 1;
+        part.prompt_tokens += len;
+        part.hit_tokens += hit_tokens;
+        part.block_refs += keys.len() as u64;
+        part.hit_blocks += lead as u64;
+        if config.pinning && !pinned.is_empty() {
+            let finish = r.finish_time.unwrap_or_else(|| {
+                let uncached = len.saturating_sub(hit_tokens) as f64;
+                r.timestamp
+                    + uncached / config.timing.prefill_tokens_per_s
+                    + r.output_length as f64 * config.timing.decode_ms_per_token / 1000.0
+            });
+            running.push(Running {
+                finish,
+                seq: i as u64,
+                entries: pinned,
+            });
+        }
+    }
+    debug_assert!(gpu.validate().is_ok());
+    (out, gpu.policy)
+}
+
+/// A policy wrapper that logs its victims as `(request of the reference that evicted, object)`:
+/// the decisions the no-peeking test compares.
+#[derive(Debug, Clone)]
+pub struct Recording<P> {
+    pub inner: P,
+    obj_of: Vec<ObjId>,
+    request: u32,
+    pub victims: Vec<(u32, ObjId)>,
+}
+
+impl<P> Recording<P> {
+    pub fn new(inner: P) -> Self {
+        Recording {
+            inner,
+            obj_of: Vec::new(),
+            request: 0,
+            victims: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, e: EntryId, a: &Access) {
+        if self.obj_of.len() <= e as usize {
+            self.obj_of.resize(e as usize + 1, ObjId::MAX);
+        }
+        self.obj_of[e as usize] = a.obj;
+        self.request = a.request;
+    }
+}
+
+impl<P: EvictionPolicy> EvictionPolicy for Recording<P> {
+    fn needs_oracle(&self) -> bool {
+        self.inner.needs_oracle()
+    }
+    fn on_insert(&mut self, e: EntryId, a: &Access) {
+        self.note(e, a);
+        self.inner.on_insert(e, a);
+    }
+    fn on_hit(&mut self, e: EntryId, a: &Access) {
+        self.note(e, a);
+        self.inner.on_hit(e, a);
+    }
+    fn on_miss(&mut self, a: &Access) {
+        self.request = a.request;
+        self.inner.on_miss(a);
+    }
+    fn on_pin(&mut self, e: EntryId) {
+        self.inner.on_pin(e);
+    }
+    fn on_unpin(&mut self, e: EntryId, now: u64) {
+        self.inner.on_unpin(e, now);
+    }
+    fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
+        let v = self.inner.evict(pins)?;
+        self.victims.push((self.request, self.obj_of[v as usize]));
+        Some(v)
+    }
+    fn on_remove(&mut self, e: EntryId) {
+        self.inner.on_remove(e);
+    }
+    fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        self.inner.validate(live)
+    }
+}
