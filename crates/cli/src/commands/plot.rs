@@ -1,0 +1,69 @@
+//! `inferencelab plot`: charts (PNG + SVG) and a self-contained HTML report from a result file
+//! (the summary JSON of `simulate`/`batch`, or `batch`'s results.jsonl).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Result file: the summary JSON of `simulate --output`/`batch`, or a results.jsonl.
+    #[arg(long, short = 'i')]
+    pub summary_file: PathBuf,
+    /// Where the charts and report.html go.
+    #[arg(long, short = 'o', default_value = "outputs/plots/")]
+    pub output_dir: PathBuf,
+    /// Report title (default: the grid's name, from the file's name or directory).
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+pub fn run(args: PlotArgs) -> anyhow::Result<()> {
+    let title = args
+        .title
+        .clone()
+        .unwrap_or_else(|| default_title(&args.summary_file));
+    let files = plot_file(&args.summary_file, &args.output_dir, &title)?;
+    let charts = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+        .count();
+    let report = files.last().expect("the report is always written");
+    eprintln!(
+        "{charts} charts (PNG + SVG) in {}; report: {}",
+        args.output_dir.display(),
+        report.display()
+    );
+    Ok(())
+}
+
+/// Load `summary` and draw its charts and report into `out_dir`; returns the files written,
+/// the report last. (What `batch` calls at its end.)
+pub fn plot_file(summary: &Path, out_dir: &Path, title: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let rows = inferencelab_report::load_results(summary)?;
+    inferencelab_report::plot_results(&rows, out_dir, title)
+        .with_context(|| format!("plotting {}", summary.display()))
+}
+
+/// `outputs/simulation/demo/summary.json` -> "InferenceLab: demo";
+/// `/tmp/simulate_mooncake.json` -> "InferenceLab: simulate_mooncake".
+fn default_title(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = if matches!(stem.as_str(), "summary" | "results") {
+        path.canonicalize()
+            .ok()
+            .and_then(|p| {
+                p.parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or(stem)
+    } else {
+        stem
+    };
+    format!("InferenceLab: {name}")
+}

@@ -1,0 +1,83 @@
+//! The library API as `batch` calls it: load a result file, draw it, get the files back.
+
+use std::path::{Path, PathBuf};
+
+use inferencelab_report::{load_results, plot_results, ReportError, REPORT_FILE};
+use serde_json::json;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/batch_summary.json")
+}
+
+#[test]
+fn returns_every_file_written_report_last() {
+    let rows = load_results(&fixture()).unwrap();
+    assert_eq!(rows.len(), 30);
+    let out = tempfile::tempdir().unwrap();
+    let files = plot_results(&rows, out.path(), "fixture").unwrap();
+    // 2 chart sets x 5 charts x (PNG + SVG) + the report
+    assert_eq!(files.len(), 21);
+    assert_eq!(files.last().unwrap(), &out.path().join(REPORT_FILE));
+    for f in &files {
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len > 1000, "{}: {len} bytes", f.display());
+    }
+    let html = std::fs::read_to_string(out.path().join(REPORT_FILE)).unwrap();
+    assert!(html.contains("<title>fixture</title>"));
+}
+
+#[test]
+fn failed_points_only_still_make_a_report() {
+    let rows = vec![
+        json!({"policy": "s3fifo", "trace": "t", "error": "bad <policy> parameter"}),
+        json!({"policy": "lru", "trace": "t", "error": "missing file"}),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let files = plot_results(&rows, out.path(), "all failed").unwrap();
+    assert_eq!(files, vec![out.path().join(REPORT_FILE)]);
+    let html = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(html.contains("Failed points (2)"));
+    assert!(html.contains("bad &lt;policy&gt; parameter"));
+}
+
+#[test]
+fn no_rows_is_an_error() {
+    let out = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        plot_results(&[], out.path(), "x"),
+        Err(ReportError::NoRows)
+    ));
+}
+
+/// Odd but valid inputs draw without errors: one row, only `ideal`, no windows, no GiB, a
+/// zero capacity, everything hitting, capacities within one decade (linear axis).
+#[test]
+fn odd_inputs_still_draw() {
+    let row = |policy: &str, blocks: u64, hit: f64| json!({"policy": policy, "gpu_blocks": blocks, "token_hit_ratio": hit, "trace": "t"});
+    let cases: Vec<(&str, Vec<serde_json::Value>)> = vec![
+        ("one row", vec![row("lru", 100, 0.5)]),
+        (
+            "only ideal",
+            vec![row("ideal", 100, 0.9), row("ideal", 200, 0.9)],
+        ),
+        (
+            "zero capacity",
+            vec![row("lru", 0, 0.0), row("lru", 10, 0.1)],
+        ),
+        (
+            "all hit, linear axis",
+            vec![
+                row("lru", 100, 1.0),
+                row("lru", 300, 1.0),
+                row("belady", 100, 1.0),
+                row("belady", 300, 1.0),
+                row("fifo", 100, 1.0),
+            ],
+        ),
+    ];
+    for (name, rows) in cases {
+        let out = tempfile::tempdir().unwrap();
+        let files = plot_results(&rows, out.path(), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(files.len() >= 5, "{name}: {files:?}");
+    }
+}
