@@ -1,0 +1,392 @@
+//! `inferencelab serve`: the emulated vLLM + LMCache server (`inferencelab_emu`).
+//!
+//! It stands in for `vllm serve MODEL ...`: it takes vLLM's flags that matter here and LMCache's
+//! `LMCACHE_*` environment variables; any other `--flag` (and its value) is accepted with a
+//! warning, so an experiment's `vllm serve` command line works unchanged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use inferencelab_cache::PolicyConfig;
+use inferencelab_emu::engine::{EngineConfig, LmcacheTier};
+use inferencelab_emu::server::{self, ServerConfig};
+use inferencelab_emu::timing::{GpuProfile, Timing};
+use inferencelab_sim::{models, plan};
+
+/// Raw arguments: parsed by [`ServeOpts`] after unknown vLLM flags are set aside.
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct ServeArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
+}
+
+/// Emulated vLLM + LMCache OpenAI-compatible server (real HTTP, real cache model, metrics, logs).
+#[derive(Parser, Debug)]
+#[command(name = "inferencelab serve", no_binary_name = true)]
+struct ServeOpts {
+    /// The model, as `vllm serve MODEL` takes it (registry name, Hugging Face id, model YAML or
+    /// config.json); same as --model.
+    #[arg(value_name = "MODEL")]
+    model_positional: Option<String>,
+    /// Model for KV bytes per token and the time model.
+    #[arg(long, short = 'm', default_value = "qwen-8b")]
+    model: String,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port (0: any free port; the bound address is printed on stderr).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Name clients use in `model` (default: the model as given).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// GPU prefix-cache eviction policy (vLLM itself has only lru).
+    #[arg(long, default_value = "lru", value_parser = parse_policy)]
+    eviction_policy: PolicyConfig,
+    /// GPU KV cache size in blocks.
+    #[arg(long, conflicts_with_all = ["gpu_cache_gb", "num_gpu_blocks_override"])]
+    gpu_blocks: Option<u64>,
+    /// vLLM's name for --gpu-blocks.
+    #[arg(long, conflicts_with = "gpu_cache_gb")]
+    num_gpu_blocks_override: Option<u64>,
+    /// GPU KV cache size in GiB (default: what --gpu-memory-utilization of the GPU leaves after
+    /// the weights).
+    #[arg(long)]
+    gpu_cache_gb: Option<f64>,
+    /// vLLM --gpu-memory-utilization, for the default KV cache size.
+    #[arg(long, default_value_t = 0.9)]
+    gpu_memory_utilization: f64,
+    /// GPU memory in GiB, for the default KV cache size.
+    #[arg(long, default_value_t = 80.0)]
+    gpu_memory_gb: f64,
+    /// vLLM --block-size.
+    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK)]
+    block_size: u32,
+    /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; env LMCACHE_MAX_LOCAL_CPU_SIZE;
+    /// default 5).
+    #[arg(long)]
+    cpu_cache_gb: Option<f64>,
+    /// No LMCache tier (plain vLLM).
+    #[arg(long, conflicts_with = "cpu_cache_gb")]
+    no_cpu_tier: bool,
+    /// LMCache chunk size (env LMCACHE_CHUNK_SIZE; default 256).
+    #[arg(long)]
+    chunk_size: Option<u32>,
+    /// LMCache cache_policy (env LMCACHE_CACHE_POLICY; default lru).
+    #[arg(long, value_parser = parse_policy)]
+    cpu_eviction_policy: Option<PolicyConfig>,
+    /// vLLM --kv-transfer-config JSON: an LMCache connector keeps the LMCache tier on, any other
+    /// connector switches it off.
+    #[arg(long)]
+    kv_transfer_config: Option<String>,
+    /// Prefill throughput at short context, tokens/s (default: from the model and the GPU).
+    #[arg(long)]
+    prefill_tokens_per_s: Option<f64>,
+    /// Decode step time at batch 1, ms (default: from the model and the GPU).
+    #[arg(long)]
+    decode_ms_per_token: Option<f64>,
+    /// GPU profile YAML (peak_flops, hbm_bytes_per_s, pcie_bytes_per_s, ...; default H100 SXM).
+    #[arg(long)]
+    gpu_profile: Option<PathBuf>,
+    /// vLLM --max-num-batched-tokens (token budget per step).
+    #[arg(long, default_value_t = 8192)]
+    max_num_batched_tokens: u32,
+    /// vLLM --max-num-seqs.
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: u32,
+    /// vLLM --max-model-len.
+    #[arg(long, default_value_t = 32_768)]
+    max_model_len: u32,
+    /// Emulated seconds per real second (10: ten times faster than a GPU); 0: no pacing at all.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Seed of the generated tokens.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Require `Authorization: Bearer KEY` on /v1 (env VLLM_API_KEY).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Log every request (vLLM's request_logger lines, at DEBUG and INFO).
+    #[arg(long)]
+    enable_log_requests: bool,
+    /// Accepted for vLLM compatibility (responses are logged with --enable-log-requests).
+    #[arg(long)]
+    enable_log_outputs: bool,
+    /// Report usage.prompt_tokens_details.cached_tokens.
+    #[arg(long)]
+    enable_prompt_tokens_details: bool,
+    /// Log at most this many prompt characters and token ids.
+    #[arg(long)]
+    max_log_len: Option<usize>,
+    /// Write the log here instead of stdout.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Digits of the second in vLLM's log stamps (vLLM writes 0; 6 lets `simulate` replay the
+    /// log exactly).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
+    log_time_decimals: u8,
+    /// Largest request body accepted (bytes).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_request_bytes: usize,
+    /// Seconds in-flight requests may take to finish after SIGTERM before they are cut.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_grace_s: f64,
+}
+
+fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
+    s.parse()
+}
+
+/// Split off the flags `ServeOpts` does not know (with the value that follows them, if it does
+/// not look like a flag), returning (known args, ignored flags).
+fn split_unknown(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let cmd = ServeOpts::command();
+    let known: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let takes_value = |name: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut keep = Vec::new();
+    let mut ignored = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if let Some(flag) = a.strip_prefix("--") {
+            let name = flag.split('=').next().unwrap_or(flag);
+            if name == "help" || known.iter().any(|k| k == name) {
+                keep.push(a.clone());
+                if !flag.contains('=') && takes_value(name) {
+                    if let Some(v) = args.get(i + 1) {
+                        keep.push(v.clone());
+                        i += 1;
+                    }
+                }
+            } else {
+                ignored.push(a.clone());
+                if !flag.contains('=') && args.get(i + 1).is_some_and(|v| !v.starts_with("--")) {
+                    ignored.push(args[i + 1].clone());
+                    i += 1;
+                }
+            }
+        } else {
+            keep.push(a.clone());
+        }
+        i += 1;
+    }
+    (keep, ignored)
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
+    let (known, ignored) = split_unknown(&raw.args);
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: inferencelab serve ignores these vLLM arguments: {}",
+            ignored.join(" ")
+        );
+    }
+    let matches = ServeOpts::command()
+        .try_get_matches_from(&known)
+        .map_err(|e| {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 });
+        })
+        .unwrap_or_else(|()| unreachable!());
+    let o = ServeOpts::from_arg_matches(&matches)?;
+    let model_name = o
+        .model_positional
+        .clone()
+        .unwrap_or_else(|| o.model.clone());
+    let model = models::resolve(&model_name)?;
+    let gpu: GpuProfile = match &o.gpu_profile {
+        Some(p) => serde_norway::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("--gpu-profile {}", p.display()))?,
+        None => GpuProfile::default(),
+    };
+    let timing = Timing::derive(&model, &gpu, o.prefill_tokens_per_s, o.decode_ms_per_token);
+    if o.block_size == 0 {
+        bail!("--block-size must be positive");
+    }
+    let num_gpu_blocks = match (o.gpu_blocks.or(o.num_gpu_blocks_override), o.gpu_cache_gb) {
+        (Some(n), _) => n,
+        (None, Some(gb)) => model.blocks_in_gib(gb, o.block_size),
+        (None, None) => {
+            let weights_gib = model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64;
+            let kv_gib = o.gpu_memory_gb * o.gpu_memory_utilization - weights_gib;
+            if kv_gib <= 0.0 {
+                bail!(
+                    "{} does not fit in {} GiB at --gpu-memory-utilization {}: give \
+                     --gpu-blocks or --gpu-cache-gb",
+                    model.name,
+                    o.gpu_memory_gb,
+                    o.gpu_memory_utilization
+                );
+            }
+            model.blocks_in_gib(kv_gib, o.block_size)
+        }
+    };
+    let connector_is_lmcache = match &o.kv_transfer_config {
+        None => true,
+        Some(j) => {
+            let v: serde_json::Value =
+                serde_json::from_str(j).context("--kv-transfer-config is not JSON")?;
+            let name = v["kv_connector"].as_str().unwrap_or_default();
+            if !name.contains("LMCache") {
+                eprintln!(
+                    "warning: --kv-transfer-config names connector {name:?}: the LMCache tier is \
+                     off (only LMCache connectors are emulated)"
+                );
+            }
+            name.contains("LMCache")
+        }
+    };
+    let lmcache = if o.no_cpu_tier || !connector_is_lmcache {
+        None
+    } else {
+        let chunk_size = match o.chunk_size {
+            Some(c) => c,
+            None => env("LMCACHE_CHUNK_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CHUNK),
+        };
+        if chunk_size == 0 {
+            bail!("the LMCache chunk size must be positive");
+        }
+        let gb = match o.cpu_cache_gb {
+            Some(g) => g,
+            None => env("LMCACHE_MAX_LOCAL_CPU_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB),
+        };
+        let policy = match &o.cpu_eviction_policy {
+            Some(p) => p.clone(),
+            None => match std::env::var("LMCACHE_CACHE_POLICY") {
+                Ok(p) if !p.trim().is_empty() => p
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
+                _ => PolicyConfig::Lru,
+            },
+        };
+        Some(LmcacheTier {
+            chunk_size,
+            num_chunks: model.blocks_in_gib(gb, chunk_size),
+            policy,
+        })
+    };
+    let served = o
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| model_name.clone());
+    let mut engine = EngineConfig::new(model, timing, num_gpu_blocks);
+    engine.block_size = o.block_size;
+    engine.gpu_policy = o.eviction_policy.clone();
+    engine.lmcache = lmcache;
+    engine.max_num_batched_tokens = o.max_num_batched_tokens.max(1);
+    engine.max_num_seqs = o.max_num_seqs.max(1);
+    if !(o.time_scale >= 0.0 && o.time_scale.is_finite()) {
+        bail!("--time-scale must be a non-negative number (0: no pacing)");
+    }
+    let mut cfg = ServerConfig::new(engine, &served);
+    cfg.max_model_len = o.max_model_len;
+    cfg.time_scale = o.time_scale;
+    cfg.seed = o.seed;
+    cfg.api_key = o
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("VLLM_API_KEY").ok().filter(|k| !k.is_empty()));
+    cfg.enable_log_requests = o.enable_log_requests;
+    cfg.enable_prompt_tokens_details = o.enable_prompt_tokens_details;
+    cfg.max_log_len = o.max_log_len;
+    cfg.log_time_decimals = o.log_time_decimals;
+    cfg.max_request_bytes = o.max_request_bytes;
+    cfg.shutdown_grace = Duration::from_secs_f64(o.shutdown_grace_s.max(0.0));
+    cfg.log = Some(match &o.log_file {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout()),
+    });
+    cfg.tokenizer = Arc::new(inferencelab_emu::tokenizer::WordTokenizer::default());
+    if o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" {
+        eprintln!("warning: listening on {} (not loopback)", o.host);
+    }
+    server::serve_blocking(&o.host, o.port, cfg, |addr| {
+        use std::io::Write;
+        eprintln!("inferencelab serve: listening on http://{addr}");
+        let _ = std::io::stderr().flush();
+    })
+    .context("inferencelab serve")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn unknown_vllm_flags_are_set_aside_with_their_values() {
+        let (keep, ignored) = split_unknown(&s(&[
+            "Qwen/Qwen3-8B",
+            "--port",
+            "8101",
+            "--tensor-parallel-size",
+            "1",
+            "--trust-remote-code",
+            "--enable-log-requests",
+            "--dtype=bfloat16",
+            "--block-size",
+            "16",
+        ]));
+        assert_eq!(
+            keep,
+            s(&[
+                "Qwen/Qwen3-8B",
+                "--port",
+                "8101",
+                "--enable-log-requests",
+                "--block-size",
+                "16"
+            ])
+        );
+        assert_eq!(
+            ignored,
+            s(&[
+                "--tensor-parallel-size",
+                "1",
+                "--trust-remote-code",
+                "--dtype=bfloat16"
+            ])
+        );
+        let m = ServeOpts::command().try_get_matches_from(&keep).unwrap();
+        let o = ServeOpts::from_arg_matches(&m).unwrap();
+        assert_eq!(o.port, 8101);
+        assert_eq!(o.model_positional.as_deref(), Some("Qwen/Qwen3-8B"));
+        assert!(o.enable_log_requests);
+    }
+}

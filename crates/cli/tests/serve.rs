@@ -1,0 +1,147 @@
+//! `inferencelab serve` as a real process: it prints its address (`--port 0`), streams a chat
+//! completion over SSE to a plain HTTP/1.1 client, accepts unknown vLLM flags with a warning,
+//! and exits cleanly on SIGTERM with its log flushed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A raw HTTP/1.1 exchange (`Connection: close`), with chunked bodies decoded.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+#[test]
+fn serve_streams_over_sse_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args([
+            "serve",
+            "Qwen/Qwen3-8B",
+            "--port",
+            "0",
+            "--tensor-parallel-size",
+            "1",
+            "--enable-log-requests",
+            "--enable-prompt-tokens-details",
+            "--kv-transfer-config",
+            r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#,
+            "--time-scale",
+            "20",
+            "--gpu-blocks",
+            "2000",
+            "--log-file",
+        ])
+        .arg(&log)
+        .env("LMCACHE_CHUNK_SIZE", "64")
+        .env("LMCACHE_MAX_LOCAL_CPU_SIZE", "1.0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut warned = false;
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+        warned |= line.contains("ignores these vLLM arguments: --tensor-parallel-size 1");
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("inferencelab serve: listening on http://")
+        {
+            break a.to_string();
+        }
+    };
+    assert!(warned, "unknown vLLM flags are reported");
+    assert!(addr.starts_with("127.0.0.1:"));
+
+    let body = r#"{"model":"Qwen/Qwen3-8B","messages":[{"role":"user","content":"what is the cache of the model"}],"max_tokens":6,"stream":true,"stream_options":{"include_usage":true}}"#;
+    let (status, head, sse) = http(&addr, "POST", "/v1/chat/completions", body);
+    assert_eq!(status, 200);
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: text/event-stream"));
+    let events: Vec<&str> = sse.split_terminator("\n\n").collect();
+    assert!(events.iter().all(|e| e.starts_with("data: ")));
+    assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    // role chunk + 6 tokens + usage
+    assert_eq!(events.len(), 1 + 6 + 1 + 1);
+    let usage: serde_json::Value =
+        serde_json::from_str(events[events.len() - 2].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 6);
+    assert!(usage["usage"]["prompt_tokens_details"]["cached_tokens"].is_u64());
+
+    let (status, _, metrics) = http(&addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("vllm:prefix_cache_queries_total{model_name=\"Qwen/Qwen3-8B\""));
+    assert!(metrics.contains("lmcache:num_requested_tokens_total"));
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("details: prompt: '<|im_start|>user\\nwhat is the cache of the model"));
+    assert!(text.contains("(streaming complete): output: "));
+    assert!(text.contains("LMCache INFO: Reqid: chatcmpl-"));
+    // the simulator reads the server's log
+    let trace = inferencelab_trace::read_trace(&log, &Default::default()).unwrap();
+    assert_eq!(trace.requests.len(), 1);
+    assert_eq!(trace.requests[0].output_length, 6);
+}
+
+#[test]
+fn serve_help_lists_the_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--time-scale",
+        "--gpu-blocks",
+        "--kv-transfer-config",
+        "--api-key",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from help");
+    }
+}

@@ -1,0 +1,490 @@
+//! The engine core thread: owns the [`Engine`], runs its steps on the (scaled) real clock, paces
+//! every stream's tokens to the end of the step that produced them, writes the logs and keeps
+//! the metrics. One OS thread, like vLLM's `EngineCore` process: its timing does not depend on
+//! the async runtime's timer granularity (steps wait with `recv_timeout`, which also takes in
+//! new requests while a step "runs").
+
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+use crate::engine::{Engine, Prompt, ReqKey, StepReport, SubmitError};
+use crate::logfmt::{LogFormat, RequestInfo, Stamp};
+use crate::metrics::Metrics;
+use crate::tokenizer::Tokenizer;
+
+/// Token schedules recorded for pacing measurements: response id -> when each token was due.
+pub type PacingLog = Arc<Mutex<FxHashMap<String, Vec<Instant>>>>;
+
+/// The emulated clock.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// Emulated time runs `scale` times faster than real time from `start`.
+    Real { start: Instant, scale: f64 },
+    /// No pacing: emulated time is the engine's own clock (a request arrives at the end of the
+    /// last step); steps run back to back. Deterministic given the order of arrivals.
+    Logical,
+}
+
+impl Clock {
+    fn now_us(&self, engine_now: u64) -> u64 {
+        match *self {
+            Clock::Real { start, scale } => (start.elapsed().as_secs_f64() * scale * 1e6) as u64,
+            Clock::Logical => engine_now,
+        }
+    }
+
+    fn us_at(&self, t: Instant, engine_now: u64) -> u64 {
+        match *self {
+            Clock::Real { start, scale } => {
+                (t.saturating_duration_since(start).as_secs_f64() * scale * 1e6) as u64
+            }
+            Clock::Logical => engine_now,
+        }
+    }
+
+    /// The real instant of emulated time `us`.
+    pub fn instant_at(&self, us: u64) -> Option<Instant> {
+        match *self {
+            Clock::Real { start, scale } => {
+                Some(start + Duration::from_secs_f64(us as f64 / 1e6 / scale))
+            }
+            Clock::Logical => None,
+        }
+    }
+}
+
+/// What a stream hears from the core.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// The scheduler admitted the request: local plus external cached tokens.
+    Admitted { cached_tokens: u64 },
+    /// One output token, due now.
+    Token { id: u32, finished: bool },
+}
+
+/// A request handed to the core.
+pub struct Submission {
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    pub finish_reason: &'static str,
+    pub arrival: Instant,
+    pub info: RequestInfo,
+    pub streaming: bool,
+    pub events: UnboundedSender<Event>,
+    pub reply: oneshot::Sender<Result<ReqKey, SubmitError>>,
+}
+
+pub enum Command {
+    Submit(Box<Submission>),
+    Abort(ReqKey),
+    ResetPrefixCache(oneshot::Sender<bool>),
+    /// Stop now: in-flight streams end where they are.
+    Cancel,
+}
+
+struct Stream {
+    events: UnboundedSender<Event>,
+    info: RequestInfo,
+    /// Kept for the request log only.
+    prompt_tokens: Vec<u32>,
+    prompt_len: u64,
+    rng: u64,
+    output_ids: Vec<u32>,
+    last_token_us: u64,
+    streaming: bool,
+    finish_reason: &'static str,
+}
+
+/// Where log lines go.
+pub type LogSink = Box<dyn Write + Send>;
+
+pub struct CoreConfig {
+    pub clock: Clock,
+    pub seed: u64,
+    pub log_requests: bool,
+    pub format: LogFormat,
+    /// Emulated time zero, microseconds since the Unix epoch (for log stamps).
+    pub epoch_us: u64,
+    pub stats_interval_us: u64,
+    pub tokenizer: Arc<dyn Tokenizer>,
+    pub pacing: Option<PacingLog>,
+}
+
+pub struct Core {
+    engine: Engine,
+    cfg: CoreConfig,
+    log: Option<std::io::BufWriter<LogSink>>,
+    log_dirty: bool,
+    streams: FxHashMap<ReqKey, Stream>,
+    metrics: Arc<Mutex<Metrics>>,
+    deferred_aborts: Vec<ReqKey>,
+    last_stats_us: u64,
+    window_prompt: u64,
+    window_generation: u64,
+    last_window_nonzero: bool,
+}
+
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Core {
+    pub fn new(
+        engine: Engine,
+        cfg: CoreConfig,
+        log: Option<LogSink>,
+        metrics: Arc<Mutex<Metrics>>,
+    ) -> Self {
+        Core {
+            engine,
+            cfg,
+            log: log.map(|w| std::io::BufWriter::with_capacity(1 << 16, w)),
+            log_dirty: false,
+            streams: FxHashMap::default(),
+            metrics,
+            deferred_aborts: Vec::new(),
+            last_stats_us: 0,
+            window_prompt: 0,
+            window_generation: 0,
+            last_window_nonzero: false,
+        }
+    }
+
+    fn stamp(&self, us: u64) -> Stamp {
+        Stamp(self.cfg.epoch_us + us)
+    }
+
+    /// Write a line (or lines) to the log.
+    pub fn write_log(&mut self, text: &str) {
+        if let Some(w) = self.log.as_mut() {
+            let _ = w.write_all(text.as_bytes());
+            self.log_dirty = true;
+        }
+    }
+
+    fn flush_log(&mut self) {
+        if self.log_dirty {
+            if let Some(w) = self.log.as_mut() {
+                let _ = w.flush();
+            }
+            self.log_dirty = false;
+        }
+    }
+
+    /// The engine's clock now, on the emulated timeline.
+    pub fn now_us(&self) -> u64 {
+        self.cfg.clock.now_us(self.engine.now_us())
+    }
+
+    /// Handle a command; false: stop.
+    fn handle(&mut self, cmd: Command, in_step: bool) -> bool {
+        match cmd {
+            Command::Submit(s) => {
+                let s = *s;
+                let arrival = self.cfg.clock.us_at(s.arrival, self.engine.now_us());
+                let tokens = if self.cfg.log_requests {
+                    s.prompt.tokens.clone()
+                } else {
+                    Vec::new()
+                };
+                let prompt_len = s.prompt.len() as u64;
+                let result = self.engine.submit(s.prompt, s.max_tokens, arrival);
+                if let Ok(key) = result {
+                    self.streams.insert(
+                        key,
+                        Stream {
+                            events: s.events,
+                            rng: mix(self.cfg.seed ^ mix(key)),
+                            info: s.info,
+                            prompt_tokens: tokens,
+                            prompt_len,
+                            output_ids: Vec::new(),
+                            last_token_us: 0,
+                            streaming: s.streaming,
+                            finish_reason: s.finish_reason,
+                        },
+                    );
+                }
+                let _ = s.reply.send(result);
+                true
+            }
+            Command::Abort(key) => {
+                if in_step {
+                    self.deferred_aborts.push(key);
+                } else {
+                    self.abort(key);
+                }
+                true
+            }
+            Command::ResetPrefixCache(reply) => {
+                let _ = reply.send(self.engine.reset_prefix_cache());
+                true
+            }
+            Command::Cancel => false,
+        }
+    }
+
+    fn abort(&mut self, key: ReqKey) {
+        self.engine.abort(key);
+        self.streams.remove(&key);
+        self.publish(None);
+    }
+
+    /// Run until cancelled or every sender is gone.
+    pub fn run(mut self, rx: Receiver<Command>) {
+        self.publish(None);
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if !self.handle(c, false) {
+                            return self.finish();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return self.finish(),
+                }
+            }
+            let report = if self.engine.is_idle() {
+                None
+            } else {
+                let now = self.now_us();
+                self.engine.step(now)
+            };
+            let Some(rep) = report else {
+                self.flush_log();
+                match rx.recv() {
+                    Ok(c) => {
+                        if !self.handle(c, false) {
+                            return self.finish();
+                        }
+                        continue;
+                    }
+                    Err(_) => return self.finish(),
+                }
+            };
+            self.on_admitted(&rep);
+            let mut stop = false;
+            if let Some(deadline) = self.cfg.clock.instant_at(rep.end_us) {
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    match rx.recv_timeout(deadline - now) {
+                        Ok(c) => {
+                            if !self.handle(c, true) {
+                                stop = true;
+                                break;
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if stop {
+                return self.finish();
+            }
+            self.deliver(&rep);
+            for key in std::mem::take(&mut self.deferred_aborts) {
+                self.abort(key);
+            }
+            self.stats_line(rep.end_us);
+            self.flush_log();
+        }
+    }
+
+    fn finish(mut self) {
+        // dropping the streams' senders ends every stream still open
+        self.streams.clear();
+        self.flush_log();
+    }
+
+    fn on_admitted(&mut self, rep: &StepReport) {
+        let at = self.stamp(rep.start_us);
+        let kv = self.engine.config().timing.kv_bytes_per_token;
+        for a in &rep.admitted {
+            let Some(s) = self.streams.get(&a.key) else {
+                continue;
+            };
+            let _ = s.events.send(Event::Admitted {
+                cached_tokens: a.cached_tokens(),
+            });
+            let mut text = String::new();
+            if self.cfg.log_requests {
+                text.push_str(&self.cfg.format.request(at, &s.info, &s.prompt_tokens));
+            }
+            if let Some(lm) = a.lmcache {
+                let load = self.engine.config().timing.load_seconds(a.loaded_tokens);
+                text.push_str(
+                    &self.cfg.format.lmcache(
+                        at,
+                        &s.info.request_id,
+                        a.prompt_tokens,
+                        a.gpu_hit_tokens,
+                        lm.hit_tokens,
+                        lm.need_to_load,
+                        a.loaded_tokens,
+                        lm.new_chunks
+                            * self
+                                .engine
+                                .config()
+                                .lmcache
+                                .as_ref()
+                                .map_or(0, |l| l.chunk_size as u64),
+                        kv,
+                        load,
+                    ),
+                );
+            }
+            if !text.is_empty() {
+                self.write_log(&text);
+            }
+        }
+    }
+
+    fn deliver(&mut self, rep: &StepReport) {
+        let due = self.cfg.clock.instant_at(rep.end_us);
+        let mut pacing = self
+            .cfg
+            .pacing
+            .as_ref()
+            .map(|p| p.lock().expect("pacing log"));
+        let mut itl: Vec<f64> = Vec::new();
+        for t in &rep.tokens {
+            let Some(s) = self.streams.get_mut(&t.key) else {
+                continue;
+            };
+            s.rng = mix(s.rng);
+            let id = self.cfg.tokenizer.sample(s.rng);
+            if self.cfg.log_requests {
+                s.output_ids.push(id);
+            }
+            if t.index == 0 {
+                self.window_prompt += s.prompt_len;
+            } else {
+                itl.push((rep.end_us - s.last_token_us) as f64 / 1e6);
+            }
+            s.last_token_us = rep.end_us;
+            if let (Some(p), Some(due)) = (pacing.as_mut(), due) {
+                p.entry(s.info.request_id.clone()).or_default().push(due);
+            }
+            if s.events
+                .send(Event::Token {
+                    id,
+                    finished: t.finished,
+                })
+                .is_err()
+                && !t.finished
+            {
+                self.deferred_aborts.push(t.key);
+            }
+        }
+        drop(pacing);
+        self.window_generation += rep.tokens.len() as u64;
+        let at = self.stamp(rep.end_us);
+        let mut text = String::new();
+        for f in &rep.finished {
+            let Some(s) = self.streams.remove(&f.key) else {
+                continue;
+            };
+            if self.cfg.log_requests {
+                let output = self.cfg.tokenizer.decode(&s.output_ids);
+                text.push_str(&self.cfg.format.response(
+                    at,
+                    &s.info.request_id,
+                    s.streaming,
+                    &output,
+                    &s.output_ids,
+                    s.finish_reason,
+                ));
+            }
+        }
+        if !text.is_empty() {
+            self.write_log(&text);
+        }
+        self.publish(Some((rep, &itl)));
+    }
+
+    /// Copy the engine's state into the shared metrics (and observe a step's latencies).
+    fn publish(&mut self, step: Option<(&StepReport, &[f64])>) {
+        let mut m = self.metrics.lock().expect("metrics");
+        m.counters = *self.engine.counters();
+        m.running = self.engine.num_running();
+        m.waiting = self.engine.num_waiting();
+        m.kv_cache_usage = self.engine.kv_cache_usage();
+        m.cpu_chunks = self.engine.cpu_chunks();
+        let Some((rep, itl)) = step else { return };
+        m.iteration_tokens
+            .observe((rep.prefill_tokens + rep.decode_tokens) as f64);
+        for &x in itl {
+            m.itl.observe(x);
+        }
+        let s = |us: u64| us as f64 / 1e6;
+        for f in &rep.finished {
+            m.ttft
+                .observe(s(f.first_token_us.saturating_sub(f.arrival_us)));
+            m.e2e.observe(s(f.finish_us.saturating_sub(f.arrival_us)));
+            m.queue
+                .observe(s(f.admitted_us.saturating_sub(f.arrival_us)));
+            m.inference.observe(s(f.finish_us - f.admitted_us));
+            m.prefill.observe(s(f.first_token_us - f.admitted_us));
+            m.decode.observe(s(f.finish_us - f.first_token_us));
+            if f.output_tokens > 1 {
+                m.tpot_request
+                    .observe(s(f.finish_us - f.first_token_us) / (f.output_tokens - 1) as f64);
+            }
+            m.request_prompt_tokens.observe(f.prompt_tokens as f64);
+            m.request_generation_tokens.observe(f.output_tokens as f64);
+        }
+    }
+
+    /// vLLM's periodic `Engine 000: ...` line, every `stats_interval` of emulated time, when
+    /// the engine was not idle.
+    fn stats_line(&mut self, now_us: u64) {
+        let elapsed = now_us.saturating_sub(self.last_stats_us);
+        if elapsed < self.cfg.stats_interval_us {
+            return;
+        }
+        let secs = elapsed as f64 / 1e6;
+        let prompt = self.window_prompt as f64 / secs;
+        let generation = self.window_generation as f64 / secs;
+        let nonzero = prompt > 0.0 || generation > 0.0;
+        if nonzero || self.last_window_nonzero {
+            let c = *self.engine.counters();
+            let rate = |h: u64, q: u64| if q == 0 { 0.0 } else { h as f64 / q as f64 };
+            let line = self.cfg.format.engine_stats(
+                self.stamp(now_us),
+                prompt,
+                generation,
+                self.engine.num_running(),
+                self.engine.num_waiting(),
+                self.engine.kv_cache_usage(),
+                rate(c.prefix_cache_hits, c.prefix_cache_queries),
+                self.engine.config().lmcache.as_ref().map(|_| {
+                    rate(
+                        c.external_prefix_cache_hits,
+                        c.external_prefix_cache_queries,
+                    )
+                }),
+            );
+            self.write_log(&line);
+        }
+        self.last_window_nonzero = nonzero;
+        self.last_stats_us = now_us;
+        self.window_prompt = 0;
+        self.window_generation = 0;
+    }
+}

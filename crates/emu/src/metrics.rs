@@ -1,0 +1,438 @@
+//! `/metrics`: Prometheus text exposition (format 0.0.4) with vLLM's metric names, labels and
+//! histogram buckets (`vllm/v1/metrics/loggers.py`, `PrometheusStatLogger`) and LMCache's
+//! (`lmcache/observability.py`). Counters carry the `_total` suffix on the wire, as
+//! `prometheus_client` writes them. Latencies are on the emulated clock.
+
+use std::fmt::Write;
+
+use crate::engine::Counters;
+
+/// A Prometheus histogram: cumulative on render.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, x: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| x <= b) {
+            self.counts[i] += 1;
+        }
+        self.sum += x;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+}
+
+/// vLLM's `time_to_first_token_seconds` buckets.
+pub const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+/// vLLM's `inter_token_latency_seconds` and `request_time_per_output_token_seconds` buckets.
+pub const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+/// vLLM's `request_latency_buckets` (e2e, queue, inference, prefill, decode).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+/// vLLM's `iteration_tokens_total` buckets.
+pub const ITERATION_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+];
+/// `build_1_2_5_buckets(max_model_len)` for the default max_model_len of 32768.
+pub const TOKEN_COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
+];
+
+/// Everything `/metrics` shows, updated by the scheduler after every step.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub counters: Counters,
+    pub running: usize,
+    pub waiting: usize,
+    pub kv_cache_usage: f64,
+    pub cpu_chunks: Option<(u64, u64)>,
+    pub lmcache: bool,
+    pub ttft: Histogram,
+    pub itl: Histogram,
+    pub tpot_request: Histogram,
+    pub e2e: Histogram,
+    pub queue: Histogram,
+    pub inference: Histogram,
+    pub prefill: Histogram,
+    pub decode: Histogram,
+    pub iteration_tokens: Histogram,
+    pub request_prompt_tokens: Histogram,
+    pub request_generation_tokens: Histogram,
+}
+
+impl Metrics {
+    pub fn new(lmcache: bool) -> Self {
+        Metrics {
+            counters: Counters::default(),
+            running: 0,
+            waiting: 0,
+            kv_cache_usage: 0.0,
+            cpu_chunks: None,
+            lmcache,
+            ttft: Histogram::new(TTFT_BUCKETS),
+            itl: Histogram::new(ITL_BUCKETS),
+            tpot_request: Histogram::new(ITL_BUCKETS),
+            e2e: Histogram::new(LATENCY_BUCKETS),
+            queue: Histogram::new(LATENCY_BUCKETS),
+            inference: Histogram::new(LATENCY_BUCKETS),
+            prefill: Histogram::new(LATENCY_BUCKETS),
+            decode: Histogram::new(LATENCY_BUCKETS),
+            iteration_tokens: Histogram::new(ITERATION_BUCKETS),
+            request_prompt_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+            request_generation_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, model_name: &str) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let model = escape_label(model_name);
+        let labels = format!("model_name=\"{model}\",engine=\"0\"");
+        let lm_labels = format!("model_name=\"{model}\",worker_id=\"0\"");
+        let c = &self.counters;
+        gauge(
+            &mut out,
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            &labels,
+            self.running as f64,
+        );
+        gauge(
+            &mut out,
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            &labels,
+            self.waiting as f64,
+        );
+        gauge(
+            &mut out,
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            &labels,
+            self.kv_cache_usage,
+        );
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "vllm:prefix_cache_queries",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                c.prefix_cache_queries,
+            ),
+            (
+                "vllm:prefix_cache_hits",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                c.prefix_cache_hits,
+            ),
+            (
+                "vllm:external_prefix_cache_queries",
+                "External prefix cache queries from KV connector cross-instance cache sharing, \
+                 in terms of number of queried tokens.",
+                c.external_prefix_cache_queries,
+            ),
+            (
+                "vllm:external_prefix_cache_hits",
+                "External prefix cache hits from KV connector cross-instance cache sharing, in \
+                 terms of number of cached tokens.",
+                c.external_prefix_cache_hits,
+            ),
+            (
+                "vllm:num_preemptions",
+                "Cumulative number of preemption from the engine.",
+                0,
+            ),
+            (
+                "vllm:prompt_tokens",
+                "Number of prefill tokens processed.",
+                c.prompt_tokens,
+            ),
+            (
+                "vllm:generation_tokens",
+                "Number of generation tokens processed.",
+                c.generation_tokens,
+            ),
+            (
+                "vllm:request_success",
+                "Count of successfully processed requests.",
+                c.requests_finished,
+            ),
+        ];
+        for (name, help, v) in counters {
+            if name.starts_with("vllm:external") && !self.lmcache {
+                continue;
+            }
+            let labels = if name == "vllm:request_success" {
+                format!("{labels},finished_reason=\"length\"")
+            } else {
+                labels.clone()
+            };
+            counter(&mut out, name, help, &labels, v);
+        }
+        let hists: [(&str, &str, &Histogram); 11] = [
+            (
+                "vllm:time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+                &self.ttft,
+            ),
+            (
+                "vllm:inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+                &self.itl,
+            ),
+            (
+                "vllm:request_time_per_output_token_seconds",
+                "Histogram of time_per_output_token_seconds per request.",
+                &self.tpot_request,
+            ),
+            (
+                "vllm:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+                &self.e2e,
+            ),
+            (
+                "vllm:request_queue_time_seconds",
+                "Histogram of time spent in WAITING phase for request.",
+                &self.queue,
+            ),
+            (
+                "vllm:request_inference_time_seconds",
+                "Histogram of time spent in RUNNING phase for request.",
+                &self.inference,
+            ),
+            (
+                "vllm:request_prefill_time_seconds",
+                "Histogram of time spent in PREFILL phase for request.",
+                &self.prefill,
+            ),
+            (
+                "vllm:request_decode_time_seconds",
+                "Histogram of time spent in DECODE phase for request.",
+                &self.decode,
+            ),
+            (
+                "vllm:iteration_tokens_total",
+                "Histogram of number of tokens per engine_step.",
+                &self.iteration_tokens,
+            ),
+            (
+                "vllm:request_prompt_tokens",
+                "Number of prefill tokens processed.",
+                &self.request_prompt_tokens,
+            ),
+            (
+                "vllm:request_generation_tokens",
+                "Number of generation tokens processed.",
+                &self.request_generation_tokens,
+            ),
+        ];
+        for (name, help, h) in hists {
+            histogram(&mut out, name, help, &labels, h);
+        }
+        if self.lmcache {
+            let (chunks, evictions) = self.cpu_chunks.unwrap_or((0, 0));
+            let lm: [(&str, &str, u64); 9] = [
+                (
+                    "lmcache:num_lookup_requests",
+                    "Total number of lookup requests",
+                    c.lmcache_lookups,
+                ),
+                (
+                    "lmcache:num_retrieve_requests",
+                    "Total number of retrieve requests sent to lmcache",
+                    c.lmcache_retrieves,
+                ),
+                (
+                    "lmcache:num_store_requests",
+                    "Total number of store requests sent to lmcache",
+                    c.lmcache_stores,
+                ),
+                (
+                    "lmcache:num_requested_tokens",
+                    "Total number of tokens requested from lmcache",
+                    c.lmcache_requested_tokens,
+                ),
+                (
+                    "lmcache:num_hit_tokens",
+                    "Total number of tokens hit in lmcache",
+                    c.lmcache_hit_tokens,
+                ),
+                (
+                    "lmcache:num_stored_tokens",
+                    "Total number of tokens stored in lmcache",
+                    c.lmcache_stored_tokens,
+                ),
+                (
+                    "lmcache:num_vllm_hit_tokens",
+                    "Number of hit tokens in vllm",
+                    c.prefix_cache_hits,
+                ),
+                (
+                    "lmcache:local_cpu_evict_count",
+                    "Total number of evict in local cpu backend",
+                    evictions,
+                ),
+                (
+                    "lmcache:local_cpu_evict_keys_count",
+                    "Total number of evict keys in local cpu backend",
+                    evictions,
+                ),
+            ];
+            for (name, help, v) in lm {
+                counter(&mut out, name, help, &lm_labels, v);
+            }
+            gauge(
+                &mut out,
+                "lmcache:local_cpu_hot_cache_count",
+                "The size of the hot cache",
+                &lm_labels,
+                chunks as f64,
+            );
+        }
+        out
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A float as Prometheus' Python client writes it.
+fn num(x: f64) -> String {
+    if x.is_infinite() {
+        if x > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, labels: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    let _ = writeln!(out, "{name}{{{labels}}} {}", num(v));
+}
+
+fn counter(out: &mut String, name: &str, help: &str, labels: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name}_total {help}\n# TYPE {name}_total counter"
+    );
+    let _ = writeln!(out, "{name}_total{{{labels}}} {}", num(v as f64));
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cum = 0u64;
+    for (b, c) in h.bounds.iter().zip(&h.counts) {
+        cum += c;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {}",
+            num(*b),
+            num(cum as f64)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+        num(h.count as f64)
+    );
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", num(h.count as f64));
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", num(h.sum));
+}
+
+/// Parse Prometheus text into `(series with labels, value)`; `Err` names the first bad line.
+/// Used by tests and by anyone scraping the emulator.
+pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("line {}: no value: {line}", i + 1))?;
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(format!("line {}: bad metric name {name:?}", i + 1));
+        }
+        if name_end < series.len() && !series.ends_with('}') {
+            return Err(format!("line {}: unclosed labels", i + 1));
+        }
+        let v = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse::<f64>()
+                .map_err(|e| format!("line {}: bad value {v:?}: {e}", i + 1))?,
+        };
+        out.push((series.to_string(), v));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_parseable_text_with_vllm_names() {
+        let mut m = Metrics::new(true);
+        m.counters.prefix_cache_hits = 48;
+        m.ttft.observe(0.03);
+        m.ttft.observe(3.0);
+        let text = m.render("qwen\"8b");
+        let series = parse_text(&text).unwrap();
+        let get = |s: &str| series.iter().find(|(k, _)| k == s).map(|(_, v)| *v);
+        assert_eq!(
+            get("vllm:prefix_cache_hits_total{model_name=\"qwen\\\"8b\",engine=\"0\"}"),
+            Some(48.0)
+        );
+        assert_eq!(
+            get("vllm:time_to_first_token_seconds_bucket{model_name=\"qwen\\\"8b\",engine=\"0\",le=\"0.04\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            get("vllm:time_to_first_token_seconds_count{model_name=\"qwen\\\"8b\",engine=\"0\"}"),
+            Some(2.0)
+        );
+        assert!(text.contains("lmcache:local_cpu_evict_count_total{"));
+        assert!(!Metrics::new(false)
+            .render("m")
+            .contains("external_prefix_cache"));
+    }
+}
