@@ -1,0 +1,741 @@
+//! *How* to send: the executor trait, the real HTTP/SSE executor and a fake for tests.
+//!
+//! The HTTP executor follows vLLM's `vllm/benchmarks/lib/endpoint_request_func.py`
+//! (`async_request_openai_completions`, `async_request_openai_chat_completions`): the send time
+//! is taken just before the request is written; a chunk counts as a token chunk when its
+//! `choices` list is non-empty (the trailing usage chunk has none); usage comes from the chunk
+//! that carries it. Differences: a chunk is stamped when its bytes arrive (not after JSON
+//! parsing); the stream must end with `data: [DONE]` or the request counts as truncated; the
+//! response `id` is kept so records join with the server's logs.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::record::ErrorKind;
+use crate::sse::SseParser;
+
+/// The two OpenAI endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Completions,
+    Chat,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Chat => "/v1/chat/completions",
+        }
+    }
+
+    /// vLLM's `--backend` name for the endpoint (the result JSON's `backend`).
+    pub fn backend(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "openai",
+            Endpoint::Chat => "openai-chat",
+        }
+    }
+}
+
+/// A request ready to go: the serialized body and what the record needs to know.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub body: Bytes,
+    pub max_tokens: u32,
+    /// Prompt tokens when the client knows them (token prompts).
+    pub prompt_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+}
+
+/// What an executor observed for one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub sent: Instant,
+    /// Arrival of every chunk with non-empty `choices`.
+    pub chunk_times: Vec<Instant>,
+    pub generated_text: String,
+    pub usage: Option<Usage>,
+    pub response_id: Option<String>,
+    pub http_status: Option<u16>,
+    pub done: bool,
+    pub error: Option<(ErrorKind, String)>,
+}
+
+impl Outcome {
+    pub fn new(sent: Instant) -> Self {
+        Outcome {
+            sent,
+            chunk_times: Vec::new(),
+            generated_text: String::new(),
+            usage: None,
+            response_id: None,
+            http_status: None,
+            done: false,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, kind: ErrorKind, msg: impl Into<String>) {
+        if self.error.is_none() {
+            self.error = Some((kind, msg.into()));
+        }
+    }
+
+    /// Settle the end of a stream: a clean end needs `[DONE]` and at least one token chunk.
+    pub fn finish_stream(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.chunk_times.is_empty() {
+            self.fail(
+                ErrorKind::NoTokens,
+                "the stream carried no chunk with choices (no first token)",
+            );
+        } else if !self.done {
+            self.fail(
+                ErrorKind::Truncated,
+                "the stream ended without data: [DONE]",
+            );
+        }
+    }
+}
+
+/// Sends one request and watches its stream.
+///
+/// Implementations must stamp `Outcome::sent` just before the request leaves, every token
+/// chunk when it arrives, and never panic on a bad server: every failure is an
+/// `Outcome::error`. They are shared by all in-flight requests (`&self`).
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, req: PreparedRequest) -> impl Future<Output = Outcome> + Send;
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    delta: Option<Delta>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UsageJson {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+/// Interpret one SSE `data` payload (OpenAI streaming chunk) arriving at `at`.
+pub fn handle_event(out: &mut Outcome, data: &[u8], at: Instant) {
+    if out.error.is_some() || out.done {
+        return;
+    }
+    if data == b"[DONE]" {
+        out.done = true;
+        return;
+    }
+    let chunk: Chunk = match serde_json::from_slice(data) {
+        Ok(c) => c,
+        Err(e) => {
+            let shown = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+            out.fail(
+                ErrorKind::BadChunk,
+                format!("chunk is not JSON ({e}): {shown}"),
+            );
+            return;
+        }
+    };
+    if out.response_id.is_none() {
+        out.response_id = chunk.id.map(|s| s.into_owned());
+    }
+    if let Some(c) = chunk.choices.first() {
+        out.chunk_times.push(at);
+        let text = c.text.as_deref().or_else(|| {
+            c.delta
+                .as_ref()
+                .and_then(|d| d.content.as_deref().or(d.reasoning_content.as_deref()))
+        });
+        out.generated_text.push_str(text.unwrap_or(""));
+    }
+    if let Some(u) = chunk.usage {
+        out.usage = Some(Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        });
+    }
+    if chunk.choices.is_empty() {
+        if let Some(e) = chunk.error {
+            let msg = e
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map_or_else(|| e.to_string(), str::to_string);
+            out.fail(ErrorKind::ServerError, msg);
+        }
+    }
+}
+
+/// Settings of the HTTP executor.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `http://host:port` (a path prefix is kept: `http://host/api` + `/v1/completions`).
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// Whole-request limit, from send to the end of the stream.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// The real executor: HTTP/1.1 with keep-alive (hyper's pooled client), streaming SSE.
+pub struct HttpExecutor {
+    /// For `get_text` (scrapes, /v1/models): hyper's pooled client.
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    /// `host:port` to connect to.
+    authority: String,
+    host: HeaderValue,
+    completions_path: String,
+    chat_path: String,
+    auth: Option<HeaderValue>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    /// Idle keep-alive connections for the streamed requests.
+    pool: std::sync::Mutex<Vec<PooledConn>>,
+}
+
+struct PooledConn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    conn: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+}
+
+/// Classify a client error by its source chain.
+fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> (ErrorKind, String) {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    let mut kind = if connect {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::StreamBroken
+    };
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => kind = ErrorKind::ConnectionRefused,
+                std::io::ErrorKind::TimedOut if connect => kind = ErrorKind::Connect,
+                _ => {}
+            }
+        }
+        src = s.source();
+    }
+    (kind, msg)
+}
+
+impl HttpExecutor {
+    pub fn new(cfg: &HttpConfig) -> Result<Self, String> {
+        let base = cfg.base_url.trim_end_matches('/').to_string();
+        if base.starts_with("https://") {
+            return Err(format!(
+                "--base-url {base}: https is not supported by this build (plain http only)"
+            ));
+        }
+        let uri = |p: &str| -> Result<Uri, String> {
+            format!("{base}{p}")
+                .parse::<Uri>()
+                .map_err(|e| format!("--base-url {base}: not a URL ({e})"))
+        };
+        let completions = uri(Endpoint::Completions.path())?;
+        if completions.scheme_str() != Some("http") || completions.host().is_none() {
+            return Err(format!(
+                "--base-url {base}: expected http://HOST:PORT, e.g. http://127.0.0.1:8000"
+            ));
+        }
+        let chat = uri(Endpoint::Chat.path())?;
+        let host = completions.host().unwrap_or_default();
+        let port = completions.port_u16().unwrap_or(80);
+        let authority = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let host_header = HeaderValue::from_str(
+            completions
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or(authority.as_str()),
+        )
+        .map_err(|e| format!("--base-url {base}: {e}"))?;
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(cfg.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(usize::MAX)
+            .build(conn);
+        let auth = match &cfg.api_key {
+            Some(k) => Some(
+                HeaderValue::from_str(&format!("Bearer {k}"))
+                    .map_err(|_| "the API key has characters a header cannot carry".to_string())?,
+            ),
+            None => None,
+        };
+        Ok(HttpExecutor {
+            client,
+            base,
+            authority,
+            host: host_header,
+            completions_path: completions
+                .path_and_query()
+                .map_or("/v1/completions".into(), |p| p.to_string()),
+            chat_path: chat
+                .path_and_query()
+                .map_or("/v1/chat/completions".into(), |p| p.to_string()),
+            auth,
+            timeout: cfg.request_timeout,
+            connect_timeout: cfg.connect_timeout,
+            pool: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// GET `path` (e.g. `/metrics`): status and body text.
+    pub async fn get_text(&self, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+        let uri: Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let mut req = Request::builder().method(Method::GET).uri(uri);
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| classify(&e, e.is_connect()).1)?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| format!("GET {path}: no answer within {timeout:?}"))?
+    }
+
+    /// An idle pooled connection, or a new one.
+    async fn checkout(&self) -> Result<(PooledConn, bool), (ErrorKind, String)> {
+        if let Some(c) = self.pool.lock().expect("pool lock").pop() {
+            return Ok((c, true));
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    /// Open `n` keep-alive connections one after the other before a run, so the run's first
+    /// requests do not open them all at once (a burst of connects can overflow the server's
+    /// accept queue and cost a 1 s SYN retransmit). Deviation from vLLM's client, which connects
+    /// lazily. Returns how many were opened; the first failure stops it (the run will record it).
+    pub async fn warm_up(&self, n: usize) -> usize {
+        let mut opened = 0;
+        while opened < n {
+            match self.connect().await {
+                Ok(c) => self.pool.lock().expect("pool lock").push(c),
+                Err(_) => break,
+            }
+            opened += 1;
+        }
+        opened
+    }
+
+    async fn connect(&self) -> Result<PooledConn, (ErrorKind, String)> {
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err((
+                    ErrorKind::Connect,
+                    format!(
+                        "connect to {}: no answer within {:?}",
+                        self.authority, self.connect_timeout
+                    ),
+                ))
+            }
+            Ok(Err(e)) => {
+                let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    ErrorKind::ConnectionRefused
+                } else {
+                    ErrorKind::Connect
+                };
+                return Err((kind, format!("connect to {}: {e}", self.authority)));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        match http1::handshake(TokioIo::new(stream)).await {
+            Ok((sender, conn)) => Ok(PooledConn { sender, conn }),
+            Err(e) => Err((ErrorKind::Connect, format!("HTTP handshake: {e}"))),
+        }
+    }
+
+    fn request(&self, req: &PreparedRequest) -> Result<Request<Full<Bytes>>, String> {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(match req.endpoint {
+                Endpoint::Completions => self.completions_path.as_str(),
+                Endpoint::Chat => self.chat_path.as_str(),
+            })
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, "inferencelab-bench");
+        if let Some(a) = &self.auth {
+            b = b.header(AUTHORIZATION, a.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&req.request_id) {
+            b = b.header("x-request-id", v);
+        }
+        b.body(Full::new(req.body.clone()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// One request on one connection, the connection driven in this task (no hop through a
+    /// connection task: a chunk is stamped as soon as this task reads it). A reused
+    /// connection that turns out closed is replaced once.
+    async fn run(&self, req: PreparedRequest, out: &mut Outcome) {
+        out.sent = Instant::now();
+        let deadline = out.sent + self.timeout;
+        let mut retried = false;
+        let (resp, mut c) = loop {
+            let (mut c, reused) = match tokio::time::timeout_at(deadline, self.checkout()).await {
+                Err(_) => {
+                    return out.fail(
+                        ErrorKind::Timeout,
+                        format!("no connection within {:?}", self.timeout),
+                    )
+                }
+                Ok(Err((kind, msg))) => return out.fail(kind, msg),
+                Ok(Ok(c)) => c,
+            };
+            let request = match self.request(&req) {
+                Ok(r) => r,
+                Err(e) => return out.fail(ErrorKind::Client, e),
+            };
+            let fut = c.sender.send_request(request);
+            tokio::pin!(fut);
+            let mut conn_alive = true;
+            let r = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut fut => break Some(r),
+                    _ = std::future::poll_fn(|cx| c.conn.poll_without_shutdown(cx)), if conn_alive => {
+                        conn_alive = false;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break None,
+                }
+            };
+            match r {
+                None => {
+                    return out.fail(
+                        ErrorKind::Timeout,
+                        format!("no response headers within {:?}", self.timeout),
+                    )
+                }
+                Some(Ok(resp)) if conn_alive => break (resp, Some(c)),
+                Some(Ok(resp)) => break (resp, None),
+                Some(Err(_)) if reused && !retried => {
+                    // The server closed the idle connection: a fresh one, same send time.
+                    retried = true;
+                }
+                Some(Err(e)) => {
+                    let (_, msg) = classify(&e, false);
+                    return out.fail(ErrorKind::StreamBroken, msg);
+                }
+            }
+        };
+        let status = resp.status();
+        out.http_status = Some(status.as_u16());
+        let mut body = resp.into_body();
+        let mut parser = SseParser::new();
+        let mut error_text = Vec::new();
+        let mut ended = false;
+        while !ended {
+            let conn_alive = c.is_some();
+            tokio::select! {
+                biased;
+                f = body.frame() => match f {
+                    None => ended = true,
+                    Some(Err(e)) => {
+                        let (_, msg) = classify(&e, false);
+                        return out.fail(ErrorKind::StreamBroken, msg);
+                    }
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if status.is_success() {
+                                let at = Instant::now();
+                                parser.feed(&data, &mut |ev| handle_event(out, ev, at));
+                            } else if error_text.len() < 2048 {
+                                error_text.extend_from_slice(&data);
+                            }
+                        }
+                    }
+                },
+                _ = std::future::poll_fn(|cx| c.as_mut().map_or(std::task::Poll::Pending, |c| c.conn.poll_without_shutdown(cx))), if conn_alive => {
+                    c = None;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return out.fail(
+                        ErrorKind::Timeout,
+                        format!("the stream did not end within {:?}", self.timeout),
+                    );
+                }
+            }
+        }
+        if let Some(c) = c {
+            self.checkin(c).await;
+        }
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&error_text[..error_text.len().min(2048)]);
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .or_else(|| v.get("message"))
+                        .and_then(|m| m.as_str().map(str::to_string))
+                })
+                .unwrap_or_else(|| text.into_owned());
+            return out.fail(
+                ErrorKind::Http,
+                format!(
+                    "HTTP {} {}: {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or(""),
+                    reason.trim()
+                ),
+            );
+        }
+        let at = Instant::now();
+        parser.finish(&mut |ev| handle_event(out, ev, at));
+        out.finish_stream();
+    }
+
+    /// Back to the pool once the connection is idle again (it needs a poll after the body).
+    async fn checkin(&self, mut c: PooledConn) {
+        let ok = {
+            let ready = c.sender.ready();
+            tokio::pin!(ready);
+            let mut alive = true;
+            let wait = async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut ready => break r.is_ok() && alive,
+                        _ = std::future::poll_fn(|cx| c.conn.poll_without_shutdown(cx)), if alive => {
+                            alive = false;
+                        }
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(1), wait)
+                .await
+                .unwrap_or(false)
+        };
+        if ok {
+            self.pool.lock().expect("pool lock").push(c);
+        }
+    }
+}
+
+impl Executor for HttpExecutor {
+    async fn execute(&self, req: PreparedRequest) -> Outcome {
+        let mut out = Outcome::new(Instant::now());
+        self.run(req, &mut out).await;
+        out
+    }
+}
+
+/// What the fake server does with one request.
+#[derive(Debug, Clone)]
+pub struct FakeReply {
+    pub ttft: Duration,
+    pub itl: Duration,
+    pub output_tokens: u32,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    /// Text of each token.
+    pub token_text: String,
+    pub error: Option<(ErrorKind, String)>,
+}
+
+type ReplyFn = dyn Fn(&PreparedRequest) -> FakeReply + Send + Sync;
+
+/// A fake executor: no network, tokens on the (tokio) clock, so tests with a paused clock are
+/// exact and instant.
+pub struct FakeExecutor {
+    reply: Box<ReplyFn>,
+}
+
+impl FakeExecutor {
+    pub fn new(reply: impl Fn(&PreparedRequest) -> FakeReply + Send + Sync + 'static) -> Self {
+        FakeExecutor {
+            reply: Box::new(reply),
+        }
+    }
+
+    /// Fixed first-token and inter-token delays, `max_tokens` tokens of text "tok ".
+    pub fn fixed(ttft: Duration, itl: Duration) -> Self {
+        Self::new(move |r| FakeReply {
+            ttft,
+            itl,
+            output_tokens: r.max_tokens,
+            prompt_tokens: r.prompt_tokens.unwrap_or(0),
+            cached_tokens: 0,
+            token_text: "tok ".into(),
+            error: None,
+        })
+    }
+}
+
+impl Executor for FakeExecutor {
+    async fn execute(&self, req: PreparedRequest) -> Outcome {
+        let r = (self.reply)(&req);
+        let mut out = Outcome::new(Instant::now());
+        out.response_id = Some(format!("fake-{}", req.request_id));
+        if let Some((kind, msg)) = r.error {
+            tokio::time::sleep(r.ttft).await;
+            out.fail(kind, msg);
+            return out;
+        }
+        out.http_status = Some(200);
+        tokio::time::sleep(r.ttft).await;
+        for i in 0..r.output_tokens {
+            if i > 0 {
+                tokio::time::sleep(r.itl).await;
+            }
+            out.chunk_times.push(Instant::now());
+            out.generated_text.push_str(&r.token_text);
+        }
+        out.usage = Some(Usage {
+            prompt_tokens: Some(r.prompt_tokens),
+            completion_tokens: Some(r.output_tokens as u64),
+            cached_tokens: Some(r.cached_tokens),
+        });
+        out.done = true;
+        out.finish_stream();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_usage_and_errors() {
+        let t = Instant::now();
+        let mut o = Outcome::new(t);
+        handle_event(&mut o, br#"{"id":"cmpl-1","choices":[{"text":"a"}]}"#, t);
+        handle_event(
+            &mut o,
+            br#"{"id":"cmpl-1","choices":[{"delta":{"content":"b"}}]}"#,
+            t,
+        );
+        handle_event(&mut o, br#"{"id":"cmpl-1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#, t);
+        handle_event(&mut o, b"[DONE]", t);
+        o.finish_stream();
+        assert_eq!(o.generated_text, "ab");
+        assert_eq!(o.chunk_times.len(), 2);
+        assert_eq!(o.response_id.as_deref(), Some("cmpl-1"));
+        assert_eq!(
+            o.usage,
+            Some(Usage {
+                prompt_tokens: Some(7),
+                completion_tokens: Some(2),
+                cached_tokens: Some(4)
+            })
+        );
+        assert!(o.error.is_none() && o.done);
+
+        let mut o = Outcome::new(t);
+        handle_event(&mut o, br#"{"choices":[{"text":"a"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":null}}"#, t);
+        o.finish_stream();
+        assert_eq!(o.error.as_ref().unwrap().0, ErrorKind::Truncated);
+        assert_eq!(
+            o.usage.unwrap().cached_tokens,
+            None,
+            "absent details = no cached count"
+        );
+
+        let mut o = Outcome::new(t);
+        handle_event(&mut o, br#"{"error":{"message":"boom"}}"#, t);
+        assert_eq!(
+            o.error.clone().unwrap(),
+            (ErrorKind::ServerError, "boom".into())
+        );
+        let mut o = Outcome::new(t);
+        handle_event(&mut o, b"{not json", t);
+        assert_eq!(o.error.unwrap().0, ErrorKind::BadChunk);
+    }
+}

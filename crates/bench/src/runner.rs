@@ -1,0 +1,334 @@
+//! The dispatch loop: one loop for every mode. It merges the arrival process's roots and the
+//! follow-ups that finished requests release (conversation turns), waits for a
+//! `--max-concurrency` slot, hands each due request to the executor, and turns each outcome
+//! into a record as soon as it arrives. Limits (*until when*): `num_prompts` requests sent,
+//! `duration` of sending, or the stop signal (Ctrl-C), after which in-flight requests are cut
+//! and everything finished so far is returned.
+//!
+//! Coordinated omission: every record carries the time the request was *scheduled* as well as
+//! the time it was *sent* (oha's `client.rs` does the same), so a slow server or a saturated
+//! client shows up as client lag instead of silently stretching the schedule.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::arrival::Arrival;
+use crate::executor::{Executor, Outcome, PreparedRequest};
+use crate::record::RequestRecord;
+use crate::rng::Rng;
+use crate::workload::{build_body, BodyOptions, Prompt, Workload};
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub arrival: Arrival,
+    pub max_concurrency: Option<usize>,
+    /// Send at most this many requests.
+    pub num_prompts: Option<u64>,
+    /// Stop sending after this long (in-flight requests still finish).
+    pub duration: Option<Duration>,
+    /// Trace seconds per real second, for think times (the arrival process has its own).
+    pub time_scale: f64,
+    pub seed: u64,
+    /// Our request ids are `{prefix}{index}`.
+    pub request_id_prefix: String,
+    pub body: BodyOptions,
+}
+
+/// Why sending stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every request of the workload was sent and finished.
+    Completed,
+    NumPrompts,
+    Duration,
+    /// The stop signal (Ctrl-C): in-flight requests were cut.
+    Interrupted,
+}
+
+/// Told about progress, in the dispatch loop's task (keep it quick).
+pub trait Observer: Send {
+    fn on_sent(&mut self, _sent: u64) {}
+    /// A request ended; an error stops the run (e.g. the records file cannot be written).
+    fn on_record(&mut self, record: &RequestRecord) -> std::io::Result<()>;
+}
+
+/// Ignores everything.
+pub struct NoObserver;
+impl Observer for NoObserver {
+    fn on_record(&mut self, _: &RequestRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Finished requests, in dispatch order.
+    pub records: Vec<RequestRecord>,
+    pub sent: u64,
+    /// In flight when the run was interrupted (not in `records`).
+    pub cancelled: u64,
+    pub stop: StopReason,
+    /// From the start to the last finished request (vLLM's benchmark duration).
+    pub duration_s: f64,
+    pub started_unix_s: f64,
+}
+
+struct Meta {
+    index: u64,
+    key: u64,
+    request_id: String,
+    scheduled_s: f64,
+    max_tokens: u32,
+    prompt_tokens: Option<u64>,
+    source_id: Option<String>,
+    conversation: Option<u64>,
+    turn: Option<u32>,
+}
+
+fn unix_s(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn record_of(meta: Meta, out: Outcome, start: Instant, start_unix: f64) -> RequestRecord {
+    let send_s = out.sent.saturating_duration_since(start).as_secs_f64();
+    let ttft_s = out
+        .chunk_times
+        .first()
+        .map_or(0.0, |t| t.saturating_duration_since(out.sent).as_secs_f64());
+    let e2el_s = out
+        .chunk_times
+        .last()
+        .map_or(0.0, |t| t.saturating_duration_since(out.sent).as_secs_f64());
+    let itl_s: Vec<f64> = out
+        .chunk_times
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]).as_secs_f64())
+        .collect();
+    let usage = out.usage.unwrap_or_default();
+    let output_tokens = usage
+        .completion_tokens
+        .unwrap_or(out.chunk_times.len() as u64);
+    let success = out.error.is_none() && !out.chunk_times.is_empty();
+    let tpot_s = if success && output_tokens > 1 {
+        (e2el_s - ttft_s) / (output_tokens - 1) as f64
+    } else {
+        0.0
+    };
+    let (error_kind, error) = match out.error {
+        Some((k, m)) => (Some(k), m),
+        None => (None, String::new()),
+    };
+    RequestRecord {
+        index: meta.index,
+        request_id: meta.request_id,
+        response_id: out.response_id,
+        source_id: meta.source_id,
+        conversation: meta.conversation,
+        turn: meta.turn,
+        scheduled_s: meta.scheduled_s,
+        send_s,
+        client_lag_s: send_s - meta.scheduled_s,
+        send_unix_s: start_unix + send_s,
+        success,
+        error_kind,
+        error,
+        http_status: out.http_status,
+        prompt_len: usage
+            .prompt_tokens
+            .or(meta.prompt_tokens)
+            .unwrap_or_default(),
+        expected_output_len: meta.max_tokens,
+        output_tokens,
+        cached_tokens: usage.cached_tokens.unwrap_or(0),
+        usage: out.usage.is_some(),
+        ttft_s,
+        e2el_s,
+        tpot_s,
+        itl_s,
+        done: out.done,
+        generated_text: out.generated_text,
+    }
+}
+
+/// A due request waiting for a concurrency slot.
+struct Due {
+    key: u64,
+    scheduled: Instant,
+}
+
+/// Run `workload` against `executor` until the workload is exhausted, a limit is reached or
+/// `stop` resolves.
+pub async fn run<E: Executor>(
+    executor: Arc<E>,
+    workload: &mut dyn Workload,
+    cfg: &RunConfig,
+    observer: &mut dyn Observer,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<RunOutcome> {
+    let start = Instant::now();
+    let start_unix = unix_s(SystemTime::now());
+    let endpoint = workload.endpoint();
+    let mut schedule = cfg
+        .arrival
+        .schedule(workload.num_roots(), Rng::new(cfg.seed));
+    let at = |offset_s: f64| start + Duration::from_secs_f64(offset_s.max(0.0));
+    let mut next_root = workload
+        .next_root()
+        .map(|r| (at(schedule.next_offset(r.timestamp)), r.key));
+    // Follow-ups by due time; the sequence number keeps equal times in release order.
+    let mut follow_ups: BinaryHeap<Reverse<(Instant, u64, u64)>> = BinaryHeap::new();
+    let mut follow_seq = 0u64;
+    let permits = cfg
+        .max_concurrency
+        .unwrap_or(Semaphore::MAX_PERMITS)
+        .min(Semaphore::MAX_PERMITS);
+    let semaphore = Arc::new(Semaphore::new(permits));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Meta, Outcome)>();
+    let mut tasks = JoinSet::new();
+    let deadline = cfg.duration.map(|d| start + d);
+    let far = start + Duration::from_secs(86_400 * 365);
+    let mut records = Vec::new();
+    let mut pending: Option<Due> = None;
+    let mut sent = 0u64;
+    let mut in_flight = 0u64;
+    let mut accepting = true;
+    let mut reason = StopReason::Completed;
+    let mut last_end = start;
+    tokio::pin!(stop);
+
+    loop {
+        if accepting && cfg.num_prompts.is_some_and(|n| sent >= n) {
+            accepting = false;
+            reason = StopReason::NumPrompts;
+        }
+        if !accepting {
+            pending = None;
+        }
+        let next_due = if accepting && pending.is_none() {
+            let f = follow_ups.peek().map(|Reverse((t, _, _))| *t);
+            match (next_root.map(|(t, _)| t), f) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            None
+        };
+        if pending.is_none() && next_due.is_none() && in_flight == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stop => {
+                reason = StopReason::Interrupted;
+                break;
+            }
+            Some((meta, out)) = rx.recv() => {
+                in_flight -= 1;
+                while tasks.try_join_next().is_some() {}
+                let key = meta.key;
+                let rec = record_of(meta, out, start, start_unix);
+                last_end = Instant::now();
+                observer.on_record(&rec)?;
+                if let Some(f) = workload.finished(key, &rec) {
+                    let due = Instant::now()
+                        + Duration::from_secs_f64((f.delay_s / cfg.time_scale).max(0.0));
+                    follow_ups.push(Reverse((due, follow_seq, f.key)));
+                    follow_seq += 1;
+                }
+                records.push(rec);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if accepting && deadline.is_some() => {
+                accepting = false;
+                reason = StopReason::Duration;
+            }
+            permit = semaphore.clone().acquire_owned(), if pending.is_some() => {
+                let permit = permit.expect("the semaphore is never closed");
+                let due = pending.take().expect("guarded by the branch condition");
+                let ready = workload.prepare(due.key);
+                let prompt_tokens = match &ready.prompt {
+                    Prompt::Tokens(t) => Some(t.len() as u64),
+                    _ => None,
+                };
+                let body = build_body(endpoint, &ready.prompt, ready.max_tokens, &cfg.body);
+                let request_id = format!("{}{}", cfg.request_id_prefix, sent);
+                let meta = Meta {
+                    index: sent,
+                    key: due.key,
+                    request_id: request_id.clone(),
+                    scheduled_s: due.scheduled.saturating_duration_since(start).as_secs_f64(),
+                    max_tokens: ready.max_tokens,
+                    prompt_tokens,
+                    source_id: ready.source_id,
+                    conversation: ready.conversation,
+                    turn: ready.turn,
+                };
+                let req = PreparedRequest {
+                    request_id,
+                    endpoint,
+                    body: Bytes::from(body),
+                    max_tokens: ready.max_tokens,
+                    prompt_tokens,
+                };
+                let exec = executor.clone();
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    let out = exec.execute(req).await;
+                    drop(permit);
+                    let _ = tx.send((meta, out));
+                });
+                sent += 1;
+                in_flight += 1;
+                observer.on_sent(sent);
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or(far)), if next_due.is_some() => {
+                let root_first = match (next_root, follow_ups.peek()) {
+                    (Some((a, _)), Some(Reverse((b, _, _)))) => a <= *b,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                if root_first {
+                    let (t, key) = next_root.take().expect("checked above");
+                    pending = Some(Due { key, scheduled: t });
+                    next_root = workload
+                        .next_root()
+                        .map(|r| (at(schedule.next_offset(r.timestamp)), r.key));
+                } else if let Some(Reverse((t, _, key))) = follow_ups.pop() {
+                    pending = Some(Due { key, scheduled: t });
+                }
+            }
+        }
+    }
+    let mut cancelled = 0;
+    if reason == StopReason::Interrupted {
+        // Keep what finished in the meantime; cut the rest.
+        while let Ok((meta, out)) = rx.try_recv() {
+            in_flight -= 1;
+            let rec = record_of(meta, out, start, start_unix);
+            observer.on_record(&rec)?;
+            records.push(rec);
+        }
+        tasks.abort_all();
+        cancelled = in_flight;
+        last_end = last_end.max(Instant::now());
+    }
+    records.sort_by_key(|r| r.index);
+    Ok(RunOutcome {
+        records,
+        sent,
+        cancelled,
+        stop: reason,
+        duration_s: last_end.saturating_duration_since(start).as_secs_f64(),
+        started_unix_s: start_unix,
+    })
+}

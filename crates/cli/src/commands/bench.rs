@@ -1,0 +1,885 @@
+//! `inferencelab bench`: load an OpenAI-compatible server and measure it with `vllm bench
+//! serve`'s definitions (the library: `inferencelab_bench`). Without `--base-url` it is the
+//! demo: the embedded emulator on a free loopback port, the bundled conversations replayed
+//! faithfully, then the simulator on the server's own log, predicted next to measured hits.
+//! `--yaml` hands over to the experiment runner (the prototype's `benchmark_runner.py --yaml`).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use inferencelab_bench::arrival::{Arrival, RampStrategy};
+use inferencelab_bench::executor::{Endpoint, HttpConfig, HttpExecutor};
+use inferencelab_bench::metrics::{parse_slos, summarize, SloMetric, Summary};
+use inferencelab_bench::output::{
+    date_string, result_json, summary_table, write_json, RecordWriter, RunInfo,
+};
+use inferencelab_bench::prom::{ScrapeSummary, Scraper};
+use inferencelab_bench::record::RequestRecord;
+use inferencelab_bench::runner::{run, Observer, RunConfig, RunOutcome, StopReason};
+use inferencelab_bench::workload::{
+    think_times, BodyOptions, ConversationSpec, ConversationWorkload, RandomWorkload, TokenRange,
+    TraceWorkload, TurnSpec, Workload,
+};
+use inferencelab_trace::{read_trace, Format, ReadOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// vLLM's random dataset: --random-input-len / --random-output-len token ids.
+    Random,
+    /// A trace (--input-file): every request at its own timestamp.
+    Trace,
+    /// A conversation CSV (--input-file): turns replayed faithfully on the chat endpoint.
+    Conversation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RampArg {
+    Linear,
+    Exponential,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Server to load, e.g. http://127.0.0.1:8000. Without it: the demo (embedded emulator).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Model name for the requests (default: the first of the server's /v1/models).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Workload: a trace our readers read (vLLM log, native, Mooncake, Bailian, WEKA, Azure) or
+    /// a conversation CSV (.csv).
+    #[arg(long, short = 'i')]
+    pub input_file: Option<PathBuf>,
+    /// Force the trace format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub input_format: Option<Format>,
+    /// Skip (and count) invalid trace records.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Workload kind (default: from --input-file, else random).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Random mode: prompt tokens per request.
+    #[arg(long, default_value_t = 1024)]
+    pub random_input_len: u32,
+    /// Random mode: output tokens per request.
+    #[arg(long, default_value_t = 128)]
+    pub random_output_len: u32,
+    /// Requests per second ("inf": all at once). Default: the trace's own timestamps for
+    /// traces and conversations, inf for random prompts.
+    #[arg(long)]
+    pub request_rate: Option<f64>,
+    /// Gamma shape of the arrival intervals (1: Poisson; inf: constant), as in vLLM.
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Ramp the request rate over the run (vLLM's --ramp-up-strategy).
+    #[arg(long, value_enum, requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
+    pub ramp_up_strategy: Option<RampArg>,
+    #[arg(long)]
+    pub ramp_up_start_rps: Option<f64>,
+    #[arg(long)]
+    pub ramp_up_end_rps: Option<f64>,
+    /// At most this many requests in flight (closed loop with --request-rate inf).
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Send at most this many requests (random mode: the number of prompts, default 1000
+    /// unless --duration is given).
+    #[arg(long)]
+    pub num_prompts: Option<u64>,
+    /// Stop sending after this many seconds (in-flight requests finish).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Trace seconds per real second for timestamps and think times (2: twice as fast).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// SLOs for goodput, milliseconds: ttft:500,tpot:50 (vLLM's --goodput).
+    #[arg(long, alias = "goodput")]
+    pub slo: Option<String>,
+    /// Percentiles to report, comma separated (vLLM's --metric-percentiles).
+    #[arg(long, default_value = "99")]
+    pub metric_percentiles: String,
+    /// Where requests.jsonl, result.json and metrics.jsonl go
+    /// (default outputs/logs/bench_<date>, or outputs/logs/bench_demo for the demo).
+    #[arg(long, short = 'o')]
+    pub output_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Scrape /metrics every this many seconds (0: never).
+    #[arg(long, default_value_t = 1.0)]
+    pub metrics_interval: f64,
+    /// Per-request limit in seconds, send to end of stream.
+    #[arg(long, default_value_t = 600.0)]
+    pub request_timeout: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Environment variable holding the API key (sent as a Bearer token when set).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// JSON merged into every request body, e.g. '{"temperature":0}'.
+    #[arg(long)]
+    pub extra_body: Option<String>,
+    /// Do not send ignore_eos (random and trace modes send it so outputs have the traced length).
+    #[arg(long)]
+    pub no_ignore_eos: bool,
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Keep-alive connections to open before the run (default: --max-concurrency, at most
+    /// 4096; 0: connect lazily like vLLM's client).
+    #[arg(long)]
+    pub warmup_connections: Option<usize>,
+    /// Client threads (1: a single-threaded runtime).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Conversation CSV: the recorded answers' speed, to separate think time from answer time.
+    #[arg(long, default_value_t = 100.0)]
+    pub tokens_per_second: f64,
+    /// Conversation CSV without timestamps: think time between turns, seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub think_time: f64,
+    /// The server's log (vLLM with LMCache, or `serve`): join its LMCache lookup lines with
+    /// our requests for per-request attribution (GPU hit, LMCache load, recomputed).
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Demo: GPU KV cache of the embedded server, in 16-token blocks.
+    #[arg(long, default_value_t = 1000)]
+    pub demo_gpu_blocks: u64,
+    /// Demo: LMCache CPU tier of the embedded server, GiB.
+    #[arg(long, default_value_t = 8.0)]
+    pub demo_cpu_cache_gb: f64,
+    /// Demo: target length of the replay in seconds (sets the time scale).
+    #[arg(long, default_value_t = 20.0)]
+    pub demo_seconds: f64,
+    /// Experiment grid (`inferencelab experiment`): real vLLM + LMCache per point.
+    #[arg(long)]
+    pub yaml: Option<PathBuf>,
+    #[arg(long, requires = "yaml")]
+    pub gpus: Option<usize>,
+    #[arg(long, requires = "yaml")]
+    pub dry_run: bool,
+    #[arg(long, requires = "yaml")]
+    pub experiment_dir: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(yaml) = args.yaml.clone() {
+        return super::experiment::run(super::experiment::ExperimentArgs {
+            yaml,
+            gpus: args.gpus,
+            dry_run: args.dry_run,
+            experiment_dir: args.experiment_dir.clone(),
+        });
+    }
+    let rt = runtime(args.threads)?;
+    match args.base_url.clone() {
+        Some(base) => {
+            let out = bench_against(&rt, &args, &base, None)?;
+            if let Some(log) = &args.server_log {
+                attribute(&out, log, &args.metric_percentiles)?;
+            }
+            finish(&out)
+        }
+        None => demo(&rt, &args),
+    }
+}
+
+pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    rt.context("starting the async runtime")
+}
+
+/// What a run left behind.
+pub(crate) struct BenchOutput {
+    pub outcome: RunOutcome,
+    pub summary: Summary,
+    pub scrape: Option<ScrapeSummary>,
+    pub dir: PathBuf,
+}
+
+fn finish(out: &BenchOutput) -> anyhow::Result<()> {
+    if out.outcome.stop == StopReason::Interrupted {
+        bail!(
+            "interrupted: {} finished requests written to {}",
+            out.outcome.records.len(),
+            out.dir.display()
+        );
+    }
+    if out.summary.completed == 0 && out.outcome.sent > 0 {
+        let kinds: Vec<String> = out
+            .summary
+            .errors_by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        bail!(
+            "no request succeeded ({}); see {}",
+            kinds.join(", "),
+            out.dir.join("requests.jsonl").display()
+        );
+    }
+    Ok(())
+}
+
+/// Estimated tokens of a text (answers of the conversation CSV set `max_tokens`): characters
+/// / 4.2, the rate of English with common BPE tokenizers (the demo generator's own estimate).
+pub(crate) fn estimate_tokens(text: &str) -> u32 {
+    ((text.chars().count() as f64 / 4.2).ceil() as u32).max(1)
+}
+
+/// Conversations of a CSV, timed relative to the earliest turn.
+pub(crate) fn conversations_from_csv(
+    path: &Path,
+    tokens_per_second: f64,
+    default_think_s: f64,
+) -> anyhow::Result<Vec<ConversationSpec>> {
+    let set = inferencelab_convert::read_csv(path, &inferencelab_convert::ColumnNames::default())?;
+    let t0 = set
+        .conversations
+        .iter()
+        .flat_map(|c| {
+            c.turns
+                .iter()
+                .filter_map(|t| t.timestamp.map(|s| s.nanos()))
+        })
+        .min()
+        .unwrap_or(0);
+    Ok(set
+        .conversations
+        .iter()
+        .map(|c| {
+            let stamps: Vec<Option<f64>> = c
+                .turns
+                .iter()
+                .map(|t| t.timestamp.map(|s| (s.nanos() - t0) as f64 / 1e9))
+                .collect();
+            let answers: Vec<u32> = c
+                .turns
+                .iter()
+                .map(|t| estimate_tokens(&t.assistant))
+                .collect();
+            let think = think_times(&stamps, &answers, tokens_per_second, default_think_s);
+            ConversationSpec {
+                id: c.key.clone(),
+                system: c.system.clone(),
+                turns: c
+                    .turns
+                    .iter()
+                    .enumerate()
+                    .map(|(k, t)| TurnSpec {
+                        user: t.user.clone(),
+                        reference_answer: t.assistant.clone(),
+                        max_tokens: answers[k],
+                        timestamp: stamps[k],
+                        think_s: think[k],
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+fn is_csv(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// The workload the flags describe, and its name.
+fn build_workload(
+    args: &BenchArgs,
+    conversations: Option<Vec<ConversationSpec>>,
+) -> anyhow::Result<(Box<dyn Workload>, String, bool)> {
+    if let Some(c) = conversations {
+        return Ok((
+            Box::new(ConversationWorkload::new(c)),
+            "conversation".into(),
+            true,
+        ));
+    }
+    let mode = match (args.mode, &args.input_file) {
+        (Some(m), _) => m,
+        (None, Some(p)) if is_csv(p) && args.input_format.is_none() => Mode::Conversation,
+        (None, Some(_)) => Mode::Trace,
+        (None, None) => Mode::Random,
+    };
+    match mode {
+        Mode::Random => {
+            if args.input_file.is_some() {
+                bail!("--mode random takes no --input-file");
+            }
+            let n = args.num_prompts.or(if args.duration.is_some() {
+                None
+            } else {
+                Some(1000)
+            });
+            Ok((
+                Box::new(RandomWorkload::new(
+                    n.map(|n| n as usize),
+                    args.random_input_len,
+                    args.random_output_len,
+                    args.seed,
+                    TokenRange::default(),
+                )),
+                "random".into(),
+                false,
+            ))
+        }
+        Mode::Trace | Mode::Conversation => {
+            let Some(path) = &args.input_file else {
+                bail!("--mode {mode:?} needs --input-file".to_lowercase());
+            };
+            if mode == Mode::Conversation {
+                let c = conversations_from_csv(path, args.tokens_per_second, args.think_time)?;
+                return Ok((
+                    Box::new(ConversationWorkload::new(c)),
+                    "conversation".into(),
+                    true,
+                ));
+            }
+            let trace = read_trace(
+                path,
+                &ReadOptions {
+                    format: args.input_format,
+                    skip_invalid: args.skip_invalid,
+                },
+            )?;
+            for note in &trace.notes {
+                eprintln!("note: {note}");
+            }
+            if trace.skipped > 0 {
+                eprintln!(
+                    "note: skipped {} invalid records (--skip-invalid)",
+                    trace.skipped
+                );
+            }
+            if trace.requests.is_empty() {
+                bail!("{}: no requests", path.display());
+            }
+            let fmt = trace.format.map_or("trace".to_string(), |f| f.to_string());
+            Ok((
+                Box::new(TraceWorkload::new(trace, TokenRange::default(), args.seed)),
+                format!("trace ({fmt})"),
+                true,
+            ))
+        }
+    }
+}
+
+fn arrival_of(args: &BenchArgs, timed: bool) -> anyhow::Result<Arrival> {
+    let a = if let Some(s) = args.ramp_up_strategy {
+        if args.request_rate.is_some() {
+            bail!("--ramp-up-strategy sets the rate itself: drop --request-rate (as in vLLM)");
+        }
+        Arrival::Ramp {
+            strategy: match s {
+                RampArg::Linear => RampStrategy::Linear,
+                RampArg::Exponential => RampStrategy::Exponential,
+            },
+            start_rps: args.ramp_up_start_rps.unwrap_or(0.0),
+            end_rps: args.ramp_up_end_rps.unwrap_or(0.0),
+            burstiness: args.burstiness,
+        }
+    } else if let Some(r) = args.request_rate {
+        Arrival::from_rate(r, args.burstiness)
+    } else if timed {
+        Arrival::Trace {
+            time_scale: args.time_scale,
+        }
+    } else {
+        Arrival::Burst
+    };
+    a.validate().map_err(anyhow::Error::msg)?;
+    Ok(a)
+}
+
+/// Writes records and moves the progress bar.
+struct Progress {
+    writer: RecordWriter,
+    bar: ProgressBar,
+    failed: u64,
+}
+
+impl Observer for Progress {
+    fn on_sent(&mut self, sent: u64) {
+        if self.bar.length().is_none() {
+            self.bar.set_message(format!("{sent} sent"));
+        }
+    }
+    fn on_record(&mut self, r: &RequestRecord) -> std::io::Result<()> {
+        self.writer.write(r)?;
+        if !r.success {
+            self.failed += 1;
+            self.bar.set_message(format!("{} failed", self.failed));
+        }
+        self.bar.inc(1);
+        Ok(())
+    }
+}
+
+fn model_from_server(rt: &tokio::runtime::Runtime, exec: &HttpExecutor) -> anyhow::Result<String> {
+    let (status, text) = rt
+        .block_on(exec.get_text("/v1/models", Duration::from_secs(30)))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach {}: {e}\nIs the server running? (check --base-url, or give --model)",
+                exec.base_url()
+            )
+        })?;
+    if status != 200 {
+        bail!(
+            "{}/v1/models answered HTTP {status}; give the model with --model",
+            exec.base_url()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).context("/v1/models is not JSON")?;
+    v.pointer("/data/0/id")
+        .and_then(|x| x.as_str())
+        .map(str::to_string)
+        .context("/v1/models lists no model; give --model")
+}
+
+/// One benchmark against `base`; `conversations` overrides the workload (the demo).
+pub(crate) fn bench_against(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    base: &str,
+    conversations: Option<Vec<ConversationSpec>>,
+) -> anyhow::Result<BenchOutput> {
+    let percentiles: Vec<f64> = args
+        .metric_percentiles
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .with_context(|| format!("--metric-percentiles: {s:?} is not a percentile"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let slos = match &args.slo {
+        Some(s) => parse_slos(s).map_err(|e| anyhow::anyhow!("--slo: {e}"))?,
+        None => Vec::new(),
+    };
+    if args.time_scale.is_nan() || args.time_scale <= 0.0 {
+        bail!("--time-scale must be positive");
+    }
+    let extra_body = match &args.extra_body {
+        Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => bail!("--extra-body must be a JSON object, e.g. '{{\"temperature\":0}}'"),
+        },
+        None => None,
+    };
+    let api_key = std::env::var(&args.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty());
+    let exec = Arc::new(
+        HttpExecutor::new(&HttpConfig {
+            base_url: base.to_string(),
+            api_key,
+            request_timeout: Duration::from_secs_f64(args.request_timeout.max(0.001)),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout.max(0.001)),
+        })
+        .map_err(anyhow::Error::msg)?,
+    );
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => model_from_server(rt, &exec)?,
+    };
+    let (mut workload, workload_name, timed) = build_workload(args, conversations)?;
+    let arrival = arrival_of(args, timed)?;
+    let endpoint = workload.endpoint();
+    let dir = args.output_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("outputs/logs").join(format!("bench_{}", date_string(SystemTime::now())))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let records_path = dir.join("requests.jsonl");
+    let writer = RecordWriter::create(&records_path)
+        .with_context(|| format!("creating {}", records_path.display()))?;
+    let total = match (workload.num_requests(), args.num_prompts) {
+        (Some(a), Some(b)) => Some((a as u64).min(b)),
+        (a, b) => a.map(|a| a as u64).or(b),
+    };
+    let bar = if args.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = match total {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::no_length(),
+        };
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {pos}/{len} requests [{elapsed}] {wide_bar} {msg}",
+            )
+            .expect("static template"),
+        );
+        b
+    };
+    let mut progress = Progress {
+        writer,
+        bar: bar.clone(),
+        failed: 0,
+    };
+    let cfg = RunConfig {
+        arrival: arrival.clone(),
+        max_concurrency: args.max_concurrency,
+        num_prompts: args.num_prompts,
+        duration: args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        time_scale: args.time_scale,
+        seed: args.seed,
+        request_id_prefix: format!("bench-{:08x}-", args.seed as u32 ^ std::process::id()),
+        body: BodyOptions {
+            model: model.clone(),
+            ignore_eos: endpoint == Endpoint::Completions && !args.no_ignore_eos,
+            extra_body,
+        },
+    };
+    eprintln!(
+        "bench: {workload_name} -> {base}{} (model {model}), arrival {}, results in {}",
+        endpoint.path(),
+        serde_json::to_string(&arrival).unwrap_or_default(),
+        dir.display()
+    );
+    let (outcome, scrape) = rt.block_on(async {
+        let scraper = if args.metrics_interval > 0.0 {
+            let f = std::fs::File::create(dir.join("metrics.jsonl"))?;
+            Some(
+                Scraper::start(
+                    exec.clone(),
+                    Duration::from_secs_f64(args.metrics_interval),
+                    Box::new(std::io::BufWriter::new(f)),
+                    tokio::time::Instant::now(),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let warm = args
+            .warmup_connections
+            .unwrap_or(args.max_concurrency.unwrap_or(0).min(4096));
+        if warm > 0 {
+            exec.warm_up(warm).await;
+        }
+        let stop = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
+        let outcome = run(exec.clone(), workload.as_mut(), &cfg, &mut progress, stop).await?;
+        let scrape = match scraper {
+            Some(s) => Some(s.stop().await),
+            None => None,
+        };
+        Ok::<_, std::io::Error>((outcome, scrape))
+    })?;
+    bar.finish_and_clear();
+    let summary = summarize(&outcome.records, outcome.duration_s, &percentiles, &slos);
+    let info = RunInfo {
+        backend: endpoint.backend().into(),
+        label: args.label.clone(),
+        model_id: model,
+        tokenizer_id: None,
+        num_prompts: total,
+        request_rate: match args.request_rate {
+            Some(r) if r.is_finite() => serde_json::json!(r),
+            _ => serde_json::json!("inf"),
+        },
+        burstiness: args.burstiness,
+        max_concurrency: args.max_concurrency,
+        base_url: base.to_string(),
+        endpoint: endpoint.path().into(),
+        workload: workload_name,
+        input_file: args.input_file.as_ref().map(|p| p.display().to_string()),
+        arrival: serde_json::to_value(&arrival).unwrap_or_default(),
+        time_scale: args.time_scale,
+        seed: args.seed,
+        duration_limit_s: args.duration,
+        percentiles,
+        slos_ms: slos
+            .iter()
+            .map(|(m, v)| {
+                (
+                    match m {
+                        SloMetric::Ttft => "ttft",
+                        SloMetric::Tpot => "tpot",
+                        SloMetric::E2el => "e2el",
+                    }
+                    .to_string(),
+                    *v,
+                )
+            })
+            .collect(),
+    };
+    let result = result_json(&info, &outcome, &summary, scrape.as_ref());
+    let result_path = dir.join("result.json");
+    write_json(&result_path, &result)
+        .with_context(|| format!("writing {}", result_path.display()))?;
+    print!(
+        "{}",
+        summary_table(&info, &outcome, &summary, scrape.as_ref())
+    );
+    eprintln!(
+        "wrote {}, {}{}",
+        records_path.display(),
+        result_path.display(),
+        if scrape.is_some() {
+            format!(", {}", dir.join("metrics.jsonl").display())
+        } else {
+            String::new()
+        }
+    );
+    if summary.failed > 0 {
+        eprintln!(
+            "note: {} of {} requests failed ({}); each failure is in requests.jsonl with its error",
+            summary.failed,
+            outcome.records.len(),
+            summary
+                .errors_by_kind
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(BenchOutput {
+        outcome,
+        summary,
+        scrape,
+        dir,
+    })
+}
+
+/// Join the server log's LMCache lookups with the run's records; print and write them.
+pub(crate) fn attribute(out: &BenchOutput, log: &Path, percentiles: &str) -> anyhow::Result<()> {
+    let trace = read_trace(
+        log,
+        &ReadOptions {
+            format: Some(Format::VllmLog),
+            skip_invalid: true,
+        },
+    )
+    .with_context(|| format!("--server-log {}", log.display()))?;
+    if trace.lmcache.is_empty() {
+        eprintln!(
+            "note: {} has no LMCache lookup lines: no per-request attribution",
+            log.display()
+        );
+        return Ok(());
+    }
+    let p: Vec<f64> = percentiles
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let (rows, summary) =
+        inferencelab_bench::attribution::join(&out.outcome.records, &trace.lmcache, &p);
+    print!("{}", inferencelab_bench::attribution::table(&summary));
+    let path = out.dir.join("attribution.json");
+    write_json(
+        &path,
+        &serde_json::json!({"server_log": log.display().to_string(), "summary": summary,
+                            "requests": rows}),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The demo: embedded emulator, bundled conversations, simulator prediction.
+fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
+    use inferencelab_emu::engine::{EngineConfig, LmcacheTier};
+    use inferencelab_emu::server::{self, ServerConfig};
+    use inferencelab_emu::timing::{GpuProfile, Timing};
+    use inferencelab_sim::models;
+
+    let dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("outputs/logs/bench_demo"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let csv = match &args.input_file {
+        Some(p) => p.clone(),
+        None if Path::new("data/test_data.csv").exists() => PathBuf::from("data/test_data.csv"),
+        None => {
+            let p = dir.join("demo_data.csv");
+            let f =
+                std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+            inferencelab_convert::write_demo_csv(40, args.seed, std::io::BufWriter::new(f))
+                .with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "note: data/test_data.csv not found here (the demo reads it from the working \
+                 directory); generated 40 demo conversations into {}",
+                p.display()
+            );
+            p
+        }
+    };
+    let conversations = conversations_from_csv(&csv, args.tokens_per_second, args.think_time)?;
+    // Fit the recorded timeline into about --demo-seconds of replay: the same scale drives the
+    // emulated GPU clock, so the server log's timeline is the trace's.
+    let span = conversations
+        .iter()
+        .map(|c| {
+            let start = c.turns[0].timestamp.unwrap_or(0.0);
+            let body: f64 = c
+                .turns
+                .iter()
+                .map(|t| t.think_s + t.max_tokens as f64 / 50.0)
+                .sum();
+            start + body
+        })
+        .fold(0.0f64, f64::max);
+    let scale = if args.time_scale != 1.0 {
+        args.time_scale
+    } else {
+        (span / args.demo_seconds.max(1.0)).max(1.0)
+    };
+    let model_name = "qwen-8b";
+    let model = models::resolve(model_name)?;
+    let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
+    let chunk_size = inferencelab_sim::plan::LMCACHE_DEFAULT_CHUNK;
+    let block_size = inferencelab_sim::plan::VLLM_DEFAULT_BLOCK;
+    let cpu_chunks = model.blocks_in_gib(args.demo_cpu_cache_gb, chunk_size);
+    let mut engine = EngineConfig::new(model.clone(), timing, args.demo_gpu_blocks);
+    engine.lmcache = Some(LmcacheTier {
+        chunk_size,
+        num_chunks: cpu_chunks,
+        policy: inferencelab_cache::PolicyConfig::Lru,
+    });
+    let log_path = dir.join("server.log");
+    let mut cfg = ServerConfig::new(engine, model_name);
+    cfg.time_scale = scale;
+    cfg.seed = args.seed;
+    cfg.enable_log_requests = true;
+    cfg.enable_prompt_tokens_details = true;
+    cfg.log = Some(Box::new(std::io::BufWriter::new(
+        std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?,
+    )));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .context("binding a loopback port for the embedded server")?;
+    let handle = {
+        let _guard = rt.enter();
+        server::spawn(listener, cfg).context("starting the embedded server")?
+    };
+    let base = format!("http://{}", handle.addr);
+    eprintln!(
+        "demo: embedded emulator (qwen-8b, {} GPU blocks, LMCache {} GiB = {} chunks) on {base}; \
+         replaying {} conversations from {} at {scale:.0}x",
+        args.demo_gpu_blocks,
+        args.demo_cpu_cache_gb,
+        cpu_chunks,
+        conversations.len(),
+        csv.display()
+    );
+    let mut bargs = args.clone();
+    bargs.model = Some(model_name.into());
+    bargs.output_dir = Some(dir.clone());
+    bargs.time_scale = scale;
+    bargs.input_file = Some(csv.clone());
+    let out = bench_against(rt, &bargs, &base, Some(conversations));
+    rt.block_on(handle.shutdown())
+        .context("stopping the embedded server")?;
+    let out = out?;
+    finish(&out)?;
+    eprintln!("wrote {} (vLLM-format server log)", log_path.display());
+    attribute(&out, &log_path, &args.metric_percentiles)?;
+
+    // The simulator on the server's own log, same configuration.
+    let trace = read_trace(&log_path, &ReadOptions::default())
+        .with_context(|| format!("reading {}", log_path.display()))?;
+    let prepared = inferencelab_sim::driver::Prepared::new(&trace, block_size, Some(chunk_size))?;
+    let sim_cfg = inferencelab_sim::config::SimConfig {
+        gpu: inferencelab_sim::config::TierConfig {
+            capacity: args.demo_gpu_blocks,
+            policy: inferencelab_cache::PolicyConfig::Lru,
+        },
+        cpu: Some(inferencelab_sim::config::TierConfig {
+            capacity: cpu_chunks,
+            policy: inferencelab_cache::PolicyConfig::Lru,
+        }),
+        disk: None,
+        hit_semantics: inferencelab_sim::HitSemantics::Prefix,
+        pinning: true,
+        timing: Default::default(),
+        window_seconds: 60.0,
+        model: Some(model),
+    };
+    let row = inferencelab_sim::driver::run(&prepared, &sim_cfg)?;
+    print!("{}", comparison_table(&out, &row));
+    Ok(())
+}
+
+/// Predicted (simulator on the server log) next to measured (the server's counters and the
+/// API's cached_tokens).
+pub(crate) fn comparison_table(
+    out: &BenchOutput,
+    row: &inferencelab_sim::result::SimResult,
+) -> String {
+    let d = |n: &str| out.scrape.as_ref().and_then(|s| s.delta(n));
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:=^66}\n{:<34}{:>16}{:>16}\n",
+        " Hit tokens: simulator vs server ", "", "predicted", "measured"
+    ));
+    let mut line = |label: &str, p: Option<f64>, m: Option<f64>| {
+        s.push_str(&format!("{:<34}{:>16}{:>16}\n", label, fmt(p), fmt(m)));
+    };
+    line(
+        "prompt tokens",
+        Some(row.prompt_tokens as f64),
+        d("vllm:prompt_tokens_total").or(Some(out.summary.total_input_tokens as f64)),
+    );
+    line(
+        "GPU prefix cache hit tokens",
+        Some(row.gpu_hit_tokens as f64),
+        d("vllm:prefix_cache_hits_total"),
+    );
+    line(
+        "LMCache hit tokens (loaded)",
+        Some(row.cpu_hit_tokens as f64),
+        d("vllm:external_prefix_cache_hits_total"),
+    );
+    line(
+        "cached tokens (GPU + LMCache)",
+        Some((row.gpu_hit_tokens + row.cpu_hit_tokens) as f64),
+        Some(out.summary.total_cached_tokens as f64),
+    );
+    let pr = |h: u64| {
+        if row.prompt_tokens > 0 {
+            h as f64 / row.prompt_tokens as f64 * 100.0
+        } else {
+            0.0
+        }
+    };
+    s.push_str(&format!(
+        "{:<34}{:>15.2}%{:>15.2}%\n",
+        "token hit ratio",
+        pr(row.gpu_hit_tokens + row.cpu_hit_tokens),
+        out.summary.cached_token_ratio * 100.0
+    ));
+    s.push_str(&"=".repeat(66));
+    s.push('\n');
+    s
+}

@@ -1,0 +1,180 @@
+//! `inferencelab replay`: the successor of the prototype's cache emulator. Replays a recorded
+//! workload (a vLLM server log, a native trace or an id trace) against a live endpoint with
+//! `bench`, then runs the simulator on the same workload with the same cache configuration and
+//! puts measured hits (the API's `cached_tokens` and the server's counters) next to the
+//! prediction: in total and per time window of the trace.
+//!
+//! Partial: the simulator reports hits per time window, not per request, so the comparison
+//! is per window (`--window-seconds`); every request's measured hits are in
+//! `replay.json`/`requests.jsonl`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use inferencelab_cache::PolicyConfig;
+use inferencelab_sim::config::{SimConfig, TierConfig};
+use inferencelab_sim::{models, plan};
+use inferencelab_trace::{read_trace, ReadOptions};
+use serde_json::json;
+
+use super::bench::{bench_against, comparison_table, runtime, BenchArgs};
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub bench: BenchArgs,
+    /// The server's GPU KV cache in blocks (vLLM's num_gpu_blocks), for the prediction.
+    #[arg(long)]
+    pub gpu_blocks: u64,
+    /// The server's LMCache CPU tier in GiB (default 5, LMCache's max_local_cpu_size).
+    #[arg(long, conflicts_with = "no_cpu_tier")]
+    pub cpu_cache_gb: Option<f64>,
+    /// The server runs without LMCache.
+    #[arg(long)]
+    pub no_cpu_tier: bool,
+    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK)]
+    pub block_size: u32,
+    #[arg(long, default_value_t = plan::LMCACHE_DEFAULT_CHUNK)]
+    pub chunk_size: u32,
+    /// Model of the server (registry name, YAML or config.json), for GiB -> chunks.
+    #[arg(long, default_value = "qwen-8b")]
+    pub sim_model: String,
+    #[arg(long, default_value = "lru", value_parser = parse_policy)]
+    pub eviction_policy: PolicyConfig,
+    /// Width of the comparison windows, seconds of trace time.
+    #[arg(long, default_value_t = 10.0)]
+    pub window_seconds: f64,
+}
+
+fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
+    s.parse()
+}
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let Some(base) = args.bench.base_url.clone() else {
+        bail!("replay needs --base-url (the live endpoint to replay against)");
+    };
+    let Some(input) = args.bench.input_file.clone() else {
+        bail!("replay needs --input-file (a server log or a trace)");
+    };
+    let opts = ReadOptions {
+        format: args.bench.input_format,
+        skip_invalid: args.bench.skip_invalid,
+    };
+    let trace = read_trace(&input, &opts)?;
+    if !trace.has_reuse_info() {
+        bail!(
+            "{} carries no prefix-reuse information: nothing to compare",
+            input.display()
+        );
+    }
+    let model = models::resolve(&args.sim_model)?;
+    let cpu_chunks = (!args.no_cpu_tier).then(|| {
+        model.blocks_in_gib(
+            args.cpu_cache_gb.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB),
+            args.chunk_size,
+        )
+    });
+    let rt = runtime(args.bench.threads)?;
+    let mut bargs = args.bench.clone();
+    bargs.mode = Some(super::bench::Mode::Trace);
+    let out = bench_against(&rt, &bargs, &base, None)?;
+
+    // The prediction: the same requests, as far as they were sent.
+    let mut sim_trace = trace.clone();
+    if let Some(n) = args.bench.num_prompts {
+        sim_trace.requests.truncate(n as usize);
+    }
+    sim_trace.requests.truncate(out.outcome.sent as usize);
+    let prepared = inferencelab_sim::driver::Prepared::new(
+        &sim_trace,
+        args.block_size,
+        cpu_chunks.map(|_| args.chunk_size),
+    )
+    .with_context(|| format!("preparing {}", input.display()))?;
+    let cfg = SimConfig {
+        gpu: TierConfig {
+            capacity: args.gpu_blocks,
+            policy: args.eviction_policy.clone(),
+        },
+        cpu: cpu_chunks.map(|n| TierConfig {
+            capacity: n,
+            policy: args.eviction_policy.clone(),
+        }),
+        disk: None,
+        hit_semantics: inferencelab_sim::HitSemantics::Prefix,
+        pinning: true,
+        timing: Default::default(),
+        window_seconds: args.window_seconds,
+        model: Some(model),
+    };
+    let row = inferencelab_sim::driver::run(&prepared, &cfg)?;
+    print!("{}", comparison_table(&out, &row));
+
+    // Measured hits per window of trace time, next to the predicted ones.
+    let t0 = sim_trace.requests.first().map_or(0.0, |r| r.timestamp);
+    let ts: HashMap<&str, f64> = sim_trace
+        .requests
+        .iter()
+        .map(|r| (r.id.as_str(), r.timestamp))
+        .collect();
+    let mut measured = vec![0u64; row.windows.len()];
+    let mut per_request = Vec::new();
+    for r in &out.outcome.records {
+        let Some(t) = r.source_id.as_deref().and_then(|id| ts.get(id)) else {
+            continue;
+        };
+        let w = ((t - t0) / args.window_seconds).max(0.0) as usize;
+        if r.success {
+            if let Some(m) = measured.get_mut(w) {
+                *m += r.cached_tokens;
+            }
+        }
+        per_request.push(json!({
+            "source_id": r.source_id, "trace_time_s": t, "success": r.success,
+            "prompt_len": r.prompt_len, "measured_cached_tokens": r.cached_tokens,
+            "ttft_ms": r.ttft_s * 1000.0,
+        }));
+    }
+    println!(
+        "{:>10} {:>9} {:>14} {:>14} {:>14}",
+        "window_s", "requests", "prompt_tok", "predicted_hit", "measured_hit"
+    );
+    let windows: Vec<_> = row
+        .windows
+        .iter()
+        .zip(&measured)
+        .map(|(w, m)| {
+            let p = w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens;
+            json!({"start_s": w.start, "requests": w.requests, "prompt_tokens": w.prompt_tokens,
+                   "predicted_hit_tokens": p, "measured_cached_tokens": m})
+        })
+        .collect();
+    for (w, m) in row.windows.iter().zip(&measured).take(30) {
+        println!(
+            "{:>10.0} {:>9} {:>14} {:>14} {:>14}",
+            w.start,
+            w.requests,
+            w.prompt_tokens,
+            w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
+            m
+        );
+    }
+    if row.windows.len() > 30 {
+        println!("... {} more windows in replay.json", row.windows.len() - 30);
+    }
+    let path: PathBuf = out.dir.join("replay.json");
+    let doc = json!({
+        "input_file": input.display().to_string(),
+        "base_url": base,
+        "simulation": row,
+        "windows": windows,
+        "requests": per_request,
+    });
+    inferencelab_bench::output::write_json(&path, &doc)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
