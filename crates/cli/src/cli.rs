@@ -28,6 +28,20 @@ pub enum Command {
     Mrc(crate::commands::mrc::MrcArgs),
     /// Experiment grid on real GPUs: a fresh `vllm serve` + LMCache per point and GPU slot.
     Experiment(crate::commands::experiment::ExperimentArgs),
+    /// Charts (PNG + SVG) and a self-contained HTML report from a simulate/batch result file.
+    Plot(crate::commands::plot::PlotArgs),
+    /// Emulated vLLM + LMCache OpenAI-compatible server (same cache model as simulate).
+    Serve(crate::commands::serve::ServeArgs),
+    /// Tune the conversation_aware scorer on the first part of a trace, report the rest beside LRU and Belady.
+    Sweep(crate::commands::sweep::SweepArgs),
+    /// Train the lightgbm policy's model (LightGBM text format); --export-features for Python lightgbm.
+    Train(crate::commands::train::TrainArgs),
+    /// Conversation CSV -> vLLM-format server log + native trace on a synthetic timeline.
+    Convert(crate::commands::convert::ConvertArgs),
+    /// Load an OpenAI-compatible server (vLLM bench serve metrics, cache hits); no --base-url: the demo.
+    Bench(crate::commands::bench::BenchArgs),
+    /// Replay a server log or trace against a live endpoint; measured vs simulated hits.
+    Replay(crate::commands::replay::ReplayArgs),
 }
 
 #[derive(Args, Debug)]

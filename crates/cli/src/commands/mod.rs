@@ -1,9 +1,16 @@
 //! One module per subcommand.
 
 pub mod batch;
+pub mod bench;
+pub mod convert;
 pub mod experiment;
 pub mod mrc;
+pub mod plot;
+pub mod replay;
+pub mod serve;
 mod simulate;
+pub mod sweep;
+pub mod train;
 
 use std::path::Path;
 
@@ -15,6 +22,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(args) => batch::run(args),
         Command::Mrc(args) => mrc::run(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Sweep(args) => sweep::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Bench(args) => bench::run_cmd(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
 
