@@ -246,14 +246,9 @@ pub const SCRAPED_COUNTERS: [&str; 7] = [
 
 /// Write `value` to `path` atomically (temp file + rename).
 pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = BufWriter::new(File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
-        f.flush()?;
-    }
-    std::fs::rename(&tmp, path)
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    inferencelab_trace::fsutil::write_atomic(path, &bytes)
 }
 
 fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {

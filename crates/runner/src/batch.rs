@@ -849,9 +849,8 @@ pub fn load_rows(path: &Path, repair: bool) -> RunnerResult<Vec<Value>> {
             fixed.push_str(&r.to_string());
             fixed.push('\n');
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, fixed).map_err(|e| RunnerError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| RunnerError::io(path, e))?;
+        inferencelab_trace::fsutil::write_atomic(path, fixed.as_bytes())
+            .map_err(|e| RunnerError::io(path, e))?;
     }
     Ok(rows)
 }
@@ -864,8 +863,6 @@ type Resolved = Result<(SimConfig, Sizes), String>;
 type PrepKey<'a> = (&'a PathBuf, u32, Option<u32>);
 
 fn write_json(path: &Path, v: &Value) -> RunnerResult<()> {
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(v).map_err(|e| RunnerError::Config(e.to_string()))?;
-    std::fs::write(&tmp, bytes).map_err(|e| RunnerError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| RunnerError::io(path, e))
+    inferencelab_trace::fsutil::write_atomic(path, &bytes).map_err(|e| RunnerError::io(path, e))
 }

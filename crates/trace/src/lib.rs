@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod error;
+pub mod fsutil;
 pub mod hash;
 pub mod model;
 pub mod readers;

@@ -229,9 +229,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    inferencelab_trace::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn stem(path: &Path) -> String {
