@@ -258,3 +258,53 @@ fn the_slurm_array_script_runs_shards_that_merge_into_the_whole() {
         rows(&whole.join("summary.json"))
     );
 }
+
+#[test]
+fn batch_draws_plots_and_the_report_at_the_end_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = grid(dir.path(), "[lru, belady]", "");
+    let out = dir.path().join("out");
+    let run = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&yaml)
+        .arg("--output-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = out.join("plots/report.html");
+    let html = std::fs::read_to_string(&report).expect("batch writes plots/report.html");
+    assert!(html.contains("<svg"), "the report inlines its charts");
+    assert!(
+        !html.contains("http://") && !html.contains("src=\"https://"),
+        "no network fetches"
+    );
+    let pngs = walk(&out.join("plots"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .count();
+    assert!(pngs >= 4, "expected charts, found {pngs} PNGs");
+
+    let quiet = dir.path().join("quiet");
+    let run = batch(&yaml, &quiet, &[]);
+    assert!(run.status.success());
+    assert!(!quiet.join("plots").exists(), "--no-plot draws nothing");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

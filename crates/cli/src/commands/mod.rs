@@ -35,8 +35,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// Draw the plots of a summary file; a plotting failure is reported, not fatal (the results
 /// are already written).
 pub fn plot_summary(summary: &Path, out_dir: &Path, title: &str) {
-    let _ = (summary, out_dir, title);
-    eprintln!(
-        "note: plots are not available in this build yet (inferencelab plot is being written)"
-    );
+    match plot::plot_file(summary, out_dir, title) {
+        Ok(files) => {
+            let charts = files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "png"))
+                .count();
+            if let Some(report) = files.last() {
+                eprintln!(
+                    "{charts} charts (PNG + SVG) in {}; report: {}",
+                    out_dir.display(),
+                    report.display()
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "warning: plots not drawn ({e:#}); the results are written, retry with \
+             `inferencelab plot --summary-file {}`",
+            summary.display()
+        ),
+    }
 }
