@@ -771,6 +771,9 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
     cfg.seed = args.seed;
     cfg.enable_log_requests = true;
     cfg.enable_prompt_tokens_details = true;
+    // Microsecond log stamps (vLLM prints whole seconds): with them the simulator sees the exact
+    // order of arrivals and finishes, so its prediction below can match the server to the token.
+    cfg.log_time_decimals = 6;
     cfg.log = Some(Box::new(std::io::BufWriter::new(
         std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
