@@ -6,22 +6,26 @@
 //! `server_64.0gb_0.9rps_29_5am_6am.log`. Failed points are recorded with their reason and the
 //! grid goes on; re-running resumes; `--dry-run` prints every command and environment.
 //!
-//! Flag sources (current vLLM and LMCache):
+//! Flag sources (current vLLM and LMCache; the list with links is in docs/experiments.md):
 //! - `vllm serve MODEL --port --host --tensor-parallel-size --block-size --gpu-memory-utilization
-//!   --max-model-len --served-model-name --enable-log-requests --enable-prompt-tokens-details
-//!   --kv-transfer-config`: vLLM `vllm/engine/arg_utils.py` (`EngineArgs.add_cli_args`) and
-//!   `vllm/entrypoints/openai/cli_args.py`; `--enable-log-requests` replaced
-//!   `--disable-log-requests` in v0.10.2.
-//! - `{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}`: LMCache's vLLM v1 integration
-//!   docs (`docs/source/getting_started/quickstart`).
-//! - `LMCACHE_CHUNK_SIZE`, `LMCACHE_LOCAL_CPU`, `LMCACHE_MAX_LOCAL_CPU_SIZE`,
-//!   `LMCACHE_LOCAL_DISK`, `LMCACHE_MAX_LOCAL_DISK_SIZE`, `LMCACHE_CACHE_POLICY` (LRU, LFU,
-//!   FIFO, MRU; default LRU): LMCache `docs/source/api_reference/
-//!   configurations.rst` (environment variables are ignored when `LMCACHE_CONFIG_FILE` is set).
+//!   --max-model-len --served-model-name --[no-]enable-prefix-caching --kv-transfer-config`:
+//!   vLLM `vllm/engine/arg_utils.py` (`EngineArgs.add_cli_args`); `--enable-log-requests` is
+//!   `AsyncEngineArgs.enable_log_requests` there (it replaced `--disable-log-requests` in
+//!   v0.10.2); `--enable-prompt-tokens-details` is in `vllm/entrypoints/openai/cli_args.py`.
+//! - `{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}`: vLLM
+//!   `vllm/distributed/kv_transfer/kv_connector/v1/lmcache_connector.py` and vLLM's
+//!   `examples/disaggregated/lmcache` (in-process mode, configured by `LMCACHE_*`).
+//! - `LMCACHE_<KEY>` = `LMCACHE_` + the upper-cased key of LMCache's `_CONFIG_DEFINITIONS`
+//!   (`lmcache/v1/config.py`, `lmcache/v1/config_base.py`): `chunk_size` (256), `local_cpu`
+//!   (true), `max_local_cpu_size` (GB, 5.0), `local_disk` (`file:///path/`),
+//!   `max_local_disk_size` (GB), `cache_policy` (LRU default; LFU, FIFO, MRU). Environment
+//!   variables are ignored when `LMCACHE_CONFIG_FILE` is set. `LMCACHE_USE_EXPERIMENTAL=True`
+//!   selected the v1 engine in older LMCache and is the default in newer ones
+//!   (`lmcache/integration/vllm/utils.py`), so it is harmless.
 //! - `VLLM_LOGGING_LEVEL=DEBUG`: needed since vLLM logs prompt token ids at DEBUG
 //!   (`vllm/entrypoints/logger.py`); `PYTHONHASHSEED` fixes vLLM's `NONE_HASH` and LMCache's keys.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -81,12 +85,17 @@ pub struct VllmSection {
     /// null for older versions, which log requests by default).
     #[serde(default = "default_log_flag")]
     pub log_requests_flag: Option<String>,
+    /// `--enable-prefix-caching` (true) or `--no-enable-prefix-caching` (false); null: vLLM's
+    /// default (on in the V1 engine).
+    #[serde(default)]
+    pub enable_prefix_caching: Option<bool>,
     /// More `vllm serve` arguments, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
     /// Slot `i` serves on `port_base + i`.
     #[serde(default = "default_port_base")]
     pub port_base: u16,
+    /// Seconds a server may take to answer `GET /health` with 200 (model loading included).
     #[serde(default = "default_health_timeout")]
     pub health_timeout_s: f64,
     /// Seconds between SIGTERM and SIGKILL.
@@ -219,6 +228,14 @@ impl ExperimentConfig {
         }
         if cfg.vllm.command.is_empty() {
             return err("vllm.command must name an executable, e.g. [vllm]".into());
+        }
+        for (key, v) in [
+            ("vllm.health_timeout_s", cfg.vllm.health_timeout_s),
+            ("vllm.stop_grace_s", cfg.vllm.stop_grace_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(format!("{key} must be a number of seconds >= 0, got {v}"));
+            }
         }
         Ok(cfg)
     }
@@ -353,6 +370,11 @@ pub fn server_command(
     if let Some(l) = cfg.vllm.max_model_len {
         argv.extend(["--max-model-len".into(), l.to_string()]);
     }
+    match cfg.vllm.enable_prefix_caching {
+        Some(true) => argv.push("--enable-prefix-caching".into()),
+        Some(false) => argv.push("--no-enable-prefix-caching".into()),
+        None => {}
+    }
     if let Some(f) = &cfg.vllm.log_requests_flag {
         argv.push(f.clone());
     }
@@ -366,6 +388,7 @@ pub fn server_command(
         ("CUDA_VISIBLE_DEVICES".to_string(), devices.join(",")),
         ("PYTHONHASHSEED".into(), "0".into()),
         ("VLLM_LOGGING_LEVEL".into(), "DEBUG".into()),
+        ("LMCACHE_USE_EXPERIMENTAL".into(), "True".into()),
         (
             "LMCACHE_CHUNK_SIZE".into(),
             cfg.lmcache.chunk_size.to_string(),
@@ -460,6 +483,10 @@ pub struct PointOutcome {
     pub server_log: PathBuf,
     pub bench_dir: PathBuf,
     pub seconds: f64,
+    /// How the server went away: `exited after SIGTERM`, `SIGKILL after N s (SIGTERM ignored)`,
+    /// or `exited by itself` (absent in rows written before this field existed).
+    #[serde(default)]
+    pub stop: Option<String>,
 }
 
 pub fn experiment_dir(cfg: &ExperimentConfig, today: &str) -> PathBuf {
@@ -475,7 +502,7 @@ pub fn run(
     opts: &RunOptions,
     today: &str,
     say: &(dyn Fn(String) + Sync),
-) -> RunnerResult<Vec<PointOutcome>> {
+) -> RunnerResult<RunReport> {
     let slots = gpu_slots(&opts.devices, cfg.tensor_parallel_size);
     if slots.is_empty() {
         return Err(RunnerError::Config(format!(
@@ -527,26 +554,41 @@ pub fn run(
                 .join(" "));
             say("# then SIGTERM the server's process group; SIGKILL after the grace period".into());
         }
-        return Ok(Vec::new());
+        return Ok(RunReport {
+            points,
+            dir,
+            ..RunReport::default()
+        });
     }
     std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
     let results_path = dir.join("points.jsonl");
-    let done: HashSet<String> = std::fs::read_to_string(&results_path)
-        .unwrap_or_default()
+    let earlier_text = match std::fs::read_to_string(&results_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(RunnerError::io(&results_path, e)),
+    };
+    // The last ok row of each point (rows are appended; a torn last line is skipped).
+    let mut done: HashMap<String, PointOutcome> = HashMap::new();
+    for o in earlier_text
         .lines()
         .filter_map(|l| serde_json::from_str::<PointOutcome>(l).ok())
-        .filter(|o| o.status == "ok")
-        .map(|o| o.point.stem)
-        .collect();
-    let pending: Vec<ExpPoint> = points
-        .iter()
-        .filter(|p| !done.contains(&p.stem))
-        .cloned()
-        .collect();
+    {
+        if o.status == "ok" {
+            done.insert(o.point.stem.clone(), o);
+        }
+    }
+    let mut earlier = Vec::new();
+    let mut pending = Vec::new();
+    for p in &points {
+        match done.get(&p.stem) {
+            Some(o) => earlier.push(o.clone()),
+            None => pending.push(p.clone()),
+        }
+    }
     say(format!(
         "{} points ({} already done), {} slot(s): {}",
         points.len(),
-        points.len() - pending.len(),
+        earlier.len(),
         slots.len(),
         slots
             .iter()
@@ -554,14 +596,25 @@ pub fn run(
             .collect::<Vec<_>>()
             .join(" | ")
     ));
+    for o in &earlier {
+        say(format!(
+            "skip {} (ok in {})",
+            o.point.stem,
+            results_path.display()
+        ));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results_path)
+        .map_err(|e| RunnerError::io(&results_path, e))?;
+    if !earlier_text.is_empty() && !earlier_text.ends_with('\n') {
+        // A runner killed mid-write left a torn line: end it so the next row stays whole.
+        file.write_all(b"\n")
+            .map_err(|e| RunnerError::io(&results_path, e))?;
+    }
     let queue = Arc::new(Mutex::new(pending.into_iter()));
-    let results_file = Arc::new(Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&results_path)
-            .map_err(|e| RunnerError::io(&results_path, e))?,
-    ));
+    let results_file = Arc::new(Mutex::new(file));
     let outcomes: Arc<Mutex<Vec<PointOutcome>>> = Arc::new(Mutex::new(Vec::new()));
     std::thread::scope(|s| {
         for (slot, devs) in slots.iter().enumerate() {
@@ -569,44 +622,99 @@ pub fn run(
             let results_file = results_file.clone();
             let outcomes = outcomes.clone();
             let dir = &dir;
+            let results_path = &results_path;
             s.spawn(move || loop {
                 let next = queue.lock().expect("queue").next();
                 let Some(p) = next else { break };
                 say(format!("[slot {slot}] start {}", p.stem));
                 let o = run_point(cfg, opts, &p, slot, devs, dir);
+                // Recorded first, announced second: an `ok` line means the row is on disk.
+                if let Ok(line) = serde_json::to_string(&o) {
+                    let mut f = results_file.lock().expect("results");
+                    if let Err(e) = writeln!(f, "{line}").and_then(|_| f.flush()) {
+                        say(format!("cannot append to {}: {e}", results_path.display()));
+                    }
+                }
                 say(format!(
-                    "[slot {slot}] {} {}{} ({:.1} s)",
+                    "[slot {slot}] {} {}{} ({:.1} s; server {})",
                     o.status,
                     p.stem,
                     o.reason
                         .as_ref()
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default(),
-                    o.seconds
+                    o.seconds,
+                    o.stop.as_deref().unwrap_or("not started")
                 ));
-                if let Ok(line) = serde_json::to_string(&o) {
-                    let mut f = results_file.lock().expect("results");
-                    let _ = writeln!(f, "{line}").and_then(|_| f.flush());
-                }
                 outcomes.lock().expect("outcomes").push(o);
             });
         }
     });
-    let mut all = Arc::try_unwrap(outcomes)
+    let mut this_run = Arc::try_unwrap(outcomes)
         .map(|m| m.into_inner().expect("outcomes"))
         .unwrap_or_default();
-    all.sort_by_key(|o| o.point.index);
+    this_run.sort_by_key(|o| o.point.index);
+    let report = RunReport {
+        points,
+        this_run,
+        earlier,
+        dir: dir.clone(),
+    };
     let summary = json!({
         "experiment": cfg.name,
         "dir": dir,
-        "points": points.len(),
-        "this_run": all,
+        "points": report.points.len(),
+        "ok": report.rows().iter().filter(|r| r.1.is_some_and(|o| o.status == "ok")).count(),
+        "failed_this_run": report.failed(),
+        "rows": report.rows().iter().map(|(p, o, run)| json!({
+            "stem": p.stem,
+            "point": p,
+            "run": run,
+            "outcome": o,
+        })).collect::<Vec<_>>(),
     });
-    let _ = std::fs::write(
-        dir.join("summary.json"),
+    let summary_path = dir.join("summary.json");
+    std::fs::write(
+        &summary_path,
         serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-    );
-    Ok(all)
+    )
+    .map_err(|e| RunnerError::io(&summary_path, e))?;
+    Ok(report)
+}
+
+/// What a run did, for the summary: every point of the grid with its latest outcome.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub points: Vec<ExpPoint>,
+    /// The points run this time, in point order.
+    pub this_run: Vec<PointOutcome>,
+    /// The points skipped because `points.jsonl` has them ok (their last ok row).
+    pub earlier: Vec<PointOutcome>,
+    pub dir: PathBuf,
+}
+
+impl RunReport {
+    /// Points that failed this run.
+    pub fn failed(&self) -> usize {
+        self.this_run.iter().filter(|o| o.status != "ok").count()
+    }
+
+    /// Every point with its outcome and which run it comes from (`this`, `earlier`, or
+    /// `not run` when the run was cut short).
+    pub fn rows(&self) -> Vec<(&ExpPoint, Option<&PointOutcome>, &'static str)> {
+        self.points
+            .iter()
+            .map(|p| {
+                if let Some(o) = self.this_run.iter().find(|o| o.point.stem == p.stem) {
+                    (p, Some(o), "this")
+                } else if let Some(o) = self.earlier.iter().find(|o| o.point.stem == p.stem) {
+                    (p, Some(o), "earlier")
+                } else {
+                    (p, None, "not run")
+                }
+            })
+            .collect()
+    }
 }
 
 fn run_point(
@@ -631,14 +739,16 @@ fn run_point(
         server_log: log_path.clone(),
         bench_dir: bench_dir.clone(),
         seconds: 0.0,
+        stop: None,
+    };
+    let see_log = |what: String| {
+        let last = last_line(&log_path)
+            .map(|l| format!("; last log line: {l:?}"))
+            .unwrap_or_default();
+        format!("{what}{last}; see {}", log_path.display())
     };
     let result = (|| -> Result<(), String> {
-        if std::net::TcpListener::bind(("127.0.0.1", sc.port)).is_err() {
-            return Err(format!(
-                "port {} is taken (another server still running?)",
-                sc.port
-            ));
-        }
+        wait_port_free(sc.port, PORT_FREE_TIMEOUT)?;
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -649,19 +759,26 @@ fn run_point(
             .stdout(log)
             .stderr(log2);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", sc.argv[0]))?;
+        stop_with_runner(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot start {}: {e} (is it installed and on PATH? set vllm.command)",
+                sc.argv[0]
+            )
+        })?;
         let r = (|| {
             wait_healthy(
                 &mut child,
                 sc.port,
                 Duration::from_secs_f64(cfg.vllm.health_timeout_s),
-            )?;
-            std::fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
+            )
+            .map_err(&see_log)?;
+            std::fs::create_dir_all(&bench_dir)
+                .map_err(|e| format!("{}: {e}", bench_dir.display()))?;
             let argv = bench_command(cfg, p, sc.port, &opts.bench_exe, &bench_dir);
             let bench_log = bench_dir.join("bench.log");
-            let bl = std::fs::File::create(&bench_log).map_err(|e| e.to_string())?;
+            let bl = std::fs::File::create(&bench_log)
+                .map_err(|e| format!("{}: {e}", bench_log.display()))?;
             let bl2 = bl.try_clone().map_err(|e| e.to_string())?;
             let status = Command::new(&argv[0])
                 .args(&argv[1..])
@@ -669,15 +786,12 @@ fn run_point(
                 .stdout(bl)
                 .stderr(bl2)
                 .status()
-                .map_err(|e| format!("cannot run bench: {e}"))?;
+                .map_err(|e| format!("cannot run bench ({}): {e}", argv[0]))?;
             if let Ok(m) = http_get(sc.port, "/metrics", Duration::from_secs(10)) {
                 let _ = std::fs::write(bench_dir.join("metrics_final.prom"), m);
             }
             if let Some(code) = child.try_wait().ok().flatten() {
-                return Err(format!(
-                    "server died during the replay ({code}); see {}",
-                    log_path.display()
-                ));
+                return Err(see_log(format!("server died during the replay ({code})")));
             }
             if !status.success() {
                 return Err(format!(
@@ -687,7 +801,10 @@ fn run_point(
             }
             Ok(())
         })();
-        stop(&mut child, Duration::from_secs_f64(cfg.vllm.stop_grace_s));
+        outcome.stop = Some(stop(
+            &mut child,
+            Duration::from_secs_f64(cfg.vllm.stop_grace_s),
+        ));
         r
     })();
     if let Err(reason) = result {
@@ -698,6 +815,61 @@ fn run_point(
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome
 }
+
+/// How long a point waits for its port to be released (by the previous point's server, or by a
+/// server of a killed run that is still shutting down) before it fails.
+const PORT_FREE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn wait_port_free(port: u16, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "port {port} is taken (another server still running? `ss -ltnp | grep :{port}` \
+                 names it; or move vllm.port_base)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The last non-empty line of a log (at most 200 characters), for failure reasons.
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let tail = &text[text.len().saturating_sub(4096)..];
+    let line = String::from_utf8_lossy(tail)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())?
+        .trim()
+        .to_string();
+    Some(line.chars().take(200).collect())
+}
+
+/// On Linux, the server gets SIGTERM when the runner dies (killed, Ctrl-C), so no `vllm serve`
+/// is left holding GPUs and ports after a runner is gone; re-running then finds them free.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn stop_with_runner(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let runner = nix::unistd::getpid();
+    // SAFETY: the hook runs in the forked child before exec; it makes only async-signal-safe
+    // system calls (prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The runner may have died between fork and prctl.
+            if nix::unistd::getppid() != runner {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stop_with_runner(_cmd: &mut Command) {}
 
 fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -712,7 +884,8 @@ fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> Result<(), S
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "server not healthy after {:.0} s",
+                "server not healthy: no 200 from http://127.0.0.1:{port}/health within \
+                 {} s (vllm.health_timeout_s)",
                 timeout.as_secs_f64()
             ));
         }
@@ -733,39 +906,58 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Str
     Ok(out)
 }
 
-/// SIGTERM the process group, wait `grace`, then SIGKILL it.
-fn stop(child: &mut Child, grace: Duration) {
+/// Stop the server: SIGTERM its process group, wait `grace`, then SIGKILL the group. Returns how
+/// it went away, for the point's row.
+fn stop(child: &mut Child, grace: Duration) -> String {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
     let pgid = Pid::from_raw(child.id() as i32);
+    if let Ok(Some(status)) = child.try_wait() {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        return format!("exited by itself ({status})");
+    }
     let _ = killpg(pgid, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             // the leader is gone; make sure its group is too
             let _ = killpg(pgid, Signal::SIGKILL);
-            return;
+            return "exited after SIGTERM".into();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait();
+    format!("SIGKILL after {} s (SIGTERM ignored)", grace.as_secs_f64())
 }
 
-/// The summary table of a run.
-pub fn summary_table(outcomes: &[PointOutcome]) -> String {
+/// The summary table of a run: every point of the grid.
+pub fn summary_table(report: &RunReport) -> String {
     let mut s = format!(
-        "{:<48} {:>6} {:>8} {:>8}  {}\n",
-        "point", "slot", "status", "seconds", "reason"
+        "{:<48} {:>4} {:>8} {:>8}  {}\n",
+        "point", "slot", "status", "seconds", "note"
     );
-    for o in outcomes {
+    for (p, o, run) in report.rows() {
+        let (slot, status, seconds, note) = match o {
+            Some(o) => (
+                o.slot.to_string(),
+                o.status.clone(),
+                format!("{:.1}", o.seconds),
+                match (&o.reason, run) {
+                    (Some(r), _) => r.clone(),
+                    (None, "earlier") => "done in an earlier run".into(),
+                    (None, _) => o
+                        .stop
+                        .clone()
+                        .filter(|s| s.starts_with("SIGKILL"))
+                        .unwrap_or_default(),
+                },
+            ),
+            None => ("-".into(), "not run".into(), "-".into(), String::new()),
+        };
         s.push_str(&format!(
-            "{:<48} {:>6} {:>8} {:>8.1}  {}\n",
-            o.point.stem,
-            o.slot,
-            o.status,
-            o.seconds,
-            o.reason.clone().unwrap_or_default()
+            "{:<48} {:>4} {:>8} {:>8}  {}\n",
+            p.stem, slot, status, seconds, note
         ));
     }
     s
@@ -825,6 +1017,70 @@ workload:
         assert_eq!(env["CUDA_VISIBLE_DEVICES"], "2,3");
         assert_eq!(env["LMCACHE_MAX_LOCAL_CPU_SIZE"], "64.0");
         assert_eq!(env["PYTHONHASHSEED"], "0");
+        assert_eq!(env["LMCACHE_USE_EXPERIMENTAL"], "True");
+        assert_eq!(env["LMCACHE_LOCAL_CPU"], "True");
+        assert!(
+            !argv.contains("prefix-caching"),
+            "vLLM's default unless asked: {argv}"
+        );
+    }
+
+    #[test]
+    fn prefix_caching_follows_the_yaml() {
+        let mut c = cfg();
+        let p = c.points()[0].clone();
+        c.vllm.enable_prefix_caching = Some(false);
+        let argv = server_command(&c, &p, 0, &["0".into()]).argv;
+        assert!(argv.contains(&"--no-enable-prefix-caching".to_string()));
+        c.vllm.enable_prefix_caching = Some(true);
+        let argv = server_command(&c, &p, 0, &["0".into()]).argv;
+        assert!(argv.contains(&"--enable-prefix-caching".to_string()));
+    }
+
+    #[test]
+    fn bad_time_outs_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(
+            &path,
+            "name: x\nmodel: {hf_id: a/b, registry: qwen-8b}\nvllm: {health_timeout_s: -1}\n\
+             lmcache: {}\nworkload: {traces: [{path: t.jsonl}], request_rates: [1]}\n",
+        )
+        .unwrap();
+        let e = ExperimentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("vllm.health_timeout_s") && e.contains("e.yaml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn report_rows_cover_every_point() {
+        let c = cfg();
+        let points = c.points();
+        let outcome = |p: &ExpPoint, status: &str| PointOutcome {
+            point: p.clone(),
+            status: status.into(),
+            reason: None,
+            slot: 0,
+            devices: vec!["0".into()],
+            port: 8100,
+            server_log: PathBuf::from("x.log"),
+            bench_dir: PathBuf::from("x"),
+            seconds: 1.0,
+            stop: None,
+        };
+        let report = RunReport {
+            earlier: vec![outcome(&points[0], "ok")],
+            this_run: vec![outcome(&points[1], "failed")],
+            points: points.clone(),
+            dir: PathBuf::new(),
+        };
+        let runs: Vec<_> = report.rows().iter().map(|r| r.2).collect();
+        assert_eq!(runs, ["earlier", "this"]);
+        assert_eq!(report.failed(), 1);
+        let table = summary_table(&report);
+        assert!(table.contains("done in an earlier run"), "{table}");
     }
 
     #[test]

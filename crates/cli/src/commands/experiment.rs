@@ -37,22 +37,30 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         experiment_dir: args.experiment_dir,
     };
     let today = today_utc();
-    let outcomes = experiment::run(&cfg, &opts, &today, &|line| {
+    let report = experiment::run(&cfg, &opts, &today, &|line| {
         if args.dry_run {
             println!("{line}");
         } else {
             eprintln!("{line}");
         }
-    })?;
+    })
+    .with_context(|| format!("experiment {}", args.yaml.display()))?;
     if args.dry_run {
         return Ok(());
     }
-    print!("{}", experiment::summary_table(&outcomes));
-    let failed = outcomes.iter().filter(|o| o.status != "ok").count();
+    print!("{}", experiment::summary_table(&report));
+    eprintln!(
+        "results: {} (one row per point and attempt), {}",
+        report.dir.join("points.jsonl").display(),
+        report.dir.join("summary.json").display()
+    );
+    let failed = report.failed();
     if failed > 0 {
         anyhow::bail!(
-            "{failed} of {} points failed this run (reasons above); re-run to retry them",
-            outcomes.len()
+            "{failed} of {} points failed this run (reasons above); re-run the same command with \
+             --experiment-dir {} to retry only them",
+            report.this_run.len(),
+            report.dir.display()
         );
     }
     Ok(())
