@@ -145,3 +145,97 @@ fn serve_help_lists_the_flags() {
         assert!(text.contains(flag), "{flag} missing from help");
     }
 }
+
+/// Start `inferencelab serve --port 0 ARGS` and wait for its address (the caller waits for the
+/// process).
+#[allow(clippy::zombie_processes)]
+fn spawn_serve(args: &[&str], log: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--no-cpu-tier",
+            "--gpu-blocks",
+            "2000",
+        ])
+        .args(args)
+        .arg("--log-file")
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait().unwrap();
+            panic!("serve exited early: {status:?}");
+        }
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("inferencelab serve: listening on http://")
+        {
+            return (child, a.to_string());
+        }
+    }
+}
+
+/// Send a streaming completion, wait for its first token, SIGTERM the server, then read the
+/// rest of the stream: (the whole SSE text, the server's exit status).
+fn sigterm_mid_stream(
+    child: &mut std::process::Child,
+    addr: &str,
+    max_tokens: u32,
+) -> (String, std::process::ExitStatus) {
+    let body =
+        format!(r#"{{"prompt":"the cache of the model","max_tokens":{max_tokens},"stream":true}}"#);
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("\"text\":") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its first token");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    s.read_to_end(&mut raw).unwrap();
+    let status = child.wait().unwrap();
+    (String::from_utf8(raw).unwrap(), status)
+}
+
+#[test]
+fn sigterm_lets_in_flight_streams_finish_within_the_grace_period_then_cuts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // a generous grace period: the stream that was running when SIGTERM came ends normally
+    let log = dir.path().join("finish.log");
+    let (mut child, addr) =
+        spawn_serve(&["--enable-log-requests", "--shutdown-grace-s", "60"], &log);
+    let (sse, status) = sigterm_mid_stream(&mut child, &addr, 100);
+    assert!(status.success(), "{status:?}");
+    assert!(sse.contains("data: [DONE]"), "the stream was cut: {sse}");
+    assert_eq!(sse.matches("\"text\":").count(), 100);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Received request cmpl-"));
+    assert!(text.contains("Generated response cmpl-"));
+
+    // no grace: a 5,000-token stream (35 s at real time) is cut, the server still exits cleanly
+    // and its log is flushed
+    let log = dir.path().join("cut.log");
+    let (mut child, addr) =
+        spawn_serve(&["--enable-log-requests", "--shutdown-grace-s", "0"], &log);
+    let (sse, status) = sigterm_mid_stream(&mut child, &addr, 5000);
+    assert!(status.success(), "{status:?}");
+    assert!(!sse.contains("data: [DONE]"));
+    assert!(sse.matches("\"text\":").count() < 5000);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Received request cmpl-"), "{text}");
+}

@@ -24,13 +24,16 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use http_body::Frame;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Clock, Command, Core, CoreConfig, Event, LogSink, PacingLog, Submission};
+use crate::core::{
+    Clock, Command, Core, CoreConfig, Event, LogSink, PacingLog, Submission, TokenPacing,
+};
 use crate::engine::{Engine, EngineConfig, Prompt, ReqKey};
 use crate::logfmt::{LogFormat, RequestInfo, Stamp};
 use crate::metrics::Metrics;
@@ -66,7 +69,7 @@ pub struct ServerConfig {
     /// How long in-flight requests may finish after a shutdown signal before they are cut.
     pub shutdown_grace: Duration,
     pub tokenizer: Arc<dyn Tokenizer>,
-    /// Record when every token was due (pacing measurements).
+    /// Record, per streamed token, when it was due, queued and sent (pacing measurements).
     pub pacing: Option<PacingLog>,
 }
 
@@ -114,6 +117,7 @@ struct Shared {
     metrics: Arc<Mutex<Metrics>>,
     tokenizer: Arc<dyn Tokenizer>,
     next_id: AtomicU64,
+    pacing: Option<PacingLog>,
 }
 
 type AppState = Arc<Shared>;
@@ -195,6 +199,7 @@ pub async fn run(
         metrics: metrics.clone(),
         tokenizer: config.tokenizer.clone(),
         next_id: AtomicU64::new(0),
+        pacing: config.pacing.clone(),
     });
     let startup = startup_lines(&format, Stamp(epoch_us), &config, addr);
     let engine = Engine::new(config.engine.clone());
@@ -206,7 +211,7 @@ pub async fn run(
         epoch_us,
         stats_interval_us: (config.stats_interval_s * 1e6) as u64,
         tokenizer: config.tokenizer.clone(),
-        pacing: config.pacing.clone(),
+        pacing: config.pacing.is_some(),
     };
     let mut core = Core::new(engine, core_cfg, config.log.take(), metrics);
     core.write_log(&startup);
@@ -216,6 +221,12 @@ pub async fn run(
 
     let app = router(shared, config.max_request_bytes);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Every token is its own small write: without TCP_NODELAY, Nagle's algorithm holds a write
+    // back while the previous one is unacknowledged, and the client's delayed ACK can stretch
+    // that to tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|&s| s).await;
     });
@@ -692,9 +703,9 @@ async fn generate(
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let chunker = Chunker {
+    let chunker = Chunker::new(
         kind,
-        head: match kind {
+        match kind {
             Kind::Chat => format!(
                 "{{\"id\":\"{request_id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":{}",
                 json_str(&s.served_model_name)
@@ -704,20 +715,23 @@ async fn generate(
                 json_str(&s.served_model_name)
             ),
         },
-        include_usage: p.include_usage,
-        details: s.enable_prompt_tokens_details,
-        prompt_tokens: n,
-        cached_tokens: 0,
-        completion_tokens: 0,
+        p.include_usage,
+        s.enable_prompt_tokens_details,
+        n,
         finish_reason,
-        tokenizer: s.tokenizer.clone(),
-    };
+        s.tokenizer.clone(),
+    );
     if p.stream {
         let body = SseBody {
             events,
             chunker,
             guard,
             done: false,
+            pacing: s.pacing.clone().map(|log| PacingRecord {
+                log,
+                request_id,
+                tokens: Vec::with_capacity(max_tokens as usize),
+            }),
         };
         return Ok(Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
@@ -731,7 +745,7 @@ async fn generate(
     loop {
         match events.recv().await {
             Some(Event::Admitted { cached_tokens }) => chunker.cached_tokens = cached_tokens,
-            Some(Event::Token { id, finished }) => {
+            Some(Event::Token { id, finished, .. }) => {
                 out_ids.push(id);
                 if finished {
                     break;
@@ -780,21 +794,65 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// Formats vLLM's SSE chunks for one response.
+/// Formats vLLM's SSE chunks for one response. The constant parts of a token chunk are built
+/// once per response; a token chunk is then one buffer: prefix, the token's JSON-escaped text,
+/// suffix.
 struct Chunker {
     kind: Kind,
     /// `{"id":...,"object":...,"created":...,"model":...` (no closing brace).
     head: String,
+    /// `data: {head},"choices":[{"index":0,"delta":{"content":` (or `"text":`).
+    token_prefix: String,
+    /// `,"logprobs":null,"finish_reason":null}]}` and the blank line (chat closes the delta).
+    token_suffix: String,
+    /// The same for the last token, with the finish and stop reasons.
+    last_suffix: String,
     include_usage: bool,
     details: bool,
     prompt_tokens: u64,
     cached_tokens: u64,
     completion_tokens: u32,
-    finish_reason: &'static str,
     tokenizer: Arc<dyn Tokenizer>,
 }
 
 impl Chunker {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kind: Kind,
+        head: String,
+        include_usage: bool,
+        details: bool,
+        prompt_tokens: u64,
+        finish_reason: &'static str,
+        tokenizer: Arc<dyn Tokenizer>,
+    ) -> Self {
+        let (token_prefix, close) = match kind {
+            Kind::Chat => (
+                format!("data: {head},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":"),
+                "}",
+            ),
+            Kind::Completion => (
+                format!("data: {head},\"choices\":[{{\"index\":0,\"text\":"),
+                "",
+            ),
+        };
+        Chunker {
+            kind,
+            token_prefix,
+            token_suffix: format!("{close},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"),
+            last_suffix: format!(
+                "{close},\"logprobs\":null,\"finish_reason\":\"{finish_reason}\",\"stop_reason\":null}}]}}\n\n"
+            ),
+            head,
+            include_usage,
+            details,
+            prompt_tokens,
+            cached_tokens: 0,
+            completion_tokens: 0,
+            tokenizer,
+        }
+    }
+
     fn usage(&self) -> Value {
         let mut u = json!({
             "prompt_tokens": self.prompt_tokens,
@@ -808,34 +866,23 @@ impl Chunker {
     }
 
     fn token(&mut self, id: u32, finished: bool, out: &mut String) {
-        let text = json_str(&self.tokenizer.decode(&[id]));
-        let finish = if finished {
-            format!(
-                "\"finish_reason\":\"{}\",\"stop_reason\":null",
-                self.finish_reason
-            )
-        } else {
-            "\"finish_reason\":null".into()
-        };
-        match self.kind {
-            Kind::Chat => {
-                if self.completion_tokens == 0 {
-                    // vLLM opens every chat stream with the role
-                    out.push_str(&format!(
-                        "data: {},\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
-                        self.head
-                    ));
-                }
-                out.push_str(&format!(
-                    "data: {},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{text}}},\"logprobs\":null,{finish}}}]}}\n\n",
-                    self.head
-                ));
-            }
-            Kind::Completion => out.push_str(&format!(
-                "data: {},\"choices\":[{{\"index\":0,\"text\":{text},\"logprobs\":null,{finish}}}]}}\n\n",
+        if self.kind == Kind::Chat && self.completion_tokens == 0 {
+            // vLLM opens every chat stream with the role
+            out.push_str(&format!(
+                "data: {},\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
                 self.head
-            )),
+            ));
         }
+        let text = self.tokenizer.decode(&[id]);
+        let suffix = if finished {
+            &self.last_suffix
+        } else {
+            &self.token_suffix
+        };
+        out.reserve(self.token_prefix.len() + text.len() + 2 + suffix.len());
+        out.push_str(&self.token_prefix);
+        push_json_str(out, &text);
+        out.push_str(suffix);
         self.completion_tokens += 1;
         if finished {
             if self.include_usage {
@@ -850,12 +897,50 @@ impl Chunker {
     }
 }
 
+/// Append `s` as a JSON string literal (quotes included), escaped as serde_json does.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// The SSE response body: one frame per due token (more when several are queued).
 struct SseBody {
     events: mpsc::UnboundedReceiver<Event>,
     chunker: Chunker,
     guard: AbortGuard,
     done: bool,
+    pacing: Option<PacingRecord>,
+}
+
+/// A stream's pacing records, handed to the shared log when the stream ends.
+struct PacingRecord {
+    log: PacingLog,
+    request_id: String,
+    tokens: Vec<TokenPacing>,
+}
+
+impl Drop for PacingRecord {
+    fn drop(&mut self) {
+        if let Ok(mut log) = self.log.lock() {
+            log.insert(
+                std::mem::take(&mut self.request_id),
+                std::mem::take(&mut self.tokens),
+            );
+        }
+    }
 }
 
 impl http_body::Body for SseBody {
@@ -871,12 +956,18 @@ impl http_body::Body for SseBody {
             return Poll::Ready(None);
         }
         let mut out = String::new();
+        let mut times: Vec<(Instant, Instant)> = Vec::new();
         loop {
             match this.events.poll_recv(cx) {
                 Poll::Ready(Some(Event::Admitted { cached_tokens })) => {
                     this.chunker.cached_tokens = cached_tokens;
                 }
-                Poll::Ready(Some(Event::Token { id, finished })) => {
+                Poll::Ready(Some(Event::Token {
+                    id,
+                    finished,
+                    times: t,
+                })) => {
+                    times.extend(t);
                     this.chunker.token(id, finished, &mut out);
                     if finished {
                         this.done = true;
@@ -891,6 +982,15 @@ impl http_body::Body for SseBody {
                 }
                 Poll::Pending => break,
             }
+        }
+        if let Some(p) = this.pacing.as_mut() {
+            let sent = Instant::now();
+            p.tokens
+                .extend(
+                    times
+                        .into_iter()
+                        .map(|(due, queued)| TokenPacing { due, queued, sent }),
+                );
         }
         if out.is_empty() {
             if this.done {
@@ -1041,5 +1141,66 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for s in [
+            "",
+            " word",
+            "a \"quoted\" \\ path",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{8}\u{c}",
+            "wörld ✓",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn token_chunks_are_vllm_json_events() {
+        let tok: Arc<dyn Tokenizer> = Arc::new(crate::tokenizer::WordTokenizer::default());
+        for kind in [Kind::Chat, Kind::Completion] {
+            let head = r#"{"id":"x","object":"o","created":1,"model":"m""#.to_string();
+            let mut c = Chunker::new(kind, head, true, true, 7, "length", tok.clone());
+            let mut out = String::new();
+            c.token(tok.sample(1), false, &mut out);
+            c.token(tok.sample(2), true, &mut out);
+            let events: Vec<&str> = out
+                .split("\n\n")
+                .filter(|e| !e.is_empty())
+                .map(|e| e.strip_prefix("data: ").unwrap())
+                .collect();
+            assert_eq!(*events.last().unwrap(), "[DONE]");
+            let v: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect();
+            let (first, last) = match kind {
+                Kind::Chat => {
+                    assert_eq!(v[0]["choices"][0]["delta"]["role"], "assistant");
+                    assert_eq!(
+                        v[1]["choices"][0]["delta"]["content"],
+                        tok.decode(&[tok.sample(1)])
+                    );
+                    (&v[1], &v[2])
+                }
+                Kind::Completion => {
+                    assert_eq!(v[0]["choices"][0]["text"], tok.decode(&[tok.sample(1)]));
+                    (&v[0], &v[1])
+                }
+            };
+            assert_eq!(first["choices"][0]["finish_reason"], Value::Null);
+            assert_eq!(last["choices"][0]["finish_reason"], "length");
+            assert_eq!(last["choices"][0]["stop_reason"], Value::Null);
+            assert_eq!(v.last().unwrap()["usage"]["completion_tokens"], 2);
+        }
     }
 }

@@ -106,6 +106,9 @@ async fn simulating_the_servers_own_log_gives_the_hits_it_reported() {
     cfg.enable_log_requests = true;
     cfg.log_time_decimals = 6;
     cfg.time_scale = 100.0;
+    // the run lasts a few emulated seconds, depending on how fast the client turns around: a
+    // short stats interval makes sure `Engine 000` lines are written
+    cfg.stats_interval_s = 0.05;
     cfg.log = Some(Box::new(std::fs::File::create(&log).unwrap()));
     let server = start(cfg).await;
     let c = client();
