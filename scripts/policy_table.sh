@@ -21,3 +21,10 @@ for pin in no-pinning pinning; do
   $B train -i "$MOONCAKE" $flag --capacities 1000,3000,10000 -q \
     --output "$OUT/$pin/lightgbm_mooncake.txt" | tee "$OUT/$pin/train_mooncake.txt"
 done
+# the same tuned policies through `simulate` on the whole trace (no split), beside LRU and Belady
+$B simulate -i "$WEKA" -p conversation_aware,lightgbm --no-pinning --no-cpu-tier -q \
+  --scorer-config "$OUT/no-pinning/scorer_weka.yaml" --lightgbm-model "$OUT/no-pinning/lightgbm_weka.txt" \
+  --gpu-blocks 1000,2000,3000 -o "$OUT/simulate_weka.json" | tee "$OUT/simulate_weka.txt"
+$B simulate -i "$MOONCAKE" -p conversation_aware,lightgbm --no-pinning --no-cpu-tier -q \
+  --scorer-config "$OUT/no-pinning/scorer_mooncake.yaml" --lightgbm-model "$OUT/no-pinning/lightgbm_mooncake.txt" \
+  --gpu-blocks 1000,3000,10000 -o "$OUT/simulate_mooncake.json" | tee "$OUT/simulate_mooncake.txt"

@@ -56,9 +56,20 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub skip_invalid: bool,
     /// GPU-tier eviction policies, comma separated: lru, fifo, lfu, mru, arc, s3fifo, sieve,
-    /// belady, ideal.
-    #[arg(long, short = 'p', value_delimiter = ',', default_value = "lru", value_parser = parse_policy)]
-    pub eviction_policy: Vec<PolicyConfig>,
+    /// belady, ideal, conversation_aware, lightgbm. With conversation_aware or lightgbm, lru and
+    /// belady run too and the table shows the share of the LRU->Belady gap closed.
+    #[arg(long, short = 'p', value_delimiter = ',', default_value = "lru",
+          value_parser = |s: &str| crate::commands::sweep::parse_policy_name(s, parse_policy))]
+    pub eviction_policy: Vec<String>,
+    /// conversation_aware's scorer (YAML: configs/scorer_*.yaml, or `sweep`'s scorer_best.yaml);
+    /// default: the built-in defaults (configs/scorer_default.yaml).
+    #[arg(long)]
+    pub scorer_config: Option<PathBuf>,
+    /// lightgbm's model: a LightGBM text model (`inferencelab train` writes
+    /// outputs/models/lightgbm.txt, the default; Python lightgbm's save_model works too) or the
+    /// calibrated policy YAML `train` writes beside it.
+    #[arg(long)]
+    pub lightgbm_model: Option<PathBuf>,
     /// LMCache-tier policy ("same" = the GPU tier's policy of each run; LMCache's default is lru).
     #[arg(long, default_value = "same")]
     pub cpu_eviction_policy: String,

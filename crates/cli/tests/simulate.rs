@@ -206,15 +206,64 @@ fn skip_invalid_counts_skipped_records() {
 }
 
 #[test]
-fn gpu_size_is_required_and_named_in_the_error() {
+fn without_a_gpu_size_fractions_of_the_working_set_are_simulated_and_named() {
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("inferencelab")
         .unwrap()
-        .args(["simulate", "--input-file"])
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--json",
+            "-p",
+            "lru",
+            "--no-cpu-tier",
+            "--input-file",
+        ])
         .arg(repo(MOONCAKE))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--gpu-blocks"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no --gpu-blocks/--gpu-cache-gb given"),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps: Vec<u64> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gpu_blocks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(caps.len(), 4, "{caps:?}");
+    assert!(caps.windows(2).all(|w| w[0] < w[1]), "{caps:?}");
+    // The largest holds every distinct block: LRU then reaches the ideal.
+    let last = doc["results"].as_array().unwrap().last().unwrap();
+    let ideal = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--json",
+            "-p",
+            "ideal",
+            "--no-cpu-tier",
+            "--gpu-blocks",
+            "1",
+            "--input-file",
+        ])
+        .arg(repo(MOONCAKE))
+        .output()
+        .unwrap();
+    let ideal: Value = serde_json::from_slice(&ideal.stdout).unwrap();
+    assert_eq!(
+        last["token_hit_ratio"],
+        ideal["results"][0]["token_hit_ratio"]
+    );
 }
 
 #[test]
@@ -295,4 +344,169 @@ fn mrc_one_pass_curve_agrees_with_point_simulations() {
         };
         assert_eq!(got, want, "{semantics}");
     }
+}
+
+// --- the smart policies: --scorer-config, --lightgbm-model, LRU and Belady on the same run
+
+const WEKA: &str = "data/traces/weka-agentic";
+
+/// Every comparison row's gap closed is (P - LRU) / (Belady - LRU) of the result rows of the
+/// same run.
+fn check_comparisons(doc: &Value, policy: &str, capacities: &[u64]) {
+    let rows = ratios(doc, "token_hit_ratio");
+    let hit = |p: &str, cap: u64| {
+        rows.iter()
+            .find(|(q, c, _)| q == p && *c == cap)
+            .unwrap_or_else(|| panic!("{p} at {cap} blocks missing from the run"))
+            .2
+    };
+    let cmp = doc["comparisons"].as_array().expect("comparisons");
+    assert_eq!(cmp.len(), capacities.len());
+    for &cap in capacities {
+        let c = cmp
+            .iter()
+            .find(|c| c["policy"] == policy && c["gpu_blocks"] == cap)
+            .unwrap();
+        let (p, lru, belady) = (hit(policy, cap), hit("lru", cap), hit("belady", cap));
+        assert_eq!(c["token_hit_ratio"].as_f64().unwrap(), p);
+        assert_eq!(c["lru_token_hit_ratio"].as_f64().unwrap(), lru);
+        assert_eq!(c["belady_token_hit_ratio"].as_f64().unwrap(), belady);
+        assert!(belady > lru, "Belady beats LRU at {cap} blocks on WEKA");
+        let want = (p - lru) / (belady - lru);
+        assert!((c["gap_closed"].as_f64().unwrap() - want).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn conversation_aware_takes_a_scorer_config_and_runs_beside_lru_and_belady() {
+    let doc = simulate_json(&[
+        "-i",
+        repo(WEKA).to_str().unwrap(),
+        "-p",
+        "conversation_aware",
+        "--scorer-config",
+        repo("configs/scorer_weka.yaml").to_str().unwrap(),
+        "--gpu-blocks",
+        "1000,3000",
+        "--no-cpu-tier",
+        "--no-pinning",
+        "-q",
+    ]);
+    check_comparisons(&doc, "conversation_aware", &[1000, 3000]);
+    // the scorer file changes the decisions: the defaults give other numbers
+    let defaults = simulate_json(&[
+        "-i",
+        repo(WEKA).to_str().unwrap(),
+        "-p",
+        "conversation-aware",
+        "--gpu-blocks",
+        "1000,3000",
+        "--no-cpu-tier",
+        "--no-pinning",
+        "-q",
+    ]);
+    assert_ne!(
+        doc["comparisons"], defaults["comparisons"],
+        "--scorer-config is used"
+    );
+}
+
+#[test]
+fn lightgbm_takes_a_python_trained_model() {
+    let doc = simulate_json(&[
+        "-i",
+        repo(WEKA).to_str().unwrap(),
+        "-p",
+        "lightgbm,lru",
+        "--lightgbm-model",
+        repo("crates/cache/tests/fixtures/lightgbm/model_regression.txt")
+            .to_str()
+            .unwrap(),
+        "--gpu-blocks",
+        "1000",
+        "--no-cpu-tier",
+        "--no-pinning",
+        "-q",
+    ]);
+    check_comparisons(&doc, "lightgbm", &[1000]);
+    // lru was asked for: it runs once
+    let lru_rows = ratios(&doc, "token_hit_ratio")
+        .into_iter()
+        .filter(|(p, _, _)| p == "lru")
+        .count();
+    assert_eq!(lru_rows, 1);
+}
+
+#[test]
+fn lightgbm_without_a_model_is_an_error_naming_the_flag_and_train() {
+    // a clean clone: no outputs/models/lightgbm.txt in the working directory
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(cwd.path())
+        .args(["simulate", "-i"])
+        .arg(repo(WEKA))
+        .args(["-p", "lightgbm", "--gpu-blocks", "1000", "-q"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no silent fallback");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--lightgbm-model"), "{err}");
+    assert!(err.contains("inferencelab train"), "{err}");
+    assert!(!cwd.path().join("outputs").exists(), "nothing was written");
+
+    let missing = cwd.path().join("nope.txt");
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(cwd.path())
+        .args(["simulate", "-i"])
+        .arg(repo(WEKA))
+        .args(["-p", "lightgbm", "--gpu-blocks", "1000", "--lightgbm-model"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.txt") && err.contains("inferencelab train"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scorer_config_errors_name_the_file_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad_scorer.yaml");
+    std::fs::write(&bad, "scale: 1.0\nw_bogus: 2\n").unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["simulate", "-i"])
+        .arg(repo(WEKA))
+        .args([
+            "-p",
+            "conversation_aware",
+            "--gpu-blocks",
+            "1000",
+            "--scorer-config",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad_scorer.yaml") && err.contains("w_bogus"),
+        "{err}"
+    );
+    // a scorer for a run without conversation_aware is a mistake, not ignored
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["simulate", "-i"])
+        .arg(repo(WEKA))
+        .args(["-p", "lru", "--gpu-blocks", "1000", "--scorer-config"])
+        .arg(repo("configs/scorer_default.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conversation_aware"));
 }

@@ -1,45 +1,76 @@
-//! Speed of the predicted-next-use policies in block references per second (one core), on the
-//! bundled Mooncake stream (121,877 block refs) through `BlockCache`, each reference carrying its
-//! trace time and depth as the driver passes them; LRU on the same stream for scale.
+//! Speed of the predicted-next-use policies in block references per second (one core), through
+//! `BlockCache`, each reference carrying its trace time, depth and conversation as the driver
+//! passes them; LRU on the same stream for scale. Streams: the bundled Mooncake trace (121,877
+//! block refs of 512 tokens, no conversations) and the WEKA sessions (273,866 refs of 64 tokens,
+//! one conversation per session). Policies: `conversation_aware` with the defaults and with the
+//! tuned `configs/scorer_weka.yaml` (every weight on: four `powf` per reference), `lightgbm` with
+//! the Python fixture model (30 trees of 15 leaves) and with a model of `inferencelab train`'s
+//! default size (40 trees of 16 leaves, trained here on the Mooncake stream's first half).
 //!
-//! `cargo bench -p inferencelab-learn --bench learned_policies`
+//! `cargo bench -p inferencelab-learn --bench learned_policies [-- FILTER]`
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
 use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerConfig};
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::policy::lru::Lru;
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome};
-use inferencelab_trace::{read_trace, BlockedTrace, Blocking, ReadOptions};
+use inferencelab_learn::boost::{self, BoostParams};
+use inferencelab_learn::dataset;
+use inferencelab_trace::{read_trace, BlockedTrace, Blocking, ReadOptions, Trace};
 
-fn stream() -> Vec<Access> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let trace = read_trace(
-        &root.join("data/traces/mooncake/synthetic_trace.jsonl"),
-        &ReadOptions::default(),
-    )
-    .expect("bundled Mooncake trace");
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn load(path: &str, block_size: u32) -> (Trace, BlockedTrace) {
+    let trace = read_trace(&root().join(path), &ReadOptions::default()).expect("bundled trace");
     let blocked = BlockedTrace::build(
         &trace,
         Blocking {
-            block_size: 512,
-            include_partial: true,
+            block_size,
+            include_partial: path.ends_with(".jsonl"),
         },
     )
     .unwrap();
+    (trace, blocked)
+}
+
+fn stream(trace: &Trace, blocked: &BlockedTrace) -> Vec<Access> {
     let mut out = Vec::with_capacity(blocked.keys.len());
     for (i, r) in trace.requests.iter().enumerate() {
         for (d, &k) in blocked.request(i).iter().enumerate() {
             out.push(Access {
                 timestamp: r.timestamp,
                 request: i as u32,
+                conversation: r.conversation.unwrap_or(u64::MAX),
+                turn: r.turn,
                 depth: d as u32,
                 ..Access::at(k, out.len() as u64)
             });
         }
     }
     out
+}
+
+/// A model of `inferencelab train`'s default size, trained on the first half of the trace.
+fn trained_model(trace: &Trace, blocked: &BlockedTrace) -> LightGbmConfig {
+    let t1 = trace.requests.last().map_or(0.0, |r| r.timestamp);
+    let data = dataset::build(trace, blocked, t1 / 2.0, 50_000, 1);
+    let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
+    let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
+    let params = BoostParams {
+        monotone: PREFIX_MONOTONE.to_vec(),
+        ..Default::default()
+    };
+    let model = boost::train(&rows, &data.labels, &names, &params);
+    let path = std::env::temp_dir().join("inferencelab_bench_lightgbm.txt");
+    std::fs::write(&path, model.to_text()).unwrap();
+    let config = LightGbmConfig::load(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    config
 }
 
 fn run<P: EvictionPolicy>(policy: P, capacity: u64, refs: &[Access]) -> u64 {
@@ -50,30 +81,47 @@ fn run<P: EvictionPolicy>(policy: P, capacity: u64, refs: &[Access]) -> u64 {
 }
 
 fn policies(c: &mut Criterion) {
-    let refs = stream();
-    let model = LightGbmConfig::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../cache/tests/fixtures/lightgbm/model_regression.txt"),
+    let fixture = LightGbmConfig::load(
+        &root().join("crates/cache/tests/fixtures/lightgbm/model_regression.txt"),
     )
     .expect("fixture model");
-    let mut group = c.benchmark_group("learned_policies");
-    group.throughput(Throughput::Elements(refs.len() as u64));
-    for capacity in [1_000u64, 10_000] {
-        group.bench_with_input(BenchmarkId::new("lru", capacity), &capacity, |b, &cap| {
-            b.iter(|| run(Lru::default(), cap, &refs))
-        });
-        group.bench_with_input(
-            BenchmarkId::new("conversation_aware", capacity),
-            &capacity,
-            |b, &cap| b.iter(|| run(ConversationAware::new(&ScorerConfig::default()), cap, &refs)),
-        );
-        group.bench_with_input(
-            BenchmarkId::new("lightgbm", capacity),
-            &capacity,
-            |b, &cap| b.iter(|| run(LightGbm::new(&model), cap, &refs)),
-        );
+    let tuned: ScorerConfig = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("configs/scorer_weka.yaml")).unwrap(),
+    )
+    .unwrap();
+    let (m_trace, m_blocked) = load("data/traces/mooncake/synthetic_trace.jsonl", 512);
+    let trained = trained_model(&m_trace, &m_blocked);
+    let (w_trace, w_blocked) = load("data/traces/weka-agentic", 64);
+    for (name, refs, capacities) in [
+        ("mooncake", stream(&m_trace, &m_blocked), [1_000u64, 10_000]),
+        ("weka", stream(&w_trace, &w_blocked), [1_000u64, 3_000]),
+    ] {
+        let mut group = c.benchmark_group(format!("learned_policies/{name}"));
+        group.throughput(Throughput::Elements(refs.len() as u64));
+        for capacity in capacities {
+            let id = |p: &str| BenchmarkId::new(p, capacity);
+            group.bench_with_input(id("lru"), &capacity, |b, &cap| {
+                b.iter(|| run(Lru::default(), cap, &refs))
+            });
+            for (label, scorer) in [
+                ("conversation_aware", ScorerConfig::default()),
+                ("conversation_aware_tuned", tuned.clone()),
+            ] {
+                group.bench_with_input(id(label), &capacity, |b, &cap| {
+                    b.iter(|| run(ConversationAware::new(&scorer), cap, &refs))
+                });
+            }
+            for (label, model) in [
+                ("lightgbm_fixture", &fixture),
+                ("lightgbm_trained", &trained),
+            ] {
+                group.bench_with_input(id(label), &capacity, |b, &cap| {
+                    b.iter(|| run(LightGbm::new(model), cap, &refs))
+                });
+            }
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group! {

@@ -6,16 +6,233 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use inferencelab_cache::policy::conversation_aware::ScorerConfig;
+use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
 use inferencelab_cache::PolicyConfig;
+use inferencelab_learn::eval::gap_closed;
 use inferencelab_sim::plan::{self, Capacity};
+use inferencelab_sim::ResultRow;
 use inferencelab_sim::{
     grid::run_grid, models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel,
 };
 use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::json;
 
+use super::sweep::{parse_policy_name, SMART};
 use crate::cli::SimulateArgs;
 use crate::output;
+
+/// Build the config of one policy name (see [`parse_policy_name`]).
+fn resolve_policy(name: &str, args: &SimulateArgs) -> anyhow::Result<PolicyConfig> {
+    Ok(match name {
+        "conversation_aware" => PolicyConfig::ConversationAware(match &args.scorer_config {
+            Some(path) => load_scorer(path)?,
+            None => ScorerConfig::default(),
+        }),
+        "lightgbm" => PolicyConfig::Lightgbm(load_lightgbm(args.lightgbm_model.as_deref())?),
+        other => other.parse().map_err(anyhow::Error::msg)?,
+    })
+}
+
+/// A scorer YAML (unknown keys are errors naming the file).
+pub fn load_scorer(path: &Path) -> anyhow::Result<ScorerConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--scorer-config: reading {}", path.display()))?;
+    let c: ScorerConfig = serde_norway::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--scorer-config {}: {e}", path.display()))?;
+    c.check()
+        .map_err(|e| anyhow::anyhow!("--scorer-config {}: {e}", path.display()))?;
+    Ok(c)
+}
+
+/// The `lightgbm` policy of `--lightgbm-model` (default: what `train` writes). A text model
+/// takes the calibration (`scale`, `overdue_factor`) `train` wrote beside it when that YAML
+/// names the same model; a YAML is a whole policy (`{name: lightgbm, model: ..}`).
+fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
+    let path = given.unwrap_or(Path::new(DEFAULT_MODEL_PATH));
+    if !path.exists() {
+        bail!(
+            "--eviction-policy lightgbm needs a trained model and {} does not exist: give one \
+             with --lightgbm-model FILE (a LightGBM text model, e.g. from Python lightgbm), or \
+             train one with `inferencelab train --input-file TRACE` (writes {DEFAULT_MODEL_PATH})",
+            path.display()
+        );
+    }
+    let is_yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    if is_yaml {
+        return load_lightgbm_yaml(path)?.with_context(|| {
+            format!(
+                "--lightgbm-model {}: expected a lightgbm policy (name: lightgbm, model: FILE)",
+                path.display()
+            )
+        });
+    }
+    let mut config = LightGbmConfig::load(path)
+        .map_err(|e| anyhow::anyhow!("--lightgbm-model {}: {e}", path.display()))?;
+    let beside = path.with_extension("yaml");
+    if beside.exists() {
+        if let Ok(Some(c)) = load_lightgbm_yaml(&beside) {
+            let same = |a: &Path, b: &Path| {
+                a.canonicalize()
+                    .ok()
+                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
+            };
+            if same(&c.model.path, path) {
+                eprintln!(
+                    "note: lightgbm: scale {} and overdue_factor {} from {} (calibrated by `train`)",
+                    c.scale,
+                    c.overdue_factor,
+                    beside.display()
+                );
+                config.scale = c.scale;
+                config.overdue_factor = c.overdue_factor;
+            }
+        }
+    }
+    if given.is_none() {
+        eprintln!("note: lightgbm: model {DEFAULT_MODEL_PATH} (--lightgbm-model)");
+    }
+    Ok(config)
+}
+
+/// A lightgbm policy YAML; its model path is relative to the working directory or, failing
+/// that, to the YAML's folder. `Ok(None)`: a YAML of something else.
+fn load_lightgbm_yaml(path: &Path) -> anyhow::Result<Option<LightGbmConfig>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(model) = doc.get_mut("model") {
+        if let Some(m) = model.as_str().map(PathBuf::from) {
+            if m.is_relative() && !m.exists() {
+                if let Some(dir) = path.parent() {
+                    let beside = dir.join(m.file_name().unwrap_or_default());
+                    *model = serde_norway::Value::String(beside.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    match serde_norway::from_value::<PolicyConfig>(doc) {
+        Ok(PolicyConfig::Lightgbm(c)) => Ok(Some(c)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// The GPU policies of the run: the requested ones, plus LRU and Belady when a smart policy
+/// needs them for its comparison.
+fn resolve_policies(args: &SimulateArgs) -> anyhow::Result<Vec<PolicyConfig>> {
+    let mut names: Vec<String> = Vec::new();
+    for n in &args.eviction_policy {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if args.scorer_config.is_some() && !has("conversation_aware") {
+        bail!("--scorer-config configures --eviction-policy conversation_aware, which is not in the run");
+    }
+    if args.lightgbm_model.is_some() && !has("lightgbm") {
+        bail!("--lightgbm-model configures --eviction-policy lightgbm, which is not in the run");
+    }
+    if SMART.iter().any(|s| has(s)) {
+        let added: Vec<&str> = ["lru", "belady"].into_iter().filter(|b| !has(b)).collect();
+        if !added.is_empty() {
+            eprintln!(
+                "note: also running {} for the comparison (gap closed = (P - LRU) / (Belady - LRU))",
+                added.join(" and ")
+            );
+            names.extend(added.iter().map(|s| s.to_string()));
+        }
+    }
+    names.iter().map(|n| resolve_policy(n, args)).collect()
+}
+
+/// Per smart policy and capacity: its hit ratios beside LRU's and Belady's of the same run, and
+/// the share of the LRU→Belady gap it closes (GPU prefix-cache hits, and all tiers).
+fn comparisons(rows: &[ResultRow]) -> Vec<serde_json::Value> {
+    let find = |policy: &str, cap: u64| {
+        rows.iter()
+            .find(|r| r.policy == policy && r.gpu_blocks == cap)
+    };
+    rows.iter()
+        .filter(|r| SMART.contains(&r.policy.as_str()))
+        .filter_map(|r| {
+            let lru = find("lru", r.gpu_blocks)?;
+            let belady = find("belady", r.gpu_blocks)?;
+            Some(json!({
+                "policy": r.policy,
+                "gpu_blocks": r.gpu_blocks,
+                "token_hit_ratio": r.token_hit_ratio,
+                "lru_token_hit_ratio": lru.token_hit_ratio,
+                "belady_token_hit_ratio": belady.token_hit_ratio,
+                "gap_closed": gap_closed(r.token_hit_ratio, lru.token_hit_ratio, belady.token_hit_ratio),
+                "total_token_hit_ratio": r.total_token_hit_ratio,
+                "lru_total_token_hit_ratio": lru.total_token_hit_ratio,
+                "belady_total_token_hit_ratio": belady.total_token_hit_ratio,
+                "total_gap_closed": gap_closed(
+                    r.total_token_hit_ratio,
+                    lru.total_token_hit_ratio,
+                    belady.total_token_hit_ratio
+                ),
+            }))
+        })
+        .collect()
+}
+
+fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
+    if cmp.is_empty() {
+        return;
+    }
+    let pct = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{:.2}%", 100.0 * x))
+    };
+    let gap = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x))
+    };
+    let mut header = vec![
+        "policy",
+        "gpu_blocks",
+        "token_hit",
+        "lru",
+        "belady",
+        "gap_closed",
+    ];
+    if with_cpu {
+        header.extend(["total_hit", "lru_total", "belady_total", "total_gap_closed"]);
+    }
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for c in cmp {
+        let mut row = vec![
+            c["policy"].as_str().unwrap_or("?").to_string(),
+            c["gpu_blocks"].to_string(),
+            pct(&c["token_hit_ratio"]),
+            pct(&c["lru_token_hit_ratio"]),
+            pct(&c["belady_token_hit_ratio"]),
+            gap(&c["gap_closed"]),
+        ];
+        if with_cpu {
+            row.extend([
+                pct(&c["total_token_hit_ratio"]),
+                pct(&c["lru_total_token_hit_ratio"]),
+                pct(&c["belady_total_token_hit_ratio"]),
+                gap(&c["total_gap_closed"]),
+            ]);
+        }
+        table.push(row);
+    }
+    println!();
+    println!(
+        "share of the LRU->Belady gap closed, (P - LRU) / (Belady - LRU), same run (\"-\": \
+         Belady does not beat LRU):"
+    );
+    super::sweep::print_table(&table);
+}
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
@@ -24,6 +241,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .build_global()
             .context("--threads")?;
     }
+    // policies first: a missing model or scorer file fails before the trace is read
+    let policies = resolve_policies(&args)?;
     let read_started = Instant::now();
     let opts = ReadOptions {
         format: args.input_format,
@@ -55,19 +274,18 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let chunk_size = args
         .chunk_size
         .unwrap_or_else(|| plan::default_chunk_size(&trace));
-    let capacities: Vec<u64> = if !args.gpu_blocks.is_empty() {
-        args.gpu_blocks.clone()
+    let given_capacities: Option<Vec<u64>> = if !args.gpu_blocks.is_empty() {
+        Some(args.gpu_blocks.clone())
     } else if !args.gpu_cache_gb.is_empty() {
-        args.gpu_cache_gb
-            .iter()
-            .map(|&gb| Capacity::Gib(gb).entries(&model, block_size))
-            .collect()
+        Some(
+            args.gpu_cache_gb
+                .iter()
+                .map(|&gb| Capacity::Gib(gb).entries(&model, block_size))
+                .collect(),
+        )
     } else {
-        bail!("give the GPU cache size: --gpu-blocks N[,N...] or --gpu-cache-gb G[,G...] (with --model)");
+        None
     };
-    if capacities.is_empty() {
-        bail!("--gpu-blocks/--gpu-cache-gb needs at least one value");
-    }
     let cpu_chunks: Option<u64> = if args.no_cpu_tier {
         None
     } else if let Some(n) = args.cpu_chunks {
@@ -89,17 +307,32 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let cpu_policy: Option<PolicyConfig> = match args.cpu_eviction_policy.as_str() {
         "same" => None,
-        s => Some(
-            s.parse()
-                .map_err(|e: String| anyhow::anyhow!("--cpu-eviction-policy: {e}"))?,
-        ),
+        s => {
+            let name = parse_policy_name(s, |s| s.parse())
+                .map_err(|e| anyhow::anyhow!("--cpu-eviction-policy: {e}"))?;
+            Some(resolve_policy(&name, &args).context("--cpu-eviction-policy")?)
+        }
     };
 
     let prepared = Prepared::new(&trace, block_size, cpu_chunks.map(|_| chunk_size))
         .with_context(|| format!("preparing {}", args.input_file.display()))?;
+    let capacities = match given_capacities {
+        Some(c) => c,
+        None => {
+            let c = default_capacities(prepared.gpu.num_objects);
+            eprintln!(
+                "note: no --gpu-blocks/--gpu-cache-gb given: simulating {} GPU blocks (10%, 25%, \
+                 50% and 100% of the trace's {} distinct {}-token blocks)",
+                c.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                prepared.gpu.num_objects,
+                block_size
+            );
+            c
+        }
+    };
 
     let mut configs = Vec::new();
-    for policy in &args.eviction_policy {
+    for policy in &policies {
         for &cap in &capacities {
             let lm_policy = cpu_policy.clone().unwrap_or_else(|| policy.clone());
             configs.push(SimConfig {
@@ -174,6 +407,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "model": model,
         "grid_wall_seconds": wall,
         "results": rows,
+        "comparisons": comparisons(&rows),
     });
     let out_path = args
         .output
@@ -184,6 +418,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         output::print_simulation_table(&trace, &model.name, &rows);
+        print_comparisons(&comparisons(&rows), cpu_chunks.is_some());
         eprintln!("wrote {}", out_path.display());
     }
     Ok(())
@@ -195,6 +430,18 @@ fn default_output(input: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "trace".into());
     PathBuf::from("outputs/simulation").join(format!("simulate_{stem}.json"))
+}
+
+/// GPU sizes to simulate when none are given: fractions of the trace's working set (its distinct
+/// blocks), so any trace gets a small curve from "tight" to "everything fits".
+fn default_capacities(distinct_blocks: u32) -> Vec<u64> {
+    let n = u64::from(distinct_blocks.max(1));
+    let mut caps: Vec<u64> = [10, 25, 50, 100]
+        .iter()
+        .map(|pct| (n * pct).div_ceil(100).max(1))
+        .collect();
+    caps.dedup();
+    caps
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
+use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_learn::sweep::{self, SweepConfig};
 use inferencelab_sim::{plan, Prepared};
@@ -63,6 +64,24 @@ pub struct SweepArgs {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
+}
+
+/// The policies whose order comes from a predicted next use; `simulate` runs LRU and Belady
+/// beside them and reports the share of the gap they close.
+pub const SMART: [&str; 2] = ["conversation_aware", "lightgbm"];
+
+/// `--eviction-policy` values: checked by the registry's parser, kept as canonical names. The
+/// configs of `conversation_aware` and `lightgbm` come from `--scorer-config` and
+/// `--lightgbm-model`, which clap has not read yet when it parses this flag.
+pub fn parse_policy_name(
+    s: &str,
+    parse: fn(&str) -> Result<PolicyConfig, String>,
+) -> Result<String, String> {
+    let norm = s.trim().to_ascii_lowercase().replace(['-', '_'], "");
+    if let Some(name) = SMART.iter().find(|n| n.replace('_', "") == norm) {
+        return Ok(name.to_string());
+    }
+    parse(s).map(|p| p.name().to_string())
 }
 
 /// Read a trace as `simulate` does, printing the reader's notes.
