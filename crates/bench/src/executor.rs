@@ -154,9 +154,33 @@ struct Choice {
 #[derive(Deserialize)]
 struct Delta {
     #[serde(default)]
+    role: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
     content: Option<String>,
     #[serde(default)]
     reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+impl Delta {
+    /// vLLM's `_choice_has_streamed_output` (vllm/benchmarks/lib/endpoint_request_func.py):
+    /// a chat chunk is a token when it carries content, reasoning or a tool call, or an empty
+    /// `content` without `role` (a token that decodes to nothing). The opening role-only chunk
+    /// and an empty closing chunk are not tokens: they neither start TTFT nor add an ITL gap.
+    fn has_streamed_output(&self) -> bool {
+        let non_empty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        non_empty(&self.content)
+            || non_empty(&self.reasoning)
+            || non_empty(&self.reasoning_content)
+            || self.tool_calls.is_some()
+            || self.function_call.is_some()
+            || (self.content.as_deref() == Some("") && self.role.is_none())
+    }
 }
 
 #[derive(Deserialize)]
@@ -199,11 +223,18 @@ pub fn handle_event(out: &mut Outcome, data: &[u8], at: Instant) {
         out.response_id = chunk.id.map(|s| s.into_owned());
     }
     if let Some(c) = chunk.choices.first() {
-        out.chunk_times.push(at);
+        // Completions: every chunk with a choice is a token (vLLM does the same); chat: only
+        // chunks with streamed output.
+        if c.delta.as_ref().is_none_or(Delta::has_streamed_output) {
+            out.chunk_times.push(at);
+        }
         let text = c.text.as_deref().or_else(|| {
-            c.delta
-                .as_ref()
-                .and_then(|d| d.content.as_deref().or(d.reasoning_content.as_deref()))
+            c.delta.as_ref().and_then(|d| {
+                d.content
+                    .as_deref()
+                    .or(d.reasoning_content.as_deref())
+                    .or(d.reasoning.as_deref())
+            })
         });
         out.generated_text.push_str(text.unwrap_or(""));
     }
@@ -691,6 +722,35 @@ impl Executor for FakeExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_role_and_empty_chunks_are_not_tokens_as_in_vllm() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut o = Outcome::new(t0);
+        // vLLM's opening chunk: role and empty content, sent before any token.
+        handle_event(
+            &mut o,
+            br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            at(1),
+        );
+        handle_event(&mut o, br#"{"choices":[{"delta":{"content":"a"}}]}"#, at(5));
+        // a token that decodes to nothing still counts (content "" and no role)
+        handle_event(&mut o, br#"{"choices":[{"delta":{"content":""}}]}"#, at(7));
+        handle_event(
+            &mut o,
+            br#"{"choices":[{"delta":{"reasoning":"r"}}]}"#,
+            at(8),
+        );
+        // a closing chunk with only a finish reason is not a token
+        handle_event(
+            &mut o,
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+            at(9),
+        );
+        assert_eq!(o.chunk_times, vec![at(5), at(7), at(8)]);
+        assert_eq!(o.generated_text, "ar");
+    }
 
     #[test]
     fn chunks_usage_and_errors() {
