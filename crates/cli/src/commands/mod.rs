@@ -36,19 +36,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// are already written).
 pub fn plot_summary(summary: &Path, out_dir: &Path, title: &str) {
     match plot::plot_file(summary, out_dir, title) {
-        Ok(files) => {
-            let charts = files
-                .iter()
-                .filter(|f| f.extension().is_some_and(|e| e == "png"))
-                .count();
-            if let Some(report) = files.last() {
-                eprintln!(
-                    "{charts} charts (PNG + SVG) in {}; report: {}",
-                    out_dir.display(),
-                    report.display()
-                );
-            }
-        }
+        Ok(files) => plot::say_written(&files, out_dir),
         Err(e) => eprintln!(
             "warning: plots not drawn ({e:#}); the results are written, retry with \
              `inferencelab plot --summary-file {}`",

@@ -25,17 +25,23 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| default_title(&args.summary_file));
     let files = plot_file(&args.summary_file, &args.output_dir, &title)?;
+    say_written(&files, &args.output_dir);
+    Ok(())
+}
+
+/// One stderr line: how many charts went where, and the report's path (the last file).
+pub fn say_written(files: &[PathBuf], out_dir: &Path) {
     let charts = files
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "png"))
         .count();
-    let report = files.last().expect("the report is always written");
-    eprintln!(
-        "{charts} charts (PNG + SVG) in {}; report: {}",
-        args.output_dir.display(),
-        report.display()
-    );
-    Ok(())
+    if let Some(report) = files.last() {
+        eprintln!(
+            "{charts} charts (PNG + SVG) in {}; report: {}",
+            out_dir.display(),
+            report.display()
+        );
+    }
 }
 
 /// Load `summary` and draw its charts and report into `out_dir`; returns the files written,
