@@ -55,6 +55,10 @@ pub struct SimulateArgs {
     /// Skip (and count) invalid records instead of stopping at the first one.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Traces without conversation ids: infer them from the prefix chain (a request that
+    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
+    #[arg(long)]
+    pub infer_conversations: bool,
     /// GPU-tier eviction policies, comma separated: lru, fifo, lfu, mru, arc, s3fifo, sieve,
     /// belady, ideal, conversation_aware, lightgbm. With conversation_aware or lightgbm, lru and
     /// belady run too and the table shows the share of the LRU->Belady gap closed.

@@ -42,6 +42,9 @@ pub struct Split<'t> {
     pub oracle: Vec<u64>,
     /// Trace time where the test part starts.
     pub split: f64,
+    /// Trace time where the validation part (the end of the train part) starts: `sweep` and
+    /// `train` choose on it, the earlier train requests only warm the cache.
+    pub validation_from: f64,
     pub t0: f64,
     pub pinning: bool,
     pub timing: TimingModel,
@@ -58,10 +61,18 @@ impl<'t> Split<'t> {
             prepared,
             oracle,
             split,
+            validation_from: t0,
             t0,
             pinning,
             timing: TimingModel::default(),
         }
+    }
+
+    /// Choose on the last `share` of the train part (by time) only; 1 = the whole train part.
+    pub fn with_validation_share(mut self, share: f64) -> Self {
+        let share = share.clamp(0.0, 1.0);
+        self.validation_from = self.split - share * (self.split - self.t0);
+        self
     }
 
     /// Replay `c` at `capacity`, stopping before trace time `until`.
@@ -75,6 +86,7 @@ impl<'t> Split<'t> {
             pinning: self.pinning,
             timing: self.timing,
             split: self.split,
+            validation_from: self.validation_from,
             until,
         };
         let p = &self.prepared;
@@ -103,6 +115,8 @@ pub struct Comparison {
     pub capacity: u64,
     pub policy: String,
     pub train: Ratios,
+    /// The end of the train part, where `sweep` and `train` make their choices.
+    pub validation: Ratios,
     pub test: Ratios,
 }
 
@@ -148,6 +162,7 @@ impl Baseline {
             capacity: self.capacity,
             policy: policy.to_string(),
             train: r(|c| c.train.token_hit_ratio()),
+            validation: r(|c| c.validation.token_hit_ratio()),
             test: r(|c| c.test.token_hit_ratio()),
         }
     }

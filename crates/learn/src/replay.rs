@@ -35,10 +35,12 @@ impl Counts {
     }
 }
 
-/// Counts before and after the split.
+/// Counts before and after the split, and of the validation part (the end of the train part,
+/// from `ReplayConfig::validation_from` to the split) on which `sweep` and `train` choose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct SplitCounts {
     pub train: Counts,
+    pub validation: Counts,
     pub test: Counts,
 }
 
@@ -50,6 +52,8 @@ pub struct ReplayConfig {
     pub timing: TimingModel,
     /// Requests at or after this trace time count as test.
     pub split: f64,
+    /// Train requests at or after this trace time also count as validation.
+    pub validation_from: f64,
     /// Stop after the requests before this trace time (successive halving's small budgets).
     pub until: f64,
 }
@@ -146,16 +150,21 @@ pub fn replay<P: EvictionPolicy>(
             }
         }
         let hit_tokens = (lead as u64 * bs).min(cap_tokens);
-        let part = if r.timestamp >= config.split {
-            &mut out.test
-        } else {
-            &mut out.train
-        };
-        part.requests += 1;
-        part.prompt_tokens += len;
-        part.hit_tokens += hit_tokens;
-        part.block_refs += keys.len() as u64;
-        part.hit_blocks += lead as u64;
+        let test = r.timestamp >= config.split;
+        let validation = !test && r.timestamp >= config.validation_from;
+        for (part, counted) in [
+            (&mut out.test, test),
+            (&mut out.train, !test),
+            (&mut out.validation, validation),
+        ] {
+            if counted {
+                part.requests += 1;
+                part.prompt_tokens += len;
+                part.hit_tokens += hit_tokens;
+                part.block_refs += keys.len() as u64;
+                part.hit_blocks += lead as u64;
+            }
+        }
         if config.pinning && !pinned.is_empty() {
             let finish = r.finish_time.unwrap_or_else(|| {
                 let uncached = len.saturating_sub(hit_tokens) as f64;

@@ -1,9 +1,11 @@
 //! The scorer sweep: random search over `conversation_aware`'s weights with successive halving
 //! (Jamieson & Talwalkar, AISTATS'16; the budget is the length of the train part replayed), in
-//! parallel. Trials are ranked by the mean token hit ratio over the capacities on the train
-//! part only; the test part (after the split) is reported for the finalists, never used to
-//! choose.
+//! parallel. Trials are ranked by the mean token hit ratio over the capacities on the
+//! validation part (the end of the train part: `Split::validation_from`; the earlier train
+//! requests warm the cache); the test part (after the split) is reported for the finalists,
+//! never used to choose.
 
+use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -21,7 +23,8 @@ pub struct SweepConfig {
     /// Keep the best 1/eta of the trials at each rung.
     pub eta: usize,
     /// Shares of the train part replayed at the rungs before the last (which replays the whole
-    /// trace and so yields the test figures too).
+    /// trace and so yields the test figures too). A rung ranks on the validation requests it
+    /// reached (on the train requests if it stops before the validation part).
     pub rungs: Vec<f64>,
     /// A configuration to try first (e.g. a user's YAML).
     pub first: Option<ScorerConfig>,
@@ -34,7 +37,7 @@ impl Default for SweepConfig {
             capacities: Vec::new(),
             seed: 1,
             eta: 3,
-            rungs: vec![0.5],
+            rungs: vec![0.75],
             first: None,
         }
     }
@@ -45,7 +48,8 @@ impl Default for SweepConfig {
 pub struct Trial {
     pub id: usize,
     pub config: ScorerConfig,
-    /// Mean train token hit ratio over the capacities at each rung it reached.
+    /// Mean validation (else train) token hit ratio over the capacities at each rung it
+    /// reached: what it was ranked on.
     pub rung_scores: Vec<f64>,
     /// Per capacity, at the last rung (whole trace): train and test counts.
     pub runs: Vec<SplitCounts>,
@@ -54,6 +58,9 @@ pub struct Trial {
 impl Trial {
     pub fn train(&self) -> f64 {
         mean(self.runs.iter().map(|r| r.train.token_hit_ratio()))
+    }
+    pub fn validation(&self) -> f64 {
+        mean(self.runs.iter().map(|r| r.validation.token_hit_ratio()))
     }
     pub fn test(&self) -> f64 {
         mean(self.runs.iter().map(|r| r.test.token_hit_ratio()))
@@ -66,6 +73,16 @@ fn mean(it: impl Iterator<Item = f64>) -> f64 {
         0.0
     } else {
         s / n as f64
+    }
+}
+
+/// What a choice is made on: the validation part's token hit ratio, or the train part's when
+/// the replay stopped before the validation part (or it is empty).
+pub fn choice_ratio(r: &SplitCounts) -> f64 {
+    if r.validation.prompt_tokens > 0 {
+        r.validation.token_hit_ratio()
+    } else {
+        r.train.token_hit_ratio()
     }
 }
 
@@ -85,6 +102,11 @@ pub fn sample(rng: &mut SplitMix) -> ScorerConfig {
         w_depth: uniform(rng, 0.0, 2.0),
         w_probability: uniform(rng, 0.0, 2.0),
         overdue_factor: log_uniform(rng, 0.05, 20.0),
+        ranking: if rng.next_f64() < 0.5 {
+            Ranking::NextUse
+        } else {
+            Ranking::ExpectedWait
+        },
     }
 }
 
@@ -97,7 +119,7 @@ pub fn run(
     let mut rng = SplitMix::new(cfg.seed);
     let mut configs: Vec<ScorerConfig> = cfg.first.iter().cloned().collect();
     // the given config, the defaults and LRU's point always reach the last rung: the winner
-    // is then never worse than them on the train part
+    // is then never worse than them on the validation part
     let references = configs.len() + 2;
     configs.extend([
         ScorerConfig::default(),
@@ -154,7 +176,7 @@ pub fn run(
             .collect();
         for (k, &t) in alive.iter().enumerate() {
             let runs = &results[k * caps.len()..(k + 1) * caps.len()];
-            let score = mean(runs.iter().map(|r| r.train.token_hit_ratio()));
+            let score = mean(runs.iter().map(choice_ratio));
             trials[t].rung_scores.push(score);
             if rung == last {
                 trials[t].runs = runs.to_vec();
@@ -174,7 +196,7 @@ pub fn run(
                 .collect();
         }
     }
-    // finalists first, best train score first
+    // finalists first, best validation score first
     trials.sort_by(|a, b| {
         b.rung_scores
             .len()

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerConfig};
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::{EvictionPolicy, PolicyConfig};
 use inferencelab_learn::replay::{replay, Recording, ReplayConfig};
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
-use inferencelab_trace::{read_trace, ReadOptions, Trace};
+use inferencelab_trace::{infer_conversations, read_trace, ReadOptions, Trace};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p)
@@ -34,6 +35,7 @@ fn cfg(capacity: u64, pinning: bool) -> ReplayConfig {
         pinning,
         timing: TimingModel::default(),
         split: f64::INFINITY,
+        validation_from: f64::INFINITY,
         until: f64::INFINITY,
     }
 }
@@ -74,21 +76,40 @@ fn replay_totals_equal_the_driver() {
                 assert_eq!(counts.train.hit_tokens, sim.gpu_hit_tokens, "{what}");
                 assert_eq!(counts.train.hit_blocks, sim.gpu_hit_blocks, "{what}");
                 assert_eq!(counts.train.prompt_tokens, sim.prompt_tokens, "{what}");
+                // the validation part counts the train requests from `validation_from` on
+                let c = ReplayConfig {
+                    validation_from: 3_000.0,
+                    ..cfg(capacity, pinning)
+                };
+                let (split, _) = replay(&prepared, policy.build(capacity), &c, o);
+                assert_eq!(split.train, counts.train, "{what}");
+                let late = trace.requests.iter().filter(|r| r.timestamp >= 3_000.0);
+                assert_eq!(split.validation.requests, late.clone().count() as u64);
+                assert_eq!(
+                    split.validation.prompt_tokens,
+                    late.map(|r| r.input_length as u64).sum::<u64>()
+                );
+                assert!(split.validation.hit_tokens <= split.train.hit_tokens);
             }
         }
     }
 }
 
 /// The victims of a replay of `trace`'s requests before `until`, with the trace itself cut
-/// there (so nothing after it exists at all).
+/// there (so nothing after it exists at all). With `infer`, conversations are inferred from
+/// the cut trace (`--infer-conversations`).
 fn victims<P: EvictionPolicy>(
     trace: &Trace,
     until: f64,
     policy: P,
     pinning: bool,
+    infer: bool,
 ) -> Vec<(u32, u32)> {
     let mut cut = trace.clone();
     cut.requests.retain(|r| r.timestamp < until);
+    if infer {
+        infer_conversations(&mut cut).expect("a trace without conversation ids");
+    }
     let bs = trace.block_size.unwrap();
     let prepared = Prepared::new(&cut, bs, None).unwrap();
     let (_, rec) = replay(&prepared, Recording::new(policy), &cfg(600, pinning), None);
@@ -101,19 +122,31 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
         "crates/cache/tests/fixtures/lightgbm/model_regression.txt",
     ))
     .unwrap();
-    for (trace, cuts) in [
-        (weka(), [600.0, 2_000.0]),
-        (mooncake_head(600), [60_000.0 / 1000.0, 120.0]),
+    // WEKA has session ids; Mooncake has none, so it runs with inferred conversations too
+    for (trace, cuts, infer) in [
+        (weka(), [600.0, 2_000.0], false),
+        (mooncake_head(600), [60.0, 120.0], false),
+        (mooncake_head(600), [60.0, 120.0], true),
     ] {
         let end = f64::INFINITY;
-        for pinning in [false, true] {
-            let full_ca = victims(
-                &trace,
-                end,
-                ConversationAware::new(&ScorerConfig::default()),
-                pinning,
-            );
-            let full_lg = victims(&trace, end, LightGbm::new(&model), pinning);
+        for (pinning, ranking) in [
+            (false, Ranking::NextUse),
+            (true, Ranking::NextUse),
+            (false, Ranking::ExpectedWait),
+            (true, Ranking::ExpectedWait),
+        ] {
+            let scorer = ScorerConfig {
+                ranking,
+                ..Default::default()
+            };
+            let lgbm = LightGbmConfig {
+                ranking,
+                ..model.clone()
+            };
+            let ca = || ConversationAware::new(&scorer);
+            let lg = || LightGbm::new(&lgbm);
+            let full_ca = victims(&trace, end, ca(), pinning, infer);
+            let full_lg = victims(&trace, end, lg(), pinning, infer);
             assert!(!full_ca.is_empty() && !full_lg.is_empty());
             for t in cuts {
                 let n = trace.requests.iter().filter(|r| r.timestamp < t).count() as u32;
@@ -121,15 +154,11 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
                 let upto = |v: &[(u32, u32)]| -> Vec<(u32, u32)> {
                     v.iter().copied().filter(|&(r, _)| r < n).collect()
                 };
-                let cut_ca = victims(
-                    &trace,
-                    t,
-                    ConversationAware::new(&ScorerConfig::default()),
-                    pinning,
-                );
-                let cut_lg = victims(&trace, t, LightGbm::new(&model), pinning);
-                assert_eq!(upto(&full_ca), cut_ca, "conversation_aware cut at {t}");
-                assert_eq!(upto(&full_lg), cut_lg, "lightgbm cut at {t}");
+                let what = format!("cut at {t}, {ranking:?}, pinning {pinning}, infer {infer}");
+                let cut_ca = victims(&trace, t, ca(), pinning, infer);
+                let cut_lg = victims(&trace, t, lg(), pinning, infer);
+                assert_eq!(upto(&full_ca), cut_ca, "conversation_aware {what}");
+                assert_eq!(upto(&full_lg), cut_lg, "lightgbm {what}");
                 assert!(!cut_ca.is_empty(), "the cut at {t} must already evict");
             }
         }

@@ -3,6 +3,7 @@
 //! annotation. No async, no HTTP: everything here is plain synchronous data work.
 
 pub mod blocks;
+pub mod conversations;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
@@ -10,6 +11,7 @@ pub mod model;
 pub mod readers;
 
 pub use blocks::{BlockedTrace, Blocking};
+pub use conversations::infer_conversations;
 pub use error::{TraceError, TraceResult};
 pub use model::{Content, Format, LmcacheLookup, Request, Trace};
 pub use readers::{detect_format, read_trace, ReadOptions};

@@ -15,6 +15,15 @@
 //! With a predicted gap of zero every entry is overdue at once and the order is exactly LRU's
 //! (vLLM's free queue, `policy/lru.rs`, including "unpinned = most recent"): LRU is one point of
 //! the parameter space of both policies.
+//!
+//! [`Ranking::ExpectedWait`] drops the point estimate: a predicted gap `G` is taken as the mean
+//! of a random wait, not a date. For a memoryless (exponential) wait the expected time to the
+//! next use is `G` whatever the idle time, and for a heavy-tailed one it grows with it, so the
+//! victim is the entry with the largest `G + overdue_factor * idle` (idle since the last touch
+//! or unpin). Its order never changes with `now` (`G - f * last`, plus `f * now` for all), so
+//! one ordered set serves. With equal predictions this is LRU, where the point-estimate rule
+//! (farthest `last + G`) is MRU: the point estimate pays off when gaps are regular and punishes
+//! when they are noisy and the cache holds less than one typical gap of traffic.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +33,31 @@ const UNTRACKED: u8 = 0;
 const FUTURE: u8 = 1;
 const OVERDUE: u8 = 2;
 const PINNED: u8 = 3;
+
+/// How predictions rank entries (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranking {
+    /// Belady with a point estimate: farthest predicted next use first; overdue entries decay.
+    #[default]
+    NextUse,
+    /// Largest expected remaining wait first: `G + overdue_factor * idle`.
+    ExpectedWait,
+}
+
+/// Order-preserving bits of any f64 (NaN sorts last, as the farthest).
+#[inline]
+fn signed_bits(x: f64) -> u64 {
+    if x.is_nan() {
+        return u64::MAX;
+    }
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
 
 /// Order-preserving bits of a non-negative time (NaN and negatives are clamped).
 #[inline]
@@ -38,6 +72,8 @@ fn bits(t: f64) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct NextUseOrder {
     key: Vec<f64>,
+    /// predicted gap at the last touch (for `ExpectedWait`)
+    gap: Vec<f64>,
     touched: Vec<f64>,
     order: Vec<u64>,
     depth: Vec<u32>,
@@ -50,6 +86,7 @@ pub struct NextUseOrder {
     /// time, and their order (chain tail first) must survive
     seq: u64,
     pub overdue_factor: f64,
+    pub ranking: Ranking,
 }
 
 impl NextUseOrder {
@@ -60,11 +97,31 @@ impl NextUseOrder {
         }
     }
 
+    pub fn with_ranking(overdue_factor: f64, ranking: Ranking) -> Self {
+        NextUseOrder {
+            overdue_factor,
+            ranking,
+            ..Default::default()
+        }
+    }
+
+    /// The sort key of `future` for entry `i`.
+    #[inline]
+    fn sort_key(&self, i: usize) -> u64 {
+        match self.ranking {
+            Ranking::NextUse => bits(self.key[i]),
+            Ranking::ExpectedWait => {
+                signed_bits(self.gap[i] - self.overdue_factor * self.touched[i])
+            }
+        }
+    }
+
     #[inline]
     fn grow(&mut self, e: EntryId) {
         let n = e as usize + 1;
         if self.state.len() < n {
             self.key.resize(n, 0.0);
+            self.gap.resize(n, 0.0);
             self.touched.resize(n, 0.0);
             self.order.resize(n, 0);
             self.depth.resize(n, 0);
@@ -77,7 +134,7 @@ impl NextUseOrder {
         let i = e as usize;
         match self.state[i] {
             FUTURE => {
-                self.future.remove(&(bits(self.key[i]), self.depth[i], e));
+                self.future.remove(&(self.sort_key(i), self.depth[i], e));
             }
             OVERDUE => {
                 self.overdue.remove(&(self.order[i], e));
@@ -89,7 +146,7 @@ impl NextUseOrder {
     #[inline]
     fn link(&mut self, e: EntryId) {
         let i = e as usize;
-        self.future.insert((bits(self.key[i]), self.depth[i], e));
+        self.future.insert((self.sort_key(i), self.depth[i], e));
         self.state[i] = FUTURE;
     }
 
@@ -102,6 +159,7 @@ impl NextUseOrder {
         let i = e as usize;
         self.seq += 1;
         self.key[i] = next_use;
+        self.gap[i] = next_use - now;
         self.touched[i] = now;
         self.order[i] = self.seq;
         self.depth[i] = depth;
@@ -119,14 +177,18 @@ impl NextUseOrder {
         self.state[e as usize] = PINNED;
     }
 
-    /// `e` is evictable again; for the LRU order among overdue entries it counts as touched now
-    /// (vLLM appends a freed block to the free queue's tail).
+    /// `e` is evictable again at trace time `now`; for the LRU order among overdue entries it
+    /// counts as touched now (vLLM appends a freed block to the free queue's tail), and for
+    /// `ExpectedWait` its idle time starts now (it was in use until then).
     #[inline]
-    pub fn unpin(&mut self, e: EntryId) {
+    pub fn unpin(&mut self, e: EntryId, now: f64) {
         self.grow(e);
         self.unlink(e);
         self.seq += 1;
         self.order[e as usize] = self.seq;
+        if self.ranking == Ranking::ExpectedWait {
+            self.touched[e as usize] = now;
+        }
         self.link(e);
     }
 
@@ -151,7 +213,11 @@ impl NextUseOrder {
     #[inline]
     pub fn evict(&mut self, pins: Pins<'_>, now: f64) -> Option<EntryId> {
         let now_bits = bits(now);
-        while let Some(&(k, _, e)) = self.future.first() {
+        while let Some(&(k, _, e)) = self
+            .future
+            .first()
+            .filter(|_| self.ranking == Ranking::NextUse)
+        {
             if k > now_bits {
                 break;
             }
@@ -197,7 +263,7 @@ impl NextUseOrder {
             match s {
                 FUTURE => {
                     in_future += 1;
-                    if !self.future.contains(&(bits(self.key[i]), self.depth[i], e)) {
+                    if !self.future.contains(&(self.sort_key(i), self.depth[i], e)) {
                         return Err(format!("entry {e} is marked future but not in the set"));
                     }
                 }
@@ -262,10 +328,37 @@ mod tests {
         o.touch(1, 0.0, 0.0, 0); // hit: 1 becomes most recent
                                  // LRU order of the unpinned: 2, 1
         assert_eq!(o.evict(Pins(&[1, 0, 0]), 0.0), Some(2));
-        o.unpin(0);
+        o.unpin(0, 0.0);
         // 0 was freed after 1's touch: 1 goes first
         assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), Some(1));
         assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), Some(0));
         assert_eq!(o.evict(Pins(&[0, 0, 0]), 0.0), None);
+    }
+
+    #[test]
+    fn expected_wait_ranks_by_gap_plus_idle() {
+        let mut o = NextUseOrder::with_ranking(1.0, Ranking::ExpectedWait);
+        let no_pins = Pins(&[]);
+        // e0 touched at 0 with gap 30, e1 at 10 with gap 30, e2 at 10 with gap 5, e3 at 10
+        // with gap 30 but deeper
+        o.touch(0, 30.0, 0.0, 0);
+        o.touch(1, 40.0, 10.0, 0);
+        o.touch(2, 15.0, 10.0, 0);
+        o.touch(3, 40.0, 10.0, 2);
+        // at t=12: waits e0 30+12, e1 30+2, e2 5+2, e3 30+2 (deeper than e1)
+        assert_eq!(o.evict(no_pins, 12.0), Some(0));
+        assert_eq!(o.evict(no_pins, 12.0), Some(3));
+        // e1 pinned, then freed at t=100: its idle restarts; e2 (5 + 90) goes before it (30)
+        o.pin(1);
+        o.unpin(1, 100.0);
+        assert_eq!(o.evict(no_pins, 100.0), Some(2));
+        assert_eq!(o.evict(no_pins, 100.0), Some(1));
+        o.validate(&|_| false).unwrap();
+        // equal gaps: LRU order
+        for (e, t) in [(5, 1.0), (6, 2.0), (7, 3.0)] {
+            o.touch(e, t + 10.0, t, 0);
+        }
+        assert_eq!(o.evict(no_pins, 5.0), Some(5));
+        assert_eq!(o.evict(no_pins, 5.0), Some(6));
     }
 }

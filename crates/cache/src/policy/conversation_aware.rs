@@ -37,7 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::learned::features::{Snapshot, Tracker};
-use crate::learned::order::NextUseOrder;
+use crate::learned::order::{NextUseOrder, Ranking};
 use crate::policy::{Access, EntryId, EvictionPolicy, Pins};
 
 /// The scorer's weights and switches (`--scorer-config FILE`, YAML). Every field has a default.
@@ -61,8 +61,12 @@ pub struct ScorerConfig {
     pub w_depth: f64,
     /// Exponent of `1 / p` (the learned continuation / reuse probability).
     pub w_probability: f64,
-    /// How fast overdue blocks decay: effective next use = now + factor * idle time.
+    /// How fast overdue blocks decay: effective next use = now + factor * idle time (with
+    /// `ranking: expected_wait`, the weight of the idle time in `G + factor * idle`).
     pub overdue_factor: f64,
+    /// `next_use` (farthest predicted next use first) or `expected_wait` (largest
+    /// `G + overdue_factor * idle` first): `learned::order`.
+    pub ranking: Ranking,
 }
 
 impl Default for ScorerConfig {
@@ -77,6 +81,7 @@ impl Default for ScorerConfig {
             w_depth: 0.0,
             w_probability: 1.0,
             overdue_factor: 1.0,
+            ranking: Ranking::NextUse,
         }
     }
 }
@@ -223,7 +228,7 @@ impl ConversationAware {
         ConversationAware {
             config: config.clone(),
             stats: Tracker::without_counters(),
-            order: NextUseOrder::new(config.overdue_factor),
+            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking),
             uses_pow: PowTable::new(-config.w_uses),
             // sharing^-w = (1 + (sharing - 1))^-w
             sharing_pow: PowTable::new(-config.w_sharing),
@@ -285,7 +290,7 @@ impl EvictionPolicy for ConversationAware {
 
     #[inline]
     fn on_unpin(&mut self, e: EntryId, _now: u64) {
-        self.order.unpin(e);
+        self.order.unpin(e, self.stats.now);
     }
 
     #[inline]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::learned::features::{Tracker, NUM_FEATURES};
 use crate::learned::gbdt::Model;
-use crate::learned::order::NextUseOrder;
+use crate::learned::order::{NextUseOrder, Ranking};
 use crate::policy::{Access, EntryId, EvictionPolicy, Pins};
 
 /// Where `inferencelab train` writes its model and where `--eviction-policy lightgbm` looks.
@@ -105,6 +105,9 @@ pub struct LightGbmConfig {
     /// As in `conversation_aware`: effective next use of an overdue block = now + factor * idle.
     #[serde(default = "default_overdue")]
     pub overdue_factor: f64,
+    /// As in `conversation_aware`: `next_use` or `expected_wait` (`learned::order`).
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 impl LightGbmConfig {
@@ -114,6 +117,7 @@ impl LightGbmConfig {
             model: ModelFile::load(path)?,
             scale: default_scale(),
             overdue_factor: default_overdue(),
+            ranking: Ranking::NextUse,
         })
     }
 
@@ -137,7 +141,7 @@ impl LightGbm {
             model: config.model.model.clone(),
             scale: config.scale,
             stats: Tracker::default(),
-            order: NextUseOrder::new(config.overdue_factor),
+            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking),
         }
     }
 
@@ -185,7 +189,7 @@ impl EvictionPolicy for LightGbm {
 
     #[inline]
     fn on_unpin(&mut self, e: EntryId, _now: u64) {
-        self.order.unpin(e);
+        self.order.unpin(e, self.stats.now);
     }
 
     #[inline]

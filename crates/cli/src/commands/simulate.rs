@@ -248,7 +248,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         format: args.input_format,
         skip_invalid: args.skip_invalid,
     };
-    let trace = read_trace(&args.input_file, &opts)?;
+    let mut trace = read_trace(&args.input_file, &opts)?;
+    if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
+        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
+    }
     let read_seconds = read_started.elapsed().as_secs_f64();
     for note in &trace.notes {
         eprintln!("note: {note}");

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_learn::sweep::{self, SweepConfig};
 use inferencelab_sim::{plan, Prepared};
-use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
+use inferencelab_trace::{infer_conversations, read_trace, Format, ReadOptions, Trace};
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -26,9 +27,17 @@ pub struct SweepArgs {
     /// Skip (and count) invalid records instead of stopping at the first one.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Traces without conversation ids: infer them from the prefix chain (a request that
+    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
+    #[arg(long)]
+    pub infer_conversations: bool,
     /// Share of the trace's time span used for fitting; the rest is the held-back test part.
     #[arg(long, default_value_t = 0.5)]
     pub train_fraction: f64,
+    /// Share of the train part, at its end, on which trials are ranked (the validation part;
+    /// the earlier train requests only warm the cache); 1 = the whole train part.
+    #[arg(long, default_value_t = 0.5)]
+    pub validation_share: f64,
     /// Number of scorer configurations tried (defaults and LRU's point included).
     #[arg(long, default_value_t = 32)]
     pub budget: usize,
@@ -89,14 +98,18 @@ pub fn load_trace(
     path: &Path,
     format: Option<Format>,
     skip_invalid: bool,
+    infer: bool,
 ) -> anyhow::Result<Trace> {
-    let trace = read_trace(
+    let mut trace = read_trace(
         path,
         &ReadOptions {
             format,
             skip_invalid,
         },
     )?;
+    if infer && infer_conversations(&mut trace).is_none() {
+        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
+    }
     for note in &trace.notes {
         eprintln!("note: {note}");
     }
@@ -114,15 +127,20 @@ pub fn prepare_split<'t>(
     trace: &'t Trace,
     block_size: Option<u32>,
     train_fraction: f64,
+    validation_share: f64,
     pinning: bool,
 ) -> anyhow::Result<Split<'t>> {
     if train_fraction.is_nan() || train_fraction <= 0.0 || train_fraction >= 1.0 {
         bail!("--train-fraction must be between 0 and 1 (exclusive), got {train_fraction}");
     }
+    if validation_share.is_nan() || validation_share <= 0.0 || validation_share > 1.0 {
+        bail!("--validation-share must be in (0, 1], got {validation_share}");
+    }
     let bs = block_size.unwrap_or_else(|| plan::default_block_size(trace));
     let prepared = Prepared::new(trace, bs, None)
         .with_context(|| format!("preparing {}", trace.source.display()))?;
-    let split = Split::new(prepared, train_fraction, pinning);
+    let split =
+        Split::new(prepared, train_fraction, pinning).with_validation_share(validation_share);
     let reqs = &trace.requests;
     let n_train = reqs.iter().filter(|r| r.timestamp < split.split).count();
     if n_train == 0 || n_train == reqs.len() {
@@ -133,12 +151,39 @@ pub fn prepare_split<'t>(
             reqs.len()
         );
     }
+    let n_valid = reqs
+        .iter()
+        .filter(|r| r.timestamp >= split.validation_from && r.timestamp < split.split)
+        .count();
     eprintln!(
-        "split at {:.1} s of trace time: {n_train} train requests, {} test requests",
+        "split at {:.1} s of trace time: {n_train} train requests (choices made on the last \
+         {n_valid}, from {:.1} s), {} test requests",
         split.split - split.t0,
+        split.validation_from - split.t0,
         reqs.len() - n_train
     );
     Ok(split)
+}
+
+/// LRU, Belady and the infinite cache at `capacities`, after checking that the validation part
+/// can tell policies apart: where Belady does not beat LRU on it at any capacity, no eviction
+/// choice matters there and every candidate ties, so choices fall back to the whole train part
+/// (a note says so).
+pub fn settle_validation(split: &mut Split<'_>, capacities: &[u64]) -> Vec<Baseline> {
+    let base = eval::baselines(split, capacities);
+    let informative = base
+        .iter()
+        .any(|b| b.belady.validation.hit_tokens > b.lru.validation.hit_tokens);
+    if informative || split.validation_from <= split.t0 {
+        return base;
+    }
+    eprintln!(
+        "note: on the validation part (from {:.1} s) Belady does not beat LRU at any capacity, \
+         so nothing can be chosen there: choosing on the whole train part instead",
+        split.validation_from - split.t0
+    );
+    split.validation_from = split.t0;
+    eval::baselines(split, capacities)
 }
 
 pub fn capacities_or_default(split: &Split<'_>, given: &[u64]) -> anyhow::Result<Vec<u64>> {
@@ -185,8 +230,8 @@ fn gap(x: Option<f64>) -> String {
 }
 
 /// The comparison table every learned-policy report prints: per capacity, the policy beside
-/// LRU, Belady and the infinite cache on the train and test parts, and the share of the
-/// LRU→Belady gap it closes.
+/// LRU, Belady and the infinite cache on the train, validation (the end of train, where
+/// choices are made) and test parts, and the share of the LRU→Belady gap it closes.
 pub fn print_comparisons(rows: &[Comparison]) {
     let header = [
         "policy",
@@ -201,7 +246,11 @@ pub fn print_comparisons(rows: &[Comparison]) {
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in rows {
-        for (part, x) in [("train", &r.train), ("test", &r.test)] {
+        for (part, x) in [
+            ("train", &r.train),
+            ("valid", &r.validation),
+            ("test", &r.test),
+        ] {
             table.push(vec![
                 r.policy.clone(),
                 r.capacity.to_string(),
@@ -277,15 +326,21 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let trace = load_trace(&args.input_file, args.input_format, args.skip_invalid)?;
-    let split = prepare_split(
+    let trace = load_trace(
+        &args.input_file,
+        args.input_format,
+        args.skip_invalid,
+        args.infer_conversations,
+    )?;
+    let mut split = prepare_split(
         &trace,
         args.block_size,
         args.train_fraction,
+        args.validation_share,
         !args.no_pinning,
     )?;
     let capacities = capacities_or_default(&split, &args.capacities)?;
-    let base = eval::baselines(&split, &capacities);
+    let base = settle_validation(&mut split, &capacities);
 
     let bar = progress_bar(args.quiet, "sweep");
     let cfg = SweepConfig {
@@ -320,6 +375,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let mut table = vec![vec![
         "trial".to_string(),
         "train_hit".into(),
+        "valid_hit".into(),
         "test_hit".into(),
         "scale".into(),
         "conv".into(),
@@ -329,12 +385,14 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         "w_depth".into(),
         "w_prob".into(),
         "overdue".into(),
+        "ranking".into(),
     ]];
     for t in trials.iter().filter(|t| !t.runs.is_empty()).take(args.top) {
         let c = &t.config;
         table.push(vec![
             format!("#{}", t.id),
             pct(t.train()),
+            pct(t.validation()),
             pct(t.test()),
             format!("{:.3}", c.scale),
             c.use_conversation.to_string(),
@@ -344,18 +402,30 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
             format!("{:.2}", c.w_depth),
             format!("{:.2}", c.w_probability),
             format!("{:.3}", c.overdue_factor),
+            match c.ranking {
+                Ranking::NextUse => "next_use".into(),
+                Ranking::ExpectedWait => "expected_wait".into(),
+            },
         ]);
     }
-    println!("top trials (mean over capacities; ranked by train only):");
+    let used_share = (split.split - split.validation_from) / (split.split - split.t0);
+    println!(
+        "top trials (mean over capacities; ranked on the validation part, the last {:.0}% of \
+         train):",
+        100.0 * used_share
+    );
     print_table(&table);
 
     let yaml = format!(
         "# conversation_aware scorer tuned by `inferencelab sweep` on {} (train = first {:.0}% \
-         of the time span,\n# capacities {:?}): mean train token hit ratio {:.4}, test {:.4}\n{}",
+         of the time span,\n# chosen on its last {:.0}%; capacities {:?}): mean train token hit \
+         ratio {:.4}, validation {:.4}, test {:.4}\n{}",
         args.input_file.display(),
         100.0 * args.train_fraction,
+        100.0 * used_share,
         capacities,
         best.train(),
+        best.validation(),
         best.test(),
         serde_norway::to_string(&best.config)?
     );
@@ -368,7 +438,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         "command": "sweep",
         "input": args.input_file,
         "train_fraction": args.train_fraction,
+        "validation_share": args.validation_share,
         "split_seconds": split.split - split.t0,
+        "validation_from_seconds": split.validation_from - split.t0,
         "pinning": !args.no_pinning,
         "capacities": capacities,
         "best": best.config,

@@ -7,17 +7,19 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
+use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
 use inferencelab_learn::boost::{self, BoostParams};
 use inferencelab_learn::dataset;
-use inferencelab_learn::eval::{self, Candidate, Comparison};
+use inferencelab_learn::eval::{Candidate, Comparison};
+use inferencelab_learn::sweep::choice_ratio;
 use inferencelab_trace::Format;
 use rayon::prelude::*;
 use serde_json::json;
 
 use super::sweep::{
-    capacities_or_default, load_trace, prepare_split, print_comparisons, progress_bar, stem,
-    write_file,
+    capacities_or_default, load_trace, prepare_split, print_comparisons, progress_bar,
+    settle_validation, stem, write_file,
 };
 
 #[derive(Args, Debug)]
@@ -31,9 +33,17 @@ pub struct TrainArgs {
     /// Skip (and count) invalid records instead of stopping at the first one.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Traces without conversation ids: infer them from the prefix chain (a request that
+    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
+    #[arg(long)]
+    pub infer_conversations: bool,
     /// Share of the trace's time span used for training; the rest is the held-back test part.
     #[arg(long, default_value_t = 0.5)]
     pub train_fraction: f64,
+    /// Share of the train part, at its end, on which the policy's scale and overdue factor
+    /// are chosen (the validation part); 1 = the whole train part.
+    #[arg(long, default_value_t = 0.5)]
+    pub validation_share: f64,
     /// Where the LightGBM text model goes.
     #[arg(long, short = 'o', default_value = DEFAULT_MODEL_PATH)]
     pub output: PathBuf,
@@ -91,11 +101,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .build_global()
             .context("--threads")?;
     }
-    let trace = load_trace(&args.input_file, args.input_format, args.skip_invalid)?;
-    let split = prepare_split(
+    let trace = load_trace(
+        &args.input_file,
+        args.input_format,
+        args.skip_invalid,
+        args.infer_conversations,
+    )?;
+    let mut split = prepare_split(
         &trace,
         args.block_size,
         args.train_fraction,
+        args.validation_share,
         !args.no_pinning,
     )?;
 
@@ -158,26 +174,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut config = LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?;
 
     let capacities = capacities_or_default(&split, &args.capacities)?;
-    // calibrate the policy's scale and overdue factor on the train part only
-    let grid: Vec<(f64, f64)> = [1.0, 0.3, 0.1, 0.03]
+    let base = settle_validation(&mut split, &capacities);
+    // calibrate the policy's scale and overdue factor on the validation part (end of train)
+    let grid: Vec<(f64, f64, Ranking)> = [Ranking::NextUse, Ranking::ExpectedWait]
         .iter()
-        .flat_map(|&s| [0.1, 0.3, 1.0, 3.0].map(|o| (s, o)))
+        .flat_map(|&r| {
+            [1.0, 0.3, 0.1, 0.03]
+                .iter()
+                .flat_map(move |&s| [0.1, 0.3, 1.0, 3.0].map(|o| (s, o, r)))
+        })
         .collect();
     let scores: Vec<f64> = grid
         .par_iter()
-        .map(|&(scale, overdue_factor)| {
+        .map(|&(scale, overdue_factor, ranking)| {
             let c = LightGbmConfig {
                 scale,
                 overdue_factor,
+                ranking,
                 ..config.clone()
             };
             capacities
                 .iter()
                 .map(|&cap| {
-                    split
-                        .run(&Candidate::LightGbm(c.clone()), cap, split.split)
-                        .train
-                        .token_hit_ratio()
+                    choice_ratio(&split.run(&Candidate::LightGbm(c.clone()), cap, split.split))
                 })
                 .sum::<f64>()
         })
@@ -185,10 +204,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let best = (0..grid.len())
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
         .unwrap_or(0);
-    (config.scale, config.overdue_factor) = grid[best];
+    (config.scale, config.overdue_factor, config.ranking) = grid[best];
     eprintln!(
-        "calibrated on the train part: scale {}, overdue_factor {}",
-        config.scale, config.overdue_factor
+        "calibrated on the validation part: scale {}, overdue_factor {}, ranking {:?}",
+        config.scale, config.overdue_factor, config.ranking
     );
     let policy_yaml = model_path.with_extension("yaml");
     write_file(
@@ -203,7 +222,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     eprintln!("wrote {}", policy_yaml.display());
     let bar = progress_bar(args.quiet, "evaluating");
     bar.set_length(capacities.len() as u64 * 4);
-    let base = eval::baselines(&split, &capacities);
     bar.set_position(capacities.len() as u64 * 3);
     let runs: Vec<_> = capacities
         .par_iter()
@@ -233,7 +251,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "command": "train",
         "input": args.input_file,
         "train_fraction": args.train_fraction,
+        "validation_share": args.validation_share,
         "split_seconds": split.split - split.t0,
+        "validation_from_seconds": split.validation_from - split.t0,
         "pinning": !args.no_pinning,
         "model": model_path,
         "scale": config.scale,
