@@ -72,6 +72,19 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
         "{}",
         String::from_utf8_lossy(&sim.stderr)
     );
+    // the calibration `train` wrote beside the model (ranking included) is what simulate runs
+    let yaml = std::fs::read_to_string(model.with_extension("yaml")).unwrap();
+    let ranking = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("ranking: "))
+        .unwrap_or_else(|| panic!("no ranking in {yaml}"));
+    let want = match ranking {
+        "next_use" => "ranking NextUse",
+        "expected_wait" => "ranking ExpectedWait",
+        other => panic!("ranking {other}"),
+    };
+    let err = String::from_utf8_lossy(&sim.stderr);
+    assert!(err.contains(want), "{want} not in:\n{err}");
 }
 
 #[test]

@@ -82,13 +82,16 @@ fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
             };
             if same(&c.model.path, path) {
                 eprintln!(
-                    "note: lightgbm: scale {} and overdue_factor {} from {} (calibrated by `train`)",
+                    "note: lightgbm: scale {}, overdue_factor {} and ranking {:?} from {} \
+                     (calibrated by `train`)",
                     c.scale,
                     c.overdue_factor,
+                    c.ranking,
                     beside.display()
                 );
                 config.scale = c.scale;
                 config.overdue_factor = c.overdue_factor;
+                config.ranking = c.ranking;
             }
         }
     }

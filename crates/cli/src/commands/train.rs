@@ -206,8 +206,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .unwrap_or(0);
     (config.scale, config.overdue_factor, config.ranking) = grid[best];
     eprintln!(
-        "calibrated on the validation part: scale {}, overdue_factor {}, ranking {:?}",
-        config.scale, config.overdue_factor, config.ranking
+        "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}",
+        if split.validation_from <= split.t0 {
+            "whole train part"
+        } else {
+            "validation part"
+        },
+        config.scale,
+        config.overdue_factor,
+        config.ranking
     );
     let policy_yaml = model_path.with_extension("yaml");
     write_file(
