@@ -65,11 +65,28 @@ pub fn build(
     max_rows: usize,
     seed: u64,
 ) -> Dataset {
+    let t0 = trace.requests.first().map_or(0.0, |r| r.timestamp);
+    let rows_until = t0 + ROW_SHARE * (until - t0);
+    build_window(trace, blocks, t0, rows_until, until, max_rows, seed)
+}
+
+/// Rows of the references in `[rows_from, rows_until)`, labelled by looking at the requests
+/// before `until` only (a block not used again before `until` is "never":
+/// `ln(1 + 2 * (window length))`); features from the whole history before them.
+pub fn build_window(
+    trace: &Trace,
+    blocks: &BlockedTrace,
+    rows_from: f64,
+    rows_until: f64,
+    until: f64,
+    max_rows: usize,
+    seed: u64,
+) -> Dataset {
     let reqs = &trace.requests;
     let n_req = reqs.iter().take_while(|r| r.timestamp < until).count();
     let t0 = reqs.first().map_or(0.0, |r| r.timestamp);
     let t_end = reqs[..n_req].last().map_or(t0, |r| r.timestamp);
-    let never = (2.0 * (t_end - t0)).max(1.0).ln_1p();
+    let never = (2.0 * (t_end - rows_from.max(t0))).max(1.0).ln_1p();
     // next use of each reference within the window: scan backwards
     let end = blocks.offsets[n_req];
     let mut next_req = vec![u32::MAX; blocks.num_objects as usize];
@@ -93,9 +110,8 @@ pub fn build(
     let mut rng = SplitMix::new(seed);
     let mut seen = 0usize;
     let mut clock = 0u64;
-    let rows_until = t0 + ROW_SHARE * (until - t0);
     for (i, r) in reqs[..n_req].iter().enumerate() {
-        let sample = r.timestamp < rows_until;
+        let sample = r.timestamp >= rows_from && r.timestamp < rows_until;
         for (d, pos) in (blocks.offsets[i]..blocks.offsets[i + 1]).enumerate() {
             clock += 1;
             let a = Access {

@@ -6,5 +6,6 @@
 pub mod boost;
 pub mod dataset;
 pub mod eval;
+pub mod online;
 pub mod replay;
 pub mod sweep;

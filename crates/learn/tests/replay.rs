@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerConfig};
-use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
+use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig, Retrain};
 use inferencelab_cache::{EvictionPolicy, PolicyConfig};
+use inferencelab_learn::online;
 use inferencelab_learn::replay::{replay, Recording, ReplayConfig};
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
 use inferencelab_trace::{infer_conversations, read_trace, ReadOptions, Trace};
@@ -163,4 +164,68 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
             }
         }
     }
+}
+
+/// `victims` for `lightgbm` retraining online: the schedule is computed from the cut trace, so
+/// a model trained on anything after the cut cannot exist.
+fn victims_online(
+    trace: &Trace,
+    until: f64,
+    config: &LightGbmConfig,
+    pinning: bool,
+) -> Vec<(u32, u32)> {
+    let mut cut = trace.clone();
+    cut.requests.retain(|r| r.timestamp < until);
+    let bs = trace.block_size.unwrap();
+    let prepared = Prepared::new(&cut, bs, None).unwrap();
+    let mut c = config.clone();
+    assert!(online::attach(&mut c, &cut, &prepared.gpu));
+    let (_, rec) = replay(
+        &prepared,
+        Recording::new(LightGbm::new(&c)),
+        &cfg(600, pinning),
+        None,
+    );
+    rec.victims
+}
+
+#[test]
+fn no_peeking_with_online_retraining() {
+    let mut config = LightGbmConfig::load(&repo(
+        "crates/cache/tests/fixtures/lightgbm/model_regression.txt",
+    ))
+    .unwrap();
+    config.retrain = Some(Retrain {
+        every_seconds: 15.0,
+        window_seconds: 40.0,
+    });
+    let trace = mooncake_head(600);
+    // the schedule really switches models before the cuts
+    let prepared = Prepared::new(&trace, trace.block_size.unwrap(), None).unwrap();
+    let mut full = config.clone();
+    online::attach(&mut full, &trace, &prepared.gpu);
+    let sched = full.schedule.clone().unwrap();
+    assert!(
+        sched.iter().filter(|(t, _)| *t < 60.0).count() >= 2,
+        "{}",
+        sched.len()
+    );
+    for pinning in [false, true] {
+        let all = victims_online(&trace, f64::INFINITY, &config, pinning);
+        for t in [60.0, 120.0] {
+            let n = trace.requests.iter().filter(|r| r.timestamp < t).count() as u32;
+            let upto: Vec<(u32, u32)> = all.iter().copied().filter(|&(r, _)| r < n).collect();
+            assert_eq!(
+                upto,
+                victims_online(&trace, t, &config, pinning),
+                "cut at {t}"
+            );
+        }
+    }
+    // and retraining changes decisions (the models are used at all)
+    let static_victims = victims(&trace, f64::INFINITY, LightGbm::new(&config), false, false);
+    assert_ne!(
+        static_victims,
+        victims_online(&trace, f64::INFINITY, &config, false)
+    );
 }

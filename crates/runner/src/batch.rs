@@ -516,7 +516,16 @@ pub fn run(
     let mut resolved: Vec<(&Point, Resolved)> = Vec::new();
     for p in &pending {
         let r = match trace_of.get(&p.trace_path) {
-            Some(Ok(trace)) => resolve_point(p, trace, &cfg.cpu_policy),
+            Some(Ok(trace)) => {
+                resolve_point(p, trace, &cfg.cpu_policy).and_then(|r| match &r.0.gpu.policy {
+                    inferencelab_cache::PolicyConfig::Lightgbm(c) if c.retrain.is_some() => Err(
+                        "lightgbm with `retrain:` (online retraining) runs in `simulate` and \
+                         `train`; in a batch grid give the static model (drop `retrain`)"
+                            .to_string(),
+                    ),
+                    _ => Ok(r),
+                })
+            }
             Some(Err(e)) => Err(e.clone()),
             None => Err("trace not loaded".into()),
         };

@@ -92,6 +92,22 @@ fn default_scale() -> f64 {
     1.0
 }
 
+/// Online retraining, as LRB does: every `every_seconds` of trace time a new model is trained
+/// on the references of the past `window_seconds` (rows from its first half, labels looking at
+/// the rest), so the policy follows a drifting workload. Models depend only on the reference
+/// stream (not on the cache), so the schedule is computed once per trace
+/// (`inferencelab_learn::online`) and handed to the policy in [`LightGbmConfig::schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retrain {
+    pub every_seconds: f64,
+    pub window_seconds: f64,
+}
+
+/// Models by trace time: `(from, model)`, ascending; each was trained on references before
+/// its `from` only.
+pub type Schedule = Vec<(f64, Arc<Model>)>;
+
 /// `{name: lightgbm, model: PATH, scale: 1.0, overdue_factor: 1.0}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +124,12 @@ pub struct LightGbmConfig {
     /// As in `conversation_aware`: `next_use` or `expected_wait` (`learned::order`).
     #[serde(default)]
     pub ranking: Ranking,
+    /// Retrain online (the model file serves until the first retrained model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<Retrain>,
+    /// The retrained models for the trace being run (computed by the caller from `retrain`).
+    #[serde(skip)]
+    pub schedule: Option<Arc<Schedule>>,
 }
 
 impl LightGbmConfig {
@@ -118,6 +140,8 @@ impl LightGbmConfig {
             scale: default_scale(),
             overdue_factor: default_overdue(),
             ranking: Ranking::NextUse,
+            retrain: None,
+            schedule: None,
         })
     }
 
@@ -130,6 +154,9 @@ impl LightGbmConfig {
 #[derive(Debug, Clone)]
 pub struct LightGbm {
     model: Arc<Model>,
+    schedule: Option<Arc<Schedule>>,
+    /// index of the next model of `schedule`
+    next_model: usize,
     scale: f64,
     stats: Tracker,
     order: NextUseOrder,
@@ -139,6 +166,8 @@ impl LightGbm {
     pub fn new(config: &LightGbmConfig) -> Self {
         LightGbm {
             model: config.model.model.clone(),
+            schedule: config.schedule.clone(),
+            next_model: 0,
             scale: config.scale,
             stats: Tracker::default(),
             order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking),
@@ -152,6 +181,15 @@ impl LightGbm {
 
     #[inline]
     fn touch(&mut self, e: EntryId, a: &Access) {
+        if let Some(sched) = &self.schedule {
+            while let Some((from, m)) = sched.get(self.next_model) {
+                if a.timestamp < *from {
+                    break;
+                }
+                self.model = m.clone();
+                self.next_model += 1;
+            }
+        }
         let s = self.stats.observe(a);
         let log_gap = self.model.predict(&s.features());
         let gap = if log_gap.is_nan() {

@@ -82,16 +82,18 @@ fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
             };
             if same(&c.model.path, path) {
                 eprintln!(
-                    "note: lightgbm: scale {}, overdue_factor {} and ranking {:?} from {} \
-                     (calibrated by `train`)",
+                    "note: lightgbm: scale {}, overdue_factor {}, ranking {:?} and retraining \
+                     {} from {} (calibrated by `train`)",
                     c.scale,
                     c.overdue_factor,
                     c.ranking,
+                    if c.retrain.is_some() { "on" } else { "off" },
                     beside.display()
                 );
                 config.scale = c.scale;
                 config.overdue_factor = c.overdue_factor;
                 config.ranking = c.ranking;
+                config.retrain = c.retrain;
             }
         }
     }
@@ -337,10 +339,51 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     };
 
+    // lightgbm retraining online: the models over this trace's GPU blocks (the LMCache tier
+    // sees only the GPU's misses, a different stream: it keeps the static model)
+    let mut policies = policies;
+    for p in policies.iter_mut() {
+        if let PolicyConfig::Lightgbm(c) = p {
+            if inferencelab_learn::online::attach(c, &trace, &prepared.gpu) {
+                eprintln!(
+                    "note: lightgbm retrains online: {} models over the trace (every {} s on the \
+                     past {} s)",
+                    c.schedule.as_ref().map_or(0, |s| s.len()),
+                    c.retrain.map_or(0.0, |r| r.every_seconds),
+                    c.retrain.map_or(0.0, |r| r.window_seconds)
+                );
+            }
+        }
+    }
+    let static_model = |p: PolicyConfig| match p {
+        PolicyConfig::Lightgbm(c) if c.retrain.is_some() && cpu_chunks.is_some() => {
+            PolicyConfig::Lightgbm(inferencelab_cache::policy::lightgbm::LightGbmConfig {
+                retrain: None,
+                schedule: None,
+                ..c
+            })
+        }
+        p => p,
+    };
+    let lm_lightgbm_retrains = cpu_chunks.is_some()
+        && cpu_policy
+            .iter()
+            .chain(if cpu_policy.is_none() {
+                &policies[..]
+            } else {
+                &[]
+            })
+            .any(|p| matches!(p, PolicyConfig::Lightgbm(c) if c.retrain.is_some()));
+    if lm_lightgbm_retrains {
+        eprintln!("note: the LMCache tier's lightgbm uses its model file without retraining");
+    }
+    let cpu_policy = cpu_policy.map(static_model);
     let mut configs = Vec::new();
     for policy in &policies {
         for &cap in &capacities {
-            let lm_policy = cpu_policy.clone().unwrap_or_else(|| policy.clone());
+            let lm_policy = cpu_policy
+                .clone()
+                .unwrap_or_else(|| static_model(policy.clone()));
             configs.push(SimConfig {
                 gpu: TierConfig {
                     capacity: cap,

@@ -3,15 +3,19 @@
 //! Belady. `--export-features F.csv` writes the training rows for Python `lightgbm`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
 use inferencelab_cache::learned::order::Ranking;
-use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
+use inferencelab_cache::policy::lightgbm::{
+    LightGbmConfig, ModelFile, Retrain, Schedule, DEFAULT_MODEL_PATH,
+};
 use inferencelab_learn::boost::{self, BoostParams};
 use inferencelab_learn::dataset;
 use inferencelab_learn::eval::{Candidate, Comparison};
+use inferencelab_learn::online;
 use inferencelab_learn::sweep::choice_ratio;
 use inferencelab_trace::Format;
 use rayon::prelude::*;
@@ -82,6 +86,10 @@ pub struct TrainArgs {
     /// Do not pin the blocks of running requests.
     #[arg(long)]
     pub no_pinning: bool,
+    /// Only the static model: do not try online retraining (LRB's sliding window) in the
+    /// calibration.
+    #[arg(long)]
+    pub no_retrain: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -115,6 +123,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         !args.no_pinning,
     )?;
 
+    let params = BoostParams {
+        num_iterations: args.num_iterations,
+        num_leaves: args.num_leaves,
+        learning_rate: args.learning_rate,
+        min_data_in_leaf: args.min_data_in_leaf,
+        monotone: PREFIX_MONOTONE.to_vec(),
+        ..Default::default()
+    };
+    let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
     let model_path = match &args.model {
         Some(p) => p.clone(),
         None => {
@@ -139,16 +156,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            let params = BoostParams {
-                num_iterations: args.num_iterations,
-                num_leaves: args.num_leaves,
-                learning_rate: args.learning_rate,
-                min_data_in_leaf: args.min_data_in_leaf,
-                monotone: PREFIX_MONOTONE.to_vec(),
-                ..Default::default()
-            };
             let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
-            let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
             let model = boost::train(&rows, &data.labels, &names, &params);
             let mse = rows
                 .par_iter()
@@ -175,38 +183,111 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     let capacities = capacities_or_default(&split, &args.capacities)?;
     let base = settle_validation(&mut split, &capacities);
-    // calibrate the policy's scale and overdue factor on the validation part (end of train)
-    let grid: Vec<(f64, f64, Ranking)> = [Ranking::NextUse, Ranking::ExpectedWait]
+    // the static model the calibration judges must not have seen the validation part: its
+    // labels look ahead to the end of the train part, so a twin trained on the requests before
+    // the validation part stands in for it there (a model given with --model is used as is)
+    let choice_model = (args.model.is_none() && split.validation_from > split.t0).then(|| {
+        let data = dataset::build(
+            &trace,
+            &split.prepared.gpu,
+            split.validation_from,
+            args.max_rows,
+            args.seed,
+        );
+        let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
+        ModelFile {
+            path: model_path.clone(),
+            model: Arc::new(boost::train(&rows, &data.labels, &names, &params)),
+        }
+    });
+    // online retraining variants (LRB's sliding window): windows of the whole train part's
+    // length, a half and a quarter of it, a new model every twentieth of it
+    let span = split.split - split.t0;
+    let variants: Vec<Option<Retrain>> = if args.no_retrain {
+        vec![None]
+    } else {
+        std::iter::once(None)
+            .chain([1.0, 0.5, 0.25].map(|w| {
+                Some(Retrain {
+                    every_seconds: span / 20.0,
+                    window_seconds: w * span,
+                })
+            }))
+            .collect()
+    };
+    let schedules: Vec<Option<Arc<Schedule>>> = variants
         .iter()
-        .flat_map(|&r| {
-            [1.0, 0.3, 0.1, 0.03]
-                .iter()
-                .flat_map(move |&s| [0.1, 0.3, 1.0, 3.0].map(|o| (s, o, r)))
+        .map(|v| {
+            v.map(|r| {
+                Arc::new(online::schedule(
+                    &trace,
+                    &split.prepared.gpu,
+                    &r,
+                    &params,
+                    args.seed,
+                ))
+            })
         })
         .collect();
+    // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
+    let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
+        .flat_map(|v| {
+            [Ranking::NextUse, Ranking::ExpectedWait]
+                .into_iter()
+                .flat_map(move |r| {
+                    [1.0, 0.3, 0.1, 0.03]
+                        .into_iter()
+                        .flat_map(move |s| [0.1, 0.3, 1.0, 3.0].map(|o| (v, s, o, r)))
+                })
+        })
+        .collect();
+    let bar = progress_bar(args.quiet, "calibration");
+    bar.set_length((grid.len() * capacities.len()) as u64);
     let scores: Vec<f64> = grid
         .par_iter()
-        .map(|&(scale, overdue_factor, ranking)| {
+        .map(|&(v, scale, overdue_factor, ranking)| {
             let c = LightGbmConfig {
                 scale,
                 overdue_factor,
                 ranking,
-                ..config.clone()
+                retrain: variants[v],
+                schedule: schedules[v].clone(),
+                model: choice_model.clone().unwrap_or_else(|| config.model.clone()),
             };
             capacities
                 .iter()
                 .map(|&cap| {
-                    choice_ratio(&split.run(&Candidate::LightGbm(c.clone()), cap, split.split))
+                    let r =
+                        choice_ratio(&split.run(&Candidate::LightGbm(c.clone()), cap, split.split));
+                    bar.inc(1);
+                    r
                 })
                 .sum::<f64>()
         })
         .collect();
+    bar.finish_and_clear();
+    // Choices compare out-of-sample scores only. Online models never see what they are scored
+    // on; the static model is scored out of sample on the validation part (its twin above).
+    // When choices fall back to the whole train part, the static model would be scored on
+    // the requests its own labels come from, which flatters it: then only the online variants
+    // compete (unless --no-retrain).
+    let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
+    if in_sample_static {
+        eprintln!(
+            "note: choosing on the whole train part, where the static model is scored in sample: \
+             only online retraining competes (--no-retrain for the static model)"
+        );
+    }
     let best = (0..grid.len())
+        .filter(|&i| !(in_sample_static && variants[grid[i].0].is_none()))
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
         .unwrap_or(0);
-    (config.scale, config.overdue_factor, config.ranking) = grid[best];
+    let (v, scale, overdue_factor, ranking) = grid[best];
+    (config.scale, config.overdue_factor, config.ranking) = (scale, overdue_factor, ranking);
+    config.retrain = variants[v];
+    config.schedule = schedules[v].clone();
     eprintln!(
-        "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}",
+        "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
         if split.validation_from <= split.t0 {
             "whole train part"
         } else {
@@ -214,7 +295,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
         config.scale,
         config.overdue_factor,
-        config.ranking
+        config.ranking,
+        config.retrain.map_or("off".to_string(), |r| format!(
+            "every {:.1} s on the past {:.1} s",
+            r.every_seconds, r.window_seconds
+        ))
     );
     let policy_yaml = model_path.with_extension("yaml");
     write_file(
