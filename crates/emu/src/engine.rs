@@ -523,6 +523,7 @@ impl Engine {
             request: index as u32,
             conversation: u64::MAX,
             turn: 0,
+            kind: u32::MAX,
             depth: depth as u32,
             next_use: NEVER,
         };

@@ -40,6 +40,7 @@ fn load(path: &str, block_size: u32) -> (Trace, BlockedTrace) {
 
 fn stream(trace: &Trace, blocked: &BlockedTrace) -> Vec<Access> {
     let mut out = Vec::with_capacity(blocked.keys.len());
+    let kinds = trace.kind_ids();
     for (i, r) in trace.requests.iter().enumerate() {
         for (d, &k) in blocked.request(i).iter().enumerate() {
             out.push(Access {
@@ -47,6 +48,7 @@ fn stream(trace: &Trace, blocked: &BlockedTrace) -> Vec<Access> {
                 request: i as u32,
                 conversation: r.conversation.unwrap_or(u64::MAX),
                 turn: r.turn,
+                kind: kinds[i],
                 depth: d as u32,
                 ..Access::at(k, out.len() as u64)
             });

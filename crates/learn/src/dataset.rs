@@ -110,6 +110,7 @@ pub fn build_window(
     let mut rng = SplitMix::new(seed);
     let mut seen = 0usize;
     let mut clock = 0u64;
+    let kinds = trace.kind_ids();
     for (i, r) in reqs[..n_req].iter().enumerate() {
         let sample = r.timestamp >= rows_from && r.timestamp < rows_until;
         for (d, pos) in (blocks.offsets[i]..blocks.offsets[i + 1]).enumerate() {
@@ -121,6 +122,7 @@ pub fn build_window(
                 request: i as u32,
                 conversation: r.conversation.unwrap_or(u64::MAX),
                 turn: r.turn,
+                kind: kinds[i],
                 depth: d as u32,
                 next_use: inferencelab_cache::NEVER,
             };

@@ -99,6 +99,7 @@ pub fn replay<P: EvictionPolicy>(
     let mut out = SplitCounts::default();
     let mut running: BinaryHeap<Running> = BinaryHeap::new();
     let mut clock = 0u64;
+    let kinds = prepared.trace.kind_ids();
     for (i, r) in reqs.iter().enumerate() {
         if r.timestamp >= config.until {
             break;
@@ -122,6 +123,7 @@ pub fn replay<P: EvictionPolicy>(
             request: i as u32,
             conversation: r.conversation.unwrap_or(u64::MAX),
             turn: r.turn,
+            kind: kinds[i],
             depth: depth as u32,
             next_use: oracle.map_or(NEVER, |o| o[offset + depth]),
         };

@@ -96,6 +96,8 @@ pub fn sample(rng: &mut SplitMix) -> ScorerConfig {
         scale: log_uniform(rng, 0.05, 20.0),
         use_conversation: rng.next_f64() < 0.75,
         use_block_gap: rng.next_f64() < 0.75,
+        // drawn by `run` from its own stream (adding it kept the other draws of every seed)
+        use_request_type: false,
         use_reuse_model: rng.next_f64() < 0.75,
         w_uses: uniform(rng, -0.5, 2.0),
         w_sharing: uniform(rng, 0.0, 2.0),
@@ -128,8 +130,11 @@ pub fn run(
             ..Default::default()
         },
     ]);
+    let mut types = SplitMix::new(cfg.seed ^ 0x7E9E_5EED);
     while configs.len() < cfg.budget.max(1) {
-        configs.push(sample(&mut rng));
+        let mut c = sample(&mut rng);
+        c.use_request_type = types.next_f64() < 0.5;
+        configs.push(c);
     }
     configs.truncate(cfg.budget.max(1));
     let mut trials: Vec<Trial> = configs

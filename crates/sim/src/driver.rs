@@ -200,6 +200,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     let mut bytes_disk = 0u64;
 
     let started = Instant::now();
+    let kinds = prepared.trace.kind_ids();
     for (i, r) in reqs.iter().enumerate() {
         // finish (unpin) every request done by this arrival: chain tail first
         if config.pinning {
@@ -223,6 +224,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
             request: i as u32,
             conversation,
             turn: r.turn,
+            kind: kinds[i],
             depth: depth as u32,
             next_use,
         };

@@ -138,6 +138,25 @@ pub struct LmcacheLookup {
 
 impl Trace {
     /// True when the trace carries token ids or block ids, i.e. prefix reuse can be simulated.
+    /// Dense ids of the requests' types (`Request::kind`), in order of first appearance;
+    /// `u32::MAX` for a request without one.
+    pub fn kind_ids(&self) -> Vec<u32> {
+        let mut seen: Vec<&str> = Vec::new();
+        self.requests
+            .iter()
+            .map(|r| match r.kind.as_deref() {
+                None => u32::MAX,
+                Some(k) => match seen.iter().position(|&s| s == k) {
+                    Some(i) => i as u32,
+                    None => {
+                        seen.push(k);
+                        (seen.len() - 1) as u32
+                    }
+                },
+            })
+            .collect()
+    }
+
     pub fn has_reuse_info(&self) -> bool {
         self.requests
             .iter()
@@ -152,5 +171,30 @@ impl Trace {
 
     pub fn total_prompt_tokens(&self) -> u64 {
         self.requests.iter().map(|r| r.input_length as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_ids_are_dense_in_order_of_first_appearance() {
+        let req = |kind: Option<&str>| Request {
+            id: String::new(),
+            timestamp: 0.0,
+            finish_time: None,
+            conversation: None,
+            turn: 0,
+            input_length: 1,
+            output_length: 1,
+            kind: kind.map(str::to_string),
+            content: Content::None,
+        };
+        let t = Trace {
+            requests: vec![req(Some("s")), req(None), req(Some("n")), req(Some("s"))],
+            ..Default::default()
+        };
+        assert_eq!(t.kind_ids(), vec![0, u32::MAX, 1, 0]);
     }
 }

@@ -116,6 +116,8 @@ struct ConvState {
     prev_ts: f64,
     requests: u32,
     gap_ewma: f64,
+    /// the type of its latest request
+    last_kind: u32,
 }
 
 /// A running mean of `ln(1 + x)`, reported back as `exp(mean) - 1` (robust to heavy tails).
@@ -181,6 +183,12 @@ pub struct Snapshot {
     /// `ln(1 + typical gap to the next use of objects with `uses` uses so far)` (NaN before
     /// any).
     pub log_reuse_gap_by_uses: f64,
+    /// `ln(1 + typical gap from a request of this request's type to its conversation's next
+    /// request)` (NaN without a type, conversations or any observation).
+    pub log_kind_gap: f64,
+    /// Learned online: the share of requests of this type whose conversation had another (NaN
+    /// without a type or conversations).
+    pub p_kind: f64,
 }
 
 impl Snapshot {
@@ -229,6 +237,11 @@ pub struct Tracker {
     reuse_gap_prior: LogPrior,
     /// typical gap to the next use of an object with `k` uses (a per-category reuse model)
     gap_by_uses: [LogPrior; MAX_BUCKET + 2],
+    /// per request type: typical gap to the conversation's next request, requests seen, and
+    /// requests followed by another of their conversation (Alibaba's per-category reuse model)
+    kind_gap: Vec<LogPrior>,
+    kind_requests: Vec<u64>,
+    kind_continued: Vec<u64>,
     /// keep the decayed counters (`lightgbm` reads them, `conversation_aware` does not)
     pub with_counters: bool,
     /// latest trace time seen
@@ -247,6 +260,9 @@ impl Default for Tracker {
             conv_gap_prior: LogPrior::new(),
             reuse_gap_prior: LogPrior::new(),
             gap_by_uses: [LogPrior::new(); MAX_BUCKET + 2],
+            kind_gap: Vec::new(),
+            kind_requests: Vec::new(),
+            kind_continued: Vec::new(),
             with_counters: true,
             now: 0.0,
         }
@@ -314,6 +330,16 @@ impl Tracker {
             self.use_reach[k] += 1;
         }
         let s = self.objs[o];
+        let (log_kind_gap, p_kind) = match self.kind_requests.get(a.kind as usize) {
+            Some(&n) if conv != NONE => {
+                let k = a.kind as usize;
+                (
+                    self.kind_gap[k].log_value(),
+                    (self.kind_continued[k] as f64 + 1.0) / (n as f64 + 2.0),
+                )
+            }
+            _ => (f64::NAN, f64::NAN),
+        };
         let (conv_requests, conv_gap_ewma, conv_since_prev, p_continue) = if conv == NONE {
             (0, f64::NAN, f64::NAN, f64::NAN)
         } else {
@@ -351,6 +377,8 @@ impl Tracker {
             log_reuse_gap_prior: self.reuse_gap_prior.log_value(),
             log_reuse_gap_by_uses: self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)]
                 .log_value(),
+            log_kind_gap,
+            p_kind,
         }
     }
 
@@ -372,6 +400,7 @@ impl Tracker {
                     prev_ts: f64::NAN,
                     requests: 0,
                     gap_ewma: f64::NAN,
+                    last_kind: NONE,
                 });
             }
             self.conv_cache = (a.conversation, idx);
@@ -379,6 +408,22 @@ impl Tracker {
         };
         let c = &mut self.convs[idx as usize];
         if c.last_request != a.request {
+            if c.requests >= 1 && c.last_kind != NONE {
+                // the previous request's type: its conversation went on, after this gap
+                let k = c.last_kind as usize;
+                self.kind_continued[k] += 1;
+                self.kind_gap[k].add_log((a.timestamp - c.last_ts).max(0.0).ln_1p());
+            }
+            c.last_kind = a.kind;
+            if a.kind != NONE {
+                let k = a.kind as usize;
+                if self.kind_requests.len() <= k {
+                    self.kind_requests.resize(k + 1, 0);
+                    self.kind_continued.resize(k + 1, 0);
+                    self.kind_gap.resize(k + 1, LogPrior::new());
+                }
+                self.kind_requests[k] += 1;
+            }
             if c.requests >= 1 {
                 let gap = (a.timestamp - c.last_ts).max(0.0);
                 c.gap_ewma = if c.requests == 1 {
@@ -438,5 +483,44 @@ mod tests {
         // decayed counter at 10 s half-life: 1 + (1 + (1 + 2^-1) 2^-2) 2^-0.1
         let want = 1.0 + (1.0 + 1.5 * 0.25) * 2f64.powf(-0.1);
         assert!((s3.edc[0] - want).abs() < 1e-5, "{} vs {want}", s3.edc[0]);
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn acc(obj: u32, t: f64, request: u32, conversation: u64, kind: u32) -> Access {
+        Access {
+            timestamp: t,
+            request,
+            conversation,
+            kind,
+            ..Access::at(obj, request as u64)
+        }
+    }
+
+    #[test]
+    fn request_types_learn_their_gap_and_continuation_rate() {
+        let mut tr = Tracker::default();
+        // conversation 1: a type-0 request at 0 s followed at 30 s by a type-1 request;
+        // conversation 2: a type-0 request at 40 s, never followed
+        assert!(tr.observe(&acc(1, 0.0, 0, 1, 0)).log_kind_gap.is_nan());
+        let s = tr.observe(&acc(2, 30.0, 1, 1, 1));
+        assert!(
+            s.log_kind_gap.is_nan(),
+            "no type-1 request was followed yet"
+        );
+        // type 1: 1 request (this one), none followed yet: (0 + 1) / (1 + 2)
+        assert_eq!(s.p_kind, 1.0 / 3.0);
+        let s = tr.observe(&acc(3, 40.0, 2, 2, 0));
+        // type 0: 2 requests, 1 followed, after a 30 s gap: (1 + 1) / (2 + 2)
+        assert_eq!(s.p_kind, 0.5);
+        assert!((s.log_kind_gap - 30f64.ln_1p()).abs() < 1e-12);
+        // without a type, or without a conversation: unknown
+        let s = tr.observe(&acc(4, 50.0, 3, 3, u32::MAX));
+        assert!(s.log_kind_gap.is_nan() && s.p_kind.is_nan());
+        let s = tr.observe(&acc(5, 60.0, 4, u64::MAX, 0));
+        assert!(s.log_kind_gap.is_nan() && s.p_kind.is_nan());
     }
 }

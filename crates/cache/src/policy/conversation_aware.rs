@@ -50,6 +50,10 @@ pub struct ScorerConfig {
     pub use_conversation: bool,
     /// Use the block's last reuse gap (blocks used at least twice) when it is shorter.
     pub use_block_gap: bool,
+    /// Traces with request types (WEKA, Bailian): a conversation without its own gap history
+    /// takes the typical gap after a request of this type, and the continuation probability is
+    /// that of requests of this type (a per-category reuse model, as in Alibaba's ATC'25 study).
+    pub use_request_type: bool,
     /// Use the typical gap to the next use of blocks with as many uses (learned online) when it
     /// is shorter.
     pub use_reuse_model: bool,
@@ -75,6 +79,7 @@ impl Default for ScorerConfig {
             scale: 1.0,
             use_conversation: true,
             use_block_gap: true,
+            use_request_type: false,
             use_reuse_model: true,
             w_uses: 0.0,
             w_sharing: 0.0,
@@ -119,6 +124,8 @@ impl ScorerConfig {
         if conv {
             let g = if s.conv_gap_ewma.is_finite() {
                 s.conv_gap_ewma
+            } else if self.use_request_type && s.log_kind_gap.is_finite() {
+                s.log_kind_gap.exp_m1()
             } else {
                 s.log_conv_gap_prior.exp_m1()
             };
@@ -152,7 +159,13 @@ impl ScorerConfig {
             return 1.0;
         }
         let conv = self.use_conversation && s.conv_requests > 0;
-        let p = if conv { s.p_continue } else { s.p_reuse };
+        let p = if !conv {
+            s.p_reuse
+        } else if self.use_request_type && s.p_kind.is_finite() {
+            s.p_kind
+        } else {
+            s.p_continue
+        };
         p.clamp(1e-6, 1.0).powf(-self.w_probability)
     }
 
@@ -339,5 +352,46 @@ mod tests {
                 "{fast} vs {slow}"
             );
         }
+    }
+
+    #[test]
+    fn request_types_give_new_conversations_their_type_s_gap() {
+        let mut tracker = Tracker::without_counters();
+        let a = |obj: u32, t: f64, request: u32, conversation: u64, kind: u32| Access {
+            timestamp: t,
+            request,
+            conversation,
+            kind,
+            ..Access::at(obj, request as u64)
+        };
+        // after a type-0 request conversations come back in 100 s, after a type-1 one in 2 s
+        for (obj, t, req, conv, kind) in [(1, 0.0, 0, 1, 0), (2, 100.0, 1, 1, 0)] {
+            tracker.observe(&a(obj, t, req, conv, kind));
+        }
+        for (obj, t, req, conv, kind) in [(3, 101.0, 2, 2, 1), (4, 103.0, 3, 2, 1)] {
+            tracker.observe(&a(obj, t, req, conv, kind));
+        }
+        // a new conversation's first request, of type 1
+        let s = tracker.observe(&a(5, 110.0, 4, 3, 1));
+        let only_conversation = ScorerConfig {
+            use_block_gap: false,
+            use_reuse_model: false,
+            w_probability: 0.0,
+            ..Default::default()
+        };
+        let typed = ScorerConfig {
+            use_request_type: true,
+            ..only_conversation.clone()
+        };
+        assert!((typed.predicted_gap(&s) - 2.0).abs() < 1e-9);
+        // untyped: the typical gap of all conversations, exp(mean(ln 101, ln 3)) - 1
+        let all = ((101f64.ln() + 3f64.ln()) / 2.0).exp() - 1.0;
+        assert!((only_conversation.predicted_gap(&s) - all).abs() < 1e-9);
+        // the probability term: type 1's continuation rate (1 of 2 requests followed)
+        let p = ScorerConfig {
+            w_probability: 1.0,
+            ..typed
+        };
+        assert!((p.predicted_gap(&s) - 2.0 / ((1.0 + 1.0) / (3.0 + 2.0))).abs() < 1e-9);
     }
 }

@@ -43,6 +43,8 @@ pub struct Access {
     pub conversation: u64,
     /// Turn within the conversation.
     pub turn: u32,
+    /// The request's type as a dense id (`Trace::kind_ids`; `u32::MAX` when it has none).
+    pub kind: u32,
     /// Position of the block in the request's prefix chain (0 = first block).
     pub depth: u32,
     /// Oracle: when the object is next referenced (larger = later; [`NEVER`]).
@@ -59,6 +61,7 @@ impl Access {
             request: 0,
             conversation: u64::MAX,
             turn: 0,
+            kind: u32::MAX,
             depth: 0,
             next_use: NEVER,
         }
