@@ -156,14 +156,15 @@ fn choices_are_made_on_the_validation_part_unless_it_cannot_separate_policies() 
 #[test]
 fn infer_conversations_gives_mooncake_conversations() {
     let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--budget",
+        "2",
+        "--capacities",
+        "1000",
+        "--infer-conversations",
+    ];
     let (_, err, _) = sweep(
-        &[
-            "--budget",
-            "2",
-            "--capacities",
-            "1000",
-            "--infer-conversations",
-        ],
+        &args,
         "data/traces/mooncake/synthetic_trace.jsonl",
         dir.path(),
     );
@@ -174,16 +175,6 @@ fn infer_conversations_gives_mooncake_conversations() {
         "{err}"
     );
     // a trace that has ids keeps them
-    let (_, err, _) = sweep(
-        &[
-            "--budget",
-            "2",
-            "--capacities",
-            "1000",
-            "--infer-conversations",
-        ],
-        "data/traces/weka-agentic",
-        dir.path(),
-    );
+    let (_, err, _) = sweep(&args, "data/traces/weka-agentic", dir.path());
     assert!(err.contains("has conversation ids; kept them"), "{err}");
 }

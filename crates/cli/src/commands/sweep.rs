@@ -16,9 +16,10 @@ use inferencelab_sim::{plan, Prepared};
 use inferencelab_trace::{infer_conversations, read_trace, Format, ReadOptions, Trace};
 use serde_json::json;
 
+/// The trace and its train/validation/test split, shared by `sweep` and `train`.
 #[derive(Args, Debug)]
-pub struct SweepArgs {
-    /// Trace to tune on (any input format; a directory of WEKA sessions works too).
+pub struct SplitArgs {
+    /// Trace to fit on (any input format; a directory of WEKA sessions works too).
     #[arg(long, short = 'i')]
     pub input_file: PathBuf,
     /// Force the input format instead of detecting it.
@@ -34,13 +35,10 @@ pub struct SweepArgs {
     /// Share of the trace's time span used for fitting; the rest is the held-back test part.
     #[arg(long, default_value_t = 0.5)]
     pub train_fraction: f64,
-    /// Share of the train part, at its end, on which trials are ranked (the validation part;
+    /// Share of the train part, at its end, on which choices are made (the validation part;
     /// the earlier train requests only warm the cache); 1 = the whole train part.
     #[arg(long, default_value_t = 0.5)]
     pub validation_share: f64,
-    /// Number of scorer configurations tried (defaults and LRU's point included).
-    #[arg(long, default_value_t = 32)]
-    pub budget: usize,
     /// GPU capacities in blocks, comma separated (default: up to 3 where LRU reaches less than
     /// 80% of the infinite cache on the test part).
     #[arg(long, value_delimiter = ',')]
@@ -51,6 +49,46 @@ pub struct SweepArgs {
     /// Do not pin the blocks of running requests.
     #[arg(long)]
     pub no_pinning: bool,
+}
+
+impl SplitArgs {
+    /// The trace, read as `simulate` reads it (conversations inferred when asked).
+    pub fn trace(&self) -> anyhow::Result<Trace> {
+        load_trace(
+            &self.input_file,
+            self.input_format,
+            self.skip_invalid,
+            self.infer_conversations,
+        )
+    }
+
+    /// Its train/validation/test split.
+    pub fn prepare<'t>(&self, trace: &'t Trace) -> anyhow::Result<Split<'t>> {
+        prepare_split(
+            trace,
+            self.block_size,
+            self.train_fraction,
+            self.validation_share,
+            !self.no_pinning,
+        )
+    }
+
+    /// The capacities to report and the baselines there, with the validation part settled
+    /// (`settle_validation`).
+    pub fn settle(&self, split: &mut Split<'_>) -> anyhow::Result<(Vec<u64>, Vec<Baseline>)> {
+        let capacities = capacities_or_default(split, &self.capacities)?;
+        let base = settle_validation(split, &capacities);
+        Ok((capacities, base))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub data: SplitArgs,
+    /// Number of scorer configurations tried (defaults and LRU's point included).
+    #[arg(long, default_value_t = 32)]
+    pub budget: usize,
     /// Also try this scorer config (YAML) as the first trial (`--budget 1` evaluates only it).
     #[arg(long)]
     pub scorer_config: Option<PathBuf>,
@@ -326,21 +364,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let trace = load_trace(
-        &args.input_file,
-        args.input_format,
-        args.skip_invalid,
-        args.infer_conversations,
-    )?;
-    let mut split = prepare_split(
-        &trace,
-        args.block_size,
-        args.train_fraction,
-        args.validation_share,
-        !args.no_pinning,
-    )?;
-    let capacities = capacities_or_default(&split, &args.capacities)?;
-    let base = settle_validation(&mut split, &capacities);
+    let trace = args.data.trace()?;
+    let mut split = args.data.prepare(&trace)?;
+    let (capacities, base) = args.data.settle(&mut split)?;
 
     let bar = progress_bar(args.quiet, "sweep");
     let cfg = SweepConfig {
@@ -364,9 +390,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         .collect();
     println!(
         "{} ({} requests), train = first {:.0}% of the time span; best of {} trials (#{}):",
-        args.input_file.display(),
+        args.data.input_file.display(),
         trace.requests.len(),
-        100.0 * args.train_fraction,
+        100.0 * args.data.train_fraction,
         trials.len(),
         best.id
     );
@@ -422,8 +448,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         "# conversation_aware scorer tuned by `inferencelab sweep` on {} (train = first {:.0}% \
          of the time span,\n# chosen on its last {:.0}%; capacities {:?}): mean train token hit \
          ratio {:.4}, validation {:.4}, test {:.4}\n{}",
-        args.input_file.display(),
-        100.0 * args.train_fraction,
+        args.data.input_file.display(),
+        100.0 * args.data.train_fraction,
         100.0 * used_share,
         capacities,
         best.train(),
@@ -434,16 +460,16 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     write_file(&args.output, yaml.as_bytes())?;
     let summary = args
         .output
-        .with_file_name(format!("sweep_{}.json", stem(&args.input_file)));
+        .with_file_name(format!("sweep_{}.json", stem(&args.data.input_file)));
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "sweep",
-        "input": args.input_file,
-        "train_fraction": args.train_fraction,
-        "validation_share": args.validation_share,
+        "input": args.data.input_file,
+        "train_fraction": args.data.train_fraction,
+        "validation_share": args.data.validation_share,
         "split_seconds": split.split - split.t0,
         "validation_from_seconds": split.validation_from - split.t0,
-        "pinning": !args.no_pinning,
+        "pinning": !args.data.no_pinning,
         "capacities": capacities,
         "best": best.config,
         "comparisons": comparisons,

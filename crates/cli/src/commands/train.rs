@@ -17,37 +17,15 @@ use inferencelab_learn::dataset;
 use inferencelab_learn::eval::{Candidate, Comparison};
 use inferencelab_learn::online;
 use inferencelab_learn::sweep::choice_ratio;
-use inferencelab_trace::Format;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::sweep::{
-    capacities_or_default, load_trace, prepare_split, print_comparisons, progress_bar,
-    settle_validation, stem, write_file,
-};
+use super::sweep::{print_comparisons, progress_bar, stem, write_file, SplitArgs};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Trace to learn from (any input format; a directory of WEKA sessions works too).
-    #[arg(long, short = 'i')]
-    pub input_file: PathBuf,
-    /// Force the input format instead of detecting it.
-    #[arg(long, value_parser = parse_format)]
-    pub input_format: Option<Format>,
-    /// Skip (and count) invalid records instead of stopping at the first one.
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// Traces without conversation ids: infer them from the prefix chain (a request that
-    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
-    #[arg(long)]
-    pub infer_conversations: bool,
-    /// Share of the trace's time span used for training; the rest is the held-back test part.
-    #[arg(long, default_value_t = 0.5)]
-    pub train_fraction: f64,
-    /// Share of the train part, at its end, on which the policy's scale and overdue factor
-    /// are chosen (the validation part); 1 = the whole train part.
-    #[arg(long, default_value_t = 0.5)]
-    pub validation_share: f64,
+    #[command(flatten)]
+    pub data: SplitArgs,
     /// Where the LightGBM text model goes.
     #[arg(long, short = 'o', default_value = DEFAULT_MODEL_PATH)]
     pub output: PathBuf,
@@ -76,16 +54,6 @@ pub struct TrainArgs {
     /// Evaluate this existing model (e.g. trained by Python lightgbm) instead of training one.
     #[arg(long, conflicts_with = "export_only")]
     pub model: Option<PathBuf>,
-    /// GPU capacities in blocks for the report, comma separated (default: up to 3 where LRU
-    /// reaches less than 80% of the infinite cache on the test part).
-    #[arg(long, value_delimiter = ',')]
-    pub capacities: Vec<u64>,
-    /// Tokens per GPU block (id traces default to their own block size).
-    #[arg(long)]
-    pub block_size: Option<u32>,
-    /// Do not pin the blocks of running requests.
-    #[arg(long)]
-    pub no_pinning: bool,
     /// Only the static model: do not try online retraining (LRB's sliding window) in the
     /// calibration.
     #[arg(long)]
@@ -98,10 +66,6 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
@@ -109,19 +73,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .build_global()
             .context("--threads")?;
     }
-    let trace = load_trace(
-        &args.input_file,
-        args.input_format,
-        args.skip_invalid,
-        args.infer_conversations,
-    )?;
-    let mut split = prepare_split(
-        &trace,
-        args.block_size,
-        args.train_fraction,
-        args.validation_share,
-        !args.no_pinning,
-    )?;
+    let trace = args.data.trace()?;
+    let mut split = args.data.prepare(&trace)?;
 
     let params = BoostParams {
         num_iterations: args.num_iterations,
@@ -181,8 +134,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let mut config = LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?;
 
-    let capacities = capacities_or_default(&split, &args.capacities)?;
-    let base = settle_validation(&mut split, &capacities);
+    let (capacities, base) = args.data.settle(&mut split)?;
     // the static model the calibration judges must not have seen the validation part: its
     // labels look ahead to the end of the train part, so a twin trained on the requests before
     // the validation part stands in for it there (a model given with --model is used as is)
@@ -306,7 +258,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &policy_yaml,
         format!(
             "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
-            args.input_file.display(),
+            args.data.input_file.display(),
             serde_norway::to_string(&config)?
         )
         .as_bytes(),
@@ -331,22 +283,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .collect();
     println!(
         "{} ({} requests), train = first {:.0}% of the time span; model {}:",
-        args.input_file.display(),
+        args.data.input_file.display(),
         trace.requests.len(),
-        100.0 * args.train_fraction,
+        100.0 * args.data.train_fraction,
         model_path.display()
     );
     print_comparisons(&comparisons);
-    let summary = model_path.with_file_name(format!("train_{}.json", stem(&args.input_file)));
+    let summary = model_path.with_file_name(format!("train_{}.json", stem(&args.data.input_file)));
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "train",
-        "input": args.input_file,
-        "train_fraction": args.train_fraction,
-        "validation_share": args.validation_share,
+        "input": args.data.input_file,
+        "train_fraction": args.data.train_fraction,
+        "validation_share": args.data.validation_share,
         "split_seconds": split.split - split.t0,
         "validation_from_seconds": split.validation_from - split.t0,
-        "pinning": !args.no_pinning,
+        "pinning": !args.data.no_pinning,
         "model": model_path,
         "scale": config.scale,
         "overdue_factor": config.overdue_factor,
