@@ -23,13 +23,7 @@ pub const MAX_ROWS: usize = 50_000;
 
 /// The models of `retrain` over `trace`, trained in parallel (each independently, so the
 /// result does not depend on the number of threads).
-pub fn schedule(
-    trace: &Trace,
-    blocks: &BlockedTrace,
-    retrain: &Retrain,
-    params: &BoostParams,
-    seed: u64,
-) -> Schedule {
+pub fn schedule(trace: &Trace, blocks: &BlockedTrace, retrain: &Retrain) -> Schedule {
     let reqs = &trace.requests;
     let (Some(first), Some(last)) = (reqs.first(), reqs.last()) else {
         return Vec::new();
@@ -44,15 +38,19 @@ pub fn schedule(
     }
     let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
     let params = BoostParams {
+        num_iterations: retrain.num_iterations,
+        num_leaves: retrain.num_leaves,
+        learning_rate: retrain.learning_rate,
+        min_data_in_leaf: retrain.min_data_in_leaf,
         monotone: PREFIX_MONOTONE.to_vec(),
-        ..params.clone()
+        ..Default::default()
     };
     let models: Vec<Option<(f64, Arc<_>)>> = times
         .par_iter()
         .map(|&t| {
             let from = (t - retrain.window_seconds).max(t0);
             let mid = from + 0.5 * (t - from);
-            let data = dataset::build_window(trace, blocks, from, mid, t, MAX_ROWS, seed);
+            let data = dataset::build_window(trace, blocks, from, mid, t, MAX_ROWS, retrain.seed);
             if data.rows.len() < 2 * params.min_data_in_leaf.max(1) {
                 return None;
             }
@@ -76,12 +74,6 @@ pub fn attach(
     let Some(retrain) = config.retrain else {
         return false;
     };
-    config.schedule = Some(Arc::new(schedule(
-        trace,
-        blocks,
-        &retrain,
-        &BoostParams::default(),
-        1,
-    )));
+    config.schedule = Some(Arc::new(schedule(trace, blocks, &retrain)));
     true
 }

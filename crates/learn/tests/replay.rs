@@ -195,10 +195,7 @@ fn no_peeking_with_online_retraining() {
         "crates/cache/tests/fixtures/lightgbm/model_regression.txt",
     ))
     .unwrap();
-    config.retrain = Some(Retrain {
-        every_seconds: 15.0,
-        window_seconds: 40.0,
-    });
+    config.retrain = Some(Retrain::new(15.0, 40.0));
     let trace = mooncake_head(600);
     // the schedule really switches models before the cuts
     let prepared = Prepared::new(&trace, trace.block_size.unwrap(), None).unwrap();

@@ -102,6 +102,50 @@ fn default_scale() -> f64 {
 pub struct Retrain {
     pub every_seconds: f64,
     pub window_seconds: f64,
+    /// The boosting parameters of every retrained model (`inferencelab train`'s flags).
+    #[serde(default = "default_trees")]
+    pub num_iterations: usize,
+    #[serde(default = "default_leaves")]
+    pub num_leaves: usize,
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "default_min_data")]
+    pub min_data_in_leaf: usize,
+    /// Seed of the row samples.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+/// `inferencelab train`'s defaults (`inferencelab_learn::boost::BoostParams`).
+fn default_trees() -> usize {
+    40
+}
+fn default_leaves() -> usize {
+    16
+}
+fn default_learning_rate() -> f64 {
+    0.15
+}
+fn default_min_data() -> usize {
+    50
+}
+fn default_seed() -> u64 {
+    1
+}
+
+impl Retrain {
+    /// Every `every_seconds` on the past `window_seconds`, with `train`'s default trees.
+    pub fn new(every_seconds: f64, window_seconds: f64) -> Self {
+        Retrain {
+            every_seconds,
+            window_seconds,
+            num_iterations: default_trees(),
+            num_leaves: default_leaves(),
+            learning_rate: default_learning_rate(),
+            min_data_in_leaf: default_min_data(),
+            seed: default_seed(),
+        }
+    }
 }
 
 /// Models by trace time: `(from, model)`, ascending; each was trained on references before

@@ -161,25 +161,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         std::iter::once(None)
             .chain([1.0, 0.5, 0.25].map(|w| {
                 Some(Retrain {
-                    every_seconds: span / 20.0,
-                    window_seconds: w * span,
+                    num_iterations: args.num_iterations,
+                    num_leaves: args.num_leaves,
+                    learning_rate: args.learning_rate,
+                    min_data_in_leaf: args.min_data_in_leaf,
+                    seed: args.seed,
+                    ..Retrain::new(span / 20.0, w * span)
                 })
             }))
             .collect()
     };
     let schedules: Vec<Option<Arc<Schedule>>> = variants
         .iter()
-        .map(|v| {
-            v.map(|r| {
-                Arc::new(online::schedule(
-                    &trace,
-                    &split.prepared.gpu,
-                    &r,
-                    &params,
-                    args.seed,
-                ))
-            })
-        })
+        .map(|v| v.map(|r| Arc::new(online::schedule(&trace, &split.prepared.gpu, &r))))
         .collect();
     // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
     let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
