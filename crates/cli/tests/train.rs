@@ -85,6 +85,13 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
     };
     let err = String::from_utf8_lossy(&sim.stderr);
     assert!(err.contains(want), "{want} not in:\n{err}");
+    // WEKA's validation part cannot separate policies, so only online retraining competes
+    // (the static model would be scored in sample): simulate rebuilds the models
+    assert!(yaml.contains("retrain:"), "{yaml}");
+    assert!(
+        err.contains("retraining on") && err.contains("lightgbm retrains online"),
+        "{err}"
+    );
 }
 
 #[test]
