@@ -5,3 +5,57 @@
 pub mod features;
 pub mod gbdt;
 pub mod order;
+
+/// The `EvictionPolicy` of a policy that predicts each touched block's next use: a type with
+/// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), a `stats: Tracker` and an
+/// `order: NextUseOrder`. Pins leave the order, evictions happen at the latest trace time seen.
+macro_rules! predicted_next_use_policy {
+    ($policy:ty) => {
+        impl $crate::policy::EvictionPolicy for $policy {
+            #[inline]
+            fn on_insert(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+                self.touch(e, a);
+            }
+
+            #[inline]
+            fn on_hit(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+                self.touch(e, a);
+            }
+
+            #[inline]
+            fn on_miss(&mut self, a: &$crate::policy::Access) {
+                // the eviction this miss may cause happens at the miss's trace time
+                if a.timestamp > self.stats.now {
+                    self.stats.now = a.timestamp;
+                }
+            }
+
+            #[inline]
+            fn on_pin(&mut self, e: $crate::policy::EntryId) {
+                self.order.pin(e);
+            }
+
+            #[inline]
+            fn on_unpin(&mut self, e: $crate::policy::EntryId, _now: u64) {
+                self.order.unpin(e, self.stats.now);
+            }
+
+            #[inline]
+            fn evict(&mut self, pins: $crate::policy::Pins<'_>) -> Option<$crate::policy::EntryId> {
+                self.order.evict(pins, self.stats.now)
+            }
+
+            fn on_remove(&mut self, e: $crate::policy::EntryId) {
+                self.order.remove(e);
+            }
+
+            fn validate(
+                &self,
+                live: &dyn Fn($crate::policy::EntryId) -> bool,
+            ) -> Result<(), String> {
+                self.order.validate(live)
+            }
+        }
+    };
+}
+pub(crate) use predicted_next_use_policy;

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::learned::features::{Snapshot, Tracker};
 use crate::learned::order::{NextUseOrder, Ranking};
-use crate::policy::{Access, EntryId, EvictionPolicy, Pins};
+use crate::policy::{Access, EntryId};
 
 /// The scorer's weights and switches (`--scorer-config FILE`, YAML). Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,48 +277,7 @@ impl ConversationAware {
     }
 }
 
-impl EvictionPolicy for ConversationAware {
-    #[inline]
-    fn on_insert(&mut self, e: EntryId, a: &Access) {
-        self.touch(e, a);
-    }
-
-    #[inline]
-    fn on_hit(&mut self, e: EntryId, a: &Access) {
-        self.touch(e, a);
-    }
-
-    #[inline]
-    fn on_miss(&mut self, a: &Access) {
-        // the eviction this miss may cause happens at the miss's trace time
-        if a.timestamp > self.stats.now {
-            self.stats.now = a.timestamp;
-        }
-    }
-
-    #[inline]
-    fn on_pin(&mut self, e: EntryId) {
-        self.order.pin(e);
-    }
-
-    #[inline]
-    fn on_unpin(&mut self, e: EntryId, _now: u64) {
-        self.order.unpin(e, self.stats.now);
-    }
-
-    #[inline]
-    fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
-        self.order.evict(pins, self.stats.now)
-    }
-
-    fn on_remove(&mut self, e: EntryId) {
-        self.order.remove(e);
-    }
-
-    fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
-        self.order.validate(live)
-    }
-}
+crate::learned::predicted_next_use_policy!(ConversationAware);
 
 #[cfg(test)]
 mod tests {
