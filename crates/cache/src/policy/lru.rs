@@ -9,16 +9,22 @@
 use super::list::List;
 use super::{Access, EntryId, EvictionPolicy, Pins};
 
+/// A recency list of the unpinned entries that evicts its least recently used end (LRU) or,
+/// with `MOST_RECENT`, its most recently used end ([`Mru`](super::mru::Mru)): the pin
+/// bookkeeping is the same.
 #[derive(Debug, Clone, Default)]
-pub struct Lru {
+pub struct Recency<const MOST_RECENT: bool> {
     /// unpinned entries, least recently used first
     list: List,
     /// entries taken out of the list while pinned
     pinned: Vec<bool>,
 }
 
-impl Lru {
-    /// Unpinned entries from least to most recently used (vLLM's free queue order).
+/// LRU (module docs).
+pub type Lru = Recency<false>;
+
+impl<const MOST_RECENT: bool> Recency<MOST_RECENT> {
+    /// Unpinned entries from least to most recently used (for LRU, vLLM's free queue order).
     pub fn order(&self) -> Vec<EntryId> {
         self.list.iter().collect()
     }
@@ -29,7 +35,7 @@ impl Lru {
     }
 }
 
-impl EvictionPolicy for Lru {
+impl<const MOST_RECENT: bool> EvictionPolicy for Recency<MOST_RECENT> {
     #[inline]
     fn on_insert(&mut self, e: EntryId, _a: &Access) {
         self.list.push_back(e);
@@ -65,13 +71,21 @@ impl EvictionPolicy for Lru {
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
         // pinned entries are out of the list; the check only guards callers that never
         // announced a pin
-        let mut cur = self.list.head();
+        let mut cur = if MOST_RECENT {
+            self.list.tail()
+        } else {
+            self.list.head()
+        };
         while let Some(e) = cur {
             if !pins.is_pinned(e) {
                 self.list.remove(e);
                 return Some(e);
             }
-            cur = self.list.next_of(e);
+            cur = if MOST_RECENT {
+                self.list.prev_of(e)
+            } else {
+                self.list.next_of(e)
+            };
         }
         None
     }
