@@ -145,6 +145,28 @@ fn scale_zero_is_exactly_lru_with_pins() {
     }
 }
 
+/// `train` scores online variants with a tree-less model before their first retrained model
+/// when the static model would be in sample: it must be LRU, as LRB is before it has trained.
+#[test]
+fn a_model_without_trees_is_exactly_lru_with_pins() {
+    let steps = script(13, 3_000);
+    let mut untrained = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
+    let mut model = (*untrained.model.model).clone();
+    model.trees.clear();
+    untrained.model.model = std::sync::Arc::new(model);
+    let trained = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
+    for capacity in [4, 16, 40] {
+        let lru = play(Lru::default(), capacity, &steps);
+        assert_eq!(
+            play(LightGbm::new(&untrained), capacity, &steps),
+            lru,
+            "capacity {capacity}"
+        );
+        // the trained model is not LRU on this stream (the comparison can fail)
+        assert_ne!(play(LightGbm::new(&trained), capacity, &steps), lru);
+    }
+}
+
 #[test]
 fn invariants_hold_for_every_setting() {
     let steps = script(11, 2_000);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
+use inferencelab_cache::learned::gbdt::Model;
 use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::lightgbm::{
     LightGbmConfig, ModelFile, Retrain, Schedule, DEFAULT_MODEL_PATH,
@@ -175,6 +176,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .iter()
         .map(|v| v.map(|r| Arc::new(online::schedule(&trace, &split.prepared.gpu, &r))))
         .collect();
+    // Choices compare out-of-sample scores only. Online models never see what they are scored
+    // on; the static model is scored out of sample on the validation part (its twin above).
+    // When choices fall back to the whole train part, the static model would be scored on
+    // the requests its own labels come from, which flatters it: then only the online variants
+    // compete (unless --no-retrain), and before their first retrained model they run with no
+    // model at all (a tree-less model predicts a gap of 0: LRU, as LRB does before it has
+    // trained), not with the in-sample static model.
+    let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
+    let untrained = ModelFile {
+        path: model_path.clone(),
+        model: Arc::new(Model {
+            trees: Vec::new(),
+            ..(*config.model.model).clone()
+        }),
+    };
     // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
     let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
         .flat_map(|v| {
@@ -198,7 +214,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 ranking,
                 retrain: variants[v],
                 schedule: schedules[v].clone(),
-                model: choice_model.clone().unwrap_or_else(|| config.model.clone()),
+                model: match (&choice_model, variants[v]) {
+                    (_, Some(_)) if in_sample_static => untrained.clone(),
+                    (Some(twin), _) => twin.clone(),
+                    (None, _) => config.model.clone(),
+                },
             };
             capacities
                 .iter()
@@ -212,12 +232,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         })
         .collect();
     bar.finish_and_clear();
-    // Choices compare out-of-sample scores only. Online models never see what they are scored
-    // on; the static model is scored out of sample on the validation part (its twin above).
-    // When choices fall back to the whole train part, the static model would be scored on
-    // the requests its own labels come from, which flatters it: then only the online variants
-    // compete (unless --no-retrain).
-    let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
     if in_sample_static {
         eprintln!(
             "note: choosing on the whole train part, where the static model is scored in sample: \
