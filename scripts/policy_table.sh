@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 cargo build --release -p inferencelab
 B=target/release/inferencelab
 OUT=outputs/simulation/policies
-mkdir -p "$OUT/seeds"
+mkdir -p "$OUT/seeds" "$OUT/no-pinning" "$OUT/pinning"
 WEKA=data/traces/weka-agentic
 MOONCAKE=data/traces/mooncake/synthetic_trace.jsonl
 for pin in no-pinning pinning; do
