@@ -305,3 +305,21 @@ fn long_runs_without_pins() {
         check(&config, rule, 30, &ops).unwrap();
     }
 }
+
+/// Long runs with pins and removals (the random operations above, drawn by a deterministic
+/// runner), long enough that the lazy structures (Belady's heap) rebuild several times while
+/// entries are pinned.
+#[test]
+fn long_runs_with_pins() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for capacity in [3, 6, 10] {
+        let ops = prop::collection::vec(op(), 6_000)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        for (config, rule) in policies() {
+            check(&config, rule, capacity, &ops).unwrap();
+        }
+    }
+}

@@ -13,10 +13,17 @@
 //! objects differ unless they are `NEVER`, and which never-used-again entry goes first cannot
 //! change a hit, so libCacheSim's heap order and ours give the same hits.
 //!
-//! Pins: a pinned entry leaves the ordered set (it can't be a victim) and re-enters with its
-//! latest next use when its pin count drops to zero. O(log n) per operation.
+//! Pins: a pinned entry leaves the order (it can't be a victim) and re-enters with its latest
+//! next use when its pin count drops to zero.
+//!
+//! The order is a lazy max-heap, as libCacheSim's priority queue: a hit or an unpin pushes the
+//! entry's new key and leaves the old item behind; a popped item counts only while it is the
+//! entry's current key and the entry is ordered (an item equal to the current key is a
+//! harmless duplicate: whichever copy pops first is the right victim). The heap is rebuilt from
+//! the ordered entries when stale items outnumber them, so it stays within twice the cache
+//! plus a constant. O(log n) amortised per operation.
 
-use std::collections::BTreeSet;
+use std::collections::BinaryHeap;
 
 use super::{ensure, Access, EntryId, EvictionPolicy, Pins};
 
@@ -24,13 +31,18 @@ const UNTRACKED: u8 = 0;
 const ORDERED: u8 = 1;
 const PINNED: u8 = 2;
 
+/// Stale items tolerated beyond the live ones before a rebuild.
+const SLACK: usize = 1024;
+
 #[derive(Debug, Clone, Default)]
 pub struct Belady {
-    /// unpinned entries as (next use, depth, entry): the last is the victim
-    order: BTreeSet<(u64, u32, EntryId)>,
+    /// (next use, depth, entry) items, the largest is the victim; may hold stale items
+    heap: BinaryHeap<(u64, u32, EntryId)>,
     /// (next use, depth) per entry
     key: Vec<(u64, u32)>,
     state: Vec<u8>,
+    /// entries in the ORDERED state
+    ordered: usize,
 }
 
 impl Belady {
@@ -45,9 +57,36 @@ impl Belady {
         (n, d, e)
     }
 
+    /// Whether `item` is its entry's current place in the order.
+    #[inline]
+    fn is_current(&self, item: &(u64, u32, EntryId)) -> bool {
+        let e = item.2;
+        self.state(e) == ORDERED && self.key[e as usize] == (item.0, item.1)
+    }
+
+    #[inline]
+    fn push(&mut self, e: EntryId) {
+        if self.heap.len() > 2 * self.ordered + SLACK {
+            let items: Vec<_> = (0..self.state.len() as EntryId)
+                .filter(|&e| self.state[e as usize] == ORDERED)
+                .map(|e| self.item(e))
+                .collect();
+            self.heap = BinaryHeap::from(items);
+        }
+        self.heap.push(self.item(e));
+    }
+
     /// Unpinned entries, next victim first, with their next use.
     pub fn order(&self) -> Vec<(EntryId, u64)> {
-        self.order.iter().rev().map(|&(n, _, e)| (e, n)).collect()
+        let mut items: Vec<_> = self
+            .heap
+            .iter()
+            .filter(|i| self.is_current(i))
+            .copied()
+            .collect();
+        items.sort_unstable_by(|a, b| b.cmp(a));
+        items.dedup();
+        items.into_iter().map(|(n, _, e)| (e, n)).collect()
     }
 }
 
@@ -62,51 +101,60 @@ impl EvictionPolicy for Belady {
         ensure(&mut self.state, e, UNTRACKED);
         self.key[e as usize] = (a.next_use, a.depth);
         self.state[e as usize] = ORDERED;
-        self.order.insert(self.item(e));
+        self.ordered += 1;
+        self.push(e);
     }
 
     #[inline]
     fn on_hit(&mut self, e: EntryId, a: &Access) {
-        let ordered = self.state(e) == ORDERED;
-        if ordered {
-            self.order.remove(&self.item(e));
-        }
         self.key[e as usize] = (a.next_use, a.depth);
-        if ordered {
-            self.order.insert(self.item(e));
+        if self.state(e) == ORDERED {
+            self.push(e);
         }
     }
 
     fn on_pin(&mut self, e: EntryId) {
         if self.state(e) == ORDERED {
-            self.order.remove(&self.item(e));
             self.state[e as usize] = PINNED;
+            self.ordered -= 1;
         }
     }
 
     fn on_unpin(&mut self, e: EntryId, _now: u64) {
         if self.state(e) == PINNED {
-            self.order.insert(self.item(e));
             self.state[e as usize] = ORDERED;
+            self.ordered += 1;
+            self.push(e);
         }
     }
 
     #[inline]
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
-        // pinned entries are out of the set; the check only guards unannounced pins
-        let item = *self
-            .order
-            .iter()
-            .rev()
-            .find(|&&(_, _, e)| !pins.is_pinned(e))?;
-        self.order.remove(&item);
-        self.state[item.2 as usize] = UNTRACKED;
-        Some(item.2)
+        // pinned entries are out of the order; the check only guards unannounced pins
+        let mut skipped = Vec::new();
+        let victim = loop {
+            let Some(item) = self.heap.pop() else {
+                break None;
+            };
+            if !self.is_current(&item) {
+                continue;
+            }
+            if pins.is_pinned(item.2) {
+                skipped.push(item);
+                continue;
+            }
+            break Some(item.2);
+        };
+        self.heap.extend(skipped);
+        let e = victim?;
+        self.state[e as usize] = UNTRACKED;
+        self.ordered -= 1;
+        Some(e)
     }
 
     fn on_remove(&mut self, e: EntryId) {
         if self.state(e) == ORDERED {
-            self.order.remove(&self.item(e));
+            self.ordered -= 1;
         }
         if let Some(s) = self.state.get_mut(e as usize) {
             *s = UNTRACKED;
@@ -114,13 +162,14 @@ impl EvictionPolicy for Belady {
     }
 
     fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        let current: std::collections::HashSet<_> =
+            self.heap.iter().filter(|i| self.is_current(i)).collect();
         let mut ordered = 0;
         for e in 0..self.state.len() as EntryId {
             let st = self.state(e);
-            let in_set = st != UNTRACKED && self.order.contains(&self.item(e));
-            if in_set != (st == ORDERED) {
+            if st == ORDERED && !current.contains(&self.item(e)) {
                 return Err(format!(
-                    "entry {e}: state {st} but in the ordered set={in_set}"
+                    "entry {e} is ordered but its key is not in the heap"
                 ));
             }
             ordered += (st == ORDERED) as usize;
@@ -128,10 +177,10 @@ impl EvictionPolicy for Belady {
                 return Err(format!("entry {e}: state {st} but live={}", live(e)));
             }
         }
-        if ordered != self.order.len() {
+        if ordered != self.ordered {
             return Err(format!(
-                "ordered set holds {} items for {ordered} entries",
-                self.order.len()
+                "{} entries counted as ordered, {ordered} are",
+                self.ordered
             ));
         }
         Ok(())
@@ -173,6 +222,32 @@ mod tests {
             .oracle(14, 5, 0);
         let mut c = BlockCache::new(3, Belady::default());
         assert_eq!(s.play(&mut c), [12, 11]);
+    }
+
+    #[test]
+    fn the_heap_rebuilds_under_many_hits_and_keeps_the_order() {
+        // capacity 4: 2 pinned, then 3,000 hits on 1, 3, 4 (no eviction pops the stale items,
+        // so the heap is rebuilt, with 2 out of it), 2 unpinned, then 5, 6, 7 evict 2 (never
+        // used again) and, with 8, the others by their last next use, farthest first
+        let mut s = Script::new().refs(&[1, 3, 4]).pin(2);
+        let mut last = std::collections::HashMap::new();
+        for i in 0..3_000u64 {
+            let obj = [1, 3, 4][(i % 3) as usize];
+            let next = 10_000 + (i * 7_919) % 5_000;
+            last.insert(obj, next);
+            s = s.oracle(obj, next, 0);
+        }
+        s = s
+            .unpin(2)
+            .oracle(5, 1, 0)
+            .oracle(6, 1, 0)
+            .oracle(7, 1, 0)
+            .oracle(8, 1, 0);
+        let mut rest = vec![1, 3, 4];
+        rest.sort_by_key(|o| std::cmp::Reverse(last[o]));
+        let mut c = BlockCache::new(4, Belady::default());
+        assert_eq!(s.play(&mut c), [vec![2], rest].concat());
+        assert!(c.policy.heap.len() < 2 * 4 + SLACK + 2);
     }
 
     #[test]
