@@ -1,18 +1,13 @@
-//! A GPU-tier replay with the driver's rules (`inferencelab_sim::driver`: vLLM's leading-run
-//! hits, at most `n - 1` tokens, pins held until the request finishes, hit blocks pinned head
-//! first and the rest admitted tail first, freed chain tail first), generic over the policy,
-//! that counts hits separately before and after a split time. `sweep` and `train` fit on the
-//! part before the split and report the part after it; the cache runs through the whole trace,
-//! so the test part starts warm (with what the policy chose to keep), exactly as a deployed
-//! policy would. A test checks that its totals equal `inferencelab_sim::run`'s.
+//! A GPU-tier replay through the driver's tier (`inferencelab_sim::GpuTier`: vLLM's
+//! leading-run hits, pins held until the request finishes, hit blocks pinned head first and the
+//! rest admitted tail first, freed chain tail first), generic over the policy, that counts hits
+//! (at most `n - 1` tokens) separately before and after a split time. `sweep` and `train` fit
+//! on the part before the split and report the part after it; the cache runs through the whole
+//! trace, so the test part starts warm (with what the policy chose to keep), exactly as a
+//! deployed policy would. A test checks that its totals equal `inferencelab_sim::run`'s.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
-use inferencelab_cache::{
-    Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome, Pins, NEVER,
-};
-use inferencelab_sim::{Prepared, TimingModel};
+use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Pins, NEVER};
+use inferencelab_sim::{GpuTier, Prepared, TimingModel};
 
 /// Hit counts of one part of the trace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -58,32 +53,6 @@ pub struct ReplayConfig {
     pub until: f64,
 }
 
-struct Running {
-    finish: f64,
-    seq: u64,
-    entries: Vec<EntryId>,
-}
-
-impl PartialEq for Running {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Running {}
-impl PartialOrd for Running {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Running {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .finish
-            .total_cmp(&self.finish)
-            .then(other.seq.cmp(&self.seq))
-    }
-}
-
 /// Replay the GPU tier of `prepared` through a cache of `config.capacity` blocks run by
 /// `policy`. `oracle` is the prefix next-use annotation (`BlockedTrace::next_use_by_request`)
 /// for policies that need it. Returns the counts and the policy (to read its state).
@@ -95,28 +64,19 @@ pub fn replay<P: EvictionPolicy>(
 ) -> (SplitCounts, P) {
     let reqs = &prepared.trace.requests;
     let bs = prepared.gpu.block_size as u64;
-    let mut gpu = BlockCache::new(config.capacity, policy);
+    let mut gpu = GpuTier::new(BlockCache::new(config.capacity, policy));
     let mut out = SplitCounts::default();
-    let mut running: BinaryHeap<Running> = BinaryHeap::new();
-    let mut clock = 0u64;
     let kinds = prepared.trace.kind_ids();
     for (i, r) in reqs.iter().enumerate() {
         if r.timestamp >= config.until {
             break;
         }
-        if config.pinning {
-            while running.peek().is_some_and(|run| run.finish <= r.timestamp) {
-                let run = running.pop().unwrap();
-                for &e in run.entries.iter().rev() {
-                    gpu.unpin(e, clock);
-                }
-            }
-        }
+        gpu.finish_until(r.timestamp);
         let keys = prepared.gpu.request(i);
         let offset = prepared.gpu.offsets[i];
         let len = r.input_length as u64;
         let cap_tokens = len.saturating_sub(1) / bs * bs;
-        let access = |obj: u32, depth: usize, time: u64| Access {
+        let (lead, pinned) = gpu.serve_prefix(keys, config.pinning, |obj, depth, time| Access {
             obj,
             time,
             timestamp: r.timestamp,
@@ -126,32 +86,8 @@ pub fn replay<P: EvictionPolicy>(
             kind: kinds[i],
             depth: depth as u32,
             next_use: oracle.map_or(NEVER, |o| o[offset + depth]),
-        };
-        let lead = keys.iter().take_while(|&&k| gpu.contains(k)).count();
-        let mut pinned: Vec<EntryId> = Vec::new();
-        if config.pinning {
-            for (d, &k) in keys[..lead].iter().enumerate() {
-                clock += 1;
-                if let Outcome::Hit(e) = gpu.access(&access(k, d, clock), true) {
-                    pinned.push(e);
-                }
-            }
-            let mut rest: Vec<EntryId> = Vec::with_capacity(keys.len() - lead);
-            for d in (lead..keys.len()).rev() {
-                clock += 1;
-                match gpu.access(&access(keys[d], d, clock), true) {
-                    Outcome::Hit(e) | Outcome::Inserted(e) => rest.push(e),
-                    Outcome::Rejected => {}
-                }
-            }
-            pinned.extend(rest.into_iter().rev());
-        } else {
-            for d in (0..keys.len()).rev() {
-                clock += 1;
-                gpu.access(&access(keys[d], d, clock), false);
-            }
-        }
-        let hit_tokens = (lead as u64 * bs).min(cap_tokens);
+        });
+        let hit_tokens = (lead * bs).min(cap_tokens);
         let test = r.timestamp >= config.split;
         let validation = !test && r.timestamp >= config.validation_from;
         for (part, counted) in [
@@ -164,25 +100,15 @@ pub fn replay<P: EvictionPolicy>(
                 part.prompt_tokens += len;
                 part.hit_tokens += hit_tokens;
                 part.block_refs += keys.len() as u64;
-                part.hit_blocks += lead as u64;
+                part.hit_blocks += lead;
             }
         }
-        if config.pinning && !pinned.is_empty() {
-            let finish = r.finish_time.unwrap_or_else(|| {
-                let uncached = len.saturating_sub(hit_tokens) as f64;
-                r.timestamp
-                    + uncached / config.timing.prefill_tokens_per_s
-                    + r.output_length as f64 * config.timing.decode_ms_per_token / 1000.0
-            });
-            running.push(Running {
-                finish,
-                seq: i as u64,
-                entries: pinned,
-            });
+        if config.pinning {
+            gpu.hold(config.timing.finish_time(r, hit_tokens), i as u64, pinned);
         }
     }
-    debug_assert!(gpu.validate().is_ok());
-    (out, gpu.policy)
+    debug_assert!(gpu.cache.validate().is_ok());
+    (out, gpu.cache.policy)
 }
 
 /// A policy wrapper that logs its victims as `(request of the reference that evicted, object)`:

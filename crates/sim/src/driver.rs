@@ -1,8 +1,6 @@
 //! The replay driver: feeds a prepared trace through the vLLM GPU tier and LMCache's CPU (and
 //! disk) tiers with the engines' rules (DESIGN.md sections 3 and 4) and collects the metrics.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -11,6 +9,7 @@ use inferencelab_trace::{BlockedTrace, Blocking, Trace};
 
 use crate::config::{HitSemantics, SimConfig, TierConfig};
 use crate::error::{SimError, SimResult};
+use crate::gpu_tier::GpuTier;
 use crate::result::{ratio, SimResult as Row, Window};
 
 /// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
@@ -79,35 +78,6 @@ impl<'t> Prepared<'t> {
     }
 }
 
-/// A request whose GPU blocks are pinned until it finishes.
-struct Running {
-    finish: f64,
-    seq: u64,
-    /// entries pinned, head first
-    entries: Vec<EntryId>,
-}
-
-impl PartialEq for Running {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Running {}
-impl PartialOrd for Running {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Running {
-    // min-heap on (finish, seq)
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .finish
-            .total_cmp(&self.finish)
-            .then(other.seq.cmp(&self.seq))
-    }
-}
-
 fn build_tier(t: &TierConfig) -> BlockCache<AnyPolicy> {
     let cap = if t.policy.is_unbounded() {
         u64::MAX
@@ -163,7 +133,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     };
     let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
 
-    let mut gpu = build_tier(&config.gpu);
+    let mut gpu = GpuTier::new(build_tier(&config.gpu));
     let mut cpu = config.cpu.as_ref().map(build_tier);
     let mut disk = config.disk.as_ref().map(build_tier);
 
@@ -189,11 +159,8 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     };
     let t0 = reqs.first().map(|r| r.timestamp).unwrap_or(0.0);
     let mut windows: Vec<Window> = Vec::new();
-    let mut running: BinaryHeap<Running> = BinaryHeap::new();
-    let mut gpu_clock = 0u64;
     let mut cpu_clock = 0u64;
     let mut requests_with_hits = 0u64;
-    let mut pinned_now = 0u64;
     let mut flops_total = 0.0f64;
     let mut flops_saved = 0.0f64;
     let mut bytes_cpu = 0u64;
@@ -203,15 +170,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     let kinds = prepared.trace.kind_ids();
     for (i, r) in reqs.iter().enumerate() {
         // finish (unpin) every request done by this arrival: chain tail first
-        if config.pinning {
-            while running.peek().is_some_and(|run| run.finish <= r.timestamp) {
-                let run = running.pop().unwrap();
-                for &e in run.entries.iter().rev() {
-                    gpu.unpin(e, gpu_clock);
-                }
-                pinned_now -= run.entries.len() as u64;
-            }
-        }
+        gpu.finish_until(r.timestamp);
         let keys = prepared.gpu.request(i);
         let offset = prepared.gpu.offsets[i];
         let len = r.input_length as u64;
@@ -229,44 +188,19 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
             next_use,
         };
         let gpu_next = |pos: usize| gpu_oracle.map_or(NEVER, |o| o[offset + pos]);
-        let mut pinned: Vec<EntryId> = Vec::new();
 
         // --- GPU tier
-        let hit_blocks = match config.hit_semantics {
-            HitSemantics::Prefix => {
-                let lead = keys.iter().take_while(|&&k| gpu.contains(k)).count();
-                if config.pinning {
-                    // vLLM touches (pins) the computed blocks first, then allocates the rest
-                    for (d, &k) in keys[..lead].iter().enumerate() {
-                        gpu_clock += 1;
-                        if let Outcome::Hit(e) =
-                            gpu.access(&access(k, d, gpu_clock, gpu_next(d)), true)
-                        {
-                            pinned.push(e);
-                        }
-                    }
-                    let mut rest: Vec<EntryId> = Vec::with_capacity(keys.len() - lead);
-                    for d in (lead..keys.len()).rev() {
-                        gpu_clock += 1;
-                        match gpu.access(&access(keys[d], d, gpu_clock, gpu_next(d)), true) {
-                            Outcome::Hit(e) | Outcome::Inserted(e) => rest.push(e),
-                            Outcome::Rejected => {}
-                        }
-                    }
-                    pinned.extend(rest.into_iter().rev());
-                } else {
-                    for d in (0..keys.len()).rev() {
-                        gpu_clock += 1;
-                        gpu.access(&access(keys[d], d, gpu_clock, gpu_next(d)), false);
-                    }
-                }
-                lead as u64
-            }
+        let (hit_blocks, pinned) = match config.hit_semantics {
+            HitSemantics::Prefix => gpu.serve_prefix(keys, config.pinning, |k, d, time| {
+                access(k, d, time, gpu_next(d))
+            }),
             HitSemantics::Any => {
                 let mut hits = 0u64;
+                let mut pinned: Vec<EntryId> = Vec::new();
                 for (d, &k) in keys.iter().enumerate() {
-                    gpu_clock += 1;
-                    match gpu.access(&access(k, d, gpu_clock, gpu_next(d)), config.pinning) {
+                    gpu.clock += 1;
+                    let a = access(k, d, gpu.clock, gpu_next(d));
+                    match gpu.cache.access(&a, config.pinning) {
                         Outcome::Hit(e) => {
                             hits += 1;
                             pinned.push(e);
@@ -275,7 +209,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
                         Outcome::Rejected => {}
                     }
                 }
-                hits
+                (hits, pinned)
             }
         };
         let gpu_hit_tokens = (hit_blocks * bs).min(cap_tokens);
@@ -358,20 +292,9 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
         win.cpu_hit_tokens += cpu_tokens;
         win.disk_hit_tokens += disk_tokens;
 
-        if config.pinning && !pinned.is_empty() {
-            let finish = r.finish_time.unwrap_or_else(|| {
-                let uncached = len.saturating_sub(saved) as f64;
-                r.timestamp
-                    + uncached / config.timing.prefill_tokens_per_s
-                    + r.output_length as f64 * config.timing.decode_ms_per_token / 1000.0
-            });
-            pinned_now += pinned.len() as u64;
-            row.max_pinned_blocks = row.max_pinned_blocks.max(pinned_now);
-            running.push(Running {
-                finish,
-                seq: i as u64,
-                entries: pinned,
-            });
+        if config.pinning {
+            gpu.hold(config.timing.finish_time(r, saved), i as u64, pinned);
+            row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
         }
     }
     row.sim_seconds = started.elapsed().as_secs_f64();
@@ -403,8 +326,8 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
             0.0
         });
     }
-    row.gpu_evictions = gpu.evictions;
-    row.gpu_rejections = gpu.rejections;
+    row.gpu_evictions = gpu.cache.evictions;
+    row.gpu_rejections = gpu.cache.rejections;
     row.cpu_evictions = cpu.as_ref().map_or(0, |c| c.evictions);
     row.disk_evictions = disk.as_ref().map_or(0, |c| c.evictions);
     row.block_refs_per_second = if row.sim_seconds > 0.0 {
@@ -412,7 +335,7 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     } else {
         0.0
     };
-    debug_assert!(gpu.validate().is_ok());
+    debug_assert!(gpu.cache.validate().is_ok());
     Ok(row)
 }
 

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod gpu_tier;
 pub mod grid;
 pub mod models;
 pub mod mrc;
@@ -14,5 +15,6 @@ pub mod result;
 pub use config::{HitSemantics, SimConfig, TierConfig, TimingModel};
 pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};
+pub use gpu_tier::GpuTier;
 pub use models::ModelSpec;
 pub use result::{SimResult as ResultRow, Window};
