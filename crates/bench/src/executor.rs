@@ -485,8 +485,11 @@ impl HttpExecutor {
         if let Some(a) = &self.auth {
             b = b.header(AUTHORIZATION, a.clone());
         }
+        // an empty id: no header (`RequestIdHeader::None`)
         if let Ok(v) = HeaderValue::from_str(&req.request_id) {
-            b = b.header("x-request-id", v);
+            if !req.request_id.is_empty() {
+                b = b.header("x-request-id", v);
+            }
         }
         b.body(Full::new(req.body.clone()))
             .map_err(|e| e.to_string())

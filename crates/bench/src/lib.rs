@@ -23,6 +23,7 @@ pub mod record;
 pub mod rng;
 pub mod runner;
 pub mod sse;
+pub mod words;
 pub mod workload;
 
 pub use arrival::Arrival;

@@ -40,7 +40,56 @@ pub struct RunConfig {
     pub seed: u64,
     /// Our request ids are `{prefix}{index}`.
     pub request_id_prefix: String,
+    /// What goes in the `x-request-id` header.
+    pub request_id_header: RequestIdHeader,
     pub body: BodyOptions,
+}
+
+/// The `x-request-id` header each request carries. vLLM takes any string; some servers
+/// validate it (llama-cpp-python's server wants a UUID) or have no use for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestIdHeader {
+    /// Our id, `{prefix}{index}` (vLLM's client sends `bench-<hex>-<i>` likewise).
+    #[default]
+    Ours,
+    /// A UUID (version 4 layout) derived from our id, the same on every run with the same id;
+    /// recorded as the request's id.
+    Uuid,
+    /// No header (our id is still recorded).
+    None,
+}
+
+impl RequestIdHeader {
+    /// The id to record for our id `ours`, and the header value (if any).
+    pub fn ids(self, ours: String) -> (String, Option<String>) {
+        match self {
+            RequestIdHeader::Ours => (ours.clone(), Some(ours)),
+            RequestIdHeader::Uuid => {
+                let u = uuid_of(&ours);
+                (u.clone(), Some(u))
+            }
+            RequestIdHeader::None => (ours, None),
+        }
+    }
+}
+
+/// A UUID in the version 4 layout whose 122 free bits are a hash of `s`.
+fn uuid_of(s: &str) -> String {
+    // FNV-1a over the bytes, then two SplitMix64 outputs
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    let hi = (crate::rng::splitmix64(h) & !0xF000) | 0x4000;
+    let lo = (crate::rng::splitmix64(h ^ 0x5555_5555_5555_5555) & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xFFFF,
+        hi & 0xFFFF,
+        lo >> 48,
+        lo & 0xFFFF_FFFF_FFFF
+    )
 }
 
 /// Why sending stopped.
@@ -261,11 +310,13 @@ pub async fn run<E: Executor>(
                     _ => None,
                 };
                 let body = build_body(endpoint, &ready.prompt, ready.max_tokens, &cfg.body);
-                let request_id = format!("{}{}", cfg.request_id_prefix, sent);
+                let (request_id, header) = cfg
+                    .request_id_header
+                    .ids(format!("{}{}", cfg.request_id_prefix, sent));
                 let meta = Meta {
                     index: sent,
                     key: due.key,
-                    request_id: request_id.clone(),
+                    request_id,
                     scheduled_s: due.scheduled.saturating_duration_since(start).as_secs_f64(),
                     max_tokens: ready.max_tokens,
                     prompt_tokens,
@@ -274,7 +325,7 @@ pub async fn run<E: Executor>(
                     turn: ready.turn,
                 };
                 let req = PreparedRequest {
-                    request_id,
+                    request_id: header.unwrap_or_default(),
                     endpoint,
                     body: Bytes::from(body),
                     max_tokens: ready.max_tokens,

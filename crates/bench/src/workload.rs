@@ -450,6 +450,9 @@ pub struct BodyOptions {
     pub model: String,
     /// vLLM's `ignore_eos`: generate exactly `max_tokens` (random and trace workloads).
     pub ignore_eos: bool,
+    /// Send token-id prompts of `/v1/completions` as text (`crate::words`), for servers that
+    /// take no token ids.
+    pub text_prompts: bool,
     /// Merged into every body last (`--extra-body`), like vLLM's client.
     pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -473,6 +476,9 @@ pub fn build_body(
                 "messages".into(),
                 json!([ChatMessage::new("user", t.clone())]),
             );
+        }
+        (Endpoint::Completions, Prompt::Tokens(t)) if opts.text_prompts => {
+            body.insert("prompt".into(), json!(crate::words::text_of(t)));
         }
         (Endpoint::Chat, Prompt::Tokens(t)) | (Endpoint::Completions, Prompt::Tokens(t)) => {
             body.insert("prompt".into(), json!(t));
@@ -663,6 +669,7 @@ mod tests {
         let opts = BodyOptions {
             model: "m".into(),
             ignore_eos: true,
+            text_prompts: false,
             extra_body: Some(serde_json::from_str(r#"{"temperature":0}"#).unwrap()),
         };
         let b = build_body(Endpoint::Completions, &Prompt::Tokens(vec![1, 2]), 4, &opts);
@@ -681,5 +688,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["messages"][0]["content"], "hi");
         assert_eq!(v["max_completion_tokens"], 4);
+        // text prompts: token ids as words on completions
+        let text = BodyOptions {
+            text_prompts: true,
+            ..opts
+        };
+        let b = build_body(Endpoint::Completions, &Prompt::Tokens(vec![1, 2]), 4, &text);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["prompt"], crate::words::text_of(&[1, 2]));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use inferencelab_bench::executor::{HttpConfig, HttpExecutor};
 use inferencelab_bench::metrics::summarize;
-use inferencelab_bench::runner::{run, NoObserver, RunConfig, StopReason};
+use inferencelab_bench::runner::{run, NoObserver, RequestIdHeader, RunConfig, StopReason};
 use inferencelab_bench::workload::{BodyOptions, RandomWorkload, TokenRange};
 use inferencelab_bench::{Arrival, ErrorKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,8 @@ struct Server {
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     auth_seen: Arc<std::sync::Mutex<Vec<String>>>,
+    /// the x-request-id header of each request, if it had one
+    ids_seen: Arc<std::sync::Mutex<Vec<Option<String>>>>,
 }
 
 async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
@@ -148,14 +150,20 @@ async fn serve(plan: Vec<Behavior>) -> Server {
     let requests = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
     let auth_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (r, c, a) = (requests.clone(), connections.clone(), auth_seen.clone());
+    let ids_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (r, c, a, ids) = (
+        requests.clone(),
+        connections.clone(),
+        auth_seen.clone(),
+        ids_seen.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
             c.fetch_add(1, Ordering::SeqCst);
-            let (r, a, plan) = (r.clone(), a.clone(), plan.clone());
+            let (r, a, ids, plan) = (r.clone(), a.clone(), ids.clone(), plan.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 while let Some(head) = read_request(&mut s, &mut buf).await {
@@ -165,6 +173,11 @@ async fn serve(plan: Vec<Behavior>) -> Server {
                     {
                         a.lock().unwrap().push(v.to_string());
                     }
+                    ids.lock().unwrap().push(head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("x-request-id")
+                            .then(|| v.trim().to_string())
+                    }));
                     let n = r.fetch_add(1, Ordering::SeqCst);
                     let b = plan[n % plan.len()];
                     match respond(&mut s, b).await {
@@ -180,6 +193,7 @@ async fn serve(plan: Vec<Behavior>) -> Server {
         requests,
         connections,
         auth_seen,
+        ids_seen,
     }
 }
 
@@ -204,6 +218,7 @@ fn cfg(conc: Option<usize>) -> RunConfig {
         time_scale: 1.0,
         seed: 0,
         request_id_prefix: "h-".into(),
+        request_id_header: RequestIdHeader::Ours,
         body: BodyOptions {
             model: "m".into(),
             ..Default::default()
@@ -247,6 +262,56 @@ async fn split_sse_usage_keep_alive_and_api_key() {
         .unwrap()
         .iter()
         .all(|a| a.ends_with("Bearer sekret")));
+}
+
+#[tokio::test]
+async fn the_request_id_header_is_ours_a_uuid_or_absent() {
+    let mut seen = Vec::new();
+    for header in [
+        RequestIdHeader::Ours,
+        RequestIdHeader::Uuid,
+        RequestIdHeader::None,
+    ] {
+        let srv = serve(vec![Behavior::Good]).await;
+        let exec = executor(format!("http://{}/", srv.addr), 5_000, None);
+        let mut w = RandomWorkload::new(Some(3), 8, 4, 0, TokenRange::default());
+        let cfg = RunConfig {
+            request_id_header: header,
+            ..cfg(Some(1))
+        };
+        let out = run(exec, &mut w, &cfg, &mut NoObserver, std::future::pending())
+            .await
+            .unwrap();
+        let ids = srv.ids_seen.lock().unwrap().clone();
+        let recorded: Vec<String> = out.records.iter().map(|r| r.request_id.clone()).collect();
+        seen.push((header, ids, recorded));
+    }
+    let [(_, ours, ours_rec), (_, uuid, uuid_rec), (_, none, none_rec)] = &seen[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        ours,
+        &vec![Some("h-0".into()), Some("h-1".into()), Some("h-2".into())]
+    );
+    assert_eq!(ours_rec, &["h-0", "h-1", "h-2"]);
+    // a version-4 layout UUID (8-4-4-4-12 hex, version nibble 4, variant 10xx), one per
+    // request, recorded as the request's id
+    let uuids: Vec<String> = uuid.iter().map(|u| u.clone().unwrap()).collect();
+    for u in &uuids {
+        let parts: Vec<&str> = u.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{u}"
+        );
+        assert!(u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{u}");
+        assert!(parts[2].starts_with('4'), "{u}");
+        assert!("89ab".contains(&parts[3][..1]), "{u}");
+    }
+    assert_ne!(uuids[0], uuids[1]);
+    assert_eq!(uuid_rec, &uuids);
+    assert_eq!(none, &vec![None, None, None]);
+    assert_eq!(none_rec, &["h-0", "h-1", "h-2"]);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ fn cfg(arrival: Arrival) -> RunConfig {
         time_scale: 1.0,
         seed: 0,
         request_id_prefix: "t-".into(),
+        request_id_header: Default::default(),
         body: BodyOptions::default(),
     }
 }

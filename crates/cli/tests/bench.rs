@@ -28,9 +28,11 @@ fn lines(p: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Read one HTTP request (headers + Content-Length body); `None` at EOF.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<String> {
+/// Read one HTTP request (headers + Content-Length body) and its x-request-id header; `None`
+/// at EOF.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<(Option<String>, String)> {
     let mut len = 0usize;
+    let mut id = None;
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).ok()? == 0 {
@@ -43,17 +45,33 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<String> {
         if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().ok()?;
+            } else if k.eq_ignore_ascii_case("x-request-id") {
+                id = Some(v.trim().to_string());
             }
         }
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).ok()?;
-    Some(String::from_utf8_lossy(&body).into_owned())
+    Some((id, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// A server that answers every POST with a 3-token stream (or never answers, `stall`), and
 /// sends each request body to `bodies`.
 fn spawn_server(stall: bool) -> (String, mpsc::Receiver<String>) {
+    let (base, rx) = spawn_server_with_ids(stall);
+    let (tx, bodies) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (_, body) in rx {
+            if tx.send(body).is_err() {
+                return;
+            }
+        }
+    });
+    (base, bodies)
+}
+
+/// `spawn_server`, sending each request's x-request-id header with its body.
+fn spawn_server_with_ids(stall: bool) -> (String, mpsc::Receiver<(Option<String>, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -64,8 +82,8 @@ fn spawn_server(stall: bool) -> (String, mpsc::Receiver<String>) {
             std::thread::spawn(move || {
                 let mut w = s.try_clone().unwrap();
                 let mut r = BufReader::new(s);
-                while let Some(body) = read_request(&mut r) {
-                    let _ = tx.send(body);
+                while let Some(request) = read_request(&mut r) {
+                    let _ = tx.send(request);
                     if stall {
                         std::thread::sleep(Duration::from_secs(60));
                         return;
@@ -232,6 +250,87 @@ fn trace_replay_sends_token_ids_to_the_completions_endpoint() {
     assert_eq!(r["total_output_tokens"], 18);
 }
 
+/// `--prompt-format text` sends each token id as one word (the same prompts, word for word, as
+/// the token-id run, and one o200k_base token per word), and `--request-id-header` sends a UUID
+/// or no header.
+#[test]
+fn text_prompts_and_request_id_headers_for_servers_without_token_ids() {
+    let run = |extra: &[&str]| {
+        let (base, requests) = spawn_server_with_ids(false);
+        let dir = tempfile::tempdir().unwrap();
+        let o = bin()
+            .args(["bench", "-q", "--model", "m", "--num-prompts", "6"])
+            .args(["--request-rate", "inf", "--max-concurrency", "1"])
+            .args(["--metrics-interval", "0", "--base-url", &base])
+            .args(extra)
+            .arg("--input-file")
+            .arg(repo(
+                "data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log",
+            ))
+            .arg("--output-dir")
+            .arg(dir.path())
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got: Vec<(Option<String>, Value)> = requests
+            .try_iter()
+            .map(|(id, b)| (id, serde_json::from_str(&b).unwrap()))
+            .collect();
+        assert_eq!(got.len(), 6);
+        got
+    };
+    let ids = run(&[]);
+    let text = run(&["--prompt-format", "text", "--request-id-header", "uuid"]);
+    let none = run(&["--request-id-header", "none"]);
+    let o200k = inferencelab_convert::tokenizer::TextTokenizer::embedded();
+    let mut shared = 0;
+    for (k, ((id_a, a), (id_b, b))) in ids.iter().zip(&text).enumerate() {
+        let tokens: Vec<u32> = a["prompt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let prompt = b["prompt"].as_str().unwrap();
+        assert_eq!(prompt, inferencelab_bench::words::text_of(&tokens));
+        assert_eq!(prompt.split(' ').count() - 1, tokens.len());
+        assert_eq!(o200k.encode(prompt).unwrap().len(), tokens.len());
+        assert!(
+            id_a.as_deref().unwrap().ends_with(&format!("-{k}")),
+            "{id_a:?}"
+        );
+        let u = id_b.as_deref().unwrap();
+        assert_eq!(u.len(), 36, "{u}");
+        assert_eq!(u.as_bytes()[14], b'4', "{u}");
+        // prefix sharing survives: a request whose token prompt shares a prefix with an
+        // earlier one shares at least as many words with it
+        let words = |s: &str| s.split(' ').skip(1).map(str::to_string).collect::<Vec<_>>();
+        for j in 0..k {
+            let earlier: Vec<u32> = ids[j].1["prompt"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
+            let common = earlier
+                .iter()
+                .zip(&tokens)
+                .take_while(|(x, y)| x == y)
+                .count();
+            let common_words = words(text[j].1["prompt"].as_str().unwrap())
+                .iter()
+                .zip(&words(prompt))
+                .take_while(|(x, y)| x == y)
+                .count();
+            assert!(common_words >= common, "requests {j} and {k}");
+            shared += common;
+        }
+    }
+    assert!(shared > 0, "the first requests of the log share prefixes");
+    assert!(none.iter().all(|(id, _)| id.is_none()));
+}
+
 #[test]
 fn a_dead_server_is_reported_per_request_and_the_run_fails_cleanly() {
     let addr = {
@@ -370,4 +469,22 @@ fn replay_compares_measured_with_simulated_hits() {
             .unwrap();
     assert_eq!(r["simulation"]["requests"], 5);
     assert_eq!(r["requests"].as_array().unwrap().len(), 5);
+}
+
+/// Every word of the text-prompt list is one o200k_base token with its leading space, and a
+/// prompt of them is as many tokens as words (the pre-tokenizer splits at the spaces).
+#[test]
+fn every_text_prompt_word_is_one_o200k_token() {
+    let o200k = inferencelab_convert::tokenizer::TextTokenizer::embedded();
+    for w in inferencelab_bench::words::WORDS {
+        assert_eq!(o200k.encode(&format!(" {w}")).unwrap().len(), 1, "{w}");
+    }
+    let all: String = inferencelab_bench::words::WORDS
+        .iter()
+        .map(|w| format!(" {w}"))
+        .collect();
+    assert_eq!(
+        o200k.encode(&all).unwrap().len(),
+        inferencelab_bench::words::WORDS.len()
+    );
 }

@@ -20,7 +20,9 @@ use inferencelab_bench::output::{
 };
 use inferencelab_bench::prom::{ScrapeSummary, Scraper};
 use inferencelab_bench::record::RequestRecord;
-use inferencelab_bench::runner::{run, Observer, RunConfig, RunOutcome, StopReason};
+use inferencelab_bench::runner::{
+    run, Observer, RequestIdHeader, RunConfig, RunOutcome, StopReason,
+};
 use inferencelab_bench::workload::{
     think_times, BodyOptions, ConversationSpec, ConversationWorkload, RandomWorkload, TokenRange,
     TraceWorkload, TurnSpec, Workload,
@@ -35,6 +37,23 @@ pub enum Mode {
     Trace,
     /// A conversation CSV (--input-file): turns replayed faithfully on the chat endpoint.
     Conversation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PromptFormat {
+    TokenIds,
+    Text,
+}
+
+/// `--request-id-header` (`inferencelab_bench::runner::RequestIdHeader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequestIdArg {
+    /// Our id, bench-<hex>-<index> (as vLLM's client)
+    Ours,
+    /// A UUID derived from our id (servers that validate the header, e.g. llama-cpp-python)
+    Uuid,
+    /// No x-request-id header
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +139,13 @@ pub struct BenchArgs {
     /// Environment variable holding the API key (sent as a Bearer token when set).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
+    /// Prompts of /v1/completions (random and trace modes): token ids (as vLLM's client), or
+    /// text, one word per token id (servers without token-id prompts, e.g. llama.cpp's).
+    #[arg(long, value_enum, default_value = "token-ids")]
+    pub prompt_format: PromptFormat,
+    /// The x-request-id header: our id (as vLLM's client), a UUID derived from it, or none.
+    #[arg(long, value_enum, default_value = "ours")]
+    pub request_id_header: RequestIdArg,
     /// JSON merged into every request body, e.g. '{"temperature":0}'.
     #[arg(long)]
     pub extra_body: Option<String>,
@@ -547,9 +573,15 @@ pub(crate) fn bench_against(
         time_scale: args.time_scale,
         seed: args.seed,
         request_id_prefix: format!("bench-{:08x}-", args.seed as u32 ^ std::process::id()),
+        request_id_header: match args.request_id_header {
+            RequestIdArg::Ours => RequestIdHeader::Ours,
+            RequestIdArg::Uuid => RequestIdHeader::Uuid,
+            RequestIdArg::None => RequestIdHeader::None,
+        },
         body: BodyOptions {
             model: model.clone(),
             ignore_eos: endpoint == Endpoint::Completions && !args.no_ignore_eos,
+            text_prompts: args.prompt_format == PromptFormat::Text,
             extra_body,
         },
     };
