@@ -469,6 +469,14 @@ fn replay_compares_measured_with_simulated_hits() {
             .unwrap();
     assert_eq!(r["simulation"]["requests"], 5);
     assert_eq!(r["requests"].as_array().unwrap().len(), 5);
+    // this server reports no cached tokens: the per-request join still covers every request
+    assert_eq!(r["per_request"]["requests"], 5);
+    assert_eq!(r["per_request"]["measured_cached_tokens"], 0);
+    assert!(r["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|q| q["predicted_hit_tokens"].is_u64()));
 }
 
 /// Every word of the text-prompt list is one o200k_base token with its leading space, and a

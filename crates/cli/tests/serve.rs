@@ -146,19 +146,18 @@ fn serve_help_lists_the_flags() {
     }
 }
 
-/// Start `inferencelab serve --port 0 ARGS` and wait for its address (the caller waits for the
-/// process).
+/// Start `inferencelab serve --port 0 ARGS` (2,000 GPU blocks unless ARGS say) and wait for its
+/// address (the caller waits for the process).
 #[allow(clippy::zombie_processes)]
 fn spawn_serve(args: &[&str], log: &std::path::Path) -> (std::process::Child, String) {
+    let blocks: &[&str] = if args.contains(&"--gpu-blocks") {
+        &[]
+    } else {
+        &["--gpu-blocks", "2000"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--no-cpu-tier",
-            "--gpu-blocks",
-            "2000",
-        ])
+        .args(["serve", "--port", "0", "--no-cpu-tier"])
+        .args(blocks)
         .args(args)
         .arg("--log-file")
         .arg(log)
@@ -238,4 +237,64 @@ fn sigterm_lets_in_flight_streams_finish_within_the_grace_period_then_cuts_them(
     assert!(sse.matches("\"text\":").count() < 5000);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("Received request cmpl-"), "{text}");
+}
+
+/// `replay` against a fresh `serve` with the same cache (1,500 GPU blocks: evictions happen):
+/// the simulator's prediction equals the server's `cached_tokens` for every request.
+#[test]
+fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_serve(
+        &[
+            "--gpu-blocks",
+            "1500",
+            "--enable-prompt-tokens-details",
+            "--time-scale",
+            "100",
+        ],
+        &dir.path().join("serve.log"),
+    );
+    let log = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args(["replay", "-q", "--base-url", &format!("http://{addr}")])
+        .args(["--input-file", log, "--gpu-blocks", "1500", "--no-cpu-tier"])
+        .args(["--time-scale", "20", "--metrics-interval", "0", "-o"])
+        .arg(dir.path().join("replay"))
+        .output()
+        .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("per request (200 answered): predicted = measured for 200 (100.0%)"),
+        "{stdout}"
+    );
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("replay/replay.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["per_request"]["exact"], 200);
+    let reqs = r["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 200);
+    // not a vacuous agreement: most requests hit, and the cache was too small for all of it
+    let hit = reqs
+        .iter()
+        .filter(|q| q["measured_cached_tokens"].as_u64().unwrap() > 0)
+        .count();
+    assert!(hit > 150, "{hit}");
+    assert!(r["simulation"]["gpu_evictions"].as_u64().unwrap() > 0);
+    for q in reqs {
+        assert_eq!(
+            q["predicted_hit_tokens"], q["measured_cached_tokens"],
+            "{q}"
+        );
+    }
 }

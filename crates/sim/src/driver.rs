@@ -113,8 +113,32 @@ pub fn check(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<()> {
     Ok(())
 }
 
+/// What one request got from the caches, in tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestHits {
+    pub gpu_hit_tokens: u64,
+    pub cpu_hit_tokens: u64,
+    pub disk_hit_tokens: u64,
+}
+
+impl RequestHits {
+    /// Prompt tokens not recomputed (vLLM's `cached_tokens` with a KV connector counts these).
+    pub fn total(&self) -> u64 {
+        self.gpu_hit_tokens + self.cpu_hit_tokens + self.disk_hit_tokens
+    }
+}
+
 /// Run one simulation point.
 pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
+    run_observed(prepared, config, |_, _| {})
+}
+
+/// [`run`], telling `observe` what each request (by its index in the trace) got.
+pub fn run_observed(
+    prepared: &Prepared<'_>,
+    config: &SimConfig,
+    mut observe: impl FnMut(usize, RequestHits),
+) -> SimResult<Row> {
     check(prepared, config)?;
     prepared.annotate_for(config);
     let trace = prepared.trace;
@@ -256,7 +280,13 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
         }
 
         // --- metrics
-        let saved = gpu_hit_tokens + cpu_tokens + disk_tokens;
+        let hits = RequestHits {
+            gpu_hit_tokens,
+            cpu_hit_tokens: cpu_tokens,
+            disk_hit_tokens: disk_tokens,
+        };
+        observe(i, hits);
+        let saved = hits.total();
         row.requests += 1;
         row.prompt_tokens += len;
         row.block_refs += keys.len() as u64;

@@ -4,9 +4,9 @@
 //! puts measured hits (the API's `cached_tokens` and the server's counters) next to the
 //! prediction: in total and per time window of the trace.
 //!
-//! Partial: the simulator reports hits per time window, not per request, so the comparison
-//! is per window (`--window-seconds`); every request's measured hits are in
-//! `replay.json`/`requests.jsonl`.
+//! Per request too: the simulator tells what each request of the trace got
+//! (`driver::run_observed`), joined with the measured `cached_tokens` by the request's trace
+//! id; the summary counts exact matches and the error, `replay.json` has every request.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -110,34 +110,46 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         window_seconds: args.window_seconds,
         model: Some(model),
     };
-    let row = inferencelab_sim::driver::run(&prepared, &cfg)?;
+    let mut predicted = vec![None; sim_trace.requests.len()];
+    let row = inferencelab_sim::driver::run_observed(&prepared, &cfg, |i, hits| {
+        predicted[i] = Some(hits)
+    })?;
     print!("{}", comparison_table(&out, &row));
 
     // Measured hits per window of trace time, next to the predicted ones.
     let t0 = sim_trace.requests.first().map_or(0.0, |r| r.timestamp);
-    let ts: HashMap<&str, f64> = sim_trace
+    let index: HashMap<&str, usize> = sim_trace
         .requests
         .iter()
-        .map(|r| (r.id.as_str(), r.timestamp))
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
         .collect();
     let mut measured = vec![0u64; row.windows.len()];
     let mut per_request = Vec::new();
+    let mut agreement = Agreement::default();
     for r in &out.outcome.records {
-        let Some(t) = r.source_id.as_deref().and_then(|id| ts.get(id)) else {
+        let Some(&i) = r.source_id.as_deref().and_then(|id| index.get(id)) else {
             continue;
         };
+        let t = sim_trace.requests[i].timestamp;
         let w = ((t - t0) / args.window_seconds).max(0.0) as usize;
+        let p = predicted[i];
         if r.success {
             if let Some(m) = measured.get_mut(w) {
                 *m += r.cached_tokens;
+            }
+            if let Some(p) = p {
+                agreement.add(p.total(), r.cached_tokens, args.block_size as u64);
             }
         }
         per_request.push(json!({
             "source_id": r.source_id, "trace_time_s": t, "success": r.success,
             "prompt_len": r.prompt_len, "measured_cached_tokens": r.cached_tokens,
+            "predicted_hit_tokens": p.map(|p| p.total()), "predicted": p,
             "ttft_ms": r.ttft_s * 1000.0,
         }));
     }
+    println!("{agreement}");
     println!(
         "{:>10} {:>9} {:>14} {:>14} {:>14}",
         "window_s", "requests", "prompt_tok", "predicted_hit", "measured_hit"
@@ -171,10 +183,60 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         "base_url": base,
         "simulation": row,
         "windows": windows,
+        "per_request": agreement.to_json(),
         "requests": per_request,
     });
     inferencelab_bench::output::write_json(&path, &doc)
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// Per-request agreement of predicted and measured hit tokens (successful requests).
+#[derive(Debug, Default)]
+struct Agreement {
+    requests: u64,
+    exact: u64,
+    within_a_block: u64,
+    abs_error: u64,
+    predicted: u64,
+    measured: u64,
+}
+
+impl Agreement {
+    fn add(&mut self, predicted: u64, measured: u64, block: u64) {
+        let err = predicted.abs_diff(measured);
+        self.requests += 1;
+        self.exact += (err == 0) as u64;
+        self.within_a_block += (err <= block) as u64;
+        self.abs_error += err;
+        self.predicted += predicted;
+        self.measured += measured;
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "requests": self.requests, "exact": self.exact,
+            "within_one_block": self.within_a_block,
+            "mean_abs_error_tokens": self.abs_error as f64 / self.requests.max(1) as f64,
+            "predicted_hit_tokens": self.predicted, "measured_cached_tokens": self.measured,
+        })
+    }
+}
+
+impl std::fmt::Display for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let share = |n: u64| 100.0 * n as f64 / self.requests.max(1) as f64;
+        write!(
+            f,
+            "per request ({} answered): predicted = measured for {} ({:.1}%), within one block \
+             for {} ({:.1}%), mean |error| {:.1} tokens",
+            self.requests,
+            self.exact,
+            share(self.exact),
+            self.within_a_block,
+            share(self.within_a_block),
+            self.abs_error as f64 / self.requests.max(1) as f64
+        )
+    }
 }
