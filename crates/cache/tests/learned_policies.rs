@@ -167,6 +167,46 @@ fn a_model_without_trees_is_exactly_lru_with_pins() {
     }
 }
 
+/// A block pinned by a running request becomes evictable when the request finishes: its idle
+/// time starts at the finish time the driver announces (`on_time`), not at the last arrival.
+#[test]
+fn unpinned_blocks_are_idle_from_their_request_s_finish() {
+    use inferencelab_cache::learned::gbdt::Tree;
+    use inferencelab_cache::learned::order::Ranking;
+    // every block is predicted to be needed 10 s after its touch: ln(1 + 10)
+    let mut config = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
+    let mut model = (*config.model.model).clone();
+    model.trees = vec![Tree::leaf(11f64.ln())];
+    config.model.model = std::sync::Arc::new(model);
+    config.ranking = Ranking::ExpectedWait;
+    config.overdue_factor = 1.0;
+    let at = |obj: u32, time: u64, timestamp: f64, depth: u32| Access {
+        timestamp,
+        depth,
+        ..Access::at(obj, time)
+    };
+    for announce in [true, false] {
+        let mut cache = BlockCache::new(2, LightGbm::new(&config));
+        // B (obj 2, depth 1) is pinned by a request arriving at t=0; A (obj 1) is touched at
+        // t=40, the last arrival before B's request finishes at t=50
+        let Outcome::Inserted(b) = cache.access(&at(2, 1, 0.0, 1), true) else {
+            panic!()
+        };
+        cache.access(&at(1, 2, 40.0, 0), false);
+        if announce {
+            cache.policy.on_time(50.0);
+        }
+        cache.unpin(b, 3);
+        // at t=60 a new block needs room. Expected waits: A 10 + 20; B 10 + 10 when its idle
+        // time starts at the finish (A goes), 10 + 20 when it starts at the last arrival (a
+        // tie, and the deeper block, B, goes)
+        cache.access(&at(3, 4, 60.0, 0), false);
+        let kept: Vec<u32> = cache.resident();
+        assert_eq!(kept.contains(&2), announce, "announce {announce}: {kept:?}");
+        cache.validate().unwrap();
+    }
+}
+
 #[test]
 fn invariants_hold_for_every_setting() {
     let steps = script(11, 2_000);

@@ -162,6 +162,9 @@ impl<P: EvictionPolicy> EvictionPolicy for Recording<P> {
     fn on_unpin(&mut self, e: EntryId, now: u64) {
         self.inner.on_unpin(e, now);
     }
+    fn on_time(&mut self, timestamp: f64) {
+        self.inner.on_time(timestamp);
+    }
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
         let v = self.inner.evict(pins)?;
         self.victims.push((self.request, self.obj_of[v as usize]));

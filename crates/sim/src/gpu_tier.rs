@@ -69,6 +69,7 @@ impl<P: EvictionPolicy> GpuTier<P> {
     pub fn finish_until(&mut self, now: f64) {
         while self.running.peek().is_some_and(|run| run.finish <= now) {
             let run = self.running.pop().unwrap();
+            self.cache.policy.on_time(run.finish);
             for &e in run.entries.iter().rev() {
                 self.cache.unpin(e, self.clock);
             }

@@ -8,7 +8,8 @@ pub mod order;
 
 /// The `EvictionPolicy` of a policy that predicts each touched block's next use: a type with
 /// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), a `stats: Tracker` and an
-/// `order: NextUseOrder`. Pins leave the order, evictions happen at the latest trace time seen.
+/// `order: NextUseOrder`. Pins leave the order; unpins happen at the finish time of their request
+/// (`on_time`), evictions at the latest trace time seen.
 macro_rules! predicted_next_use_policy {
     ($policy:ty) => {
         impl $crate::policy::EvictionPolicy for $policy {
@@ -27,6 +28,14 @@ macro_rules! predicted_next_use_policy {
                 // the eviction this miss may cause happens at the miss's trace time
                 if a.timestamp > self.stats.now {
                     self.stats.now = a.timestamp;
+                }
+            }
+
+            #[inline]
+            fn on_time(&mut self, timestamp: f64) {
+                // a request finished: its blocks' unpins come next, at this time
+                if timestamp > self.stats.now {
+                    self.stats.now = timestamp;
                 }
             }
 

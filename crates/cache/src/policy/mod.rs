@@ -116,6 +116,10 @@ pub trait EvictionPolicy {
     fn on_pin(&mut self, _e: EntryId) {}
     /// The entry became evictable again at logical time `now`. Default: nothing.
     fn on_unpin(&mut self, _e: EntryId, _now: u64) {}
+    /// Trace time reached `timestamp` between references: a running request finished then, and
+    /// the unpins of its blocks follow. Policies that reason in trace time (the predicted-next-use
+    /// ones) take it as the time those blocks became evictable. Default: nothing.
+    fn on_time(&mut self, _timestamp: f64) {}
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId>;
     fn on_remove(&mut self, e: EntryId);
     /// Check internal invariants: the tracked set must equal the entries for which `live` is true.
@@ -261,6 +265,8 @@ macro_rules! policies {
             fn on_pin(&mut self, e: EntryId) { match self { $(AnyPolicy::$variant(p) => p.on_pin(e)),* } }
             #[inline]
             fn on_unpin(&mut self, e: EntryId, now: u64) { match self { $(AnyPolicy::$variant(p) => p.on_unpin(e, now)),* } }
+            #[inline]
+            fn on_time(&mut self, t: f64) { match self { $(AnyPolicy::$variant(p) => p.on_time(t)),* } }
             #[inline]
             fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> { match self { $(AnyPolicy::$variant(p) => p.evict(pins)),* } }
             #[inline]
