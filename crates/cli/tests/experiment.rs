@@ -117,7 +117,11 @@ fn text(b: &[u8]) -> String {
 
 /// The rows of `points.jsonl`.
 fn rows(exp_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(exp_dir.join("points.jsonl"))
+    rows_in(&exp_dir.join("points.jsonl"))
+}
+
+fn rows_in(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -608,5 +612,62 @@ fn dry_run_of_llama_8b_pins_tensor_parallel_pairs_and_the_lmcache_disk() {
     assert!(
         stdout.contains("server_32.0gb_1rps_weka_lfu_r2"),
         "{stdout}"
+    );
+}
+
+/// `--shard i/N`: two runners (here one after the other) split the grid, each writing its own
+/// rows file in the shared folder; a run without `--shard` then finds every point done and
+/// writes the whole summary without starting a server.
+#[test]
+fn standin_vllm_shards_split_the_grid_and_an_unsharded_run_merges_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = write_yaml(
+        tmp.path(),
+        &Grid {
+            port_base: port_base(60),
+            cpu_gb: "[64, 16, 4]",
+            rates: "[0.9, 2.0]",
+            health_timeout_s: 30.0,
+            stop_grace_s: 10.0,
+        },
+    );
+    let exp = tmp.path().join("exp");
+    let want = expected_stems(&["64.0", "16.0", "4.0"], &["0.9", "2"]);
+    let mut seen = BTreeSet::new();
+    for i in 0..2 {
+        let mut c = runner(tmp.path(), &yaml, 1, &exp);
+        c.args(["--shard", &format!("{i}/2")]);
+        let out = assert_cmd::Command::from_std(c).assert().success();
+        let stderr = text(&out.get_output().stderr);
+        assert!(stderr.contains("3 points (0 already done)"), "{stderr}");
+        let shard_rows = rows_in(&exp.join(format!("points-shard-{i}-of-2.jsonl")));
+        assert_eq!(shard_rows.len(), 3);
+        for r in &shard_rows {
+            assert_eq!(r["status"], "ok", "{r}");
+            assert_eq!(r["point"]["index"].as_u64().unwrap() % 2, i);
+            assert!(seen.insert(stem(r)), "{} ran twice", stem(r));
+        }
+        let summary: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(exp.join(format!("summary-shard-{i}-of-2.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (summary["points"].as_u64(), summary["ok"].as_u64()),
+            (Some(3), Some(3))
+        );
+    }
+    assert_eq!(seen, want);
+    assert!(!exp.join("points.jsonl").exists());
+    let out = assert_cmd::Command::from_std(runner(tmp.path(), &yaml, 1, &exp))
+        .assert()
+        .success();
+    let stderr = text(&out.get_output().stderr);
+    assert!(stderr.contains("6 points (6 already done)"), "{stderr}");
+    assert!(!stderr.contains("start "), "nothing runs again: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exp.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (summary["points"].as_u64(), summary["ok"].as_u64()),
+        (Some(6), Some(6))
     );
 }

@@ -469,6 +469,53 @@ pub struct RunOptions {
     pub bench_exe: PathBuf,
     /// The experiment's folder (default `<output_dir>/<name>_<YYYY-MM-DD>`).
     pub experiment_dir: Option<PathBuf>,
+    /// Run only the points `k` with `k mod N == i` (one runner per node on shared storage).
+    pub shard: Option<crate::batch::Shard>,
+}
+
+/// The file a run appends its rows to: `points.jsonl`, or one per shard so that runners on
+/// several nodes never append to the same file.
+pub fn results_file_name(shard: Option<crate::batch::Shard>) -> String {
+    match shard {
+        Some(s) => format!("points-shard-{}-of-{}.jsonl", s.index, s.count),
+        None => "points.jsonl".into(),
+    }
+}
+
+/// The summary a run writes: `summary.json`, or one per shard.
+pub fn summary_file_name(shard: Option<crate::batch::Shard>) -> String {
+    match shard {
+        Some(s) => format!("summary-shard-{}-of-{}.json", s.index, s.count),
+        None => "summary.json".into(),
+    }
+}
+
+/// Every row recorded in `dir` by any run, sharded or not (`points*.jsonl`), in file order.
+fn recorded_rows(dir: &Path) -> RunnerResult<Vec<PointOutcome>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with("points") && n.ends_with(".jsonl")
+                })
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(RunnerError::io(dir, e)),
+    };
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| RunnerError::io(&f, e))?;
+        // a torn last line (a runner killed mid-write) does not parse and is skipped
+        rows.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<PointOutcome>(l).ok()),
+        );
+    }
+    Ok(rows)
 }
 
 /// The outcome of one point (a row of `points.jsonl`).
@@ -516,7 +563,11 @@ pub fn run(
         .experiment_dir
         .clone()
         .unwrap_or_else(|| experiment_dir(cfg, today));
-    let points = cfg.points();
+    let points: Vec<ExpPoint> = cfg
+        .points()
+        .into_iter()
+        .filter(|p| opts.shard.is_none_or(|s| p.index % s.count == s.index))
+        .collect();
     if opts.dry_run {
         say(format!(
             "# {} points on {} slot(s) of {} GPU(s) each; logs in {}",
@@ -561,18 +612,16 @@ pub fn run(
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
-    let results_path = dir.join("points.jsonl");
+    let results_path = dir.join(results_file_name(opts.shard));
     let earlier_text = match std::fs::read_to_string(&results_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(RunnerError::io(&results_path, e)),
     };
-    // The last ok row of each point (rows are appended; a torn last line is skipped).
+    // The last ok row of each point, in any run's file (a sharded run sees what an unsharded
+    // one did and the other way round; rows are appended; a torn last line is skipped).
     let mut done: HashMap<String, PointOutcome> = HashMap::new();
-    for o in earlier_text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<PointOutcome>(l).ok())
-    {
+    for o in recorded_rows(&dir)? {
         if o.status == "ok" {
             done.insert(o.point.stem.clone(), o);
         }
@@ -662,6 +711,7 @@ pub fn run(
     };
     let summary = json!({
         "experiment": cfg.name,
+        "shard": opts.shard.map(|sh| format!("{}/{}", sh.index, sh.count)),
         "dir": dir,
         "points": report.points.len(),
         "ok": report.rows().iter().filter(|r| r.1.is_some_and(|o| o.status == "ok")).count(),
@@ -673,7 +723,7 @@ pub fn run(
             "outcome": o,
         })).collect::<Vec<_>>(),
     });
-    let summary_path = dir.join("summary.json");
+    let summary_path = dir.join(summary_file_name(opts.shard));
     std::fs::write(
         &summary_path,
         serde_json::to_vec_pretty(&summary).unwrap_or_default(),

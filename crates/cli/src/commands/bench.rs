@@ -205,6 +205,7 @@ pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
             gpus: args.gpus,
             dry_run: args.dry_run,
             experiment_dir: args.experiment_dir.clone(),
+            shard: None,
         });
     }
     let rt = runtime(args.threads)?;

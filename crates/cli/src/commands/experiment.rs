@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use inferencelab_runner::batch::Shard;
 use inferencelab_runner::experiment::{self, ExperimentConfig, RunOptions};
 
 #[derive(Args, Debug, Clone)]
@@ -22,6 +23,11 @@ pub struct ExperimentArgs {
     /// The experiment's folder (default outputs/logs/experiments/<name>_<date>; re-use it to resume).
     #[arg(long)]
     pub experiment_dir: Option<PathBuf>,
+    /// Run only slice i of N (points k with k mod N == i), one runner per node sharing
+    /// --experiment-dir; rows go to points-shard-i-of-N.jsonl. A run without --shard afterwards
+    /// finds every point done and writes the whole summary.
+    #[arg(long)]
+    pub shard: Option<Shard>,
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -35,6 +41,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         bench_exe: std::env::current_exe().context("locating the inferencelab binary")?,
         experiment_dir: args.experiment_dir,
+        shard: args.shard,
     };
     let today = today_utc();
     let report = experiment::run(&cfg, &opts, &today, &|line| {
@@ -51,8 +58,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     print!("{}", experiment::summary_table(&report));
     eprintln!(
         "results: {} (one row per point and attempt), {}",
-        report.dir.join("points.jsonl").display(),
-        report.dir.join("summary.json").display()
+        report
+            .dir
+            .join(experiment::results_file_name(args.shard))
+            .display(),
+        report
+            .dir
+            .join(experiment::summary_file_name(args.shard))
+            .display()
     );
     let failed = report.failed();
     if failed > 0 {
