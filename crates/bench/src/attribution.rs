@@ -55,10 +55,15 @@ pub fn join(
     let find = |r: &RequestRecord| -> Option<&LmcacheLookup> {
         let rid = r.response_id.as_deref()?;
         by_id.get(rid).copied().or_else(|| {
-            // Engines may suffix their internal id (`-0`, `-<hash>`).
+            // Engines may suffix their internal id (`-0`, `-<hash>`): one id must be the other
+            // plus `-...` (so `...-1` never takes `...-10`'s line).
+            let extends = |long: &str, short: &str| {
+                long.strip_prefix(short)
+                    .is_some_and(|rest| rest.starts_with('-'))
+            };
             lookups
                 .iter()
-                .find(|l| l.request_id.starts_with(rid) || rid.starts_with(&l.request_id))
+                .find(|l| extends(&l.request_id, rid) || extends(rid, &l.request_id))
         })
     };
     let mut out = Vec::new();
@@ -191,5 +196,41 @@ mod tests {
         );
         assert_eq!(s.ttft_mostly_lmcache.count, 1);
         assert!(table(&s).contains("LMCache loaded tokens"));
+    }
+
+    #[test]
+    fn a_suffixed_id_never_joins_a_longer_number() {
+        // client ids bench-x-1 and bench-x-10, engine lines suffixed with -0: request 1 takes
+        // its own line even when request 10's comes first
+        let rec = |i: u64, id: &str| RequestRecord {
+            index: i,
+            response_id: Some(id.into()),
+            success: true,
+            ..serde_json::from_str(
+                r#"{"index":0,"request_id":"","response_id":null,"source_id":null,
+                "conversation":null,"turn":null,"scheduled_s":0,"send_s":0,"client_lag_s":0,
+                "send_unix_s":0,"success":true,"error_kind":null,"error":"","http_status":200,
+                "prompt_len":10,"expected_output_len":1,"output_tokens":1,"cached_tokens":0,
+                "usage":true,"ttft_s":0.05,"e2el_s":0.05,"tpot_s":0,"itl_s":[],"done":true,
+                "generated_text":""}"#,
+            )
+            .unwrap()
+        };
+        let look = |id: &str, gpu: u32| LmcacheLookup {
+            request_id: id.into(),
+            matched: true,
+            total_tokens: 100,
+            engine_computed_tokens: Some(gpu),
+            hit_tokens: 0,
+            need_to_load: 0,
+        };
+        let (a, s) = join(
+            &[rec(0, "cmpl-bench-x-1"), rec(1, "cmpl-bench-x-10")],
+            &[look("cmpl-bench-x-10-0", 10), look("cmpl-bench-x-1-0", 1)],
+            &[99.0],
+        );
+        assert_eq!((s.matched, s.unmatched), (2, 0));
+        assert_eq!(a[0].gpu_hit_tokens, Some(1));
+        assert_eq!(a[1].gpu_hit_tokens, Some(10));
     }
 }

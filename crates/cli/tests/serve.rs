@@ -11,11 +11,22 @@ use nix::unistd::Pid;
 
 /// A raw HTTP/1.1 exchange (`Connection: close`), with chunked bodies decoded.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    http_with(addr, method, path, "", body)
+}
+
+/// `http` with extra header lines (each ending in `\r\n`).
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -297,4 +308,35 @@ fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
             "{q}"
         );
     }
+}
+
+/// As vLLM (`_base_request_id`), the client's X-Request-Id is the base of the request id: in the
+/// response (`cmpl-<id>`) and in the server log; without the header the id is the server's own.
+#[test]
+fn the_client_request_id_names_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let (mut child, addr) = spawn_serve(&["--enable-log-requests"], &log);
+    let body = r#"{"prompt":"hello there","max_tokens":2}"#;
+    let (status, _, text) = http_with(
+        &addr,
+        "POST",
+        "/v1/completions",
+        "X-Request-Id: bench-7-12\r\n",
+        body,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["id"], "cmpl-bench-7-12");
+    let (_, _, text) = http(&addr, "POST", "/v1/completions", body);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let own = v["id"].as_str().unwrap().to_string();
+    assert!(
+        own.starts_with("cmpl-") && own != "cmpl-bench-7-12",
+        "{own}"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("cmpl-bench-7-12"), "{written}");
 }

@@ -578,16 +578,30 @@ enum Kind {
 
 async fn chat_completions(
     State(s): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(s, body, Kind::Chat).await
+    generate(s, client_request_id(&headers), body, Kind::Chat).await
 }
 
 async fn completions(
     State(s): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(s, body, Kind::Completion).await
+    generate(s, client_request_id(&headers), body, Kind::Completion).await
+}
+
+/// The client's `X-Request-Id`, which vLLM makes the base of the request id
+/// (`serving_engine._base_request_id`: `cmpl-<id>`, `chatcmpl-<id>`), so a client's ids appear
+/// in the responses and the logs.
+fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// Sends `Abort` for a request that was not seen to the end (the client went away).
@@ -606,6 +620,7 @@ impl Drop for AbortGuard {
 
 async fn generate(
     s: AppState,
+    client_id: Option<String>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     kind: Kind,
 ) -> Result<Response, ApiError> {
@@ -645,15 +660,20 @@ async fn generate(
         }
     };
     let counter = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let base = client_id.unwrap_or_else(|| {
+        format!(
+            "{:016x}{:016x}",
+            crate::core::mix(s.seed ^ counter),
+            crate::core::mix(counter.wrapping_add(0x5EED))
+        )
+    });
     let request_id = format!(
-        "{}-{:016x}{:016x}",
+        "{}-{base}",
         if kind == Kind::Chat {
             "chatcmpl"
         } else {
             "cmpl"
-        },
-        crate::core::mix(s.seed ^ counter),
-        crate::core::mix(counter.wrapping_add(0x5EED))
+        }
     );
     let prompt = Prompt::new(ids, s.block_size, s.chunk_size);
     let (events_tx, mut events) = mpsc::unbounded_channel();
