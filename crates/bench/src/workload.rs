@@ -639,6 +639,7 @@ mod tests {
             output_length: 3,
             kind: None,
             content,
+            output_tokens: None,
         };
         let trace = Trace {
             requests: vec![

@@ -362,6 +362,7 @@ pub fn build_workload(
                 output_length: last.answer_ids.len() as u32,
                 kind: None,
                 content: Content::Tokens(tokens),
+                output_tokens: None,
             }
         })
         .collect();

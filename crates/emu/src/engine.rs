@@ -879,6 +879,7 @@ pub(crate) mod tests {
                     output_length: s.output_tokens,
                     kind: None,
                     content: Content::Tokens(s.tokens.clone()),
+                    output_tokens: None,
                 })
                 .collect(),
             ..Default::default()

@@ -392,6 +392,7 @@ mod tests {
             output_length: 10,
             kind: None,
             content,
+            output_tokens: None,
         }
     }
 

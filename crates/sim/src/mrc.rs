@@ -214,6 +214,7 @@ mod tests {
                 output_length: 5,
                 kind: None,
                 content: Content::HashIds(ids),
+                output_tokens: None,
             });
         }
         Trace {

@@ -180,6 +180,7 @@ mod tests {
             output_length: 1,
             kind: None,
             content: Content::HashIds(ids),
+            output_tokens: None,
         }
     }
 

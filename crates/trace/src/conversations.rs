@@ -121,6 +121,7 @@ mod tests {
             output_length: 1,
             kind: None,
             content: Content::HashIds(ids.to_vec()),
+            output_tokens: None,
         }
     }
 

@@ -93,6 +93,11 @@ pub struct Request {
     /// Request type when the trace has one (Bailian `type`, WEKA `type`).
     pub kind: Option<String>,
     pub content: Content,
+    /// The generated token ids when the input records them (vLLM with `--enable-log-outputs`,
+    /// native traces with `output_tokens`). vLLM caches full blocks of prompt + output - 1
+    /// tokens, so multi-turn prompts that repeat the answer hit on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<Vec<u32>>,
 }
 
 /// A whole trace, in arrival order (ties keep file order).
@@ -190,6 +195,7 @@ mod tests {
             output_length: 1,
             kind: kind.map(str::to_string),
             content: Content::None,
+            output_tokens: None,
         };
         let t = Trace {
             requests: vec![req(Some("s")), req(None), req(Some("n")), req(Some("s"))],

@@ -385,3 +385,20 @@ fn forced_formats_and_directories() {
         "{err}"
     );
 }
+
+/// Rewrites the native fixture from the vLLM log (run with `--ignored` after a reader change).
+#[test]
+#[ignore]
+fn regenerate_native_fixture() {
+    let t = read("vllm_new_small.log");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.native.jsonl");
+    let old = std::fs::read_to_string(&path).unwrap();
+    let source = old.lines().next().unwrap().to_string();
+    let mut buf = Vec::new();
+    native::write(&t, &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[0] = &source;
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}

@@ -113,6 +113,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             output_length: generated,
             kind: None,
             content: Content::None,
+            output_tokens: None,
         });
     }
     trace.notes.push(NO_REUSE_NOTE.to_string());

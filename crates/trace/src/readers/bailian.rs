@@ -133,6 +133,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             output_length: rec.output_length,
             kind: rec.kind,
             content: Content::HashIds(rec.hash_ids),
+            output_tokens: None,
         });
     }
     if orphans > 0 {

@@ -74,6 +74,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             output_length: rec.output_length,
             kind: None,
             content: Content::HashIds(rec.hash_ids),
+            output_tokens: None,
         });
     }
     Ok(trace)

@@ -77,6 +77,8 @@ struct LineOut<'a> {
     tokens: Option<&'a [u32]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash_ids: Option<&'a [u64]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_tokens: Option<&'a [u32]>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,8 @@ struct LineIn {
     tokens: Option<Vec<u32>>,
     #[serde(default)]
     hash_ids: Option<Vec<u64>>,
+    #[serde(default)]
+    output_tokens: Option<Vec<u32>>,
 }
 
 fn invalid_data(msg: String) -> std::io::Error {
@@ -157,6 +161,7 @@ pub fn write<W: Write>(trace: &Trace, w: W) -> std::io::Result<()> {
                 Content::HashIds(h) => Some(h),
                 _ => None,
             },
+            output_tokens: r.output_tokens.as_deref(),
         };
         serde_json::to_writer(&mut w, &line)?;
         w.write_all(b"\n")?;
@@ -294,6 +299,7 @@ fn check(rec: LineIn, index: usize, header: &Header, last_t: f64) -> Result<Requ
         output_length: rec.out,
         kind: rec.kind,
         content,
+        output_tokens: rec.output_tokens,
     })
 }
 
@@ -314,6 +320,7 @@ mod tests {
             output_length: 4,
             kind: Some("text".into()),
             content,
+            output_tokens: None,
         };
         Trace {
             requests: vec![

@@ -58,7 +58,8 @@ struct Pending {
     /// Characters in the logged prompt string (None: not logged, `None` or elided).
     prompt_chars: Option<usize>,
     max_tokens: Option<u32>,
-    output_tokens: Option<u32>,
+    /// Logged output token ids (streaming deltas appended).
+    output_tokens: Option<Vec<u32>>,
     has_details: bool,
     has_received: bool,
 }
@@ -440,12 +441,12 @@ fn handle_message(c: &mut Collected, msg: &str, time: i128) -> Result<bool, Stri
         } else if let Some(b) = body.strip_prefix(" (streaming complete)") {
             body = b;
         }
-        let count = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
-            parse_id_list(list, "output_token_ids")?.1.map(|v| v.len())
+        let ids = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
+            parse_id_list(list, "output_token_ids")?.1
         } else if let Some(out) = body.strip_prefix(": output: ") {
             let (used, _) = scan_repr(out)?;
             match out[used..].strip_prefix(", output_token_ids: ") {
-                Some(list) => parse_id_list(list, "output_token_ids")?.1.map(|v| v.len()),
+                Some(list) => parse_id_list(list, "output_token_ids")?.1,
                 None => None,
             }
         } else {
@@ -457,12 +458,11 @@ fn handle_message(c: &mut Collected, msg: &str, time: i128) -> Result<bool, Stri
         };
         let e = &mut c.entries[i];
         e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
-        if let Some(n) = count {
-            let n = n as u32;
-            e.output_tokens = Some(match (delta, e.output_tokens) {
-                (true, Some(sum)) => sum.saturating_add(n),
-                _ => n,
-            });
+        if let Some(ids) = ids {
+            match (delta, e.output_tokens.as_mut()) {
+                (true, Some(sofar)) => sofar.extend(ids),
+                _ => e.output_tokens = Some(ids),
+            }
         }
         return Ok(true);
     }
@@ -565,8 +565,8 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
     let mut prompt_chars = Vec::with_capacity(logged.len());
     for e in logged {
         let Some(tokens) = e.tokens else { continue };
-        let output_length = match e.output_tokens {
-            Some(n) => n,
+        let output_length = match &e.output_tokens {
+            Some(ids) => ids.len() as u32,
             None => {
                 max_tokens_used += 1;
                 e.max_tokens.unwrap_or(0)
@@ -584,6 +584,7 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             output_length,
             kind: None,
             content: Content::Tokens(tokens),
+            output_tokens: e.output_tokens,
         });
     }
     if without_tokens > 0 {

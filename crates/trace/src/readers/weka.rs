@@ -273,6 +273,7 @@ fn parse_session(
             output_length: f.out,
             kind: f.kind,
             content: Content::HashIds(ids),
+            output_tokens: None,
         });
     }
     Ok(Some(SessionInfo {
