@@ -7,13 +7,22 @@
 //! that carries it. Differences: a chunk is stamped when its bytes arrive (not after JSON
 //! parsing); the stream must end with `data: [DONE]` or the request counts as truncated; the
 //! response `id` is kept so records join with the server's logs.
+//!
+//! Keep-alive: servers close idle connections (vLLM's uvicorn after
+//! `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`, 5 s). vLLM's client (aiohttp) notices at once because asyncio
+//! reads every idle socket; our pool does not drive idle connections, so a pooled connection is
+//! polled once when it is taken, and one the server closed is dropped. A request that still
+//! meets a closed connection (the close crossed it on the wire) goes once more on a fresh
+//! connection when hyper hands it back unwritten, or when a reused connection ended before any
+//! byte of the response (the server never handled it).
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, TrySendError};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -256,6 +265,11 @@ pub fn handle_event(out: &mut Outcome, data: &[u8], at: Instant) {
     }
 }
 
+/// How long a connection may wait in our pool before it is closed instead of reused: vLLM's
+/// client's `keepalive_timeout=60` (`vllm/benchmarks/serve.py`, aiohttp's `TCPConnector`).
+/// Closes by the server are noticed whatever their timeout (see the module comment).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of the HTTP executor.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -287,6 +301,54 @@ pub struct HttpExecutor {
 struct PooledConn {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    /// When it went (back) to the pool.
+    idle_since: Instant,
+}
+
+impl PooledConn {
+    /// Whether the server has closed this idle connection, without waiting. Nothing drives a
+    /// connection while it sits in the pool, so its end of stream is still unread: one poll
+    /// reads it (hyper treats EOF on an idle client connection as a clean close and finishes).
+    /// A request given to a finished connection would wait forever (hyper fails a queued
+    /// request only on a connection error, or when the connection is dropped).
+    async fn closed_by_server(&mut self) -> bool {
+        let conn = &mut self.conn;
+        std::future::poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx).is_ready())).await
+            || self.sender.is_closed()
+    }
+}
+
+/// Whether a request that failed before its response head may go again on a fresh connection,
+/// given that the connection was `reused`: hyper handed it back unwritten (`unsent`), or a
+/// reused connection ended before a response head (hyper does not tell a partial head from
+/// none; servers write the head at once). The second is a keep-alive close that crossed the
+/// request: uvicorn closes an idle connection and never reads what arrives after, so the
+/// request never reached vLLM. Go's `net/http` resends in the same two cases
+/// (`nothingWrittenError`, `errServerClosedIdle`), the second only for idempotent requests; a
+/// completion has no effect beyond its answer, so we resend it too, once.
+fn may_resend(e: &hyper::Error, unsent: bool, reused: bool) -> bool {
+    if unsent {
+        return true;
+    }
+    if !reused {
+        return false;
+    }
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Classify a client error by its source chain.
@@ -351,7 +413,7 @@ impl HttpExecutor {
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(cfg.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(usize::MAX)
             .build(conn);
         let auth = match &cfg.api_key {
@@ -415,10 +477,16 @@ impl HttpExecutor {
             .map_err(|_| format!("GET {path}: no answer within {timeout:?}"))?
     }
 
-    /// An idle pooled connection, or a new one.
+    /// An idle pooled connection the server has not closed (the most recently used first), or
+    /// a new one; `true` when pooled. Closed and expired connections are dropped on the way.
     async fn checkout(&self) -> Result<(PooledConn, bool), (ErrorKind, String)> {
-        if let Some(c) = self.pool.lock().expect("pool lock").pop() {
-            return Ok((c, true));
+        loop {
+            let Some(mut c) = self.pool.lock().expect("pool lock").pop() else {
+                break;
+            };
+            if c.idle_since.elapsed() < POOL_IDLE_TIMEOUT && !c.closed_by_server().await {
+                return Ok((c, true));
+            }
         }
         Ok((self.connect().await?, false))
     }
@@ -467,7 +535,11 @@ impl HttpExecutor {
         };
         let _ = stream.set_nodelay(true);
         match http1::handshake(TokioIo::new(stream)).await {
-            Ok((sender, conn)) => Ok(PooledConn { sender, conn }),
+            Ok((sender, conn)) => Ok(PooledConn {
+                sender,
+                conn,
+                idle_since: Instant::now(),
+            }),
             Err(e) => Err((ErrorKind::Connect, format!("HTTP handshake: {e}"))),
         }
     }
@@ -496,38 +568,60 @@ impl HttpExecutor {
     }
 
     /// One request on one connection, the connection driven in this task (no hop through a
-    /// connection task: a chunk is stamped as soon as this task reads it). A reused
-    /// connection that turns out closed is replaced once.
+    /// connection task: a chunk is stamped as soon as this task reads it). A request that a
+    /// closed connection did not deliver goes once more on a fresh connection (`may_resend`),
+    /// with the same send time.
     async fn run(&self, req: PreparedRequest, out: &mut Outcome) {
         out.sent = Instant::now();
         let deadline = out.sent + self.timeout;
-        let mut retried = false;
+        let mut request = match self.request(&req) {
+            Ok(r) => r,
+            Err(e) => return out.fail(ErrorKind::Client, e),
+        };
+        let mut resent = false;
         let (resp, mut c) = loop {
-            let (mut c, reused) = match tokio::time::timeout_at(deadline, self.checkout()).await {
+            let checkout = async {
+                if resent {
+                    Ok((self.connect().await?, false))
+                } else {
+                    self.checkout().await
+                }
+            };
+            let (c, reused) = match tokio::time::timeout_at(deadline, checkout).await {
                 Err(_) => {
                     return out.fail(
                         ErrorKind::Timeout,
                         format!("no connection within {:?}", self.timeout),
                     )
                 }
+                Ok(Err((kind, msg))) if resent => {
+                    return out.fail(
+                        kind,
+                        format!("{msg} (sending again after a closed connection)"),
+                    )
+                }
                 Ok(Err((kind, msg))) => return out.fail(kind, msg),
                 Ok(Ok(c)) => c,
             };
-            let request = match self.request(&req) {
-                Ok(r) => r,
-                Err(e) => return out.fail(ErrorKind::Client, e),
-            };
-            let fut = c.sender.send_request(request);
-            tokio::pin!(fut);
-            let mut conn_alive = true;
-            let r = loop {
-                tokio::select! {
-                    biased;
-                    r = &mut fut => break Some(r),
-                    _ = std::future::poll_fn(|cx| c.conn.poll_without_shutdown(cx)), if conn_alive => {
-                        conn_alive = false;
+            let PooledConn {
+                mut sender, conn, ..
+            } = c;
+            let mut conn = Some(conn);
+            let r = {
+                let fut = sender.try_send_request(request);
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut fut => break Some(r),
+                        _ = std::future::poll_fn(|cx| conn.as_mut().map_or(Poll::Pending, |c| c.poll_without_shutdown(cx))), if conn.is_some() => {
+                            // Finished (the server closed it): drop it, so that hyper answers a
+                            // request still queued on it (unwritten, handed back) instead of
+                            // leaving it waiting.
+                            conn = None;
+                        }
+                        _ = tokio::time::sleep_until(deadline) => break None,
                     }
-                    _ = tokio::time::sleep_until(deadline) => break None,
                 }
             };
             match r {
@@ -537,14 +631,30 @@ impl HttpExecutor {
                         format!("no response headers within {:?}", self.timeout),
                     )
                 }
-                Some(Ok(resp)) if conn_alive => break (resp, Some(c)),
-                Some(Ok(resp)) => break (resp, None),
-                Some(Err(_)) if reused && !retried => {
-                    // The server closed the idle connection: a fresh one, same send time.
-                    retried = true;
+                Some(Ok(resp)) => {
+                    let c = conn.map(|conn| PooledConn {
+                        sender,
+                        conn,
+                        idle_since: Instant::now(),
+                    });
+                    break (resp, c);
                 }
                 Some(Err(e)) => {
+                    let (unsent, e) = split(e);
+                    if !resent && may_resend(&e, unsent.is_some(), reused) {
+                        resent = true;
+                        request = match unsent.map_or_else(|| self.request(&req), Ok) {
+                            Ok(r) => r,
+                            Err(e) => return out.fail(ErrorKind::Client, e),
+                        };
+                        continue;
+                    }
                     let (_, msg) = classify(&e, false);
+                    let msg = if resent {
+                        format!("{msg} (sending again after a closed connection)")
+                    } else {
+                        msg
+                    };
                     return out.fail(ErrorKind::StreamBroken, msg);
                 }
             }
@@ -637,9 +747,18 @@ impl HttpExecutor {
                 .unwrap_or(false)
         };
         if ok {
+            c.idle_since = Instant::now();
             self.pool.lock().expect("pool lock").push(c);
         }
     }
+}
+
+/// A failed send's error, and the request when hyper hands it back unwritten.
+fn split(
+    mut e: TrySendError<Request<Full<Bytes>>>,
+) -> (Option<Request<Full<Bytes>>>, hyper::Error) {
+    let unsent = e.take_message();
+    (unsent, e.into_error())
 }
 
 impl Executor for HttpExecutor {

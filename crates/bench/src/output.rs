@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::metrics::{percentile_word, Stat, Summary};
 use crate::prom::ScrapeSummary;
 use crate::record::RequestRecord;
-use crate::runner::{Observer, RunOutcome};
+use crate::runner::{Observer, RunOutcome, StopReason};
 
 /// Appends each record to `requests.jsonl` and flushes: a killed run keeps every line.
 pub struct RecordWriter {
@@ -414,7 +414,11 @@ pub fn summary_table(
     }
     line(&mut o, "Requests sent:", outcome.sent);
     if outcome.cancelled > 0 {
-        line(&mut o, "Cut by interrupt:", outcome.cancelled);
+        let why = match outcome.stop {
+            StopReason::Duration => "Cut by the duration limit:",
+            _ => "Cut by interrupt:",
+        };
+        line(&mut o, why, outcome.cancelled);
     }
     if !s.errors_by_kind.is_empty() {
         header(&mut o, "Failures", '-');

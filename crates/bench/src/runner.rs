@@ -1,9 +1,11 @@
 //! The dispatch loop: one loop for every mode. It merges the arrival process's roots and the
 //! follow-ups that finished requests release (conversation turns), waits for a
 //! `--max-concurrency` slot, hands each due request to the executor, and turns each outcome
-//! into a record as soon as it arrives. Limits (*until when*): `num_prompts` requests sent,
-//! `duration` of sending, or the stop signal (Ctrl-C), after which in-flight requests are cut
-//! and everything finished so far is returned.
+//! into a record as soon as it arrives. Limits (*until when*): `num_prompts` requests sent (the
+//! sent ones finish), or the hard ones, `duration` and the stop signal (Ctrl-C), after which
+//! in-flight requests are cut (counted in `cancelled`, no record) and everything finished so
+//! far is returned. `vllm bench serve` has no time limit; ours is hard so that a run ends when
+//! asked even if a request hangs (it would otherwise wait for `--request-timeout`).
 //!
 //! Coordinated omission: every record carries the time the request was *scheduled* as well as
 //! the time it was *sent* (oha's `client.rs` does the same), so a slow server or a saturated
@@ -33,7 +35,7 @@ pub struct RunConfig {
     pub max_concurrency: Option<usize>,
     /// Send at most this many requests.
     pub num_prompts: Option<u64>,
-    /// Stop sending after this long (in-flight requests still finish).
+    /// Hard limit from the start: stop sending and cut the requests in flight.
     pub duration: Option<Duration>,
     /// Trace seconds per real second, for think times (the arrival process has its own).
     pub time_scale: f64,
@@ -99,6 +101,7 @@ pub enum StopReason {
     /// Every request of the workload was sent and finished.
     Completed,
     NumPrompts,
+    /// `duration` passed: in-flight requests were cut.
     Duration,
     /// The stop signal (Ctrl-C): in-flight requests were cut.
     Interrupted,
@@ -124,10 +127,10 @@ pub struct RunOutcome {
     /// Finished requests, in dispatch order.
     pub records: Vec<RequestRecord>,
     pub sent: u64,
-    /// In flight when the run was interrupted (not in `records`).
+    /// In flight when the run was cut by the stop signal or `duration` (not in `records`).
     pub cancelled: u64,
     pub stop: StopReason,
-    /// From the start to the last finished request (vLLM's benchmark duration).
+    /// From the start to the last finished request (vLLM's benchmark duration), or to the cut.
     pub duration_s: f64,
     pub started_unix_s: f64,
 }
@@ -297,9 +300,9 @@ pub async fn run<E: Executor>(
                 }
                 records.push(rec);
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if accepting && deadline.is_some() => {
-                accepting = false;
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 reason = StopReason::Duration;
+                break;
             }
             permit = semaphore.clone().acquire_owned(), if pending.is_some() => {
                 let permit = permit.expect("the semaphore is never closed");
@@ -361,7 +364,7 @@ pub async fn run<E: Executor>(
         }
     }
     let mut cancelled = 0;
-    if reason == StopReason::Interrupted {
+    if matches!(reason, StopReason::Interrupted | StopReason::Duration) {
         // Keep what finished in the meantime; cut the rest.
         while let Ok((meta, out)) = rx.try_recv() {
             in_flight -= 1;

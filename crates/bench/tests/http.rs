@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use inferencelab_bench::executor::{Endpoint, PreparedRequest};
 use inferencelab_bench::executor::{HttpConfig, HttpExecutor};
 use inferencelab_bench::metrics::summarize;
 use inferencelab_bench::runner::{run, NoObserver, RequestIdHeader, RunConfig, StopReason};
 use inferencelab_bench::workload::{BodyOptions, RandomWorkload, TokenRange};
-use inferencelab_bench::{Arrival, ErrorKind};
+use inferencelab_bench::{Arrival, ErrorKind, Executor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 /// What the server does with request number `n` (0-based, over all connections).
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +31,9 @@ enum Behavior {
     Stall,
     /// A good stream, then the server closes the (keep-alive) connection.
     GoodThenClose,
+    /// The request is read, then the connection closed without a byte of answer: a keep-alive
+    /// close that crossed the request (the server never handles it).
+    CloseUnanswered,
 }
 
 struct Server {
@@ -135,6 +140,7 @@ async fn respond(s: &mut TcpStream, b: Behavior) -> std::io::Result<bool> {
             Box::pin(respond(s, Behavior::Good)).await?;
             Ok(false)
         }
+        Behavior::CloseUnanswered => Ok(false),
         Behavior::Stall => {
             s.write_all(HEAD).await?;
             s.flush().await?;
@@ -194,6 +200,65 @@ async fn serve(plan: Vec<Behavior>) -> Server {
         connections,
         auth_seen,
         ids_seen,
+    }
+}
+
+/// A keep-alive server that closes a connection once it has waited `idle` for a request, as
+/// uvicorn does after `timeout_keep_alive` (vLLM: `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`, 5 s). Each such
+/// close is reported on the channel after the socket is closed. Every request gets a good stream.
+async fn serve_closing_idle(idle: Duration) -> (Server, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let (r, c) = (requests.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            let (r, closed_tx) = (r.clone(), closed_tx.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    match tokio::time::timeout(idle, read_request(&mut s, &mut buf)).await {
+                        Err(_) => {
+                            drop(s);
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        Ok(None) => return,
+                        Ok(Some(_)) => {}
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if !matches!(respond(&mut s, Behavior::Good).await, Ok(true)) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let server = Server {
+        addr,
+        requests,
+        connections,
+        auth_seen: Default::default(),
+        ids_seen: Default::default(),
+    };
+    (server, closed)
+}
+
+fn prepared(i: usize) -> PreparedRequest {
+    PreparedRequest {
+        request_id: format!("k-{i}"),
+        endpoint: Endpoint::Completions,
+        body: bytes::Bytes::from_static(
+            br#"{"model":"m","prompt":[1,2,3],"max_tokens":4,"stream":true}"#,
+        ),
+        max_tokens: 4,
+        prompt_tokens: Some(3),
     }
 }
 
@@ -377,6 +442,58 @@ async fn a_pooled_connection_the_server_closed_is_replaced() {
     .unwrap();
     assert!(out.records.iter().all(|r| r.success), "{:?}", out.records);
     assert_eq!(srv.connections.load(Ordering::SeqCst), 4);
+}
+
+/// vLLM's server closes a keep-alive connection after 5 s idle; a request sent on it used to
+/// wait for --request-timeout (hyper queued it on a connection that had ended, and nothing
+/// dropped the connection to hand it back). Here the server closes after 1 s idle, and every
+/// request waits until the server has closed every idle connection in our pool.
+#[tokio::test]
+async fn a_request_after_the_server_closed_its_idle_connections_reaches_it() {
+    let (srv, mut closed) = serve_closing_idle(Duration::from_secs(1)).await;
+    let exec = executor(format!("http://{}", srv.addr), 5_000, None);
+    // two warm connections, both closed by the server before the first request
+    assert_eq!(exec.warm_up(2).await, 2);
+    let mut idle = 2;
+    for i in 0..3 {
+        for _ in 0..idle {
+            closed.recv().await.unwrap();
+        }
+        let out = exec.execute(prepared(i)).await;
+        assert!(out.error.is_none(), "request {i}: {:?}", out.error);
+        assert_eq!(out.generated_text, "Hello world");
+        assert_eq!(srv.requests.load(Ordering::SeqCst), i + 1);
+        idle = 1;
+    }
+    // 2 warm ones, then a fresh one per request
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 5);
+}
+
+/// The close can cross the request (the server's keep-alive timer fires as our request is on
+/// the wire): the request is written but nothing comes back. On a reused connection it goes
+/// once more on a fresh one; on a fresh connection the failure is the server's and is recorded.
+#[tokio::test]
+async fn a_reused_connection_closed_before_any_answer_is_retried_once_on_a_fresh_one() {
+    let srv = serve(vec![
+        Behavior::Good,
+        Behavior::CloseUnanswered,
+        Behavior::Good,
+    ])
+    .await;
+    let exec = executor(format!("http://{}", srv.addr), 5_000, None);
+    for i in 0..2 {
+        let out = exec.execute(prepared(i)).await;
+        assert!(out.error.is_none(), "request {i}: {:?}", out.error);
+    }
+    // requests: 0 (conn 1), 1 (conn 1, closed unanswered), 1 again (conn 2)
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 2);
+
+    let srv = serve(vec![Behavior::CloseUnanswered, Behavior::Good]).await;
+    let exec = executor(format!("http://{}", srv.addr), 5_000, None);
+    let out = exec.execute(prepared(0)).await;
+    assert_eq!(out.error.unwrap().0, ErrorKind::StreamBroken);
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 1, "not resent");
 }
 
 #[tokio::test]

@@ -118,7 +118,50 @@ async fn poisson_schedule_is_followed_and_limits_stop_sending() {
         .unwrap();
     assert_eq!(out.stop, StopReason::Duration);
     assert_eq!(out.sent, 10, "sends at 0.1 .. 1.0 s");
-    assert_eq!(out.records.len(), 10, "in-flight requests finish");
+    assert_eq!(out.records.len(), 10, "all ended before the limit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_is_a_hard_limit_that_cuts_the_requests_in_flight() {
+    // Request 0 answers in 10 ms, the others would take 100 s.
+    let exec = Arc::new(FakeExecutor::new(|r| {
+        let i: u64 = r.request_id.trim_start_matches("t-").parse().unwrap();
+        FakeReply {
+            ttft: Duration::from_millis(if i == 0 { 10 } else { 100_000 }),
+            itl: Duration::from_millis(1),
+            output_tokens: 2,
+            prompt_tokens: 4,
+            cached_tokens: 0,
+            token_text: "x".into(),
+            error: None,
+        }
+    }));
+    // sends at 0.1, 0.2, 0.3 s; 0 ends at 0.111 s; 1 and 2 are cut at 0.35 s
+    let mut w = RandomWorkload::new(None, 4, 2, 0, TokenRange::default());
+    let mut c = cfg(Arrival::Constant { rate: 10.0 });
+    c.duration = Some(Duration::from_millis(350));
+    let out = run(
+        exec.clone(),
+        &mut w,
+        &c,
+        &mut NoObserver,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stop, StopReason::Duration);
+    assert_eq!((out.sent, out.records.len(), out.cancelled), (3, 1, 2));
+    assert!(out.records[0].success);
+    assert!(close(out.duration_s, 0.35), "{}", out.duration_s);
+
+    // the limit also cuts requests left in flight after --num-prompts stopped sending
+    let mut w = RandomWorkload::new(None, 4, 2, 0, TokenRange::default());
+    c.num_prompts = Some(2);
+    let out = run(exec, &mut w, &c, &mut NoObserver, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(out.stop, StopReason::Duration);
+    assert_eq!((out.sent, out.records.len(), out.cancelled), (2, 1, 1));
 }
 
 #[tokio::test(start_paused = true)]

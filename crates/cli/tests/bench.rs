@@ -72,6 +72,15 @@ fn spawn_server(stall: bool) -> (String, mpsc::Receiver<String>) {
 
 /// `spawn_server`, sending each request's x-request-id header with its body.
 fn spawn_server_with_ids(stall: bool) -> (String, mpsc::Receiver<(Option<String>, String)>) {
+    spawn_server_closing_idle(stall, None)
+}
+
+/// `spawn_server_with_ids` that closes a keep-alive connection once it has waited `idle` for a
+/// request (uvicorn's `timeout_keep_alive`; vLLM sets it from `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`).
+fn spawn_server_closing_idle(
+    stall: bool,
+    idle: Option<Duration>,
+) -> (String, mpsc::Receiver<(Option<String>, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -80,6 +89,8 @@ fn spawn_server_with_ids(stall: bool) -> (String, mpsc::Receiver<(Option<String>
             let Ok(s) = s else { return };
             let tx = tx.clone();
             std::thread::spawn(move || {
+                // a read that waits longer fails: the connection is dropped (closed)
+                s.set_read_timeout(idle).unwrap();
                 let mut w = s.try_clone().unwrap();
                 let mut r = BufReader::new(s);
                 while let Some(request) = read_request(&mut r) {
@@ -426,6 +437,73 @@ fn ctrl_c_writes_what_finished_and_counts_the_cut_requests() {
             .unwrap();
     assert_eq!(r["cancelled"], 3);
     assert_eq!(r["stop_reason"], "interrupted");
+}
+
+/// The reproduction: three requests 1.5 s apart against a server that closes idle
+/// keep-alive connections after 1 s. Each one must reach the server on a fresh connection
+/// (before the fix, the second and third waited for --request-timeout on a closed one).
+#[test]
+fn requests_after_the_server_closed_an_idle_connection_reach_it() {
+    let (base, requests) = spawn_server_closing_idle(false, Some(Duration::from_secs(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["bench", "-q", "--model", "m", "--mode", "random"])
+        .args(["--random-input-len", "64", "--random-output-len", "8"])
+        .args([
+            "--num-prompts",
+            "3",
+            "--request-rate",
+            "0.67",
+            "--burstiness",
+            "inf",
+        ])
+        .args(["--request-timeout", "20", "--metrics-interval", "0"])
+        .args(["--base-url", &base])
+        .arg("--output-dir")
+        .arg(dir.path())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = lines(&dir.path().join("requests.jsonl"));
+    assert!(recs.iter().all(|r| r["success"] == true), "{recs:?}");
+    assert_eq!(requests.try_iter().count(), 3);
+}
+
+/// `--duration` is a hard limit: requests the server never answers are cut when it passes, and
+/// result.json is written (before, the run waited for --request-timeout, 600 s by default).
+#[test]
+fn duration_cuts_requests_that_would_outlast_it_and_writes_the_results() {
+    let (base, bodies) = spawn_server(true);
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["bench", "-q", "--model", "m", "--mode", "random"])
+        .args(["--random-input-len", "4", "--num-prompts", "3"])
+        .args(["--duration", "1", "--metrics-interval", "0"])
+        .args(["--base-url", &base])
+        .arg("--output-dir")
+        .arg(dir.path())
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "nothing finished: {err}");
+    assert!(
+        err.contains("no request finished within --duration: 3 cut in flight"),
+        "{err}"
+    );
+    for _ in 0..3 {
+        bodies.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("result.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["stop_reason"], "duration");
+    assert_eq!(
+        (r["sent"].as_u64(), r["cancelled"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(r["duration_limit_s"], 1.0);
 }
 
 #[test]

@@ -110,7 +110,8 @@ pub struct BenchArgs {
     /// unless --duration is given).
     #[arg(long)]
     pub num_prompts: Option<u64>,
-    /// Stop sending after this many seconds (in-flight requests finish).
+    /// Hard limit in seconds: then requests in flight are cut (counted as "cancelled" in
+    /// result.json) and the results so far are written.
     #[arg(long)]
     pub duration: Option<f64>,
     /// Trace seconds per real second for timestamps and think times (2: twice as fast).
@@ -249,6 +250,13 @@ fn finish(out: &BenchOutput) -> anyhow::Result<()> {
             "interrupted: {} finished requests written to {}",
             out.outcome.records.len(),
             out.dir.display()
+        );
+    }
+    if out.outcome.records.is_empty() && out.outcome.cancelled > 0 {
+        bail!(
+            "no request finished within --duration: {} cut in flight; see {}",
+            out.outcome.cancelled,
+            out.dir.join("result.json").display()
         );
     }
     if out.summary.completed == 0 && out.outcome.sent > 0 {
