@@ -1,6 +1,10 @@
 //! The cache structure: a fixed-capacity set of cached objects (vLLM KV blocks, LMCache chunks)
 //! with pin counts. A pinned entry (pin count > 0, vLLM: `ref_cnt > 0`, a block of a running
 //! request) can never be evicted; the policy orders the rest.
+//!
+//! Slots can also be *reserved* without an object: vLLM's blocks that hold KV but no hash yet
+//! (a prompt's partial tail, a decode block being filled) and LMCache's allocated-but-not-yet-put
+//! chunks. They count against the capacity like pinned entries, and the policy never sees them.
 
 use crate::policy::{Access, EntryId, EvictionPolicy, ObjId, Pins};
 
@@ -30,6 +34,10 @@ pub struct BlockCache<P> {
     pins: Vec<u32>,
     free: Vec<EntryId>,
     len: u64,
+    /// Slots held without an object (see the module doc).
+    reserved: u64,
+    /// Entries with a pin count above zero.
+    pinned_entries: u64,
     pub policy: P,
     /// Entries evicted to make room.
     pub evictions: u64,
@@ -48,6 +56,8 @@ impl<P: EvictionPolicy> BlockCache<P> {
             pins: Vec::with_capacity(prealloc),
             free: Vec::new(),
             len: 0,
+            reserved: 0,
+            pinned_entries: 0,
             policy,
             evictions: 0,
             rejections: 0,
@@ -68,7 +78,49 @@ impl<P: EvictionPolicy> BlockCache<P> {
 
     /// Number of pinned entries.
     pub fn pinned(&self) -> usize {
-        self.pins.iter().filter(|&&p| p > 0).count()
+        self.pinned_entries as usize
+    }
+
+    /// Slots reserved without an object.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Slots a new object or reservation can take now: empty ones plus those of unpinned
+    /// entries (vLLM's `get_num_free_blocks`: the free queue holds cached blocks too).
+    pub fn free_slots(&self) -> u64 {
+        self.capacity
+            .saturating_sub(self.reserved)
+            .saturating_sub(self.pinned_entries)
+    }
+
+    /// Whether `e` is pinned.
+    pub fn is_pinned(&self, e: EntryId) -> bool {
+        self.pins.get(e as usize).is_some_and(|&p| p > 0)
+    }
+
+    /// Take one slot without an object, evicting the policy's victim when the cache is full.
+    /// False (nothing changed) when every slot is pinned or reserved.
+    pub fn reserve(&mut self) -> bool {
+        if self.len + self.reserved >= self.capacity {
+            match self.policy.evict(Pins(&self.pins)) {
+                Some(victim) => {
+                    // the policy forgot its victim when it chose it, as in `access`
+                    debug_assert_eq!(self.pins[victim as usize], 0);
+                    self.release_entry(victim);
+                    self.evictions += 1;
+                }
+                None => return false,
+            }
+        }
+        self.reserved += 1;
+        true
+    }
+
+    /// Give back a slot taken by [`reserve`](BlockCache::reserve).
+    pub fn unreserve(&mut self) {
+        debug_assert!(self.reserved > 0, "unreserve without a reservation");
+        self.reserved = self.reserved.saturating_sub(1);
     }
 
     #[inline]
@@ -100,6 +152,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
             if pin {
                 self.pins[e as usize] += 1;
                 if self.pins[e as usize] == 1 {
+                    self.pinned_entries += 1;
                     self.policy.on_pin(e);
                 }
             }
@@ -110,7 +163,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
             return Outcome::Rejected;
         }
         self.policy.on_miss(a);
-        if self.len >= self.capacity {
+        if self.len + self.reserved >= self.capacity {
             match self.policy.evict(Pins(&self.pins)) {
                 Some(victim) => {
                     debug_assert_eq!(
@@ -143,6 +196,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
         self.len += 1;
         self.policy.on_insert(e, a);
         if pin {
+            self.pinned_entries += 1;
             self.policy.on_pin(e);
         }
         Outcome::Inserted(e)
@@ -156,6 +210,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
         debug_assert!(*p > 0, "unpin of an unpinned entry");
         *p = p.saturating_sub(1);
         if *p == 0 {
+            self.pinned_entries -= 1;
             self.policy.on_unpin(e, now);
         }
     }
@@ -201,10 +256,17 @@ impl<P: EvictionPolicy> BlockCache<P> {
         if live != self.len {
             return Err(format!("len {} but {live} live entries", self.len));
         }
-        if self.len > self.capacity {
+        if self.len.saturating_add(self.reserved) > self.capacity {
             return Err(format!(
-                "len {} exceeds capacity {}",
-                self.len, self.capacity
+                "len {} + reserved {} exceeds capacity {}",
+                self.len, self.reserved, self.capacity
+            ));
+        }
+        let pinned = self.pins.iter().filter(|&&p| p > 0).count() as u64;
+        if pinned != self.pinned_entries {
+            return Err(format!(
+                "{pinned} pinned entries, counter says {}",
+                self.pinned_entries
             ));
         }
         let indexed = self.slot_of.iter().filter(|&&e| e != NONE).count() as u64;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::HitSemantics;
-use inferencelab_trace::Format;
+use inferencelab_sim::{HitSemantics, Schedule};
+use inferencelab_trace::{AnswerBlocks, Format};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,8 +74,9 @@ pub struct SimulateArgs {
     /// calibrated policy YAML `train` writes beside it.
     #[arg(long)]
     pub lightgbm_model: Option<PathBuf>,
-    /// LMCache-tier policy ("same" = the GPU tier's policy of each run; LMCache's default is lru).
-    #[arg(long, default_value = "same")]
+    /// LMCache-tier policy: lru (LMCache's default), lfu, fifo, mru are LMCache 0.5.6's own;
+    /// the others are ours, for exploration; "same" = the GPU tier's policy of each run.
+    #[arg(long, default_value = "lru")]
     pub cpu_eviction_policy: String,
     /// GPU KV-cache capacities in blocks, comma separated (vLLM's num_gpu_blocks).
     #[arg(long, value_delimiter = ',', conflicts_with = "gpu_cache_gb")]
@@ -110,9 +111,37 @@ pub struct SimulateArgs {
     /// prefix: vLLM's leading-run hits; any: every cached block hits (classic simulators).
     #[arg(long, default_value = "prefix", value_parser = parse_semantics)]
     pub hit_semantics: HitSemantics,
-    /// Do not pin the blocks of running requests (each request finishes before the next).
+    /// Do not pin the blocks of running requests (each request finishes before the next;
+    /// implies --schedule trace).
     #[arg(long)]
     pub no_pinning: bool,
+    /// GPU-tier model: vllm (vLLM's engine rules: null block, partial-tail and answer blocks,
+    /// admission, preemption) or abstract (the classic prefix model over prompt blocks, as
+    /// published prefix-cache figures and `mrc` curves use; no schedule, no answer blocks).
+    #[arg(long, default_value = "vllm", value_parser = ["vllm", "abstract"])]
+    pub gpu_model: String,
+    /// When requests hold GPU blocks: trace (admitted at arrival, finished at the logged finish
+    /// time), vllm (replayed through vLLM's scheduler in virtual time: token budget, chunked
+    /// prefill, admission when the prompt fits, preemption), auto (trace when every request has
+    /// a finish time, else vllm). docs/semantics.md.
+    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<Schedule>())]
+    pub schedule: Schedule,
+    /// Which answer blocks requests cache (vLLM caches prompt + output - 1 tokens): auto
+    /// (logged output ids, else the follow-up prompt, else blocks that never match),
+    /// next-prompt, fresh, off (prompt blocks only).
+    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<AnswerBlocks>())]
+    pub answer_blocks: AnswerBlocks,
+    /// vLLM --max-num-batched-tokens (token budget per step; --schedule vllm).
+    #[arg(long, default_value_t = 8192)]
+    pub max_num_batched_tokens: u32,
+    /// vLLM --max-num-seqs (--schedule vllm).
+    #[arg(long, default_value_t = 256)]
+    pub max_num_seqs: u32,
+    /// Write every request's outcome as JSON lines (request_id, prompt_tokens, gpu_hit_tokens,
+    /// cpu_hit_tokens, disk_hit_tokens, lmcache_hit_tokens, admitted_s, preemptions; plus the
+    /// point's policy and gpu_blocks when the run has several points).
+    #[arg(long)]
+    pub per_request: Option<PathBuf>,
     /// Time model for pin lifetimes when the trace has no finish times: prefill rate.
     #[arg(long, default_value_t = 10_000.0)]
     pub prefill_tokens_per_s: f64,

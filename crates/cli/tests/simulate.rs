@@ -69,6 +69,8 @@ fn prefix_lru_on_mooncake_matches_the_reference() {
         "1000,10000,30000",
         "--no-cpu-tier",
         "--no-pinning",
+        "--gpu-model",
+        "abstract",
     ]);
     let got: Vec<f64> = ratios(&doc, "block_hit_ratio")
         .iter()
@@ -200,8 +202,8 @@ fn skip_invalid_counts_skipped_records() {
     ]);
     assert_eq!(doc["input"]["skipped_records"], 1);
     assert_eq!(doc["input"]["requests"], 2);
-    assert_eq!(doc["results"][0]["gpu_hit_blocks"], 2);
-    // two hit blocks, but at most floor(599/512)*512 tokens
+    // both blocks are cached, but vLLM looks up at most floor(599/512) = 1 block
+    assert_eq!(doc["results"][0]["gpu_hit_blocks"], 1);
     assert_eq!(doc["results"][0]["gpu_hit_tokens"], 512);
 }
 
@@ -390,6 +392,8 @@ fn conversation_aware_takes_a_scorer_config_and_runs_beside_lru_and_belady() {
         "1000,3000",
         "--no-cpu-tier",
         "--no-pinning",
+        "--gpu-model",
+        "abstract",
         "-q",
     ]);
     check_comparisons(&doc, "conversation_aware", &[1000, 3000]);
@@ -403,6 +407,8 @@ fn conversation_aware_takes_a_scorer_config_and_runs_beside_lru_and_belady() {
         "1000,3000",
         "--no-cpu-tier",
         "--no-pinning",
+        "--gpu-model",
+        "abstract",
         "-q",
     ]);
     assert_ne!(
@@ -426,6 +432,8 @@ fn lightgbm_takes_a_python_trained_model() {
         "1000",
         "--no-cpu-tier",
         "--no-pinning",
+        "--gpu-model",
+        "abstract",
         "-q",
     ]);
     check_comparisons(&doc, "lightgbm", &[1000]);

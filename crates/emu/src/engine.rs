@@ -901,6 +901,7 @@ pub(crate) mod tests {
             timing: TimingModel::default(),
             window_seconds: 60.0,
             model: None,
+            engine: Default::default(),
         };
         inferencelab_sim::run(&prepared, &sim).unwrap()
     }

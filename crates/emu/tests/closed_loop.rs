@@ -93,6 +93,7 @@ fn simulate(
         timing: TimingModel::default(),
         window_seconds: 60.0,
         model: None,
+        engine: Default::default(),
     };
     inferencelab_sim::run(&prepared, &config).unwrap()
 }

@@ -4,7 +4,9 @@
 //! (at most `n - 1` tokens) separately before and after a split time. `sweep` and `train` fit
 //! on the part before the split and report the part after it; the cache runs through the whole
 //! trace, so the test part starts warm (with what the policy chose to keep), exactly as a
-//! deployed policy would. A test checks that its totals equal `inferencelab_sim::run`'s.
+//! deployed policy would. A test checks that its totals equal `inferencelab_sim::run`'s with
+//! the abstract prefix model (`--gpu-model abstract`): sweeps and training do not yet follow
+//! vLLM's engine rules (answer blocks, null block, admission), which `simulate` does by default.
 
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Pins, NEVER};
 use inferencelab_sim::{GpuTier, Prepared, TimingModel};

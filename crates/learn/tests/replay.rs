@@ -67,6 +67,11 @@ fn replay_totals_equal_the_driver() {
                         timing: TimingModel::default(),
                         window_seconds: 60.0,
                         model: None,
+                        // learn::replay is the abstract prefix model (docs/semantics.md)
+                        engine: inferencelab_sim::EngineModel {
+                            rules: false,
+                            ..Default::default()
+                        },
                     },
                 )
                 .unwrap();

@@ -765,6 +765,7 @@ fn resolve_point(
         timing: p.timing,
         window_seconds: p.window_seconds,
         model: Some(model),
+        engine: Default::default(),
     };
     let chunk = config.cpu.as_ref().map(|_| cs);
     Ok((config, (bs, chunk)))

@@ -82,6 +82,7 @@ fn driver(c: &mut Criterion) {
             timing: TimingModel::default(),
             window_seconds: 60.0,
             model: None,
+            engine: Default::default(),
         };
         group.bench_function(label, |b| {
             b.iter(|| {

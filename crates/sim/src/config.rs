@@ -3,6 +3,8 @@
 use inferencelab_cache::PolicyConfig;
 use serde::{Deserialize, Serialize};
 
+use inferencelab_trace::AnswerBlocks;
+
 use crate::models::ModelSpec;
 
 /// Which cached blocks count as hits.
@@ -66,6 +68,76 @@ impl Default for TimingModel {
     }
 }
 
+/// When requests take their GPU blocks and give them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// `trace` when every request has a logged finish time, else `vllm`.
+    #[default]
+    Auto,
+    /// Admitted at arrival (or, when the pool is full, at the first finish that makes room),
+    /// finished at the logged finish time or the time model's; decode blocks are allocated
+    /// when the request finishes.
+    Trace,
+    /// Replayed through vLLM's scheduler in virtual time (`inferencelab_engine::vllm`): token
+    /// budget, chunked prefill, admission when the whole prompt fits, preemption.
+    Vllm,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Schedule::Auto),
+            "trace" => Ok(Schedule::Trace),
+            "vllm" => Ok(Schedule::Vllm),
+            _ => Err(format!(
+                "unknown schedule '{s}'; expected auto, trace or vllm"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Schedule::Auto => "auto",
+            Schedule::Trace => "trace",
+            Schedule::Vllm => "vllm",
+        })
+    }
+}
+
+/// How the GPU tier follows vLLM's engine (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineModel {
+    /// vLLM's engine rules for the GPU tier (null block, partial-tail and answer blocks,
+    /// admission, preemption). Off: the abstract prefix model (LRU-style over prompt blocks, the
+    /// partial last block an entry, every request admitted at arrival), the model published
+    /// prefix-cache figures and `mrc` curves use.
+    pub rules: bool,
+    pub schedule: Schedule,
+    /// Which answer blocks a request caches.
+    pub answers: AnswerBlocks,
+    /// vLLM `--max-num-batched-tokens` (scheduler mode).
+    pub max_num_batched_tokens: u32,
+    /// vLLM `--max-num-seqs` (scheduler mode).
+    pub max_num_seqs: u32,
+}
+
+impl Default for EngineModel {
+    fn default() -> Self {
+        EngineModel {
+            rules: true,
+            schedule: Schedule::Auto,
+            answers: AnswerBlocks::Auto,
+            max_num_batched_tokens: 8192,
+            max_num_seqs: 256,
+        }
+    }
+}
+
 /// One simulation point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
@@ -83,4 +155,7 @@ pub struct SimConfig {
     pub window_seconds: f64,
     /// For byte and FLOP figures.
     pub model: Option<ModelSpec>,
+    /// The engine rules of the GPU tier (prefix semantics only).
+    #[serde(default)]
+    pub engine: EngineModel,
 }

@@ -4,22 +4,37 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use inferencelab_cache::{Access, AnyPolicy, BlockCache, EntryId, Outcome, NEVER};
-use inferencelab_trace::{BlockedTrace, Blocking, Trace};
+use inferencelab_cache::{EntryId, Outcome};
+use inferencelab_trace::{AnswerBlocks, BlockedTrace, Blocking, SequenceBlocks, Trace};
 
-use crate::config::{HitSemantics, SimConfig, TierConfig};
+use crate::config::{HitSemantics, Schedule, SimConfig};
+use crate::engine_run::{build_tier, run_trace, run_vllm, Describe, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::gpu_tier::GpuTier;
 use crate::result::{ratio, SimResult as Row, Window};
+use inferencelab_engine::KvConnector;
 
 /// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
 pub struct Prepared<'t> {
     pub trace: &'t Trace,
     pub gpu: BlockedTrace,
     pub cpu: Option<BlockedTrace>,
-    gpu_next_by_request: OnceLock<Vec<u64>>,
     gpu_next_flat: OnceLock<Vec<u64>>,
+    gpu_next_by_request: OnceLock<Vec<u64>>,
     cpu_next_by_request: OnceLock<Vec<u64>>,
+    kinds: OnceLock<Vec<u32>>,
+    /// Sequence blocks (prompt + answer) per answer mode, and their oracle.
+    seqs: [OnceLock<SequenceBlocks>; 4],
+    seq_next: [OnceLock<Vec<u64>>; 4],
+}
+
+fn answer_slot(a: AnswerBlocks) -> usize {
+    match a {
+        AnswerBlocks::Auto => 0,
+        AnswerBlocks::NextPrompt => 1,
+        AnswerBlocks::Fresh => 2,
+        AnswerBlocks::Off => 3,
+    }
 }
 
 impl<'t> Prepared<'t> {
@@ -48,19 +63,44 @@ impl<'t> Prepared<'t> {
             trace,
             gpu,
             cpu,
-            gpu_next_by_request: OnceLock::new(),
             gpu_next_flat: OnceLock::new(),
+            gpu_next_by_request: OnceLock::new(),
             cpu_next_by_request: OnceLock::new(),
+            kinds: OnceLock::new(),
+            seqs: Default::default(),
+            seq_next: Default::default(),
         })
+    }
+
+    /// Dense request-type ids (`Trace::kind_ids`), computed once.
+    pub fn kinds(&self) -> &[u32] {
+        self.kinds.get_or_init(|| self.trace.kind_ids())
+    }
+
+    /// Every request's sequence (prompt + answer) in GPU blocks, for an answer mode.
+    pub fn sequences(&self, answers: AnswerBlocks) -> SimResult<&SequenceBlocks> {
+        let lock = &self.seqs[answer_slot(answers)];
+        if lock.get().is_none() {
+            let built = SequenceBlocks::build(self.trace, self.gpu.block_size, answers)?;
+            let _ = lock.set(built);
+        }
+        Ok(lock.get().expect("just set"))
     }
 
     /// Compute the oracle annotations a point needs, ahead of timing it.
     pub fn annotate_for(&self, config: &SimConfig) {
         if config.gpu.policy.needs_oracle() {
             match config.hit_semantics {
-                HitSemantics::Prefix => {
+                HitSemantics::Prefix if !config.engine.rules => {
                     self.gpu_next_by_request
                         .get_or_init(|| self.gpu.next_use_by_request());
+                }
+                HitSemantics::Prefix => {
+                    let a = config.engine.answers;
+                    if let Ok(seq) = self.sequences(a) {
+                        self.seq_next[answer_slot(a)]
+                            .get_or_init(|| seq.blocks.next_use_by_request());
+                    }
                 }
                 HitSemantics::Any => {
                     self.gpu_next_flat.get_or_init(|| self.gpu.next_use_flat());
@@ -76,15 +116,6 @@ impl<'t> Prepared<'t> {
                 .get_or_init(|| cpu.next_use_by_request());
         }
     }
-}
-
-fn build_tier(t: &TierConfig) -> BlockCache<AnyPolicy> {
-    let cap = if t.policy.is_unbounded() {
-        u64::MAX
-    } else {
-        t.capacity
-    };
-    BlockCache::new(cap, t.policy.build(cap))
 }
 
 /// Check a configuration against a prepared trace before running it.
@@ -113,12 +144,20 @@ pub fn check(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<()> {
     Ok(())
 }
 
-/// What one request got from the caches, in tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// What one request got from the caches, in tokens, and when it was admitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RequestHits {
+    /// vLLM's own prefix-cache hit at the request's first admission.
     pub gpu_hit_tokens: u64,
+    /// LMCache tokens loaded beyond it, by the tier they came from.
     pub cpu_hit_tokens: u64,
     pub disk_hit_tokens: u64,
+    /// Trace seconds of the first admission (the arrival under `--hit-semantics any`).
+    pub admitted_s: f64,
+    /// Times vLLM preempted it (scheduler mode).
+    pub preemptions: u32,
+    /// It can never fit in the GPU pool (vLLM refuses it); counted with no hits.
+    pub rejected: bool,
 }
 
 impl RequestHits {
@@ -133,7 +172,123 @@ pub fn run(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<Row> {
     run_observed(prepared, config, |_, _| {})
 }
 
-/// [`run`], telling `observe` what each request (by its index in the trace) got.
+/// Per-request figures summed into a row and its windows.
+struct Tally<'c> {
+    config: &'c SimConfig,
+    t0: f64,
+    kv_bytes: Option<u64>,
+    windows: Vec<Window>,
+    requests_with_hits: u64,
+    flops_total: f64,
+    flops_saved: f64,
+    bytes_cpu: u64,
+    bytes_disk: u64,
+}
+
+impl Tally<'_> {
+    fn record(
+        &mut self,
+        row: &mut Row,
+        r: &inferencelab_trace::Request,
+        block_refs: u64,
+        hit_blocks: u64,
+        hits: &RequestHits,
+    ) {
+        let len = r.input_length as u64;
+        let saved = hits.total();
+        row.requests += 1;
+        row.prompt_tokens += len;
+        row.block_refs += block_refs;
+        row.gpu_hit_blocks += hit_blocks;
+        row.gpu_hit_tokens += hits.gpu_hit_tokens;
+        row.cpu_hit_tokens += hits.cpu_hit_tokens;
+        row.disk_hit_tokens += hits.disk_hit_tokens;
+        if saved > 0 {
+            self.requests_with_hits += 1;
+        }
+        if let Some(b) = self.kv_bytes {
+            self.bytes_cpu += hits.cpu_hit_tokens * b;
+            self.bytes_disk += hits.disk_hit_tokens * b;
+        }
+        if let Some(m) = &self.config.model {
+            self.flops_total += m.prefill_flops(len);
+            self.flops_saved += m.prefill_flops(saved);
+        }
+        let ws = self.config.window_seconds;
+        let w = ((r.timestamp - self.t0) / ws).max(0.0) as usize;
+        if self.windows.len() <= w {
+            let start = self.windows.len();
+            self.windows.extend((start..=w).map(|k| Window {
+                start: k as f64 * ws,
+                ..Default::default()
+            }));
+        }
+        let win = &mut self.windows[w];
+        win.requests += 1;
+        win.prompt_tokens += len;
+        win.block_refs += block_refs;
+        win.gpu_hit_blocks += hit_blocks;
+        win.gpu_hit_tokens += hits.gpu_hit_tokens;
+        win.cpu_hit_tokens += hits.cpu_hit_tokens;
+        win.disk_hit_tokens += hits.disk_hit_tokens;
+    }
+
+    fn finish(mut self, row: &mut Row, lmcache: bool, has_disk: bool) {
+        for w in &mut self.windows {
+            w.token_hit_ratio = ratio(
+                w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
+                w.prompt_tokens,
+            );
+        }
+        row.windows = self.windows;
+        row.block_hit_ratio = ratio(row.gpu_hit_blocks, row.block_refs);
+        row.token_hit_ratio = ratio(row.gpu_hit_tokens, row.prompt_tokens);
+        row.cpu_token_hit_ratio = ratio(row.cpu_hit_tokens, row.prompt_tokens);
+        row.disk_token_hit_ratio = ratio(row.disk_hit_tokens, row.prompt_tokens);
+        row.prefill_tokens_saved = row.gpu_hit_tokens + row.cpu_hit_tokens + row.disk_hit_tokens;
+        row.total_token_hit_ratio = ratio(row.prefill_tokens_saved, row.prompt_tokens);
+        row.request_hit_rate = ratio(self.requests_with_hits, row.requests);
+        if self.kv_bytes.is_some() && lmcache {
+            row.bytes_loaded_from_cpu = Some(self.bytes_cpu);
+            row.bytes_loaded_from_disk = has_disk.then_some(self.bytes_disk);
+        }
+        if self.config.model.is_some() {
+            row.prefill_flops_total = Some(self.flops_total);
+            row.prefill_flops_saved = Some(self.flops_saved);
+            row.compute_saved_ratio = Some(if self.flops_total > 0.0 {
+                self.flops_saved / self.flops_total
+            } else {
+                0.0
+            });
+        }
+        row.block_refs_per_second = if row.sim_seconds > 0.0 {
+            row.block_refs as f64 / row.sim_seconds
+        } else {
+            0.0
+        };
+    }
+}
+
+/// The schedule `config` asks for on this trace (`auto` resolved; no pinning means every
+/// request finishes before the next, which only the `trace` schedule models).
+pub fn effective_schedule(trace: &Trace, config: &SimConfig) -> Schedule {
+    match config.engine.schedule {
+        _ if !config.pinning => Schedule::Trace,
+        Schedule::Auto => {
+            if !trace.requests.is_empty() && trace.requests.iter().all(|r| r.finish_time.is_some())
+            {
+                Schedule::Trace
+            } else {
+                Schedule::Vllm
+            }
+        }
+        s => s,
+    }
+}
+
+/// [`run`], telling `observe` what each request (by its index in the trace) got. Requests are
+/// reported when their hits are known: in arrival order under `--hit-semantics any` and the
+/// `trace` schedule, in finish order under the `vllm` schedule.
 pub fn run_observed(
     prepared: &Prepared<'_>,
     config: &SimConfig,
@@ -141,26 +296,18 @@ pub fn run_observed(
 ) -> SimResult<Row> {
     check(prepared, config)?;
     prepared.annotate_for(config);
+    if config.engine.schedule == Schedule::Vllm && !config.pinning {
+        return Err(SimError::Config(
+            "--schedule vllm replays vLLM's scheduler, where running requests always hold their \
+             blocks; drop --no-pinning (or use --schedule trace)"
+                .into(),
+        ));
+    }
     let trace = prepared.trace;
     let reqs = &trace.requests;
     let bs = prepared.gpu.block_size as u64;
     let chunk = prepared.cpu.as_ref().map(|c| c.block_size as u64);
     let kv_bytes = config.model.as_ref().map(|m| m.kv_bytes_per_token());
-
-    let gpu_oracle: Option<&[u64]> = if config.gpu.policy.needs_oracle() {
-        match config.hit_semantics {
-            HitSemantics::Prefix => prepared.gpu_next_by_request.get().map(Vec::as_slice),
-            HitSemantics::Any => prepared.gpu_next_flat.get().map(Vec::as_slice),
-        }
-    } else {
-        None
-    };
-    let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
-
-    let mut gpu = GpuTier::new(build_tier(&config.gpu));
-    let mut cpu = config.cpu.as_ref().map(build_tier);
-    let mut disk = config.disk.as_ref().map(build_tier);
-
     let mut row = Row {
         policy: config.gpu.policy.name().to_string(),
         cpu_policy: config.cpu.as_ref().map(|c| c.policy.name().to_string()),
@@ -181,191 +328,151 @@ pub fn run_observed(
         disk_chunks: config.disk.as_ref().map(|c| c.capacity),
         ..Default::default()
     };
-    let t0 = reqs.first().map(|r| r.timestamp).unwrap_or(0.0);
-    let mut windows: Vec<Window> = Vec::new();
-    let mut cpu_clock = 0u64;
-    let mut requests_with_hits = 0u64;
-    let mut flops_total = 0.0f64;
-    let mut flops_saved = 0.0f64;
-    let mut bytes_cpu = 0u64;
-    let mut bytes_disk = 0u64;
-
+    let mut tally = Tally {
+        config,
+        t0: reqs.first().map(|r| r.timestamp).unwrap_or(0.0),
+        kv_bytes,
+        windows: Vec::new(),
+        requests_with_hits: 0,
+        flops_total: 0.0,
+        flops_saved: 0.0,
+        bytes_cpu: 0,
+        bytes_disk: 0,
+    };
     let started = Instant::now();
-    let kinds = prepared.trace.kind_ids();
-    for (i, r) in reqs.iter().enumerate() {
-        // finish (unpin) every request done by this arrival: chain tail first
-        gpu.finish_until(r.timestamp);
-        let keys = prepared.gpu.request(i);
-        let offset = prepared.gpu.offsets[i];
-        let len = r.input_length as u64;
-        let cap_tokens = len.saturating_sub(1) / bs * bs;
-        let conversation = r.conversation.unwrap_or(u64::MAX);
-        let access = |obj: u32, depth: usize, time: u64, next_use: u64| Access {
-            obj,
-            time,
-            timestamp: r.timestamp,
-            request: i as u32,
-            conversation,
-            turn: r.turn,
-            kind: kinds[i],
-            depth: depth as u32,
-            next_use,
-        };
-        let gpu_next = |pos: usize| gpu_oracle.map_or(NEVER, |o| o[offset + pos]);
-
-        // --- GPU tier
-        let (hit_blocks, pinned) = match config.hit_semantics {
-            HitSemantics::Prefix => gpu.serve_prefix(keys, config.pinning, |k, d, time| {
-                access(k, d, time, gpu_next(d))
-            }),
-            HitSemantics::Any => {
-                let mut hits = 0u64;
-                let mut pinned: Vec<EntryId> = Vec::new();
-                for (d, &k) in keys.iter().enumerate() {
-                    gpu.clock += 1;
-                    let a = access(k, d, gpu.clock, gpu_next(d));
-                    match gpu.cache.access(&a, config.pinning) {
-                        Outcome::Hit(e) => {
-                            hits += 1;
-                            pinned.push(e);
-                        }
-                        Outcome::Inserted(e) => pinned.push(e),
-                        Outcome::Rejected => {}
-                    }
-                }
-                (hits, pinned)
-            }
-        };
-        let gpu_hit_tokens = (hit_blocks * bs).min(cap_tokens);
-
-        // --- LMCache tiers: leading run of chunks stored in CPU or disk
-        let mut cpu_tokens = 0u64;
-        let mut disk_tokens = 0u64;
-        if let (Some(cpu), Some(chunks), Some(c)) = (cpu.as_mut(), prepared.cpu.as_ref(), chunk) {
-            let ckeys = chunks.request(i);
-            let coff = chunks.offsets[i];
-            let in_cpu: Vec<bool> = ckeys
-                .iter()
-                .take_while(|&&k| cpu.contains(k) || disk.as_ref().is_some_and(|d| d.contains(k)))
-                .map(|&k| cpu.contains(k))
-                .collect();
-            let lead_c = in_cpu.len() as u64;
-            row.chunk_refs += ckeys.len() as u64;
-            row.cpu_hit_chunks += lead_c;
-            // the full prompt hitting means vLLM still recomputes the last token
-            let lmcache_hit = (lead_c * c).min(len.saturating_sub(1));
-            let total = gpu_hit_tokens.max(lmcache_hit);
-            // attribute [gpu_hit_tokens, total) to the chunk that holds each token
-            let mut pos = gpu_hit_tokens;
-            while pos < total {
-                let j = (pos / c) as usize;
-                let end = ((j as u64 + 1) * c).min(total);
-                if in_cpu[j] {
-                    cpu_tokens += end - pos;
+    match config.hit_semantics {
+        sem if sem == HitSemantics::Any || !config.engine.rules => {
+            // a classic cache over the block stream (every cached block hits), or the abstract
+            // prefix model (the leading run hits; blocks referenced tail first)
+            let oracle = if !config.gpu.policy.needs_oracle() {
+                None
+            } else if sem == HitSemantics::Any {
+                prepared.gpu_next_flat.get().map(Vec::as_slice)
+            } else {
+                prepared.gpu_next_by_request.get().map(Vec::as_slice)
+            };
+            let describe = Describe {
+                trace,
+                kinds: prepared.kinds(),
+                blocks: &prepared.gpu,
+                oracle,
+            };
+            let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
+            let mut lm = Lmcache::new(config, prepared, cpu_oracle);
+            let mut gpu = GpuTier::new(build_tier(&config.gpu, config.gpu.capacity));
+            for (i, r) in reqs.iter().enumerate() {
+                gpu.finish_until(r.timestamp);
+                let keys = prepared.gpu.request(i);
+                let access = |k: u32, d: usize, t: u64| describe.access(i, k, d, t);
+                let (hits, pinned) = if sem == HitSemantics::Prefix {
+                    gpu.serve_prefix(keys, config.pinning, access)
                 } else {
-                    disk_tokens += end - pos;
+                    let mut hits = 0u64;
+                    let mut pinned: Vec<EntryId> = Vec::new();
+                    for (d, &k) in keys.iter().enumerate() {
+                        gpu.clock += 1;
+                        match gpu.cache.access(&access(k, d, gpu.clock), config.pinning) {
+                            Outcome::Hit(e) => {
+                                hits += 1;
+                                pinned.push(e);
+                            }
+                            Outcome::Inserted(e) => pinned.push(e),
+                            Outcome::Rejected => {}
+                        }
+                    }
+                    (hits, pinned)
+                };
+                let len = r.input_length as u64;
+                let gpu_hit_tokens = (hits * bs).min(len.saturating_sub(1) / bs * bs);
+                let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
+                if let Some(lm) = lm.as_mut() {
+                    lm.matched(i, len, gpu_hit_tokens);
+                    lm.admitted(i, gpu_hit_tokens, 0);
+                    lm.computed(i, 0, len);
+                    (cpu_hit_tokens, disk_hit_tokens) = lm.first(i);
                 }
-                pos = end;
-            }
-            // LMCache retrieves and stores chunks in prefix order (head first)
-            let cpu_next = |pos: usize| cpu_oracle.map_or(NEVER, |o| o[coff + pos]);
-            for (d, &k) in ckeys.iter().enumerate() {
-                cpu_clock += 1;
-                let a = access(k, d, cpu_clock, cpu_next(d));
-                cpu.access(&a, false);
-                if let Some(disk) = disk.as_mut() {
-                    disk.access(&a, false);
+                let h = RequestHits {
+                    gpu_hit_tokens,
+                    cpu_hit_tokens,
+                    disk_hit_tokens,
+                    admitted_s: r.timestamp,
+                    preemptions: 0,
+                    rejected: false,
+                };
+                tally.record(&mut row, r, keys.len() as u64, hits, &h);
+                observe(i, h);
+                if config.pinning {
+                    gpu.hold(config.timing.finish_time(r, h.total()), i as u64, pinned);
+                    row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
                 }
             }
+            row.gpu_evictions = gpu.cache.evictions;
+            row.gpu_rejections = gpu.cache.rejections;
+            row.usable_gpu_blocks = config.gpu.capacity;
+            if let Some(lm) = &lm {
+                row.chunk_refs = lm.chunk_refs;
+                row.cpu_hit_chunks = lm.cpu_hit_chunks;
+                row.cpu_evictions = lm.tier.cpu.evictions;
+                row.disk_evictions = lm.tier.disk.as_ref().map_or(0, |d| d.evictions);
+            }
         }
-
-        // --- metrics
-        let hits = RequestHits {
-            gpu_hit_tokens,
-            cpu_hit_tokens: cpu_tokens,
-            disk_hit_tokens: disk_tokens,
-        };
-        observe(i, hits);
-        let saved = hits.total();
-        row.requests += 1;
-        row.prompt_tokens += len;
-        row.block_refs += keys.len() as u64;
-        row.gpu_hit_blocks += hit_blocks;
-        row.gpu_hit_tokens += gpu_hit_tokens;
-        row.cpu_hit_tokens += cpu_tokens;
-        row.disk_hit_tokens += disk_tokens;
-        if saved > 0 {
-            requests_with_hits += 1;
-        }
-        if let Some(b) = kv_bytes {
-            bytes_cpu += cpu_tokens * b;
-            bytes_disk += disk_tokens * b;
-        }
-        if let Some(m) = &config.model {
-            flops_total += m.prefill_flops(len);
-            flops_saved += m.prefill_flops(saved);
-        }
-        let w = ((r.timestamp - t0) / config.window_seconds).max(0.0) as usize;
-        if windows.len() <= w {
-            let start = windows.len();
-            windows.extend((start..=w).map(|k| Window {
-                start: k as f64 * config.window_seconds,
-                ..Default::default()
-            }));
-        }
-        let win = &mut windows[w];
-        win.requests += 1;
-        win.prompt_tokens += len;
-        win.block_refs += keys.len() as u64;
-        win.gpu_hit_blocks += hit_blocks;
-        win.gpu_hit_tokens += gpu_hit_tokens;
-        win.cpu_hit_tokens += cpu_tokens;
-        win.disk_hit_tokens += disk_tokens;
-
-        if config.pinning {
-            gpu.hold(config.timing.finish_time(r, saved), i as u64, pinned);
-            row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
+        _ => {
+            let answers = config.engine.answers;
+            let seq = prepared.sequences(answers)?;
+            let oracle = config
+                .gpu
+                .policy
+                .needs_oracle()
+                .then(|| {
+                    prepared.seq_next[answer_slot(answers)]
+                        .get()
+                        .map(Vec::as_slice)
+                })
+                .flatten();
+            let describe = Describe {
+                trace,
+                kinds: prepared.kinds(),
+                blocks: &seq.blocks,
+                oracle,
+            };
+            let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
+            let mut lm = Lmcache::new(config, prepared, cpu_oracle);
+            // block 0 is vLLM's null block; 0 blocks: no GPU prefix cache
+            let usable = if config.gpu.policy.is_unbounded() {
+                u64::MAX
+            } else {
+                config.gpu.capacity.saturating_sub(1)
+            };
+            let schedule = effective_schedule(trace, config);
+            let mut serve = |s: Served| {
+                let r = &reqs[s.req];
+                let refs = prepared.gpu.request(s.req).len() as u64;
+                tally.record(&mut row, r, refs, s.hits.gpu_hit_tokens / bs, &s.hits);
+                observe(s.req, s.hits);
+            };
+            let totals = match schedule {
+                Schedule::Vllm => run_vllm(config, seq, describe, lm.as_mut(), usable, &mut serve),
+                _ => run_trace(config, seq, describe, lm.as_mut(), usable, &mut serve),
+            };
+            row.gpu_evictions = totals.evictions;
+            row.gpu_rejections = totals.rejections;
+            row.preemptions = totals.preemptions;
+            row.queued_requests = totals.queued;
+            row.max_pinned_blocks = totals.max_in_use;
+            row.usable_gpu_blocks = config.gpu.capacity.saturating_sub(1);
+            row.schedule = Some(schedule.to_string());
+            row.answer_blocks = Some(answers.to_string());
+            row.answer_sources = Some(seq.sources);
+            if let Some(lm) = &lm {
+                row.chunk_refs = lm.chunk_refs;
+                row.cpu_hit_chunks = lm.cpu_hit_chunks;
+                row.cpu_evictions = lm.tier.cpu.evictions;
+                row.disk_evictions = lm.tier.disk.as_ref().map_or(0, |d| d.evictions);
+            }
         }
     }
     row.sim_seconds = started.elapsed().as_secs_f64();
-
-    for w in &mut windows {
-        w.token_hit_ratio = ratio(
-            w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
-            w.prompt_tokens,
-        );
-    }
-    row.windows = windows;
-    row.block_hit_ratio = ratio(row.gpu_hit_blocks, row.block_refs);
-    row.token_hit_ratio = ratio(row.gpu_hit_tokens, row.prompt_tokens);
-    row.cpu_token_hit_ratio = ratio(row.cpu_hit_tokens, row.prompt_tokens);
-    row.disk_token_hit_ratio = ratio(row.disk_hit_tokens, row.prompt_tokens);
-    row.prefill_tokens_saved = row.gpu_hit_tokens + row.cpu_hit_tokens + row.disk_hit_tokens;
-    row.total_token_hit_ratio = ratio(row.prefill_tokens_saved, row.prompt_tokens);
-    row.request_hit_rate = ratio(requests_with_hits, row.requests);
-    if kv_bytes.is_some() && cpu.is_some() {
-        row.bytes_loaded_from_cpu = Some(bytes_cpu);
-        row.bytes_loaded_from_disk = disk.as_ref().map(|_| bytes_disk);
-    }
-    if config.model.is_some() {
-        row.prefill_flops_total = Some(flops_total);
-        row.prefill_flops_saved = Some(flops_saved);
-        row.compute_saved_ratio = Some(if flops_total > 0.0 {
-            flops_saved / flops_total
-        } else {
-            0.0
-        });
-    }
-    row.gpu_evictions = gpu.cache.evictions;
-    row.gpu_rejections = gpu.cache.rejections;
-    row.cpu_evictions = cpu.as_ref().map_or(0, |c| c.evictions);
-    row.disk_evictions = disk.as_ref().map_or(0, |c| c.evictions);
-    row.block_refs_per_second = if row.sim_seconds > 0.0 {
-        row.block_refs as f64 / row.sim_seconds
-    } else {
-        0.0
-    };
-    debug_assert!(gpu.cache.validate().is_ok());
+    tally.finish(&mut row, config.cpu.is_some(), config.disk.is_some());
     Ok(row)
 }
 
@@ -379,7 +486,7 @@ mod tests {
     use inferencelab_cache::PolicyConfig;
     use inferencelab_trace::{Content, Request};
 
-    use crate::config::TimingModel;
+    use crate::config::{TierConfig, TimingModel};
 
     fn req(t: f64, input_length: u32, content: Content) -> Request {
         Request {
@@ -425,6 +532,7 @@ mod tests {
             timing: TimingModel::default(),
             window_seconds: 60.0,
             model: None,
+            engine: Default::default(),
         }
     }
 
@@ -450,12 +558,12 @@ mod tests {
 
     #[test]
     fn at_most_n_minus_one_tokens_hit() {
-        // the same 32-token prompt twice: both blocks are cached, but vLLM recomputes the last
-        // token, so only floor(31/16)*16 = 16 tokens count
+        // the same 32-token prompt twice: both blocks are cached, but vLLM looks up at most
+        // num_tokens - 1 tokens, so only floor(31/16) = 1 block (16 tokens) hits
         let t = id_trace(16, vec![(32, vec![1, 2]), (32, vec![1, 2])]);
         let p = Prepared::new(&t, 16, None).unwrap();
         let r = run(&p, &config(100, None, false)).unwrap();
-        assert_eq!(r.gpu_hit_blocks, 2);
+        assert_eq!(r.gpu_hit_blocks, 1);
         assert_eq!(r.gpu_hit_tokens, 16);
         assert_eq!(r.token_hit_ratio, 16.0 / 64.0);
     }
@@ -481,20 +589,22 @@ mod tests {
 
     #[test]
     fn lmcache_serves_what_the_gpu_evicted_and_need_to_load_is_the_difference() {
-        // GPU holds 2 blocks; chunks are 2 blocks (32 tokens); CPU holds plenty.
-        // r0 = [1,2,3,4] (64 tokens) fills both tiers; r1 = [5,6] evicts 1,2... from the GPU
-        // (LRU keeps only 2 blocks); r2 = [1,2,3,4,8]: GPU has nothing of it, LMCache has
-        // chunks (1,2) and (3,4) -> lmcache hit 64 tokens, need to load 64.
+        // 6 GPU blocks = 5 usable (block 0 is the null block); chunks are 2 blocks (32 tokens);
+        // the CPU holds plenty. r0 = [1,2,3,4] (64 tokens) fills both tiers; r1 = [5..9] needs
+        // 5 blocks: the empty one, then r0's four (freed tail first, so 4, 3, 2, 1 go first).
+        // r2 = [1,2,3,4,8]: the GPU has none of it, LMCache has chunks (1,2) and (3,4): 64
+        // tokens to load.
         let t = id_trace(
             16,
             vec![
                 (64, vec![1, 2, 3, 4]),
-                (32, vec![5, 6]),
+                (80, vec![5, 6, 7, 8, 9]),
                 (80, vec![1, 2, 3, 4, 8]),
             ],
         );
         let p = Prepared::new(&t, 16, Some(32)).unwrap();
-        let r = run(&p, &config(2, Some(100), false)).unwrap();
+        let r = run(&p, &config(6, Some(100), false)).unwrap();
+        assert_eq!(r.usable_gpu_blocks, 5);
         assert_eq!(r.gpu_hit_tokens, 0);
         assert_eq!(r.cpu_hit_tokens, 64);
         assert_eq!(r.cpu_hit_chunks, 2);
@@ -511,11 +621,14 @@ mod tests {
 
     #[test]
     fn the_disk_tier_serves_what_the_cpu_tier_evicted() {
-        // chunks of 2 blocks; CPU holds 1 chunk, disk holds 10 (write-through).
-        // r0 = [1,2,3,4]: stores chunks A=(1,2) and B=(3,4); the CPU keeps only B.
-        // r1 = [1,2,3,4,9] with no GPU cache: A is on disk only, B in CPU and disk:
-        // 32 tokens from disk, 32 from the CPU.
-        let t = id_trace(16, vec![(64, vec![1, 2, 3, 4]), (80, vec![1, 2, 3, 4, 9])]);
+        // no GPU cache; chunks of 2 blocks; the CPU holds 1 chunk, the disk 10 (written
+        // through). r0 = [1,2] stores chunk A; r1 = [3,4] stores C, evicting A from the CPU
+        // (still on disk); r2 = [1,2,9]: the CPU run is empty, the disk run is A: 32 tokens
+        // from disk.
+        let t = id_trace(
+            16,
+            vec![(32, vec![1, 2]), (32, vec![3, 4]), (48, vec![1, 2, 9])],
+        );
         let p = Prepared::new(&t, 16, Some(32)).unwrap();
         let mut c = config(0, Some(1), false);
         c.disk = Some(TierConfig {
@@ -524,35 +637,52 @@ mod tests {
         });
         let r = run(&p, &c).unwrap();
         assert_eq!(r.disk_hit_tokens, 32);
-        assert_eq!(r.cpu_hit_tokens, 32);
-        assert_eq!(r.prefill_tokens_saved, 64);
-        // without the disk tier only what the CPU holds counts, and it is not a leading run
+        assert_eq!(r.cpu_hit_tokens, 0);
+        assert_eq!(r.prefill_tokens_saved, 32);
+        // without the disk tier nothing hits
         c.disk = None;
         let r = run(&p, &c).unwrap();
         assert_eq!(r.prefill_tokens_saved, 0);
     }
 
     #[test]
+    fn a_store_longer_than_the_cpu_tier_keeps_the_prompt_head() {
+        // LMCache allocates a slot for every chunk before putting any and stops when nothing is
+        // evictable: a 2-chunk prompt in a 1-chunk tier keeps its FIRST chunk, which the same
+        // prompt then hits (the last chunk could never hit without the first)
+        let t = id_trace(16, vec![(64, vec![1, 2, 3, 4]), (80, vec![1, 2, 3, 4, 9])]);
+        let p = Prepared::new(&t, 16, Some(32)).unwrap();
+        let r = run(&p, &config(0, Some(1), false)).unwrap();
+        assert_eq!(r.cpu_hit_tokens, 32);
+    }
+
+    #[test]
     fn pinned_blocks_of_running_requests_are_not_evicted() {
-        // capacity 2; r0 (2 blocks) runs for a long time; r1 arrives while r0 runs and needs 2
-        // other blocks: both admissions are refused (every block pinned). r2 arrives after r0
-        // finished and hits r0's blocks.
+        // 3 GPU blocks = 2 usable; r0 (2 blocks) runs until t=100; r1 arrives while r0 runs
+        // and needs 2 other blocks: it waits (vLLM admits a request only when its whole prompt
+        // fits) and is admitted at r0's finish, evicting r0's blocks. r2 arrives after both and
+        // hits r1's first block (at most num_tokens - 1 tokens).
         let mut t = id_trace(
             16,
-            vec![(32, vec![1, 2]), (32, vec![3, 4]), (32, vec![1, 2])],
+            vec![(32, vec![1, 2]), (32, vec![3, 4]), (32, vec![3, 4])],
         );
         t.requests[0].finish_time = Some(100.0);
         t.requests[1].finish_time = Some(100.5);
         t.requests[2].timestamp = 200.0;
         let p = Prepared::new(&t, 16, None).unwrap();
-        let r = run(&p, &config(2, None, true)).unwrap();
-        assert_eq!(r.gpu_rejections, 2);
-        assert_eq!(r.gpu_hit_blocks, 2);
-        assert_eq!(r.max_pinned_blocks, 2);
-        // without pinning r1 evicts r0's blocks
-        let r = run(&p, &config(2, None, false)).unwrap();
+        let mut admitted = Vec::new();
+        let mut c = config(3, None, true);
+        c.engine.schedule = Schedule::Trace;
+        let r = run_observed(&p, &c, |i, h| admitted.push((i, h.admitted_s))).unwrap();
+        assert_eq!(admitted, vec![(0, 0.0), (1, 100.0), (2, 200.0)]);
+        assert_eq!(r.queued_requests, 1);
         assert_eq!(r.gpu_rejections, 0);
-        assert_eq!(r.gpu_hit_blocks, 0);
+        assert_eq!(r.gpu_hit_blocks, 1);
+        assert_eq!(r.max_pinned_blocks, 2);
+        // a prompt longer than the pool never runs
+        c.gpu.capacity = 2;
+        let r = run(&p, &c).unwrap();
+        assert_eq!(r.gpu_rejections, 3);
     }
 
     #[test]

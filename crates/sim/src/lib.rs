@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod engine_run;
 pub mod error;
 pub mod gpu_tier;
 pub mod grid;
@@ -12,7 +13,7 @@ pub mod mrc;
 pub mod plan;
 pub mod result;
 
-pub use config::{HitSemantics, SimConfig, TierConfig, TimingModel};
+pub use config::{EngineModel, HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
 pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};
 pub use gpu_tier::GpuTier;

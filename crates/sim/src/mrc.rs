@@ -225,6 +225,28 @@ mod tests {
         }
     }
 
+    /// The curve's model run directly: LRU over prompt blocks, prefix hits (the leading run,
+    /// at most n - 1 tokens), every block of a request referenced tail first, no pinning. It is
+    /// `simulate` before the engine rules (no null block, no partial-tail block, no answer
+    /// blocks): the curve is that abstract model, not vLLM's engine (docs/semantics.md).
+    fn abstract_prefix_lru(p: &Prepared<'_>, capacity: u64) -> (u64, u64) {
+        let mut cache =
+            inferencelab_cache::BlockCache::new(capacity, PolicyConfig::Lru.build(capacity));
+        let (mut blocks, mut tokens, mut clock) = (0u64, 0u64, 0u64);
+        let bs = p.gpu.block_size as u64;
+        for (i, r) in p.trace.requests.iter().enumerate() {
+            let keys = p.gpu.request(i);
+            let lead = keys.iter().take_while(|&&k| cache.contains(k)).count() as u64;
+            blocks += lead;
+            tokens += (lead * bs).min((r.input_length as u64).saturating_sub(1) / bs * bs);
+            for &k in keys.iter().rev() {
+                clock += 1;
+                cache.access(&inferencelab_cache::Access::at(k, clock), false);
+            }
+        }
+        (blocks, tokens)
+    }
+
     #[test]
     fn curve_equals_point_simulations_in_both_semantics() {
         for seed in [1u64, 7, 42] {
@@ -234,23 +256,30 @@ mod tests {
             for sem in [HitSemantics::Prefix, HitSemantics::Any] {
                 let curve = lru_curve(&p, sem, &caps);
                 for (pt, &c) in curve.iter().zip(&caps) {
-                    let cfg = SimConfig {
-                        gpu: TierConfig {
-                            capacity: c,
-                            policy: PolicyConfig::Lru,
-                        },
-                        cpu: None,
-                        disk: None,
-                        hit_semantics: sem,
-                        pinning: false,
-                        timing: TimingModel::default(),
-                        window_seconds: 60.0,
-                        model: None,
+                    let expected = match sem {
+                        HitSemantics::Prefix => abstract_prefix_lru(&p, c),
+                        HitSemantics::Any => {
+                            let cfg = SimConfig {
+                                gpu: TierConfig {
+                                    capacity: c,
+                                    policy: PolicyConfig::Lru,
+                                },
+                                cpu: None,
+                                disk: None,
+                                hit_semantics: sem,
+                                pinning: false,
+                                timing: TimingModel::default(),
+                                window_seconds: 60.0,
+                                model: None,
+                                engine: Default::default(),
+                            };
+                            let row = crate::run(&p, &cfg).unwrap();
+                            (row.gpu_hit_blocks, row.gpu_hit_tokens)
+                        }
                     };
-                    let row = crate::run(&p, &cfg).unwrap();
                     assert_eq!(
                         (pt.gpu_hit_blocks, pt.gpu_hit_tokens),
-                        (row.gpu_hit_blocks, row.gpu_hit_tokens),
+                        expected,
                         "seed {seed} {sem} capacity {c}"
                     );
                 }

@@ -71,8 +71,27 @@ pub struct SimResult {
     pub gpu_evictions: u64,
     pub cpu_evictions: u64,
     pub disk_evictions: u64,
-    /// GPU admissions refused because every block was pinned by running requests.
+    /// GPU admissions refused: with `--hit-semantics any`, blocks that found every slot pinned;
+    /// with vLLM's rules, requests whose sequence can never fit in the pool (dropped, as vLLM
+    /// refuses them).
     pub gpu_rejections: u64,
+    /// How requests were scheduled (`trace` or `vllm`, prefix semantics only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The answer-block mode and how many requests took their answer blocks from each source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_blocks: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_sources: Option<inferencelab_trace::AnswerSources>,
+    /// GPU blocks usable for KV: vLLM's `num_gpu_blocks - 1` (block 0 is the null block).
+    #[serde(default)]
+    pub usable_gpu_blocks: u64,
+    /// vLLM preemptions (scheduler mode).
+    #[serde(default)]
+    pub preemptions: u64,
+    /// Requests that waited for blocks before their admission.
+    #[serde(default)]
+    pub queued_requests: u64,
     /// Most GPU blocks pinned at once.
     pub max_pinned_blocks: u64,
     // --- speed

@@ -9,9 +9,11 @@ pub mod fsutil;
 pub mod hash;
 pub mod model;
 pub mod readers;
+pub mod sequences;
 
 pub use blocks::{BlockedTrace, Blocking};
 pub use conversations::infer_conversations;
 pub use error::{TraceError, TraceResult};
 pub use model::{Content, Format, LmcacheLookup, Request, Trace};
 pub use readers::{detect_format, read_trace, ReadOptions};
+pub use sequences::{AnswerBlocks, AnswerSources, SequenceBlocks};

@@ -868,6 +868,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
         timing: Default::default(),
         window_seconds: 60.0,
         model: Some(model),
+        engine: Default::default(),
     };
     let row = inferencelab_sim::driver::run(&prepared, &sim_cfg)?;
     print!("{}", comparison_table(&out, &row));

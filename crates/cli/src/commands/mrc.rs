@@ -88,6 +88,11 @@ pub fn run(args: MrcArgs) -> anyhow::Result<()> {
                 timing: TimingModel::default(),
                 window_seconds: 60.0,
                 model: None,
+                // the curve is the abstract prefix model's (docs/semantics.md)
+                engine: inferencelab_sim::EngineModel {
+                    rules: false,
+                    ..Default::default()
+                },
             };
             let row = inferencelab_sim::run(&prepared, &cfg)?;
             if (row.gpu_hit_blocks, row.gpu_hit_tokens) != (pt.gpu_hit_blocks, pt.gpu_hit_tokens) {

@@ -109,6 +109,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         timing: Default::default(),
         window_seconds: args.window_seconds,
         model: Some(model),
+        engine: Default::default(),
     };
     let mut predicted = vec![None; sim_trace.requests.len()];
     let row = inferencelab_sim::driver::run_observed(&prepared, &cfg, |i, hits| {

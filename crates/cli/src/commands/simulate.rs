@@ -13,7 +13,8 @@ use inferencelab_learn::eval::gap_closed;
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::ResultRow;
 use inferencelab_sim::{
-    grid::run_grid, models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel,
+    grid::run_grid, models, EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig,
+    TimingModel,
 };
 use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::json;
@@ -405,6 +406,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 },
                 window_seconds: args.window_seconds,
                 model: Some(model.clone()),
+                engine: EngineModel {
+                    rules: args.gpu_model == "vllm",
+                    schedule: args.schedule,
+                    answers: args.answer_blocks,
+                    max_num_batched_tokens: args.max_num_batched_tokens,
+                    max_num_seqs: args.max_num_seqs,
+                },
             });
         }
     }
@@ -421,8 +429,21 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         );
         b
     };
+    if args.schedule == Schedule::Vllm && args.no_pinning {
+        bail!(
+            "--schedule vllm replays vLLM's scheduler, where running requests hold their blocks; \
+             drop --no-pinning or use --schedule trace"
+        );
+    }
     let started = Instant::now();
-    let results = run_grid(&prepared, &configs, &|_| bar.inc(1));
+    let results = match &args.per_request {
+        None => run_grid(&prepared, &configs, &|_| bar.inc(1)),
+        Some(path) => {
+            let r = write_per_request(path, &trace, &prepared, &configs);
+            bar.inc(configs.len() as u64);
+            r?
+        }
+    };
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
 
@@ -466,11 +487,93 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
+        if let Some(r) = rows.first().filter(|r| r.schedule.is_some()) {
+            let src = r.answer_sources.unwrap_or_default();
+            eprintln!(
+                "GPU tier: vLLM's rules, schedule {} (--schedule), {} usable blocks per point \
+                 (num_gpu_blocks - 1: the null block); answer blocks {} (--answer-blocks): \
+                 {} from logged outputs, {} from the follow-up prompt, {} never reused, {} none",
+                r.schedule.as_deref().unwrap_or("?"),
+                r.usable_gpu_blocks,
+                r.answer_blocks.as_deref().unwrap_or("?"),
+                src.logged,
+                src.next_prompt,
+                src.fresh,
+                src.none
+            );
+            for r in rows.iter().filter(|r| r.gpu_rejections > 0) {
+                eprintln!(
+                    "warning: {} at {} GPU blocks: {} requests can never fit in {} usable blocks \
+                     (prompt + output - 1 tokens); vLLM refuses them. They count as misses: \
+                     raise --gpu-blocks",
+                    r.policy, r.gpu_blocks, r.gpu_rejections, r.usable_gpu_blocks
+                );
+            }
+            let pre: u64 = rows.iter().map(|r| r.preemptions).sum();
+            let queued: u64 = rows.iter().map(|r| r.queued_requests).sum();
+            if pre > 0 || queued > 0 {
+                eprintln!("  {queued} requests waited for blocks, {pre} preemptions (all points)");
+            }
+        }
         output::print_simulation_table(&trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), cpu_chunks.is_some());
         eprintln!("wrote {}", out_path.display());
     }
     Ok(())
+}
+
+/// Run the points one by one, writing every request's outcome as a JSON line as it is known.
+fn write_per_request(
+    path: &Path,
+    trace: &inferencelab_trace::Trace,
+    prepared: &Prepared<'_>,
+    configs: &[SimConfig],
+) -> anyhow::Result<Vec<inferencelab_sim::SimResult<inferencelab_sim::ResultRow>>> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("--per-request: creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let tag = configs.len() > 1;
+    let mut results = Vec::with_capacity(configs.len());
+    for cfg in configs {
+        let mut failed: Option<std::io::Error> = None;
+        let row = inferencelab_sim::driver::run_observed(prepared, cfg, |i, h| {
+            if failed.is_some() {
+                return;
+            }
+            let r = &trace.requests[i];
+            let mut line = json!({
+                "request_id": r.id,
+                "prompt_tokens": r.input_length,
+                "gpu_hit_tokens": h.gpu_hit_tokens,
+                "cpu_hit_tokens": h.cpu_hit_tokens,
+                "disk_hit_tokens": h.disk_hit_tokens,
+                "lmcache_hit_tokens": h.cpu_hit_tokens + h.disk_hit_tokens,
+                "admitted_s": h.admitted_s,
+                "preemptions": h.preemptions,
+            });
+            if h.rejected {
+                line["rejected"] = json!(true);
+            }
+            if tag {
+                line["policy"] = json!(cfg.gpu.policy.name());
+                line["gpu_blocks"] = json!(cfg.gpu.capacity);
+            }
+            if let Err(e) = writeln!(out, "{line}") {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e).with_context(|| format!("--per-request: writing {}", path.display()));
+        }
+        results.push(row);
+    }
+    out.flush()
+        .with_context(|| format!("--per-request: writing {}", path.display()))?;
+    Ok(results)
 }
 
 fn default_output(input: &Path) -> PathBuf {

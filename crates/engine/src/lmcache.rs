@@ -1,0 +1,283 @@
+//! LMCache 0.5.6's local storage as its engine drives it (DESIGN.md section 4; paths under
+//! `lmcache/`): a CPU backend (`v1/storage_backend/local_cpu_backend.py`) and an optional local
+//! disk behind it, over prefix-chained chunks of `chunk_size` tokens (full chunks only).
+//!
+//! - Lookup (`v1/cache_engine.py:1255-1276`, `local_cpu_backend.py:127-142`): the leading run of
+//!   chunks in the CPU, then the leading run of the remaining chunks on disk
+//!   (`storage_manager.py:972-1010`, never back to the CPU). The CPU run is pinned until loaded
+//!   and refreshed last chunk first, so a reused prefix's head ends most recent; LRU/LFU/MRU
+//!   see only that run. Hit tokens = run x chunk, minus one when that is the whole prompt.
+//! - Retrieve: masks `floor(gpu_hit / chunk) * chunk` tokens and loads whole chunks from
+//!   there; a CPU retrieve refreshes nothing; disk chunks retrieved are refreshed on disk and
+//!   promoted to the CPU.
+//! - Store (`cache_engine.py:485-526`, `local_cpu_backend.py:685-745`): from the chunk the
+//!   LMCache hit ends in, a slot is allocated for every chunk before any is put; each
+//!   allocation evicts one unpinned entry; when nothing is evictable the store stops, so the
+//!   request's *first* chunks are kept. A chunk already resident still takes a slot (and may
+//!   evict) and is then dropped without a refresh (`local_cpu_backend.py:164-165`). The disk is
+//!   written through for every chunk put.
+//! - Policies: LRU (default), LFU, FIFO, MRU are LMCache's; the others are ours, for
+//!   exploration.
+
+use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
+
+use crate::pool::MakeAccess;
+
+/// What one lookup found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// Leading chunks in the CPU.
+    pub cpu_chunks: usize,
+    /// Leading chunks on disk after the CPU run.
+    pub disk_chunks: usize,
+    /// The CPU entries pinned by the lookup, until the retrieve.
+    pinned: Vec<EntryId>,
+}
+
+impl Lookup {
+    pub fn chunks(&self) -> usize {
+        self.cpu_chunks + self.disk_chunks
+    }
+}
+
+/// What a retrieve moved, in tokens, attributed to the tier each token came from (only the
+/// tokens past the GPU hit count as hits), and the tokens actually copied (whole chunks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retrieved {
+    pub cpu_hit_tokens: u64,
+    pub disk_hit_tokens: u64,
+    pub loaded_tokens: u64,
+}
+
+/// LMCache's CPU (and disk) storage.
+pub struct LmcacheTier<P> {
+    pub chunk_size: u64,
+    pub cpu: BlockCache<P>,
+    pub disk: Option<BlockCache<P>>,
+    pub clock: u64,
+}
+
+impl<P: EvictionPolicy> LmcacheTier<P> {
+    pub fn new(chunk_size: u32, cpu: BlockCache<P>, disk: Option<BlockCache<P>>) -> Self {
+        assert!(chunk_size > 0, "chunk size must be positive");
+        LmcacheTier {
+            chunk_size: chunk_size as u64,
+            cpu,
+            disk,
+            clock: 0,
+        }
+    }
+
+    /// Look up a request's full chunks `keys`.
+    pub fn lookup(&mut self, keys: &[ObjId], access: MakeAccess<'_>) -> Lookup {
+        let cpu_chunks = keys.iter().take_while(|&&k| self.cpu.contains(k)).count();
+        let disk_chunks = self.disk.as_ref().map_or(0, |d| {
+            keys[cpu_chunks..]
+                .iter()
+                .take_while(|&&k| d.contains(k))
+                .count()
+        });
+        let mut pinned = Vec::with_capacity(cpu_chunks);
+        for d in (0..cpu_chunks).rev() {
+            self.clock += 1;
+            if let Outcome::Hit(e) = self.cpu.access(&access(keys[d], d, self.clock), true) {
+                pinned.push(e);
+            }
+        }
+        Lookup {
+            cpu_chunks,
+            disk_chunks,
+            pinned,
+        }
+    }
+
+    /// LMCache's hit tokens for a prompt of `prompt_tokens`: the run, minus one when it covers
+    /// the whole prompt (vLLM recomputes the last token).
+    pub fn hit_tokens(&self, lookup: &Lookup, prompt_tokens: u64) -> u64 {
+        let t = lookup.chunks() as u64 * self.chunk_size;
+        if t >= prompt_tokens {
+            prompt_tokens.saturating_sub(1)
+        } else {
+            t
+        }
+    }
+
+    /// Release the lookup's pins without loading (the request went away).
+    pub fn unpin(&mut self, lookup: &mut Lookup) {
+        for e in lookup.pinned.drain(..) {
+            self.cpu.unpin(e, self.clock);
+        }
+    }
+
+    /// Load what the lookup found past `gpu_hit_tokens` (vLLM's own hit); `hit_tokens` is
+    /// [`hit_tokens`](LmcacheTier::hit_tokens).
+    pub fn retrieve(
+        &mut self,
+        keys: &[ObjId],
+        mut lookup: Lookup,
+        gpu_hit_tokens: u64,
+        hit_tokens: u64,
+        access: MakeAccess<'_>,
+    ) -> Retrieved {
+        self.unpin(&mut lookup);
+        let c = self.chunk_size;
+        let mut out = Retrieved::default();
+        if hit_tokens <= gpu_hit_tokens {
+            return out;
+        }
+        let first = (gpu_hit_tokens / c) as usize;
+        let last = lookup.chunks();
+        out.loaded_tokens = (last - first) as u64 * c;
+        let mut pos = gpu_hit_tokens;
+        while pos < hit_tokens {
+            let j = (pos / c) as usize;
+            let end = ((j as u64 + 1) * c).min(hit_tokens);
+            if j < lookup.cpu_chunks {
+                out.cpu_hit_tokens += end - pos;
+            } else {
+                out.disk_hit_tokens += end - pos;
+            }
+            pos = end;
+        }
+        // disk chunks loaded: refreshed on disk, promoted to the CPU
+        if let Some(disk) = self.disk.as_mut() {
+            let from = first.max(lookup.cpu_chunks);
+            for (d, &k) in keys.iter().enumerate().take(last).skip(from) {
+                self.clock += 1;
+                let a = access(k, d, self.clock);
+                disk.access(&a, false);
+                self.cpu.access(&a, false);
+            }
+        }
+        out
+    }
+
+    /// Store chunks `keys[from..to]` (head first). Returns the chunks newly put in the CPU.
+    pub fn store(&mut self, keys: &[ObjId], from: usize, to: usize, access: MakeAccess<'_>) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        // allocate a slot for every chunk first; stop at the first that cannot get one
+        let mut allocated = 0;
+        for _ in from..to {
+            if !self.cpu.reserve() {
+                break;
+            }
+            allocated += 1;
+        }
+        let mut stored = 0;
+        for (d, &k) in keys.iter().enumerate().take(from + allocated).skip(from) {
+            self.cpu.unreserve();
+            self.clock += 1;
+            let a = access(k, d, self.clock);
+            if !self.cpu.contains(k) {
+                self.cpu.access(&a, false);
+                stored += 1;
+            }
+            if let Some(disk) = self.disk.as_mut() {
+                if !disk.contains(k) {
+                    disk.access(&a, false);
+                }
+            }
+        }
+        stored
+    }
+}
+
+/// A request's LMCache state while vLLM schedules it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestState {
+    /// The lookup of the current admission attempt, until it is loaded.
+    pub lookup: Option<Lookup>,
+    pub hit_tokens: u64,
+    /// Prompt tokens whose chunks were stored or skipped (`skip_leading_tokens`), aligned to a
+    /// chunk.
+    pub saved_tokens: u64,
+    /// What the first admission loaded.
+    pub first: Option<Retrieved>,
+    pub lookups: u32,
+}
+
+/// Describe a chunk reference of one request to the policy.
+pub fn make_access(base: Access) -> impl Fn(ObjId, usize, u64) -> Access {
+    move |obj, depth, time| Access {
+        obj,
+        time,
+        depth: depth as u32,
+        ..base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferencelab_cache::{AnyPolicy, PolicyConfig};
+
+    fn tier(cpu: u64, disk: Option<u64>, policy: PolicyConfig) -> LmcacheTier<AnyPolicy> {
+        LmcacheTier::new(
+            4,
+            BlockCache::new(cpu, policy.build(cpu)),
+            disk.map(|d| BlockCache::new(d, PolicyConfig::Lru.build(d))),
+        )
+    }
+
+    fn acc(k: ObjId, _d: usize, t: u64) -> Access {
+        Access::at(k, t)
+    }
+
+    #[test]
+    fn a_store_longer_than_the_tier_keeps_the_first_chunks() {
+        // 3 slots; a prompt of 5 chunks: slots for chunks 0,1,2, then nothing is evictable (the
+        // allocated slots are not entries yet): the store stops and keeps the head
+        let mut t = tier(3, None, PolicyConfig::Lru);
+        assert_eq!(t.store(&[10, 11, 12, 13, 14], 0, 5, &acc), 3);
+        assert!(t.cpu.contains(10) && t.cpu.contains(12) && !t.cpu.contains(13));
+        // the same prompt again hits its head: 3 chunks = 12 tokens
+        let l = t.lookup(&[10, 11, 12, 13, 14], &acc);
+        assert_eq!(t.hit_tokens(&l, 20), 12);
+        t.cpu.validate().unwrap();
+    }
+
+    #[test]
+    fn lookup_refreshes_the_run_head_last_and_resident_chunks_still_take_a_slot() {
+        // 4 slots: store A = [1,2] then B = [5,6]; look up A (refresh 2 then 1: 1 most recent).
+        // Storing [1,2,3] from chunk 0 allocates 3 slots: evicts 5, 6 (LRU), then 2 (the least
+        // recent of A's run); 1 and 2 are resident... 2 was evicted, so it is put back, 1 is
+        // dropped without a refresh, 3 is put.
+        let mut t = tier(4, None, PolicyConfig::Lru);
+        t.store(&[1, 2], 0, 2, &acc);
+        t.store(&[5, 6], 0, 2, &acc);
+        let mut l = t.lookup(&[1, 2, 3], &acc);
+        assert_eq!(l.cpu_chunks, 2);
+        t.unpin(&mut l);
+        assert_eq!(t.store(&[1, 2, 3], 0, 3, &acc), 2);
+        assert!(!t.cpu.contains(5) && !t.cpu.contains(6));
+        assert!(t.cpu.contains(1) && t.cpu.contains(2) && t.cpu.contains(3));
+        assert_eq!(t.cpu.evictions, 3);
+        t.cpu.validate().unwrap();
+    }
+
+    #[test]
+    fn disk_serves_past_the_cpu_run_and_is_promoted_when_loaded() {
+        // CPU holds 1 chunk, disk 10 (write-through). [1,2] stored: CPU keeps 1 (the store
+        // stops after one slot), disk has both. Lookup: CPU run [1], disk run [2].
+        let mut t = tier(1, Some(10), PolicyConfig::Lru);
+        t.store(&[1, 2], 0, 2, &acc);
+        assert!(t.cpu.contains(1) && !t.cpu.contains(2));
+        assert!(t.disk.as_ref().unwrap().contains(1));
+        let l = t.lookup(&[1, 2], &acc);
+        assert_eq!((l.cpu_chunks, l.disk_chunks), (1, 0));
+        // disk only got what was put: the store stopped at one chunk
+        assert!(!t.disk.as_ref().unwrap().contains(2));
+        let mut t = tier(2, Some(10), PolicyConfig::Lru);
+        t.store(&[1, 2], 0, 2, &acc);
+        t.store(&[7, 8], 0, 2, &acc);
+        let l = t.lookup(&[1, 2, 9], &acc);
+        assert_eq!((l.cpu_chunks, l.disk_chunks), (0, 2));
+        let hit = t.hit_tokens(&l, 12);
+        let r = t.retrieve(&[1, 2, 9], l, 0, hit, &acc);
+        assert_eq!(r.disk_hit_tokens, 8);
+        assert_eq!(r.loaded_tokens, 8);
+        assert!(t.cpu.contains(1) && t.cpu.contains(2));
+    }
+}

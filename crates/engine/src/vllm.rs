@@ -1,0 +1,426 @@
+//! vLLM V1's scheduler (`vllm/v1/core/sched/scheduler.py`, 0.33, synchronous, FCFS) over its
+//! KV cache manager (`kv_cache_manager.py::allocate_slots`), one step at a time. It knows no
+//! clock: the caller adds requests as they arrive, calls [`Scheduler::schedule`], decides how
+//! long the step takes, then calls [`Scheduler::update`].
+//!
+//! What it follows, with vLLM's names:
+//! - `schedule`: running requests first, in order, each its remaining tokens up to the token
+//!   budget (`max_num_batched_tokens`); when `allocate_slots` fails the *last* running request
+//!   is preempted (blocks freed, `num_computed_tokens = 0`, back to the front of the waiting
+//!   queue) until it fits or the request itself was preempted. Then, only if nobody was
+//!   preempted, waiting requests FCFS while the budget lasts and fewer than `max_num_seqs` run:
+//!   prefix lookup (leading cached blocks, at most `num_tokens - 1` tokens), the connector's
+//!   external hit beyond it, chunked prefill to the budget, and `allocate_slots` with
+//!   `full_sequence_must_fit` (`scheduler_reserve_full_isl`, default on: the whole sequence must
+//!   fit, counting hit blocks that sit in the free queue); the first request that does not fit
+//!   stops the loop.
+//! - `allocate_slots`: touch the hit blocks, allocate blocks up to `computed + new` tokens, then
+//!   `cache_blocks` up to `min(computed + new, num_tokens)`: blocks are hashed when scheduled, so
+//!   a request admitted later in the same step already hits them. Generated tokens extend the
+//!   sequence (`append_output_token_ids`), so answer blocks are cached too; the last sampled
+//!   token is never computed.
+//! - `update_from_output`: a request whose computed tokens reach `num_tokens` samples one token;
+//!   at `max_tokens` it finishes and frees its blocks (reverse order).
+//! - `num_cached_tokens` (the API's `cached_tokens`) is set at the first admission; a
+//!   preempted request's later lookups are counted apart (`preempted_*` in `PrefixCacheStats`).
+//!
+//! Not modelled: the async scheduler (it caches decode blocks one step later), priorities,
+//! speculative decoding, encoder inputs, the watermark (0 by default), `long_prefill_token_threshold`
+//! (0 by default).
+
+use std::collections::VecDeque;
+
+use inferencelab_cache::{Access, EvictionPolicy, ObjId};
+
+use crate::pool::{KvPool, Slot};
+
+/// vLLM's scheduler and cache settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerConfig {
+    /// `--block-size`.
+    pub block_size: u32,
+    /// `--max-num-batched-tokens`: token budget per step.
+    pub max_num_batched_tokens: u32,
+    /// `--max-num-seqs`.
+    pub max_num_seqs: u32,
+    /// `--enable-chunked-prefill` (on by default in V1).
+    pub enable_chunked_prefill: bool,
+    /// `scheduler_reserve_full_isl` (on by default in 0.33).
+    pub reserve_full_isl: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            block_size: 16,
+            max_num_batched_tokens: 8192,
+            max_num_seqs: 256,
+            enable_chunked_prefill: true,
+            reserve_full_isl: true,
+        }
+    }
+}
+
+/// What vLLM asks a KV connector (LMCache) around its own cache.
+pub trait KvConnector {
+    /// At a lookup (first admission, or after a preemption): tokens beyond the local hit the
+    /// connector can load (`get_num_new_matched_tokens`).
+    fn matched(&mut self, req: usize, num_tokens: u64, local_hit_tokens: u64) -> u64;
+    /// The request was admitted with these local and external hits (`update_state_after_alloc`;
+    /// the load happens in this step).
+    fn admitted(&mut self, req: usize, local_hit_tokens: u64, external_tokens: u64);
+    /// After a step's forward pass: the request's computed tokens went from `before` to `after`
+    /// (stores happen here).
+    fn computed(&mut self, req: usize, before: u64, after: u64);
+    /// The request was preempted or finished.
+    fn released(&mut self, _req: usize) {}
+}
+
+/// No connector: plain vLLM.
+pub struct NoConnector;
+
+impl KvConnector for NoConnector {
+    fn matched(&mut self, _: usize, _: u64, _: u64) -> u64 {
+        0
+    }
+    fn admitted(&mut self, _: usize, _: u64, _: u64) {}
+    fn computed(&mut self, _: usize, _: u64, _: u64) {}
+}
+
+/// One request as the scheduler tracks it.
+#[derive(Debug, Clone)]
+pub struct SeqState {
+    /// The caller's request index.
+    pub req: usize,
+    pub prompt_tokens: u64,
+    pub max_tokens: u32,
+    /// Output tokens sampled so far.
+    pub generated: u32,
+    pub num_computed_tokens: u64,
+    pub slots: Vec<Slot>,
+    /// `num_cached_tokens`, set at the first admission.
+    pub num_cached_tokens: Option<u64>,
+    /// Local (GPU) hit tokens at the first admission.
+    pub gpu_hit_tokens: u64,
+    /// Connector hit tokens at the first admission.
+    pub external_hit_tokens: u64,
+    pub num_preemptions: u32,
+}
+
+impl SeqState {
+    pub fn num_tokens(&self) -> u64 {
+        self.prompt_tokens + self.generated as u64
+    }
+}
+
+/// One request's share of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    pub req: usize,
+    pub tokens: u64,
+    /// A decode step (prompt done and at least one token sampled), for time models.
+    pub decode: bool,
+    /// `num_computed_tokens` before this step.
+    pub computed_before: u64,
+}
+
+/// What one `schedule` call decided.
+#[derive(Debug, Clone, Default)]
+pub struct StepPlan {
+    pub scheduled: Vec<Scheduled>,
+    /// Requests admitted from the waiting queue (first time or resumed), in order.
+    pub admitted: Vec<usize>,
+    pub preempted: Vec<usize>,
+}
+
+impl StepPlan {
+    /// Prompt (prefill or recompute) tokens in the step and whether it decodes.
+    pub fn work(&self) -> (u64, bool) {
+        let prefill = self
+            .scheduled
+            .iter()
+            .filter(|s| !s.decode)
+            .map(|s| s.tokens)
+            .sum();
+        (prefill, self.scheduled.iter().any(|s| s.decode))
+    }
+}
+
+/// vLLM's `PrefixCacheStats`, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    /// First admissions: prompt tokens looked up and local hit tokens.
+    pub queries: u64,
+    pub hits: u64,
+    pub requests: u64,
+    /// Lookups of resumed (preempted) requests.
+    pub preempted_queries: u64,
+    pub preempted_hits: u64,
+    pub preempted_requests: u64,
+}
+
+/// The scheduler.
+pub struct Scheduler<P> {
+    pub config: SchedulerConfig,
+    pub pool: KvPool<P>,
+    waiting: VecDeque<SeqState>,
+    running: Vec<SeqState>,
+    pub stats: PrefixCacheStats,
+    pub num_preemptions: u64,
+}
+
+/// The sequence keys of a request (full blocks of prompt + answer, head first) and how a block
+/// reference is described to the policy.
+pub trait Sequences {
+    fn keys(&self, req: usize) -> &[ObjId];
+    fn access(&self, req: usize, obj: ObjId, depth: usize, clock: u64) -> Access;
+}
+
+impl<P: EvictionPolicy> Scheduler<P> {
+    pub fn new(config: SchedulerConfig, pool: KvPool<P>) -> Self {
+        assert!(config.block_size > 0 && config.max_num_batched_tokens > 0);
+        assert!(config.max_num_seqs > 0);
+        Scheduler {
+            config,
+            pool,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            stats: PrefixCacheStats::default(),
+            num_preemptions: 0,
+        }
+    }
+
+    /// Whether a request of `num_tokens` tokens can ever fit in the pool (vLLM refuses longer
+    /// ones when they arrive).
+    pub fn fits_ever(&self, num_tokens: u64) -> bool {
+        num_tokens.div_ceil(self.config.block_size as u64) <= self.pool.cache.capacity()
+    }
+
+    /// Queue a request (`add_request`).
+    pub fn add_request(&mut self, req: usize, prompt_tokens: u64, max_tokens: u32) {
+        self.waiting.push_back(SeqState {
+            req,
+            prompt_tokens,
+            max_tokens: max_tokens.max(1),
+            generated: 0,
+            num_computed_tokens: 0,
+            slots: Vec::new(),
+            num_cached_tokens: None,
+            gpu_hit_tokens: 0,
+            external_hit_tokens: 0,
+            num_preemptions: 0,
+        });
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Drop the request at the head of the waiting queue (it can never be scheduled).
+    pub fn drop_head(&mut self) -> Option<SeqState> {
+        self.waiting.pop_front()
+    }
+
+    fn preempt_last(&mut self, plan: &mut StepPlan, conn: &mut dyn KvConnector) -> SeqState {
+        let mut r = self.running.pop().expect("a running request to preempt");
+        self.pool.free(&r.slots);
+        r.slots.clear();
+        r.num_computed_tokens = 0;
+        r.num_preemptions += 1;
+        self.num_preemptions += 1;
+        conn.released(r.req);
+        plan.preempted.push(r.req);
+        r
+    }
+
+    /// One `schedule()` call.
+    pub fn schedule(&mut self, seqs: &dyn Sequences, conn: &mut dyn KvConnector) -> StepPlan {
+        let bs = self.config.block_size as u64;
+        // full blocks to hash once `tokens` are computed (capped by the known keys)
+        let cacheable = |tokens: u64, keys: usize| ((tokens / bs) as usize).min(keys);
+        let mut plan = StepPlan::default();
+        let mut budget = self.config.max_num_batched_tokens as u64;
+
+        // --- running requests
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let r = &self.running[i];
+            let n = (r.num_tokens() - r.num_computed_tokens).min(budget);
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            let need = (r.num_computed_tokens + n)
+                .div_ceil(bs)
+                .saturating_sub(r.slots.len() as u64);
+            let mut self_preempted = false;
+            while need > self.pool.free_blocks() {
+                let victim = self.preempt_last(&mut plan, conn);
+                let is_self = self.running.len() == i;
+                self.waiting.push_front(victim);
+                if is_self {
+                    self_preempted = true;
+                    break;
+                }
+            }
+            if self_preempted {
+                break;
+            }
+            let r = &mut self.running[i];
+            let keys = seqs.keys(r.req);
+            let req = r.req;
+            self.pool.allocate(need as usize, &mut r.slots);
+            let before = r.num_computed_tokens;
+            let cached_now = cacheable((before + n).min(r.num_tokens()), keys.len());
+            let cached_before = cacheable(before, keys.len());
+            let access = |k: ObjId, d: usize, t: u64| seqs.access(req, k, d, t);
+            self.pool
+                .cache_blocks(&mut r.slots, keys, cached_before, cached_now, &access);
+            let decode = before >= r.prompt_tokens && r.generated >= 1;
+            plan.scheduled.push(Scheduled {
+                req,
+                tokens: n,
+                decode,
+                computed_before: before,
+            });
+            budget -= n;
+            i += 1;
+        }
+
+        // --- waiting requests, only when nobody was preempted
+        while plan.preempted.is_empty()
+            && budget > 0
+            && !self.waiting.is_empty()
+            && self.running.len() < self.config.max_num_seqs as usize
+        {
+            let r = self.waiting.front().expect("not empty");
+            let keys = seqs.keys(r.req);
+            let num_tokens = r.num_tokens();
+            let max_hit = (num_tokens.saturating_sub(1) / bs) as usize;
+            let hits = self.pool.leading_hits(keys, max_hit);
+            let local = hits as u64 * bs;
+            let external = conn
+                .matched(r.req, num_tokens, local)
+                .min(num_tokens - local);
+            let computed = local + external;
+            let mut n = num_tokens - computed;
+            if !self.config.enable_chunked_prefill && n > budget {
+                break;
+            }
+            n = n.min(budget);
+            let evictable = self.pool.evictable_among(&keys[..hits]);
+            let free = self.pool.free_blocks();
+            if self.config.reserve_full_isl
+                && num_tokens.div_ceil(bs) - hits as u64 + evictable > free
+            {
+                break;
+            }
+            let new_blocks = (computed + n).div_ceil(bs) - hits as u64;
+            if new_blocks + evictable > free {
+                break;
+            }
+            let mut r = self.waiting.pop_front().expect("not empty");
+            let req = r.req;
+            let access = |k: ObjId, d: usize, t: u64| seqs.access(req, k, d, t);
+            self.pool.touch(&keys[..hits], &mut r.slots, &access);
+            self.pool.allocate(new_blocks as usize, &mut r.slots);
+            let cached_now = cacheable((computed + n).min(num_tokens), keys.len());
+            self.pool
+                .cache_blocks(&mut r.slots, keys, hits, cached_now, &access);
+            if r.num_preemptions == 0 {
+                self.stats.requests += 1;
+                self.stats.queries += num_tokens;
+                self.stats.hits += local;
+            } else {
+                self.stats.preempted_requests += 1;
+                self.stats.preempted_queries += num_tokens;
+                self.stats.preempted_hits += local;
+            }
+            if r.num_cached_tokens.is_none() {
+                r.num_cached_tokens = Some(computed);
+                r.gpu_hit_tokens = local;
+                r.external_hit_tokens = external;
+            }
+            conn.admitted(req, local, external);
+            r.num_computed_tokens = computed;
+            plan.admitted.push(req);
+            plan.scheduled.push(Scheduled {
+                req,
+                tokens: n,
+                decode: false,
+                computed_before: computed,
+            });
+            budget -= n;
+            self.running.push(r);
+        }
+        plan
+    }
+
+    /// `update_from_output` after the step ran: computed tokens advance, requests that reached
+    /// their sequence's end sample a token, finished ones free their blocks. Returns the
+    /// finished requests, in the step's order.
+    pub fn update(&mut self, plan: &StepPlan, conn: &mut dyn KvConnector) -> Vec<SeqState> {
+        let mut finished = Vec::new();
+        for s in &plan.scheduled {
+            let Some(pos) = self.running.iter().position(|r| r.req == s.req) else {
+                continue;
+            };
+            let r = &mut self.running[pos];
+            let before = r.num_computed_tokens;
+            r.num_computed_tokens += s.tokens;
+            conn.computed(r.req, before, r.num_computed_tokens);
+            if r.num_computed_tokens >= r.num_tokens() {
+                r.generated += 1;
+                if r.generated >= r.max_tokens {
+                    let r = self.running.remove(pos);
+                    self.pool.free(&r.slots);
+                    conn.released(r.req);
+                    finished.push(r);
+                }
+            }
+        }
+        finished
+    }
+
+    /// Blocks held by running requests (vLLM's `kv_cache_usage` numerator).
+    pub fn blocks_in_use(&self) -> u64 {
+        self.running.iter().map(|r| r.slots.len() as u64).sum()
+    }
+
+    /// Check the pool and the requests' blocks against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        self.pool.cache.validate()?;
+        let raw: u64 = self
+            .running
+            .iter()
+            .flat_map(|r| &r.slots)
+            .filter(|s| **s == Slot::Raw)
+            .count() as u64;
+        if raw != self.pool.cache.reserved() {
+            return Err(format!(
+                "{raw} raw blocks held, {} reserved",
+                self.pool.cache.reserved()
+            ));
+        }
+        for r in &self.running {
+            if (r.slots.len() as u64)
+                < r.num_computed_tokens
+                    .div_ceil(self.config.block_size as u64)
+            {
+                return Err(format!("request {} holds too few blocks", r.req));
+            }
+        }
+        if self.waiting.iter().any(|r| !r.slots.is_empty()) {
+            return Err("a waiting request holds blocks".into());
+        }
+        Ok(())
+    }
+}
