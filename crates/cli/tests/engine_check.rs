@@ -116,3 +116,64 @@ fn answer_blocks_are_the_whole_gap_without_eviction() {
         assert_eq!(ours[id]["gpu_hit_tokens"], v["gpu_hit_tokens"], "{id}");
     }
 }
+
+/// LMCache 0.5.6's own storage classes (`scripts/lmcache_engine_check.py --preset small`, see
+/// tests/fixtures/lmcache_engine/README.md): every request's LMCache hit tokens, for LMCache's
+/// four policies at a size smaller than the longest prompt and a larger one, and with a disk.
+#[test]
+fn lmcache_tier_equals_lmcaches_own_storage_classes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lmcache_engine");
+    let cells: Vec<(&str, &str, Option<&str>)> = vec![
+        ("lru", "0.25", None),
+        ("lru", "1", None),
+        ("lfu", "0.25", None),
+        ("lfu", "1", None),
+        ("fifo", "0.25", None),
+        ("fifo", "1", None),
+        ("mru", "0.25", None),
+        ("mru", "1", None),
+        ("lru", "1", Some("2")),
+    ];
+    for (policy, gib, disk) in cells {
+        let name = match disk {
+            Some(d) => format!("lmcache-{policy}-{gib}-disk-{d}"),
+            None => format!("lmcache-{policy}-{gib}"),
+        };
+        let truth = jsonl(&dir.join(format!("{name}.jsonl")));
+        let tmp = tempfile::tempdir().unwrap();
+        let per = tmp.path().join("per.jsonl");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferencelab"));
+        cmd.arg("simulate")
+            .arg("--input-file")
+            .arg(dir.join("trace.jsonl"))
+            .args(["--gpu-blocks", "0", "--no-pinning", "--chunk-size", "256"])
+            .args(["-m", "qwen-8b", "--cpu-eviction-policy", policy])
+            .args(["--cpu-cache-gb", gib])
+            .arg("--per-request")
+            .arg(&per)
+            .args(["--json", "-q", "-o"])
+            .arg(tmp.path().join("sim.json"));
+        if let Some(d) = disk {
+            cmd.args(["--disk-cache-gb", d]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = jsonl(&per);
+        assert_eq!(ours.len(), truth.len(), "{name}");
+        let mut hits = 0;
+        for (o, t) in ours.iter().zip(&truth) {
+            assert_eq!(o["request_id"], t["request_id"], "{name}");
+            assert_eq!(
+                o["lmcache_hit_tokens"], t["lmcache_hit_tokens"],
+                "{name}: request {}",
+                t["request_id"]
+            );
+            hits += t["lmcache_hit_tokens"].as_u64().unwrap();
+        }
+        assert!(hits > 0, "{name}: LMCache hits something");
+    }
+}

@@ -119,7 +119,6 @@ struct Stream {
     /// Kept for the request log only.
     prompt_tokens: Vec<u32>,
     prompt_len: u64,
-    rng: u64,
     output_ids: Vec<u32>,
     last_token_us: u64,
     streaming: bool,
@@ -234,13 +233,20 @@ impl Core {
                     Vec::new()
                 };
                 let prompt_len = s.prompt.len() as u64;
-                let result = self.engine.submit(s.prompt, s.max_tokens, arrival);
+                // the answer's token ids, drawn up front: the engine caches its blocks
+                let mut rng = mix(self.cfg.seed ^ mix(self.engine.next_key()));
+                let output: Vec<u32> = (0..s.max_tokens)
+                    .map(|_| {
+                        rng = mix(rng);
+                        self.cfg.tokenizer.sample(rng)
+                    })
+                    .collect();
+                let result = self.engine.submit(s.prompt, output, arrival);
                 if let Ok(key) = result {
                     self.streams.insert(
                         key,
                         Stream {
                             events: s.events,
-                            rng: mix(self.cfg.seed ^ mix(key)),
                             info: s.info,
                             prompt_tokens: tokens,
                             prompt_len,
@@ -420,8 +426,7 @@ impl Core {
             let Some(s) = self.streams.get_mut(&t.key) else {
                 continue;
             };
-            s.rng = mix(s.rng);
-            let id = self.cfg.tokenizer.sample(s.rng);
+            let id = t.id;
             if self.cfg.log_requests {
                 s.output_ids.push(id);
             }

@@ -6,6 +6,6 @@ pub mod lmcache;
 pub mod pool;
 pub mod vllm;
 
-pub use lmcache::{LmcacheTier, Lookup, Retrieved};
+pub use lmcache::{Bound, ChunkSource, Connector, LmcacheTier, Lookup, Retrieved};
 pub use pool::{KvPool, Slot};
 pub use vllm::{KvConnector, NoConnector, Scheduler, SchedulerConfig, SeqState, StepPlan};

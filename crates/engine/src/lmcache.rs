@@ -196,15 +196,163 @@ pub struct RequestState {
     /// What the first admission loaded.
     pub first: Option<Retrieved>,
     pub lookups: u32,
+    /// Chunks this request newly put in the CPU.
+    pub stored_chunks: u64,
 }
 
-/// Describe a chunk reference of one request to the policy.
-pub fn make_access(base: Access) -> impl Fn(ObjId, usize, u64) -> Access {
-    move |obj, depth, time| Access {
-        obj,
-        time,
-        depth: depth as u32,
-        ..base
+/// Where a connector finds a request's chunks.
+pub trait ChunkSource {
+    /// The request's full prompt chunks, head first.
+    fn chunks(&self, req: usize) -> &[ObjId];
+    fn prompt_tokens(&self, req: usize) -> u64;
+    /// How a chunk reference of `req` is described to the policy.
+    fn access(&self, req: usize, obj: ObjId, depth: usize, clock: u64) -> Access;
+}
+
+/// LMCache's counters (its Prometheus `lmcache:*` series).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub lookups: u64,
+    pub requested_tokens: u64,
+    pub hit_tokens: u64,
+    pub retrieves: u64,
+    /// Tokens copied by retrieves (whole chunks).
+    pub loaded_tokens: u64,
+    pub stores: u64,
+    /// Tokens of chunks newly put in the CPU.
+    pub stored_tokens: u64,
+    /// First lookups only: chunks asked for and chunks found.
+    pub chunk_refs: u64,
+    pub hit_chunks: u64,
+}
+
+/// LMCache as vLLM's KV connector (`integration/vllm/vllm_v1_adapter.py`): one lookup per
+/// admission attempt, kept (and pinned) until the request is admitted, then the load; stores as
+/// the request's prompt chunks are computed, from the chunk its LMCache hit ends in
+/// (`skip_leading_tokens`); again after a preemption.
+pub struct Connector<P> {
+    pub tier: LmcacheTier<P>,
+    states: rustc_hash::FxHashMap<usize, RequestState>,
+    pub counters: Counters,
+}
+
+impl<P: EvictionPolicy> Connector<P> {
+    pub fn new(tier: LmcacheTier<P>) -> Self {
+        Connector {
+            tier,
+            states: Default::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// `get_num_new_matched_tokens`: LMCache's hit beyond vLLM's local hit.
+    pub fn matched(
+        &mut self,
+        src: &dyn ChunkSource,
+        req: usize,
+        num_tokens: u64,
+        local_hit_tokens: u64,
+    ) -> u64 {
+        let st = self.states.entry(req).or_default();
+        if st.lookup.is_none() {
+            let keys = src.chunks(req);
+            let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
+            let lookup = self.tier.lookup(keys, &access);
+            st.hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
+            let c = &mut self.counters;
+            if st.lookups == 0 {
+                c.chunk_refs += keys.len() as u64;
+                c.hit_chunks += lookup.chunks() as u64;
+            }
+            c.lookups += 1;
+            c.requested_tokens += num_tokens;
+            c.hit_tokens += st.hit_tokens;
+            st.lookups += 1;
+            st.lookup = Some(lookup);
+        }
+        st.hit_tokens.saturating_sub(local_hit_tokens)
+    }
+
+    /// The request was admitted: load what its lookup found past vLLM's hit.
+    pub fn admitted(&mut self, src: &dyn ChunkSource, req: usize, local_hit_tokens: u64) {
+        let Some(st) = self.states.get_mut(&req) else {
+            return;
+        };
+        let Some(lookup) = st.lookup.take() else {
+            return;
+        };
+        let keys = src.chunks(req);
+        let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
+        let got = self
+            .tier
+            .retrieve(keys, lookup, local_hit_tokens, st.hit_tokens, &access);
+        if got.loaded_tokens > 0 {
+            self.counters.retrieves += 1;
+            self.counters.loaded_tokens += got.loaded_tokens;
+        }
+        st.first.get_or_insert(got);
+        st.saved_tokens = st.hit_tokens / self.tier.chunk_size * self.tier.chunk_size;
+    }
+
+    /// After a forward pass: store the prompt chunks `after` computed tokens complete. Returns
+    /// the chunks newly put in the CPU.
+    pub fn computed(&mut self, src: &dyn ChunkSource, req: usize, after: u64) -> u64 {
+        let c = self.tier.chunk_size;
+        let Some(st) = self.states.get_mut(&req) else {
+            return 0;
+        };
+        let keys = src.chunks(req);
+        let to = ((after.min(src.prompt_tokens(req)) / c) as usize).min(keys.len());
+        let from = (st.saved_tokens / c) as usize;
+        if to <= from {
+            return 0;
+        }
+        let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
+        let stored = self.tier.store(keys, from, to, &access);
+        st.saved_tokens = to as u64 * c;
+        st.stored_chunks += stored;
+        self.counters.stores += 1;
+        self.counters.stored_tokens += stored * c;
+        stored
+    }
+
+    /// The request left vLLM (finished, preempted, aborted): a pending lookup's pins go.
+    pub fn released(&mut self, req: usize) {
+        if let Some(mut l) = self.states.get_mut(&req).and_then(|s| s.lookup.take()) {
+            self.tier.unpin(&mut l);
+        }
+    }
+
+    pub fn state(&self, req: usize) -> Option<&RequestState> {
+        self.states.get(&req)
+    }
+
+    /// Forget a request (its pins released).
+    pub fn forget(&mut self, req: usize) -> Option<RequestState> {
+        self.released(req);
+        self.states.remove(&req)
+    }
+}
+
+/// A connector bound to where its requests' chunks are: what the scheduler calls.
+pub struct Bound<'a, P> {
+    pub conn: &'a mut Connector<P>,
+    pub src: &'a dyn ChunkSource,
+}
+
+impl<P: EvictionPolicy> crate::vllm::KvConnector for Bound<'_, P> {
+    fn matched(&mut self, req: usize, num_tokens: u64, local_hit_tokens: u64) -> u64 {
+        self.conn
+            .matched(self.src, req, num_tokens, local_hit_tokens)
+    }
+    fn admitted(&mut self, req: usize, local_hit_tokens: u64, _external: u64) {
+        self.conn.admitted(self.src, req, local_hit_tokens);
+    }
+    fn computed(&mut self, req: usize, _before: u64, after: u64) {
+        self.conn.computed(self.src, req, after);
+    }
+    fn released(&mut self, req: usize) {
+        self.conn.released(req);
     }
 }
 

@@ -124,6 +124,15 @@ pub struct Scheduled {
     pub computed_before: u64,
 }
 
+/// A token sampled at the end of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub req: usize,
+    /// 0 for the first output token.
+    pub index: u32,
+    pub finished: bool,
+}
+
 /// What one `schedule` call decided.
 #[derive(Debug, Clone, Default)]
 pub struct StepPlan {
@@ -368,6 +377,16 @@ impl<P: EvictionPolicy> Scheduler<P> {
     /// their sequence's end sample a token, finished ones free their blocks. Returns the
     /// finished requests, in the step's order.
     pub fn update(&mut self, plan: &StepPlan, conn: &mut dyn KvConnector) -> Vec<SeqState> {
+        self.update_with_tokens(plan, conn, &mut Vec::new())
+    }
+
+    /// [`update`](Scheduler::update), also telling which requests sampled a token.
+    pub fn update_with_tokens(
+        &mut self,
+        plan: &StepPlan,
+        conn: &mut dyn KvConnector,
+        produced: &mut Vec<Produced>,
+    ) -> Vec<SeqState> {
         let mut finished = Vec::new();
         for s in &plan.scheduled {
             let Some(pos) = self.running.iter().position(|r| r.req == s.req) else {
@@ -379,6 +398,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
             conn.computed(r.req, before, r.num_computed_tokens);
             if r.num_computed_tokens >= r.num_tokens() {
                 r.generated += 1;
+                produced.push(Produced {
+                    req: r.req,
+                    index: r.generated - 1,
+                    finished: r.generated >= r.max_tokens,
+                });
                 if r.generated >= r.max_tokens {
                     let r = self.running.remove(pos);
                     self.pool.free(&r.slots);
@@ -388,6 +412,27 @@ impl<P: EvictionPolicy> Scheduler<P> {
             }
         }
         finished
+    }
+
+    /// Drop a request wherever it is (the client went away); a running one frees its blocks.
+    pub fn abort(&mut self, req: usize, conn: &mut dyn KvConnector) -> bool {
+        if let Some(i) = self.waiting.iter().position(|r| r.req == req) {
+            self.waiting.remove(i);
+            conn.released(req);
+            return true;
+        }
+        if let Some(i) = self.running.iter().position(|r| r.req == req) {
+            let r = self.running.remove(i);
+            self.pool.free(&r.slots);
+            conn.released(req);
+            return true;
+        }
+        false
+    }
+
+    /// The running requests, in scheduling order.
+    pub fn running(&self) -> &[SeqState] {
+        &self.running
     }
 
     /// Blocks held by running requests (vLLM's `kv_cache_usage` numerator).
@@ -422,5 +467,99 @@ impl<P: EvictionPolicy> Scheduler<P> {
             return Err("a waiting request holds blocks".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferencelab_cache::{AnyPolicy, BlockCache, PolicyConfig};
+
+    /// Requests' sequence keys given directly (prompt blocks then answer blocks).
+    struct Keys(Vec<Vec<ObjId>>);
+
+    impl Sequences for Keys {
+        fn keys(&self, req: usize) -> &[ObjId] {
+            &self.0[req]
+        }
+        fn access(&self, _req: usize, obj: ObjId, _d: usize, clock: u64) -> Access {
+            Access::at(obj, clock)
+        }
+    }
+
+    fn scheduler(usable: u64, budget: u32) -> Scheduler<AnyPolicy> {
+        Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: budget,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(usable, PolicyConfig::Lru.build(usable))),
+        )
+    }
+
+    /// Step until idle, checking the invariants; returns finished requests in order.
+    fn run(s: &mut Scheduler<AnyPolicy>, keys: &Keys) -> Vec<SeqState> {
+        let mut done = Vec::new();
+        for _ in 0..10_000 {
+            if !s.has_unfinished() {
+                return done;
+            }
+            let plan = s.schedule(keys, &mut NoConnector);
+            assert!(!plan.scheduled.is_empty(), "stuck");
+            done.extend(s.update(&plan, &mut NoConnector));
+            s.validate().unwrap();
+        }
+        panic!("did not finish");
+    }
+
+    #[test]
+    fn answer_blocks_are_cached_and_hit_by_the_next_turn() {
+        // block size 4. r0: prompt 6 tokens (1 full block a + 2 tokens), 7 output tokens: 12
+        // tokens computed -> blocks a b c cached (b, c hold the answer). r1 repeats the whole
+        // exchange plus 3 tokens (15 tokens): hits a b c = 12 tokens (at most 14).
+        let keys = Keys(vec![vec![1, 2, 3], vec![1, 2, 3]]);
+        let mut s = scheduler(100, 64);
+        s.add_request(0, 6, 7);
+        let done = run(&mut s, &keys);
+        assert_eq!(done[0].generated, 7);
+        s.add_request(1, 15, 1);
+        let done = run(&mut s, &keys);
+        assert_eq!(done[0].num_cached_tokens, Some(12));
+        assert_eq!(s.stats.hits, 12);
+    }
+
+    #[test]
+    fn a_request_waits_until_its_whole_prompt_fits() {
+        // 4 usable blocks; r0 (8 tokens, 4 outputs) holds 3 blocks at its peak; r1 (12 tokens)
+        // needs 3 blocks: it waits for r0 to finish, although its first chunk would fit
+        let keys = Keys(vec![vec![1, 2], vec![5, 6, 7]]);
+        let mut s = scheduler(4, 4);
+        s.add_request(0, 8, 4);
+        s.add_request(1, 12, 1);
+        let plan = s.schedule(&keys, &mut NoConnector);
+        assert_eq!(plan.admitted, vec![0]);
+        let done = run(&mut s, &keys);
+        let order: Vec<usize> = done.iter().map(|r| r.req).collect();
+        assert_eq!(order, vec![0, 1]);
+        assert_eq!(s.num_preemptions, 0);
+    }
+
+    #[test]
+    fn decode_without_a_free_block_preempts_the_last_running_request() {
+        // 4 usable blocks, both prompts fit (2 blocks each, 8 tokens); each needs a third block
+        // for its decode: the later one is preempted (freed, recomputed later) and its
+        // num_cached_tokens stays the first admission's
+        let keys = Keys(vec![vec![1, 2, 3], vec![5, 6, 7]]);
+        let mut s = scheduler(4, 64);
+        s.add_request(0, 8, 3);
+        s.add_request(1, 8, 3);
+        let done = run(&mut s, &keys);
+        assert_eq!(s.num_preemptions, 1);
+        let r1 = done.iter().find(|r| r.req == 1).unwrap();
+        assert_eq!(r1.num_preemptions, 1);
+        assert_eq!(r1.num_cached_tokens, Some(0));
+        assert_eq!(s.stats.preempted_requests, 1);
+        assert_eq!(s.pool.cache.reserved(), 0);
     }
 }

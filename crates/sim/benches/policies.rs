@@ -9,7 +9,9 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, PolicyConfig};
-use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{
+    EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig, TimingModel,
+};
 use inferencelab_trace::{read_trace, BlockedTrace, Blocking, ReadOptions, Trace};
 
 fn mooncake() -> Trace {
@@ -57,15 +59,33 @@ fn flat_stream(c: &mut Criterion) {
     group.finish();
 }
 
-/// The whole driver with vLLM semantics (prefix hits, pinning, LMCache tier).
+/// The whole driver with vLLM semantics (prefix hits, pinning, LMCache tier): the abstract
+/// prefix model (the figures before the engine rules), and vLLM's engine rules under both
+/// schedules.
 fn driver(c: &mut Criterion) {
     let trace = mooncake();
     let prepared = Prepared::new(&trace, 512, Some(512)).unwrap();
     let mut group = c.benchmark_group("driver");
     group.throughput(Throughput::Elements(prepared.gpu.keys.len() as u64));
-    for (label, cpu, pinning) in [
-        ("gpu_only_no_pinning", false, false),
-        ("two_tier_pinning", true, true),
+    let abstract_model = EngineModel {
+        rules: false,
+        ..Default::default()
+    };
+    let with = |schedule| EngineModel {
+        schedule,
+        ..Default::default()
+    };
+    for (label, cpu, pinning, engine) in [
+        ("gpu_only_no_pinning", false, false, abstract_model),
+        ("two_tier_pinning", true, true, abstract_model),
+        (
+            "engine_gpu_only_no_pinning",
+            false,
+            false,
+            with(Schedule::Trace),
+        ),
+        ("engine_two_tier_trace", true, true, with(Schedule::Trace)),
+        ("engine_two_tier_vllm", true, true, with(Schedule::Vllm)),
     ] {
         let config = SimConfig {
             gpu: TierConfig {
@@ -82,7 +102,7 @@ fn driver(c: &mut Criterion) {
             timing: TimingModel::default(),
             window_seconds: 60.0,
             model: None,
-            engine: Default::default(),
+            engine,
         };
         group.bench_function(label, |b| {
             b.iter(|| {

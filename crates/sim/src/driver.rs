@@ -386,9 +386,10 @@ pub fn run_observed(
                 let gpu_hit_tokens = (hits * bs).min(len.saturating_sub(1) / bs * bs);
                 let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
                 if let Some(lm) = lm.as_mut() {
-                    lm.matched(i, len, gpu_hit_tokens);
+                    let external = lm.matched(i, len, gpu_hit_tokens);
                     lm.admitted(i, gpu_hit_tokens, 0);
-                    lm.computed(i, 0, len);
+                    let budget = config.engine.max_num_batched_tokens as u64;
+                    lm.store_prefill(i, gpu_hit_tokens + external, len, budget);
                     (cpu_hit_tokens, disk_hit_tokens) = lm.first(i);
                 }
                 let h = RequestHits {

@@ -1,12 +1,39 @@
 //! The GPU tier with vLLM's engine rules (DESIGN.md section 3) and LMCache's tier with its
 //! engine's rules (section 4), under one of two schedules (`docs/semantics.md`):
 //!
-//! - `trace`: a request is admitted when it arrives, or, when the pool cannot hold its prompt,
-//!   at the first finish that makes room (FCFS); it holds its prompt's blocks (the partial tail
-//!   too) until its finish (logged, else the time model's), when its answer blocks are
-//!   allocated and hashed and everything is freed tail first. Decode blocks are therefore
-//!   allocated at the finish, not token by token. Without pinning every request finishes
-//!   before the next arrives.
+//! - `trace`: the logged arrival and finish times, vLLM's block rules in between. A request is
+//!   admitted when it arrives or, FCFS, at the first later step where its whole prompt fits,
+//!   the step's token budget is not spent and fewer than `max_num_seqs` run (`schedule()`'s
+//!   waiting loop; a step is a finish or a block allocation here). It takes its prompt's blocks
+//!   (the partial tail too); its decode blocks are allocated one by one when the step that
+//!   computes their first token starts (`allocate_slots`), its output tokens being spread
+//!   evenly between its admission and its finish (logged, else the time model's); full blocks
+//!   are hashed as they fill. A block the pool cannot give preempts the most recently admitted
+//!   running request (`self.running.pop()`, maybe the request itself): its blocks are freed,
+//!   it goes back to the front of the queue and, admitted again, recomputes its prompt and the
+//!   tokens it had sampled (its hits stay those of its first admission). At the finish its
+//!   blocks are freed tail first. Without pinning every request finishes before the next
+//!   arrives.
+//!
+//!   vLLM 0.33's rules followed, under `vllm/v1/core/`: `sched/scheduler.py::schedule` (running
+//!   requests allocate before waiting ones are admitted; a failed `allocate_slots` preempts
+//!   `self.running.pop()` until it fits or the request itself went; waiting requests only when
+//!   nobody was preempted, `while token_budget > 0`, below `max_num_active_reqs`),
+//!   `_preempt_request` (blocks freed, `num_computed_tokens = 0`, `waiting.prepend_request`),
+//!   the `num_preemptions <= 0` guard on `prefill_stats` (hits of the first admission),
+//!   `kv_cache_manager.py::allocate_slots` (blocks for `num_computed + num_new` tokens,
+//!   `full_sequence_must_fit`, `cache_blocks` up to `min(computed + new, num_tokens)`),
+//!   `block_pool.py::free_blocks` and `single_type_kv_cache_manager.py::free` (reverse order;
+//!   hashed blocks to the tail, others to the head).
+//!
+//!   What a log cannot tell, and the rule used instead: stamps have 1-second resolution and
+//!   the trace keeps the file order of arrivals only, so in one second a finish comes before an
+//!   arrival and finishes come in arrival order (vLLM's order is the true one: which freed
+//!   blocks are evicted first follows it); when each token was sampled (even pace; vLLM's
+//!   first token waits for the prefill and a step slows when a prefill joins it); prefill
+//!   chunks (the whole prompt's blocks are taken at admission, vLLM takes them chunk by chunk).
+//!   Deviation: a request alone in a pool too small for its whole sequence stops growing
+//!   (vLLM would preempt it for good; it refuses such requests by length up front).
 //! - `vllm`: the trace is replayed through `inferencelab_engine::vllm::Scheduler` in virtual
 //!   time; a step takes `prefill tokens / prefill_tokens_per_s`, plus `decode_ms_per_token` when
 //!   it decodes.
@@ -121,6 +148,22 @@ impl<'a> Lmcache<'a> {
         })
     }
 
+    /// Store a prompt whose prefill runs from `computed` tokens to `len` in steps of at most
+    /// `budget` tokens (vLLM's token budget): LMCache stores after every forward step, from
+    /// where the previous step's store ended (`vllm_v1_adapter.py:1104-1259`), so a later step's
+    /// store can evict what an earlier one put.
+    pub fn store_prefill(&mut self, req: usize, computed: u64, len: u64, budget: u64) {
+        let mut done = computed;
+        loop {
+            let before = done;
+            done = (done + budget.max(1)).min(len);
+            self.computed(req, before, done);
+            if done >= len {
+                break;
+            }
+        }
+    }
+
     /// What the request's first admission loaded.
     pub fn first(&self, req: usize) -> (u64, u64) {
         self.state[req]
@@ -215,33 +258,66 @@ pub(crate) struct TierTotals {
     pub max_in_use: u64,
 }
 
-struct Held {
-    finish: f64,
-    seq: u64,
+/// A request holding blocks under the `trace` schedule.
+struct Running {
     req: usize,
     slots: Vec<Slot>,
+    /// This admission's time (a preempted request is admitted again later).
+    start: f64,
+    finish: f64,
+    /// Output tokens sampled before this admission (0 unless it was preempted).
+    generated: u32,
+    /// Leading blocks hashed so far.
+    hashed: usize,
+    /// It could not get a block with nobody else to preempt: it grows no further.
+    stalled: bool,
 }
 
-impl PartialEq for Held {
+/// What happens to a running request at a time: it finishes, or the step that computes its
+/// next block's first token starts and needs that block. At equal times a finish comes
+/// first: vLLM frees a finished request's blocks at the end of a step, before the next
+/// `schedule()` allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EventKind {
+    Finish,
+    Grow,
+}
+
+struct Event {
+    time: f64,
+    kind: EventKind,
+    req: usize,
+    /// The request's admission count when the event was planned (a preemption cancels it).
+    epoch: u32,
+}
+
+impl PartialEq for Event {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == Ordering::Equal
     }
 }
-impl Eq for Held {}
-impl PartialOrd for Held {
+impl Eq for Event {}
+impl PartialOrd for Event {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Held {
-    // min-heap on (finish, seq)
+impl Ord for Event {
+    // min-heap on (time, kind, request)
     fn cmp(&self, o: &Self) -> Ordering {
-        o.finish.total_cmp(&self.finish).then(o.seq.cmp(&self.seq))
+        o.time
+            .total_cmp(&self.time)
+            .then(o.kind.cmp(&self.kind))
+            .then(o.req.cmp(&self.req))
     }
 }
 
 enum Admit {
-    Served(Served),
+    /// Admitted with this many prompt tokens to compute; `finished` without pinning.
+    Admitted {
+        prefill: u64,
+        finished: Option<Served>,
+    },
     NoRoom,
     Never,
 }
@@ -253,110 +329,325 @@ struct TraceTier<'a, 'b> {
     describe: Describe<'a>,
     lm: Option<&'b mut Lmcache<'a>>,
     pool: KvPool<AnyPolicy>,
-    held: BinaryHeap<Held>,
-    waiting: VecDeque<usize>,
+    /// Running requests in admission order (vLLM's `self.running`).
+    running: Vec<Running>,
+    events: BinaryHeap<Event>,
+    /// FCFS; a preempted request goes back to the front with the tokens it had sampled.
+    waiting: VecDeque<(usize, u32)>,
+    /// The head of `waiting` did not fit and no block was freed since: a step that only
+    /// allocates does not retry it (free blocks only shrink; a block it hashes would help only
+    /// a head that repeats a running request's answer, which a next turn does after the
+    /// finish); a finish or a preemption does.
+    head_waits_for_room: bool,
+    /// Per request: first admission's hits, its finish, admissions so far, preemptions.
+    hits: Vec<Option<RequestHits>>,
+    finish: Vec<f64>,
+    epoch: Vec<u32>,
+    preemptions: Vec<u32>,
     totals: TierTotals,
     in_use: u64,
     bs: u64,
+    /// LMCache stores of admitted prefills, done before the first event after their stamp:
+    /// (admitted at, request, tokens already computed, prompt tokens).
+    pending_stores: Vec<(f64, usize, u64, u64)>,
 }
 
 impl TraceTier<'_, '_> {
-    /// Admit request `j` at `now` if the pool can hold its prompt.
-    fn admit(&mut self, j: usize, now: f64) -> Admit {
+    /// Run the LMCache stores of prefills admitted before `now`.
+    fn flush_stores(&mut self, now: f64) {
+        if self.pending_stores.iter().all(|p| p.0 >= now) {
+            return;
+        }
+        let budget = self.config.engine.max_num_batched_tokens as u64;
+        let (due, later): (Vec<_>, Vec<_>) = self.pending_stores.drain(..).partition(|p| p.0 < now);
+        self.pending_stores = later;
+        if let Some(lm) = self.lm.as_deref_mut() {
+            for (_, j, computed, len) in due {
+                lm.store_prefill(j, computed, len, budget);
+            }
+        }
+    }
+
+    fn prompt(&self, j: usize) -> u64 {
+        self.describe.trace.requests[j].input_length as u64
+    }
+
+    fn output(&self, j: usize) -> u32 {
+        self.describe.trace.requests[j].output_length
+    }
+
+    /// Tokens vLLM computes for a request that runs to its end: the last sampled token never is.
+    fn final_tokens(&self, j: usize) -> u64 {
+        self.prompt(j) + self.output(j).saturating_sub(1) as u64
+    }
+
+    /// Admit request `j`, which sampled `generated` tokens before (a preempted request), at
+    /// `now` if the pool can hold its tokens.
+    fn admit(&mut self, j: usize, generated: u32, now: f64) -> Admit {
         let r = &self.describe.trace.requests[j];
         let keys = self.seq.request(j);
-        let len = r.input_length as u64;
+        let len = r.input_length as u64 + generated as u64;
         let blocks = len.div_ceil(self.bs);
-        if blocks > self.pool.cache.capacity() {
+        if generated == 0 && blocks > self.pool.cache.capacity() {
             return Admit::Never;
         }
-        let p = self.seq.prompt_blocks[j] as usize;
+        // a first admission looks up and hashes its prompt's keys; a preempted request also
+        // the answer blocks it had computed
+        let known = if generated == 0 {
+            self.seq.prompt_blocks[j] as usize
+        } else {
+            keys.len()
+        };
         let max_hit = (len.saturating_sub(1) / self.bs) as usize;
-        let hits = self.pool.leading_hits(&keys[..p], max_hit);
+        let hits = self.pool.leading_hits(&keys[..known], max_hit);
         let evictable = self.pool.evictable_among(&keys[..hits]);
         let new = blocks - hits as u64;
+        // LMCache's lookup comes before vLLM's allocation check; a request that does not fit
+        // keeps its lookup (and pins) until it is admitted (`vllm_v1_adapter.py`)
+        let local = hits as u64 * self.bs;
+        let external = match self.lm.as_deref_mut() {
+            Some(lm) => lm.matched(j, len, local).min(len - local),
+            None => 0,
+        };
         if new + evictable > self.pool.free_blocks() {
             return Admit::NoRoom;
         }
-        let mut slots = Vec::with_capacity(keys.len().max(blocks as usize));
+        let mut slots = Vec::with_capacity(keys.len().max(blocks as usize) + 1);
         let d = &self.describe;
         let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
         self.pool.touch(&keys[..hits], &mut slots, &access);
         self.pool.allocate(new as usize, &mut slots);
-        self.pool.cache_blocks(&mut slots, keys, hits, p, &access);
-        let gpu_hit_tokens = hits as u64 * self.bs;
-        let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
+        let hashed = ((len / self.bs) as usize).min(known);
+        self.pool
+            .cache_blocks(&mut slots, keys, hits, hashed, &access);
         if let Some(lm) = self.lm.as_deref_mut() {
-            lm.matched(j, len, gpu_hit_tokens);
-            lm.admitted(j, gpu_hit_tokens, 0);
-            lm.computed(j, 0, len);
-            (cpu_hit_tokens, disk_hit_tokens) = lm.first(j);
+            lm.admitted(j, local, external);
+            if self.config.pinning {
+                // LMCache stores after the step's forward pass: a request admitted in the same
+                // step (same stamp) does not see them (`vllm_v1_adapter.py:1104-1259`)
+                self.pending_stores.push((now, j, local + external, len));
+            } else {
+                let budget = self.config.engine.max_num_batched_tokens as u64;
+                lm.store_prefill(j, local + external, len, budget);
+            }
         }
-        let hits = RequestHits {
-            gpu_hit_tokens,
-            cpu_hit_tokens,
-            disk_hit_tokens,
-            admitted_s: now,
-            preemptions: 0,
-            rejected: false,
-        };
-        if self.config.pinning {
+        let prefill = len - local - external;
+        if self.hits[j].is_none() {
+            let (cpu_hit_tokens, disk_hit_tokens) =
+                self.lm.as_deref().map_or((0, 0), |lm| lm.first(j));
+            let hits = RequestHits {
+                gpu_hit_tokens: local,
+                cpu_hit_tokens,
+                disk_hit_tokens,
+                admitted_s: now,
+                preemptions: 0,
+                rejected: false,
+            };
             let late = now - r.timestamp;
-            let finish = match r.finish_time {
+            self.finish[j] = match r.finish_time {
                 Some(f) => f.max(now),
                 None => self.config.timing.finish_time(r, hits.total()) + late,
             };
-            self.in_use += slots.len() as u64;
-            self.totals.max_in_use = self.totals.max_in_use.max(self.in_use);
-            self.held.push(Held {
-                finish,
-                seq: j as u64,
-                req: j,
-                slots,
-            });
-        } else {
-            self.finish(Held {
-                finish: now,
-                seq: j as u64,
-                req: j,
-                slots,
-            });
+            self.hits[j] = Some(hits);
         }
-        Admit::Served(Served { req: j, hits })
+        let run = Running {
+            req: j,
+            slots,
+            start: now,
+            finish: if self.config.pinning {
+                self.finish[j].max(now)
+            } else {
+                now
+            },
+            generated,
+            hashed,
+            stalled: false,
+        };
+        if !self.config.pinning {
+            let finished = Some(self.end(run));
+            return Admit::Admitted { prefill, finished };
+        }
+        self.in_use += run.slots.len() as u64;
+        self.totals.max_in_use = self.totals.max_in_use.max(self.in_use);
+        self.events.push(Event {
+            time: run.finish,
+            kind: EventKind::Finish,
+            req: j,
+            epoch: self.epoch[j],
+        });
+        self.running.push(run);
+        self.plan_grow(self.running.len() - 1);
+        Admit::Admitted {
+            prefill,
+            finished: None,
+        }
     }
 
-    /// Grow a finished request to its whole sequence (as far as the pool allows), hash its
-    /// answer blocks, free everything tail first.
-    fn finish(&mut self, h: Held) {
-        let r = &self.describe.trace.requests[h.req];
-        let keys = self.seq.request(h.req);
-        let mut slots = h.slots;
-        if self.config.pinning {
-            self.in_use -= slots.len() as u64;
+    /// Plan the running request's next block. Its first position `pos` holds output token
+    /// `i = pos - prompt`, whose KV is computed in the step that starts when token `i` is
+    /// sampled; the block is allocated then (`allocate_slots`). The log records when a request
+    /// came and finished, not when each token was sampled: the tokens still to sample are
+    /// spread evenly over this admission..finish span.
+    fn plan_grow(&mut self, i: usize) {
+        let run = &self.running[i];
+        let (p, o) = (self.prompt(run.req), self.output(run.req) as u64);
+        let pos = run.slots.len() as u64 * self.bs;
+        if run.stalled || pos >= self.final_tokens(run.req) {
+            return;
         }
-        let end =
-            (r.input_length as u64 + r.output_length.saturating_sub(1) as u64).div_ceil(self.bs);
+        let g = run.generated as u64;
+        // token i is the (i - g + 1)-th sampled since this admission
+        let steps = (pos + 1).saturating_sub(p + g) as f64;
+        let time = run.start + (run.finish - run.start) * steps / (o - g) as f64;
+        self.events.push(Event {
+            time,
+            kind: EventKind::Grow,
+            req: run.req,
+            epoch: self.epoch[run.req],
+        });
+    }
+
+    /// Output tokens the running request has sampled by `now`, per [`plan_grow`]'s pace.
+    fn sampled_by(&self, run: &Running, now: f64) -> u32 {
+        let (o, g) = (self.output(run.req), run.generated);
+        let span = run.finish - run.start;
+        let done = if span > 0.0 {
+            ((now - run.start) / span * (o - g) as f64).floor() as u32
+        } else {
+            o
+        };
+        (g + done).min(o.saturating_sub(1))
+    }
+
+    /// The running request `j` needs its next block at `now`; false if that preempted.
+    fn grow(&mut self, j: usize, now: f64) -> bool {
+        let Some(mut i) = self.running.iter().position(|r| r.req == j) else {
+            return true;
+        };
+        let keys = self.seq.request(j);
+        // `allocate_slots` hashes every full block computed so far
+        let full = self.running[i].slots.len().min(keys.len());
+        let from = self.running[i].hashed;
+        if full > from {
+            let d = &self.describe;
+            let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
+            self.pool
+                .cache_blocks(&mut self.running[i].slots, keys, from, full, &access);
+            self.running[i].hashed = full;
+        }
+        // no free block: preempt the last running request until one is (vLLM's
+        // `schedule()`, `self.running.pop()`), the request itself included
+        let mut preempted = false;
+        while self.pool.free_blocks() == 0 {
+            if self.running.len() == 1 {
+                // alone and the pool is full: vLLM would never have admitted it
+                self.running[i].stalled = true;
+                return true;
+            }
+            let last = self.running.len() - 1;
+            self.preempt(now);
+            preempted = true;
+            if last == i {
+                return false;
+            }
+            i = self
+                .running
+                .iter()
+                .position(|r| r.req == j)
+                .expect("running");
+        }
+        self.pool.allocate(1, &mut self.running[i].slots);
+        self.in_use += 1;
+        self.totals.max_in_use = self.totals.max_in_use.max(self.in_use);
+        self.plan_grow(i);
+        !preempted
+    }
+
+    /// Preempt the last running request: its blocks are freed (hashed ones stay cached), it
+    /// goes back to the front of the waiting queue and is recomputed when admitted again
+    /// (`_preempt_request`).
+    fn preempt(&mut self, now: f64) {
+        let mut run = self.running.pop().expect("a running request");
+        let j = run.req;
+        // never more tokens than its blocks hold (float rounding of the pace)
+        let room = (run.slots.len() as u64 * self.bs).saturating_sub(self.prompt(j));
+        let sampled = self.sampled_by(&run, now).min(room as u32);
+        let keys = self.seq.request(j);
+        let computed = self.prompt(j) + sampled.saturating_sub(1) as u64;
+        let full = ((computed / self.bs) as usize)
+            .min(run.slots.len())
+            .min(keys.len());
+        if full > run.hashed {
+            let d = &self.describe;
+            let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
+            self.pool
+                .cache_blocks(&mut run.slots, keys, run.hashed, full, &access);
+        }
+        self.pool.cache.policy.on_time(now);
+        self.pool.free(&run.slots);
+        self.in_use -= run.slots.len() as u64;
+        if let Some(lm) = self.lm.as_deref_mut() {
+            lm.released(j);
+        }
+        self.epoch[j] += 1;
+        self.preemptions[j] += 1;
+        self.totals.preemptions += 1;
+        self.waiting.push_front((j, sampled));
+        self.head_waits_for_room = false;
+    }
+
+    /// A request finishes: its blocks up to its whole sequence (as far as the pool allows, if
+    /// it could not grow) are hashed and freed tail first.
+    fn end(&mut self, run: Running) -> Served {
+        let j = run.req;
+        let keys = self.seq.request(j);
+        let mut slots = run.slots;
+        let end = self.final_tokens(j).div_ceil(self.bs);
         let extra = end
             .saturating_sub(slots.len() as u64)
             .min(self.pool.free_blocks());
         self.pool.allocate(extra as usize, &mut slots);
-        let p = self.seq.prompt_blocks[h.req] as usize;
         let upto = keys.len().min(slots.len());
         let d = &self.describe;
-        let access = |k: ObjId, depth: usize, t: u64| d.access(h.req, k, depth, t);
-        self.pool.cache_blocks(&mut slots, keys, p, upto, &access);
-        self.pool.cache.policy.on_time(h.finish);
+        let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
+        self.pool
+            .cache_blocks(&mut slots, keys, run.hashed, upto, &access);
+        self.pool.cache.policy.on_time(run.finish);
         self.pool.free(&slots);
+        if let Some(lm) = self.lm.as_deref_mut() {
+            lm.released(j);
+        }
+        let mut hits = self.hits[j].expect("admitted");
+        hits.preemptions = self.preemptions[j];
+        Served { req: j, hits }
     }
 
+    /// One `schedule()` call's admissions at `now`: waiting requests FCFS while the step's
+    /// token budget lasts (each running request decodes one token of it) and fewer than
+    /// `max_num_seqs` run; the first that does not fit stops them.
     fn admit_waiting(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
-        while let Some(&j) = self.waiting.front() {
-            match self.admit(j, now) {
-                Admit::Served(s) => {
+        self.flush_stores(now);
+        self.head_waits_for_room = false;
+        let engine = &self.config.engine;
+        let max_seqs = engine.max_num_seqs.max(1) as usize;
+        let mut budget =
+            (engine.max_num_batched_tokens.max(1) as u64).saturating_sub(self.running.len() as u64);
+        while budget > 0 && self.running.len() < max_seqs {
+            let Some(&(j, generated)) = self.waiting.front() else {
+                break;
+            };
+            match self.admit(j, generated, now) {
+                Admit::Admitted { prefill, finished } => {
                     self.waiting.pop_front();
-                    serve(s);
+                    budget = budget.saturating_sub(prefill);
+                    if let Some(s) = finished {
+                        serve(s);
+                    }
                 }
-                Admit::NoRoom => break,
+                Admit::NoRoom => {
+                    self.head_waits_for_room = true;
+                    break;
+                }
                 Admit::Never => {
                     self.waiting.pop_front();
                     self.totals.rejections += 1;
@@ -366,12 +657,38 @@ impl TraceTier<'_, '_> {
         }
     }
 
-    fn finish_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
-        while self.held.peek().is_some_and(|h| h.finish <= now) {
-            let h = self.held.pop().expect("peeked");
-            let t = h.finish;
-            self.finish(h);
-            self.admit_waiting(t, serve);
+    /// Run every event at or before `now`.
+    fn run_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
+        while self.events.peek().is_some_and(|e| e.time <= now) {
+            let e = self.events.pop().expect("peeked");
+            self.flush_stores(e.time);
+            if e.epoch != self.epoch[e.req] {
+                continue;
+            }
+            match e.kind {
+                EventKind::Grow => {
+                    // a step boundary: the next `schedule()` admits (none in a step that
+                    // preempted)
+                    if self.grow(e.req, e.time)
+                        && !self.waiting.is_empty()
+                        && !self.head_waits_for_room
+                    {
+                        self.admit_waiting(e.time, serve);
+                    }
+                }
+                EventKind::Finish => {
+                    let i = self
+                        .running
+                        .iter()
+                        .position(|r| r.req == e.req)
+                        .expect("running");
+                    let run = self.running.remove(i);
+                    self.in_use -= run.slots.len() as u64;
+                    let served = self.end(run);
+                    serve(served);
+                    self.admit_waiting(e.time, serve);
+                }
+            }
         }
     }
 }
@@ -386,27 +703,36 @@ pub(crate) fn run_trace<'a>(
     mut serve: impl FnMut(Served),
 ) -> TierTotals {
     let bs = seq.blocks.block_size as u64;
+    let n = describe.trace.requests.len();
     let mut t = TraceTier {
         config,
         seq,
         describe,
         lm,
         pool: gpu_pool(&config.gpu, usable),
-        held: BinaryHeap::new(),
+        running: Vec::new(),
+        events: BinaryHeap::new(),
         waiting: VecDeque::new(),
+        head_waits_for_room: false,
+        hits: vec![None; n],
+        finish: vec![f64::NAN; n],
+        epoch: vec![0; n],
+        preemptions: vec![0; n],
         totals: TierTotals::default(),
         in_use: 0,
         bs,
+        pending_stores: Vec::new(),
     };
     for (i, r) in t.describe.trace.requests.iter().enumerate() {
-        t.finish_until(r.timestamp, &mut serve);
-        t.waiting.push_back(i);
+        t.run_until(r.timestamp, &mut serve);
+        t.waiting.push_back((i, 0));
         t.admit_waiting(r.timestamp, &mut serve);
-        if t.waiting.back() == Some(&i) {
+        if t.waiting.back() == Some(&(i, 0)) {
             t.totals.queued += 1;
         }
     }
-    t.finish_until(f64::INFINITY, &mut serve);
+    t.run_until(f64::INFINITY, &mut serve);
+    t.flush_stores(f64::INFINITY);
     t.totals.evictions = t.pool.cache.evictions;
     t.totals
 }
@@ -509,4 +835,156 @@ pub(crate) fn run_vllm<'a>(
     totals.evictions = sched.pool.cache.evictions;
     totals.preemptions = sched.num_preemptions;
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use inferencelab_cache::PolicyConfig;
+    use inferencelab_trace::{Content, Request, Trace};
+
+    use crate::config::{HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
+    use crate::driver::{run_observed, Prepared, RequestHits};
+    use crate::result::SimResult as Row;
+
+    /// Requests `(arrival, finish, prompt tokens, output tokens, prompt block ids)`.
+    fn trace(reqs: &[(f64, f64, u32, u32, &[u64])]) -> Trace {
+        Trace {
+            requests: reqs
+                .iter()
+                .enumerate()
+                .map(|(i, &(t, f, input_length, output_length, ids))| Request {
+                    id: format!("r{i}"),
+                    timestamp: t,
+                    finish_time: Some(f),
+                    conversation: None,
+                    turn: 0,
+                    input_length,
+                    output_length,
+                    kind: None,
+                    content: Content::HashIds(ids.to_vec()),
+                    output_tokens: None,
+                })
+                .collect(),
+            block_size: Some(16),
+            partial_last_block: false,
+            ..Default::default()
+        }
+    }
+
+    /// `gpu_blocks` is vLLM's `num_gpu_blocks`: one less is usable.
+    fn config(gpu_blocks: u64) -> SimConfig {
+        let mut c = SimConfig {
+            gpu: TierConfig {
+                capacity: gpu_blocks,
+                policy: PolicyConfig::Lru,
+            },
+            cpu: None,
+            disk: None,
+            hit_semantics: HitSemantics::Prefix,
+            pinning: true,
+            timing: TimingModel::default(),
+            window_seconds: 60.0,
+            model: None,
+            engine: Default::default(),
+        };
+        c.engine.schedule = Schedule::Trace;
+        c
+    }
+
+    /// Each request's outcome by index, and the run's totals.
+    fn run(t: &Trace, c: &SimConfig) -> (Vec<RequestHits>, Row) {
+        let p = Prepared::new(t, 16, None).unwrap();
+        let mut out = vec![RequestHits::default(); t.requests.len()];
+        let row = run_observed(&p, c, |i, h| out[i] = h).unwrap();
+        (out, row)
+    }
+
+    #[test]
+    fn decode_blocks_are_taken_as_the_answer_is_generated() {
+        // 6 usable blocks. r0: 48-token prompt, 49 output tokens from t=0 to t=10: it computes
+        // 48 + 48 tokens = 6 blocks; its decode blocks start at output tokens 0, 16, 32, taken
+        // when those are sampled (the 49 spread evenly): t = 10/49, 170/49, 330/49.
+        //   t=2   r0 holds 3 + 1 blocks: r2 (1 block) fits
+        //   t=8   r0 holds 6 blocks: r1 (2 blocks) waits for r0's finish at t=10
+        // (with answer blocks taken at the finish, r1 would run at t=8)
+        let t = trace(&[
+            (0.0, 10.0, 48, 49, &[1, 2, 3]),
+            (2.0, 3.0, 16, 1, &[9]),
+            (8.0, 9.0, 32, 1, &[7, 8]),
+        ]);
+        let (hits, row) = run(&t, &config(7));
+        let admitted: Vec<f64> = hits.iter().map(|h| h.admitted_s).collect();
+        assert_eq!(admitted, vec![0.0, 2.0, 10.0]);
+        assert_eq!(row.queued_requests, 1);
+        assert_eq!(row.max_pinned_blocks, 6);
+        assert_eq!(row.preemptions, 0);
+    }
+
+    #[test]
+    fn a_decode_block_the_pool_cannot_give_preempts_the_last_admitted_request() {
+        // 6 usable blocks; r0 and r1: 32-token prompts, 33 output tokens over 10 s, so 4 blocks
+        // each at the end; decode blocks at output tokens 0 and 16 (t0 + 10/33, t0 + 170/33).
+        //   t=0      r0 [1 2]            free 4
+        //   t=0.30   r0 [1 2 d]          free 3
+        //   t=1      r1 [3 4]            free 1
+        //   t=1.30   r1 [3 4 d]          free 0
+        //   t=5.15   r0 needs a block: r1 (last admitted) is preempted, 13 tokens sampled; its
+        //            raw block is reused first, [3 4] stay cached; r1 needs 45 tokens = 3
+        //            blocks again and waits
+        //   t=10     r0 finishes; r1 is admitted again (its hits: those at t=1, none)
+        //   t=12     r2 [3 4 5] hits r1's recomputed prompt
+        let t = trace(&[
+            (0.0, 10.0, 32, 33, &[1, 2]),
+            (1.0, 11.0, 32, 33, &[3, 4]),
+            (12.0, 13.0, 48, 1, &[3, 4, 5]),
+        ]);
+        let (hits, row) = run(&t, &config(7));
+        assert_eq!(row.preemptions, 1);
+        assert_eq!(
+            hits.iter().map(|h| h.preemptions).collect::<Vec<_>>(),
+            vec![0, 1, 0]
+        );
+        assert_eq!(hits[1].admitted_s, 1.0);
+        assert_eq!(hits[1].gpu_hit_tokens, 0);
+        assert_eq!(hits[2].gpu_hit_tokens, 32);
+        assert_eq!(row.max_pinned_blocks, 6);
+    }
+
+    #[test]
+    fn admissions_stop_when_the_step_token_budget_or_max_num_seqs_is_spent() {
+        // 4 usable blocks, all held by r0 until t=5; r1 and r2 wait. At t=5 r1's 32-token
+        // prefill spends a 32-token budget: r2 (1 block, free) is admitted at the next step,
+        // r1's first decode block at t = 5 + 4/17
+        let t = trace(&[
+            (0.0, 5.0, 64, 1, &[1, 2, 3, 4]),
+            (1.0, 9.0, 32, 17, &[5, 6]),
+            (2.0, 10.0, 16, 1, &[7]),
+        ]);
+        let mut c = config(5);
+        let admitted =
+            |c: &SimConfig| -> Vec<f64> { run(&t, c).0.iter().map(|h| h.admitted_s).collect() };
+        assert_eq!(admitted(&c), vec![0.0, 5.0, 5.0]);
+        c.engine.max_num_batched_tokens = 32;
+        assert_eq!(admitted(&c), vec![0.0, 5.0, 5.0 + 4.0 / 17.0]);
+        // one running request at most: r2 waits for r1's finish
+        c.engine.max_num_batched_tokens = 8192;
+        c.engine.max_num_seqs = 1;
+        assert_eq!(admitted(&c), vec![0.0, 5.0, 9.0]);
+    }
+
+    #[test]
+    fn without_pinning_every_request_finishes_before_the_next() {
+        // r0's 64 tokens (prompt 48 + 17 outputs - 1) fill 4 blocks when it finishes; r1
+        // arriving before that finish still hits all of r0's prompt
+        let t = trace(&[
+            (0.0, 10.0, 48, 17, &[1, 2, 3]),
+            (1.0, 2.0, 64, 1, &[1, 2, 3, 4]),
+        ]);
+        let mut c = config(5);
+        c.pinning = false;
+        let (hits, row) = run(&t, &c);
+        assert_eq!(hits[1].gpu_hit_tokens, 48);
+        assert_eq!(hits[1].admitted_s, 1.0);
+        assert_eq!(row.queued_requests, 0);
+    }
 }
