@@ -411,10 +411,7 @@ pub fn run_observed(
             row.gpu_rejections = gpu.cache.rejections;
             row.usable_gpu_blocks = config.gpu.capacity;
             if let Some(lm) = &lm {
-                row.chunk_refs = lm.chunk_refs;
-                row.cpu_hit_chunks = lm.cpu_hit_chunks;
-                row.cpu_evictions = lm.tier.cpu.evictions;
-                row.disk_evictions = lm.tier.disk.as_ref().map_or(0, |d| d.evictions);
+                lm.report(&mut row);
             }
         }
         _ => {
@@ -465,10 +462,7 @@ pub fn run_observed(
             row.answer_blocks = Some(answers.to_string());
             row.answer_sources = Some(seq.sources);
             if let Some(lm) = &lm {
-                row.chunk_refs = lm.chunk_refs;
-                row.cpu_hit_chunks = lm.cpu_hit_chunks;
-                row.cpu_evictions = lm.tier.cpu.evictions;
-                row.disk_evictions = lm.tier.disk.as_ref().map_or(0, |d| d.evictions);
+                lm.report(&mut row);
             }
         }
     }

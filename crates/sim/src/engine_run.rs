@@ -45,7 +45,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
 use inferencelab_cache::{Access, AnyPolicy, BlockCache, EvictionPolicy, ObjId, NEVER};
-use inferencelab_engine::lmcache::{LmcacheTier, RequestState};
+use inferencelab_engine::lmcache::{ChunkSource, Connector, LmcacheTier};
 use inferencelab_engine::pool::{KvPool, Slot};
 use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences};
 use inferencelab_trace::{BlockedTrace, SequenceBlocks, Trace};
@@ -113,13 +113,24 @@ pub(crate) fn build_tier(t: &TierConfig, capacity: u64) -> BlockCache<AnyPolicy>
     BlockCache::new(cap, t.policy.build(cap))
 }
 
-/// LMCache as vLLM's KV connector: per-request lookups, loads and stores.
+/// The trace's chunks as LMCache's connector sees them.
+impl ChunkSource for Describe<'_> {
+    fn chunks(&self, req: usize) -> &[ObjId] {
+        self.blocks.request(req)
+    }
+    fn prompt_tokens(&self, req: usize) -> u64 {
+        self.trace.requests[req].input_length as u64
+    }
+    fn access(&self, req: usize, obj: ObjId, depth: usize, clock: u64) -> Access {
+        Describe::access(self, req, obj, depth, clock)
+    }
+}
+
+/// LMCache as vLLM's KV connector over the trace's chunks: `engine::lmcache::Connector`, the
+/// one `serve` uses.
 pub(crate) struct Lmcache<'a> {
-    pub tier: LmcacheTier<AnyPolicy>,
+    pub conn: Connector<AnyPolicy>,
     describe: Describe<'a>,
-    state: Vec<RequestState>,
-    pub chunk_refs: u64,
-    pub cpu_hit_chunks: u64,
 }
 
 impl<'a> Lmcache<'a> {
@@ -135,16 +146,13 @@ impl<'a> Lmcache<'a> {
             config.disk.as_ref().map(|d| build_tier(d, d.capacity)),
         );
         Some(Lmcache {
-            tier,
+            conn: Connector::new(tier),
             describe: Describe {
                 trace: prepared.trace,
                 kinds: prepared.kinds(),
                 blocks: chunks,
                 oracle,
             },
-            state: vec![RequestState::default(); prepared.trace.requests.len()],
-            chunk_refs: 0,
-            cpu_hit_chunks: 0,
         })
     }
 
@@ -155,9 +163,8 @@ impl<'a> Lmcache<'a> {
     pub fn store_prefill(&mut self, req: usize, computed: u64, len: u64, budget: u64) {
         let mut done = computed;
         loop {
-            let before = done;
             done = (done + budget.max(1)).min(len);
-            self.computed(req, before, done);
+            self.conn.computed(&self.describe, req, done);
             if done >= len {
                 break;
             }
@@ -166,65 +173,38 @@ impl<'a> Lmcache<'a> {
 
     /// What the request's first admission loaded.
     pub fn first(&self, req: usize) -> (u64, u64) {
-        self.state[req]
-            .first
+        self.conn
+            .state(req)
+            .and_then(|s| s.first)
             .map_or((0, 0), |r| (r.cpu_hit_tokens, r.disk_hit_tokens))
+    }
+
+    /// The LMCache figures of a result row.
+    pub fn report(&self, row: &mut crate::result::SimResult) {
+        let tier = &self.conn.tier;
+        row.chunk_refs = self.conn.counters.chunk_refs;
+        row.cpu_hit_chunks = self.conn.counters.hit_chunks;
+        row.cpu_evictions = tier.cpu.evictions;
+        row.disk_evictions = tier.disk.as_ref().map_or(0, |d| d.evictions);
     }
 }
 
 impl KvConnector for Lmcache<'_> {
     fn matched(&mut self, req: usize, num_tokens: u64, local_hit_tokens: u64) -> u64 {
-        let st = &mut self.state[req];
-        if st.lookup.is_none() {
-            let keys = self.describe.blocks.request(req);
-            let d = &self.describe;
-            let access = |k: ObjId, depth: usize, t: u64| d.access(req, k, depth, t);
-            let lookup = self.tier.lookup(keys, &access);
-            st.hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
-            if st.lookups == 0 {
-                self.chunk_refs += keys.len() as u64;
-                self.cpu_hit_chunks += lookup.chunks() as u64;
-            }
-            st.lookups += 1;
-            st.lookup = Some(lookup);
-        }
-        st.hit_tokens.saturating_sub(local_hit_tokens)
+        self.conn
+            .matched(&self.describe, req, num_tokens, local_hit_tokens)
     }
 
     fn admitted(&mut self, req: usize, local_hit_tokens: u64, _external: u64) {
-        let st = &mut self.state[req];
-        let Some(lookup) = st.lookup.take() else {
-            return;
-        };
-        let keys = self.describe.blocks.request(req);
-        let d = &self.describe;
-        let access = |k: ObjId, depth: usize, t: u64| d.access(req, k, depth, t);
-        let got = self
-            .tier
-            .retrieve(keys, lookup, local_hit_tokens, st.hit_tokens, &access);
-        st.first.get_or_insert(got);
-        st.saved_tokens = st.hit_tokens / self.tier.chunk_size * self.tier.chunk_size;
+        self.conn.admitted(&self.describe, req, local_hit_tokens);
     }
 
     fn computed(&mut self, req: usize, _before: u64, after: u64) {
-        let c = self.tier.chunk_size;
-        let keys = self.describe.blocks.request(req);
-        let prompt = self.describe.trace.requests[req].input_length as u64;
-        let st = &mut self.state[req];
-        let to = (after.min(prompt) / c) as usize;
-        let from = (st.saved_tokens / c) as usize;
-        if to > from {
-            let d = &self.describe;
-            let access = |k: ObjId, depth: usize, t: u64| d.access(req, k, depth, t);
-            self.tier.store(keys, from, to.min(keys.len()), &access);
-            st.saved_tokens = to as u64 * c;
-        }
+        self.conn.computed(&self.describe, req, after);
     }
 
     fn released(&mut self, req: usize) {
-        if let Some(mut l) = self.state[req].lookup.take() {
-            self.tier.unpin(&mut l);
-        }
+        self.conn.released(req);
     }
 }
 
