@@ -177,3 +177,29 @@ fn lmcache_tier_equals_lmcaches_own_storage_classes() {
         assert!(hits > 0, "{name}: LMCache hits something");
     }
 }
+
+#[test]
+fn contradictory_engine_flags_are_refused_with_the_fix() {
+    let dir = fixture("blocks24");
+    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .arg("simulate")
+        .arg("--input-file")
+        .arg(dir.join("trace.jsonl"))
+        .args(["--gpu-blocks", "24", "--no-cpu-tier", "-q"])
+        .args(["--schedule", "vllm", "--no-pinning"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--schedule trace"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .arg("simulate")
+        .arg("--input-file")
+        .arg(dir.join("trace.jsonl"))
+        .args(["--answer-blocks", "sometimes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auto, next-prompt, fresh or off"), "{err}");
+}
