@@ -28,6 +28,13 @@
 //! since the earliest request; `finish_time` is its last `Generated response` line on the same
 //! clock. Requests are sorted by arrival (stable: ties keep log order).
 //!
+//! Order within a stamp: vLLM's stamps are floored to the second, and a busy server writes many
+//! request lines in one second, in the order things happened (a request that finishes before
+//! the next one arrives is logged before it). That order matters to a cache model (the finished
+//! request's blocks are free when the next one is looked up), so it is kept in the times: the n
+//! request lines of a run of lines with the same stamp are spread evenly over the stamp's
+//! resolution (1 s, or the logged fraction's last digit), line k at `stamp + (k + 1/2) / n`.
+//!
 //! `--max-log-len N` cuts the logged prompt and its token ids to N: detected (a spike of
 //! requests at exactly the longest length, prompt text cut at the same length, LMCache seeing
 //! more tokens than were logged) and reported in `Trace::notes`.
@@ -51,9 +58,9 @@ const HALF_YEAR_NS: i128 = 182 * 86_400 * NS;
 #[derive(Default)]
 struct Pending {
     id: String,
-    /// First `details`/`Received` line, nanoseconds on the unwrapped log clock.
-    arrival: Option<i128>,
-    finish: Option<i128>,
+    /// First `details`/`Received` line on the unwrapped log clock.
+    arrival: Option<Tick>,
+    finish: Option<Tick>,
     tokens: Option<Vec<u32>>,
     /// Characters in the logged prompt string (None: not logged, `None` or elided).
     prompt_chars: Option<usize>,
@@ -102,6 +109,57 @@ struct Stamp {
     day: u32,
     secs: u32,
     nanos: u32,
+    /// What one unit of the stamp's last digit is, in nanoseconds (1 s without a fraction).
+    resolution: u32,
+}
+
+/// Where a request line is in time: its stamp on the unwrapped clock (ns), and its place in the
+/// run of consecutive request lines that share that stamp. Ordered as the log is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick {
+    time: i128,
+    run: u32,
+    k: u32,
+}
+
+/// Runs of consecutive request lines with the same stamp: their sizes and resolutions, to spread
+/// them over the stamp once the whole run has been read.
+#[derive(Default)]
+struct Runs {
+    /// (lines in the run, resolution ns) per run.
+    runs: Vec<(u32, u32)>,
+    last: Option<(i128, u32)>,
+}
+
+impl Runs {
+    fn tick(&mut self, time: i128, resolution: u32) -> Tick {
+        let run = self.runs.len();
+        match self.runs.last_mut() {
+            Some((n, _)) if self.last == Some((time, resolution)) => {
+                *n += 1;
+                Tick {
+                    time,
+                    run: (run - 1) as u32,
+                    k: *n - 1,
+                }
+            }
+            _ => {
+                self.runs.push((1, resolution));
+                self.last = Some((time, resolution));
+                Tick {
+                    time,
+                    run: run as u32,
+                    k: 0,
+                }
+            }
+        }
+    }
+
+    /// The tick's time in ns: line k of n at `stamp + (k + 1/2) / n` of the resolution.
+    fn ns(&self, t: Tick) -> i128 {
+        let (n, res) = self.runs[t.run as usize];
+        t.time + (2 * t.k as i128 + 1) * res as i128 / (2 * n as i128)
+    }
 }
 
 /// The parsed prefix of a vLLM log line.
@@ -136,6 +194,11 @@ fn parse_prefix(line: &str) -> Option<Line<'_>> {
     }
     let secs = parse_hms(&b[6..])?;
     let (nanos, used) = parse_fraction(&b[14..]);
+    // `used` counts the separator: ".123" is 4
+    let resolution = match used {
+        0 => 1_000_000_000,
+        n => 10u32.pow(9u32.saturating_sub((n - 1) as u32)),
+    };
     let rest = &b[14 + used..];
     // `[file.py:NN] ` or `file.py:NN] `: the message starts after the first "] ".
     let head = &rest[..rest.len().min(512)];
@@ -147,6 +210,7 @@ fn parse_prefix(line: &str) -> Option<Line<'_>> {
             day,
             secs,
             nanos,
+            resolution,
         },
         msg: &line[start..],
     })
@@ -339,6 +403,7 @@ struct Collected {
     /// LMCache lookups in log order: (Reqid, lookup).
     lmcache: Vec<(String, LmcacheLookup)>,
     orphan_responses: usize,
+    runs: Runs,
 }
 
 impl Collected {
@@ -374,7 +439,7 @@ impl Collected {
 }
 
 /// Handle one request-related message. `Ok(false)`: not a request line.
-fn handle_message(c: &mut Collected, msg: &str, time: i128) -> Result<bool, String> {
+fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, String> {
     if let Some(rest) = msg.strip_prefix("Request ") {
         // Request ID details: prompt: ..., prompt_token_ids: [...], prompt_embeds shape: ...
         let Some(sp) = rest.find(' ') else {
@@ -488,7 +553,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
                 || msg.starts_with("Received request ")
                 || msg.starts_with("Generated response ")
             {
-                let time = clock.at(&l.stamp);
+                let time = c.runs.tick(clock.at(&l.stamp), l.stamp.resolution);
                 match handle_message(&mut c, msg, time) {
                     Ok(true) => continue,
                     Ok(false) => {}
@@ -522,6 +587,7 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
         entries,
         lmcache,
         orphan_responses,
+        runs,
         ..
     } = c;
     let logged: Vec<Pending> = entries
@@ -557,7 +623,12 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             ),
         ));
     }
-    let base = logged.iter().filter_map(|e| e.arrival).min().unwrap_or(0);
+    let base = logged
+        .iter()
+        .filter_map(|e| e.arrival)
+        .map(|t| runs.ns(t))
+        .min()
+        .unwrap_or(0);
     let secs = |t: i128| (t - base) as f64 / NS as f64;
     let mut max_tokens_used = 0usize;
     let mut requests = Vec::with_capacity(logged.len());
@@ -572,12 +643,12 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
                 e.max_tokens.unwrap_or(0)
             }
         };
-        let arrival = e.arrival.unwrap_or(base);
+        let arrival = e.arrival.map_or(base, |t| runs.ns(t));
         prompt_chars.push(e.prompt_chars);
         requests.push(Request {
             id: e.id,
             timestamp: secs(arrival),
-            finish_time: e.finish.map(|f| secs(f.max(arrival))),
+            finish_time: e.finish.map(|f| secs(runs.ns(f).max(arrival))),
             conversation: None,
             turn: 0,
             input_length: tokens.len() as u32,
@@ -771,8 +842,9 @@ mod tests {
         assert_eq!(t.requests[0].id, "chatcmpl-b");
         assert_eq!(t.requests[0].timestamp, 0.0);
         assert_eq!(t.requests[0].output_length, 12, "max_tokens fallback");
+        // both requests' two lines share a stamp (k = 0 of 2); a's finish is the second of two
         assert_eq!(t.requests[1].timestamp, 1.0);
-        assert_eq!(t.requests[1].finish_time, Some(3.0));
+        assert_eq!(t.requests[1].finish_time, Some(3.5));
         assert_eq!(tokens(&t, 1), [1, 2, 3]);
         assert_eq!(t.requests[1].input_length, 3);
         assert_eq!(t.requests[1].output_length, 2);
@@ -803,6 +875,51 @@ mod tests {
         assert_eq!(t.requests[0].output_length, 3);
         assert_eq!(t.requests[0].finish_time, Some(2.0));
         assert_eq!(t.requests[0].input_length, 0);
+    }
+
+    #[test]
+    fn lines_sharing_a_second_keep_their_order() {
+        let req = |stamp: &str, id: &str| {
+            format!(
+                "DEBUG 03-01 10:00:{stamp} [l.py:1] Request {id} details: prompt: '', \
+                 prompt_token_ids: [1], prompt_embeds shape: None.\n"
+            )
+        };
+        let done = |stamp: &str, id: &str| {
+            format!(
+                "DEBUG 03-01 10:00:{stamp} [l.py:1] Generated response {id} (streaming complete) \
+                 details: output_token_ids: [2]\n"
+            )
+        };
+        // a finishes before b arrives, all in second 01
+        let text = [
+            req("00", "a"),
+            done("01", "a"),
+            req("01", "b"),
+            done("01", "b"),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        let (a, b) = (&t.requests[0], &t.requests[1]);
+        assert_eq!(a.timestamp, 0.0);
+        // three lines in second 01: at 1 + 1/6, 1 + 3/6, 1 + 5/6, relative to a at 0.5
+        assert!((a.finish_time.unwrap() - (1.0 + 1.0 / 6.0 - 0.5)).abs() < 1e-9);
+        assert!(a.finish_time.unwrap() < b.timestamp);
+        assert!((b.finish_time.unwrap() - (1.0 + 5.0 / 6.0 - 0.5)).abs() < 1e-9);
+        // the other way round: b arrives before a finishes
+        let text = [
+            req("00", "a"),
+            req("01", "b"),
+            done("01", "a"),
+            done("01", "b"),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        assert!(t.requests[1].timestamp < t.requests[0].finish_time.unwrap());
+        // a stamp with milliseconds spreads over its millisecond only
+        let text = [req("00.250", "a"), req("00.250", "b")].concat();
+        let t = read(&text).unwrap();
+        assert!((t.requests[1].timestamp - 0.0005).abs() < 1e-12);
     }
 
     #[test]
