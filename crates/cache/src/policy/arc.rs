@@ -173,6 +173,21 @@ impl EvictionPolicy for Arc {
         } else {
             T1
         };
+        // The directory bounds (|T1| + |B1| <= c, all four lists <= 2c) are kept by case IV in
+        // `evict`, which runs before an insert into a full cache. A slot can also come free
+        // without an eviction (a removal; a reserved slot given back in the engine's block pool,
+        // whose eviction made a ghost earlier), and then an insert would grow the directory:
+        // trim it here as the paper's case IV.B does for a cache that is not full.
+        let (t1, t2, b1, b2) = self.sizes();
+        if which == T1 && t1 + b1 >= self.capacity && b1 > 0 {
+            self.b1.pop_front();
+        } else if t1 + t2 + b1 + b2 >= self.capacity.saturating_mul(2) {
+            if b2 > 0 {
+                self.b2.pop_front();
+            } else if b1 > 0 {
+                self.b1.pop_front();
+            }
+        }
         self.which[e as usize] = which;
         self.list_mut(which).push_back(e);
     }
@@ -398,6 +413,47 @@ mod tests {
         let mut c = BlockCache::new(2, Arc::new(2));
         assert_eq!(s.play(&mut c), [2, 3]);
         assert_eq!(c.policy.sizes(), (2, 0, 0, 0));
+    }
+
+    #[test]
+    fn slots_freed_without_an_insert_do_not_grow_the_ghosts() {
+        // the engine's block pool: requests reserve slots (evicting when full), pin the blocks
+        // they hit or fill, and give slots back without inserting anything; a later insert
+        // then lands in a cache that is not full
+        let mut c = BlockCache::new(8, Arc::new(8));
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut reserved, mut pinned, mut clock) = (0u32, Vec::new(), 0u64);
+        for _ in 0..5_000 {
+            clock += 1;
+            match next() % 4 {
+                0 if c.reserve() => reserved += 1,
+                1 if reserved > 0 => {
+                    c.unreserve();
+                    reserved -= 1;
+                }
+                2 => {
+                    let obj = (next() % 40) as ObjId;
+                    if let crate::block_cache::Outcome::Hit(e)
+                    | crate::block_cache::Outcome::Inserted(e) =
+                        c.access(&crate::Access::at(obj, clock), true)
+                    {
+                        pinned.push(e);
+                    }
+                }
+                _ if !pinned.is_empty() => {
+                    let e = pinned.swap_remove((next() as usize) % pinned.len());
+                    c.unpin(e, clock);
+                }
+                _ => {}
+            }
+            c.validate().unwrap();
+        }
     }
 
     #[test]
