@@ -26,15 +26,83 @@ pub struct ModelSpec {
     pub dtype_bytes: u32,
     #[serde(default)]
     pub tokenizer_family: Option<String>,
+    /// Multi-head latent attention (DeepSeek-V2/V3): the cache holds one latent of
+    /// `kv_lora_rank + qk_rope_head_dim` elements per token and layer instead of K and V heads
+    /// (vLLM: `use_mla`, `get_num_kv_heads` = 1, head size = the latent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_lora_rank: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qk_rope_head_dim: Option<u32>,
+    /// vLLM's `--tensor-parallel-size`: KV heads are split over the ranks (replicated when
+    /// there are fewer heads than ranks; MLA's latent is replicated).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub tensor_parallel_size: u32,
+    /// vLLM's `--pipeline-parallel-size`: layers are split over the stages.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub pipeline_parallel_size: u32,
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// LMCache's `TensorMemoryAllocator` rounds every allocation up to 4 KiB
+/// (`v1/memory_management.py`, `ALIGN_BYTES`).
+pub const LMCACHE_ALIGN_BYTES: u64 = 4096;
+
 impl ModelSpec {
-    /// K and V for every layer: `2 * num_layers * num_kv_heads * head_dim * dtype_bytes`.
+    /// The same model served with `tp` x `pp` ranks.
+    pub fn with_parallelism(mut self, tp: u32, pp: u32) -> Self {
+        self.tensor_parallel_size = tp.max(1);
+        self.pipeline_parallel_size = pp.max(1);
+        self
+    }
+
+    pub fn is_mla(&self) -> bool {
+        self.kv_lora_rank.is_some()
+    }
+
+    /// Layers one rank holds: the largest pipeline stage (vLLM's `get_pp_indices` gives the
+    /// remainder layers to some stages, one each), which fills first.
+    pub fn layers_per_rank(&self) -> u32 {
+        self.num_layers.div_ceil(self.pipeline_parallel_size.max(1))
+    }
+
+    /// KV heads one rank holds and the elements per head (vLLM's `get_num_kv_heads`,
+    /// `get_head_size`): MLA caches one latent head.
+    pub fn kv_heads_per_rank(&self) -> (u32, u32) {
+        match self.kv_lora_rank {
+            Some(rank) => (1, rank + self.qk_rope_head_dim.unwrap_or(0)),
+            None => (
+                (self.num_kv_heads / self.tensor_parallel_size.max(1)).max(1),
+                self.head_dim,
+            ),
+        }
+    }
+
+    /// KV-cache bytes of one token on one rank, what a GPU's (and an LMCache worker's) memory
+    /// is divided by: `kv_size * layers * heads * head_size * dtype_bytes`, kv_size 2 (K and V)
+    /// or 1 (MLA's latent). With one rank: the whole model's.
     pub fn kv_bytes_per_token(&self) -> u64 {
-        2 * self.num_layers as u64
-            * self.num_kv_heads as u64
-            * self.head_dim as u64
+        let (heads, head_size) = self.kv_heads_per_rank();
+        let kv_size = if self.is_mla() { 1 } else { 2 };
+        kv_size
+            * self.layers_per_rank() as u64
+            * heads as u64
+            * head_size as u64
             * self.dtype_bytes as u64
+    }
+
+    /// LMCache's chunks of `chunk_size` tokens in `gib` GiB of one worker's
+    /// `max_local_cpu_size`: a chunk's bytes are rounded up to [`LMCACHE_ALIGN_BYTES`].
+    pub fn lmcache_chunks_in_gib(&self, gib: f64, chunk_size: u32) -> u64 {
+        let chunk =
+            (self.kv_bytes_per_token() * chunk_size as u64).next_multiple_of(LMCACHE_ALIGN_BYTES);
+        ((gib * (1u64 << 30) as f64) / chunk as f64).floor() as u64
     }
 
     /// Prefill FLOPs of tokens at positions `0..n` (a whole prompt computed from scratch):
@@ -65,7 +133,7 @@ impl ModelSpec {
     }
 }
 
-const BUILTIN: [(&str, &str); 5] = [
+const BUILTIN: [(&str, &str); 6] = [
     (
         "qwen-8b",
         include_str!("../../../configs/models/qwen-8b.yaml"),
@@ -85,6 +153,10 @@ const BUILTIN: [(&str, &str); 5] = [
     (
         "mistral-7b",
         include_str!("../../../configs/models/mistral-7b.yaml"),
+    ),
+    (
+        "deepseek-v2-lite",
+        include_str!("../../../configs/models/deepseek-v2-lite.yaml"),
     ),
 ];
 
@@ -177,6 +249,8 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
     let vocab = get("vocab_size").unwrap_or(32000.0);
     let attn_params = hidden * (heads * head_dim) * 2.0 + hidden * (kv_heads * head_dim) * 2.0;
     let params = layers * (attn_params + 3.0 * hidden * inter) + 2.0 * vocab * hidden;
+    let kv_lora_rank = get("kv_lora_rank").map(|x| x as u32);
+    let qk_rope_head_dim = get("qk_rope_head_dim").map(|x| x as u32);
     let name = path
         .parent()
         .and_then(|p| p.file_name())
@@ -192,6 +266,10 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
         head_dim: head_dim as u32,
         dtype_bytes,
         tokenizer_family: None,
+        kv_lora_rank,
+        qk_rope_head_dim: kv_lora_rank.and(qk_rope_head_dim),
+        tensor_parallel_size: 1,
+        pipeline_parallel_size: 1,
     })
 }
 
@@ -214,6 +292,40 @@ mod tests {
         let m = resolve("llama-8b").unwrap();
         // 1 GiB / (128 KiB * 16) = 512 blocks
         assert_eq!(m.blocks_in_gib(1.0, 16), 512);
+    }
+
+    #[test]
+    fn lmcache_chunks_per_gib_are_lmcaches() {
+        // LMCache 0.5.6's own sizing (integration/vllm/utils.py kv_shape over vLLM 0.33's
+        // ModelConfig, TensorMemoryAllocator's 4 KiB alignment), chunk 256, max_local_cpu_size 1
+        let q = resolve("qwen-8b").unwrap();
+        for (tp, chunks) in [(1, 28), (2, 56), (4, 113)] {
+            let m = q.clone().with_parallelism(tp, 1);
+            assert_eq!(m.lmcache_chunks_in_gib(1.0, 256), chunks, "qwen-8b TP{tp}");
+        }
+        // MLA: one latent of 512 + 64 per token and layer, replicated over TP ranks
+        let d = resolve("deepseek-v2-lite").unwrap();
+        assert!(d.is_mla());
+        assert_eq!(d.kv_bytes_per_token(), 27 * 576 * 2);
+        for tp in [1, 2] {
+            let m = d.clone().with_parallelism(tp, 1);
+            assert_eq!(
+                m.lmcache_chunks_in_gib(1.0, 256),
+                134,
+                "deepseek-v2-lite TP{tp}"
+            );
+        }
+        // pipeline stages split the layers; the largest stage (36 / 5 -> 8 layers) fills first
+        let m = q.clone().with_parallelism(1, 5);
+        assert_eq!(m.layers_per_rank(), 8);
+        assert_eq!(m.kv_bytes_per_token(), 147_456 / 36 * 8);
+        // fewer KV heads than ranks: replicated, one head each
+        assert_eq!(q.with_parallelism(16, 1).kv_heads_per_rank(), (1, 128));
+        // the 4 KiB round-up: llama-8b, 100-token chunks = 12.5 MiB exactly; 33 tokens are not
+        let l = resolve("llama-8b").unwrap();
+        assert_eq!(l.lmcache_chunks_in_gib(1.0, 100), 81);
+        let bytes = (33 * 131_072u64).next_multiple_of(4096);
+        assert_eq!(l.lmcache_chunks_in_gib(1.0, 33), (1u64 << 30) / bytes);
     }
 
     #[test]
@@ -258,6 +370,7 @@ mod tests {
         .unwrap();
         let m = resolve(p.to_str().unwrap()).unwrap();
         assert_eq!(m.kv_bytes_per_token(), 131_072);
+        assert!(!m.is_mla());
         assert!(
             (m.num_params / 8.03e9 - 1.0).abs() < 0.05,
             "{}",

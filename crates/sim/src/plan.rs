@@ -50,11 +50,20 @@ pub enum Capacity {
 }
 
 impl Capacity {
-    /// Entries of `unit_tokens` tokens.
+    /// GPU blocks of `unit_tokens` tokens (one rank's memory).
     pub fn entries(self, model: &ModelSpec, unit_tokens: u32) -> u64 {
         match self {
             Capacity::Entries(n) => n,
             Capacity::Gib(g) => model.blocks_in_gib(g, unit_tokens),
+        }
+    }
+
+    /// LMCache chunks of `chunk_size` tokens (one worker's pool, chunks 4 KiB-aligned as
+    /// LMCache's allocator makes them).
+    pub fn chunks(self, model: &ModelSpec, chunk_size: u32) -> u64 {
+        match self {
+            Capacity::Entries(n) => n,
+            Capacity::Gib(g) => model.lmcache_chunks_in_gib(g, chunk_size),
         }
     }
 }
