@@ -321,11 +321,10 @@ mod tests {
         assert_eq!(m.kv_bytes_per_token(), 147_456 / 36 * 8);
         // fewer KV heads than ranks: replicated, one head each
         assert_eq!(q.with_parallelism(16, 1).kv_heads_per_rank(), (1, 128));
-        // the 4 KiB round-up: llama-8b, 100-token chunks = 12.5 MiB exactly; 33 tokens are not
-        let l = resolve("llama-8b").unwrap();
-        assert_eq!(l.lmcache_chunks_in_gib(1.0, 100), 81);
-        let bytes = (33 * 131_072u64).next_multiple_of(4096);
-        assert_eq!(l.lmcache_chunks_in_gib(1.0, 33), (1u64 << 30) / bytes);
+        // the 4 KiB round-up: a one-token MLA chunk is 31,104 B, allocated as 32 KiB
+        assert_eq!(d.lmcache_chunks_in_gib(1.0, 1), (1u64 << 30) / 32_768);
+        // llama-8b: 100-token chunks are 12.5 MiB exactly
+        assert_eq!(resolve("llama-8b").unwrap().lmcache_chunks_in_gib(1.0, 100), 81);
     }
 
     #[test]
