@@ -1186,7 +1186,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "issue 13, open: serve runs vLLM's scheduler (crates/engine) but simulate reads its log with --schedule trace, which cannot place decode blocks and LMCache stores exactly; the GPU tier agrees, totals differ by a block or a few chunks"]
+    #[ignore = "issue 13, open: the simulator is given exact admission and finish times but --schedule trace spreads each request's decode blocks evenly between them while the engine allocates them at step starts; LRU agrees on this seed, FIFO/LFU/MRU/ARC/SIEVE and the concurrent LMCache totals do not (e.g. 5568 vs 6608 LMCache tokens)"]
     fn concurrent_multi_turn_workloads_agree_with_the_simulator() {
         // small GPU caches force evictions and waiting; LMCache catches what the GPU evicts
         for seed in 0..6 {
@@ -1205,7 +1205,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    #[ignore = "issue 13, open: serve runs vLLM's scheduler (crates/engine) but simulate reads its log with --schedule trace, which cannot place decode blocks and LMCache stores exactly; the GPU tier agrees, totals differ by a block or a few chunks"]
+    #[ignore = "issue 13, open: the simulator is given exact admission and finish times but --schedule trace spreads each request's decode blocks evenly between them while the engine allocates them at step starts; LRU agrees on this seed, FIFO/LFU/MRU/ARC/SIEVE and the concurrent LMCache totals do not (e.g. 5568 vs 6608 LMCache tokens)"]
     fn other_policies_agree_with_the_simulator_too() {
         for policy in ["fifo", "lfu", "mru", "arc", "s3fifo", "sieve", "ideal"] {
             let mut c = config(80, Some((64, 30)));

@@ -99,7 +99,7 @@ fn simulate(
 }
 
 #[tokio::test]
-#[ignore = "issue 13, open: serve runs vLLM's scheduler (crates/engine) but simulate reads its log with --schedule trace, which cannot place decode blocks and LMCache stores exactly; the GPU tier agrees, totals differ by a block or a few chunks"]
+#[ignore = "issue 13, open: even with microsecond stamps a vLLM-format log does not say when a request was admitted (the next step's start) or when each token was sampled; --schedule trace spreads them, so the GPU total differs by one block in about half of the runs (2 of 4 on 2026-12-04). Needs per-token times (vLLM's streaming-delta lines) in serve's log and the trace schedule"]
 async fn simulating_the_servers_own_log_gives_the_hits_it_reported() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
