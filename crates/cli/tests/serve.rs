@@ -341,3 +341,58 @@ fn the_client_request_id_names_the_request() {
     let written = std::fs::read_to_string(&log).unwrap();
     assert!(written.contains("cmpl-bench-7-12"), "{written}");
 }
+
+/// `--tensor-parallel-size` sizes one rank's share, as vLLM and LMCache do: qwen-8b's 8 KV heads
+/// over 2 GPUs give each 4, so 1 GiB holds twice the blocks and LMCache chunks (LMCache 0.5.6:
+/// 56 chunks of 256 tokens per GiB at TP 2).
+#[test]
+fn tensor_parallel_size_sizes_one_ranks_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let startup = |tp: &str| {
+        let log = dir.path().join(format!("tp{tp}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--gpu-cache-gb",
+                "1",
+                "--cpu-cache-gb",
+                "1",
+            ])
+            .args(["--tensor-parallel-size", tp, "--log-file"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve exited early"
+            );
+        }
+        // the start-up lines reach the log file shortly after the address is printed
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Starting vLLM API server") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        child.wait().unwrap();
+        text
+    };
+    // 2^30 / (36 layers * 8 heads * 128 * 2 (K, V) * 2 B * 16 tokens) = 455 blocks
+    let one = startup("1");
+    assert!(one.contains("(455 blocks of 16;"), "{one}");
+    assert!(one.contains("28 CPU chunks"), "{one}");
+    let two = startup("2");
+    assert!(two.contains("(910 blocks of 16;"), "{two}");
+    assert!(two.contains("56 CPU chunks"), "{two}");
+}

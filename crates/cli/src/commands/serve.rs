@@ -66,6 +66,15 @@ struct ServeOpts {
     /// vLLM --block-size.
     #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK)]
     block_size: u32,
+    /// vLLM --tensor-parallel-size: each GPU (and each LMCache worker) holds 1/N of the KV
+    /// heads (all of MLA's latent), so GiB sizes give N times the blocks. Sizing only: the
+    /// time model stays one GPU's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    tensor_parallel_size: u32,
+    /// vLLM --pipeline-parallel-size: each stage holds its share of the layers (the largest
+    /// stage sizes the cache). Sizing only, as --tensor-parallel-size.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pipeline_parallel_size: u32,
     /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; env LMCACHE_MAX_LOCAL_CPU_SIZE;
     /// default 5).
     #[arg(long)]
@@ -125,8 +134,8 @@ struct ServeOpts {
     /// Write the log here instead of stdout.
     #[arg(long)]
     log_file: Option<PathBuf>,
-    /// Digits of the second in vLLM's log stamps (vLLM writes 0; 6 lets `simulate` replay the
-    /// log exactly).
+    /// Digits of the second in vLLM's log stamps (vLLM writes 0; 6 gives `simulate` the
+    /// server's arrival and finish times to the microsecond).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
     log_time_decimals: u8,
     /// Largest request body accepted (bytes).
@@ -218,7 +227,8 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .model_positional
         .clone()
         .unwrap_or_else(|| o.model.clone());
-    let model = models::resolve(&model_name)?;
+    let model = models::resolve(&model_name)?
+        .with_parallelism(o.tensor_parallel_size, o.pipeline_parallel_size);
     let gpu: GpuProfile = match &o.gpu_profile {
         Some(p) => serde_norway::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -234,7 +244,10 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         (Some(n), _) => n,
         (None, Some(gb)) => model.blocks_in_gib(gb, o.block_size),
         (None, None) => {
-            let weights_gib = model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64;
+            // one GPU's share of the weights
+            let ranks = (o.tensor_parallel_size * o.pipeline_parallel_size) as f64;
+            let weights_gib =
+                model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64 / ranks;
             let kv_gib = o.gpu_memory_gb * o.gpu_memory_utilization - weights_gib;
             if kv_gib <= 0.0 {
                 bail!(
@@ -288,7 +301,7 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         };
         Some(LmcacheTier {
             chunk_size,
-            num_chunks: model.blocks_in_gib(gb, chunk_size),
+            num_chunks: model.lmcache_chunks_in_gib(gb, chunk_size),
             policy,
         })
     };
