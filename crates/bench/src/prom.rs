@@ -209,6 +209,8 @@ impl Scraper {
         mut sink: Box<dyn Write + Send>,
         start: Instant,
     ) -> Scraper {
+        // a zero period panics tokio's interval (in the task: the run would go on unscraped)
+        let interval = interval.max(Duration::from_millis(10));
         let mut s = ScrapeSummary::default();
         scrape_once(&client, interval, &mut *sink, start, &mut s).await;
         let (stop, mut stopped) = watch::channel(false);

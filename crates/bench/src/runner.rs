@@ -234,7 +234,13 @@ pub async fn run<E: Executor>(
     let mut schedule = cfg
         .arrival
         .schedule(workload.num_roots(), Rng::new(cfg.seed));
-    let at = |offset_s: f64| start + Duration::from_secs_f64(offset_s.max(0.0));
+    if cfg.max_concurrency == Some(0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--max-concurrency 0 would never send a request: give 1 or more",
+        ));
+    }
+    let at = |offset_s: f64| start + offset(offset_s);
     let mut next_root = workload
         .next_root()
         .map(|r| (at(schedule.next_offset(r.timestamp)), r.key));
@@ -294,7 +300,7 @@ pub async fn run<E: Executor>(
                 observer.on_record(&rec)?;
                 if let Some(f) = workload.finished(key, &rec) {
                     let due = Instant::now()
-                        + Duration::from_secs_f64((f.delay_s / cfg.time_scale).max(0.0));
+                        + offset(f.delay_s / cfg.time_scale);
                     follow_ups.push(Reverse((due, follow_seq, f.key)));
                     follow_seq += 1;
                 }
@@ -385,4 +391,15 @@ pub async fn run<E: Executor>(
         duration_s: last_end.saturating_duration_since(start).as_secs_f64(),
         started_unix_s: start_unix,
     })
+}
+/// Seconds from now as a [`Duration`], clamped to [0, a year]: a trace timestamp of 1e300
+/// (or a NaN from a broken workload) must neither panic `Duration::from_secs_f64` nor overflow
+/// `Instant + Duration`; a send a year out is past any `--duration` anyway.
+fn offset(seconds: f64) -> Duration {
+    const YEAR: f64 = 86_400.0 * 365.0;
+    if seconds > 0.0 {
+        Duration::from_secs_f64(seconds.min(YEAR))
+    } else {
+        Duration::ZERO
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::{HitSemantics, Schedule};
+use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{AnswerBlocks, Format};
 
 #[derive(Parser, Debug)]
@@ -83,13 +84,13 @@ pub struct SimulateArgs {
     pub gpu_blocks: Vec<u64>,
     /// GPU KV-cache capacities in GiB of KV memory, comma separated (needs --model).
     #[arg(long, value_delimiter = ',')]
-    pub gpu_cache_gb: Vec<f64>,
+    pub gpu_cache_gb: Vec<NonNegative>,
     /// Tokens per GPU block (vLLM --block-size); id traces default to their own block size.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub block_size: Option<u32>,
     /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; default 5.0).
     #[arg(long, conflicts_with_all = ["cpu_chunks", "no_cpu_tier"])]
-    pub cpu_cache_gb: Option<f64>,
+    pub cpu_cache_gb: Option<NonNegative>,
     /// LMCache CPU tier size in chunks.
     #[arg(long, conflicts_with = "no_cpu_tier")]
     pub cpu_chunks: Option<u64>,
@@ -98,12 +99,12 @@ pub struct SimulateArgs {
     pub no_cpu_tier: bool,
     /// LMCache local disk tier size in GiB (LMCache max_local_disk_size; off by default).
     #[arg(long, conflicts_with = "disk_chunks")]
-    pub disk_cache_gb: Option<f64>,
+    pub disk_cache_gb: Option<NonNegative>,
     /// LMCache local disk tier size in chunks.
     #[arg(long)]
     pub disk_chunks: Option<u64>,
     /// LMCache chunk size in tokens (default 256; id traces: a multiple of their block size).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: Option<u32>,
     /// Model (registry name, model YAML or Hugging Face config.json) for bytes and FLOPs.
     #[arg(long, short = 'm', default_value = "qwen-8b")]
@@ -132,10 +133,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<AnswerBlocks>())]
     pub answer_blocks: AnswerBlocks,
     /// vLLM --max-num-batched-tokens (token budget per step; --schedule vllm).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_batched_tokens: u32,
     /// vLLM --max-num-seqs (--schedule vllm).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_seqs: u32,
     /// Write every request's outcome as JSON lines (request_id, prompt_tokens, gpu_hit_tokens,
     /// cpu_hit_tokens, disk_hit_tokens, lmcache_hit_tokens, admitted_s, preemptions; plus the
@@ -143,14 +144,14 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub per_request: Option<PathBuf>,
     /// Time model for pin lifetimes when the trace has no finish times: prefill rate.
-    #[arg(long, default_value_t = 10_000.0)]
-    pub prefill_tokens_per_s: f64,
+    #[arg(long, default_value = "10000")]
+    pub prefill_tokens_per_s: Positive,
     /// Time model for pin lifetimes: milliseconds per output token.
-    #[arg(long, default_value_t = 20.0)]
-    pub decode_ms_per_token: f64,
+    #[arg(long, default_value = "20")]
+    pub decode_ms_per_token: NonNegative,
     /// Width of the time-series windows in seconds of trace time.
-    #[arg(long, default_value_t = 60.0)]
-    pub window_seconds: f64,
+    #[arg(long, default_value = "60")]
+    pub window_seconds: Positive,
     /// Print exactly one JSON document on stdout instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -138,10 +138,45 @@ pub fn check(prepared: &Prepared<'_>, config: &SimConfig) -> SimResult<()> {
             "a disk tier needs the CPU tier (LMCache's local disk backend sits behind it)".into(),
         ));
     }
-    if config.window_seconds.is_nan() || config.window_seconds <= 0.0 {
-        return Err(SimError::Config("--window-seconds must be positive".into()));
+    if !config.window_seconds.is_finite() || config.window_seconds <= 0.0 {
+        return Err(SimError::Config(format!(
+            "--window-seconds {} is not allowed: give a finite number of seconds greater than 0",
+            config.window_seconds
+        )));
+    }
+    let windows = window_count(prepared.trace, config.window_seconds);
+    if windows > MAX_WINDOWS as f64 {
+        let reqs = &prepared.trace.requests;
+        let t0 = reqs.first().map_or(0.0, |r| r.timestamp);
+        let span = reqs.iter().map(|r| r.timestamp).fold(t0, f64::max) - t0;
+        return Err(SimError::Config(format!(
+            "the trace spans {span:.0} s: {windows:.3e} time-series windows of {} s, more than \
+             the limit of {MAX_WINDOWS}; raise --window-seconds (batch YAML: window_seconds) to \
+             at least {:.0}, or check the trace's timestamps (one far-off time stretches it)",
+            config.window_seconds,
+            (span / (MAX_WINDOWS - 1) as f64).ceil()
+        )));
     }
     Ok(())
+}
+
+/// The most time-series windows one row may hold: 100,000 windows are 69 days at the default 60
+/// s, about 25 MB of summary JSON per row. Each window is materialised (also the empty ones), so
+/// a stray timestamp decades away would otherwise allocate gigabytes.
+pub const MAX_WINDOWS: u64 = 100_000;
+
+/// Windows of `window_seconds` from the first request's arrival to the last (as an `f64`: a
+/// far-off timestamp must not overflow the count).
+pub fn window_count(trace: &Trace, window_seconds: f64) -> f64 {
+    let Some(first) = trace.requests.first() else {
+        return 0.0;
+    };
+    let last = trace
+        .requests
+        .iter()
+        .map(|r| r.timestamp)
+        .fold(first.timestamp, f64::max);
+    ((last - first.timestamp) / window_seconds).floor() + 1.0
 }
 
 /// What one request got from the caches, in tokens, and when it was admitted.
@@ -318,13 +353,13 @@ pub fn run_observed(
         chunk_size: config.cpu.as_ref().and(chunk.map(|c| c as u32)),
         gpu_blocks: config.gpu.capacity,
         unbounded: config.gpu.policy.is_unbounded(),
-        gpu_cache_gb: kv_bytes.map(|b| gib(config.gpu.capacity * bs * b)),
+        gpu_cache_gb: kv_bytes.map(|b| gib(config.gpu.capacity, bs, b)),
         cpu_chunks: config.cpu.as_ref().map(|c| c.capacity),
         cpu_cache_gb: config
             .cpu
             .as_ref()
             .zip(kv_bytes.zip(chunk))
-            .map(|(c, (b, ch))| gib(c.capacity * ch * b)),
+            .map(|(c, (b, ch))| gib(c.capacity, ch, b)),
         disk_chunks: config.disk.as_ref().map(|c| c.capacity),
         ..Default::default()
     };
@@ -471,8 +506,10 @@ pub fn run_observed(
     Ok(row)
 }
 
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
+/// GiB of `entries` of `unit_tokens` tokens (in `f64`: `--gpu-blocks 18446744073709551615`
+/// must not overflow).
+fn gib(entries: u64, unit_tokens: u64, bytes_per_token: u64) -> f64 {
+    entries as f64 * unit_tokens as f64 * bytes_per_token as f64 / (1u64 << 30) as f64
 }
 
 #[cfg(test)]
@@ -696,6 +733,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--no-cpu-tier"));
+    }
+
+    #[test]
+    fn a_far_off_timestamp_is_refused_not_allocated() {
+        let mut trace = id_trace(16, (0..10).map(|i| (48, vec![1, 2, 3 + i])).collect());
+        trace.requests.last_mut().unwrap().timestamp = 1e308;
+        let prepared = Prepared::new(&trace, 16, None).unwrap();
+        let mut c = config(100, None, true);
+        let err = run(&prepared, &c).unwrap_err().to_string();
+        assert!(err.contains("raise --window-seconds"), "{err}");
+        c.window_seconds = 1e-300;
+        trace.requests.last_mut().unwrap().timestamp = trace.requests[0].timestamp + 1.0;
+        let prepared = Prepared::new(&trace, 16, None).unwrap();
+        let err = run(&prepared, &c).unwrap_err().to_string();
+        assert!(err.contains("more than the limit of 100000"), "{err}");
     }
 
     #[test]

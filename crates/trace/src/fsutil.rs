@@ -1,7 +1,87 @@
-//! Small file-system helpers shared by every command that writes results.
+//! Small file-system helpers shared by every command that reads inputs or writes results.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// The most bytes read from stdin (`-`): a regular file's size is known before reading it, a
+/// pipe's is not, and `yes | inferencelab ...` must end with a message, not out of memory.
+pub const MAX_STDIN_BYTES: u64 = 8 << 30;
+
+/// Read an input file whole. `-` is stdin (at most [`MAX_STDIN_BYTES`]); anything else must be a
+/// regular file: a FIFO would block until a writer appears and `/dev/zero` never ends, so both
+/// are refused with a message saying how to pipe data in instead.
+pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        return read_limited(io::stdin().lock(), MAX_STDIN_BYTES);
+    }
+    check_regular(path)?;
+    std::fs::read(path)
+}
+
+/// [`read_input`] as UTF-8 text.
+pub fn read_input_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_input(path)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Refuse what is not a regular file (or a directory, which callers handle themselves), naming
+/// what it is.
+pub fn check_regular(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_dir() {
+        return Ok(());
+    }
+    let what = kind_of(&ft);
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "is {what}, not a regular file: give a file, or `-` and pipe the data in \
+             (e.g. `zcat trace.gz | inferencelab ... -i -`)"
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn kind_of(_: &std::fs::FileType) -> &'static str {
+    "a special file"
+}
+
+/// Everything `r` yields, or an error once it passes `limit` bytes.
+pub fn read_limited(r: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stdin holds more than {limit} bytes: write it to a file and give its path"),
+        ));
+    }
+    Ok(buf)
+}
 
 /// Write `bytes` to `path` so that readers never see a half-written file: write a sibling temp
 /// file, then rename it over `path`.
@@ -35,6 +115,20 @@ fn temp_sibling(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_limited_stops_at_the_limit() {
+        assert_eq!(read_limited(&b"abc"[..], 3).unwrap(), b"abc");
+        let e = read_limited(io::repeat(b'x'), 10).unwrap_err();
+        assert!(e.to_string().contains("more than 10 bytes"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_refused_as_inputs() {
+        let e = read_input(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("character device"), "{e}");
+    }
 
     #[test]
     fn replaces_regular_files_and_leaves_no_temp() {

@@ -3,6 +3,7 @@
 //! annotation. No async, no HTTP: everything here is plain synchronous data work.
 
 pub mod blocks;
+pub mod checked;
 pub mod conversations;
 pub mod error;
 pub mod fsutil;

@@ -69,7 +69,8 @@ impl PartialEq for ModelFile {
 
 impl Serialize for ModelFile {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.path.serialize(s)
+        // lossy: a non-UTF-8 path must not fail (or panic, inside `json!`) a result file
+        self.path.to_string_lossy().serialize(s)
     }
 }
 

@@ -27,6 +27,7 @@ use inferencelab_bench::workload::{
     think_times, BodyOptions, ConversationSpec, ConversationWorkload, RandomWorkload, TokenRange,
     TraceWorkload, TurnSpec, Workload,
 };
+use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
 use inferencelab_trace::{read_trace, Format, ReadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,20 +92,20 @@ pub struct BenchArgs {
     pub random_output_len: u32,
     /// Requests per second ("inf": all at once). Default: the trace's own timestamps for
     /// traces and conversations, inf for random prompts.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     pub request_rate: Option<f64>,
     /// Gamma shape of the arrival intervals (1: Poisson; inf: constant), as in vLLM.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_rate)]
     pub burstiness: f64,
     /// Ramp the request rate over the run (vLLM's --ramp-up-strategy).
     #[arg(long, value_enum, requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
     pub ramp_up_strategy: Option<RampArg>,
     #[arg(long)]
-    pub ramp_up_start_rps: Option<f64>,
+    pub ramp_up_start_rps: Option<NonNegative>,
     #[arg(long)]
-    pub ramp_up_end_rps: Option<f64>,
+    pub ramp_up_end_rps: Option<Positive>,
     /// At most this many requests in flight (closed loop with --request-rate inf).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_at_least_one)]
     pub max_concurrency: Option<usize>,
     /// Send at most this many requests (random mode: the number of prompts, default 1000
     /// unless --duration is given).
@@ -113,10 +114,10 @@ pub struct BenchArgs {
     /// Hard limit in seconds: then requests in flight are cut (counted as "cancelled" in
     /// result.json) and the results so far are written.
     #[arg(long)]
-    pub duration: Option<f64>,
+    pub duration: Option<Seconds>,
     /// Trace seconds per real second for timestamps and think times (2: twice as fast).
-    #[arg(long, default_value_t = 1.0)]
-    pub time_scale: f64,
+    #[arg(long, default_value = "1")]
+    pub time_scale: Scale,
     /// SLOs for goodput, milliseconds: ttft:500,tpot:50 (vLLM's --goodput).
     #[arg(long, alias = "goodput")]
     pub slo: Option<String>,
@@ -129,14 +130,14 @@ pub struct BenchArgs {
     pub output_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Scrape /metrics every this many seconds (0: never).
-    #[arg(long, default_value_t = 1.0)]
-    pub metrics_interval: f64,
+    /// Scrape /metrics every this many seconds (0: never; else at least 0.01).
+    #[arg(long, default_value = "1", value_parser = parse_metrics_interval)]
+    pub metrics_interval: Seconds,
     /// Per-request limit in seconds, send to end of stream.
-    #[arg(long, default_value_t = 600.0)]
-    pub request_timeout: f64,
-    #[arg(long, default_value_t = 10.0)]
-    pub connect_timeout: f64,
+    #[arg(long, default_value = "600")]
+    pub request_timeout: Seconds,
+    #[arg(long, default_value = "10")]
+    pub connect_timeout: Seconds,
     /// Environment variable holding the API key (sent as a Bearer token when set).
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
@@ -157,17 +158,17 @@ pub struct BenchArgs {
     pub label: Option<String>,
     /// Keep-alive connections to open before the run (default: --max-concurrency, at most
     /// 4096; 0: connect lazily like vLLM's client).
-    #[arg(long)]
-    pub warmup_connections: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    pub warmup_connections: Option<u16>,
     /// Client threads (1: a single-threaded runtime).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Conversation CSV: the recorded answers' speed, to separate think time from answer time.
-    #[arg(long, default_value_t = 100.0)]
-    pub tokens_per_second: f64,
+    #[arg(long, default_value = "100")]
+    pub tokens_per_second: Positive,
     /// Conversation CSV without timestamps: think time between turns, seconds.
-    #[arg(long, default_value_t = 0.0)]
-    pub think_time: f64,
+    #[arg(long, default_value = "0")]
+    pub think_time: Seconds,
     /// The server's log (vLLM with LMCache, or `serve`): join its LMCache lookup lines with
     /// our requests for per-request attribution (GPU hit, LMCache load, recomputed).
     #[arg(long)]
@@ -179,11 +180,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub demo_gpu_blocks: u64,
     /// Demo: LMCache CPU tier of the embedded server, GiB.
-    #[arg(long, default_value_t = 8.0)]
-    pub demo_cpu_cache_gb: f64,
+    #[arg(long, default_value = "8")]
+    pub demo_cpu_cache_gb: NonNegative,
     /// Demo: target length of the replay in seconds (sets the time scale).
-    #[arg(long, default_value_t = 20.0)]
-    pub demo_seconds: f64,
+    #[arg(long, default_value = "20")]
+    pub demo_seconds: Positive,
     /// Experiment grid (`inferencelab experiment`): real vLLM + LMCache per point.
     #[arg(long)]
     pub yaml: Option<PathBuf>,
@@ -197,6 +198,40 @@ pub struct BenchArgs {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
+}
+
+/// A rate or a gamma shape: a number above 0, or `inf`.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not allowed: give a number greater than 0, or inf"
+        )),
+    }
+}
+
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err(
+            "0 is not allowed: give 1 or more (0 requests in flight would never \
+                      send one)"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+/// 0 (never) or at least 10 ms: a zero-length tokio interval panics, and scraping faster would
+/// only load the server.
+fn parse_metrics_interval(s: &str) -> Result<Seconds, String> {
+    let v: Seconds = s.parse()?;
+    if v.get() > 0.0 && v.get() < 0.01 {
+        return Err(format!(
+            "{v} is not allowed: give 0 (never scrape) or at least 0.01 seconds"
+        ));
+    }
+    Ok(v)
 }
 
 pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
@@ -382,7 +417,11 @@ fn build_workload(
                 bail!("--mode {mode:?} needs --input-file".to_lowercase());
             };
             if mode == Mode::Conversation {
-                let c = conversations_from_csv(path, args.tokens_per_second, args.think_time)?;
+                let c = conversations_from_csv(
+                    path,
+                    args.tokens_per_second.get(),
+                    args.think_time.get(),
+                )?;
                 return Ok((
                     Box::new(ConversationWorkload::new(c)),
                     "conversation".into(),
@@ -428,15 +467,15 @@ fn arrival_of(args: &BenchArgs, timed: bool) -> anyhow::Result<Arrival> {
                 RampArg::Linear => RampStrategy::Linear,
                 RampArg::Exponential => RampStrategy::Exponential,
             },
-            start_rps: args.ramp_up_start_rps.unwrap_or(0.0),
-            end_rps: args.ramp_up_end_rps.unwrap_or(0.0),
+            start_rps: args.ramp_up_start_rps.map_or(0.0, NonNegative::get),
+            end_rps: args.ramp_up_end_rps.map_or(0.0, Positive::get),
             burstiness: args.burstiness,
         }
     } else if let Some(r) = args.request_rate {
         Arrival::from_rate(r, args.burstiness)
     } else if timed {
         Arrival::Trace {
-            time_scale: args.time_scale,
+            time_scale: args.time_scale.get(),
         }
     } else {
         Arrival::Burst
@@ -514,9 +553,6 @@ pub(crate) fn bench_against(
         Some(s) => parse_slos(s).map_err(|e| anyhow::anyhow!("--slo: {e}"))?,
         None => Vec::new(),
     };
-    if args.time_scale.is_nan() || args.time_scale <= 0.0 {
-        bail!("--time-scale must be positive");
-    }
     let extra_body = match &args.extra_body {
         Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
             Ok(serde_json::Value::Object(m)) => Some(m),
@@ -531,8 +567,14 @@ pub(crate) fn bench_against(
         HttpExecutor::new(&HttpConfig {
             base_url: base.to_string(),
             api_key,
-            request_timeout: Duration::from_secs_f64(args.request_timeout.max(0.001)),
-            connect_timeout: Duration::from_secs_f64(args.connect_timeout.max(0.001)),
+            request_timeout: args
+                .request_timeout
+                .duration()
+                .max(Duration::from_millis(1)),
+            connect_timeout: args
+                .connect_timeout
+                .duration()
+                .max(Duration::from_millis(1)),
         })
         .map_err(anyhow::Error::msg)?,
     );
@@ -578,8 +620,8 @@ pub(crate) fn bench_against(
         arrival: arrival.clone(),
         max_concurrency: args.max_concurrency,
         num_prompts: args.num_prompts,
-        duration: args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
-        time_scale: args.time_scale,
+        duration: args.duration.map(Seconds::duration),
+        time_scale: args.time_scale.get(),
         seed: args.seed,
         request_id_prefix: format!("bench-{:08x}-", args.seed as u32 ^ std::process::id()),
         request_id_header: match args.request_id_header {
@@ -601,12 +643,12 @@ pub(crate) fn bench_against(
         dir.display()
     );
     let (outcome, scrape) = rt.block_on(async {
-        let scraper = if args.metrics_interval > 0.0 {
+        let scraper = if args.metrics_interval.get() > 0.0 {
             let f = std::fs::File::create(dir.join("metrics.jsonl"))?;
             Some(
                 Scraper::start(
                     exec.clone(),
-                    Duration::from_secs_f64(args.metrics_interval),
+                    args.metrics_interval.duration(),
                     Box::new(std::io::BufWriter::new(f)),
                     tokio::time::Instant::now(),
                 )
@@ -617,7 +659,7 @@ pub(crate) fn bench_against(
         };
         let warm = args
             .warmup_connections
-            .unwrap_or(args.max_concurrency.unwrap_or(0).min(4096));
+            .map_or(args.max_concurrency.unwrap_or(0).min(4096), usize::from);
         if warm > 0 {
             exec.warm_up(warm).await;
         }
@@ -652,9 +694,9 @@ pub(crate) fn bench_against(
         workload: workload_name,
         input_file: args.input_file.as_ref().map(|p| p.display().to_string()),
         arrival: serde_json::to_value(&arrival).unwrap_or_default(),
-        time_scale: args.time_scale,
+        time_scale: args.time_scale.get(),
         seed: args.seed,
-        duration_limit_s: args.duration,
+        duration_limit_s: args.duration.map(Seconds::get),
         percentiles,
         slos_ms: slos
             .iter()
@@ -774,7 +816,8 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
             p
         }
     };
-    let conversations = conversations_from_csv(&csv, args.tokens_per_second, args.think_time)?;
+    let conversations =
+        conversations_from_csv(&csv, args.tokens_per_second.get(), args.think_time.get())?;
     // Fit the recorded timeline into about --demo-seconds of replay: the same scale drives the
     // emulated GPU clock, so the server log's timeline is the trace's.
     let span = conversations
@@ -789,17 +832,19 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
             start + body
         })
         .fold(0.0f64, f64::max);
-    let scale = if args.time_scale != 1.0 {
+    let scale = if args.time_scale.get() != 1.0 {
         args.time_scale
     } else {
-        (span / args.demo_seconds.max(1.0)).max(1.0)
+        Scale::try_from((span / args.demo_seconds.get().max(1.0)).clamp(1.0, 1e6))
+            .map_err(anyhow::Error::msg)?
     };
+    let scale_f = scale.get();
     let model_name = "qwen-8b";
     let model = models::resolve(model_name)?;
     let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
     let chunk_size = inferencelab_sim::plan::LMCACHE_DEFAULT_CHUNK;
     let block_size = inferencelab_sim::plan::VLLM_DEFAULT_BLOCK;
-    let cpu_chunks = model.blocks_in_gib(args.demo_cpu_cache_gb, chunk_size);
+    let cpu_chunks = model.blocks_in_gib(args.demo_cpu_cache_gb.get(), chunk_size);
     let mut engine = EngineConfig::new(model.clone(), timing, args.demo_gpu_blocks);
     engine.lmcache = Some(LmcacheTier {
         chunk_size,
@@ -808,7 +853,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
     });
     let log_path = dir.join("server.log");
     let mut cfg = ServerConfig::new(engine, model_name);
-    cfg.time_scale = scale;
+    cfg.time_scale = scale_f;
     cfg.seed = args.seed;
     cfg.enable_log_requests = true;
     cfg.enable_prompt_tokens_details = true;
@@ -829,7 +874,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
     let base = format!("http://{}", handle.addr);
     eprintln!(
         "demo: embedded emulator (qwen-8b, {} GPU blocks, LMCache {} GiB = {} chunks) on {base}; \
-         replaying {} conversations from {} at {scale:.0}x",
+         replaying {} conversations from {} at {scale_f:.0}x",
         args.demo_gpu_blocks,
         args.demo_cpu_cache_gb,
         cpu_chunks,

@@ -32,6 +32,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A path as JSON text. `json!` on a `Path` panics when it is not UTF-8 (serde refuses it), so
+/// result files carry the lossy form (U+FFFD for the bad bytes) instead.
+pub fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
 /// Draw the plots of a summary file; a plotting failure is reported, not fatal (the results
 /// are already written).
 pub fn plot_summary(summary: &Path, out_dir: &Path, title: &str) {

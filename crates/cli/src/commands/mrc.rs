@@ -112,7 +112,7 @@ pub fn run(args: MrcArgs) -> anyhow::Result<()> {
     }
     let doc = json!({
         "command": "mrc",
-        "input": args.input_file,
+        "input": super::path_text(&args.input_file),
         "policy": "lru",
         "hit_semantics": args.hit_semantics,
         "pinning": false,

@@ -16,6 +16,7 @@ use clap::Args;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::config::{SimConfig, TierConfig};
 use inferencelab_sim::{models, plan};
+use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::json;
 
@@ -30,13 +31,15 @@ pub struct ReplayArgs {
     pub gpu_blocks: u64,
     /// The server's LMCache CPU tier in GiB (default 5, LMCache's max_local_cpu_size).
     #[arg(long, conflicts_with = "no_cpu_tier")]
-    pub cpu_cache_gb: Option<f64>,
+    pub cpu_cache_gb: Option<NonNegative>,
     /// The server runs without LMCache.
     #[arg(long)]
     pub no_cpu_tier: bool,
-    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK)]
+    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub block_size: u32,
-    #[arg(long, default_value_t = plan::LMCACHE_DEFAULT_CHUNK)]
+    #[arg(long, default_value_t = plan::LMCACHE_DEFAULT_CHUNK,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,
     /// Model of the server (registry name, YAML or config.json), for GiB -> chunks.
     #[arg(long, default_value = "qwen-8b")]
@@ -44,8 +47,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "lru", value_parser = parse_policy)]
     pub eviction_policy: PolicyConfig,
     /// Width of the comparison windows, seconds of trace time.
-    #[arg(long, default_value_t = 10.0)]
-    pub window_seconds: f64,
+    #[arg(long, default_value = "10")]
+    pub window_seconds: Positive,
 }
 
 fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
@@ -73,7 +76,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let model = models::resolve(&args.sim_model)?;
     let cpu_chunks = (!args.no_cpu_tier).then(|| {
         model.blocks_in_gib(
-            args.cpu_cache_gb.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB),
+            args.cpu_cache_gb
+                .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
             args.chunk_size,
         )
     });
@@ -107,7 +111,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         hit_semantics: inferencelab_sim::HitSemantics::Prefix,
         pinning: true,
         timing: Default::default(),
-        window_seconds: args.window_seconds,
+        window_seconds: args.window_seconds.get(),
         model: Some(model),
         engine: Default::default(),
     };
@@ -133,7 +137,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             continue;
         };
         let t = sim_trace.requests[i].timestamp;
-        let w = ((t - t0) / args.window_seconds).max(0.0) as usize;
+        let w = ((t - t0) / args.window_seconds.get()).max(0.0) as usize;
         let p = predicted[i];
         if r.success {
             if let Some(m) = measured.get_mut(w) {
@@ -153,7 +157,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     println!("{agreement}");
     println!(
         "{:>10} {:>9} {:>14} {:>14} {:>14}",
-        "window_s", "requests", "prompt_tok", "predicted_hit", "measured_hit"
+        "window_s",
+        "requests",
+        "prompt_tok",
+        "predicted_hit",
+        "measured_hit"
     );
     let windows: Vec<_> = row
         .windows

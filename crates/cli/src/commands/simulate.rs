@@ -16,6 +16,7 @@ use inferencelab_sim::{
     grid::run_grid, models, EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig,
     TimingModel,
 };
+use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::json;
 
@@ -289,7 +290,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Some(
             args.gpu_cache_gb
                 .iter()
-                .map(|&gb| Capacity::Gib(gb).entries(&model, block_size))
+                .map(|&gb| Capacity::Gib(gb.get()).entries(&model, block_size))
                 .collect(),
         )
     } else {
@@ -300,12 +301,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     } else if let Some(n) = args.cpu_chunks {
         Some(n)
     } else {
-        let gb = args.cpu_cache_gb.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB);
+        let gb = args
+            .cpu_cache_gb
+            .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
         Some(Capacity::Gib(gb).entries(&model, chunk_size))
     };
     let disk_chunks = match (args.disk_chunks, args.disk_cache_gb) {
         (Some(n), _) => Some(n),
-        (None, Some(gb)) => Some(Capacity::Gib(gb).entries(&model, chunk_size)),
+        (None, Some(gb)) => Some(Capacity::Gib(gb.get()).entries(&model, chunk_size)),
         (None, None) => None,
     };
     if args.hit_semantics == HitSemantics::Any && cpu_chunks.is_some() {
@@ -401,10 +404,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 hit_semantics: args.hit_semantics,
                 pinning: !args.no_pinning,
                 timing: TimingModel {
-                    prefill_tokens_per_s: args.prefill_tokens_per_s,
-                    decode_ms_per_token: args.decode_ms_per_token,
+                    prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
+                    decode_ms_per_token: args.decode_ms_per_token.get(),
                 },
-                window_seconds: args.window_seconds,
+                window_seconds: args.window_seconds.get(),
                 model: Some(model.clone()),
                 engine: EngineModel {
                     rules: args.gpu_model == "vllm",
@@ -461,7 +464,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "simulate",
         "input": {
-            "path": args.input_file,
+            "path": super::path_text(&args.input_file),
             "format": trace.format.map(|f| f.name()),
             "requests": trace.requests.len(),
             "prompt_tokens": trace.total_prompt_tokens(),

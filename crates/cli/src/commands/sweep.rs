@@ -464,7 +464,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "sweep",
-        "input": args.data.input_file,
+        "input": super::path_text(&args.data.input_file),
         "train_fraction": args.data.train_fraction,
         "validation_share": args.data.validation_share,
         "split_seconds": split.split - split.t0,

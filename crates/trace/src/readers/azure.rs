@@ -35,7 +35,8 @@ fn columns(header: &str) -> Result<Columns, String> {
         names.iter().position(|n| n == want).ok_or_else(|| {
             format!(
                 "the header has no {want} column (expected TIMESTAMP,ContextTokens,\
-                 GeneratedTokens; found {header:?})"
+                 GeneratedTokens; found {:?})",
+                clipped(header)
             )
         })
     };
@@ -45,6 +46,16 @@ fn columns(header: &str) -> Result<Columns, String> {
         generated: find("generatedtokens")?,
         count: names.len(),
     })
+}
+
+/// The start of a header for an error message: a binary or one-line file must not put megabytes
+/// on the terminal.
+fn clipped(header: &str) -> String {
+    const KEEP: usize = 120;
+    match header.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &header[..cut], header.len()),
+        None => header.to_string(),
+    }
 }
 
 fn unquote(field: &str) -> &str {
@@ -205,6 +216,11 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("a.csv:1: the header has no timestamp column"));
+        let long = format!("{}\n", "x".repeat(1_000_000));
+        let msg = parse(Path::new("a.csv"), &long, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 400 && msg.contains("(1000000 bytes)"), "{msg}");
         let opts = ReadOptions {
             skip_invalid: true,
             ..Default::default()

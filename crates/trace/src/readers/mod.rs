@@ -37,7 +37,8 @@ impl ReadOptions {
     }
 }
 
-/// Read a trace file (or, for WEKA sessions, a directory of session files).
+/// Read a trace file (or, for WEKA sessions, a directory of session files; `-` is stdin). Only
+/// regular files are read: a FIFO or a device is refused ([`crate::fsutil::read_input`]).
 pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
     if path.is_dir() {
         return match opts.format {
@@ -49,7 +50,7 @@ pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
             )),
         };
     }
-    let bytes = std::fs::read(path).map_err(|e| TraceError::io(path, e))?;
+    let bytes = crate::fsutil::read_input(path).map_err(|e| TraceError::io(path, e))?;
     let text = text_of(path, &bytes)?;
     let format = match opts.format {
         Some(f) => f,

@@ -251,7 +251,19 @@ fn check(rec: LineIn, index: usize, header: &Header, last_t: f64) -> Result<Requ
         }
     }
     let content = match (header.content, rec.tokens, rec.hash_ids) {
-        (ContentKind::Tokens, Some(tokens), None) => Content::Tokens(tokens),
+        (ContentKind::Tokens, Some(tokens), None) => {
+            // `in` is what every hit ratio divides by: a count that disagrees with the tokens
+            // would skew them silently.
+            if tokens.len() != rec.input as usize {
+                return Err(format!(
+                    "in = {} but the request has {} tokens; fix \"in\" (the prompt length) to \
+                     match \"tokens\"",
+                    rec.input,
+                    tokens.len()
+                ));
+            }
+            Content::Tokens(tokens)
+        }
         (ContentKind::HashIds, None, Some(ids)) => {
             let Some(bs) = block_size.filter(|&b| b > 0) else {
                 return Err("hash_ids need a positive \"block_size\" in the header".into());
