@@ -5,17 +5,17 @@
 //! - Lookup (`v1/cache_engine.py:1255-1276`, `local_cpu_backend.py:127-142`): the leading run of
 //!   chunks in the CPU, then the leading run of the remaining chunks on disk
 //!   (`storage_manager.py:972-1010`, never back to the CPU). The CPU run is pinned until loaded
-//!   and refreshed last chunk first, so a reused prefix's head ends most recent; LRU/LFU/MRU
-//!   see only that run. Hit tokens = run x chunk, minus one when that is the whole prompt.
+//!   and refreshed last chunk first, so a reused prefix's head ends most recent, and so is the
+//!   disk run (`touch_cache`); LRU/LFU/MRU see only those runs. Hit tokens = run x chunk, minus one when that is the whole prompt.
 //! - Retrieve: masks `floor(gpu_hit / chunk) * chunk` tokens and loads whole chunks from
-//!   there; a CPU retrieve refreshes nothing; disk chunks retrieved are refreshed on disk and
-//!   promoted to the CPU.
+//!   there; a CPU retrieve refreshes nothing; disk chunks retrieved are refreshed on disk again
+//!   (`local_disk_backend.py:504`, after the lookup's refresh) and promoted to the CPU.
 //! - Store (`cache_engine.py:485-526`, `local_cpu_backend.py:685-745`): from the chunk the
 //!   LMCache hit ends in, a slot is allocated for every chunk before any is put; each
 //!   allocation evicts one unpinned entry; when nothing is evictable the store stops, so the
 //!   request's *first* chunks are kept. A chunk already resident still takes a slot (and may
 //!   evict) and is then dropped without a refresh (`local_cpu_backend.py:164-165`). The disk is
-//!   written through for every chunk put.
+//!   written through for every chunk put; a chunk already on disk is refreshed there instead.
 //! - Policies: LRU (default), LFU, FIFO, MRU are LMCache's; the others are ours, for
 //!   exploration.
 
@@ -82,6 +82,14 @@ impl<P: EvictionPolicy> LmcacheTier<P> {
             self.clock += 1;
             if let Outcome::Hit(e) = self.cpu.access(&access(keys[d], d, self.clock), true) {
                 pinned.push(e);
+            }
+        }
+        // the disk's `touch_cache` refreshes its run the same way, last chunk first
+        // (`local_disk_backend.py:226-241`)
+        if let Some(disk) = self.disk.as_mut() {
+            for d in (cpu_chunks..cpu_chunks + disk_chunks).rev() {
+                self.clock += 1;
+                disk.access(&access(keys[d], d, self.clock), false);
             }
         }
         Lookup {
@@ -174,10 +182,9 @@ impl<P: EvictionPolicy> LmcacheTier<P> {
                 self.cpu.access(&a, false);
                 stored += 1;
             }
+            // a chunk already on disk is refreshed, not written (`local_disk_backend.py:347-355`)
             if let Some(disk) = self.disk.as_mut() {
-                if !disk.contains(k) {
-                    disk.access(&a, false);
-                }
+                disk.access(&a, false);
             }
         }
         stored
