@@ -243,13 +243,15 @@ EOF
 }
 
 # The golden copy for crates/cli/tests/real_vllm.rs: each capacity's request-logger lines
-# (verbatim, in file order: every line the vLLM log reader takes an event from), gzipped, and
+# (verbatim, in file order: every line the vLLM log reader takes an event from) and the
+# worker's per-step "Running batch with ... num_tokens=N" lines (DEBUG), gzipped, and
 # what vLLM reported, in crates/cli/tests/fixtures/real_vllm/vllm.json.
 fixture() {
     local dest=$ROOT/crates/cli/tests/fixtures/real_vllm
     mkdir -p "$dest"
     for n in $CAPACITIES; do
-        grep -E 'request_logger\.py:[0-9]+\]' "$OUT/blocks$n/server.log" | gzip -9n > "$dest/blocks$n.log.gz"
+        grep -E 'request_logger\.py:[0-9]+\]|Running batch with' "$OUT/blocks$n/server.log" \
+            | gzip -9n > "$dest/blocks$n.log.gz"
     done
     python3 - "$OUT" "$dest" $CAPACITIES <<'EOF'
 import json, re, sys
