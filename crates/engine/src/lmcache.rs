@@ -435,4 +435,26 @@ mod tests {
         assert_eq!(r.loaded_tokens, 8);
         assert!(t.cpu.contains(1) && t.cpu.contains(2));
     }
+
+    #[test]
+    fn disk_recency_follows_lookups_and_stores() {
+        // CPU 1 chunk, disk 3 (LRU). Store [1], [2], [3]: disk 1, 2, 3 (least recent first)
+        let mut t = tier(1, Some(3), PolicyConfig::Lru);
+        for k in [1, 2, 3] {
+            t.store(&[k], 0, 1, &acc);
+        }
+        // storing 1 again refreshes it on disk: 2, 3, 1
+        t.store(&[1], 0, 1, &acc);
+        // a lookup whose disk run is [3] refreshes it: 2, 1, 3
+        let mut l = t.lookup(&[3], &acc);
+        assert_eq!((l.cpu_chunks, l.disk_chunks), (0, 1));
+        t.unpin(&mut l);
+        let on_disk = |t: &LmcacheTier<AnyPolicy>, k| t.disk.as_ref().unwrap().contains(k);
+        // 4 evicts 2 (without the store's refresh: 1)
+        t.store(&[4], 0, 1, &acc);
+        assert!(!on_disk(&t, 2) && on_disk(&t, 1));
+        // 5 evicts 1 (without the lookup's refresh: 3)
+        t.store(&[5], 0, 1, &acc);
+        assert!(!on_disk(&t, 1) && on_disk(&t, 3));
+    }
 }
