@@ -45,6 +45,17 @@ pub enum Command {
     Replay(crate::commands::replay::ReplayArgs),
 }
 
+impl Command {
+    /// Whether the command opens network connections (or serves them), where a write to a peer
+    /// that has gone must not raise SIGPIPE.
+    pub fn writes_to_network(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve(_) | Command::Bench(_) | Command::Replay(_) | Command::Experiment(_)
+        )
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     /// Trace or vLLM server log to replay (a directory of WEKA sessions works too).

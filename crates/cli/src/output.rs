@@ -1,7 +1,40 @@
 //! Human-readable tables on stdout.
 
+use std::io::Write;
+
 use inferencelab_sim::ResultRow;
 use inferencelab_trace::Trace;
+
+/// `print!` through [`out`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::output::out(&format!($($t)*))
+    };
+}
+
+/// `println!` through [`out`].
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::output::out(&format!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// Print to stdout for the commands that keep SIGPIPE ignored (they write to sockets; `main`):
+/// a closed stdout (`inferencelab bench ... | head -3`) ends the process quietly with 141, as a
+/// shell reports a SIGPIPE death, instead of panicking in `print!`. Call it after the results
+/// are written.
+pub fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("warning: writing to stdout: {e}");
+    }
+}
 
 fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)

@@ -717,7 +717,7 @@ pub(crate) fn bench_against(
     let result_path = dir.join("result.json");
     write_json(&result_path, &result)
         .with_context(|| format!("writing {}", result_path.display()))?;
-    print!(
+    out!(
         "{}",
         summary_table(&info, &outcome, &summary, scrape.as_ref())
     );
@@ -775,7 +775,7 @@ pub(crate) fn attribute(out: &BenchOutput, log: &Path, percentiles: &str) -> any
         .collect();
     let (rows, summary) =
         inferencelab_bench::attribution::join(&out.outcome.records, &trace.lmcache, &p);
-    print!("{}", inferencelab_bench::attribution::table(&summary));
+    out!("{}", inferencelab_bench::attribution::table(&summary));
     let path = out.dir.join("attribution.json");
     write_json(
         &path,
@@ -916,7 +916,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
         engine: Default::default(),
     };
     let row = inferencelab_sim::driver::run(&prepared, &sim_cfg)?;
-    print!("{}", comparison_table(&out, &row));
+    out!("{}", comparison_table(&out, &row));
     Ok(())
 }
 

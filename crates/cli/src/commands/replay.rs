@@ -119,7 +119,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let row = inferencelab_sim::driver::run_observed(&prepared, &cfg, |i, hits| {
         predicted[i] = Some(hits)
     })?;
-    print!("{}", comparison_table(&out, &row));
+    out!("{}", comparison_table(&out, &row));
 
     // Measured hits per window of trace time, next to the predicted ones.
     let t0 = sim_trace.requests.first().map_or(0.0, |r| r.timestamp);
@@ -154,8 +154,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             "ttft_ms": r.ttft_s * 1000.0,
         }));
     }
-    println!("{agreement}");
-    println!(
+    outln!("{agreement}");
+    outln!(
         "{:>10} {:>9} {:>14} {:>14} {:>14}",
         "window_s",
         "requests",
@@ -174,7 +174,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         })
         .collect();
     for (w, m) in row.windows.iter().zip(&measured).take(30) {
-        println!(
+        outln!(
             "{:>10.0} {:>9} {:>14} {:>14} {:>14}",
             w.start,
             w.requests,
@@ -184,7 +184,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     if row.windows.len() > 30 {
-        println!("... {} more windows in replay.json", row.windows.len() - 30);
+        outln!("... {} more windows in replay.json", row.windows.len() - 30);
     }
     let path: PathBuf = out.dir.join("replay.json");
     let doc = json!({
