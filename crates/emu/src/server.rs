@@ -10,10 +10,10 @@
 //! `Authorization: Bearer KEY` (compared in constant time, as vLLM's middleware guards `/v1`).
 
 use std::convert::Infallible;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use http_body::Frame;
 use serde_json::{json, Value};
@@ -68,6 +67,11 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// How long in-flight requests may finish after a shutdown signal before they are cut.
     pub shutdown_grace: Duration,
+    /// A connection must send a request's headers within this long of being accepted or of its
+    /// previous response, else it is closed: the keep-alive idle timeout of vLLM's uvicorn
+    /// (`VLLM_HTTP_TIMEOUT_KEEP_ALIVE`, 5 s), which also bounds a slow header read. `None`:
+    /// never (idle sockets pile up to the fd limit and block new requests).
+    pub keep_alive_timeout: Option<Duration>,
     pub tokenizer: Arc<dyn Tokenizer>,
     /// Record, per streamed token, when it was due, queued and sent (pacing measurements).
     pub pacing: Option<PacingLog>,
@@ -98,6 +102,7 @@ impl ServerConfig {
             stats_interval_s: 10.0,
             max_request_bytes: 16 << 20,
             shutdown_grace: Duration::from_secs(5),
+            keep_alive_timeout: Some(Duration::from_secs(5)),
             tokenizer: Arc::new(crate::tokenizer::WordTokenizer::default()),
             pacing: None,
         }
@@ -118,6 +123,8 @@ struct Shared {
     tokenizer: Arc<dyn Tokenizer>,
     next_id: AtomicU64,
     pacing: Option<PacingLog>,
+    /// The engine core thread has ended (a panic): /health says so.
+    engine_dead: AtomicBool,
 }
 
 type AppState = Arc<Shared>;
@@ -200,6 +207,7 @@ pub async fn run(
         tokenizer: config.tokenizer.clone(),
         next_id: AtomicU64::new(0),
         pacing: config.pacing.clone(),
+        engine_dead: AtomicBool::new(false),
     });
     let startup = startup_lines(&format, Stamp(epoch_us), &config, addr);
     let engine = Engine::new(config.engine.clone());
@@ -219,21 +227,34 @@ pub async fn run(
         .name("engine-core".into())
         .spawn(move || core.run(rx))?;
 
-    let app = router(shared, config.max_request_bytes);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // Every token is its own small write: without TCP_NODELAY, Nagle's algorithm holds a write
-    // back while the previous one is unacknowledged, and the client's delayed ACK can stretch
-    // that to tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|&s| s).await;
-    });
-    let mut server_task = tokio::spawn(server.into_future());
+    let app = router(shared.clone(), config.max_request_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_task = tokio::spawn(accept_loop(
+        listener,
+        app,
+        config.keep_alive_timeout,
+        stop_rx,
+    ));
+    // The core thread only ends when every sender is gone, so an end before that is a panic:
+    // then /health fails and the server stops with an error, instead of answering 503 to every
+    // request while saying it is healthy.
+    let mut core_done = tokio::task::spawn_blocking(move || core_thread.join());
     let result = tokio::select! {
         r = &mut server_task => Some(r),
         _ = shutdown => None,
+        joined = &mut core_done => {
+            shared.engine_dead.store(true, Ordering::SeqCst);
+            let why = match joined {
+                Ok(Err(panic)) => panic_text(&panic),
+                _ => "it ended".into(),
+            };
+            let _ = stop_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut server_task).await;
+            server_task.abort();
+            return Err(std::io::Error::other(format!(
+                "the engine core thread failed ({why}); the server stopped"
+            )));
+        }
     };
     let result = match result {
         Some(r) => r,
@@ -257,11 +278,73 @@ pub async fn run(
     };
     let _ = tx.send(Command::Cancel);
     drop(tx);
-    tokio::task::spawn_blocking(move || core_thread.join())
+    drop(shared);
+    core_done
         .await
         .map_err(std::io::Error::other)?
-        .map_err(|_| std::io::Error::other("the engine core thread panicked"))?;
+        .map_err(|p| {
+            std::io::Error::other(format!(
+                "the engine core thread panicked: {}",
+                panic_text(&p)
+            ))
+        })?;
     result.map_err(std::io::Error::other)?
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Accept connections until `stop`, then let the open ones finish. One hyper HTTP/1 connection
+/// per socket (what `axum::serve` does, plus the header-read / keep-alive timeout it cannot set).
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    keep_alive_timeout: Option<Duration>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // out of file descriptors and the like: wait, as axum::serve does, instead
+                    // of spinning; a failed handshake only concerns that client
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|&s| s).await; } => break,
+        };
+        // Every token is its own small write: without TCP_NODELAY, Nagle's algorithm holds a
+        // write back while the previous one is unacknowledged, and the client's delayed ACK can
+        // stretch that to tens of milliseconds.
+        let _ = tcp.set_nodelay(true);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(keep_alive_timeout);
+        let conn =
+            builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn startup_lines(f: &LogFormat, at: Stamp, c: &ServerConfig, addr: SocketAddr) -> String {
@@ -311,7 +394,17 @@ fn router(state: AppState, max_request_bytes: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .merge(v1)
-        .route("/health", get(|| async { StatusCode::OK }))
+        .route(
+            "/health",
+            get(|State(s): State<AppState>| async move {
+                // vLLM's /health fails once the engine is dead (EngineDeadError)
+                if s.engine_dead.load(Ordering::SeqCst) {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }),
+        )
         .route("/ping", get(|| async { StatusCode::OK }))
         .route(
             "/version",
@@ -595,13 +688,43 @@ async fn completions(
 /// The client's `X-Request-Id`, which vLLM makes the base of the request id
 /// (`serving_engine._base_request_id`: `cmpl-<id>`, `chatcmpl-<id>`), so a client's ids appear
 /// in the responses and the logs.
+///
+/// Deviation: vLLM copies the header as it is; here a space, a quote, a backslash, a control or
+/// a non-ASCII byte is percent-encoded (and the id cut at 256 bytes), so one client's id cannot
+/// split a log line that `simulate` reads back.
 fn client_request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
+    const MAX_ID: usize = 256;
+    let raw = headers.get("x-request-id")?.as_bytes();
+    let raw = raw.trim_ascii();
+    if raw.is_empty() {
+        return None;
+    }
+    let mut id = String::with_capacity(raw.len());
+    for &b in raw {
+        if id.len() >= MAX_ID {
+            break;
+        }
+        if b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\' | b'%') {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(id)
+}
+
+/// The opening of every SSE chunk, `{"id":…,"object":…,"created":…,"model":…` without the
+/// closing brace (the chunk's own keys follow). Built by serde: the id comes from the client.
+fn chunk_head(request_id: &str, object: &str, created: u64, model: &str) -> String {
+    let mut head = json!({
+        "id": request_id,
+        "object": object,
+        "created": created,
+        "model": model,
+    })
+    .to_string();
+    head.pop(); // the closing '}'
+    head
 }
 
 /// Sends `Abort` for a request that was not seen to the end (the client went away).
@@ -726,13 +849,17 @@ async fn generate(
     let chunker = Chunker::new(
         kind,
         match kind {
-            Kind::Chat => format!(
-                "{{\"id\":\"{request_id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":{}",
-                json_str(&s.served_model_name)
+            Kind::Chat => chunk_head(
+                &request_id,
+                "chat.completion.chunk",
+                created,
+                &s.served_model_name,
             ),
-            Kind::Completion => format!(
-                "{{\"id\":\"{request_id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":{}",
-                json_str(&s.served_model_name)
+            Kind::Completion => chunk_head(
+                &request_id,
+                "text_completion",
+                created,
+                &s.served_model_name,
             ),
         },
         p.include_usage,
@@ -808,10 +935,6 @@ async fn generate(
         "usage": chunker.usage(),
     }))
     .into_response())
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// Formats vLLM's SSE chunks for one response. The constant parts of a token chunk are built

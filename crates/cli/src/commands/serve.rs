@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
@@ -15,6 +14,7 @@ use inferencelab_emu::engine::{EngineConfig, LmcacheTier};
 use inferencelab_emu::server::{self, ServerConfig};
 use inferencelab_emu::timing::{GpuProfile, Timing};
 use inferencelab_sim::{models, plan};
+use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
 
 /// Raw arguments: parsed by [`ServeOpts`] after unknown vLLM flags are set aside.
 #[derive(Args, Debug)]
@@ -56,15 +56,16 @@ struct ServeOpts {
     /// GPU KV cache size in GiB (default: what --gpu-memory-utilization of the GPU leaves after
     /// the weights).
     #[arg(long)]
-    gpu_cache_gb: Option<f64>,
-    /// vLLM --gpu-memory-utilization, for the default KV cache size.
-    #[arg(long, default_value_t = 0.9)]
+    gpu_cache_gb: Option<NonNegative>,
+    /// vLLM --gpu-memory-utilization, for the default KV cache size (above 0, at most 1).
+    #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
     gpu_memory_utilization: f64,
     /// GPU memory in GiB, for the default KV cache size.
-    #[arg(long, default_value_t = 80.0)]
-    gpu_memory_gb: f64,
+    #[arg(long, default_value = "80")]
+    gpu_memory_gb: Positive,
     /// vLLM --block-size.
-    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK)]
+    #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK,
+          value_parser = clap::value_parser!(u32).range(1..))]
     block_size: u32,
     /// vLLM --tensor-parallel-size: each GPU (and each LMCache worker) holds 1/N of the KV
     /// heads (all of MLA's latent), so GiB sizes give N times the blocks. Sizing only: the
@@ -78,12 +79,12 @@ struct ServeOpts {
     /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; env LMCACHE_MAX_LOCAL_CPU_SIZE;
     /// default 5).
     #[arg(long)]
-    cpu_cache_gb: Option<f64>,
+    cpu_cache_gb: Option<NonNegative>,
     /// No LMCache tier (plain vLLM).
     #[arg(long, conflicts_with = "cpu_cache_gb")]
     no_cpu_tier: bool,
     /// LMCache chunk size (env LMCACHE_CHUNK_SIZE; default 256).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_size: Option<u32>,
     /// LMCache cache_policy (env LMCACHE_CACHE_POLICY; default lru).
     #[arg(long, value_parser = parse_policy)]
@@ -94,24 +95,25 @@ struct ServeOpts {
     kv_transfer_config: Option<String>,
     /// Prefill throughput at short context, tokens/s (default: from the model and the GPU).
     #[arg(long)]
-    prefill_tokens_per_s: Option<f64>,
+    prefill_tokens_per_s: Option<Positive>,
     /// Decode step time at batch 1, ms (default: from the model and the GPU).
     #[arg(long)]
-    decode_ms_per_token: Option<f64>,
+    decode_ms_per_token: Option<Positive>,
     /// GPU profile YAML (peak_flops, hbm_bytes_per_s, pcie_bytes_per_s, ...; default H100 SXM).
     #[arg(long)]
     gpu_profile: Option<PathBuf>,
     /// vLLM --max-num-batched-tokens (token budget per step).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     max_num_batched_tokens: u32,
     /// vLLM --max-num-seqs.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_num_seqs: u32,
     /// vLLM --max-model-len.
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..))]
     max_model_len: u32,
-    /// Emulated seconds per real second (10: ten times faster than a GPU); 0: no pacing at all.
-    #[arg(long, default_value_t = 1.0)]
+    /// Emulated seconds per real second (10: ten times faster than a GPU), 1e-6 to 1e6; 0: no
+    /// pacing at all.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_time_scale)]
     time_scale: f64,
     /// Seed of the generated tokens.
     #[arg(long, default_value_t = 0)]
@@ -142,8 +144,32 @@ struct ServeOpts {
     #[arg(long, default_value_t = 16 << 20)]
     max_request_bytes: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM before they are cut.
-    #[arg(long, default_value_t = 30.0)]
-    shutdown_grace_s: f64,
+    #[arg(long, default_value = "30")]
+    shutdown_grace_s: Seconds,
+    /// Close a connection that sends no request headers for this many seconds (idle keep-alive
+    /// connections too), as vLLM's uvicorn does (env VLLM_HTTP_TIMEOUT_KEEP_ALIVE; default 5;
+    /// 0: never).
+    #[arg(long)]
+    http_timeout_keep_alive: Option<Seconds>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not allowed: give a fraction above 0, at most 1"
+        )),
+    }
+}
+
+/// 0 (no pacing) or a [`Scale`].
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    s.parse::<Scale>()
+        .map(Scale::get)
+        .map_err(|e| format!("{e} (or 0: no pacing)"))
 }
 
 fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
@@ -236,19 +262,21 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--gpu-profile {}", p.display()))?,
         None => GpuProfile::default(),
     };
-    let timing = Timing::derive(&model, &gpu, o.prefill_tokens_per_s, o.decode_ms_per_token);
-    if o.block_size == 0 {
-        bail!("--block-size must be positive");
-    }
+    let timing = Timing::derive(
+        &model,
+        &gpu,
+        o.prefill_tokens_per_s.map(Positive::get),
+        o.decode_ms_per_token.map(Positive::get),
+    );
     let num_gpu_blocks = match (o.gpu_blocks.or(o.num_gpu_blocks_override), o.gpu_cache_gb) {
         (Some(n), _) => n,
-        (None, Some(gb)) => model.blocks_in_gib(gb, o.block_size),
+        (None, Some(gb)) => model.blocks_in_gib(gb.get(), o.block_size),
         (None, None) => {
             // one GPU's share of the weights
-            let ranks = (o.tensor_parallel_size * o.pipeline_parallel_size) as f64;
+            let ranks = o.tensor_parallel_size as f64 * o.pipeline_parallel_size as f64;
             let weights_gib =
                 model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64 / ranks;
-            let kv_gib = o.gpu_memory_gb * o.gpu_memory_utilization - weights_gib;
+            let kv_gib = o.gpu_memory_gb.get() * o.gpu_memory_utilization - weights_gib;
             if kv_gib <= 0.0 {
                 bail!(
                     "{} does not fit in {} GiB at --gpu-memory-utilization {}: give \
@@ -284,11 +312,12 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
             None => env("LMCACHE_CHUNK_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CHUNK),
         };
         if chunk_size == 0 {
-            bail!("the LMCache chunk size must be positive");
+            bail!("LMCACHE_CHUNK_SIZE=0: the LMCache chunk size must be positive");
         }
         let gb = match o.cpu_cache_gb {
-            Some(g) => g,
-            None => env("LMCACHE_MAX_LOCAL_CPU_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CPU_GB),
+            Some(g) => g.get(),
+            None => env::<NonNegative>("LMCACHE_MAX_LOCAL_CPU_SIZE")?
+                .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
         };
         let policy = match &o.cpu_eviction_policy {
             Some(p) => p.clone(),
@@ -315,9 +344,6 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
     engine.lmcache = lmcache;
     engine.max_num_batched_tokens = o.max_num_batched_tokens.max(1);
     engine.max_num_seqs = o.max_num_seqs.max(1);
-    if !(o.time_scale >= 0.0 && o.time_scale.is_finite()) {
-        bail!("--time-scale must be a non-negative number (0: no pacing)");
-    }
     let mut cfg = ServerConfig::new(engine, &served);
     cfg.max_model_len = o.max_model_len;
     cfg.time_scale = o.time_scale;
@@ -331,7 +357,13 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
     cfg.max_log_len = o.max_log_len;
     cfg.log_time_decimals = o.log_time_decimals;
     cfg.max_request_bytes = o.max_request_bytes;
-    cfg.shutdown_grace = Duration::from_secs_f64(o.shutdown_grace_s.max(0.0));
+    cfg.shutdown_grace = o.shutdown_grace_s.duration();
+    let keep_alive = match o.http_timeout_keep_alive {
+        Some(s) => s,
+        None => env::<Seconds>("VLLM_HTTP_TIMEOUT_KEEP_ALIVE")?
+            .unwrap_or(Seconds::try_from(5.0).map_err(anyhow::Error::msg)?),
+    };
+    cfg.keep_alive_timeout = (keep_alive.get() > 0.0).then(|| keep_alive.duration());
     cfg.log = Some(match &o.log_file {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
