@@ -122,8 +122,64 @@ fn resolve(
 
 /// Read a conversation CSV file.
 pub fn read_csv(path: &Path, names: &ColumnNames) -> ConvertResult<ConversationSet> {
-    let bytes = std::fs::read(path).map_err(|e| ConvertError::io(path, e))?;
+    let bytes =
+        inferencelab_trace::fsutil::read_input(path).map_err(|e| ConvertError::io(path, e))?;
     parse_csv(path, &bytes, names)
+}
+
+/// RFC 4180 quoting: inside a quoted field a quote is doubled (`""`) or ends the field. The csv
+/// crate reads `"say "hi" now"` as `say hi" now"` without a word; a conversation's text must not
+/// change silently, so such a quote is an error at its line.
+fn check_quotes(bytes: &[u8]) -> Result<(), (usize, String)> {
+    let (mut line, mut at_field_start, mut quoted) = (1usize, true, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if quoted {
+            if b == b'"' {
+                match bytes.get(i + 1) {
+                    Some(b'"') => i += 1,
+                    None | Some(b',' | b'\r' | b'\n') => quoted = false,
+                    Some(_) => {
+                        return Err((
+                            line,
+                            "a stray quote inside a quoted field: write it twice (\"\") to \
+                             keep it, or close the field with a quote before the comma"
+                                .into(),
+                        ))
+                    }
+                }
+            } else if b == b'\n' {
+                line += 1;
+            }
+            at_field_start = false;
+        } else {
+            match b {
+                b'"' if at_field_start => quoted = true,
+                b',' => {
+                    at_field_start = true;
+                    i += 1;
+                    continue;
+                }
+                b'\n' => {
+                    line += 1;
+                    at_field_start = true;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            at_field_start = false;
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err((
+            line,
+            "a quoted field is never closed (a quote is missing)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parse CSV bytes; `path` only labels errors.
@@ -132,6 +188,7 @@ pub fn parse_csv(path: &Path, bytes: &[u8], names: &ColumnNames) -> ConvertResul
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConvertError::csv(path, 0, "the file is empty"));
     }
+    check_quotes(bytes).map_err(|(line, reason)| ConvertError::csv(path, line, reason))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -242,6 +299,18 @@ pub fn parse_csv(path: &Path, bytes: &[u8], names: &ColumnNames) -> ConvertResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stray_quotes_are_errors_doubled_quotes_are_text() {
+        assert!(check_quotes(b"a,b\n\"x \"\"y\"\" z\",2\n").is_ok());
+        assert!(check_quotes(b"a,b\n\"multi\nline\",2\r\n").is_ok());
+        assert!(check_quotes(b"a,b\nunquoted \" is text,2\n").is_ok());
+        assert_eq!(
+            check_quotes(b"a,b\n1,\"say \"hi\" now\"\n").unwrap_err().0,
+            2
+        );
+        assert_eq!(check_quotes(b"a,b\n1,2\n\"open,3\n").unwrap_err().0, 4);
+    }
 
     fn parse(text: &str) -> ConvertResult<ConversationSet> {
         parse_csv(Path::new("t.csv"), text.as_bytes(), &ColumnNames::default())

@@ -30,9 +30,12 @@ pub fn parse_stamp(s: &str) -> Result<Stamp, String> {
         return parse_datetime(t).map(Stamp::DateTime);
     }
     match t.parse::<f64>() {
-        Ok(x) if x.is_finite() && x.abs() < 9.0e9 => {
+        Ok(x) if x.is_finite() && (0.0..9.0e9).contains(&x) => {
             Ok(Stamp::Seconds((x * NS as f64).round() as i64))
         }
+        Ok(x) if x < 0.0 => Err(format!(
+            "{x} is a negative time: plain seconds count from 0 (or give a date-time)"
+        )),
         _ => Err(format!(
             "{:?} is not a time: expected RFC 3339 (2025-06-02T09:15:00Z), \
              YYYY-MM-DD HH:MM:SS[.fraction] or plain seconds",
