@@ -84,6 +84,52 @@ impl ModelSpec {
         }
     }
 
+    /// The spec when its numbers make a model: layers, heads, head size and dtype bytes of at
+    /// least 1, a finite parameter count, and a KV size per token that fits 32 bits (the sizes
+    /// below multiply them; a model YAML with 4e9 layers must be an error, not an overflow).
+    pub fn checked(self, origin: &Path) -> SimResult<ModelSpec> {
+        let bad = |what: String| {
+            Err(SimError::Config(format!(
+                "{}: {what} (model {})",
+                origin.display(),
+                self.name
+            )))
+        };
+        for (key, v) in [
+            ("num_layers", self.num_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("dtype_bytes", self.dtype_bytes),
+        ] {
+            if v == 0 {
+                return bad(format!("{key} is 0; it must be at least 1"));
+            }
+        }
+        if self.kv_lora_rank.is_none() && (self.num_kv_heads == 0 || self.head_dim == 0) {
+            return bad("num_kv_heads and head_dim must be at least 1".into());
+        }
+        if !(self.num_params.is_finite() && self.num_params >= 0.0) {
+            return bad(format!("num_params {} is not a count", self.num_params));
+        }
+        let head_size = match self.kv_lora_rank {
+            Some(r) => r.checked_add(self.qk_rope_head_dim.unwrap_or(0)),
+            None => Some(self.head_dim),
+        };
+        let per_token = head_size.and_then(|h| {
+            2u64.checked_mul(self.num_layers as u64)?
+                .checked_mul(self.num_kv_heads.max(1) as u64)?
+                .checked_mul(h as u64)?
+                .checked_mul(self.dtype_bytes as u64)
+        });
+        match per_token {
+            Some(b) if b > 0 && b <= u32::MAX as u64 => Ok(self),
+            _ => bad(
+                "its KV bytes per token (2 x layers x kv heads x head size x dtype bytes) are \
+                 0 or beyond 4 GiB; check the numbers"
+                    .into(),
+            ),
+        }
+    }
+
     /// KV-cache bytes of one token on one rank, what a GPU's (and an LMCache worker's) memory
     /// is divided by: `kv_size * layers * heads * head_size * dtype_bytes`, kv_size 2 (K and V)
     /// or 1 (MLA's latent). With one rank: the whole model's.
@@ -100,8 +146,9 @@ impl ModelSpec {
     /// LMCache's chunks of `chunk_size` tokens in `gib` GiB of one worker's
     /// `max_local_cpu_size`: a chunk's bytes are rounded up to [`LMCACHE_ALIGN_BYTES`].
     pub fn lmcache_chunks_in_gib(&self, gib: f64, chunk_size: u32) -> u64 {
-        let chunk =
-            (self.kv_bytes_per_token() * chunk_size as u64).next_multiple_of(LMCACHE_ALIGN_BYTES);
+        // u128: a 4e9-token chunk of a large model passes u64
+        let chunk = (self.kv_bytes_per_token() as u128 * chunk_size as u128)
+            .next_multiple_of(LMCACHE_ALIGN_BYTES as u128);
         ((gib * (1u64 << 30) as f64) / chunk as f64).floor() as u64
     }
 
@@ -204,9 +251,9 @@ pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
 }
 
 fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
-    let text = std::fs::read_to_string(path)
+    let text = inferencelab_trace::fsutil::read_input_string(path)
         .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
-    serde_norway::from_str(&text).map_err(|e| {
+    let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
         SimError::Config(format!(
             "{}{}: {e}",
             path.display(),
@@ -214,12 +261,13 @@ fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
                 .map(|l| format!(":{}", l.line()))
                 .unwrap_or_default()
         ))
-    })
+    })?;
+    spec.checked(path)
 }
 
 /// Read the architecture numbers from a Hugging Face `config.json`.
 pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
-    let text = std::fs::read_to_string(path)
+    let text = inferencelab_trace::fsutil::read_input_string(path)
         .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| SimError::Config(format!("{}:{}: {e}", path.display(), e.line())))?;
@@ -256,7 +304,7 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
         .and_then(|p| p.file_name())
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "hf-model".into());
-    Ok(ModelSpec {
+    ModelSpec {
         name,
         hf_id: None,
         num_params: params,
@@ -270,7 +318,8 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
         qk_rope_head_dim: kv_lora_rank.and(qk_rope_head_dim),
         tensor_parallel_size: 1,
         pipeline_parallel_size: 1,
-    })
+    }
+    .checked(path)
 }
 
 #[cfg(test)]
@@ -324,7 +373,10 @@ mod tests {
         // the 4 KiB round-up: a one-token MLA chunk is 31,104 B, allocated as 32 KiB
         assert_eq!(d.lmcache_chunks_in_gib(1.0, 1), (1u64 << 30) / 32_768);
         // llama-8b: 100-token chunks are 12.5 MiB exactly
-        assert_eq!(resolve("llama-8b").unwrap().lmcache_chunks_in_gib(1.0, 100), 81);
+        assert_eq!(
+            resolve("llama-8b").unwrap().lmcache_chunks_in_gib(1.0, 100),
+            81
+        );
     }
 
     #[test]
