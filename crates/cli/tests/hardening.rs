@@ -334,3 +334,330 @@ fn an_azure_bad_header_error_is_cut_short() {
     );
     assert!(stderr.len() < 1000, "{}", stderr.len());
 }
+
+// ---- bench: durations, concurrency, a server that goes away -------------------------------------
+
+#[test]
+fn bench_refuses_infinite_and_tiny_durations_and_zero_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, want) in [
+        ("--request-timeout", "inf", "seconds from 0 to"),
+        ("--connect-timeout", "inf", "seconds from 0 to"),
+        ("--duration", "1e30", "seconds from 0 to"),
+        ("--metrics-interval", "inf", "seconds from 0 to"),
+        ("--metrics-interval", "1e-12", "at least 0.01"),
+        ("--max-concurrency", "0", "1 or more"),
+        ("--time-scale", "1e-300", "factor from 1e-6 to 1e6"),
+        ("--request-rate", "nan", "greater than 0"),
+        ("--warmup-connections", "100000", "0..=4096"),
+    ] {
+        let arg = format!("{flag}={value}");
+        refused(
+            bin()
+                .args(["bench", "--base-url", "http://127.0.0.1:9", "-q", &arg])
+                .arg("--output-dir")
+                .arg(dir.path()),
+            &[flag, want],
+        );
+    }
+}
+
+#[test]
+fn bench_survives_a_server_that_rejects_mid_upload_and_writes_its_results() {
+    // serve answers 413 once 1,000 bytes of a 14 MB body are in, and closes: the client's next
+    // write meets a closed socket (SIGPIPE killed bench here: exit 141, nothing written)
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = spawn_serve(&["--max-request-bytes", "1000"]);
+    let (code, _, stderr) = run(bin()
+        .args(["bench", "-q", "--base-url"])
+        .arg(format!("http://{addr}"))
+        .args([
+            "--num-prompts",
+            "3",
+            "--random-input-len",
+            "2000000",
+            "--random-output-len",
+            "1",
+            "--output-dir",
+        ])
+        .arg(dir.path()));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // every request failed: an error exit, not a SIGPIPE death (code None)
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no request succeeded"), "{stderr}");
+    let records = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    assert_eq!(records.lines().count(), 3, "{records}");
+    assert!(dir.path().join("result.json").exists());
+}
+
+/// `inferencelab serve --port 0` and its address.
+#[allow(clippy::zombie_processes)]
+fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--no-cpu-tier",
+            "--gpu-blocks",
+            "2000",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("serve exited early: {:?}", child.wait());
+        }
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("inferencelab serve: listening on http://")
+        {
+            return (child, a.to_string());
+        }
+    }
+}
+
+/// Wait for `child` at most `HANG_GUARD` (a hang detector, not a speed check).
+fn wait_guarded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("still running after {HANG_GUARD:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bench_against_a_killed_server_fails_fast_instead_of_waiting_the_request_timeout() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = spawn_serve(&[]);
+    let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args(["bench", "--base-url"])
+        .arg(format!("http://{addr}"))
+        .args([
+            "--num-prompts",
+            "400",
+            "--max-concurrency",
+            "8",
+            "--random-input-len",
+            "64",
+            "--random-output-len",
+            "400",
+            "--request-timeout",
+            "600",
+            "-q",
+            "--output-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the run has begun once bench names its workload
+    let mut err = BufReader::new(bench.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("bench:"), "{line}");
+    server.kill().unwrap(); // SIGKILL: no goodbye on any connection
+    server.wait().unwrap();
+    let status = wait_guarded(&mut bench);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(!rest.contains("panicked at"), "{rest}");
+    assert!(
+        status.code().is_some(),
+        "killed by a signal: {status:?}\n{rest}"
+    );
+    let records = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    assert_eq!(records.lines().count(), 400, "every request has its record");
+    assert!(records.contains("connection_refused"), "{rest}");
+    assert!(dir.path().join("result.json").exists());
+}
+
+// ---- serve ---------------------------------------------------------------------------------------
+
+#[test]
+fn serve_refuses_a_vanishing_time_scale_and_an_infinite_grace() {
+    for (flag, value, want) in [
+        ("--time-scale", "1e-300", "factor from 1e-6 to 1e6"),
+        ("--time-scale", "nan", "factor from 1e-6 to 1e6"),
+        ("--shutdown-grace-s", "inf", "seconds from 0 to"),
+        ("--gpu-cache-gb", "-1", "finite number, 0 or more"),
+        ("--gpu-memory-utilization", "1.5", "at most 1"),
+        ("--http-timeout-keep-alive", "nan", "seconds from 0 to"),
+    ] {
+        let arg = format!("{flag}={value}");
+        refused(bin().args(["serve", "--port", "0", &arg]), &[flag, want]);
+    }
+    refused(
+        bin()
+            .args(["serve", "--port", "0"])
+            .env("LMCACHE_MAX_LOCAL_CPU_SIZE", "nan"),
+        &["LMCACHE_MAX_LOCAL_CPU_SIZE=nan", "finite number, 0 or more"],
+    );
+}
+
+#[test]
+fn serve_with_the_smallest_time_scale_stays_healthy() {
+    let (mut server, addr) = spawn_serve(&["--time-scale", "1e-6"]);
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+// ---- closed stdout: quiet exit, results written --------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn simulate_into_a_closed_pipe_dies_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args([
+            "simulate",
+            "-q",
+            "--gpu-blocks",
+            "100,200,300",
+            "--input-file",
+        ])
+        .arg(fixture("mooncake_small.jsonl"))
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader went away (`| head -0`)
+    let status = wait_guarded(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked at"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(13),
+        "SIGPIPE, as other Unix tools: {status:?}"
+    );
+    assert!(out.exists(), "the results were written before the table");
+}
+
+// ---- convert: CSV quoting and times --------------------------------------------------------------
+
+fn convert_refused(csv_text: &str, want: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("chats.csv");
+    std::fs::write(&csv, csv_text).unwrap();
+    refused(
+        bin()
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", dir.path())
+            .arg("convert")
+            .arg(&csv)
+            .arg("qwen-8b")
+            .arg("--output-dir")
+            .arg(dir.path().join("out")),
+        want,
+    );
+    assert!(!dir.path().join("out").join("chats.log").exists());
+}
+
+#[test]
+fn convert_refuses_a_stray_quote_inside_a_quoted_field() {
+    convert_refused(
+        "conversation_id,timestamp,user_message,assistant_response\n\
+         c1,0,\"say \"hi\" now\",fine\n",
+        &["chats.csv:2", "stray quote", "(\"\")"],
+    );
+}
+
+#[test]
+fn convert_refuses_negative_seconds() {
+    convert_refused(
+        "conversation_id,timestamp,user_message,assistant_response\n\
+         c1,-5,hello,fine\n",
+        &["chats.csv:2", "negative time"],
+    );
+}
+
+// ---- YAML values: a model file ------------------------------------------------------------------
+
+#[test]
+fn a_model_yaml_with_absurd_sizes_is_refused_not_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, want) in [
+        (
+            "num_layers: 4000000000\nnum_kv_heads: 4000000000",
+            "beyond 4 GiB",
+        ),
+        ("num_layers: 0\nnum_kv_heads: 8", "num_layers is 0"),
+    ] {
+        let model = dir.path().join("m.yaml");
+        std::fs::write(
+            &model,
+            format!(
+                "name: m\nnum_params: 8.0e9\n{body}\nnum_attention_heads: 32\nhead_dim: 128\n\
+                 dtype_bytes: 2\n"
+            ),
+        )
+        .unwrap();
+        let m = model.to_str().unwrap();
+        refused(
+            &mut simulate(
+                &fixture("mooncake_small.jsonl"),
+                &["--model", m, "--gpu-cache-gb", "1"],
+                &dir.path().join("o.json"),
+            ),
+            &["m.yaml", want],
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_a_trace_whose_replay_would_take_years() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("far.jsonl");
+    std::fs::write(
+        &trace,
+        "{\"timestamp\": 0, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [1]}\n\
+         {\"timestamp\": 1e308, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [1]}\n",
+    )
+    .unwrap();
+    refused(
+        bin()
+            .args([
+                "bench",
+                "-q",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+            ])
+            .arg("--input-file")
+            .arg(&trace)
+            .arg("--output-dir")
+            .arg(dir.path().join("out")),
+        &["far.jsonl", "raise --time-scale, give --duration"],
+    );
+}

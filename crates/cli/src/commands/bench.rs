@@ -447,6 +447,7 @@ fn build_workload(
             if trace.requests.is_empty() {
                 bail!("{}: no requests", path.display());
             }
+            check_replay_span(&trace, path, args)?;
             let fmt = trace.format.map_or("trace".to_string(), |f| f.to_string());
             Ok((
                 Box::new(TraceWorkload::new(trace, TokenRange::default(), args.seed)),
@@ -455,6 +456,34 @@ fn build_workload(
             ))
         }
     }
+}
+
+/// The longest replay of a trace's own timeline without `--duration` (a week): a stray
+/// timestamp years away would otherwise keep bench waiting for it, silently.
+const MAX_REPLAY_S: f64 = 7.0 * 86_400.0;
+
+fn check_replay_span(
+    trace: &inferencelab_trace::Trace,
+    path: &Path,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    if args.request_rate.is_some() || args.ramp_up_strategy.is_some() || args.duration.is_some() {
+        return Ok(());
+    }
+    let t = trace.requests.iter().map(|r| r.timestamp);
+    let span = t.clone().fold(f64::MIN, f64::max) - t.fold(f64::MAX, f64::min);
+    let replay = span / args.time_scale.get();
+    if replay > MAX_REPLAY_S {
+        bail!(
+            "{}: its timestamps span {span:.0} s, a replay of {:.1} days at --time-scale {}; \
+             raise --time-scale, give --duration (a hard limit) or --request-rate, or check the \
+             trace's timestamps",
+            path.display(),
+            replay / 86_400.0,
+            args.time_scale
+        );
+    }
+    Ok(())
 }
 
 fn arrival_of(args: &BenchArgs, timed: bool) -> anyhow::Result<Arrival> {
