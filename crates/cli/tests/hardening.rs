@@ -661,3 +661,32 @@ fn bench_refuses_a_trace_whose_replay_would_take_years() {
         &["far.jsonl", "raise --time-scale, give --duration"],
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn fifo_side_inputs_are_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("side.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let f = fixture("mooncake_small.jsonl");
+    let out = dir.path().join("o.json");
+    let side = fifo.to_str().unwrap();
+    for args in [
+        ["-p", "conversation_aware", "--scorer-config", side],
+        ["-p", "lightgbm", "--lightgbm-model", side],
+        ["-p", "lru", "--model", &format!("{side}.yaml")],
+    ] {
+        if args[3].ends_with(".yaml") {
+            let _ = std::process::Command::new("mkfifo").arg(args[3]).status();
+        }
+        refused(&mut simulate(&f, &args, &out), &["named pipe (FIFO)"]);
+    }
+    refused(
+        bin().args(["plot", "--summary-file", side]),
+        &["--summary-file", "named pipe (FIFO)"],
+    );
+}

@@ -24,6 +24,8 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         .title
         .clone()
         .unwrap_or_else(|| default_title(&args.summary_file));
+    inferencelab_trace::fsutil::check_regular(&args.summary_file)
+        .with_context(|| format!("--summary-file {}", args.summary_file.display()))?;
     let files = plot_file(&args.summary_file, &args.output_dir, &title)?;
     say_written(&files, &args.output_dir);
     Ok(())

@@ -257,7 +257,8 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .with_parallelism(o.tensor_parallel_size, o.pipeline_parallel_size);
     let gpu: GpuProfile = match &o.gpu_profile {
         Some(p) => serde_norway::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            &inferencelab_trace::fsutil::read_input_string(p)
+                .with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("--gpu-profile {}", p.display()))?,
         None => GpuProfile::default(),

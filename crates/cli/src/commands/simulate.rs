@@ -38,7 +38,7 @@ fn resolve_policy(name: &str, args: &SimulateArgs) -> anyhow::Result<PolicyConfi
 
 /// A scorer YAML (unknown keys are errors naming the file).
 pub fn load_scorer(path: &Path) -> anyhow::Result<ScorerConfig> {
-    let text = std::fs::read_to_string(path)
+    let text = inferencelab_trace::fsutil::read_input_string(path)
         .with_context(|| format!("--scorer-config: reading {}", path.display()))?;
     let c: ScorerConfig = serde_norway::from_str(&text)
         .map_err(|e| anyhow::anyhow!("--scorer-config {}: {e}", path.display()))?;
@@ -72,6 +72,8 @@ fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
             )
         });
     }
+    inferencelab_trace::fsutil::check_regular(path)
+        .with_context(|| format!("--lightgbm-model {}", path.display()))?;
     let mut config = LightGbmConfig::load(path)
         .map_err(|e| anyhow::anyhow!("--lightgbm-model {}: {e}", path.display()))?;
     let beside = path.with_extension("yaml");
@@ -108,8 +110,8 @@ fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
 /// A lightgbm policy YAML; its model path is relative to the working directory or, failing
 /// that, to the YAML's folder. `Ok(None)`: a YAML of something else.
 fn load_lightgbm_yaml(path: &Path) -> anyhow::Result<Option<LightGbmConfig>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = inferencelab_trace::fsutil::read_input_string(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut doc: serde_norway::Value =
         serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if let Some(model) = doc.get_mut("model") {

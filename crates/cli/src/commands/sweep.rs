@@ -354,8 +354,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     }
     let given: Option<ScorerConfig> = match &args.scorer_config {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text = inferencelab_trace::fsutil::read_input_string(p)
+                .with_context(|| format!("reading {}", p.display()))?;
             let c: ScorerConfig = serde_norway::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             c.check()
