@@ -640,6 +640,7 @@ mod tests {
             kind: None,
             content,
             output_tokens: None,
+            output_times: None,
         };
         let trace = Trace {
             requests: vec![

@@ -363,6 +363,7 @@ pub fn build_workload(
                 kind: None,
                 content: Content::Tokens(tokens),
                 output_tokens: None,
+                output_times: None,
             }
         })
         .collect();

@@ -852,6 +852,7 @@ pub(crate) mod tests {
                     kind: None,
                     content: Content::Tokens(s.tokens.clone()),
                     output_tokens: Some(s.output.clone()),
+                    output_times: None,
                 })
                 .collect(),
             ..Default::default()

@@ -532,6 +532,7 @@ mod tests {
             kind: None,
             content,
             output_tokens: None,
+            output_times: None,
         }
     }
 

@@ -261,6 +261,9 @@ struct Running {
 enum EventKind {
     Finish,
     Grow,
+    /// The end of the step in flight when a request arrived, known from the running requests'
+    /// per-token times: the next `schedule()` admits, after the running requests' blocks.
+    Admit,
 }
 
 struct Event {
@@ -463,11 +466,40 @@ impl TraceTier<'_, '_> {
         }
     }
 
+    /// When each output token was sampled, when the log says (vLLM's streaming-delta lines).
+    fn output_times(&self, j: usize) -> Option<&[f64]> {
+        let r = &self.describe.trace.requests[j];
+        r.output_times
+            .as_deref()
+            .filter(|t| t.len() == r.output_length as usize)
+    }
+
+    /// The end of the step in flight at `now`, when the running requests' per-token times
+    /// tell it: every decoding request samples one token per step, so the step ends when the
+    /// last of them has sampled its next token. None when no running request is decoding with
+    /// per-token times (then a request is admitted at its arrival).
+    fn step_end_after(&self, now: f64) -> Option<f64> {
+        let mut end: Option<f64> = None;
+        for run in &self.running {
+            let Some(times) = self.output_times(run.req) else {
+                continue;
+            };
+            if times.first().is_none_or(|&t0| t0 > now) {
+                continue; // still in its prefill
+            }
+            let next = times.partition_point(|&t| t <= now);
+            if let Some(&t) = times.get(next) {
+                end = Some(end.map_or(t, |e: f64| e.max(t)));
+            }
+        }
+        end
+    }
+
     /// Plan the running request's next block. Its first position `pos` holds output token
     /// `i = pos - prompt`, whose KV is computed in the step that starts when token `i` is
-    /// sampled; the block is allocated then (`allocate_slots`). The log records when a request
-    /// came and finished, not when each token was sampled: the tokens still to sample are
-    /// spread evenly over this admission..finish span.
+    /// sampled; the block is allocated then (`allocate_slots`). That is the token's logged time
+    /// when the log has one per token (streaming deltas); otherwise the tokens still to sample
+    /// are spread evenly over this admission..finish span.
     fn plan_grow(&mut self, i: usize) {
         let run = &self.running[i];
         let (p, o) = (self.prompt(run.req), self.output(run.req) as u64);
@@ -476,9 +508,14 @@ impl TraceTier<'_, '_> {
             return;
         }
         let g = run.generated as u64;
-        // token i is the (i - g + 1)-th sampled since this admission
-        let steps = (pos + 1).saturating_sub(p + g) as f64;
-        let time = run.start + (run.finish - run.start) * steps / (o - g) as f64;
+        let time = match self.output_times(run.req) {
+            Some(times) => times[(pos - p) as usize].clamp(run.start, run.finish),
+            None => {
+                // token i is the (i - g + 1)-th sampled since this admission
+                let steps = (pos + 1).saturating_sub(p + g) as f64;
+                run.start + (run.finish - run.start) * steps / (o - g) as f64
+            }
+        };
         self.events.push(Event {
             time,
             kind: EventKind::Grow,
@@ -490,6 +527,10 @@ impl TraceTier<'_, '_> {
     /// Output tokens the running request has sampled by `now`, per [`plan_grow`]'s pace.
     fn sampled_by(&self, run: &Running, now: f64) -> u32 {
         let (o, g) = (self.output(run.req), run.generated);
+        if let Some(times) = self.output_times(run.req) {
+            let done = times.partition_point(|&t| t <= now) as u32;
+            return done.max(g).min(o.saturating_sub(1));
+        }
         let span = run.finish - run.start;
         let done = if span > 0.0 {
             ((now - run.start) / span * (o - g) as f64).floor() as u32
@@ -642,14 +683,22 @@ impl TraceTier<'_, '_> {
         while self.events.peek().is_some_and(|e| e.time <= now) {
             let e = self.events.pop().expect("peeked");
             self.flush_stores(e.time);
+            if e.kind == EventKind::Admit {
+                if !self.waiting.is_empty() && !self.head_waits_for_room {
+                    self.admit_waiting(e.time, serve);
+                }
+                continue;
+            }
             if e.epoch != self.epoch[e.req] {
                 continue;
             }
             match e.kind {
                 EventKind::Grow => {
                     // a step boundary: the next `schedule()` admits (none in a step that
-                    // preempted)
+                    // preempted). With per-token times the step's end is an `Admit` event.
+                    let timed = self.output_times(e.req).is_some();
                     if self.grow(e.req, e.time)
+                        && !timed
                         && !self.waiting.is_empty()
                         && !self.head_waits_for_room
                     {
@@ -668,6 +717,7 @@ impl TraceTier<'_, '_> {
                     serve(served);
                     self.admit_waiting(e.time, serve);
                 }
+                EventKind::Admit => unreachable!("handled above"),
             }
         }
     }
@@ -706,9 +756,23 @@ pub(crate) fn run_trace<'a>(
     for (i, r) in t.describe.trace.requests.iter().enumerate() {
         t.run_until(r.timestamp, &mut serve);
         t.waiting.push_back((i, 0));
-        t.admit_waiting(r.timestamp, &mut serve);
-        if t.waiting.back() == Some(&(i, 0)) {
-            t.totals.queued += 1;
+        match t.step_end_after(r.timestamp) {
+            // a step is in flight: the request waits for its end
+            Some(end) => {
+                t.totals.queued += 1;
+                t.events.push(Event {
+                    time: end,
+                    kind: EventKind::Admit,
+                    req: i,
+                    epoch: 0,
+                });
+            }
+            None => {
+                t.admit_waiting(r.timestamp, &mut serve);
+                if t.waiting.back() == Some(&(i, 0)) {
+                    t.totals.queued += 1;
+                }
+            }
         }
     }
     t.run_until(f64::INFINITY, &mut serve);
@@ -843,6 +907,7 @@ mod tests {
                     kind: None,
                     content: Content::HashIds(ids.to_vec()),
                     output_tokens: None,
+                    output_times: None,
                 })
                 .collect(),
             block_size: Some(16),

@@ -215,6 +215,7 @@ mod tests {
                 kind: None,
                 content: Content::HashIds(ids),
                 output_tokens: None,
+                output_times: None,
             });
         }
         Trace {

@@ -122,6 +122,7 @@ mod tests {
             kind: None,
             content: Content::HashIds(ids.to_vec()),
             output_tokens: None,
+            output_times: None,
         }
     }
 

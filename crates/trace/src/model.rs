@@ -98,6 +98,10 @@ pub struct Request {
     /// tokens, so multi-turn prompts that repeat the answer hit on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<Vec<u32>>,
+    /// When each output token was sampled, seconds on the trace's clock (vLLM logs one
+    /// `streaming delta` line per token with `--enable-log-outputs`). `output_length` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_times: Option<Vec<f64>>,
 }
 
 /// A whole trace, in arrival order (ties keep file order).
@@ -196,6 +200,7 @@ mod tests {
             kind: kind.map(str::to_string),
             content: Content::None,
             output_tokens: None,
+            output_times: None,
         };
         let t = Trace {
             requests: vec![req(Some("s")), req(None), req(Some("n")), req(Some("s"))],

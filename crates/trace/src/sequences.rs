@@ -252,6 +252,7 @@ mod tests {
             kind: None,
             content: Content::Tokens(tokens),
             output_tokens: output,
+            output_times: None,
         }
     }
 

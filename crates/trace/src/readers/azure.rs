@@ -125,6 +125,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             kind: None,
             content: Content::None,
             output_tokens: None,
+            output_times: None,
         });
     }
     trace.notes.push(NO_REUSE_NOTE.to_string());

@@ -134,6 +134,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             kind: rec.kind,
             content: Content::HashIds(rec.hash_ids),
             output_tokens: None,
+            output_times: None,
         });
     }
     if orphans > 0 {

@@ -75,6 +75,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             kind: None,
             content: Content::HashIds(rec.hash_ids),
             output_tokens: None,
+            output_times: None,
         });
     }
     Ok(trace)

@@ -312,6 +312,7 @@ fn check(rec: LineIn, index: usize, header: &Header, last_t: f64) -> Result<Requ
         kind: rec.kind,
         content,
         output_tokens: rec.output_tokens,
+        output_times: None,
     })
 }
 
@@ -333,6 +334,7 @@ mod tests {
             kind: Some("text".into()),
             content,
             output_tokens: None,
+            output_times: None,
         };
         Trace {
             requests: vec![

@@ -30,10 +30,13 @@
 //!
 //! Order within a stamp: vLLM's stamps are floored to the second, and a busy server writes many
 //! request lines in one second, in the order things happened (a request that finishes before
-//! the next one arrives is logged before it). That order matters to a cache model (the finished
-//! request's blocks are free when the next one is looked up), so it is kept in the times: the n
-//! request lines of a run of lines with the same stamp are spread evenly over the stamp's
-//! resolution (1 s, or the logged fraction's last digit), line k at `stamp + (k + 1/2) / n`.
+//! the next one arrives is logged before it; streaming deltas are logged as tokens are
+//! sampled). That order matters to a cache model (the finished request's blocks are free when
+//! the next one is looked up), so it is kept in the times: the k-th request line of a run of
+//! lines with the same stamp is at `stamp + k` microseconds. (Spreading the lines evenly over
+//! the second instead agreed with vLLM's scheduler no better in `scripts/vllm_engine_check.py`,
+//! and would move every time by a fraction of a second depending on how many lines a format
+//! writes.)
 //!
 //! `--max-log-len N` cuts the logged prompt and its token ids to N: detected (a spike of
 //! requests at exactly the longest length, prompt text cut at the same length, LMCache seeing
@@ -53,6 +56,9 @@ use crate::model::{Content, LmcacheLookup, Request, Trace};
 /// would overflow `i64` after ~300 wraps.
 const NS: i128 = 1_000_000_000;
 const HALF_YEAR_NS: i128 = 182 * 86_400 * NS;
+/// What separates two request lines that share a stamp: they stay in file order, a microsecond
+/// apart.
+const ORDER_STEP_NS: i128 = 1_000;
 
 /// What the log said about one request so far.
 #[derive(Default)]
@@ -67,6 +73,8 @@ struct Pending {
     max_tokens: Option<u32>,
     /// Logged output token ids (streaming deltas appended).
     output_tokens: Option<Vec<u32>>,
+    /// Per streaming-delta line: when, and how many token ids it carried.
+    deltas: Vec<(Tick, u32)>,
     has_details: bool,
     has_received: bool,
 }
@@ -155,10 +163,16 @@ impl Runs {
         }
     }
 
-    /// The tick's time in ns: line k of n at `stamp + (k + 1/2) / n` of the resolution.
+    /// The tick's time in ns: event k of a run of n at `stamp + k` microseconds (or `k / n` of
+    /// the stamp's resolution when n microseconds do not fit in it).
     fn ns(&self, t: Tick) -> i128 {
         let (n, res) = self.runs[t.run as usize];
-        t.time + (2 * t.k as i128 + 1) * res as i128 / (2 * n as i128)
+        let step = if n as i128 * ORDER_STEP_NS < res as i128 {
+            ORDER_STEP_NS
+        } else {
+            res as i128 / n as i128
+        };
+        t.time + t.k as i128 * step
     }
 }
 
@@ -524,6 +538,9 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
         let e = &mut c.entries[i];
         e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
         if let Some(ids) = ids {
+            if delta {
+                e.deltas.push((time, ids.len() as u32));
+            }
             match (delta, e.output_tokens.as_mut()) {
                 (true, Some(sofar)) => sofar.extend(ids),
                 _ => e.output_tokens = Some(ids),
@@ -644,6 +661,14 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             }
         };
         let arrival = e.arrival.map_or(base, |t| runs.ns(t));
+        // one time per output token when streaming deltas carried all of them
+        let delta_tokens: u32 = e.deltas.iter().map(|&(_, n)| n).sum();
+        let output_times = (!e.deltas.is_empty() && delta_tokens == output_length).then(|| {
+            e.deltas
+                .iter()
+                .flat_map(|&(t, n)| std::iter::repeat_n(secs(runs.ns(t).max(arrival)), n as usize))
+                .collect()
+        });
         prompt_chars.push(e.prompt_chars);
         requests.push(Request {
             id: e.id,
@@ -656,6 +681,7 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             kind: None,
             content: Content::Tokens(tokens),
             output_tokens: e.output_tokens,
+            output_times,
         });
     }
     if without_tokens > 0 {
@@ -842,9 +868,9 @@ mod tests {
         assert_eq!(t.requests[0].id, "chatcmpl-b");
         assert_eq!(t.requests[0].timestamp, 0.0);
         assert_eq!(t.requests[0].output_length, 12, "max_tokens fallback");
-        // both requests' two lines share a stamp (k = 0 of 2); a's finish is the second of two
+        // a's finish is the second of two lines with its stamp: one microsecond later
         assert_eq!(t.requests[1].timestamp, 1.0);
-        assert_eq!(t.requests[1].finish_time, Some(3.5));
+        assert_eq!(t.requests[1].finish_time, Some(3.000001));
         assert_eq!(tokens(&t, 1), [1, 2, 3]);
         assert_eq!(t.requests[1].input_length, 3);
         assert_eq!(t.requests[1].output_length, 2);
@@ -874,6 +900,8 @@ mod tests {
         let t = read(text).unwrap();
         assert_eq!(t.requests[0].output_length, 3);
         assert_eq!(t.requests[0].finish_time, Some(2.0));
+        // each delta line's time for the tokens it carried
+        assert_eq!(t.requests[0].output_times, Some(vec![1.0, 1.0, 2.0]));
         assert_eq!(t.requests[0].input_length, 0);
     }
 
@@ -902,10 +930,11 @@ mod tests {
         let t = read(&text).unwrap();
         let (a, b) = (&t.requests[0], &t.requests[1]);
         assert_eq!(a.timestamp, 0.0);
-        // three lines in second 01: at 1 + 1/6, 1 + 3/6, 1 + 5/6, relative to a at 0.5
-        assert!((a.finish_time.unwrap() - (1.0 + 1.0 / 6.0 - 0.5)).abs() < 1e-9);
+        // three lines in second 01, a microsecond apart
+        assert!((a.finish_time.unwrap() - 1.0).abs() < 1e-9);
         assert!(a.finish_time.unwrap() < b.timestamp);
-        assert!((b.finish_time.unwrap() - (1.0 + 5.0 / 6.0 - 0.5)).abs() < 1e-9);
+        assert!((b.timestamp - 1.000001).abs() < 1e-9);
+        assert!((b.finish_time.unwrap() - 1.000002).abs() < 1e-9);
         // the other way round: b arrives before a finishes
         let text = [
             req("00", "a"),
@@ -916,10 +945,10 @@ mod tests {
         .concat();
         let t = read(&text).unwrap();
         assert!(t.requests[1].timestamp < t.requests[0].finish_time.unwrap());
-        // a stamp with milliseconds spreads over its millisecond only
-        let text = [req("00.250", "a"), req("00.250", "b")].concat();
+        // 2,000 lines in one millisecond: a microsecond each does not fit, k / n of it does
+        let text: String = (0..2000).map(|i| req("00.250", &format!("r{i}"))).collect();
         let t = read(&text).unwrap();
-        assert!((t.requests[1].timestamp - 0.0005).abs() < 1e-12);
+        assert!((t.requests[1999].timestamp - 0.0009995).abs() < 1e-12);
     }
 
     #[test]

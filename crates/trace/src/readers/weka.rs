@@ -274,6 +274,7 @@ fn parse_session(
             kind: f.kind,
             content: Content::HashIds(ids),
             output_tokens: None,
+            output_times: None,
         });
     }
     Ok(Some(SessionInfo {
