@@ -172,9 +172,17 @@ pub struct SimulateArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Worker threads for grids (default: all cores).
-    #[arg(long)]
+    /// Worker threads for grids (default: all cores; at most 1024).
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
+}
+
+/// A thread count, 1 to 1024: `--threads 100000` spawned threads until the machine stalled.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not allowed: give 1 to 1024 threads")),
+    }
 }
 
 fn parse_policy(s: &str) -> Result<PolicyConfig, String> {

@@ -690,3 +690,43 @@ fn fifo_side_inputs_are_refused_too() {
         &["--summary-file", "named pipe (FIFO)"],
     );
 }
+
+#[test]
+fn thread_counts_and_training_knobs_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.json");
+    refused(
+        &mut simulate(
+            &fixture("mooncake_small.jsonl"),
+            &["--threads", "100000"],
+            &out,
+        ),
+        &["--threads", "1 to 1024"],
+    );
+    refused(
+        bin().args([
+            "bench",
+            "--threads",
+            "100000",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ]),
+        &["--threads", "1 to 1024"],
+    );
+    for (flag, value, want) in [
+        ("--learning-rate", "nan", "greater than 0"),
+        ("--num-leaves", "0", "2 or more"),
+        ("--threads", "0", "1 to 1024"),
+    ] {
+        let arg = format!("{flag}={value}");
+        refused(
+            bin()
+                .args(["train", "-q", &arg, "--input-file"])
+                .arg(fixture("tiny_weka"))
+                .arg("--output")
+                .arg(dir.path().join("m.txt")),
+            &[flag, want],
+        );
+    }
+    assert!(!dir.path().join("m.txt").exists());
+}

@@ -24,8 +24,8 @@ pub struct BatchArgs {
     /// Do not draw plots at the end.
     #[arg(long)]
     pub no_plot: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
     /// No progress bar.
     #[arg(long, short = 'q')]

@@ -160,8 +160,8 @@ pub struct BenchArgs {
     /// 4096; 0: connect lazily like vLLM's client).
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=4096))]
     pub warmup_connections: Option<u16>,
-    /// Client threads (1: a single-threaded runtime).
-    #[arg(long, default_value_t = 2)]
+    /// Client threads (1: a single-threaded runtime; at most 1024).
+    #[arg(long, default_value_t = 2, value_parser = crate::cli::parse_threads)]
     pub threads: usize,
     /// Conversation CSV: the recorded answers' speed, to separate think time from answer time.
     #[arg(long, default_value = "100")]

@@ -104,8 +104,8 @@ pub struct SweepArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
 }
 

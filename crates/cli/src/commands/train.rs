@@ -46,9 +46,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = BoostParams::default().num_iterations)]
     pub num_iterations: usize,
     /// Leaves per tree.
-    #[arg(long, default_value_t = BoostParams::default().num_leaves)]
+    #[arg(long, default_value_t = BoostParams::default().num_leaves,
+          value_parser = parse_leaves)]
     pub num_leaves: usize,
-    #[arg(long, default_value_t = BoostParams::default().learning_rate)]
+    #[arg(long, default_value_t = BoostParams::default().learning_rate,
+          value_parser = parse_learning_rate)]
     pub learning_rate: f64,
     #[arg(long, default_value_t = BoostParams::default().min_data_in_leaf)]
     pub min_data_in_leaf: usize,
@@ -62,9 +64,24 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
+}
+
+/// LightGBM's own bound: a tree needs at least two leaves.
+fn parse_leaves(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not allowed: give 2 or more leaves (LightGBM's minimum)"
+        )),
+    }
+}
+
+fn parse_learning_rate(s: &str) -> Result<f64, String> {
+    s.parse::<inferencelab_trace::checked::Positive>()
+        .map(f64::from)
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
