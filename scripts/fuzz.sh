@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fuzz every trace reader (fuzz/fuzz_targets/*) for a while, one target after the other.
+# Fuzz every trace reader and the flag/YAML value checks (fuzz/fuzz_targets/*) for a while, one
+# target after the other.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET  default 60 (a real session: 300 or more)
-#   TARGET              default all: mooncake bailian weka azure vllm_log native detect
+#   TARGET              default all: mooncake bailian weka azure vllm_log native detect config
 # Environment:
 #   FUZZ_SANITIZER      address (default) or none (faster, catches panics only)
 #   FUZZ_JOBS           libFuzzer -fork jobs per target, default 1 (the CI machine has 2 cores)
@@ -22,7 +23,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(mooncake bailian weka azure vllm_log native detect)
+    targets=(mooncake bailian weka azure vllm_log native detect config)
 fi
 sanitizer="${FUZZ_SANITIZER:-address}"
 jobs="${FUZZ_JOBS:-1}"
@@ -49,6 +50,7 @@ seeds() {
         vllm_log) echo "$fixtures"/*.log ;;
         native) echo "$fixtures"/*.native.jsonl ;;
         detect) echo "$fixtures"/*.jsonl "$fixtures"/*.json "$fixtures"/*.csv "$fixtures"/*.log ;;
+        config) echo "$root"/configs/models/*.yaml "$root"/configs/scorer_*.yaml ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }
@@ -58,6 +60,7 @@ dict() {
         vllm_log) echo "$root/fuzz/dicts/vllm_log.dict" ;;
         azure) echo "$root/fuzz/dicts/azure.dict" ;;
         detect) echo "" ;;
+        config) echo "" ;;
         *) echo "$root/fuzz/dicts/json.dict" ;;
     esac
 }

@@ -60,3 +60,41 @@ pub fn check_trace(trace: &Trace) {
     assert_eq!(back.partial_last_block, trace.partial_last_block);
     assert_eq!(back.notes, trace.notes);
 }
+
+/// The `config` target: what flags and YAML files go through. Every checked number (the value
+/// parsers clap calls for `--gpu-cache-gb`, `--window-seconds`, `--request-timeout`,
+/// `--time-scale`, ...) either refuses the text or holds a value in its range, read as a flag or
+/// as YAML; a model YAML is either refused or sizes caches without overflow; a scorer YAML is
+/// either refused or loaded. None of them may panic.
+pub fn check_config(text: &str) {
+    use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds, MAX_SECONDS};
+
+    let first = text.lines().next().unwrap_or("");
+    for (as_flag, as_yaml) in [
+        (first.parse::<Positive>().ok().map(f64::from), yaml::<Positive>(text).map(f64::from)),
+        (first.parse::<NonNegative>().ok().map(f64::from), yaml::<NonNegative>(text).map(f64::from)),
+        (first.parse::<Scale>().ok().map(f64::from), yaml::<Scale>(text).map(f64::from)),
+    ] {
+        for v in [as_flag, as_yaml].into_iter().flatten() {
+            assert!(v.is_finite() && v >= 0.0, "a checked number let {v} through");
+        }
+    }
+    for s in [first.parse::<Seconds>().ok(), yaml::<Seconds>(text)].into_iter().flatten() {
+        assert!(s.get() <= MAX_SECONDS);
+        let _ = s.duration();
+    }
+    if let Some(model) = yaml::<inferencelab_sim::ModelSpec>(text) {
+        if let Ok(m) = model.checked(Path::new("fuzz.yaml")) {
+            for tokens in [1, 16, 256, u32::MAX] {
+                let _ = m.blocks_in_gib(5.0, tokens);
+                let _ = m.lmcache_chunks_in_gib(5.0, tokens);
+            }
+            let _ = m.prefill_flops(1 << 20);
+        }
+    }
+    let _ = yaml::<inferencelab_cache::policy::conversation_aware::ScorerConfig>(text);
+}
+
+fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    serde_norway::from_str(text).ok()
+}
