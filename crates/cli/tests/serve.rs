@@ -67,8 +67,8 @@ fn serve_streams_over_sse_and_exits_cleanly_on_sigterm() {
             "Qwen/Qwen3-8B",
             "--port",
             "0",
-            "--tensor-parallel-size",
-            "1",
+            "--swap-space",
+            "4",
             "--enable-log-requests",
             "--enable-prompt-tokens-details",
             "--kv-transfer-config",
@@ -94,7 +94,7 @@ fn serve_streams_over_sse_and_exits_cleanly_on_sigterm() {
             stderr.read_line(&mut line).unwrap() > 0,
             "serve exited early"
         );
-        warned |= line.contains("ignores these vLLM arguments: --tensor-parallel-size 1");
+        warned |= line.contains("ignores these vLLM arguments: --swap-space 4");
         if let Some(a) = line
             .trim()
             .strip_prefix("inferencelab serve: listening on http://")
