@@ -116,8 +116,6 @@ pub enum Command {
 struct Stream {
     events: UnboundedSender<Event>,
     info: RequestInfo,
-    /// Kept for the request log only.
-    prompt_tokens: Vec<u32>,
     prompt_len: u64,
     output_ids: Vec<u32>,
     last_token_us: u64,
@@ -132,6 +130,8 @@ pub struct CoreConfig {
     pub clock: Clock,
     pub seed: u64,
     pub log_requests: bool,
+    /// Streamed responses are logged token by token (`--enable-log-outputs`).
+    pub log_deltas: bool,
     pub format: LogFormat,
     /// Emulated time zero, microseconds since the Unix epoch (for log stamps).
     pub epoch_us: u64,
@@ -243,12 +243,19 @@ impl Core {
                     .collect();
                 let result = self.engine.submit(s.prompt, output, arrival);
                 if let Ok(key) = result {
+                    // vLLM's RequestLogger writes the request when the API server gets it
+                    if self.cfg.log_requests {
+                        let text = self
+                            .cfg
+                            .format
+                            .request(self.stamp(arrival), &s.info, &tokens);
+                        self.write_log(&text);
+                    }
                     self.streams.insert(
                         key,
                         Stream {
                             events: s.events,
                             info: s.info,
-                            prompt_tokens: tokens,
                             prompt_len,
                             output_ids: Vec::new(),
                             last_token_us: 0,
@@ -386,9 +393,6 @@ impl Core {
                 cached_tokens: a.cached_tokens(),
             });
             let mut text = String::new();
-            if self.cfg.log_requests {
-                text.push_str(&self.cfg.format.request(at, &s.info, &s.prompt_tokens));
-            }
             if let Some(lm) = a.lmcache {
                 let load = self.engine.config().timing.load_seconds(a.loaded_tokens);
                 text.push_str(
@@ -471,18 +475,33 @@ impl Core {
     fn after_step(&mut self, rep: &StepReport) {
         let at = self.stamp(rep.end_us);
         let mut text = String::new();
+        if self.cfg.log_deltas {
+            for t in &rep.tokens {
+                let Some(s) = self.streams.get(&t.key).filter(|s| s.streaming) else {
+                    continue;
+                };
+                text.push_str(&self.cfg.format.delta(
+                    at,
+                    &s.info.request_id,
+                    t.id,
+                    &self.cfg.tokenizer.decode(&[t.id]),
+                    t.finished.then_some(s.finish_reason),
+                ));
+            }
+        }
         for f in &rep.finished {
             let Some(s) = self.streams.remove(&f.key) else {
                 continue;
             };
             if self.cfg.log_requests {
                 let output = self.cfg.tokenizer.decode(&s.output_ids);
+                let deltas = self.cfg.log_deltas && s.streaming;
                 text.push_str(&self.cfg.format.response(
                     at,
                     &s.info.request_id,
                     s.streaming,
                     &output,
-                    &s.output_ids,
+                    (!deltas).then_some(&s.output_ids[..]),
                     s.finish_reason,
                 ));
             }

@@ -20,6 +20,7 @@ use inferencelab_engine::{KvPool, NoConnector};
 use inferencelab_sim::ModelSpec;
 use inferencelab_trace::hash::{block_hash, chained_block_hashes, NONE_HASH};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 
 use crate::timing::Timing;
 
@@ -312,6 +313,10 @@ pub struct Engine {
     admitted: u64,
     next_key: ReqKey,
     counters: Counters,
+    /// Submitted requests the scheduler has not seen yet, in arrival order: a request that
+    /// arrives while a step runs joins the next `schedule()` after that step's end, as in vLLM
+    /// (see [`Engine::step`]).
+    arriving: VecDeque<(usize, u64, u32)>,
 }
 
 fn build_tier(capacity: u64, policy: &PolicyConfig) -> BlockCache<AnyPolicy> {
@@ -370,6 +375,7 @@ impl Engine {
             admitted: 0,
             next_key: 0,
             counters: Counters::default(),
+            arriving: VecDeque::new(),
         }
     }
 
@@ -396,11 +402,11 @@ impl Engine {
     }
 
     pub fn num_waiting(&self) -> usize {
-        self.sched.num_waiting()
+        self.sched.num_waiting() + self.arriving.len()
     }
 
     pub fn is_idle(&self) -> bool {
-        !self.sched.has_unfinished()
+        !self.sched.has_unfinished() && self.arriving.is_empty()
     }
 
     /// vLLM's `kv_cache_usage`: the fraction of GPU blocks held by running requests (cached but
@@ -509,15 +515,43 @@ impl Engine {
                 cached_tokens: 0,
             },
         );
-        self.sched
-            .add_request(key as usize, prompt.len() as u64, max_tokens);
+        // in arrival order (the core submits in the order it hears of requests)
+        let at = self
+            .arriving
+            .iter()
+            .rposition(|&(_, a, _)| a <= arrival_us)
+            .map_or(0, |i| i + 1);
+        self.arriving
+            .insert(at, (key as usize, arrival_us, max_tokens));
         Ok(key)
+    }
+
+    /// Hand the scheduler every request that arrived by `gate`.
+    fn take_arrivals(&mut self, gate: u64) {
+        while let Some(&(req, arrival, max_tokens)) = self.arriving.front() {
+            if arrival > gate {
+                break;
+            }
+            self.arriving.pop_front();
+            let prompt_len = self.book.entries[&req].prompt_len;
+            self.sched.add_request(req, prompt_len, max_tokens);
+        }
+    }
+
+    /// When the next request that has not reached the scheduler arrived (emulated us).
+    pub fn next_arrival_us(&self) -> Option<u64> {
+        self.arriving.front().map(|&(_, a, _)| a)
     }
 
     /// Drop a request (the client went away). A running request releases its blocks now, tail
     /// first. Returns whether the request was known.
     pub fn abort(&mut self, key: ReqKey) -> bool {
         let req = key as usize;
+        if let Some(i) = self.arriving.iter().position(|&(r, _, _)| r == req) {
+            self.arriving.remove(i);
+            self.book.entries.remove(&req);
+            return true;
+        }
         let known = match self.lm.as_mut() {
             Some(conn) => {
                 let mut b = Bound {
@@ -549,6 +583,20 @@ impl Engine {
     /// later). Returns `None` when there is nothing to run.
     pub fn step(&mut self, now_us: u64) -> Option<StepReport> {
         let start = now_us.max(self.now_us);
+        // Requests join the scheduler at a step start. While requests run, that is those that
+        // arrived by the end of the previous step: one that arrives after it (the core took a
+        // moment to start this step) waits for the next, as a request that reaches vLLM's
+        // engine core after `schedule()` does. This also makes the log's times tell the
+        // schedule: a request is admitted at the end of the step in flight when it arrived.
+        let gate = if self.sched.num_running() > 0 {
+            self.now_us
+        } else {
+            start
+        };
+        self.take_arrivals(gate);
+        if !self.sched.has_unfinished() {
+            return None;
+        }
         let mut plan = match self.lm.as_mut() {
             Some(conn) => {
                 let mut b = Bound {

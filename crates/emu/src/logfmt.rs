@@ -211,14 +211,47 @@ impl LogFormat {
         out
     }
 
-    /// The two `Generated response` lines of a finished request.
+    /// The two `(streaming delta)` lines of one sampled token (vLLM 0.32 with
+    /// `--enable-log-outputs`); `finish_reason` on the last one.
+    pub fn delta(
+        &self,
+        at: Stamp,
+        request_id: &str,
+        token_id: u32,
+        text: &str,
+        finish_reason: Option<&str>,
+    ) -> String {
+        let mut out = self.vllm(
+            "DEBUG",
+            at,
+            "entrypoints/.../utils/request_logger.py:101",
+            &format!(
+                "Generated response {request_id} (streaming delta) details: output_token_ids: \
+                 [{token_id}]"
+            ),
+        );
+        out.push_str(&self.vllm(
+            "INFO",
+            at,
+            "entrypoints/.../utils/request_logger.py:108",
+            &format!(
+                "Generated response {request_id} (streaming delta): output: {}, finish_reason: {}",
+                py_repr(text),
+                finish_reason.unwrap_or("None")
+            ),
+        ));
+        out
+    }
+
+    /// The two `Generated response` lines of a finished request. `output_token_ids` is None
+    /// after `(streaming delta)` lines (vLLM logs `output_token_ids: None` then).
     pub fn response(
         &self,
         at: Stamp,
         request_id: &str,
         streaming: bool,
         output: &str,
-        output_token_ids: &[u32],
+        output_token_ids: Option<&[u32]>,
         finish_reason: &str,
     ) -> String {
         let tag = if streaming {
@@ -226,10 +259,10 @@ impl LogFormat {
         } else {
             ""
         };
-        let ids = match self.max_log_len {
-            Some(n) => &output_token_ids[..output_token_ids.len().min(n)],
-            None => output_token_ids,
-        };
+        let ids = output_token_ids.map(|ids| match self.max_log_len {
+            Some(n) => &ids[..ids.len().min(n)],
+            None => ids,
+        });
         let text: String = match self.max_log_len {
             Some(n) => output.chars().take(n).collect(),
             None => output.to_string(),
@@ -240,7 +273,7 @@ impl LogFormat {
             "entrypoints/.../utils/request_logger.py:112",
             &format!(
                 "Generated response {request_id}{tag} details: output_token_ids: {}",
-                id_list(ids)
+                ids.map_or_else(|| "None".to_string(), id_list)
             ),
         );
         out.push_str(&self.vllm(

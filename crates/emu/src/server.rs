@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// vLLM `--enable-log-requests` (request and response lines).
     pub enable_log_requests: bool,
+    /// vLLM `--enable-log-outputs`: with request logging, a streamed response is logged one
+    /// `(streaming delta)` line pair per token as it is sampled, as vLLM 0.32 does, then a
+    /// `(streaming complete)` pair without ids. Without it the response is one pair at the end.
+    pub enable_log_outputs: bool,
     pub enable_prompt_tokens_details: bool,
     pub max_log_len: Option<usize>,
     pub log_time_decimals: u8,
@@ -94,6 +98,7 @@ impl ServerConfig {
             seed: 0,
             api_key: None,
             enable_log_requests: false,
+            enable_log_outputs: false,
             enable_prompt_tokens_details: false,
             max_log_len: None,
             log_time_decimals: 0,
@@ -215,6 +220,7 @@ pub async fn run(
         clock,
         seed: config.seed,
         log_requests: config.enable_log_requests,
+        log_deltas: config.enable_log_requests && config.enable_log_outputs,
         format,
         epoch_us,
         stats_interval_us: (config.stats_interval_s * 1e6) as u64,

@@ -885,6 +885,8 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
     cfg.time_scale = scale_f;
     cfg.seed = args.seed;
     cfg.enable_log_requests = true;
+    // per-token lines: simulate places each decode block when its token was sampled
+    cfg.enable_log_outputs = true;
     cfg.enable_prompt_tokens_details = true;
     // Microsecond log stamps (vLLM prints whole seconds): with them the simulator sees the exact
     // order of arrivals and finishes, so its prediction below can match the server to the token.

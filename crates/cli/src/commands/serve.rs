@@ -124,7 +124,10 @@ struct ServeOpts {
     /// Log every request (vLLM's request_logger lines, at DEBUG and INFO).
     #[arg(long)]
     enable_log_requests: bool,
-    /// Accepted for vLLM compatibility (responses are logged with --enable-log-requests).
+    /// With --enable-log-requests: log a streamed response token by token as vLLM 0.32 does
+    /// (a `(streaming delta)` line pair per token, then `(streaming complete)` without ids), so
+    /// `simulate` knows when each token was sampled. Without it a response is logged once, at
+    /// its end, with all its token ids.
     #[arg(long)]
     enable_log_outputs: bool,
     /// Report usage.prompt_tokens_details.cached_tokens.
@@ -354,6 +357,7 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("VLLM_API_KEY").ok().filter(|k| !k.is_empty()));
     cfg.enable_log_requests = o.enable_log_requests;
+    cfg.enable_log_outputs = o.enable_log_outputs;
     cfg.enable_prompt_tokens_details = o.enable_prompt_tokens_details;
     cfg.max_log_len = o.max_log_len;
     cfg.log_time_decimals = o.log_time_decimals;
@@ -401,8 +405,8 @@ mod tests {
             "Qwen/Qwen3-8B",
             "--port",
             "8101",
-            "--tensor-parallel-size",
-            "1",
+            "--swap-space",
+            "4",
             "--trust-remote-code",
             "--enable-log-requests",
             "--dtype=bfloat16",
@@ -423,8 +427,8 @@ mod tests {
         assert_eq!(
             ignored,
             s(&[
-                "--tensor-parallel-size",
-                "1",
+                "--swap-space",
+                "4",
                 "--trust-remote-code",
                 "--dtype=bfloat16"
             ])
