@@ -120,6 +120,14 @@ pub struct SimulateArgs {
     /// Model (registry name, model YAML or Hugging Face config.json) for bytes and FLOPs.
     #[arg(long, short = 'm', default_value = "qwen-8b")]
     pub model: String,
+    /// vLLM --tensor-parallel-size: GiB sizes are one GPU's and one LMCache worker's, holding
+    /// 1/N of the KV heads (all of an MLA model's latent), so they give N times the blocks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tensor_parallel_size: u32,
+    /// vLLM --pipeline-parallel-size: GiB sizes are one stage's, holding its share of the
+    /// layers (the largest stage's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pipeline_parallel_size: u32,
     /// prefix: vLLM's leading-run hits; any: every cached block hits (classic simulators).
     #[arg(long, default_value = "prefix", value_parser = parse_semantics)]
     pub hit_semantics: HitSemantics,

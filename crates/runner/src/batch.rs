@@ -743,11 +743,11 @@ fn resolve_point(
         s => s.parse().map_err(|e: String| format!("cpu_policy: {e}"))?,
     };
     let cpu = p.cpu.map(|c| TierConfig {
-        capacity: c.entries(&model, cs),
+        capacity: c.chunks(&model, cs),
         policy: lm_policy.clone(),
     });
     let disk = p.disk.map(|c| TierConfig {
-        capacity: c.entries(&model, cs),
+        capacity: c.chunks(&model, cs),
         policy: lm_policy.clone(),
     });
     if p.hit_semantics == HitSemantics::Any && cpu.is_some() {

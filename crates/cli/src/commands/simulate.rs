@@ -279,7 +279,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         );
     }
 
-    let model = models::resolve(&args.model)?;
+    let model = models::resolve(&args.model)?
+        .with_parallelism(args.tensor_parallel_size, args.pipeline_parallel_size);
     let block_size = args
         .block_size
         .unwrap_or_else(|| plan::default_block_size(&trace));
@@ -306,11 +307,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let gb = args
             .cpu_cache_gb
             .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
-        Some(Capacity::Gib(gb).entries(&model, chunk_size))
+        Some(Capacity::Gib(gb).chunks(&model, chunk_size))
     };
     let disk_chunks = match (args.disk_chunks, args.disk_cache_gb) {
         (Some(n), _) => Some(n),
-        (None, Some(gb)) => Some(Capacity::Gib(gb.get()).entries(&model, chunk_size)),
+        (None, Some(gb)) => Some(Capacity::Gib(gb.get()).chunks(&model, chunk_size)),
         (None, None) => None,
     };
     if args.hit_semantics == HitSemantics::Any && cpu_chunks.is_some() {
@@ -472,6 +473,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "prompt_tokens": trace.total_prompt_tokens(),
             "block_size": block_size,
             "chunk_size": cpu_chunks.map(|_| chunk_size),
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "pipeline_parallel_size": args.pipeline_parallel_size,
             "block_refs": prepared.gpu.keys.len(),
             "distinct_blocks": prepared.gpu.num_objects,
             "skipped_records": trace.skipped,
