@@ -251,10 +251,8 @@ fn sigterm_lets_in_flight_streams_finish_within_the_grace_period_then_cuts_them(
 }
 
 /// `replay` against a fresh `serve` with the same cache (1,500 GPU blocks: evictions happen):
-/// the simulator's prediction equals the server's `cached_tokens` for every request.
-#[test]
-#[ignore = "issue 13, open: replay predicts with the recorded log's finish times and answer ids, while a fresh serve generates other answers at other times (85.67% predicted vs 75.85% measured on 2026-12-04); the prediction should use fresh answers and the replay's own timing"]
-fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
+/// (predicted hit tokens per request, measured `cached_tokens` per request, `replay.json`).
+fn replay_against_a_fresh_server() -> (Vec<(u64, u64)>, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_serve(
         &[
@@ -284,16 +282,10 @@ fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("per request (200 answered): predicted = measured for 200 (100.0%)"),
-        "{stdout}"
-    );
     let r: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("replay/replay.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(r["per_request"]["exact"], 200);
     let reqs = r["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 200);
     // not a vacuous agreement: most requests hit, and the cache was too small for all of it
@@ -303,11 +295,45 @@ fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
         .count();
     assert!(hit > 150, "{hit}");
     assert!(r["simulation"]["gpu_evictions"].as_u64().unwrap() > 0);
-    for q in reqs {
-        assert_eq!(
-            q["predicted_hit_tokens"], q["measured_cached_tokens"],
-            "{q}"
-        );
+    let pairs = reqs
+        .iter()
+        .map(|q| {
+            (
+                q["predicted_hit_tokens"].as_u64().unwrap(),
+                q["measured_cached_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (pairs, r)
+}
+
+/// The prediction follows the replay as it ran (its send, token and finish times; the server's
+/// own answers, which the replayed prompts do not repeat): at least 98% of the requests exact
+/// and the hit tokens within a block per request on average, in every run (199 or 200 of 200
+/// exact on 2026-12-04; before, with the recorded answers and times, 67 of 200).
+#[test]
+fn replay_predicts_a_fresh_server_per_request() {
+    let (pairs, r) = replay_against_a_fresh_server();
+    let exact = pairs.iter().filter(|(p, m)| p == m).count();
+    assert!(exact >= 196, "{exact} of 200 exact: {r}");
+    assert_eq!(r["per_request"]["exact"], exact);
+    let (predicted, measured): (u64, u64) =
+        pairs.iter().fold((0, 0), |(a, b), (p, m)| (a + p, b + m));
+    assert!(
+        predicted.abs_diff(measured) <= 16 * 200,
+        "predicted {predicted}, measured {measured}"
+    );
+}
+
+/// The issue's bar: every request to the token.
+#[test]
+#[ignore = "issue 13, open: 199 or 200 of 200 requests exact (2 of 3 runs 200 on 2026-12-04): \
+            the replay's client-side times place a token or an arrival on the wrong side of a \
+            step boundary now and then"]
+fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
+    let (pairs, _) = replay_against_a_fresh_server();
+    for (p, m) in &pairs {
+        assert_eq!(p, m);
     }
 }
 

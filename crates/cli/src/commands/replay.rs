@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use inferencelab_bench::RequestRecord;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::config::{SimConfig, TierConfig};
 use inferencelab_sim::{models, plan};
@@ -55,6 +56,42 @@ fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
     s.parse()
 }
 
+/// Give each replayed request the times the replay measured, in trace seconds (send time x
+/// `time_scale` from the first request's recorded arrival): its send, its last token, each token
+/// (first token, then the gaps between chunks, when there is one chunk per token), and its
+/// real output length. The server's scheduler saw these, not the recorded ones.
+fn as_replayed(trace: &mut inferencelab_trace::Trace, records: &[RequestRecord], scale: f64) {
+    let t0 = trace.requests.first().map_or(0.0, |r| r.timestamp);
+    let by_id: HashMap<&str, &RequestRecord> = records
+        .iter()
+        .filter(|r| r.success)
+        .filter_map(|r| Some((r.source_id.as_deref()?, r)))
+        .collect();
+    for req in &mut trace.requests {
+        req.output_tokens = None;
+        req.output_times = None;
+        let Some(r) = by_id.get(req.id.as_str()) else {
+            continue;
+        };
+        let at = |s: f64| t0 + s * scale;
+        req.timestamp = at(r.send_s);
+        req.finish_time = Some(at(r.send_s + r.e2el_s));
+        req.output_length = r.output_tokens as u32;
+        if r.output_tokens > 0 && r.itl_s.len() + 1 == r.output_tokens as usize {
+            let mut t = r.send_s + r.ttft_s;
+            let mut times = vec![at(t)];
+            for gap in &r.itl_s {
+                t += gap;
+                times.push(at(t));
+            }
+            req.output_times = Some(times);
+        }
+    }
+    trace
+        .requests
+        .sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+}
+
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let Some(base) = args.bench.base_url.clone() else {
         bail!("replay needs --base-url (the live endpoint to replay against)");
@@ -86,12 +123,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     bargs.mode = Some(super::bench::Mode::Trace);
     let out = bench_against(&rt, &bargs, &base, None)?;
 
-    // The prediction: the same requests, as far as they were sent.
+    // The prediction: the same requests, as far as they were sent, as the replay ran them.
     let mut sim_trace = trace.clone();
     if let Some(n) = args.bench.num_prompts {
         sim_trace.requests.truncate(n as usize);
     }
     sim_trace.requests.truncate(out.outcome.sent as usize);
+    as_replayed(
+        &mut sim_trace,
+        &out.outcome.records,
+        args.bench.time_scale.get(),
+    );
     let prepared = inferencelab_sim::driver::Prepared::new(
         &sim_trace,
         args.block_size,
@@ -113,7 +155,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         timing: Default::default(),
         window_seconds: args.window_seconds.get(),
         model: Some(model),
-        engine: Default::default(),
+        engine: inferencelab_sim::EngineModel {
+            // the server writes answers of its own: the recorded ones (which the replayed
+            // prompts repeat) are not in its cache
+            answers: inferencelab_trace::AnswerBlocks::Fresh,
+            ..Default::default()
+        },
     };
     let mut predicted = vec![None; sim_trace.requests.len()];
     let row = inferencelab_sim::driver::run_observed(&prepared, &cfg, |i, hits| {
