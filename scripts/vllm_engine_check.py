@@ -393,6 +393,15 @@ def run_engine(h: VllmHarness, convs: list[Conversation], num_gpu_blocks: int,
                 rec = recs[o.request_id]
                 if o.new_token_ids and rec.first_token_s is None:
                     rec.first_token_s = now
+                if a.stream_outputs and o.new_token_ids:
+                    # the API server of a streamed request with --enable-log-outputs: one
+                    # delta line per token as it arrives (serving_chat / serving_completion)
+                    clock.now = now
+                    req_logger.log_outputs(o.request_id, "<token>", list(o.new_token_ids),
+                                           finish_reason=(str(o.finish_reason)
+                                                          if o.finish_reason is not None
+                                                          else None),
+                                           is_streaming=True, delta=True)
                 if o.prefill_stats is not None and rec.gpu_hit_tokens is None:
                     # what OutputProcessor turns into RequestOutput.num_cached_tokens
                     rec.gpu_hit_tokens = o.prefill_stats.num_cached_tokens
@@ -402,8 +411,15 @@ def run_engine(h: VllmHarness, convs: list[Conversation], num_gpu_blocks: int,
                     rec.output_ids = list(rec.req.output_token_ids)
                     clock.now = now
                     text = f"<{len(rec.output_ids)} forced tokens>"
-                    req_logger.log_outputs(o.request_id, text, rec.output_ids,
-                                           finish_reason=str(o.finish_reason), is_streaming=False)
+                    if a.stream_outputs:
+                        # vLLM 0.32's final line of a streamed response carries no ids
+                        req_logger.log_outputs(o.request_id, text, None,
+                                               finish_reason=str(o.finish_reason),
+                                               is_streaming=True, delta=False)
+                    else:
+                        req_logger.log_outputs(o.request_id, text, rec.output_ids,
+                                               finish_reason=str(o.finish_reason),
+                                               is_streaming=False)
                     tr = rec.turn
                     conv = by_conv[tr.conv]
                     if tr.turn + 1 < len(conv.turns):
@@ -731,6 +747,10 @@ def parse_args(argv=None):
     ap.add_argument("--async-scheduling", action="store_true",
                     help="drive vLLM's AsyncScheduler (two batches in flight) instead of Scheduler")
     ap.add_argument("--both-schedulers", action="store_true", help="run sync and async")
+    ap.add_argument("--stream-outputs", action="store_true",
+                    help="log every response as a streamed one: a (streaming delta) line per "
+                         "token when it is sampled, as a server with --enable-log-outputs does "
+                         "for streamed requests (default: one line at the end)")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--max-num-seqs", type=int, default=256)

@@ -11,7 +11,9 @@ fn sizes(args: &[&str]) -> (u64, u64) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"
     );
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .current_dir(dir.path())
         .args(["simulate", "--input-file", log, "--json", "-q"])
         .args(["--gpu-cache-gb", "1", "--cpu-cache-gb", "1"])
         .args(args)
