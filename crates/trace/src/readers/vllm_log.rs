@@ -83,6 +83,11 @@ struct Pending {
 struct LogClock {
     year: i64,
     last: Option<i128>,
+    /// Lines stamped more than half a year after the previous one (read as the year before).
+    stepped_back: usize,
+    /// The first of them (line number set by the caller).
+    stepped_back_from: Option<usize>,
+    line: usize,
 }
 
 impl LogClock {
@@ -91,6 +96,9 @@ impl LogClock {
         LogClock {
             year: if leap_day_seen { 2000 } else { 2001 },
             last: None,
+            stepped_back: 0,
+            stepped_back_from: None,
+            line: 0,
         }
     }
 
@@ -104,6 +112,13 @@ impl LogClock {
             if t < last - HALF_YEAR_NS {
                 self.year += 1;
                 t = ns(self.year);
+            } else if t > last + HALF_YEAR_NS {
+                // back across the year end: a stray later stamp (one line of 01-01 in a
+                // December log) moved the year on; this line is in the year before
+                self.year -= 1;
+                t = ns(self.year);
+                self.stepped_back += 1;
+                self.stepped_back_from.get_or_insert(self.line);
             }
         }
         self.last = Some(t);
@@ -564,12 +579,26 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
         } else {
             raw
         };
-        if let Some(l) = parse_prefix(line) {
+        let prefix = parse_prefix(line);
+        if prefix.is_none() && looks_like_request_line(line) {
+            // a request line whose level and time cannot be read would be lost silently (and
+            // its request then blamed on VLLM_LOGGING_LEVEL)
+            let err = TraceError::invalid(
+                path,
+                line_no,
+                "a request line whose prefix is not `[(APIServer pid=N) ]LEVEL MM-DD \
+                 HH:MM:SS[.f] [file.py:N] `: fix or remove the line (or --skip-invalid)",
+            );
+            opts.skip_or_fail(&mut trace, err)?;
+            continue;
+        }
+        if let Some(l) = prefix {
             let msg = l.msg;
             if msg.starts_with("Request ")
                 || msg.starts_with("Received request ")
                 || msg.starts_with("Generated response ")
             {
+                clock.line = line_no;
                 let time = c.runs.tick(clock.at(&l.stamp), l.stamp.resolution);
                 match handle_message(&mut c, msg, time) {
                     Ok(true) => continue,
@@ -595,8 +624,24 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
             }
         }
     }
+    if let Some(first) = clock.stepped_back_from {
+        trace.notes.push(format!(
+            "{} request lines are stamped more than half a year after the line before them \
+             (first: line {first}), which only an out-of-order stamp across a year end does: \
+             they were read as the year before; check the log's stamps",
+            clock.stepped_back
+        ));
+    }
     build(path, &mut trace, c, lmcache_lines)?;
     Ok(trace)
+}
+
+/// A request-logger line, whatever its prefix.
+fn looks_like_request_line(line: &str) -> bool {
+    let b = line.as_bytes();
+    (memmem::find(b, b"] Request ").is_some() && memmem::find(b, b" details: prompt").is_some())
+        || memmem::find(b, b"] Received request ").is_some()
+        || memmem::find(b, b"] Generated response ").is_some()
 }
 
 fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> TraceResult<()> {
@@ -952,6 +997,51 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_new_year_stamp_in_a_december_log_does_not_move_the_year() {
+        let req = |stamp: &str, id: &str| {
+            format!(
+                "DEBUG {stamp} [l.py:1] Request {id} details: prompt: '', prompt_token_ids: [1], \
+                 prompt_embeds shape: None.\n"
+            )
+        };
+        let text = [
+            req("12-10 10:00:00", "a"),
+            req("01-01 00:00:00", "b"),
+            req("12-10 10:00:05", "c"),
+            req("12-10 10:00:09", "d"),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        let at = |id: &str| t.requests.iter().find(|r| r.id == id).unwrap().timestamp;
+        // c and d are seconds after a, not a year
+        assert!((at("c") - 5.0).abs() < 1e-3 && (at("d") - 9.0).abs() < 1e-3);
+        assert!(
+            t.notes.iter().any(|n| n.contains("first: line 3")),
+            "{:?}",
+            t.notes
+        );
+    }
+
+    #[test]
+    fn a_request_line_with_an_unreadable_time_is_an_error_at_its_line() {
+        let text = "DEBUG 12-10 10:00:00 [l.py:1] Request a details: prompt: '', prompt_token_ids: [1], prompt_embeds shape: None.\n\
+                    DEBUG 12-1O 10:00:01 [l.py:1] Request b details: prompt: '', prompt_token_ids: [2], prompt_embeds shape: None.\n";
+        let err = read(text).unwrap_err().to_string();
+        assert!(err.contains(":2") && err.contains("prefix"), "{err}");
+        let skipped = parse(
+            Path::new(P),
+            text,
+            &ReadOptions {
+                skip_invalid: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(skipped.requests.len(), 1);
+        assert_eq!(skipped.skipped, 1);
+    }
+
+    #[test]
     fn clock_unwraps_year_end_and_keeps_small_steps_back() {
         let line = |stamp: &str, id: &str| {
             format!("DEBUG {stamp} [l.py:1] Request {id} details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n")
@@ -993,7 +1083,9 @@ mod tests {
         }
         let t = read(&text).unwrap();
         assert_eq!(t.requests.len(), 2000);
-        assert!(t.requests[1999].timestamp > 999.0 * 365.0 * 86_400.0);
+        // read as a day's back and forth across one year end, not 1,000 years
+        assert!(t.requests.iter().all(|r| r.timestamp <= 86_400.0 + 1.0));
+        assert!(t.notes.iter().any(|n| n.contains("999 request lines")));
     }
 
     #[test]
