@@ -5,14 +5,15 @@
 //! re-runs exactly the points it changed); a bad point becomes an error row and the others go on;
 //! `--shard i/N` runs a deterministic slice and `merge` joins the slices.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -91,16 +92,16 @@ pub struct BatchConfig {
     pub gpu_blocks: Vec<u64>,
     /// GPU capacities in GiB of KV memory.
     #[serde(default)]
-    pub gpu_cache_gb: Vec<f64>,
+    pub gpu_cache_gb: Vec<NonNegative>,
     /// LMCache CPU sizes in GiB; 0 switches the tier off (default: [0]).
     #[serde(default)]
-    pub cpu_cache_gb: Vec<f64>,
+    pub cpu_cache_gb: Vec<NonNegative>,
     /// LMCache CPU sizes in chunks (instead of cpu_cache_gb).
     #[serde(default)]
     pub cpu_chunks: Vec<u64>,
     /// LMCache disk sizes in GiB; 0 = off (default: off).
     #[serde(default)]
-    pub disk_cache_gb: Vec<f64>,
+    pub disk_cache_gb: Vec<NonNegative>,
     /// GPU-tier policies: names (`lru`) or maps with parameters (`{name: s3fifo, ...}`).
     pub policies: Vec<Value>,
     /// LMCache-tier policy: `same` (the GPU policy of the point) or a policy name.
@@ -222,8 +223,36 @@ impl BatchConfig {
             .unwrap_or_else(|| PathBuf::from("outputs/simulation").join(self.name()))
     }
 
-    /// Expand the grid into points, in a fixed order.
-    pub fn points(&self) -> Vec<Point> {
+    /// The grid's axes with their lengths (an empty optional axis counts 1), in YAML keys.
+    fn axes(&self) -> Vec<(&'static str, usize)> {
+        let (gpu_key, gpus) = if self.gpu_blocks.is_empty() {
+            ("gpu_cache_gb", self.gpu_cache_gb.len())
+        } else {
+            ("gpu_blocks", self.gpu_blocks.len())
+        };
+        let (cpu_key, cpus) = if self.cpu_chunks.is_empty() {
+            ("cpu_cache_gb", self.cpu_cache_gb.len())
+        } else {
+            ("cpu_chunks", self.cpu_chunks.len())
+        };
+        vec![
+            ("traces", self.traces.len()),
+            ("models", self.models.len()),
+            ("block_sizes", self.block_sizes.len().max(1)),
+            ("chunk_sizes", self.chunk_sizes.len().max(1)),
+            (cpu_key, cpus.max(1)),
+            ("disk_cache_gb", self.disk_cache_gb.len().max(1)),
+            ("hit_semantics", self.hit_semantics.len().max(1)),
+            ("pinning", self.pinning.len().max(1)),
+            ("policies", self.policies.len()),
+            (gpu_key, gpus),
+        ]
+    }
+
+    /// Expand the grid into points, in a fixed order. A grid of more than `max_points` points
+    /// (before duplicates are merged) is refused before any point is built.
+    pub fn points(&self, max_points: usize) -> RunnerResult<Vec<Point>> {
+        check_grid_size(&self.axes(), max_points)?;
         let digests: Vec<String> = self
             .traces
             .iter()
@@ -239,7 +268,7 @@ impl BatchConfig {
         let gpus: Vec<Capacity> = if self.gpu_blocks.is_empty() {
             self.gpu_cache_gb
                 .iter()
-                .map(|&g| Capacity::Gib(g))
+                .map(|&g| Capacity::Gib(g.get()))
                 .collect()
         } else {
             self.gpu_blocks
@@ -255,7 +284,7 @@ impl BatchConfig {
         } else if !self.cpu_cache_gb.is_empty() {
             self.cpu_cache_gb
                 .iter()
-                .map(|&g| (g > 0.0).then_some(Capacity::Gib(g)))
+                .map(|&g| (g.get() > 0.0).then_some(Capacity::Gib(g.get())))
                 .collect()
         } else {
             vec![None]
@@ -265,7 +294,7 @@ impl BatchConfig {
         } else {
             self.disk_cache_gb
                 .iter()
-                .map(|&g| (g > 0.0).then_some(Capacity::Gib(g)))
+                .map(|&g| (g.get() > 0.0).then_some(Capacity::Gib(g.get())))
                 .collect()
         };
         let semantics = if self.hit_semantics.is_empty() {
@@ -331,8 +360,35 @@ impl BatchConfig {
                 }
             }
         }
-        points
+        Ok(points)
     }
+}
+
+/// Grids larger than this are refused unless `--max-points` raises the limit: 10^5 points are
+/// hours of simulation (or days of GPU time), and a typo in a list (10^7 points) would fill the
+/// memory with points before the first one runs.
+pub const DEFAULT_MAX_POINTS: usize = 100_000;
+
+/// Refuse a grid whose axes (YAML key, length) multiply to more than `max_points`, naming the
+/// long axes and the override.
+pub(crate) fn check_grid_size(axes: &[(&str, usize)], max_points: usize) -> RunnerResult<()> {
+    let total = axes
+        .iter()
+        .fold(1u128, |n, &(_, len)| n.saturating_mul(len as u128));
+    if total <= max_points as u128 {
+        return Ok(());
+    }
+    let long: Vec<String> = axes
+        .iter()
+        .filter(|(_, len)| *len > 1)
+        .map(|(key, len)| format!("{key} {len}"))
+        .collect();
+    Err(RunnerError::Config(format!(
+        "the grid has {total} points ({}), more than the limit of {max_points}: shorten those \
+         YAML lists or split the grid into several files, or raise the limit with \
+         --max-points {total}",
+        long.join(" x ")
+    )))
 }
 
 /// Digest of a trace file's bytes (or of a directory's files), so an edited trace re-runs.
@@ -427,14 +483,16 @@ pub struct BatchReport {
     pub config_changed: bool,
 }
 
-/// Run the grid (or one shard of it). `on_start(total_to_run)` and `on_done` report progress.
+/// Run the grid (or one shard of it), refusing grids of more than `max_points` points.
+/// `on_start(total_to_run)` and `on_done` report progress.
 pub fn run(
     cfg: &BatchConfig,
     shard: Option<Shard>,
+    max_points: usize,
     on_start: &(dyn Fn(usize) + Sync),
     on_done: &(dyn Fn(PointDone<'_>) + Sync),
 ) -> RunnerResult<BatchReport> {
-    let all = cfg.points();
+    let all = cfg.points(max_points)?;
     let out_dir = match shard {
         Some(s) => cfg
             .output_dir()
@@ -447,11 +505,10 @@ pub fn run(
         .filter(|p| shard.is_none_or(|s| p.index % s.count == s.index))
         .collect();
     let results_file = out_dir.join("results.jsonl");
-    let existing = load_rows(&results_file, true)?;
-    let done: HashSet<String> = existing
-        .iter()
-        .filter(|r| r.get("error").is_none_or(Value::is_null))
-        .filter_map(|r| r["point_id"].as_str().map(String::from))
+    let done: HashSet<String> = index_rows(&results_file, true)?
+        .into_iter()
+        .filter(|r| r.ok)
+        .map(|r| r.point_id)
         .collect();
     let config_digest = format!(
         "{:016x}",
@@ -638,7 +695,7 @@ pub fn run(
 }
 
 /// Join the shards' `results.jsonl` into one summary for the whole grid.
-pub fn merge(cfg: &BatchConfig) -> RunnerResult<(PathBuf, usize, usize)> {
+pub fn merge(cfg: &BatchConfig, max_points: usize) -> RunnerResult<(PathBuf, usize, usize)> {
     let out_dir = cfg.output_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&out_dir)
         .map_err(|e| RunnerError::io(&out_dir, e))?
@@ -659,7 +716,7 @@ pub fn merge(cfg: &BatchConfig) -> RunnerResult<(PathBuf, usize, usize)> {
             out_dir.display()
         )));
     }
-    let all = cfg.points();
+    let all = cfg.points(max_points)?;
     let refs: Vec<&Point> = all.iter().collect();
     let summary_file = out_dir.join("summary.json");
     let (found, _) = summarize(cfg, &refs, &files, &summary_file)?;
@@ -667,60 +724,66 @@ pub fn merge(cfg: &BatchConfig) -> RunnerResult<(PathBuf, usize, usize)> {
 }
 
 /// Write `summary.json` from row files: one row per grid point in grid order (successful rows
-/// win over error rows). Returns (rows found, stale rows).
+/// win over error rows). Streamed: only each row's place in its file is held in memory, and the
+/// rows are copied from there into the summary one by one. Returns (rows found, stale rows).
 fn summarize(
     cfg: &BatchConfig,
     points: &[&Point],
     files: &[PathBuf],
     summary_file: &Path,
 ) -> RunnerResult<(usize, usize)> {
-    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
-    for f in files {
-        for row in load_rows(f, false)? {
-            let Some(id) = row["point_id"].as_str().map(String::from) else {
-                continue;
-            };
-            let ok = row.get("error").is_none_or(Value::is_null);
-            match by_id.get(&id) {
-                Some(prev) if prev.get("error").is_none_or(Value::is_null) && !ok => {}
+    let mut by_id: HashMap<String, (usize, RowRef)> = HashMap::new();
+    for (fi, f) in files.iter().enumerate() {
+        for row in index_rows(f, false)? {
+            match by_id.get(&row.point_id) {
+                Some((_, prev)) if prev.ok && !row.ok => {}
                 _ => {
-                    by_id.insert(id, row);
+                    by_id.insert(row.point_id.clone(), (fi, row));
                 }
             }
         }
     }
     let ids: HashSet<&str> = points.iter().map(|p| p.point_id.as_str()).collect();
     let stale = by_id.keys().filter(|k| !ids.contains(k.as_str())).count();
-    let mut results = Vec::new();
-    let mut missing = 0;
-    let mut failed = 0;
-    for p in points {
-        match by_id.get(&p.point_id) {
-            Some(row) => {
-                if !row.get("error").is_none_or(Value::is_null) {
-                    failed += 1;
-                }
-                results.push(row.clone());
-            }
-            None => missing += 1,
+    let chosen: Vec<&(usize, RowRef)> = points
+        .iter()
+        .filter_map(|p| by_id.get(&p.point_id))
+        .collect();
+    let found = chosen.len();
+    let failed = chosen.iter().filter(|(_, r)| !r.ok).count();
+    let head = json!({
+        "inferencelab_version": env!("CARGO_PKG_VERSION"),
+        "command": "batch",
+        "name": cfg.name(),
+        "config": cfg,
+        "points": points.len(),
+        "finished": found - failed,
+        "failed": failed,
+        "missing": points.len() - found,
+        "stale_rows": stale,
+    });
+    let head =
+        serde_json::to_string_pretty(&head).map_err(|e| RunnerError::Config(e.to_string()))?;
+    let mut readers: Vec<Option<std::fs::File>> = files.iter().map(|_| None).collect();
+    let mut buf = Vec::new();
+    inferencelab_trace::fsutil::write_atomic_with(summary_file, |out| {
+        // the head object without its closing brace, then the rows as they are in their files
+        out.write_all(head.strip_suffix("\n}").unwrap_or(&head).as_bytes())?;
+        out.write_all(b",\n  \"results\": [")?;
+        for (i, (fi, row)) in chosen.iter().enumerate() {
+            let file = match &mut readers[*fi] {
+                Some(f) => f,
+                slot => slot.insert(std::fs::File::open(&files[*fi])?),
+            };
+            file.seek(std::io::SeekFrom::Start(row.start))?;
+            buf.resize(row.len, 0);
+            file.read_exact(&mut buf)?;
+            out.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+            out.write_all(&buf)?;
         }
-    }
-    let found = results.len();
-    write_json(
-        summary_file,
-        &json!({
-            "inferencelab_version": env!("CARGO_PKG_VERSION"),
-            "command": "batch",
-            "name": cfg.name(),
-            "config": cfg,
-            "points": points.len(),
-            "finished": found - failed,
-            "failed": failed,
-            "missing": missing,
-            "stale_rows": stale,
-            "results": results,
-        }),
-    )?;
+        out.write_all(b"\n  ]\n}\n")
+    })
+    .map_err(|e| RunnerError::io(summary_file, e))?;
     Ok((found, stale))
 }
 
@@ -826,41 +889,96 @@ fn policy_label(v: &Value) -> String {
     }
 }
 
-/// Read a JSONL file of rows. With `repair`, a torn last line (a run killed mid-write) is
-/// dropped and the file rewritten without it; any other bad line is an error naming it.
-pub fn load_rows(path: &Path, repair: bool) -> RunnerResult<Vec<Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+/// Where a result row sits in its file, and what a summary needs to pick it.
+#[derive(Debug, Clone)]
+struct RowRef {
+    point_id: String,
+    /// The row has no error.
+    ok: bool,
+    /// Byte offset and length of the row's JSON (without the newline).
+    start: u64,
+    len: usize,
+}
+
+/// The fields of a row that [`index_rows`] keeps; the rest is checked to be JSON and skipped.
+#[derive(Deserialize)]
+struct RowKey {
+    #[serde(default)]
+    point_id: Option<String>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// Index a JSONL file of rows (no row is held in memory). With `repair`, a torn last line (a
+/// run killed mid-write) is cut off and a missing final newline added; any other bad line is an
+/// error naming it. Rows without a `point_id` are skipped.
+fn index_rows(path: &Path, repair: bool) -> RunnerResult<Vec<RowRef>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(RunnerError::io(path, e)),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rows = Vec::with_capacity(lines.len());
-    let mut torn = false;
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+    let mut reader = std::io::BufReader::new(file);
+    let mut rows = Vec::new();
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut line_no = 0usize;
+    // (start of a bad line, its error): only the last line may be bad
+    let mut bad: Option<(u64, usize, serde_json::Error)> = None;
+    let mut ends_with_newline = true;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| RunnerError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        if let Some((_, no, e)) = bad.take() {
+            return Err(RunnerError::Config(format!(
+                "{}:{no}: not a result row ({e}); delete the line or the file to re-run those \
+                 points",
+                path.display()
+            )));
+        }
+        line_no += 1;
+        let start = offset;
+        offset += n as u64;
+        ends_with_newline = line.ends_with(b"\n");
+        let text = line.trim_ascii_end();
+        if text.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => rows.push(v),
-            Err(_) if i + 1 == lines.len() => torn = true,
-            Err(e) => {
-                return Err(RunnerError::Config(format!(
-                "{}:{}: not a result row ({e}); delete the line or the file to re-run those points",
-                path.display(),
-                i + 1
-            )))
+        match serde_json::from_slice::<RowKey>(text) {
+            Ok(key) => {
+                if let Some(point_id) = key.point_id {
+                    rows.push(RowRef {
+                        point_id,
+                        ok: key.error.is_none(),
+                        start,
+                        len: text.len(),
+                    });
+                }
             }
+            Err(e) => bad = Some((start, line_no, e)),
         }
     }
-    if repair && (torn || (!text.is_empty() && !text.ends_with('\n'))) {
-        let mut fixed = String::new();
-        for r in &rows {
-            fixed.push_str(&r.to_string());
-            fixed.push('\n');
+    if repair {
+        let fix = |f: &dyn Fn(&mut std::fs::File) -> std::io::Result<()>| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut file| f(&mut file))
+                .map_err(|e| RunnerError::io(path, e))
+        };
+        if let Some((start, _, _)) = bad {
+            fix(&|f| f.set_len(start))?;
+        } else if !ends_with_newline {
+            fix(&|f| {
+                f.seek(std::io::SeekFrom::End(0))?;
+                f.write_all(b"\n")
+            })?;
         }
-        inferencelab_trace::fsutil::write_atomic(path, fixed.as_bytes())
-            .map_err(|e| RunnerError::io(path, e))?;
     }
     Ok(rows)
 }
@@ -875,4 +993,131 @@ type PrepKey<'a> = (&'a PathBuf, u32, Option<u32>);
 fn write_json(path: &Path, v: &Value) -> RunnerResult<()> {
     let bytes = serde_json::to_vec_pretty(v).map_err(|e| RunnerError::Config(e.to_string()))?;
     inferencelab_trace::fsutil::write_atomic(path, &bytes).map_err(|e| RunnerError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(extra: &str) -> BatchConfig {
+        serde_norway::from_str(&format!(
+            "traces: [t.jsonl]\npolicies: [lru, fifo]\ngpu_blocks: [10]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_grid_beyond_the_limit_is_refused_before_any_point_is_built() {
+        let mut c = grid("");
+        c.gpu_blocks = (1..=10_000).collect();
+        c.chunk_sizes = (1..=1_000).collect();
+        // 10^7 points would take gigabytes; the refusal comes from the axes' lengths alone
+        let e = c.points(DEFAULT_MAX_POINTS).unwrap_err().to_string();
+        for want in [
+            "20000000 points",
+            "chunk_sizes 1000 x policies 2 x gpu_blocks 10000",
+            "limit of 100000",
+            "--max-points 20000000",
+        ] {
+            assert!(e.contains(want), "{want:?} in {e}");
+        }
+        let small = grid("");
+        assert_eq!(small.points(2).unwrap().len(), 2);
+        assert!(small.points(1).is_err());
+    }
+
+    #[test]
+    fn negative_nan_and_infinite_gib_in_the_yaml_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.yaml");
+        for (key, v) in [
+            ("gpu_cache_gb", "-1"),
+            ("gpu_cache_gb", ".nan"),
+            ("cpu_cache_gb", "-1"),
+            ("cpu_cache_gb", ".nan"),
+            ("disk_cache_gb", ".inf"),
+        ] {
+            let gpu = if key == "gpu_cache_gb" {
+                ""
+            } else {
+                "gpu_cache_gb: [1]\n"
+            };
+            std::fs::write(
+                &path,
+                format!("traces: [t.jsonl]\npolicies: [lru]\n{gpu}{key}: [2, {v}]\n"),
+            )
+            .unwrap();
+            let e = BatchConfig::load(&path).unwrap_err().to_string();
+            for want in ["g.yaml", key, "finite number, 0 or more"] {
+                assert!(e.contains(want), "{key} {v}: {want:?} in {e}");
+            }
+        }
+        // 0 still switches a tier off
+        std::fs::write(
+            &path,
+            "traces: [t.jsonl]\npolicies: [lru]\ngpu_cache_gb: [1]\ncpu_cache_gb: [0]\n",
+        )
+        .unwrap();
+        let p = BatchConfig::load(&path).unwrap().points(10).unwrap();
+        assert_eq!(p[0].cpu, None);
+    }
+
+    #[test]
+    fn the_summary_is_streamed_in_grid_order_and_ok_rows_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = grid("");
+        let points = c.points(10).unwrap();
+        let (a, b) = (&points[0].point_id, &points[1].point_id);
+        let rows = dir.path().join("results.jsonl");
+        // b fails then succeeds; a succeeds then fails (the ok row stays); one stale row; the
+        // last line is torn (a run killed mid-write)
+        std::fs::write(
+            &rows,
+            format!(
+                "{{\"point_id\":\"{b}\",\"error\":\"boom\"}}\n\
+                 {{\"point_id\":\"{a}\",\"error\":null,\"x\":1}}\n\n\
+                 {{\"point_id\":\"{b}\",\"x\":2}}\n\
+                 {{\"point_id\":\"{a}\",\"error\":\"late\"}}\n\
+                 {{\"point_id\":\"gone\",\"x\":3}}\n\
+                 {{\"point_id\":\"{a}\",\"x\""
+            ),
+        )
+        .unwrap();
+        let idx = index_rows(&rows, true).unwrap();
+        assert_eq!(idx.len(), 5);
+        let text = std::fs::read_to_string(&rows).unwrap();
+        assert!(text.ends_with("\"x\":3}\n"), "torn line cut: {text}");
+        let summary = dir.path().join("summary.json");
+        let refs: Vec<&Point> = points.iter().collect();
+        assert_eq!(
+            summarize(&c, &refs, std::slice::from_ref(&rows), &summary).unwrap(),
+            (2, 1)
+        );
+        let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let xs: Vec<&Value> = doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["x"])
+            .collect();
+        assert_eq!(xs, [&json!(1), &json!(2)]);
+        assert_eq!(
+            (
+                &doc["finished"],
+                &doc["failed"],
+                &doc["missing"],
+                &doc["stale_rows"]
+            ),
+            (&json!(2), &json!(0), &json!(0), &json!(1))
+        );
+        assert_eq!(doc["config"]["policies"], json!(["lru", "fifo"]));
+        // a bad line that is not the last is an error naming it
+        std::fs::write(
+            &rows,
+            "{\"point_id\":\"a\"}\nnot json\n{\"point_id\":\"b\"}\n",
+        )
+        .unwrap();
+        let e = index_rows(&rows, false).unwrap_err().to_string();
+        assert!(e.contains("results.jsonl:2: not a result row"), "{e}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Small file-system helpers shared by every command that reads inputs or writes results.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The most bytes read from stdin (`-`): a regular file's size is known before reading it, a
@@ -91,15 +91,34 @@ pub fn read_limited(r: impl Read, limit: u64) -> io::Result<Vec<u8>> {
 /// replace the device node with a regular file (as root, `--summary-file /dev/null` would
 /// otherwise turn `/dev/null` into a file for every process on the machine).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => return std::fs::write(path, bytes),
-        _ => {}
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for output written piece by piece (a summary streamed row by row): `write`
+/// gets a buffered writer; the file replaces `path` only when `write` succeeds.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let in_place = matches!(std::fs::metadata(path), Ok(meta) if !meta.file_type().is_file());
+    let target = if in_place {
+        path.to_path_buf()
+    } else {
+        temp_sibling(path)
+    };
+    let result = std::fs::File::create(&target).and_then(|f| {
+        let mut w = io::BufWriter::new(f);
+        write(&mut w)?;
+        w.flush()
+    });
+    if in_place {
+        return result;
     }
-    let tmp = temp_sibling(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    result
+        .and_then(|()| std::fs::rename(&target, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&target);
+        })
 }
 
 /// `dir/.name.tmp.<pid>`: hidden, next to the target (same file system, so rename is atomic),

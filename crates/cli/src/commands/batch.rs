@@ -30,6 +30,9 @@ pub struct BatchArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Refuse grids of more points than this (the product of the YAML lists' lengths).
+    #[arg(long, default_value_t = batch::DEFAULT_MAX_POINTS)]
+    pub max_points: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +45,9 @@ pub enum BatchAction {
         output_dir: Option<PathBuf>,
         #[arg(long)]
         no_plot: bool,
+        /// Refuse grids of more points than this.
+        #[arg(long, default_value_t = batch::DEFAULT_MAX_POINTS)]
+        max_points: usize,
     },
 }
 
@@ -50,13 +56,15 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         yaml,
         output_dir,
         no_plot,
+        max_points,
     }) = args.action
     {
         let mut cfg = BatchConfig::load(&yaml)?;
         if output_dir.is_some() {
             cfg.output_dir = output_dir;
         }
-        let (summary, found, total) = batch::merge(&cfg)?;
+        let (summary, found, total) = batch::merge(&cfg, max_points)
+            .with_context(|| format!("batch merge {}", yaml.display()))?;
         eprintln!(
             "merged {found} of {total} points into {}{}",
             summary.display(),
@@ -99,7 +107,8 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         );
         b
     };
-    let report = batch::run(&cfg, args.shard, &|n| bar.set_length(n as u64), &|done| {
+    let on_start = |n: usize| bar.set_length(n as u64);
+    let report = batch::run(&cfg, args.shard, args.max_points, &on_start, &|done| {
         if let Some(e) = done.error {
             let msg = format!(
                 "point {} ({} {}) failed: {e}",
@@ -112,7 +121,8 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             }
         }
         bar.inc(1);
-    })?;
+    })
+    .with_context(|| format!("batch {}", yaml.display()))?;
     bar.finish_and_clear();
     if report.config_changed {
         eprintln!(
