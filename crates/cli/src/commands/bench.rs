@@ -242,6 +242,7 @@ pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
             dry_run: args.dry_run,
             experiment_dir: args.experiment_dir.clone(),
             shard: None,
+            max_points: inferencelab_runner::batch::DEFAULT_MAX_POINTS,
         });
     }
     let rt = runtime(args.threads)?;

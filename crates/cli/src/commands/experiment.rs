@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use inferencelab_runner::batch::Shard;
+use inferencelab_runner::batch::{Shard, DEFAULT_MAX_POINTS};
 use inferencelab_runner::experiment::{self, ExperimentConfig, RunOptions};
 
 #[derive(Args, Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct ExperimentArgs {
     /// finds every point done and writes the whole summary.
     #[arg(long)]
     pub shard: Option<Shard>,
+    /// Refuse grids of more points than this (the product of the YAML axes' lengths).
+    #[arg(long, default_value_t = DEFAULT_MAX_POINTS)]
+    pub max_points: usize,
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -42,11 +45,12 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         bench_exe: std::env::current_exe().context("locating the inferencelab binary")?,
         experiment_dir: args.experiment_dir,
         shard: args.shard,
+        max_points: args.max_points,
     };
     let today = today_utc();
     let report = experiment::run(&cfg, &opts, &today, &|line| {
         if args.dry_run {
-            println!("{line}");
+            outln!("{line}");
         } else {
             eprintln!("{line}");
         }
@@ -55,7 +59,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    print!("{}", experiment::summary_table(&report));
+    out!("{}", experiment::summary_table(&report));
     eprintln!(
         "results: {} (one row per point and attempt), {}",
         report
