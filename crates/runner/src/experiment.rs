@@ -299,6 +299,23 @@ impl ExperimentConfig {
         if cfg.tensor_parallel_size == 0 {
             return err("tensor_parallel_size must be at least 1".into());
         }
+        if cfg.workload.repetitions == 0 {
+            return err(
+                "workload.repetitions: 0 runs nothing: give at least 1 (or leave the key out)"
+                    .into(),
+            );
+        }
+        if cfg.vllm.block_size == 0 {
+            return err("vllm.block_size: 0 is not a block size: give vLLM's, e.g. 16".into());
+        }
+        if let Some(u) = cfg.vllm.gpu_memory_utilization {
+            if !(u > 0.0 && u <= 1.0) {
+                return err(format!(
+                    "vllm.gpu_memory_utilization: {u} is not a share of GPU memory: give a \
+                     number above 0 and at most 1 (vLLM's default 0.9)"
+                ));
+            }
+        }
         if cfg.vllm.command.is_empty() {
             return err("vllm.command must name an executable, e.g. [vllm]".into());
         }
@@ -1881,6 +1898,23 @@ workload:
             "at most 65534",
         ] {
             assert!(e.contains(w), "{w:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn zero_repetitions_zero_block_size_and_bad_memory_shares_are_refused() {
+        let e = load_with("", "max_local_cpu_size: [1]", ", repetitions: 0").unwrap_err();
+        assert!(e.to_string().contains("workload.repetitions"), "{e}");
+        for (vllm, key) in [
+            ("block_size: 0", "vllm.block_size"),
+            ("gpu_memory_utilization: 1.5", "vllm.gpu_memory_utilization"),
+            (
+                "gpu_memory_utilization: .nan",
+                "vllm.gpu_memory_utilization",
+            ),
+        ] {
+            let e = load_with(vllm, "max_local_cpu_size: [1]", "").unwrap_err();
+            assert!(e.to_string().contains(key), "{vllm}: {e}");
         }
     }
 
