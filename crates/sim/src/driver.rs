@@ -425,7 +425,7 @@ pub fn run_observed(
                     lm.admitted(i, gpu_hit_tokens, 0);
                     let budget = config.engine.max_num_batched_tokens as u64;
                     lm.store_prefill(i, gpu_hit_tokens + external, len, budget);
-                    (cpu_hit_tokens, disk_hit_tokens) = lm.first(i);
+                    (cpu_hit_tokens, disk_hit_tokens) = lm.take_first(i);
                 }
                 let h = RequestHits {
                     gpu_hit_tokens,

@@ -45,7 +45,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
 use inferencelab_cache::{Access, AnyPolicy, BlockCache, EvictionPolicy, ObjId, NEVER};
-use inferencelab_engine::lmcache::{ChunkSource, Connector, LmcacheTier};
+use inferencelab_engine::lmcache::{ChunkSource, Connector, LmcacheTier, RequestState};
 use inferencelab_engine::pool::{KvPool, Slot};
 use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences};
 use inferencelab_trace::{BlockedTrace, SequenceBlocks, Trace};
@@ -173,10 +173,13 @@ impl<'a> Lmcache<'a> {
 
     /// What the request's first admission loaded.
     pub fn first(&self, req: usize) -> (u64, u64) {
-        self.conn
-            .state(req)
-            .and_then(|s| s.first)
-            .map_or((0, 0), |r| (r.cpu_hit_tokens, r.disk_hit_tokens))
+        first_loaded(self.conn.state(req))
+    }
+
+    /// [`first`](Lmcache::first) of a request that is done: its connector state is dropped
+    /// (kept, a run's state would grow with every request it has seen).
+    pub fn take_first(&mut self, req: usize) -> (u64, u64) {
+        first_loaded(self.conn.forget(req).as_ref())
     }
 
     /// The LMCache figures of a result row.
@@ -187,6 +190,12 @@ impl<'a> Lmcache<'a> {
         row.cpu_evictions = tier.cpu.evictions;
         row.disk_evictions = tier.disk.as_ref().map_or(0, |d| d.evictions);
     }
+}
+
+fn first_loaded(state: Option<&RequestState>) -> (u64, u64) {
+    state
+        .and_then(|s| s.first)
+        .map_or((0, 0), |r| (r.cpu_hit_tokens, r.disk_hit_tokens))
 }
 
 impl KvConnector for Lmcache<'_> {
@@ -862,7 +871,7 @@ pub(crate) fn run_vllm<'a>(
         // finished requests free their blocks at the step's end (learned policies' clock)
         sched.pool.cache.policy.on_time(now);
         for done in sched.update(&plan, conn) {
-            let (cpu, disk) = lm.as_deref().map_or((0, 0), |l| l.first(done.req));
+            let (cpu, disk) = lm.as_deref_mut().map_or((0, 0), |l| l.take_first(done.req));
             serve(Served {
                 req: done.req,
                 hits: RequestHits {
