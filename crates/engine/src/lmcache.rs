@@ -70,6 +70,13 @@ impl<P: EvictionPolicy> LmcacheTier<P> {
 
     /// Look up a request's full chunks `keys`.
     pub fn lookup(&mut self, keys: &[ObjId], access: MakeAccess<'_>) -> Lookup {
+        self.lookup_pinning(keys, access, true)
+    }
+
+    /// [`lookup`](LmcacheTier::lookup); without `pin` the run is refreshed but not pinned, for a
+    /// caller that retrieves before anything else touches the tier (the pins would be released
+    /// before they could matter, and every policy's order ends the same).
+    fn lookup_pinning(&mut self, keys: &[ObjId], access: MakeAccess<'_>, pin: bool) -> Lookup {
         let cpu_chunks = keys.iter().take_while(|&&k| self.cpu.contains(k)).count();
         let disk_chunks = self.disk.as_ref().map_or(0, |d| {
             keys[cpu_chunks..]
@@ -77,11 +84,13 @@ impl<P: EvictionPolicy> LmcacheTier<P> {
                 .take_while(|&&k| d.contains(k))
                 .count()
         });
-        let mut pinned = Vec::with_capacity(cpu_chunks);
+        let mut pinned = Vec::with_capacity(if pin { cpu_chunks } else { 0 });
         for d in (0..cpu_chunks).rev() {
             self.clock += 1;
-            if let Outcome::Hit(e) = self.cpu.access(&access(keys[d], d, self.clock), true) {
-                pinned.push(e);
+            if let Outcome::Hit(e) = self.cpu.access(&access(keys[d], d, self.clock), pin) {
+                if pin {
+                    pinned.push(e);
+                }
             }
         }
         // the disk's `touch_cache` refreshes its run the same way, last chunk first
@@ -173,9 +182,13 @@ impl<P: EvictionPolicy> LmcacheTier<P> {
             }
             allocated += 1;
         }
+        // then put them: every slot is given back before the puts (each put takes at most the
+        // slot just given back, so none of them evicts, as when each is given back in turn)
+        for _ in 0..allocated {
+            self.cpu.unreserve();
+        }
         let mut stored = 0;
         for (d, &k) in keys.iter().enumerate().take(from + allocated).skip(from) {
-            self.cpu.unreserve();
             self.clock += 1;
             let a = access(k, d, self.clock);
             if !self.cpu.contains(k) {
@@ -278,6 +291,58 @@ impl<P: EvictionPolicy> Connector<P> {
             st.lookup = Some(lookup);
         }
         st.hit_tokens.saturating_sub(local_hit_tokens)
+    }
+
+    /// A request served alone, start to end, before anything else touches the tier (the
+    /// abstract prefix model): the lookup, the load past `local_hit_tokens`, and the prefill's
+    /// stores every `budget` tokens, as [`matched`](Connector::matched),
+    /// [`admitted`](Connector::admitted) and [`computed`](Connector::computed) would do them,
+    /// without keeping a state. Returns what the load got.
+    pub fn serve_alone(
+        &mut self,
+        src: &dyn ChunkSource,
+        req: usize,
+        num_tokens: u64,
+        local_hit_tokens: u64,
+        budget: u64,
+    ) -> Retrieved {
+        let keys = src.chunks(req);
+        let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
+        let lookup = self.tier.lookup_pinning(keys, &access, false);
+        let hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
+        let c = &mut self.counters;
+        c.chunk_refs += keys.len() as u64;
+        c.hit_chunks += lookup.chunks() as u64;
+        c.lookups += 1;
+        c.requested_tokens += num_tokens;
+        c.hit_tokens += hit_tokens;
+        let external = hit_tokens.saturating_sub(local_hit_tokens);
+        let got = self
+            .tier
+            .retrieve(keys, lookup, local_hit_tokens, hit_tokens, &access);
+        if got.loaded_tokens > 0 {
+            self.counters.retrieves += 1;
+            self.counters.loaded_tokens += got.loaded_tokens;
+        }
+        let chunk = self.tier.chunk_size;
+        let prompt = src.prompt_tokens(req);
+        let mut saved = hit_tokens / chunk * chunk;
+        let mut done = local_hit_tokens + external;
+        loop {
+            done = (done + budget.max(1)).min(num_tokens);
+            let to = ((done.min(prompt) / chunk) as usize).min(keys.len());
+            let from = (saved / chunk) as usize;
+            if to > from {
+                let stored = self.tier.store(keys, from, to, &access);
+                saved = to as u64 * chunk;
+                self.counters.stores += 1;
+                self.counters.stored_tokens += stored * chunk;
+            }
+            if done >= num_tokens {
+                break;
+            }
+        }
+        got
     }
 
     /// The request was admitted: load what its lookup found past vLLM's hit.

@@ -70,7 +70,8 @@ pub trait KvConnector {
     /// the load happens in this step).
     fn admitted(&mut self, req: usize, local_hit_tokens: u64, external_tokens: u64);
     /// After a step's forward pass: the request's computed tokens went from `before` to `after`
-    /// (stores happen here).
+    /// (stores happen here). Called only while `before` is short of the prompt: LMCache stores
+    /// prompt chunks only, so decode steps need no call.
     fn computed(&mut self, req: usize, before: u64, after: u64);
     /// The request was preempted or finished.
     fn released(&mut self, _req: usize) {}
@@ -290,9 +291,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
             let before = r.num_computed_tokens;
             let cached_now = cacheable((before + n).min(r.num_tokens()), keys.len());
             let cached_before = cacheable(before, keys.len());
-            let access = |k: ObjId, d: usize, t: u64| seqs.access(req, k, d, t);
-            self.pool
-                .cache_blocks(&mut r.slots, keys, cached_before, cached_now, &access);
+            if cached_now > cached_before {
+                let access = |k: ObjId, d: usize, t: u64| seqs.access(req, k, d, t);
+                self.pool
+                    .cache_blocks(&mut r.slots, keys, cached_before, cached_now, &access);
+            }
             let decode = before >= r.prompt_tokens && r.generated >= 1;
             plan.scheduled.push(Scheduled {
                 req,
@@ -388,28 +391,52 @@ impl<P: EvictionPolicy> Scheduler<P> {
         produced: &mut Vec<Produced>,
     ) -> Vec<SeqState> {
         let mut finished = Vec::new();
+        // `plan.scheduled` lists running requests in running order (preemption only pops
+        // requests not yet scheduled, admissions are pushed at the end), so one cursor walks
+        // both; finished requests leave in one pass at the end.
+        let mut pos = 0;
+        let mut any_finished = false;
         for s in &plan.scheduled {
-            let Some(pos) = self.running.iter().position(|r| r.req == s.req) else {
-                continue;
-            };
+            while pos < self.running.len() && self.running[pos].req != s.req {
+                pos += 1;
+            }
+            if pos == self.running.len() {
+                // not running any more (or out of order): look it up
+                let Some(p) = self.running.iter().position(|r| r.req == s.req) else {
+                    pos = 0;
+                    continue;
+                };
+                pos = p;
+            }
             let r = &mut self.running[pos];
             let before = r.num_computed_tokens;
             r.num_computed_tokens += s.tokens;
-            conn.computed(r.req, before, r.num_computed_tokens);
+            if before < r.prompt_tokens {
+                conn.computed(r.req, before, r.num_computed_tokens);
+            }
             if r.num_computed_tokens >= r.num_tokens() {
                 r.generated += 1;
+                let done = r.generated >= r.max_tokens;
                 produced.push(Produced {
                     req: r.req,
                     index: r.generated - 1,
-                    finished: r.generated >= r.max_tokens,
+                    finished: done,
                 });
-                if r.generated >= r.max_tokens {
-                    let r = self.running.remove(pos);
-                    self.pool.free(&r.slots);
+                if done {
+                    // freed now, in the step's order (the free queue's order depends on it)
+                    let slots = std::mem::take(&mut r.slots);
+                    self.pool.free(&slots);
                     conn.released(r.req);
-                    finished.push(r);
+                    let mut done = r.clone();
+                    done.slots = slots;
+                    r.max_tokens = 0; // marks it for removal below
+                    finished.push(done);
+                    any_finished = true;
                 }
             }
+        }
+        if any_finished {
+            self.running.retain(|r| r.max_tokens != 0);
         }
         finished
     }

@@ -7,12 +7,11 @@ use std::time::Instant;
 use inferencelab_cache::{EntryId, Outcome};
 use inferencelab_trace::{AnswerBlocks, BlockedTrace, Blocking, SequenceBlocks, Trace};
 
-use crate::config::{HitSemantics, Schedule, SimConfig};
+use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::engine_run::{build_tier, run_trace, run_vllm, Describe, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::gpu_tier::GpuTier;
 use crate::result::{ratio, SimResult as Row, Window};
-use inferencelab_engine::KvConnector;
 
 /// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
 pub struct Prepared<'t> {
@@ -75,6 +74,11 @@ impl<'t> Prepared<'t> {
     /// Dense request-type ids (`Trace::kind_ids`), computed once.
     pub fn kinds(&self) -> &[u32] {
         self.kinds.get_or_init(|| self.trace.kind_ids())
+    }
+
+    /// The LMCache chunks' oracle, when [`annotate_for`](Prepared::annotate_for) computed it.
+    pub(crate) fn cpu_next_by_request_slice(&self) -> Option<&[u64]> {
+        self.cpu_next_by_request.get().map(Vec::as_slice)
     }
 
     /// Every request's sequence (prompt + answer) in GPU blocks, for an answer mode.
@@ -375,6 +379,17 @@ pub fn run_observed(
         bytes_disk: 0,
     };
     let started = Instant::now();
+    if config.engine.lmcache_rules == LmcacheRules::Simulator {
+        // LMCache's own lookup-log simulator's rules: the LMCache tier alone
+        let totals = crate::lmcache_simulator::run(prepared, config, |i, h| {
+            tally.record(&mut row, &reqs[i], 0, 0, &h);
+            observe(i, h);
+        })?;
+        totals.report(&mut row);
+        row.sim_seconds = started.elapsed().as_secs_f64();
+        tally.finish(&mut row, true, false);
+        return Ok(row);
+    }
     match config.hit_semantics {
         sem if sem == HitSemantics::Any || !config.engine.rules => {
             // a classic cache over the block stream (every cached block hits), or the abstract
@@ -421,11 +436,9 @@ pub fn run_observed(
                 let gpu_hit_tokens = (hits * bs).min(len.saturating_sub(1) / bs * bs);
                 let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
                 if let Some(lm) = lm.as_mut() {
-                    let external = lm.matched(i, len, gpu_hit_tokens);
-                    lm.admitted(i, gpu_hit_tokens, 0);
                     let budget = config.engine.max_num_batched_tokens as u64;
-                    lm.store_prefill(i, gpu_hit_tokens + external, len, budget);
-                    (cpu_hit_tokens, disk_hit_tokens) = lm.take_first(i);
+                    (cpu_hit_tokens, disk_hit_tokens) =
+                        lm.serve_alone(i, len, gpu_hit_tokens, budget);
                 }
                 let h = RequestHits {
                     gpu_hit_tokens,

@@ -171,6 +171,21 @@ impl<'a> Lmcache<'a> {
         }
     }
 
+    /// A request served start to end before anything else touches the tier (the abstract
+    /// prefix model): lookup, load, the prefill's stores. Returns its CPU and disk hit tokens.
+    pub fn serve_alone(
+        &mut self,
+        req: usize,
+        len: u64,
+        gpu_hit_tokens: u64,
+        budget: u64,
+    ) -> (u64, u64) {
+        let got = self
+            .conn
+            .serve_alone(&self.describe, req, len, gpu_hit_tokens, budget);
+        (got.cpu_hit_tokens, got.disk_hit_tokens)
+    }
+
     /// What the request's first admission loaded.
     pub fn first(&self, req: usize) -> (u64, u64) {
         first_loaded(self.conn.state(req))
