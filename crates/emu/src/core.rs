@@ -101,8 +101,53 @@ pub struct Submission {
     pub arrival: Instant,
     pub info: RequestInfo,
     pub streaming: bool,
+    /// The generated tokens' random stream: `None` draws it from the server seed and the
+    /// request's engine key (every request its own answer); a request with `seed` or
+    /// `temperature: 0` gives one so the same request gets the same text.
+    pub sample_seed: Option<u64>,
+    /// vLLM's `stop` strings: the answer ends at the first token whose text completes one
+    /// (not before `min_tokens`), with finish reason `stop`.
+    pub stop: Vec<String>,
+    pub min_tokens: u32,
     pub events: UnboundedSender<Event>,
-    pub reply: oneshot::Sender<Result<ReqKey, SubmitError>>,
+    pub reply: oneshot::Sender<Result<Accepted, SubmitError>>,
+}
+
+/// A request the engine took: its key and the answer it will stream.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub key: ReqKey,
+    pub output: Vec<u32>,
+    pub finish_reason: &'static str,
+    /// The stop string that ended the answer.
+    pub stop_reason: Option<String>,
+}
+
+/// The first stop string the answer completes: `(tokens kept, the stop string)`. The text of
+/// sampled tokens concatenates (they are whole words), so each token's text is decoded once.
+pub fn find_stop(
+    tokenizer: &dyn Tokenizer,
+    output: &[u32],
+    stop: &[String],
+    min_tokens: u32,
+) -> Option<(usize, String)> {
+    if stop.iter().all(String::is_empty) {
+        return None;
+    }
+    let mut text = String::new();
+    for (i, &id) in output.iter().enumerate() {
+        text.push_str(&tokenizer.decode(&[id]));
+        if (i as u32) + 1 < min_tokens {
+            continue;
+        }
+        if let Some(s) = stop
+            .iter()
+            .find(|s| !s.is_empty() && text.contains(s.as_str()))
+        {
+            return Some((i + 1, s.clone()));
+        }
+    }
+    None
 }
 
 pub enum Command {
@@ -226,7 +271,12 @@ impl Core {
         match cmd {
             Command::Submit(s) => {
                 let s = *s;
-                let arrival = self.cfg.clock.us_at(s.arrival, self.engine.now_us());
+                // The engine hears of a request now, not when its HTTP request arrived: the
+                // API server tokenizes and renders it first, and on a busy machine the hand-off
+                // can take several steps. vLLM's `RequestLogger` also writes the request when
+                // the API server hands it to the engine (after preprocessing), so the log's
+                // stamp is when the engine could first schedule it, as `simulate` reads it.
+                let arrival = self.now_us().max(self.cfg.clock.us_at(s.arrival, 0));
                 let tokens = if self.cfg.log_requests {
                     s.prompt.tokens.clone()
                 } else {
@@ -234,15 +284,35 @@ impl Core {
                 };
                 let prompt_len = s.prompt.len() as u64;
                 // the answer's token ids, drawn up front: the engine caches its blocks
-                let mut rng = mix(self.cfg.seed ^ mix(self.engine.next_key()));
-                let output: Vec<u32> = (0..s.max_tokens)
+                let mut rng = s
+                    .sample_seed
+                    .unwrap_or_else(|| mix(self.cfg.seed ^ mix(self.engine.next_key())));
+                let mut output: Vec<u32> = (0..s.max_tokens)
                     .map(|_| {
                         rng = mix(rng);
                         self.cfg.tokenizer.sample(rng)
                     })
                     .collect();
-                let result = self.engine.submit(s.prompt, output, arrival);
-                if let Ok(key) = result {
+                let mut finish_reason = s.finish_reason;
+                let mut stop_reason = None;
+                if let Some((keep, stop)) =
+                    find_stop(&*self.cfg.tokenizer, &output, &s.stop, s.min_tokens)
+                {
+                    output.truncate(keep);
+                    finish_reason = "stop";
+                    stop_reason = Some(stop);
+                }
+                let result = self
+                    .engine
+                    .submit(s.prompt, output.clone(), arrival)
+                    .map(|key| Accepted {
+                        key,
+                        output,
+                        finish_reason,
+                        stop_reason,
+                    });
+                if let Ok(Accepted { key, .. }) = &result {
+                    let key = *key;
                     // vLLM's RequestLogger writes the request when the API server gets it
                     if self.cfg.log_requests {
                         let text = self
@@ -260,7 +330,7 @@ impl Core {
                             output_ids: Vec::new(),
                             last_token_us: 0,
                             streaming: s.streaming,
-                            finish_reason: s.finish_reason,
+                            finish_reason,
                         },
                     );
                 }
@@ -285,7 +355,11 @@ impl Core {
 
     fn abort(&mut self, key: ReqKey) {
         self.engine.abort(key);
-        self.streams.remove(&key);
+        if self.streams.remove(&key).is_some() {
+            if let Ok(mut m) = self.metrics.lock() {
+                m.count_finish("abort");
+            }
+        }
         self.publish(None);
     }
 
@@ -541,6 +615,15 @@ impl Core {
             }
             m.request_prompt_tokens.observe(f.prompt_tokens as f64);
             m.request_generation_tokens.observe(f.output_tokens as f64);
+            // the engine does not report preemptions per request (yet): 0 each
+            m.request_num_preemptions.observe(0.0);
+            m.request_prefill_kv_computed_tokens
+                .observe(f.prompt_tokens.saturating_sub(f.cached_tokens) as f64);
+            m.count_finish(
+                self.streams
+                    .get(&f.key)
+                    .map_or("length", |s| s.finish_reason),
+            );
         }
     }
 

@@ -10,16 +10,16 @@ use crate::engine::Counters;
 /// A Prometheus histogram: cumulative on render.
 #[derive(Debug, Clone)]
 pub struct Histogram {
-    bounds: &'static [f64],
+    bounds: Vec<f64>,
     counts: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
 impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub fn new(bounds: &[f64]) -> Self {
         Histogram {
-            bounds,
+            bounds: bounds.to_vec(),
             counts: vec![0; bounds.len()],
             sum: 0.0,
             count: 0,
@@ -67,6 +67,26 @@ pub const TOKEN_COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
 ];
 
+/// vLLM's `build_1_2_5_buckets(max_model_len)`: 1, 2, 5, 10, 20, 50, ... up to the length.
+pub fn buckets_1_2_5(max: u64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut exp = 1u64;
+    'outer: loop {
+        for m in [1, 2, 5] {
+            let v = m * exp;
+            if v > max {
+                break 'outer;
+            }
+            out.push(v as f64);
+        }
+        exp *= 10;
+    }
+    out
+}
+
+/// `request_success` finish reasons, in vLLM's order.
+pub const FINISH_REASONS: [&str; 5] = ["stop", "length", "abort", "error", "repetition"];
+
 /// Everything `/metrics` shows, updated by the scheduler after every step.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -87,6 +107,17 @@ pub struct Metrics {
     pub iteration_tokens: Histogram,
     pub request_prompt_tokens: Histogram,
     pub request_generation_tokens: Histogram,
+    pub request_max_num_generation_tokens: Histogram,
+    pub request_params_n: Histogram,
+    pub request_params_max_tokens: Histogram,
+    pub request_num_preemptions: Histogram,
+    pub request_prefill_kv_computed_tokens: Histogram,
+    /// Finished requests per [`FINISH_REASONS`] entry.
+    pub finished_by_reason: [u64; 5],
+    /// `vllm:cache_config_info` labels (name, value), set by the server.
+    pub cache_config: Vec<(String, String)>,
+    /// Unix seconds of the server start (every `_created` series).
+    pub created: f64,
 }
 
 impl Metrics {
@@ -109,6 +140,45 @@ impl Metrics {
             iteration_tokens: Histogram::new(ITERATION_BUCKETS),
             request_prompt_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
             request_generation_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+            request_max_num_generation_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+            request_params_n: Histogram::new(&[1.0, 2.0, 5.0, 10.0, 20.0]),
+            request_params_max_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+            request_num_preemptions: Histogram::new(&[1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0]),
+            request_prefill_kv_computed_tokens: Histogram::new(TOKEN_COUNT_BUCKETS),
+            finished_by_reason: [0; 5],
+            cache_config: Vec::new(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
+    /// The token-count histograms' buckets for `max_model_len`, as vLLM builds them.
+    pub fn set_max_model_len(&mut self, max_model_len: u32) {
+        let b = buckets_1_2_5(max_model_len as u64);
+        for h in [
+            &mut self.request_prompt_tokens,
+            &mut self.request_generation_tokens,
+            &mut self.request_max_num_generation_tokens,
+            &mut self.request_params_max_tokens,
+            &mut self.request_prefill_kv_computed_tokens,
+        ] {
+            *h = Histogram::new(&b);
+        }
+    }
+
+    /// A parent request's parameters (one per prompt), as vLLM observes them.
+    pub fn observe_request_params(&mut self, n: u64, max_tokens: u64, _longest: u64) {
+        self.request_params_n.observe(n as f64);
+        self.request_params_max_tokens.observe(max_tokens as f64);
+        self.request_max_num_generation_tokens
+            .observe(max_tokens as f64);
+    }
+
+    /// A finished request's reason (`stop`, `length`, `abort`, ...).
+    pub fn count_finish(&mut self, reason: &str) {
+        if let Some(i) = FINISH_REASONS.iter().position(|r| *r == reason) {
+            self.finished_by_reason[i] += 1;
         }
     }
 
@@ -140,7 +210,28 @@ impl Metrics {
             &labels,
             self.kv_cache_usage,
         );
-        let counters: [(&str, &str, u64); 8] = [
+        let created = num(self.created);
+        let mut counters: Vec<(&str, &str, u64)> = vec![
+            (
+                "vllm:estimated_flops_per_gpu",
+                "Estimated number of floating point operations per GPU (for Model Flops \
+                 Utilization calculations).",
+                0,
+            ),
+            (
+                "vllm:estimated_read_bytes_per_gpu",
+                "Estimated number of bytes read from memory per GPU (for Model Flops \
+                 Utilization calculations).",
+                0,
+            ),
+            (
+                "vllm:estimated_write_bytes_per_gpu",
+                "Estimated number of bytes written to memory per GPU (for Model Flops \
+                 Utilization calculations).",
+                0,
+            ),
+        ];
+        let more: [(&str, &str, u64); 7] = [
             (
                 "vllm:prefix_cache_queries",
                 "Prefix cache queries, in terms of number of queried tokens.",
@@ -178,24 +269,142 @@ impl Metrics {
                 "Number of generation tokens processed.",
                 c.generation_tokens,
             ),
-            (
-                "vllm:request_success",
-                "Count of successfully processed requests.",
-                c.requests_finished,
-            ),
         ];
+        counters.extend(more);
+        counters.extend([
+            (
+                "vllm:mm_cache_queries",
+                "Multi-modal cache queries, in terms of number of queried items.",
+                0,
+            ),
+            (
+                "vllm:mm_cache_hits",
+                "Multi-modal cache hits, in terms of number of cached items.",
+                0,
+            ),
+            (
+                "vllm:prompt_tokens_cached",
+                "Number of cached prompt tokens (local + external).",
+                c.prefix_cache_hits + c.external_prefix_cache_hits,
+            ),
+        ]);
         for (name, help, v) in counters {
-            if name.starts_with("vllm:external") && !self.lmcache {
-                continue;
-            }
-            let labels = if name == "vllm:request_success" {
-                format!("{labels},finished_reason=\"length\"")
-            } else {
-                labels.clone()
-            };
-            counter(&mut out, name, help, &labels, v);
+            counter(&mut out, name, help, &labels, v, &created);
         }
-        let hists: [(&str, &str, &Histogram); 11] = [
+        let computed = c
+            .prompt_tokens
+            .saturating_sub(c.prefix_cache_hits + c.external_prefix_cache_hits);
+        labelled_counter(
+            &mut out,
+            "vllm:prompt_tokens_by_source",
+            "Number of prompt tokens by source.",
+            &labels,
+            "source",
+            &[
+                ("local_compute", computed),
+                ("local_cache_hit", c.prefix_cache_hits),
+                ("external_kv_transfer", c.external_prefix_cache_hits),
+            ],
+            &created,
+        );
+        labelled_counter(
+            &mut out,
+            "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), \
+             host (offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or \
+             external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + \
+             vllm:external_prefix_cache_hits.",
+            &labels,
+            "source",
+            &[
+                ("device", c.prefix_cache_hits),
+                ("host", 0),
+                ("p2p", 0),
+                ("disk", 0),
+                ("external_unspecified", c.external_prefix_cache_hits),
+            ],
+            &created,
+        );
+        let reasons: Vec<(&str, u64)> = FINISH_REASONS
+            .iter()
+            .zip(self.finished_by_reason)
+            .map(|(r, v)| (*r, v))
+            .collect();
+        labelled_counter(
+            &mut out,
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            &labels,
+            "finished_reason",
+            &reasons,
+            &created,
+        );
+        labelled_counter(
+            &mut out,
+            "vllm:admission_rejections",
+            "Number of admission attempts rejected by a queue limit, by reason.",
+            &format!("model_name=\"{model}\""),
+            "reason",
+            &[("max_num_queued_reqs", 0), ("max_num_queued_tokens", 0)],
+            &created,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vllm:num_requests_waiting_by_reason Number of waiting requests by reason. \
+             Reason labels: 'capacity' = waiting for scheduling capacity; 'deferred' = deferred \
+             by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all \
+             reasons equals vllm:num_requests_waiting.\n# TYPE vllm:num_requests_waiting_by_reason gauge"
+        );
+        for (r, v) in [("capacity", self.waiting), ("deferred", 0)] {
+            let _ = writeln!(
+                out,
+                "vllm:num_requests_waiting_by_reason{{{labels},reason=\"{r}\"}} {}",
+                num(v as f64)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is \
+             sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level \
+             1; discard_all = 1 means sleep level 2.\n# TYPE vllm:engine_sleep_state gauge"
+        );
+        for (st, v) in [
+            ("awake", 1.0),
+            ("weights_offloaded", 0.0),
+            ("discard_all", 0.0),
+        ] {
+            let _ = writeln!(
+                out,
+                "vllm:engine_sleep_state{{{labels},sleep_state=\"{st}\"}} {}",
+                num(v)
+            );
+        }
+        let hists: [(&str, &str, &Histogram); 16] = [
+            (
+                "vllm:request_max_num_generation_tokens",
+                "Histogram of maximum number of requested generation tokens.",
+                &self.request_max_num_generation_tokens,
+            ),
+            (
+                "vllm:request_params_n",
+                "Histogram of the n request parameter.",
+                &self.request_params_n,
+            ),
+            (
+                "vllm:request_params_max_tokens",
+                "Histogram of the max_tokens request parameter.",
+                &self.request_params_max_tokens,
+            ),
+            (
+                "vllm:request_num_preemptions",
+                "Histogram of the number of times a request was preempted.",
+                &self.request_num_preemptions,
+            ),
+            (
+                "vllm:request_prefill_kv_computed_tokens",
+                "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+                &self.request_prefill_kv_computed_tokens,
+            ),
             (
                 "vllm:time_to_first_token_seconds",
                 "Histogram of time to first token in seconds.",
@@ -253,7 +462,21 @@ impl Metrics {
             ),
         ];
         for (name, help, h) in hists {
-            histogram(&mut out, name, help, &labels, h);
+            histogram(&mut out, name, help, &labels, h, &created);
+        }
+        if !self.cache_config.is_empty() {
+            let mut l = self.cache_config.clone();
+            l.push(("engine".into(), "0".into()));
+            l.sort();
+            let text: Vec<String> = l
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{{}}} 1.0",
+                text.join(",")
+            );
         }
         if self.lmcache {
             let (chunks, evictions) = self.cpu_chunks.unwrap_or((0, 0));
@@ -305,7 +528,7 @@ impl Metrics {
                 ),
             ];
             for (name, help, v) in lm {
-                counter(&mut out, name, help, &lm_labels, v);
+                counter(&mut out, name, help, &lm_labels, v, &created);
             }
             gauge(
                 &mut out,
@@ -341,15 +564,45 @@ fn gauge(out: &mut String, name: &str, help: &str, labels: &str, v: f64) {
     let _ = writeln!(out, "{name}{{{labels}}} {}", num(v));
 }
 
-fn counter(out: &mut String, name: &str, help: &str, labels: &str, v: u64) {
+/// A counter as `prometheus_client` writes it: `_total`, then its `_created` gauge.
+fn counter(out: &mut String, name: &str, help: &str, labels: &str, v: u64, created: &str) {
+    labelled_counter(out, name, help, labels, "", &[("", v)], created);
+}
+
+/// A counter family with one extra label (`label=""`: none).
+fn labelled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &str,
+    label: &str,
+    values: &[(&str, u64)],
+    created: &str,
+) {
+    let l = |v: &str| {
+        if label.is_empty() {
+            labels.to_string()
+        } else {
+            format!("{labels},{label}=\"{v}\"")
+        }
+    };
     let _ = writeln!(
         out,
         "# HELP {name}_total {help}\n# TYPE {name}_total counter"
     );
-    let _ = writeln!(out, "{name}_total{{{labels}}} {}", num(v as f64));
+    for (v, x) in values {
+        let _ = writeln!(out, "{name}_total{{{}}} {}", l(v), num(*x as f64));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {name}_created {help}\n# TYPE {name}_created gauge"
+    );
+    for (v, _) in values {
+        let _ = writeln!(out, "{name}_created{{{}}} {created}", l(v));
+    }
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
+fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram, created: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cum = 0u64;
     for (b, c) in h.bounds.iter().zip(&h.counts) {
@@ -368,6 +621,10 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogr
     );
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", num(h.count as f64));
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", num(h.sum));
+    let _ = writeln!(
+        out,
+        "# HELP {name}_created {help}\n# TYPE {name}_created gauge\n{name}_created{{{labels}}} {created}"
+    );
 }
 
 /// Parse Prometheus text into `(series with labels, value)`; `Err` names the first bad line.
@@ -431,8 +688,16 @@ mod tests {
             Some(2.0)
         );
         assert!(text.contains("lmcache:local_cpu_evict_count_total{"));
-        assert!(!Metrics::new(false)
+        // vLLM 0.32/0.33 show the external counters without a connector too
+        assert!(Metrics::new(false)
             .render("m")
-            .contains("external_prefix_cache"));
+            .contains("vllm:external_prefix_cache_hits_total"));
+        assert_eq!(
+            buckets_1_2_5(16384),
+            [
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+                10000.0
+            ]
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! Tokenization for the emulator, behind a small trait so a real tokenizer (the `convert`
-//! crate's Hugging Face `tokenizer.json` loader) can be plugged in.
+//! Tokenization for the emulator, behind a small trait: the built-in [`WordTokenizer`] (the
+//! default, so a closed loop bench -> serve -> log -> simulate needs no files), a model's
+//! Hugging Face `tokenizer.json` with its chat template ([`HfTokenizer`], `serve MODEL_DIR` or
+//! `--tokenizer`), or the embedded o200k_base ranks with ChatML specials ([`O200kChatml`]).
 //!
 //! The built-in [`WordTokenizer`] needs no files: the 3 ChatML special tokens, 256 byte tokens,
 //! then a fixed list of common English words with and without a leading space. Text splits into
@@ -7,7 +9,10 @@
 //! the word list is one token, others fall back to their bytes. It is deterministic, reversible
 //! and prefix-stable (equal text prefixes give equal token prefixes up to the piece where they
 //! differ), which is all the prefix cache needs. Token counts of ordinary English are in the
-//! range of real BPE tokenizers for common words and higher for rare ones.
+//! range of real BPE tokenizers for common words and higher for rare ones; they are not a
+//! model's counts (a 206-character sentence is 179 tokens here, 41 in o200k_base).
+
+use std::path::{Path, PathBuf};
 
 /// What the server needs from a tokenizer.
 pub trait Tokenizer: Send + Sync {
@@ -16,17 +21,58 @@ pub trait Tokenizer: Send + Sync {
     /// Token ids to text. Unknown ids decode to nothing.
     fn decode(&self, ids: &[u32]) -> String;
     /// The generated token for a random number `r`: an ordinary word (with its leading space),
-    /// so generated text reads like text.
+    /// so generated text reads like text and re-tokenizes to the same ids.
     fn sample(&self, r: u64) -> u32;
     /// Render a chat conversation into the prompt text (the model's chat template).
     fn apply_chat_template(&self, messages: &[(String, String)]) -> String {
         chatml(messages)
+    }
+    /// The chat template with vLLM's request options (`add_generation_prompt`,
+    /// `continue_final_message`); `Err` is the template's own error, for a 400.
+    fn render_chat(
+        &self,
+        messages: &[(String, String)],
+        opts: ChatOptions,
+    ) -> Result<String, String> {
+        Ok(chatml_with(messages, opts))
+    }
+    /// Ids at or above this are out of the vocabulary (vLLM answers 400 for them).
+    fn vocab_size(&self) -> u32 {
+        u32::MAX
+    }
+    /// One token's string as the tokenizer's vocabulary spells it (`/tokenize`'s `token_strs`).
+    fn token_str(&self, id: u32) -> Option<String> {
+        Some(self.decode(&[id]))
+    }
+    /// One line naming the tokenizer, for the start-up line.
+    fn describe(&self) -> String {
+        "a custom tokenizer".into()
+    }
+}
+
+/// vLLM's chat request options that change the rendered prompt.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatOptions {
+    pub add_generation_prompt: bool,
+    pub continue_final_message: bool,
+}
+
+impl Default for ChatOptions {
+    fn default() -> Self {
+        ChatOptions {
+            add_generation_prompt: true,
+            continue_final_message: false,
+        }
     }
 }
 
 /// The ChatML template (Qwen's): `<|im_start|>role\ncontent<|im_end|>\n` per message, then the
 /// generation prompt `<|im_start|>assistant\n`.
 pub fn chatml(messages: &[(String, String)]) -> String {
+    chatml_with(messages, ChatOptions::default())
+}
+
+fn chatml_with(messages: &[(String, String)], opts: ChatOptions) -> String {
     let mut s = String::new();
     for (role, content) in messages {
         s.push_str("<|im_start|>");
@@ -35,7 +81,16 @@ pub fn chatml(messages: &[(String, String)]) -> String {
         s.push_str(content);
         s.push_str("<|im_end|>\n");
     }
-    s.push_str("<|im_start|>assistant\n");
+    if opts.continue_final_message {
+        // vLLM cuts the rendered text after the final message's content
+        if let Some((_, last)) = messages.last() {
+            if let Some(end) = s.rfind(last.as_str()) {
+                s.truncate(end + last.len());
+            }
+        }
+    } else if opts.add_generation_prompt {
+        s.push_str("<|im_start|>assistant\n");
+    }
     s
 }
 
@@ -392,6 +447,354 @@ impl Tokenizer for WordTokenizer {
     fn sample(&self, r: u64) -> u32 {
         WORD_BASE + 2 * (r % WORDS.len() as u64) as u32 + 1
     }
+
+    fn render_chat(
+        &self,
+        messages: &[(String, String)],
+        opts: ChatOptions,
+    ) -> Result<String, String> {
+        Ok(chatml_with(messages, opts))
+    }
+
+    // vocab_size: the default (any id): replayed logs carry a real model's ids, which this
+    // tokenizer stands in for
+
+    fn describe(&self) -> String {
+        "built-in word tokenizer (not a model's token counts; give MODEL_DIR or --tokenizer)".into()
+    }
+}
+
+/// Ordinary-word tokens for [`Tokenizer::sample`]: ids whose text is a space and 3 to 10 ASCII
+/// lowercase letters and that encode back to themselves alone, the first `MAX_WORDS` in id order
+/// (BPE ids grow with rarity, so these are common words).
+const MAX_WORDS: usize = 4096;
+
+fn word_like(text: &str) -> bool {
+    text.len() >= 4
+        && text.len() <= 11
+        && text.starts_with(' ')
+        && text[1..].bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// A model's Hugging Face `tokenizer.json` (pure Rust `tokenizers`, no hub access) and its chat
+/// template (`chat_template.jinja`, else `tokenizer_config.json`'s `chat_template`), rendered
+/// with minijinja as transformers renders it with Jinja2.
+pub struct HfTokenizer {
+    tokenizer: tokenizers::Tokenizer,
+    template: Option<String>,
+    bos_token: String,
+    eos_token: String,
+    words: Vec<u32>,
+    vocab_size: u32,
+    path: PathBuf,
+}
+
+/// A `tokenizer_config.json` token entry: a string or `{"content": ...}`.
+fn token_text(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+impl HfTokenizer {
+    /// `path`: a model directory (its `tokenizer.json`) or a `tokenizer.json` file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let (dir, file) = if path.is_dir() {
+            (path.to_path_buf(), path.join("tokenizer.json"))
+        } else {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
+        };
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let tokenizer = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
+            format!(
+                "{}: not a Hugging Face tokenizer.json this build can load: {e}",
+                file.display()
+            )
+        })?;
+        let config: serde_json::Value = match std::fs::read(dir.join("tokenizer_config.json")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| format!("{}: {e}", dir.join("tokenizer_config.json").display()))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let template = match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+            Ok(t) => Some(t),
+            Err(_) => match config.get("chat_template") {
+                Some(serde_json::Value::String(t)) => Some(t.clone()),
+                // a list of named templates: the "default" one
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+                _ => None,
+            },
+        };
+        let vocab_size = tokenizer.get_vocab_size(true) as u32;
+        let mut t = HfTokenizer {
+            bos_token: token_text(config.get("bos_token")),
+            eos_token: token_text(config.get("eos_token")),
+            tokenizer,
+            template,
+            words: Vec::new(),
+            vocab_size,
+            path: file,
+        };
+        for id in 0..vocab_size {
+            if t.words.len() >= MAX_WORDS {
+                break;
+            }
+            let text = t.decode(&[id]);
+            if word_like(&text) && t.encode(&text) == [id] {
+                t.words.push(id);
+            }
+        }
+        if t.words.is_empty() {
+            return Err(format!(
+                "{}: no token of the vocabulary is a plain word (` word`), so generated text \
+                 cannot be drawn from it",
+                t.path.display()
+            ));
+        }
+        Ok(t)
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+}
+
+impl Tokenizer for HfTokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        self.tokenizer
+            .encode_fast(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+
+    fn sample(&self, r: u64) -> u32 {
+        self.words[(r % self.words.len() as u64) as usize]
+    }
+
+    fn apply_chat_template(&self, messages: &[(String, String)]) -> String {
+        self.render_chat(messages, ChatOptions::default())
+            .unwrap_or_else(|_| chatml(messages))
+    }
+
+    fn render_chat(
+        &self,
+        messages: &[(String, String)],
+        opts: ChatOptions,
+    ) -> Result<String, String> {
+        let Some(template) = &self.template else {
+            // transformers refuses too (vLLM: "default chat template is no longer allowed")
+            return Err(
+                "As of transformers v4.44, default chat template is no longer allowed, so you \
+                 must provide a chat template if the tokenizer does not define one."
+                    .into(),
+            );
+        };
+        render_jinja(template, messages, opts, &self.bos_token, &self.eos_token)
+    }
+
+    fn vocab_size(&self) -> u32 {
+        self.vocab_size
+    }
+
+    fn token_str(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Hugging Face {} ({} tokens{})",
+            self.path.display(),
+            self.vocab_size,
+            if self.template.is_some() {
+                ", its chat template"
+            } else {
+                ", no chat template"
+            }
+        )
+    }
+}
+
+/// Render a Hugging Face chat template as transformers does (`apply_chat_template`): Jinja with
+/// `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `raise_exception`, and Python
+/// string methods (minijinja-contrib's pycompat). `continue_final_message`: rendered without the
+/// generation prompt, cut after the final message's content.
+fn render_jinja(
+    template: &str,
+    messages: &[(String, String)],
+    opts: ChatOptions,
+    bos: &str,
+    eos: &str,
+) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_keep_trailing_newline(false);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| format!("the chat template does not parse: {e}"))?;
+    let msgs: Vec<minijinja::Value> = messages
+        .iter()
+        .map(|(r, c)| minijinja::context! { role => r, content => c })
+        .collect();
+    let add_gen = opts.add_generation_prompt && !opts.continue_final_message;
+    let mut text = env
+        .get_template("chat")
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                messages => msgs,
+                add_generation_prompt => add_gen,
+                bos_token => bos,
+                eos_token => eos,
+                tools => minijinja::Value::from(()),
+            })
+        })
+        .map_err(|e| format!("the chat template failed: {e}"))?;
+    if opts.continue_final_message {
+        let last = messages.last().map(|(_, c)| c.trim()).unwrap_or_default();
+        match text.rfind(last) {
+            Some(end) if !last.is_empty() => text.truncate(end + last.len()),
+            _ => {
+                return Err(
+                    "continue_final_message is set but the final message does not appear in \
+                     the chat after applying the chat template"
+                        .into(),
+                )
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// The o200k_base ranks that ship inside `tiktoken-rs` with the ChatML specials at the ids
+/// scripts/vllm_cpu_peer.sh gives them (`<|endoftext|>` 199998, `<|im_start|>` 199999,
+/// `<|im_end|>` 200000; transformers' TikTokenConverter appends them after the 199,998 ranks) and
+/// the ChatML template: the CPU vLLM peer's tokenizer without its 27 MB `tokenizer.json`
+/// (`--tokenizer o200k-chatml`).
+pub struct O200kChatml {
+    bpe: &'static tiktoken_rs::CoreBPE,
+    words: Vec<u32>,
+}
+
+const O200K_RANKS: u32 = 199_998;
+
+impl Default for O200kChatml {
+    fn default() -> Self {
+        let bpe = tiktoken_rs::o200k_base_singleton();
+        let mut words = Vec::new();
+        for id in 0..O200K_RANKS {
+            if words.len() >= MAX_WORDS {
+                break;
+            }
+            let Ok(b) = bpe.decode_bytes(&[id]) else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(&b) else {
+                continue;
+            };
+            if word_like(text) && bpe.encode_ordinary(text) == [id] {
+                words.push(id);
+            }
+        }
+        O200kChatml { bpe, words }
+    }
+}
+
+impl Tokenizer for O200kChatml {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        let mut rest = text;
+        loop {
+            let next = SPECIALS
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| rest.find(s).map(|at| (at, i)))
+                .min();
+            match next {
+                Some((at, i)) => {
+                    out.extend(self.bpe.encode_ordinary(&rest[..at]));
+                    out.push(O200K_RANKS + i as u32);
+                    rest = &rest[at + SPECIALS[i].len()..];
+                }
+                None => {
+                    out.extend(self.bpe.encode_ordinary(rest));
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            if id < O200K_RANKS {
+                if let Ok(b) = self.bpe.decode_bytes(&[id]) {
+                    bytes.extend(b);
+                }
+            } else if let Some(s) = SPECIALS.get((id - O200K_RANKS) as usize) {
+                bytes.extend_from_slice(s.as_bytes());
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn sample(&self, r: u64) -> u32 {
+        self.words[(r % self.words.len() as u64) as usize]
+    }
+
+    fn vocab_size(&self) -> u32 {
+        O200K_RANKS + SPECIALS.len() as u32
+    }
+
+    fn describe(&self) -> String {
+        "embedded o200k_base + ChatML specials (the CPU vLLM peer's tokenizer)".into()
+    }
+}
+
+/// `--tokenizer` / `serve MODEL_DIR`: `o200k-chatml`, a model directory with a
+/// `tokenizer.json`, or a `tokenizer.json` file.
+pub fn load(spec: &str) -> Result<std::sync::Arc<dyn Tokenizer>, String> {
+    if spec == "o200k-chatml" {
+        return Ok(std::sync::Arc::new(O200kChatml::default()));
+    }
+    let p = Path::new(spec);
+    if p.is_dir() && !p.join("tokenizer.json").is_file() {
+        return Err(format!(
+            "{spec}: no tokenizer.json in this directory (give the model directory vLLM loads, \
+             a tokenizer.json, or o200k-chatml)"
+        ));
+    }
+    if !p.exists() {
+        return Err(format!(
+            "{spec}: no such file or directory (serve never downloads: give a local model \
+             directory, a tokenizer.json, or o200k-chatml)"
+        ));
+    }
+    Ok(std::sync::Arc::new(HfTokenizer::load(p)?))
 }
 
 #[cfg(test)]

@@ -28,13 +28,20 @@ pub struct ServeArgs {
 #[derive(Parser, Debug)]
 #[command(name = "inferencelab serve", no_binary_name = true)]
 struct ServeOpts {
-    /// The model, as `vllm serve MODEL` takes it (registry name, Hugging Face id, model YAML or
-    /// config.json); same as --model.
+    /// The model, as `vllm serve MODEL` takes it (registry name, Hugging Face id, model YAML,
+    /// config.json, or a model directory: its config.json sizes the KV cache and its
+    /// tokenizer.json and chat template count every token); same as --model.
     #[arg(value_name = "MODEL")]
     model_positional: Option<String>,
     /// Model for KV bytes per token and the time model.
     #[arg(long, short = 'm', default_value = "qwen-8b")]
     model: String,
+    /// vLLM --tokenizer: a model directory or tokenizer.json (Hugging Face format, with the
+    /// chat template beside it), or `o200k-chatml` (the embedded o200k_base ranks with ChatML
+    /// specials, the CPU vLLM peer's tokenizer). Default: MODEL's when MODEL is a directory,
+    /// else the built-in word tokenizer (not a model's token counts).
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -256,8 +263,15 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .model_positional
         .clone()
         .unwrap_or_else(|| o.model.clone());
-    let model = models::resolve(&model_name)?
-        .with_parallelism(o.tensor_parallel_size, o.pipeline_parallel_size);
+    let model_dir = std::path::Path::new(&model_name)
+        .is_dir()
+        .then(|| PathBuf::from(&model_name));
+    let model = match &model_dir {
+        Some(d) => models::resolve(&d.join("config.json").to_string_lossy())
+            .with_context(|| format!("model directory {}", d.display()))?,
+        None => models::resolve(&model_name)?,
+    }
+    .with_parallelism(o.tensor_parallel_size, o.pipeline_parallel_size);
     let gpu: GpuProfile = match &o.gpu_profile {
         Some(p) => serde_norway::from_str(
             &inferencelab_trace::fsutil::read_input_string(p)
@@ -379,7 +393,24 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         }
         None => Box::new(std::io::stdout()),
     });
-    cfg.tokenizer = Arc::new(inferencelab_emu::tokenizer::WordTokenizer::default());
+    let tokenizer_spec = o.tokenizer.clone().or_else(|| {
+        model_dir
+            .as_ref()
+            .filter(|d| d.join("tokenizer.json").is_file())
+            .map(|d| d.to_string_lossy().into_owned())
+    });
+    cfg.tokenizer = match &tokenizer_spec {
+        Some(spec) => inferencelab_emu::tokenizer::load(spec)
+            .map_err(|e| anyhow::anyhow!("--tokenizer {e}"))?,
+        None => Arc::new(inferencelab_emu::tokenizer::WordTokenizer::default()),
+    };
+    if model_dir.is_some() {
+        cfg.model_root = model_name.clone();
+    }
+    eprintln!(
+        "inferencelab serve: tokenizer: {}",
+        cfg.tokenizer.describe()
+    );
     if o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" {
         eprintln!("warning: listening on {} (not loopback)", o.host);
     }
