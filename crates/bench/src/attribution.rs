@@ -133,15 +133,15 @@ pub fn table(s: &AttributionSummary) -> String {
         }
     };
     line(
-        "GPU prefix cache tokens (%):",
+        "GPU prefix cache tokens (% of prompt):",
         format!("{} ({:.1})", s.gpu_hit_tokens, pct(s.gpu_hit_tokens)),
     );
     line(
-        "LMCache loaded tokens (%):",
+        "LMCache loaded tokens (% of prompt):",
         format!("{} ({:.1})", s.loaded_tokens, pct(s.loaded_tokens)),
     );
     line(
-        "Recomputed tokens (%):",
+        "Recomputed tokens (% of prompt):",
         format!("{} ({:.1})", s.recomputed_tokens, pct(s.recomputed_tokens)),
     );
     for (label, st) in [
@@ -152,7 +152,15 @@ pub fn table(s: &AttributionSummary) -> String {
             &s.ttft_mostly_recomputed,
         ),
     ] {
-        line(label, format!("{:.2} (n={})", st.mean, st.count));
+        // an empty group has no mean: "-" rather than a 0.00 that reads like a measurement
+        line(
+            label,
+            if st.count == 0 {
+                "- (no requests)".to_string()
+            } else {
+                format!("{:.2} (n={})", st.mean, st.count)
+            },
+        );
     }
     o
 }
@@ -196,6 +204,18 @@ mod tests {
         );
         assert_eq!(s.ttft_mostly_lmcache.count, 1);
         assert!(table(&s).contains("LMCache loaded tokens"));
+        // the groups nobody fell into show no mean, not "0.00 (n=0)"
+        assert_eq!(s.ttft_mostly_gpu.count, 0);
+        let t = table(&s);
+        let gpu_line = t
+            .lines()
+            .find(|l| l.starts_with("Mean TTFT, mostly GPU hit"))
+            .unwrap();
+        assert!(
+            gpu_line.trim_end().ends_with("- (no requests)"),
+            "{gpu_line}"
+        );
+        assert!(!table(&s).contains("(n=0)"));
     }
 
     #[test]

@@ -349,7 +349,7 @@ pub fn summary_table(
     line(&mut o, "Cached prompt tokens:", s.total_cached_tokens);
     line(
         &mut o,
-        "Cached token ratio (%):",
+        "Cached tokens (% of prompt):",
         format!("{:.2}", s.cached_token_ratio * 100.0),
     );
     line(
@@ -370,13 +370,26 @@ pub fn summary_table(
             (Some(h), Some(q)) if q > 0.0 => Some((h, q, h / q * 100.0)),
             _ => None,
         };
+        // Every figure says what it divides by: vLLM's "external" rate is over the tokens the
+        // GPU missed, LMCache's own hit count includes tokens the GPU already had, and both
+        // differ from the share of the prompt LMCache supplied (issue 15).
         if let Some((h, q, r)) = ratio(
             "vllm:prefix_cache_hits_total",
             "vllm:prefix_cache_queries_total",
         ) {
             line(
                 &mut o,
-                "GPU prefix cache hit rate (%):",
+                "GPU prefix cache hits (% of prompt):",
+                format!("{r:.2} ({h:.0}/{q:.0})"),
+            );
+        }
+        if let Some((h, q, r)) = ratio(
+            "vllm:external_prefix_cache_hits_total",
+            "vllm:prompt_tokens_total",
+        ) {
+            line(
+                &mut o,
+                "LMCache loaded (% of prompt):",
                 format!("{r:.2} ({h:.0}/{q:.0})"),
             );
         }
@@ -386,12 +399,16 @@ pub fn summary_table(
         ) {
             line(
                 &mut o,
-                "External (LMCache) hit rate (%):",
-                format!("{r:.2} ({h:.0}/{q:.0})"),
+                "LMCache loaded (% of GPU misses):",
+                format!("{r:.2} ({h:.0}/{q:.0}; vLLM's external hit rate)"),
             );
         }
         if let Some(h) = sc.delta("lmcache:num_hit_tokens_total") {
-            line(&mut o, "LMCache hit tokens:", format!("{h:.0}"));
+            line(
+                &mut o,
+                "LMCache lookup hits, GPU-held too:",
+                format!("{h:.0} (lmcache:num_hit_tokens)"),
+            );
         }
         line(
             &mut o,

@@ -56,7 +56,7 @@ impl Command {
     }
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct SimulateArgs {
     /// Trace or vLLM server log to replay (a directory of WEKA sessions works too).
     #[arg(long, short = 'i')]
@@ -174,7 +174,8 @@ pub struct SimulateArgs {
     /// Print exactly one JSON document on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Summary JSON file (default: outputs/simulation/simulate_<input>.json).
+    /// Summary JSON file (default: outputs/simulation/simulate_<input>_<policies>_<digest>.json,
+    /// the digest of the run's flags: runs with other flags never overwrite each other).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// No progress bar.

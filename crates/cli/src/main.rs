@@ -4,6 +4,7 @@
 mod output;
 mod cli;
 mod commands;
+mod progress;
 
 use clap::Parser;
 

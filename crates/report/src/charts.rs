@@ -487,6 +487,30 @@ fn gap_closed(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
         ((lo / 10.0).floor() * 10.0 - 5.0).max(-105.0),
         ((hi / 10.0).ceil() * 10.0 + 5.0).min(205.0),
     );
+    // ... and say so on the chart: a clipped line must not read as "-100%"
+    let off_chart = |keep: &dyn Fn(f64) -> bool| {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| !keep(p.1))
+            .count()
+    };
+    let below = off_chart(&|v| v >= y_range.0);
+    let above = off_chart(&|v| v <= y_range.1);
+    let mut note =
+        "of the token hit ratio; 0% = no better than LRU, 100% = the offline optimum".to_string();
+    if below > 0 {
+        note.push_str(&format!(
+            "; {below} point(s) below {:.0}% clipped (values in the table)",
+            y_range.0
+        ));
+    }
+    if above > 0 {
+        note.push_str(&format!(
+            "; {above} point(s) above {:.0}% clipped (values in the table)",
+            y_range.1
+        ));
+    }
     for (name, level) in [(LRU, 0.0), (BELADY, 100.0)] {
         series.push(Series {
             label: format!("{name} = {level:.0}%"),
@@ -499,10 +523,7 @@ fn gap_closed(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
     Some(Chart {
         name: "gap_closed_vs_belady",
         title: "Gap closed vs Belady: (P - LRU) / (Belady - LRU)".into(),
-        subtitle: subtitle(
-            label,
-            "of the token hit ratio; 0% = no better than LRU, 100% = the offline optimum",
-        ),
+        subtitle: subtitle(label, &note),
         size: (WIDTH, HEIGHT),
         body: Body::Lines(LineChart {
             x,

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Reading a result file or writing a chart/report failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// (The io error is part of the message and deliberately not a `source`: `{:#}` would
+    /// print it twice.)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// A line of a result file is not what we expect (JSON syntax, a row that is not an object).
     #[error("{}:{line}: {reason}", path.display())]
     Parse {
@@ -37,7 +36,7 @@ impl ReportError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ReportError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

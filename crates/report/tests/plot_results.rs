@@ -81,3 +81,31 @@ fn odd_inputs_still_draw() {
         assert!(files.len() >= 5, "{name}: {files:?}");
     }
 }
+
+/// The gap-closed chart clips its axis far below -100%; the clipped points are then named on the
+/// chart, so a line pinned to the bottom edge does not read as "-100%" (issue 15).
+#[test]
+fn gap_closed_chart_says_when_it_clips() {
+    let row = |policy: &str, blocks: u64, hit: f64| json!({"policy": policy, "gpu_blocks": blocks, "token_hit_ratio": hit, "trace": "t"});
+    let draw = |fifo: f64| {
+        let rows = vec![
+            row("lru", 100, 0.40),
+            row("lru", 1000, 0.50),
+            row("belady", 100, 0.45),
+            row("belady", 1000, 0.55),
+            row("fifo", 100, fifo),
+            row("fifo", 1000, 0.52),
+        ];
+        let out = tempfile::tempdir().unwrap();
+        plot_results(&rows, out.path(), "gap").unwrap();
+        std::fs::read_to_string(out.path().join("gap_closed_vs_belady.svg")).unwrap()
+    };
+    // fifo at 100 blocks: (0.10 - 0.40) / (0.45 - 0.40) = -600%, below the -105% edge
+    let clipped = draw(0.10);
+    assert!(
+        clipped.contains("1 point(s) below -105% clipped"),
+        "the clipped point is named"
+    );
+    // (0.42 - 0.40) / 0.05 = 40%: nothing clipped, nothing said
+    assert!(!draw(0.42).contains("clipped"));
+}

@@ -6,12 +6,10 @@ pub type RunnerResult<T> = Result<T, RunnerError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message and deliberately not a `source`: `{:#}` would print
+    // it twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// A bad grid file: names the file, the line when known, the key and the fix.
     #[error("{0}")]
     Config(String),
@@ -21,7 +19,7 @@ impl RunnerError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RunnerError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

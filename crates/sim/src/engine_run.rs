@@ -26,10 +26,14 @@
 //!   `block_pool.py::free_blocks` and `single_type_kv_cache_manager.py::free` (reverse order;
 //!   hashed blocks to the tail, others to the head).
 //!
-//!   What a log cannot tell, and the rule used instead: stamps have 1-second resolution and
-//!   the trace keeps the file order of arrivals only, so in one second a finish comes before an
-//!   arrival and finishes come in arrival order (vLLM's order is the true one: which freed
-//!   blocks are evicted first follows it); when each token was sampled (even pace; vLLM's
+//!   Events of one instant run in vLLM's order: finishes, then running requests' blocks, then
+//!   admissions (none when the step preempted); a request arriving at a step's end joins the
+//!   next `schedule()`. With per-token times a decode block is hashed when the step computing
+//!   its last token starts and the next one allocated when the step after needs it.
+//!
+//!   What a log cannot tell, and the rule used instead: 1-second stamps keep the file order
+//!   only (the reader spreads a second's lines a microsecond apart; finer stamps are one
+//!   instant each); without per-token lines, when each token was sampled (even pace; vLLM's
 //!   first token waits for the prefill and a step slows when a prefill joins it); prefill
 //!   chunks (the whole prompt's blocks are taken at admission, vLLM takes them chunk by chunk).
 //!   Deviation: a request alone in a pool too small for its whole sequence stops growing
@@ -275,6 +279,9 @@ struct Running {
     hashed: usize,
     /// It could not get a block with nobody else to preempt: it grows no further.
     stalled: bool,
+    /// Its prompt fit in the token budget of the step that admitted it: that step ends when it
+    /// samples its first token.
+    one_step_prefill: bool,
 }
 
 /// What happens to a running request at a time: it finishes, or the step that computes its
@@ -469,6 +476,7 @@ impl TraceTier<'_, '_> {
             generated,
             hashed,
             stalled: false,
+            one_step_prefill: false,
         };
         if !self.config.pinning {
             let finished = Some(self.end(run));
@@ -499,19 +507,29 @@ impl TraceTier<'_, '_> {
     }
 
     /// The end of the step in flight at `now`, when the running requests' per-token times
-    /// tell it: every decoding request samples one token per step, so the step ends when the
-    /// last of them has sampled its next token. None when no running request is decoding with
-    /// per-token times (then a request is admitted at its arrival).
+    /// tell it: every decoding request samples one token per step, and a request whose whole
+    /// prompt was scheduled in one step samples its first token at that step's end, so the
+    /// step ends when the last of them has sampled its next token. None when no running
+    /// request tells (then a request is admitted at its arrival): none runs, or each is in a
+    /// prefill longer than one step.
     fn step_end_after(&self, now: f64) -> Option<f64> {
         let mut end: Option<f64> = None;
         for run in &self.running {
             let Some(times) = self.output_times(run.req) else {
                 continue;
             };
-            if times.first().is_none_or(|&t0| t0 > now) {
-                continue; // still in its prefill
+            let Some(&first) = times.first() else {
+                continue;
+            };
+            // a token sampled at `now` ends the step in flight: the next `schedule()` sees a
+            // request that arrived by then
+            if first >= now {
+                if run.one_step_prefill && run.start <= now {
+                    end = Some(end.map_or(first, |e: f64| e.max(first)));
+                }
+                continue;
             }
-            let next = times.partition_point(|&t| t <= now);
+            let next = times.partition_point(|&t| t < now);
             if let Some(&t) = times.get(next) {
                 end = Some(end.map_or(t, |e: f64| e.max(t)));
             }
@@ -523,18 +541,34 @@ impl TraceTier<'_, '_> {
     /// `i = pos - prompt`, whose KV is computed in the step that starts when token `i` is
     /// sampled; the block is allocated then (`allocate_slots`). That is the token's logged time
     /// when the log has one per token (streaming deltas); otherwise the tokens still to sample
-    /// are spread evenly over this admission..finish span.
+    /// are spread evenly over this admission..finish span. With per-token times the block being
+    /// filled is hashed at the start of the step that computes its last token
+    /// (`cache_blocks(min(computed + new, num_tokens))`), which comes one step earlier.
     fn plan_grow(&mut self, i: usize) {
         let run = &self.running[i];
         let (p, o) = (self.prompt(run.req), self.output(run.req) as u64);
         let pos = run.slots.len() as u64 * self.bs;
-        if run.stalled || pos >= self.final_tokens(run.req) {
+        let last = self.final_tokens(run.req);
+        if run.stalled {
             return;
         }
         let g = run.generated as u64;
         let time = match self.output_times(run.req) {
-            Some(times) => times[(pos - p) as usize].clamp(run.start, run.finish),
+            Some(times) => {
+                let grow = (pos < last).then(|| pos - p);
+                // block `hashed` is full once the sequence holds `(hashed + 1) * bs` tokens
+                let full_at = (run.hashed as u64 + 1) * self.bs;
+                let hash = (run.hashed < run.slots.len() && full_at <= last && full_at > p)
+                    .then(|| full_at - 1 - p);
+                let Some(k) = [grow, hash].into_iter().flatten().min() else {
+                    return;
+                };
+                times[k as usize].clamp(run.start, run.finish)
+            }
             None => {
+                if pos >= last {
+                    return;
+                }
                 // token i is the (i - g + 1)-th sampled since this admission
                 let steps = (pos + 1).saturating_sub(p + g) as f64;
                 run.start + (run.finish - run.start) * steps / (o - g) as f64
@@ -564,21 +598,37 @@ impl TraceTier<'_, '_> {
         (g + done).min(o.saturating_sub(1))
     }
 
-    /// The running request `j` needs its next block at `now`; false if that preempted.
+    /// A step starts at `now` for the running request `j`: its full blocks are hashed and,
+    /// when its next token needs one, a block is allocated; false if that preempted.
     fn grow(&mut self, j: usize, now: f64) -> bool {
         let Some(mut i) = self.running.iter().position(|r| r.req == j) else {
             return true;
         };
         let keys = self.seq.request(j);
+        let run = &self.running[i];
+        // the sequence this step computes up to, and the blocks that takes
+        let (full, need) = match self.output_times(j) {
+            Some(times) => {
+                let sampled =
+                    (times.partition_point(|&t| t <= now) as u64).max(run.generated as u64);
+                let n = self.prompt(j) + sampled;
+                ((n / self.bs) as usize, n.div_ceil(self.bs) as usize)
+            }
+            None => (run.slots.len(), run.slots.len() + 1),
+        };
         // `allocate_slots` hashes every full block computed so far
-        let full = self.running[i].slots.len().min(keys.len());
-        let from = self.running[i].hashed;
+        let full = full.min(run.slots.len()).min(keys.len());
+        let from = run.hashed;
         if full > from {
             let d = &self.describe;
             let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
             self.pool
                 .cache_blocks(&mut self.running[i].slots, keys, from, full, &access);
             self.running[i].hashed = full;
+        }
+        if need <= self.running[i].slots.len() {
+            self.plan_grow(i);
+            return true;
         }
         // no free block: preempt the last running request until one is (vLLM's
         // `schedule()`, `self.running.pop()`), the request itself included
@@ -613,10 +663,13 @@ impl TraceTier<'_, '_> {
     /// (`_preempt_request`).
     fn preempt(&mut self, now: f64) {
         let mut run = self.running.pop().expect("a running request");
+
         let j = run.req;
-        // never more tokens than its blocks hold (float rounding of the pace)
+        // never more tokens than its blocks hold (float rounding of the pace): it computed all
+        // but the last sampled token, so it holds at most `room + 1` sampled tokens (that many
+        // when it is preempted for the block its last token needs)
         let room = (run.slots.len() as u64 * self.bs).saturating_sub(self.prompt(j));
-        let sampled = self.sampled_by(&run, now).min(room as u32);
+        let sampled = self.sampled_by(&run, now).min(room as u32 + 1);
         let keys = self.seq.request(j);
         let computed = self.prompt(j) + sampled.saturating_sub(1) as u64;
         let full = ((computed / self.bs) as usize)
@@ -684,6 +737,10 @@ impl TraceTier<'_, '_> {
             match self.admit(j, generated, now) {
                 Admit::Admitted { prefill, finished } => {
                     self.waiting.pop_front();
+                    if finished.is_none() {
+                        let run = self.running.last_mut().expect("just admitted");
+                        run.one_step_prefill = prefill <= budget;
+                    }
                     budget = budget.saturating_sub(prefill);
                     if let Some(s) = finished {
                         serve(s);
@@ -702,46 +759,55 @@ impl TraceTier<'_, '_> {
         }
     }
 
-    /// Run every event at or before `now`.
+    /// Run every event before `now` (those at `now` see a request that arrives then).
     fn run_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
-        while self.events.peek().is_some_and(|e| e.time <= now) {
-            let e = self.events.pop().expect("peeked");
-            self.flush_stores(e.time);
-            if e.kind == EventKind::Admit {
-                if !self.waiting.is_empty() && !self.head_waits_for_room {
-                    self.admit_waiting(e.time, serve);
+        while let Some(t) = self.events.peek().map(|e| e.time).filter(|&t| t < now) {
+            self.flush_stores(t);
+            // Every event of this instant at once: finishes, then the running requests' block
+            // allocations, then admissions (the heap orders kinds so). vLLM frees finished
+            // requests at a step's end; the next `schedule()` allocates for running requests
+            // first and admits only if it preempted nobody. (A log with fine stamps gives a
+            // step's lines one instant; see the vLLM log reader.)
+            let (mut freed, mut admit, mut preempted) = (false, false, false);
+
+            while self.events.peek().is_some_and(|e| e.time == t) {
+                let e = self.events.pop().expect("peeked");
+                if e.kind == EventKind::Admit {
+                    admit = true;
+                    continue;
                 }
-                continue;
-            }
-            if e.epoch != self.epoch[e.req] {
-                continue;
-            }
-            match e.kind {
-                EventKind::Grow => {
-                    // a step boundary: the next `schedule()` admits (none in a step that
-                    // preempted). With per-token times the step's end is an `Admit` event.
-                    let timed = self.output_times(e.req).is_some();
-                    if self.grow(e.req, e.time)
-                        && !timed
-                        && !self.waiting.is_empty()
-                        && !self.head_waits_for_room
-                    {
-                        self.admit_waiting(e.time, serve);
+                if e.epoch != self.epoch[e.req] {
+                    continue;
+                }
+                match e.kind {
+                    EventKind::Grow => {
+                        // without per-token times a block allocation marks a step boundary;
+                        // with them the step's end is an `Admit` event
+                        let timed = self.output_times(e.req).is_some();
+                        if !self.grow(e.req, t) {
+                            preempted = true;
+                        } else if !timed {
+                            admit = true;
+                        }
                     }
+                    EventKind::Finish => {
+                        let i = self
+                            .running
+                            .iter()
+                            .position(|r| r.req == e.req)
+                            .expect("running");
+                        let run = self.running.remove(i);
+                        self.in_use -= run.slots.len() as u64;
+                        let served = self.end(run);
+                        serve(served);
+                        freed = true;
+                    }
+                    EventKind::Admit => unreachable!("handled above"),
                 }
-                EventKind::Finish => {
-                    let i = self
-                        .running
-                        .iter()
-                        .position(|r| r.req == e.req)
-                        .expect("running");
-                    let run = self.running.remove(i);
-                    self.in_use -= run.slots.len() as u64;
-                    let served = self.end(run);
-                    serve(served);
-                    self.admit_waiting(e.time, serve);
-                }
-                EventKind::Admit => unreachable!("handled above"),
+            }
+            let room = freed || !self.head_waits_for_room;
+            if (freed || admit) && !preempted && room && !self.waiting.is_empty() {
+                self.admit_waiting(t, serve);
             }
         }
     }
@@ -786,6 +852,15 @@ pub(crate) fn run_trace<'a>(
                 t.totals.queued += 1;
                 t.events.push(Event {
                     time: end,
+                    kind: EventKind::Admit,
+                    req: i,
+                    epoch: 0,
+                });
+            }
+            // a step ends (a request finishes) as it arrives: it joins the next `schedule()`
+            None if t.events.peek().is_some_and(|e| e.time <= r.timestamp) => {
+                t.events.push(Event {
+                    time: r.timestamp,
                     kind: EventKind::Admit,
                     req: i,
                     epoch: 0,

@@ -7,12 +7,10 @@ pub type TraceResult<T> = Result<T, TraceError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message and deliberately not a `source`: `{:#}` would print
+    // it twice ("f: No such file or directory (os error 2): No such file ...").
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// A bad record. `line` is 1-based; 0 means "the file as a whole".
     #[error("{}{}: {reason}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
     Invalid {
@@ -37,7 +35,7 @@ impl TraceError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TraceError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use inferencelab_runner::batch::{self, BatchConfig, Shard};
+
+use crate::progress::Progress;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -24,6 +25,10 @@ pub struct BatchArgs {
     /// Do not draw plots at the end.
     #[arg(long)]
     pub no_plot: bool,
+    /// Where the charts and report.html go (default: outputs/plots/<name>, or <output_dir>/plots
+    /// when the YAML or --output-dir moves the results).
+    #[arg(long)]
+    pub plots_dir: Option<PathBuf>,
     /// Worker threads (default: all cores; at most 1024).
     #[arg(long, value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
@@ -39,12 +44,18 @@ pub struct BatchArgs {
 pub enum BatchAction {
     /// Join the shards' results (shard-*/results.jsonl) into one summary.json.
     Merge {
+        /// The grid file the shards ran.
         #[arg(long)]
         yaml: PathBuf,
+        /// The grid's output directory, if the shards ran with --output-dir.
         #[arg(long)]
         output_dir: Option<PathBuf>,
+        /// Do not draw plots.
         #[arg(long)]
         no_plot: bool,
+        /// Where the charts and report.html go (as for `batch`).
+        #[arg(long)]
+        plots_dir: Option<PathBuf>,
         /// Refuse grids of more points than this.
         #[arg(long, default_value_t = batch::DEFAULT_MAX_POINTS)]
         max_points: usize,
@@ -56,6 +67,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         yaml,
         output_dir,
         no_plot,
+        plots_dir,
         max_points,
     }) = args.action
     {
@@ -78,7 +90,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             }
         );
         if !no_plot {
-            super::plot_summary(&summary, &cfg.output_dir().join("plots"), &cfg.name());
+            super::plot_summary(&summary, &plots_dir_of(&cfg, plots_dir), &cfg.name());
         }
         return Ok(());
     }
@@ -95,18 +107,13 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     if args.output_dir.is_some() {
         cfg.output_dir = args.output_dir;
     }
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {pos}/{len} points [{elapsed} < {eta}] {wide_bar} {msg}",
-            )
-            .expect("static template"),
-        );
-        b
-    };
+    let mut bar = Progress::new(
+        args.quiet,
+        0,
+        "{spinner} {pos}/{len} points [{elapsed} < {eta}] {wide_bar} {msg}",
+        "batch",
+        "points",
+    );
     let on_start = |n: usize| bar.set_length(n as u64);
     let report = batch::run(&cfg, args.shard, args.max_points, &on_start, &|done| {
         if let Some(e) = done.error {
@@ -123,7 +130,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         bar.inc(1);
     })
     .with_context(|| format!("batch {}", yaml.display()))?;
-    bar.finish_and_clear();
+    bar.finish();
     if report.config_changed {
         eprintln!(
             "note: the grid changed since the last run in {}: points with unchanged parameters \
@@ -144,7 +151,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     if !args.no_plot && args.shard.is_none() {
         super::plot_summary(
             &report.summary_file,
-            &report.output_dir.join("plots"),
+            &plots_dir_of(&cfg, args.plots_dir),
             &cfg.name(),
         );
     }
@@ -156,4 +163,14 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The prototype's layout: results under outputs/simulation/<name>, charts under
+/// outputs/plots/<name>; a grid whose results were moved keeps its charts beside them.
+fn plots_dir_of(cfg: &BatchConfig, given: Option<PathBuf>) -> PathBuf {
+    match (given, &cfg.output_dir) {
+        (Some(d), _) => d,
+        (None, Some(out)) => out.join("plots"),
+        (None, None) => PathBuf::from("outputs/plots").join(cfg.name()),
+    }
 }

@@ -4,14 +4,13 @@
 //! faithfully, then the simulator on the server's own log, predicted next to measured hits.
 //! `--yaml` hands over to the experiment runner (the prototype's `benchmark_runner.py --yaml`).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use inferencelab_bench::arrival::{Arrival, RampStrategy};
 use inferencelab_bench::executor::{Endpoint, HttpConfig, HttpExecutor};
 use inferencelab_bench::metrics::{parse_slos, summarize, SloMetric, Summary};
@@ -100,8 +99,10 @@ pub struct BenchArgs {
     /// Ramp the request rate over the run (vLLM's --ramp-up-strategy).
     #[arg(long, value_enum, requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
     pub ramp_up_strategy: Option<RampArg>,
+    /// Ramp-up: requests per second at the start (with --ramp-up-strategy; vLLM's flag).
     #[arg(long)]
     pub ramp_up_start_rps: Option<NonNegative>,
+    /// Ramp-up: requests per second at the end of the run (with --ramp-up-strategy).
     #[arg(long)]
     pub ramp_up_end_rps: Option<Positive>,
     /// At most this many requests in flight (closed loop with --request-rate inf).
@@ -128,6 +129,7 @@ pub struct BenchArgs {
     /// (default outputs/logs/bench_<date>, or outputs/logs/bench_demo for the demo).
     #[arg(long, short = 'o')]
     pub output_dir: Option<PathBuf>,
+    /// Seed of everything drawn: arrivals, random prompts, token ids of id traces.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Scrape /metrics every this many seconds (0: never; else at least 0.01).
@@ -136,6 +138,7 @@ pub struct BenchArgs {
     /// Per-request limit in seconds, send to end of stream.
     #[arg(long, default_value = "600")]
     pub request_timeout: Seconds,
+    /// Seconds to wait for a TCP connection to the server before the request fails.
     #[arg(long, default_value = "10")]
     pub connect_timeout: Seconds,
     /// Environment variable holding the API key (sent as a Bearer token when set).
@@ -154,6 +157,7 @@ pub struct BenchArgs {
     /// Do not send ignore_eos (random and trace modes send it so outputs have the traced length).
     #[arg(long)]
     pub no_ignore_eos: bool,
+    /// A label stored in result.json (vLLM's --label), to tell runs apart.
     #[arg(long)]
     pub label: Option<String>,
     /// Keep-alive connections to open before the run (default: --max-concurrency, at most
@@ -188,10 +192,14 @@ pub struct BenchArgs {
     /// Experiment grid (`inferencelab experiment`): real vLLM + LMCache per point.
     #[arg(long)]
     pub yaml: Option<PathBuf>,
+    /// With --yaml: GPUs to use (0..N); default: CUDA_VISIBLE_DEVICES, else one GPU.
     #[arg(long, requires = "yaml")]
     pub gpus: Option<usize>,
+    /// With --yaml: print every server and bench command with its environment, run nothing.
     #[arg(long, requires = "yaml")]
     pub dry_run: bool,
+    /// With --yaml: the experiment's folder (default outputs/logs/experiments/<name>_<date>;
+    /// give an existing one to resume).
     #[arg(long, requires = "yaml")]
     pub experiment_dir: Option<PathBuf>,
 }
@@ -523,7 +531,7 @@ struct Progress {
 
 impl Observer for Progress {
     fn on_sent(&mut self, sent: u64) {
-        if self.bar.length().is_none() {
+        if self.bar.length().unwrap_or(0) == 0 {
             self.bar.set_message(format!("{sent} sent"));
         }
     }
@@ -626,24 +634,16 @@ pub(crate) fn bench_against(
         (Some(a), Some(b)) => Some((a as u64).min(b)),
         (a, b) => a.map(|a| a as u64).or(b),
     };
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let b = match total {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::no_length(),
-        };
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {pos}/{len} requests [{elapsed}] {wide_bar} {msg}",
-            )
-            .expect("static template"),
-        );
-        b
-    };
+    let mut reporter = crate::progress::Progress::new(
+        args.quiet,
+        total.unwrap_or(0),
+        "{spinner} {pos}/{len} requests [{elapsed}] {wide_bar} {msg}",
+        "bench",
+        "requests",
+    );
     let mut progress = Progress {
         writer,
-        bar: bar.clone(),
+        bar: ProgressBar::clone(&reporter),
         failed: 0,
     };
     let cfg = RunConfig {
@@ -705,7 +705,7 @@ pub(crate) fn bench_against(
         };
         Ok::<_, std::io::Error>((outcome, scrape))
     })?;
-    bar.finish_and_clear();
+    reporter.finish();
     let summary = summarize(&outcome.records, outcome.duration_s, &percentiles, &slos);
     let info = RunInfo {
         backend: endpoint.backend().into(),
@@ -783,18 +783,32 @@ pub(crate) fn bench_against(
 }
 
 /// Join the server log's LMCache lookups with the run's records; print and write them.
+///
+/// The attribution is an extra: the requests already ran and their results are written, so a
+/// log it cannot use (missing, no request lines because the server ran without
+/// `--enable-log-requests`, no LMCache lines) is a warning, never the exit status (README: the
+/// status is non-zero only when no request succeeded or the run was interrupted).
 pub(crate) fn attribute(out: &BenchOutput, log: &Path, percentiles: &str) -> anyhow::Result<()> {
-    let trace = read_trace(
+    let trace = match read_trace(
         log,
         &ReadOptions {
             format: Some(Format::VllmLog),
             skip_invalid: true,
         },
-    )
-    .with_context(|| format!("--server-log {}", log.display()))?;
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "warning: --server-log: no per-request attribution ({e}); the benchmark's \
+                 results are written and complete"
+            );
+            return Ok(());
+        }
+    };
     if trace.lmcache.is_empty() {
         eprintln!(
-            "note: {} has no LMCache lookup lines: no per-request attribution",
+            "warning: --server-log {} has no LMCache lookup lines: no per-request attribution \
+             (the server needs LMCache with its INFO log lines)",
             log.display()
         );
         return Ok(());

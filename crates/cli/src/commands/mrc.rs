@@ -18,8 +18,10 @@ pub struct MrcArgs {
     /// Trace or vLLM server log.
     #[arg(long, short = 'i')]
     pub input_file: PathBuf,
+    /// Force the input format instead of detecting it.
     #[arg(long)]
     pub input_format: Option<Format>,
+    /// Skip (and count) invalid records instead of stopping at the first one.
     #[arg(long)]
     pub skip_invalid: bool,
     /// GPU capacities in blocks (default: --points log-spaced sizes up to the distinct blocks).
@@ -28,8 +30,10 @@ pub struct MrcArgs {
     /// Number of log-spaced capacities when --gpu-blocks is not given.
     #[arg(long, default_value_t = 30)]
     pub points: usize,
+    /// Tokens per GPU block (vLLM --block-size); id traces default to their own block size.
     #[arg(long)]
     pub block_size: Option<u32>,
+    /// prefix: vLLM's leading-run hits; any: every cached block hits (classic simulators).
     #[arg(long, default_value = "prefix")]
     pub hit_semantics: HitSemantics,
     /// Model for the GiB column.

@@ -8,9 +8,11 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// Result file: the summary JSON of `simulate --output`/`batch`, or a results.jsonl.
-    #[arg(long, short = 'i')]
-    pub summary_file: PathBuf,
+    /// Result files: summary JSONs of `simulate`/`batch`, or results.jsonl; several
+    /// (`--summary-file a.json b.json`, or a shell glob) are drawn together, e.g. three
+    /// `simulate` runs with different policies on one log.
+    #[arg(long, short = 'i', num_args = 1.., required = true)]
+    pub summary_file: Vec<PathBuf>,
     /// Where the charts and report.html go.
     #[arg(long, short = 'o', default_value = "outputs/plots/")]
     pub output_dir: PathBuf,
@@ -23,10 +25,25 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     let title = args
         .title
         .clone()
-        .unwrap_or_else(|| default_title(&args.summary_file));
-    inferencelab_trace::fsutil::check_regular(&args.summary_file)
-        .with_context(|| format!("--summary-file {}", args.summary_file.display()))?;
-    let files = plot_file(&args.summary_file, &args.output_dir, &title)?;
+        .unwrap_or_else(|| default_title(&args.summary_file[0]));
+    let mut rows = Vec::new();
+    for f in &args.summary_file {
+        inferencelab_trace::fsutil::check_regular(f)
+            .with_context(|| format!("--summary-file {}", f.display()))?;
+        rows.extend(inferencelab_report::load_results(f)?);
+    }
+    let read = rows.len();
+    let rows = drop_repeats(rows);
+    let files =
+        inferencelab_report::plot_results(&rows, &args.output_dir, &title).context("plotting")?;
+    if args.summary_file.len() > 1 {
+        eprintln!(
+            "{} rows from {} files ({} repeated rows dropped: the same point in several runs)",
+            rows.len(),
+            args.summary_file.len(),
+            read - rows.len()
+        );
+    }
     say_written(&files, &args.output_dir);
     Ok(())
 }
@@ -74,4 +91,21 @@ fn default_title(path: &Path) -> String {
         stem
     };
     format!("InferenceLab: {name}")
+}
+
+/// Rows that are the same point twice: `simulate` adds LRU and Belady to every run of a smart
+/// policy, so three runs on one log carry LRU three times. The simulation is deterministic, so
+/// the copies differ only in their timing fields; the first is kept.
+fn drop_repeats(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|row| {
+            let mut key = row.clone();
+            if let Some(m) = key.as_object_mut() {
+                m.remove("sim_seconds");
+                m.remove("block_refs_per_second");
+            }
+            seen.insert(key.to_string())
+        })
+        .collect()
 }

@@ -23,7 +23,24 @@ use serde_json::json;
 
 use super::bench::{bench_against, comparison_table, runtime, BenchArgs};
 
+// The flattened bench flags say what they mean for `bench`; here the server and the workload
+// are required (no demo), and the demo and experiment flags do not apply.
 #[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("base_url", |a| a.required(true)
+        .help("The live server to replay against, e.g. http://127.0.0.1:8000")),
+    mut_arg("input_file", |a| a.required(true)
+        .help("The recorded workload: a vLLM server log (with --enable-log-requests) or a trace")),
+    mut_arg("output_dir", |a| a
+        .help("Where requests.jsonl, result.json, metrics.jsonl and replay.json go (default outputs/logs/bench_<date>)")),
+    mut_arg("demo_gpu_blocks", |a| a.hide(true)),
+    mut_arg("demo_cpu_cache_gb", |a| a.hide(true)),
+    mut_arg("demo_seconds", |a| a.hide(true)),
+    mut_arg("yaml", |a| a.hide(true)),
+    mut_arg("gpus", |a| a.hide(true)),
+    mut_arg("dry_run", |a| a.hide(true)),
+    mut_arg("experiment_dir", |a| a.hide(true)),
+)]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub bench: BenchArgs,
@@ -36,15 +53,18 @@ pub struct ReplayArgs {
     /// The server runs without LMCache.
     #[arg(long)]
     pub no_cpu_tier: bool,
+    /// The server's vLLM --block-size, for the prediction.
     #[arg(long, default_value_t = plan::VLLM_DEFAULT_BLOCK,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub block_size: u32,
+    /// The server's LMCache chunk size in tokens, for the prediction.
     #[arg(long, default_value_t = plan::LMCACHE_DEFAULT_CHUNK,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,
     /// Model of the server (registry name, YAML or config.json), for GiB -> chunks.
     #[arg(long, default_value = "qwen-8b")]
     pub sim_model: String,
+    /// The GPU-tier policy the prediction uses (vLLM's is LRU).
     #[arg(long, default_value = "lru", value_parser = parse_policy)]
     pub eviction_policy: PolicyConfig,
     /// Width of the comparison windows, seconds of trace time.

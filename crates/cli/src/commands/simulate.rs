@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
 use inferencelab_cache::PolicyConfig;
@@ -23,6 +22,7 @@ use serde_json::json;
 use super::sweep::{parse_policy_name, SMART};
 use crate::cli::SimulateArgs;
 use crate::output;
+use crate::progress::Progress;
 
 /// Build the config of one policy name (see [`parse_policy_name`]).
 fn resolve_policy(name: &str, args: &SimulateArgs) -> anyhow::Result<PolicyConfig> {
@@ -423,18 +423,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     }
 
-    let bar = if args.quiet || args.json {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(configs.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} simulating {pos}/{len} points [{elapsed}] {wide_bar}",
-            )
-            .expect("static template"),
-        );
-        b
-    };
+    let mut bar = Progress::new(
+        args.quiet || args.json,
+        configs.len() as u64,
+        "{spinner} simulating {pos}/{len} points [{elapsed}] {wide_bar}",
+        "simulate",
+        "points",
+    );
     if args.schedule == Schedule::Vllm && args.no_pinning {
         bail!(
             "--schedule vllm replays vLLM's scheduler, where running requests hold their blocks; \
@@ -450,7 +445,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             r?
         }
     };
-    bar.finish_and_clear();
+    bar.finish();
     let wall = started.elapsed().as_secs_f64();
 
     let mut rows = Vec::with_capacity(results.len());
@@ -487,10 +482,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "results": rows,
         "comparisons": comparisons(&rows),
     });
-    let out_path = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output(&args.input_file));
+    let out_path = args.output.clone().unwrap_or_else(|| default_output(&args));
     write_json(&out_path, &summary)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -525,8 +517,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
         output::print_simulation_table(&trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), cpu_chunks.is_some());
-        eprintln!("wrote {}", out_path.display());
     }
+    eprintln!(
+        "wrote {}; chart it with `inferencelab plot --summary-file {}` (several files are \
+         drawn together)",
+        out_path.display(),
+        out_path.display()
+    );
     Ok(())
 }
 
@@ -584,12 +581,45 @@ fn write_per_request(
     Ok(results)
 }
 
-fn default_output(input: &Path) -> PathBuf {
-    let stem = input
+/// `outputs/simulation/simulate_<input>_<policies>_<digest>.json`: the digest covers every flag
+/// that changes a figure, so three runs with other policies or sizes leave three files (`plot
+/// --summary-file` takes them all), while the same command run again replaces its own file.
+fn default_output(args: &SimulateArgs) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let stem = args
+        .input_file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "trace".into());
-    PathBuf::from("outputs/simulation").join(format!("simulate_{stem}.json"))
+    let mut key = args.clone();
+    // flags that change where and how results are shown, not what they are
+    key.output = None;
+    key.json = false;
+    key.quiet = false;
+    key.threads = None;
+    key.per_request = None;
+    // FNV-1a: stable across Rust versions, unlike std's DefaultHasher
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    format!("{key:?}").hash(&mut h);
+    let mut policies = args.eviction_policy.join("-");
+    if policies.len() > 40 {
+        policies.truncate(40);
+    }
+    PathBuf::from("outputs/simulation").join(format!(
+        "simulate_{stem}_{policies}_{:08x}.json",
+        h.finish() as u32
+    ))
 }
 
 /// GPU sizes to simulate when none are given: fractions of the trace's working set (its distinct

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
@@ -245,18 +245,14 @@ pub fn capacities_or_default(split: &Split<'_>, given: &[u64]) -> anyhow::Result
     Ok(caps)
 }
 
-pub fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(0);
-    b.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} {{pos}}/{{len}} simulations [{{elapsed}}] {{wide_bar}}"
-        ))
-        .expect("static template"),
-    );
-    b
+pub fn progress_bar(quiet: bool, what: &str) -> Progress {
+    Progress::new(
+        quiet,
+        0,
+        &format!("{{spinner}} {what} {{pos}}/{{len}} simulations [{{elapsed}}] {{wide_bar}}"),
+        what,
+        "simulations",
+    )
 }
 
 fn pct(x: f64) -> String {
@@ -368,7 +364,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let mut split = args.data.prepare(&trace)?;
     let (capacities, base) = args.data.settle(&mut split)?;
 
-    let bar = progress_bar(args.quiet, "sweep");
+    let mut bar = progress_bar(args.quiet, "sweep");
     let cfg = SweepConfig {
         budget: args.budget,
         capacities: capacities.clone(),
@@ -380,7 +376,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     });
-    bar.finish_and_clear();
+    bar.finish();
     let best = trials.first().context("the sweep ran no trial")?;
 
     let comparisons: Vec<Comparison> = base

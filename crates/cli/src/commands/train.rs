@@ -49,9 +49,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = BoostParams::default().num_leaves,
           value_parser = parse_leaves)]
     pub num_leaves: usize,
+    /// Shrinkage per boosting round (LightGBM's learning_rate), above 0.
     #[arg(long, default_value_t = BoostParams::default().learning_rate,
           value_parser = parse_learning_rate)]
     pub learning_rate: f64,
+    /// Fewest training rows in a leaf (LightGBM's min_data_in_leaf).
     #[arg(long, default_value_t = BoostParams::default().min_data_in_leaf)]
     pub min_data_in_leaf: usize,
     /// Evaluate this existing model (e.g. trained by Python lightgbm) instead of training one.
@@ -220,7 +222,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 })
         })
         .collect();
-    let bar = progress_bar(args.quiet, "calibration");
+    let mut bar = progress_bar(args.quiet, "calibration");
     bar.set_length((grid.len() * capacities.len()) as u64);
     let scores: Vec<f64> = grid
         .par_iter()
@@ -248,7 +250,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 .sum::<f64>()
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     if in_sample_static {
         eprintln!(
             "note: choosing on the whole train part, where the static model is scored in sample: \
@@ -289,7 +291,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .as_bytes(),
     )?;
     eprintln!("wrote {}", policy_yaml.display());
-    let bar = progress_bar(args.quiet, "evaluating");
+    let mut bar = progress_bar(args.quiet, "evaluating");
     bar.set_length(capacities.len() as u64 * 4);
     bar.set_position(capacities.len() as u64 * 3);
     let runs: Vec<_> = capacities
@@ -300,7 +302,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             r
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     let comparisons: Vec<Comparison> = base
         .iter()
         .zip(&runs)

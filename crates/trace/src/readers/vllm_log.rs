@@ -59,6 +59,9 @@ const HALF_YEAR_NS: i128 = 182 * 86_400 * NS;
 /// What separates two request lines that share a stamp: they stay in file order, a microsecond
 /// apart.
 const ORDER_STEP_NS: i128 = 1_000;
+/// The coarsest stamp that never holds two engine steps (a step takes a millisecond or more):
+/// its lines are one instant, a step's end (`--log-time-decimals 4` and finer).
+const SAME_INSTANT_NS: i128 = 100_000;
 
 /// What the log said about one request so far.
 #[derive(Default)]
@@ -179,9 +182,14 @@ impl Runs {
     }
 
     /// The tick's time in ns: event k of a run of n at `stamp + k` microseconds (or `k / n` of
-    /// the stamp's resolution when n microseconds do not fit in it).
+    /// the stamp's resolution when n microseconds do not fit in it). A stamp of
+    /// [`SAME_INSTANT_NS`] or finer is one instant: every line of the run gets it (the
+    /// requests keep their file order; the simulator runs an instant's events in vLLM's order).
     fn ns(&self, t: Tick) -> i128 {
         let (n, res) = self.runs[t.run as usize];
+        if res as i128 <= SAME_INSTANT_NS {
+            return t.time;
+        }
         let step = if n as i128 * ORDER_STEP_NS < res as i128 {
             ORDER_STEP_NS
         } else {
@@ -994,6 +1002,19 @@ mod tests {
         let text: String = (0..2000).map(|i| req("00.250", &format!("r{i}"))).collect();
         let t = read(&text).unwrap();
         assert!((t.requests[1999].timestamp - 0.0009995).abs() < 1e-12);
+        // a microsecond stamp is one instant (one step's end): its lines share it, in file order
+        let text = [
+            req("00.000000", "a"),
+            done("01.000250", "a"),
+            req("01.000250", "b"),
+            done("01.500000", "b"),
+        ]
+        .concat();
+        let t = read(&text).unwrap();
+        let (a, b) = (&t.requests[0], &t.requests[1]);
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("a", "b"));
+        assert_eq!(a.finish_time, Some(b.timestamp));
+        assert!((b.timestamp - 1.00025).abs() < 1e-9);
     }
 
     #[test]
