@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::{HitSemantics, Schedule};
+use inferencelab_sim::{HitSemantics, LmcacheRules, Schedule};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{AnswerBlocks, Format};
 
@@ -87,9 +87,11 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub lightgbm_model: Option<PathBuf>,
     /// LMCache-tier policy: lru (LMCache's default), lfu, fifo, mru are LMCache 0.5.6's own;
-    /// the others are ours, for exploration; "same" = the GPU tier's policy of each run.
-    #[arg(long, default_value = "lru")]
-    pub cpu_eviction_policy: String,
+    /// the others are ours, for exploration; "same" = the GPU tier's policy of each run
+    /// [default: lru; an LMCache lookup log without a GPU tier: same, so --eviction-policy
+    /// lists the LMCache tier's policies].
+    #[arg(long)]
+    pub cpu_eviction_policy: Option<String>,
     /// GPU KV-cache capacities in blocks, comma separated (vLLM's num_gpu_blocks).
     #[arg(long, value_delimiter = ',', conflicts_with = "gpu_cache_gb")]
     pub gpu_blocks: Vec<u64>,
@@ -157,6 +159,20 @@ pub struct SimulateArgs {
     /// vLLM --max-num-seqs (--schedule vllm).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_seqs: u32,
+    /// Whose rules the LMCache tier follows: engine (LMCache 0.5.6's engine, the default for
+    /// every input) or simulator (LMCache's own `lmcache tool cache-simulator`: one cache over
+    /// chunks, every chunk touched head first, no -1, no store truncation; the LMCache tier
+    /// alone). docs/semantics.md shows both.
+    #[arg(long, default_value = "engine", value_parser = |s: &str| s.parse::<LmcacheRules>())]
+    pub lmcache_rules: LmcacheRules,
+    /// LMCache lookup-hash logs: keep only the lookups of this model_name (LMCache's
+    /// simulator's --model).
+    #[arg(long, value_name = "NAME")]
+    pub lookup_model: Option<String>,
+    /// LMCache lookup-hash logs: KV bytes of one chunk, for --cpu-cache-gb (default: from the
+    /// first lookup's shapes and dtypes, as LMCache's simulator does).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_bytes_per_chunk: Option<u64>,
     /// Write every request's outcome as JSON lines (request_id, prompt_tokens, gpu_hit_tokens,
     /// cpu_hit_tokens, disk_hit_tokens, lmcache_hit_tokens, admitted_s, preemptions; plus the
     /// point's policy and gpu_blocks when the run has several points).

@@ -108,6 +108,46 @@ impl std::fmt::Display for Schedule {
     }
 }
 
+/// Whose rules the LMCache tier follows (docs/semantics.md, "LMCache: engine rules and the
+/// lookup-log simulator's rules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LmcacheRules {
+    /// LMCache 0.5.6's engine (`crates/engine/src/lmcache.rs`): the lookup pins and refreshes
+    /// the leading run last chunk first, stores allocate every slot first and stop when nothing
+    /// is evictable, a full-prompt hit recomputes one token. The default for every input.
+    #[default]
+    Engine,
+    /// LMCache's own `lmcache tool cache-simulator` (`lmcache/tools/cache_simulator/`): one
+    /// cache over chunks, every chunk of a lookup touched head first (hits refreshed, misses
+    /// inserted), hit tokens = leading run x chunk size (no -1), no store truncation, no GPU
+    /// tier. For parity with that tool on its lookup-hash logs.
+    Simulator,
+}
+
+impl std::str::FromStr for LmcacheRules {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "engine" => Ok(LmcacheRules::Engine),
+            "simulator" => Ok(LmcacheRules::Simulator),
+            _ => Err(format!(
+                "unknown LMCache rules '{s}'; expected engine (LMCache's engine, the default) or \
+                 simulator (LMCache's `lmcache tool cache-simulator`)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LmcacheRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LmcacheRules::Engine => "engine",
+            LmcacheRules::Simulator => "simulator",
+        })
+    }
+}
+
 /// How the GPU tier follows vLLM's engine (DESIGN.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -124,6 +164,8 @@ pub struct EngineModel {
     pub max_num_batched_tokens: u32,
     /// vLLM `--max-num-seqs` (scheduler mode).
     pub max_num_seqs: u32,
+    /// Whose rules the LMCache tier follows.
+    pub lmcache_rules: LmcacheRules,
 }
 
 impl Default for EngineModel {
@@ -134,6 +176,7 @@ impl Default for EngineModel {
             answers: AnswerBlocks::Auto,
             max_num_batched_tokens: 8192,
             max_num_seqs: 256,
+            lmcache_rules: LmcacheRules::Engine,
         }
     }
 }

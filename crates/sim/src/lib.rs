@@ -8,12 +8,15 @@ pub mod engine_run;
 pub mod error;
 pub mod gpu_tier;
 pub mod grid;
+pub mod lmcache_simulator;
 pub mod models;
 pub mod mrc;
 pub mod plan;
 pub mod result;
 
-pub use config::{EngineModel, HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
+pub use config::{
+    EngineModel, HitSemantics, LmcacheRules, Schedule, SimConfig, TierConfig, TimingModel,
+};
 pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};
 pub use gpu_tier::GpuTier;

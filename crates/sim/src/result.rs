@@ -75,6 +75,10 @@ pub struct SimResult {
     /// with vLLM's rules, requests whose sequence can never fit in the pool (dropped, as vLLM
     /// refuses them).
     pub gpu_rejections: u64,
+    /// `simulator` when the LMCache tier followed the rules of LMCache's own lookup-log
+    /// simulator (`--lmcache-rules simulator`); absent: LMCache's engine rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_rules: Option<String>,
     /// How requests were scheduled (`trace` or `vllm`, prefix semantics only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,

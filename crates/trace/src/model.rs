@@ -15,16 +15,19 @@ pub enum Format {
     Azure,
     VllmLog,
     Native,
+    /// LMCache's lookup-hash JSONL logs (`lookup_hashes_*.jsonl`, a file or a directory).
+    LmcacheLookup,
 }
 
 impl Format {
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::Mooncake,
         Format::Bailian,
         Format::Weka,
         Format::Azure,
         Format::VllmLog,
         Format::Native,
+        Format::LmcacheLookup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Format {
             Format::Azure => "azure",
             Format::VllmLog => "vllm-log",
             Format::Native => "native",
+            Format::LmcacheLookup => "lmcache-lookup",
         }
     }
 }

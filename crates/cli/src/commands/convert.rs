@@ -19,11 +19,11 @@ use inferencelab_sim::models;
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
     /// Conversation CSV, one row per turn (schema: README, "inferencelab convert").
-    #[arg(required_unless_present = "generate_demo")]
+    #[arg(required_unless_present_any = ["generate_demo", "lmcache_lookup_from"])]
     pub csv: Option<PathBuf>,
     /// Model: registry name (qwen-8b, llama-8b, ...), model YAML or Hugging Face config.json.
     /// Picks the chat template and the tokenizer, and names the output files.
-    #[arg(required_unless_present = "generate_demo")]
+    #[arg(required_unless_present_any = ["generate_demo", "lmcache_lookup_from"])]
     pub model: Option<String>,
     /// Decode speed of the synthetic server: output tokens per second per request.
     #[arg(long, default_value_t = 100.0)]
@@ -74,6 +74,23 @@ pub struct ConvertArgs {
     /// (how data/test_data.csv is made; see data/README.md).
     #[arg(long, value_name = "N", conflicts_with_all = ["csv", "model"])]
     pub generate_demo: Option<usize>,
+    /// Instead of converting a CSV: write this trace (any input format with token or block
+    /// ids) as LMCache lookup-hash logs (lookup_hashes_*.jsonl) in --output-dir, one lookup per
+    /// request (docs/lmcache-lookup.md).
+    #[arg(long, value_name = "TRACE", conflicts_with_all = ["csv", "model", "generate_demo"])]
+    pub lmcache_lookup_from: Option<PathBuf>,
+    /// --lmcache-lookup-from: LMCache chunk size in tokens [default: 256; id traces: a
+    /// multiple of their block size].
+    #[arg(long, requires = "lmcache_lookup_from", value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: Option<u32>,
+    /// --lmcache-lookup-from: copies of the trace one after the other, each with its own
+    /// hashes (to reach a size: the bundled Mooncake trace x 26 = 103,818 lookups).
+    #[arg(long, default_value_t = 1, requires = "lmcache_lookup_from", value_parser = clap::value_parser!(u32).range(1..))]
+    pub copies: u32,
+    /// --lmcache-lookup-from: the model whose KV shape the lookups carry (model_name, shapes,
+    /// dtypes).
+    #[arg(long, default_value = "qwen-8b", requires = "lmcache_lookup_from")]
+    pub lookup_model: String,
 }
 
 fn parse_template(s: &str) -> Result<ChatTemplate, String> {
@@ -89,6 +106,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             stats.conversations, stats.turns, args.seed
         );
         return Ok(());
+    }
+    if let Some(trace) = &args.lmcache_lookup_from {
+        return write_lookup_log(trace, &args);
     }
     let (Some(csv), Some(model_arg)) = (args.csv, args.model) else {
         anyhow::bail!("give the CSV and the model: inferencelab convert CSV MODEL");
@@ -139,5 +159,58 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     );
     println!("wrote {}", out.log.display());
     println!("wrote {}", out.trace.display());
+    Ok(())
+}
+
+/// `convert --lmcache-lookup-from TRACE`: the trace as LMCache lookup-hash logs.
+fn write_lookup_log(path: &std::path::Path, args: &ConvertArgs) -> anyhow::Result<()> {
+    use inferencelab_trace::readers::lmcache_lookup::{write_dir, WriteOptions};
+    let started = Instant::now();
+    let trace = inferencelab_trace::read_trace(path, &Default::default())?;
+    if !trace.has_reuse_info() {
+        anyhow::bail!(
+            "{} has no token or block ids: a lookup-hash log needs the prompts' prefix structure",
+            path.display()
+        );
+    }
+    let model = models::resolve(&args.lookup_model)?;
+    let chunk_size = args
+        .chunk_size
+        .unwrap_or_else(|| inferencelab_sim::plan::default_chunk_size(&trace));
+    // one chunk's KV as one tensor: K and V x layers x tokens x (KV heads x head size), or an
+    // MLA model's latent; its bytes are `kv_bytes_per_token * chunk_size`
+    let per_token_elems = model.kv_bytes_per_token() / u64::from(model.dtype_bytes.max(1));
+    let dtype = match model.dtype_bytes {
+        1 => "float8_e4m3fn",
+        4 => "float32",
+        _ => "bfloat16",
+    };
+    let opts = WriteOptions {
+        chunk_size,
+        copies: args.copies,
+        model_name: model.hf_id.clone().unwrap_or_else(|| model.name.clone()),
+        shapes: vec![vec![
+            u64::from(model.num_layers),
+            u64::from(chunk_size),
+            per_token_elems / u64::from(model.num_layers.max(1)),
+        ]],
+        dtypes: vec![dtype.to_string()],
+        start_unix_s: 1_775_000_000.0,
+        rotate_bytes: 100 * 1024 * 1024,
+    };
+    let written = write_dir(&trace, &args.output_dir, &opts)?;
+    println!(
+        "{}: {} lookups ({} requests x {} copies), chunk size {chunk_size}, {} KV bytes per \
+         chunk ({}), {} file(s) in {} in {:.1} s",
+        path.display(),
+        written.lookups,
+        trace.requests.len(),
+        args.copies,
+        model.kv_bytes_per_token() * u64::from(chunk_size),
+        model.name,
+        written.files.len(),
+        args.output_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod plot;
 pub mod replay;
 pub mod serve;
 mod simulate;
+mod simulate_lookup;
 pub mod sweep;
 pub mod train;
 

@@ -16,7 +16,7 @@ use inferencelab_sim::{
     TimingModel,
 };
 use inferencelab_trace::checked::NonNegative;
-use inferencelab_trace::{read_trace, ReadOptions};
+use inferencelab_trace::ReadOptions;
 use serde_json::json;
 
 use super::sweep::{parse_policy_name, SMART};
@@ -257,7 +257,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         format: args.input_format,
         skip_invalid: args.skip_invalid,
     };
-    let mut trace = read_trace(&args.input_file, &opts)?;
+    let (mut trace, lookup) = super::simulate_lookup::read(&args, &opts)?;
     if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
         eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
     }
@@ -284,9 +284,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let block_size = args
         .block_size
         .unwrap_or_else(|| plan::default_block_size(&trace));
-    let chunk_size = args
-        .chunk_size
-        .unwrap_or_else(|| plan::default_chunk_size(&trace));
+    let chunk_size = args.chunk_size.unwrap_or_else(|| match &lookup {
+        // a lookup log's own chunks (plan's default would coarsen chunks under 256 tokens)
+        Some(l) => l.chunk_size,
+        None => plan::default_chunk_size(&trace),
+    });
     let given_capacities: Option<Vec<u64>> = if !args.gpu_blocks.is_empty() {
         Some(args.gpu_blocks.clone())
     } else if !args.gpu_cache_gb.is_empty() {
@@ -296,9 +298,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 .map(|&gb| Capacity::Gib(gb.get()).entries(&model, block_size))
                 .collect(),
         )
+    } else if lookup.is_some() {
+        eprintln!(
+            "note: LMCache lookup log: the LMCache tier alone, one lookup at a time in log order \
+             (give --gpu-blocks for a vLLM GPU tier on top)"
+        );
+        Some(vec![0])
     } else {
         None
     };
+    // a lookup log without a GPU tier: nothing runs concurrently
+    let lookup_alone = lookup.is_some() && given_capacities.as_deref() == Some(&[0]);
     let cpu_chunks: Option<u64> = if args.no_cpu_tier {
         None
     } else if let Some(n) = args.cpu_chunks {
@@ -307,7 +317,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let gb = args
             .cpu_cache_gb
             .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
-        Some(Capacity::Gib(gb).chunks(&model, chunk_size))
+        Some(match &lookup {
+            Some(l) => super::simulate_lookup::cpu_chunks(&args, l, chunk_size, gb)?,
+            None => Capacity::Gib(gb).chunks(&model, chunk_size),
+        })
     };
     let disk_chunks = match (args.disk_chunks, args.disk_cache_gb) {
         (Some(n), _) => Some(n),
@@ -320,7 +333,22 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
              add --no-cpu-tier"
         );
     }
-    let cpu_policy: Option<PolicyConfig> = match args.cpu_eviction_policy.as_str() {
+    if lookup_alone
+        && args.lmcache_rules == inferencelab_sim::LmcacheRules::Engine
+        && policies.iter().any(PolicyConfig::is_unbounded)
+    {
+        bail!(
+            "an LMCache lookup log with no GPU tier: --eviction-policy ideal would make vLLM's \
+             GPU tier unbounded; give the LMCache tier's bound with --cpu-eviction-policy ideal \
+             (and -p lru), or use --lmcache-rules simulator"
+        );
+    }
+    let default_cpu_policy = if lookup_alone { "same" } else { "lru" };
+    let cpu_policy: Option<PolicyConfig> = match args
+        .cpu_eviction_policy
+        .as_deref()
+        .unwrap_or(default_cpu_policy)
+    {
         "same" => None,
         s => {
             let name = parse_policy_name(s, |s| s.parse())
@@ -405,7 +433,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     policy: lm_policy.clone(),
                 }),
                 hit_semantics: args.hit_semantics,
-                pinning: !args.no_pinning,
+                pinning: !args.no_pinning && !lookup_alone,
                 timing: TimingModel {
                     prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
                     decode_ms_per_token: args.decode_ms_per_token.get(),
@@ -418,6 +446,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     answers: args.answer_blocks,
                     max_num_batched_tokens: args.max_num_batched_tokens,
                     max_num_seqs: args.max_num_seqs,
+                    lmcache_rules: args.lmcache_rules,
                 },
             });
         }
@@ -475,6 +504,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "skipped_records": trace.skipped,
             "notes": trace.notes,
             "has_reuse_info": trace.has_reuse_info(),
+            "lmcache_lookup": lookup.as_ref().map(|l| json!({
+                "chunk_size": l.chunk_size,
+                "kv_bytes_per_chunk": args.kv_bytes_per_chunk.unwrap_or(l.kv_bytes_per_chunk),
+                "models": l.models,
+            })),
+            "lmcache_rules": args.lmcache_rules.to_string(),
             "read_seconds": read_seconds,
         },
         "model": model,

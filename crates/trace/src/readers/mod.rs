@@ -11,6 +11,7 @@ use crate::model::{Format, Trace};
 pub mod azure;
 pub mod bailian;
 mod clock;
+pub mod lmcache_lookup;
 pub mod mooncake;
 pub mod native;
 pub mod vllm_log;
@@ -42,11 +43,20 @@ impl ReadOptions {
 pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
     if path.is_dir() {
         return match opts.format {
+            Some(Format::LmcacheLookup) => {
+                lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
+            }
+            None if lmcache_lookup::is_lookup_dir(path) => {
+                lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
+            }
             None | Some(Format::Weka) => weka::read_dir(path, opts),
             Some(f) => Err(TraceError::invalid(
                 path,
                 0,
-                format!("is a directory; only --input-format weka reads a directory of sessions, not {f}"),
+                format!(
+                    "is a directory; only --input-format weka reads a directory (of sessions), and \
+                     lmcache-lookup (of lookup_hashes_*.jsonl), not {f}"
+                ),
             )),
         };
     }
@@ -76,6 +86,7 @@ pub fn parse_str(
         Format::Azure => azure::parse(path, text, opts)?,
         Format::VllmLog => vllm_log::parse(path, text, opts)?,
         Format::Native => native::parse(path, text, opts)?,
+        Format::LmcacheLookup => lmcache_lookup::parse(path, text, opts)?,
     };
     trace.format = Some(format);
     trace.source = path.to_path_buf();
@@ -148,6 +159,9 @@ pub fn detect_format(path: &Path, text: &str) -> TraceResult<Format> {
         }
         if head.contains("\"hash_id_scope\"") || head.contains("\"requests\"") {
             return Ok(Format::Weka);
+        }
+        if head.contains("\"chunk_hashes\"") {
+            return Ok(Format::LmcacheLookup);
         }
         if head.contains("\"chat_id\"") {
             return Ok(Format::Bailian);
@@ -222,6 +236,10 @@ mod tests {
             ),
             ("TIMESTAMP,ContextTokens,GeneratedTokens", Format::Azure),
             (r#"{"inferencelab_trace": 1}"#, Format::Native),
+            (
+                r#"{"timestamp": 1.5, "request_id": "r", "chunk_size": 256, "seq_len": 9, "chunk_hashes": []}"#,
+                Format::LmcacheLookup,
+            ),
             (
                 "(APIServer pid=1) INFO 08-12 12:00:00 [x.py:1] hi",
                 Format::VllmLog,

@@ -1,0 +1,96 @@
+//! `simulate` on LMCache lookup-hash logs (`--input-format lmcache-lookup`, detected from the
+//! file or a directory of `lookup_hashes_*.jsonl`): the LMCache tier alone, sized and counted as
+//! LMCache's own `lmcache tool cache-simulator` does (docs/lmcache-lookup.md).
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::bail;
+use inferencelab_trace::readers::lmcache_lookup::{self, LookupFilter};
+use inferencelab_trace::{detect_format, read_trace, Format, ReadOptions, Trace};
+
+use crate::cli::SimulateArgs;
+
+/// What a lookup log carries beside its trace.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub chunk_size: u32,
+    /// From the first lookup's shapes and dtypes (0: unknown).
+    pub kv_bytes_per_chunk: u64,
+    pub models: Vec<String>,
+}
+
+/// Whether `path` is a lookup-hash log (a file whose first line is one, or a directory of them).
+pub fn looks_like(path: &Path, format: Option<Format>) -> bool {
+    match format {
+        Some(f) => f == Format::LmcacheLookup,
+        None if path.is_dir() => lmcache_lookup::is_lookup_dir(path),
+        // only a regular file is sniffed: a FIFO would block here (the reader refuses it)
+        None if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) => false,
+        None => {
+            let mut head = Vec::with_capacity(4096);
+            let read = std::fs::File::open(path)
+                .and_then(|f| f.take(4096).read_to_end(&mut head))
+                .is_ok();
+            read && detect_format(path, &String::from_utf8_lossy(&head))
+                .is_ok_and(|f| f == Format::LmcacheLookup)
+        }
+    }
+}
+
+/// Read the input: a lookup log with its filter and chunk bytes, or any other trace.
+pub fn read(args: &SimulateArgs, opts: &ReadOptions) -> anyhow::Result<(Trace, Option<Lookup>)> {
+    if !looks_like(&args.input_file, args.input_format) {
+        if args.lookup_model.is_some() || args.kv_bytes_per_chunk.is_some() {
+            bail!(
+                "--lookup-model and --kv-bytes-per-chunk apply to LMCache lookup-hash logs \
+                 (--input-format lmcache-lookup); {} is not one",
+                args.input_file.display()
+            );
+        }
+        return Ok((read_trace(&args.input_file, opts)?, None));
+    }
+    let filter = LookupFilter {
+        model: args.lookup_model.clone(),
+        max_samples: None,
+    };
+    let log = lmcache_lookup::read(&args.input_file, opts, &filter)?;
+    if log.models.len() > 1 {
+        eprintln!(
+            "note: the log holds lookups of {} models ({}); LMCache's simulator mixes them too \
+             unless filtered: --lookup-model NAME",
+            log.models.len(),
+            log.models.join(", ")
+        );
+    }
+    Ok((
+        log.trace,
+        Some(Lookup {
+            chunk_size: log.chunk_size,
+            kv_bytes_per_chunk: log.kv_bytes_per_chunk,
+            models: log.models,
+        }),
+    ))
+}
+
+/// LMCache's simulator's capacity: `max(1, int(gib * 2^30) // kv_bytes_per_chunk)`, bytes per
+/// chunk from `--kv-bytes-per-chunk` or the log's first lookup (times the coarsening factor when
+/// `--chunk-size` is a multiple of the log's).
+pub fn cpu_chunks(
+    args: &SimulateArgs,
+    lookup: &Lookup,
+    chunk_size: u32,
+    gib: f64,
+) -> anyhow::Result<u64> {
+    let per_log_chunk = match args.kv_bytes_per_chunk.or(Some(lookup.kv_bytes_per_chunk)) {
+        Some(b) if b > 0 => b,
+        _ => bail!(
+            "{}: the first lookup's shapes/dtypes give no KV bytes per chunk; pass \
+             --kv-bytes-per-chunk BYTES (or size the tier in chunks: --cpu-chunks N)",
+            args.input_file.display()
+        ),
+    };
+    let factor = u64::from((chunk_size / lookup.chunk_size.max(1)).max(1));
+    let bytes = (gib * (1u64 << 30) as f64) as u64;
+    Ok((bytes / per_log_chunk.saturating_mul(factor)).max(1))
+}
