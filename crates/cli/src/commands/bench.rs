@@ -119,9 +119,9 @@ pub struct BenchArgs {
     /// Trace seconds per real second for timestamps and think times (2: twice as fast).
     #[arg(long, default_value = "1")]
     pub time_scale: Scale,
-    /// SLOs for goodput, milliseconds: ttft:500,tpot:50 (vLLM's --goodput).
-    #[arg(long, alias = "goodput")]
-    pub slo: Option<String>,
+    /// SLOs for goodput, milliseconds: ttft:500,tpot:50, or vLLM's --goodput ttft:500 tpot:50.
+    #[arg(long, alias = "goodput", num_args = 1..)]
+    pub slo: Vec<String>,
     /// Percentiles to report, comma separated (vLLM's --metric-percentiles).
     #[arg(long, default_value = "99")]
     pub metric_percentiles: String,
@@ -202,6 +202,9 @@ pub struct BenchArgs {
     /// give an existing one to resume).
     #[arg(long, requires = "yaml")]
     pub experiment_dir: Option<PathBuf>,
+    /// `vllm bench serve`'s own flags (docs/bench-vllm-flags.md).
+    #[command(flatten)]
+    pub vllm: super::bench_vllm::VllmFlags,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -242,7 +245,8 @@ fn parse_metrics_interval(s: &str) -> Result<Seconds, String> {
     Ok(v)
 }
 
-pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run_cmd(mut args: BenchArgs) -> anyhow::Result<()> {
+    let vllm = super::bench_vllm::apply(&mut args)?;
     if let Some(yaml) = args.yaml.clone() {
         return super::experiment::run(super::experiment::ExperimentArgs {
             yaml,
@@ -256,11 +260,19 @@ pub fn run_cmd(args: BenchArgs) -> anyhow::Result<()> {
     let rt = runtime(args.threads)?;
     match args.base_url.clone() {
         Some(base) => {
-            let out = bench_against(&rt, &args, &base, None)?;
+            let out = bench_against(&rt, &args, &base, vllm.conversations)?;
             if let Some(log) = &args.server_log {
                 attribute(&out, log, &args.metric_percentiles)?;
             }
+            if let Some(copy) = &vllm.result_copy {
+                std::fs::copy(out.dir.join("result.json"), copy)
+                    .with_context(|| format!("--result-filename: writing {}", copy.display()))?;
+                eprintln!("wrote {}", copy.display());
+            }
             finish(&out)
+        }
+        None if vllm.conversations.is_some() => {
+            bail!("--dataset-path needs a server: --base-url URL (or --host/--port)")
         }
         None => demo(&rt, &args),
     }
@@ -587,9 +599,10 @@ pub(crate) fn bench_against(
                 .with_context(|| format!("--metric-percentiles: {s:?} is not a percentile"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let slos = match &args.slo {
-        Some(s) => parse_slos(s).map_err(|e| anyhow::anyhow!("--slo: {e}"))?,
-        None => Vec::new(),
+    let slos = if args.slo.is_empty() {
+        Vec::new()
+    } else {
+        parse_slos(&args.slo.join(",")).map_err(|e| anyhow::anyhow!("--slo: {e}"))?
     };
     let extra_body = match &args.extra_body {
         Some(s) => match serde_json::from_str::<serde_json::Value>(s) {

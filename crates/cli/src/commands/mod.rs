@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_vllm;
 pub mod convert;
 pub mod experiment;
 pub mod mrc;

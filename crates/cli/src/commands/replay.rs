@@ -112,7 +112,15 @@ fn as_replayed(trace: &mut inferencelab_trace::Trace, records: &[RequestRecord],
         .sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
 }
 
-pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
+    // vLLM's bench flags mean the same here (--host/--port, sampling, ...); datasets do not
+    let vllm = super::bench_vllm::apply(&mut args.bench)?;
+    if vllm.conversations.is_some() || vllm.result_copy.is_some() {
+        bail!(
+            "replay replays --input-file (a log or trace); --dataset-name/--dataset-path and \
+             --result-filename are `bench`'s"
+        );
+    }
     let Some(base) = args.bench.base_url.clone() else {
         bail!("replay needs --base-url (the live endpoint to replay against)");
     };
