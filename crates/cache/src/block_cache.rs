@@ -215,6 +215,23 @@ impl<P: EvictionPolicy> BlockCache<P> {
         }
     }
 
+    /// Evict the policy's victim now, full or not (a background eviction pass); counted in
+    /// `evictions`. None when every entry is pinned or the cache is empty.
+    pub fn evict_one(&mut self) -> Option<ObjId> {
+        if self.len == 0 {
+            return None;
+        }
+        let victim = self.policy.evict(Pins(&self.pins))?;
+        debug_assert_eq!(
+            self.pins[victim as usize], 0,
+            "policy evicted a pinned entry"
+        );
+        let obj = self.obj_of[victim as usize];
+        self.release_entry(victim);
+        self.evictions += 1;
+        Some(obj)
+    }
+
     /// Drop an unpinned object from the cache (not counted as an eviction).
     pub fn remove(&mut self, obj: ObjId) -> bool {
         match self.lookup(obj) {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::{HitSemantics, LmcacheRules, Schedule};
+use inferencelab_sim::{HitSemantics, LmcacheMode, LmcacheRules, Schedule};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{AnswerBlocks, Format};
 
@@ -165,6 +165,17 @@ pub struct SimulateArgs {
     /// alone). docs/semantics.md shows both.
     #[arg(long, default_value = "engine", value_parser = |s: &str| s.parse::<LmcacheRules>())]
     pub lmcache_rules: LmcacheRules,
+    /// Which LMCache: inprocess (vLLM's LMCacheConnectorV1, the default; CPU + disk) or mp
+    /// (`lmcache server` + LMCacheMPConnector, the only one that runs with a CPU vLLM: L1 only,
+    /// evicted by a watermark pass, all-or-nothing stores). docs/semantics.md has both.
+    #[arg(long, default_value = "inprocess", value_parser = |s: &str| s.parse::<LmcacheMode>())]
+    pub lmcache_mode: LmcacheMode,
+    /// --lmcache-mode mp: `lmcache server --eviction-trigger-watermark` (L1 usage, 0 to 1).
+    #[arg(long, default_value = "0.8", value_parser = unit_interval)]
+    pub lmcache_eviction_trigger_watermark: f64,
+    /// --lmcache-mode mp: `lmcache server --eviction-ratio` (share of L1's keys a pass evicts).
+    #[arg(long, default_value = "0.2", value_parser = unit_interval)]
+    pub lmcache_eviction_ratio: f64,
     /// LMCache lookup-hash logs: keep only the lookups of this model_name (LMCache's
     /// simulator's --model).
     #[arg(long, value_name = "NAME")]
@@ -207,6 +218,14 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not allowed: give 1 to 1024 threads")),
+    }
+}
+
+/// A number from 0 to 1 (LMCache's watermark and ratio flags).
+fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number from 0 to 1")),
     }
 }
 

@@ -3,9 +3,11 @@
 //! HTTP: `simulate` drives it on trace time, `serve` on the (scaled) real clock.
 
 pub mod lmcache;
+pub mod lmcache_mp;
 pub mod pool;
 pub mod vllm;
 
 pub use lmcache::{Bound, ChunkSource, Connector, LmcacheTier, Lookup, Retrieved};
+pub use lmcache_mp::{LmcacheMode, MpCounters, MpEviction};
 pub use pool::{KvPool, Slot};
 pub use vllm::{KvConnector, NoConnector, Scheduler, SchedulerConfig, SeqState, StepPlan};

@@ -21,6 +21,7 @@
 
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
 
+use crate::lmcache_mp::{LmcacheMode, MpCounters};
 use crate::pool::MakeAccess;
 
 /// What one lookup found.
@@ -37,6 +38,15 @@ pub struct Lookup {
 impl Lookup {
     pub fn chunks(&self) -> usize {
         self.cpu_chunks + self.disk_chunks
+    }
+
+    /// A CPU run of `cpu_chunks`, nothing pinned.
+    pub(crate) fn from_run(cpu_chunks: usize) -> Lookup {
+        Lookup {
+            cpu_chunks,
+            disk_chunks: 0,
+            pinned: Vec::new(),
+        }
     }
 }
 
@@ -218,6 +228,8 @@ pub struct RequestState {
     pub lookups: u32,
     /// Chunks this request newly put in the CPU.
     pub stored_chunks: u64,
+    /// Multi-process mode: the prompt's chunks, touched when the request ends.
+    mp_keys: Vec<ObjId>,
 }
 
 /// Where a connector finds a request's chunks.
@@ -254,6 +266,10 @@ pub struct Connector<P> {
     pub tier: LmcacheTier<P>,
     states: rustc_hash::FxHashMap<usize, RequestState>,
     pub counters: Counters,
+    /// In-process (the default) or multi-process rules ([`crate::lmcache_mp`]).
+    pub mode: LmcacheMode,
+    /// The multi-process L1's counters (zero in-process).
+    pub mp: MpCounters,
 }
 
 impl<P: EvictionPolicy> Connector<P> {
@@ -262,7 +278,15 @@ impl<P: EvictionPolicy> Connector<P> {
             tier,
             states: Default::default(),
             counters: Counters::default(),
+            mode: LmcacheMode::InProcess,
+            mp: MpCounters::default(),
         }
+    }
+
+    /// The same connector under `mode`'s rules.
+    pub fn with_mode(mut self, mode: LmcacheMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// `get_num_new_matched_tokens`: LMCache's hit beyond vLLM's local hit.
@@ -276,8 +300,21 @@ impl<P: EvictionPolicy> Connector<P> {
         let st = self.states.entry(req).or_default();
         if st.lookup.is_none() {
             let keys = src.chunks(req);
-            let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
-            let lookup = self.tier.lookup(keys, &access);
+            let lookup = match self.mode {
+                LmcacheMode::InProcess => {
+                    let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
+                    self.tier.lookup(keys, &access)
+                }
+                LmcacheMode::Mp(_) => {
+                    if st.mp_keys.is_empty() {
+                        st.mp_keys = keys.to_vec();
+                    }
+                    let l = self.tier.lookup_mp(keys);
+                    self.mp.lookup_requested_tokens += keys.len() as u64 * self.tier.chunk_size;
+                    self.mp.lookup_hit_tokens += l.chunks() as u64 * self.tier.chunk_size;
+                    l
+                }
+            };
             st.hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
             let c = &mut self.counters;
             if st.lookups == 0 {
@@ -306,6 +343,19 @@ impl<P: EvictionPolicy> Connector<P> {
         local_hit_tokens: u64,
         budget: u64,
     ) -> Retrieved {
+        if let LmcacheMode::Mp(_) = self.mode {
+            self.matched(src, req, num_tokens, local_hit_tokens);
+            self.admitted(src, req, local_hit_tokens);
+            let mut done = self.states[&req].hit_tokens.max(local_hit_tokens);
+            loop {
+                done = (done + budget.max(1)).min(num_tokens);
+                self.computed(src, req, done);
+                if done >= num_tokens {
+                    break;
+                }
+            }
+            return self.forget(req).and_then(|s| s.first).unwrap_or_default();
+        }
         let keys = src.chunks(req);
         let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
         let lookup = self.tier.lookup_pinning(keys, &access, false);
@@ -355,9 +405,19 @@ impl<P: EvictionPolicy> Connector<P> {
         };
         let keys = src.chunks(req);
         let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
-        let got = self
-            .tier
-            .retrieve(keys, lookup, local_hit_tokens, st.hit_tokens, &access);
+        let got = match self.mode {
+            LmcacheMode::InProcess => {
+                self.tier
+                    .retrieve(keys, lookup, local_hit_tokens, st.hit_tokens, &access)
+            }
+            LmcacheMode::Mp(_) => {
+                let got = self
+                    .tier
+                    .retrieve_mp(lookup, local_hit_tokens, st.hit_tokens);
+                self.mp.l1_read_chunks += got.loaded_tokens / self.tier.chunk_size;
+                got
+            }
+        };
         if got.loaded_tokens > 0 {
             self.counters.retrieves += 1;
             self.counters.loaded_tokens += got.loaded_tokens;
@@ -380,7 +440,27 @@ impl<P: EvictionPolicy> Connector<P> {
             return 0;
         }
         let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
-        let stored = self.tier.store(keys, from, to, &access);
+        let stored = match self.mode {
+            LmcacheMode::InProcess => self.tier.store(keys, from, to, &access),
+            LmcacheMode::Mp(eviction) => {
+                // the connector counts the chunks as stored when it schedules the store,
+                // written or not
+                st.saved_tokens = to as u64 * c;
+                let stored = match self.tier.store_mp(keys, from, to, &access) {
+                    Some(n) => n,
+                    None => {
+                        self.mp.refused_stores += 1;
+                        self.mp.refused_chunks += (to - from) as u64;
+                        0
+                    }
+                };
+                self.mp.l1_write_chunks += stored;
+                if self.tier.evict_tick_mp(eviction) {
+                    self.mp.eviction_passes += 1;
+                }
+                stored
+            }
+        };
         st.saved_tokens = to as u64 * c;
         st.stored_chunks += stored;
         self.counters.stores += 1;
@@ -390,8 +470,18 @@ impl<P: EvictionPolicy> Connector<P> {
 
     /// The request left vLLM (finished, preempted, aborted): a pending lookup's pins go.
     pub fn released(&mut self, req: usize) {
-        if let Some(mut l) = self.states.get_mut(&req).and_then(|s| s.lookup.take()) {
+        let Some(st) = self.states.get_mut(&req) else {
+            return;
+        };
+        if let Some(mut l) = st.lookup.take() {
             self.tier.unpin(&mut l);
+        }
+        if let LmcacheMode::Mp(_) = self.mode {
+            // `end_session` touches the request's chunks still in L1 (plain references: the
+            // multi-process L1's policies need no request features). A preemption touches
+            // them too here; in LMCache only the request's end does.
+            let keys = std::mem::take(&mut st.mp_keys);
+            self.tier.touch_mp(&keys, &|k, _, t| Access::at(k, t));
         }
     }
 

@@ -148,6 +148,42 @@ impl std::fmt::Display for LmcacheRules {
     }
 }
 
+/// Which LMCache the CPU tier is (docs/semantics.md, "LMCache's multi-process mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LmcacheMode {
+    /// The in-process connector (`LMCacheConnectorV1`, `crates/engine/src/lmcache.rs`); the
+    /// only one with a disk tier. The default.
+    #[default]
+    Inprocess,
+    /// `lmcache server` + vLLM's `LMCacheMPConnector` (`crates/engine/src/lmcache_mp.rs`):
+    /// L1 evicted by a watermark pass, all-or-nothing stores, lookups that do not refresh.
+    Mp,
+}
+
+impl std::str::FromStr for LmcacheMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inprocess" => Ok(LmcacheMode::Inprocess),
+            "mp" => Ok(LmcacheMode::Mp),
+            _ => Err(format!(
+                "unknown LMCache mode '{s}'; expected inprocess (LMCacheConnectorV1, the \
+                 default) or mp (lmcache server + LMCacheMPConnector)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LmcacheMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LmcacheMode::Inprocess => "inprocess",
+            LmcacheMode::Mp => "mp",
+        })
+    }
+}
+
 /// How the GPU tier follows vLLM's engine (DESIGN.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -166,6 +202,29 @@ pub struct EngineModel {
     pub max_num_seqs: u32,
     /// Whose rules the LMCache tier follows.
     pub lmcache_rules: LmcacheRules,
+    /// In-process LMCache or its multi-process server.
+    pub lmcache_mode: LmcacheMode,
+    /// `lmcache server --eviction-trigger-watermark` (multi-process mode).
+    pub mp_trigger_watermark: f64,
+    /// `lmcache server --eviction-ratio` (multi-process mode).
+    pub mp_eviction_ratio: f64,
+    /// Multi-process mode: L1's size in chunks, unrounded (GiB x 2^30 / chunk bytes; 0: the
+    /// CPU tier's chunk count). Its usage ratio is over this.
+    pub mp_l1_size_chunks: f64,
+}
+
+impl EngineModel {
+    /// The engine crate's LMCache mode for this configuration.
+    pub fn lmcache_engine_mode(&self) -> inferencelab_engine::LmcacheMode {
+        match self.lmcache_mode {
+            LmcacheMode::Inprocess => inferencelab_engine::LmcacheMode::InProcess,
+            LmcacheMode::Mp => inferencelab_engine::LmcacheMode::Mp(inferencelab_engine::MpEviction {
+                trigger_watermark: self.mp_trigger_watermark,
+                eviction_ratio: self.mp_eviction_ratio,
+                l1_size_chunks: self.mp_l1_size_chunks,
+            }),
+        }
+    }
 }
 
 impl Default for EngineModel {
@@ -177,6 +236,10 @@ impl Default for EngineModel {
             max_num_batched_tokens: 8192,
             max_num_seqs: 256,
             lmcache_rules: LmcacheRules::Engine,
+            lmcache_mode: LmcacheMode::Inprocess,
+            mp_trigger_watermark: 0.8,
+            mp_eviction_ratio: 0.2,
+            mp_l1_size_chunks: 0.0,
         }
     }
 }

@@ -150,7 +150,7 @@ impl<'a> Lmcache<'a> {
             config.disk.as_ref().map(|d| build_tier(d, d.capacity)),
         );
         Some(Lmcache {
-            conn: Connector::new(tier),
+            conn: Connector::new(tier).with_mode(config.engine.lmcache_engine_mode()),
             describe: Describe {
                 trace: prepared.trace,
                 kinds: prepared.kinds(),
@@ -208,6 +208,22 @@ impl<'a> Lmcache<'a> {
         row.cpu_hit_chunks = self.conn.counters.hit_chunks;
         row.cpu_evictions = tier.cpu.evictions;
         row.disk_evictions = tier.disk.as_ref().map_or(0, |d| d.evictions);
+        if let inferencelab_engine::LmcacheMode::Mp(e) = self.conn.mode {
+            let mp = &self.conn.mp;
+            row.lmcache_mode = Some("mp".to_string());
+            row.lmcache_mp = Some(crate::result::LmcacheMpFigures {
+                lookup_requested_tokens: mp.lookup_requested_tokens,
+                lookup_hit_tokens: mp.lookup_hit_tokens,
+                l1_write_chunks: mp.l1_write_chunks,
+                l1_read_chunks: mp.l1_read_chunks,
+                l1_evicted_chunks: tier.cpu.evictions,
+                refused_stores: mp.refused_stores,
+                l1_usage_ratio: inferencelab_engine::lmcache_mp::usage_ratio(
+                    &tier.cpu,
+                    e.l1_size_chunks,
+                ),
+            });
+        }
     }
 }
 

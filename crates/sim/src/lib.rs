@@ -15,7 +15,8 @@ pub mod plan;
 pub mod result;
 
 pub use config::{
-    EngineModel, HitSemantics, LmcacheRules, Schedule, SimConfig, TierConfig, TimingModel,
+    EngineModel, HitSemantics, LmcacheMode, LmcacheRules, Schedule, SimConfig, TierConfig,
+    TimingModel,
 };
 pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};

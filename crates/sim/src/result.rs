@@ -79,6 +79,13 @@ pub struct SimResult {
     /// simulator (`--lmcache-rules simulator`); absent: LMCache's engine rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lmcache_rules: Option<String>,
+    /// `mp` when the LMCache tier followed its multi-process server (`--lmcache-mode mp`);
+    /// absent: the in-process connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_mode: Option<String>,
+    /// Multi-process mode: the server's L1 counters (`lmcache_mp_*` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_mp: Option<LmcacheMpFigures>,
     /// How requests were scheduled (`trace` or `vllm`, prefix semantics only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -111,4 +118,23 @@ pub(crate) fn ratio(num: u64, den: u64) -> f64 {
     } else {
         num as f64 / den as f64
     }
+}
+
+/// LMCache's multi-process L1 over a run, under the names of the server's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LmcacheMpFigures {
+    /// `lmcache_mp_lookup_requested_tokens_total`: full prompt chunks asked for, every lookup.
+    pub lookup_requested_tokens: u64,
+    /// `lmcache_mp_lookup_hit_tokens_total`: their leading run in L1.
+    pub lookup_hit_tokens: u64,
+    /// `lmcache_mp_l1_write_chunks_total`.
+    pub l1_write_chunks: u64,
+    /// `lmcache_mp_l1_read_chunks_total`.
+    pub l1_read_chunks: u64,
+    /// Chunks evicted by the watermark passes.
+    pub l1_evicted_chunks: u64,
+    /// Stores refused whole (not enough free L1 for all their new chunks).
+    pub refused_stores: u64,
+    /// `lmcache_mp_l1_usage_ratio` at the end.
+    pub l1_usage_ratio: f64,
 }

@@ -52,6 +52,15 @@ pub fn load_scorer(path: &Path) -> anyhow::Result<ScorerConfig> {
 /// names the same model; a YAML is a whole policy (`{name: lightgbm, model: ..}`).
 fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
     let path = given.unwrap_or(Path::new(DEFAULT_MODEL_PATH));
+    if given.is_none() && !path.exists() {
+        eprintln!(
+            "note: lightgbm: no model at {DEFAULT_MODEL_PATH}: the bundled default model \
+             ({}, trained on the demo log; docs/policies.md); `inferencelab train` or \
+             --lightgbm-model for one of your own",
+            super::train::BUNDLED_MODEL_PATH
+        );
+        return Ok(super::train::bundled_lightgbm());
+    }
     if !path.exists() {
         bail!(
             "--eviction-policy lightgbm needs a trained model and {} does not exist: give one \
@@ -343,6 +352,25 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
              (and -p lru), or use --lmcache-rules simulator"
         );
     }
+    if args.lmcache_mode == inferencelab_sim::LmcacheMode::Mp {
+        if disk_chunks.is_some() {
+            bail!(
+                "--lmcache-mode mp models the multi-process server's L1 only (its L2 adapters are \
+                 not modelled); drop --disk-cache-gb/--disk-chunks or use --lmcache-mode inprocess"
+            );
+        }
+        if args.lmcache_rules == inferencelab_sim::LmcacheRules::Simulator {
+            bail!("--lmcache-rules simulator has no multi-process mode; drop --lmcache-mode mp");
+        }
+    }
+    // the multi-process L1's usage ratio is bytes over bytes: the unrounded chunk count
+    let mp_l1_size_chunks = match (args.cpu_chunks, args.cpu_cache_gb) {
+        (None, Some(gb)) if lookup.is_none() => {
+            let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
+            gb.get() * (1u64 << 30) as f64 / chunk
+        }
+        _ => 0.0,
+    };
     let default_cpu_policy = if lookup_alone { "same" } else { "lru" };
     let cpu_policy: Option<PolicyConfig> = match args
         .cpu_eviction_policy
@@ -447,6 +475,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     max_num_batched_tokens: args.max_num_batched_tokens,
                     max_num_seqs: args.max_num_seqs,
                     lmcache_rules: args.lmcache_rules,
+                    lmcache_mode: args.lmcache_mode,
+                    mp_trigger_watermark: args.lmcache_eviction_trigger_watermark,
+                    mp_eviction_ratio: args.lmcache_eviction_ratio,
+                    mp_l1_size_chunks,
                 },
             });
         }

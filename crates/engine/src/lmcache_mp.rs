@@ -1,0 +1,279 @@
+//! LMCache 0.5.6's multi-process mode (`lmcache server` + vLLM's `LMCacheMPConnector`): the L1
+//! (CPU) rules, which are not the in-process backend's ([`crate::lmcache`]). Paths under
+//! `lmcache/`; docs/semantics.md has the table.
+//!
+//! - Lookup (`v1/multiprocess/modules/lookup.py`, the prefetch of the leading run): the
+//!   leading run of full prompt chunks resident in L1; the run is read-locked until the
+//!   retrieve (`l1_manager.py:291`, `reserve_read`) and is **not** touched: reading does not
+//!   move the LRU order (`v1/distributed/eviction.py:191-198`). We do not lock it (see
+//!   [`LmcacheTier::lookup_mp`]).
+//! - Store (`integration/vllm/lmcache_mp_metadata.py:225-320`,
+//!   `v1/multiprocess/modules/lmcache_driven_transfer.py:750-790`): per forward step, the
+//!   prompt chunks the step completed, from the chunk the LMCache hit ends in; chunks already
+//!   resident are skipped untouched (`KEY_NOT_WRITABLE`, `l1_manager.py:514-516`); the others
+//!   are allocated **all or nothing** (`l1_manager.py:542-551`): when the free memory cannot
+//!   hold every one, the step stores nothing, and the connector does not try them again
+//!   (`increase_num_stored_tokens` runs when the store is scheduled). Written keys enter the
+//!   LRU order last chunk first, so the head ends most recent (`eviction_policy/lru.py:72-92`).
+//! - End of a request (`lookup.py:462-497`, `end_session`): every full prompt chunk of the
+//!   request still in L1 is touched, last chunk first (`lru.py:94-110`).
+//! - Eviction (`storage_controllers/eviction_controller.py:160-192`): a background loop wakes
+//!   once a second; when L1 usage >= `trigger_watermark` (0.8) it evicts
+//!   `max(1, int(tracked_keys * eviction_ratio))` (0.2) least recent unlocked keys
+//!   (`lru.py:128-204`). Nothing evicts at allocation time.
+//!
+//! Deviation: we have no wall clock here, so the loop's tick runs after every store that
+//! leaves usage at or above the watermark (one pass per store, as one tick per second does
+//! when stores are over a second apart, as on the CPU vLLM). A burst of stores inside one
+//! second fills L1 further in LMCache (and may hit the all-or-nothing refusal) than here.
+
+use inferencelab_cache::{BlockCache, EvictionPolicy, ObjId, Outcome};
+
+use crate::lmcache::{LmcacheTier, Lookup, Retrieved};
+use crate::pool::MakeAccess;
+
+/// The `lmcache server` eviction flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MpEviction {
+    /// `--eviction-trigger-watermark`: L1 usage (0..1) at which a tick evicts.
+    pub trigger_watermark: f64,
+    /// `--eviction-ratio`: share of the tracked keys one tick evicts.
+    pub eviction_ratio: f64,
+    /// L1's size in chunks, unrounded (`--l1-size-gb` x 2^30 / chunk bytes): the usage ratio
+    /// is bytes over bytes (`l1_memory_manager.py`), so 0.01 GiB of 256 KiB chunks holds 40
+    /// chunks but 32 of them are 78 % (`l1_usage_ratio` 0.78125), below the watermark. 0: the
+    /// tier's chunk capacity.
+    pub l1_size_chunks: f64,
+}
+
+impl Default for MpEviction {
+    /// LMCache 0.5.6's defaults (`v1/distributed/config.py:474-478`).
+    fn default() -> Self {
+        MpEviction {
+            trigger_watermark: 0.8,
+            eviction_ratio: 0.2,
+            l1_size_chunks: 0.0,
+        }
+    }
+}
+
+/// Which LMCache runs beside vLLM.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LmcacheMode {
+    /// The in-process connector (`LMCacheConnectorV1`): [`crate::lmcache`]'s rules.
+    #[default]
+    InProcess,
+    /// `lmcache server` + `LMCacheMPConnector`: this module's rules (L1 only; no L2).
+    Mp(MpEviction),
+}
+
+/// The multi-process L1's own counters (`lmcache_mp_*` on the server's HTTP port).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MpCounters {
+    /// Full prompt chunks asked for by every lookup, in tokens
+    /// (`lmcache_mp_lookup_requested_tokens_total`).
+    pub lookup_requested_tokens: u64,
+    /// Their leading run in L1, in tokens, no -1 (`lmcache_mp_lookup_hit_tokens_total`).
+    pub lookup_hit_tokens: u64,
+    /// Chunks written to L1 (`lmcache_mp_l1_write_chunks_total`).
+    pub l1_write_chunks: u64,
+    /// Chunks read from L1 by retrieves (`lmcache_mp_l1_read_chunks_total`).
+    pub l1_read_chunks: u64,
+    /// Stores refused whole for want of free memory.
+    pub refused_stores: u64,
+    /// Chunks those refused stores would have written.
+    pub refused_chunks: u64,
+    /// Eviction passes that ran (usage at or above the watermark).
+    pub eviction_passes: u64,
+}
+
+/// The L1's usage ratio (`lmcache_mp_l1_usage_ratio`): chunks held over `l1_size_chunks` (the
+/// chunk capacity when 0).
+pub fn usage_ratio<P: EvictionPolicy>(cpu: &BlockCache<P>, l1_size_chunks: f64) -> f64 {
+    let size = if l1_size_chunks > 0.0 {
+        l1_size_chunks
+    } else {
+        cpu.capacity() as f64
+    };
+    if size <= 0.0 {
+        0.0
+    } else {
+        cpu.len() as f64 / size
+    }
+}
+
+impl<P: EvictionPolicy> LmcacheTier<P> {
+    /// The multi-process lookup: the leading run in L1, not touched. LMCache read-locks the
+    /// run until the retrieve; we do not (our policies re-append an entry when it is unpinned,
+    /// a refresh LMCache's L1 does not make), so a tick between a lookup and its retrieve may
+    /// evict chunks LMCache would have kept.
+    pub fn lookup_mp(&mut self, keys: &[ObjId]) -> Lookup {
+        let run = keys.iter().take_while(|&&k| self.cpu.contains(k)).count();
+        Lookup::from_run(run)
+    }
+
+    /// The multi-process retrieve: the locks go, nothing is touched; the chunks read are the
+    /// ones from `floor(gpu_hit / chunk)` to the run's end.
+    pub fn retrieve_mp(
+        &mut self,
+        mut lookup: Lookup,
+        gpu_hit_tokens: u64,
+        hit_tokens: u64,
+    ) -> Retrieved {
+        self.unpin(&mut lookup);
+        let c = self.chunk_size;
+        if hit_tokens <= gpu_hit_tokens {
+            return Retrieved::default();
+        }
+        let first = (gpu_hit_tokens / c) as usize;
+        Retrieved {
+            cpu_hit_tokens: hit_tokens - gpu_hit_tokens,
+            disk_hit_tokens: 0,
+            loaded_tokens: (lookup.chunks() - first) as u64 * c,
+        }
+    }
+
+    /// The multi-process store of `keys[from..to]`: all or nothing for the chunks not yet
+    /// resident. Returns the chunks written (`None`: refused, nothing written).
+    pub fn store_mp(
+        &mut self,
+        keys: &[ObjId],
+        from: usize,
+        to: usize,
+        access: MakeAccess<'_>,
+    ) -> Option<u64> {
+        let to = to.min(keys.len());
+        if from >= to {
+            return Some(0);
+        }
+        let new: Vec<usize> = (from..to)
+            .filter(|&d| !self.cpu.contains(keys[d]))
+            .collect();
+        let free = self.cpu.capacity().saturating_sub(self.cpu.len());
+        if new.len() as u64 > free {
+            return None;
+        }
+        // written keys enter the order last chunk first: the head ends most recent
+        for &d in new.iter().rev() {
+            self.clock += 1;
+            let out = self.cpu.access(&access(keys[d], d, self.clock), false);
+            debug_assert!(matches!(out, Outcome::Inserted(_)), "free slot expected");
+        }
+        Some(new.len() as u64)
+    }
+
+    /// `end_session`: the request's chunks still in L1 touched, last chunk first.
+    pub fn touch_mp(&mut self, keys: &[ObjId], access: MakeAccess<'_>) {
+        for (d, &k) in keys.iter().enumerate().rev() {
+            if self.cpu.contains(k) {
+                self.clock += 1;
+                self.cpu.access(&access(k, d, self.clock), false);
+            }
+        }
+    }
+
+    /// One tick of the eviction loop: at or above the watermark, evict
+    /// `max(1, int(len * ratio))` least recent unlocked chunks. Returns whether it ran.
+    pub fn evict_tick_mp(&mut self, e: MpEviction) -> bool {
+        if self.cpu.capacity() == 0
+            || usage_ratio(&self.cpu, e.l1_size_chunks) < e.trigger_watermark
+        {
+            return false;
+        }
+        let ratio = e.eviction_ratio.clamp(0.0, 1.0);
+        let mut n = (self.cpu.len() as f64 * ratio) as u64;
+        if ratio > 0.0 && n == 0 {
+            n = 1;
+        }
+        for _ in 0..n {
+            if self.cpu.evict_one().is_none() {
+                break;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferencelab_cache::{Access, AnyPolicy, PolicyConfig};
+
+    fn tier(cpu: u64) -> LmcacheTier<AnyPolicy> {
+        LmcacheTier::new(4, BlockCache::new(cpu, PolicyConfig::Lru.build(cpu)), None)
+    }
+
+    fn acc(k: ObjId, _d: usize, t: u64) -> Access {
+        Access::at(k, t)
+    }
+
+    #[test]
+    fn a_store_that_does_not_fit_writes_nothing() {
+        // 5 slots, [1,2,3] stored; [4,5,6] needs 3 slots, 2 are free: refused whole
+        let mut t = tier(5);
+        assert_eq!(t.store_mp(&[1, 2, 3], 0, 3, &acc), Some(3));
+        assert_eq!(t.store_mp(&[4, 5, 6], 0, 3, &acc), None);
+        assert!(!t.cpu.contains(4) && !t.cpu.contains(5));
+        // resident chunks need no slot: [1,2,3,7,8] writes 7 and 8 only
+        assert_eq!(t.store_mp(&[1, 2, 3, 7, 8], 0, 5, &acc), Some(2));
+        assert_eq!(t.cpu.evictions, 0);
+        t.cpu.validate().unwrap();
+    }
+
+    #[test]
+    fn stores_and_end_of_request_touches_put_the_head_most_recent() {
+        // store [1,2,3] (written 3, 2, 1: LRU order 3,2,1), then [4,5] (5,4): order 3,2,1,5,4.
+        // End of the first request: touch 3, 2, 1 -> order 5,4,3,2,1.
+        let mut t = tier(10);
+        t.store_mp(&[1, 2, 3], 0, 3, &acc);
+        t.store_mp(&[4, 5], 0, 2, &acc);
+        t.touch_mp(&[1, 2, 3], &acc);
+        // 8 of 10 used = 0.8: a tick evicts max(1, int(8 * 0.2)) = 1: chunk 5
+        t.store_mp(&[6, 7, 8], 0, 3, &acc);
+        // order now 5,4,3,2,1,8,7,6 (len 8)
+        assert!(t.evict_tick_mp(MpEviction::default()));
+        assert!(!t.cpu.contains(5) && t.cpu.contains(4));
+        // 7 of 10: below the watermark, nothing happens
+        assert!(!t.evict_tick_mp(MpEviction::default()));
+        assert_eq!(t.cpu.evictions, 1);
+        t.cpu.validate().unwrap();
+    }
+
+    #[test]
+    fn the_watermark_is_over_the_unrounded_size() {
+        // 0.01 GiB of 256 KiB chunks: 40 whole chunks, 40.96 by bytes; 32 held = 0.78: no pass
+        let mut t = tier(40);
+        let keys: Vec<ObjId> = (1..=32).collect();
+        t.store_mp(&keys, 0, 32, &acc);
+        let e = MpEviction {
+            l1_size_chunks: 0.01 * (1u64 << 30) as f64 / (256 * 1024) as f64,
+            ..MpEviction::default()
+        };
+        assert!(!t.evict_tick_mp(e));
+        // 33 held = 0.806: a pass evicts int(33 * 0.2) = 6
+        t.store_mp(&[99], 0, 1, &acc);
+        assert!(t.evict_tick_mp(e));
+        assert_eq!(t.cpu.len(), 27);
+    }
+
+    #[test]
+    fn a_lookup_does_not_touch_its_run() {
+        // [1,2] then [3,4]: order 2,1,4,3. Look up [1,2,9]: a run of 2, nothing refreshed.
+        let mut t = tier(4);
+        t.store_mp(&[1, 2], 0, 2, &acc);
+        t.store_mp(&[3, 4], 0, 2, &acc);
+        let l = t.lookup_mp(&[1, 2, 9]);
+        assert_eq!(l.chunks(), 2);
+        // the retrieve past a GPU hit of 5 tokens: chunk 1 on (4 tokens a chunk): 4 loaded
+        let r = t.retrieve_mp(l, 5, 8);
+        assert_eq!((r.cpu_hit_tokens, r.loaded_tokens), (3, 4));
+        // a tick at 4 of 4 evicts int(4 * 0.5) = 2, the least recent: 2 and 1
+        let half = MpEviction {
+            eviction_ratio: 0.5,
+            ..MpEviction::default()
+        };
+        assert!(t.evict_tick_mp(half));
+        assert!(!t.cpu.contains(1) && !t.cpu.contains(2) && t.cpu.contains(3));
+        t.cpu.validate().unwrap();
+    }
+}
