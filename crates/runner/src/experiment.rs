@@ -1184,6 +1184,9 @@ fn run_point(
                 Duration::from_secs_f64(cfg.vllm.health_timeout_s),
             )
             .map_err(&see_log)?;
+            if p.lmcache {
+                lmcache_check(&log_path)?;
+            }
             std::fs::create_dir_all(&bench_dir)
                 .map_err(|e| format!("{}: {e}", bench_dir.display()))?;
             let argv = bench_command(cfg, p, sc.port, &opts.bench_exe, &bench_dir);
@@ -1203,6 +1206,9 @@ fn run_point(
             }
             if let Some(code) = child.try_wait().ok().flatten() {
                 return Err(see_log(format!("server died during the replay ({code})")));
+            }
+            if p.lmcache {
+                lmcache_check(&log_path)?;
             }
             if !status.success() {
                 return Err(format!(
@@ -1225,6 +1231,34 @@ fn run_point(
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome
+}
+
+/// A healthy vLLM whose LMCache failed to start runs without it, 0 hits forever: the in-process
+/// connector on a CPU vLLM logs `RuntimeError: No supported cpu connector found.`
+/// (`lmcache/v1/gpu_connector/__init__.py:247`: CUDA, XPU, MUSA, HPU only) and recomputes
+/// (`integration/vllm/vllm_v1_adapter.py:787`); the multi-process adapter logs `LMCache server
+/// is unhealthy — entering degraded mode` (`vllm_multi_process_adapter.py:614`). Such a point
+/// fails with the log's line.
+fn lmcache_check(log_path: &Path) -> Result<(), String> {
+    let text = std::fs::read(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    match lmcache_degraded(&String::from_utf8_lossy(&text)) {
+        Some(line) => Err(format!(
+            "LMCache runs degraded (vLLM recomputes, 0 LMCache hits): {line}; see {} (on a CPU \
+             vLLM only LMCache's multi-process server works)",
+            log_path.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+fn lmcache_degraded(log: &str) -> Option<String> {
+    log.lines()
+        .map(log_content)
+        .find(|l| {
+            (l.contains("No supported ") && l.contains(" connector found"))
+                || l.contains("degraded mode")
+        })
+        .map(|l| l.trim().chars().take(300).collect())
 }
 
 /// How long a point waits for its port to be released (by the previous point's server, or by a
@@ -1604,6 +1638,25 @@ workload:
             "{why}"
         );
         assert!(why.chars().count() < 900, "each part clipped: {why}");
+    }
+
+    #[test]
+    fn lmcache_in_degraded_mode_is_found_in_the_log() {
+        // the in-process connector on the CPU vLLM 0.32 (issue 24)
+        let log = "(EngineCore pid=7) INFO 12-04 15:57:06 [core.py:1] ok\n\
+                   (EngineCore pid=7) ERROR 12-04 15:57:07 [lmcache] RuntimeError: No supported cpu connector found.\n";
+        assert_eq!(
+            lmcache_degraded(log).as_deref(),
+            Some("RuntimeError: No supported cpu connector found.")
+        );
+        assert!(lmcache_degraded(
+            "[2026-12-04 16:00:00,000] LMCache WARNING: LMCache server is unhealthy — entering degraded mode"
+        )
+        .is_some());
+        assert_eq!(
+            lmcache_degraded("(APIServer pid=1) INFO 12-04 15:57:06 [api_server.py:1] Started\n"),
+            None
+        );
     }
 
     #[test]
