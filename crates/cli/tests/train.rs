@@ -95,17 +95,50 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
 }
 
 #[test]
-fn simulate_without_a_model_says_how_to_make_one() {
+fn simulate_without_a_model_uses_the_bundled_one_and_a_missing_file_is_an_error() {
+    // a fresh clone: no outputs/models/lightgbm.txt, any working directory
     let dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("inferencelab")
         .unwrap()
         .current_dir(dir.path())
         .args(["simulate", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
+        .args([
+            "-p",
+            "lightgbm",
+            "--gpu-blocks",
+            "1000",
+            "--no-cpu-tier",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("bundled default model"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lightgbm"));
+    // a model named but absent is still an error naming `train`
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["simulate", "--input-file"])
+        .arg(repo("data/traces/weka-agentic"))
         .args(["-p", "lightgbm", "--gpu-blocks", "1000"])
+        .args(["--lightgbm-model", "nowhere.txt"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("inferencelab train"), "{err}");
+}
+
+#[test]
+fn the_bundled_model_and_calibration_parse() {
+    let text = std::fs::read_to_string(repo("configs/lightgbm_default.txt")).unwrap();
+    inferencelab_cache::learned::gbdt::Model::parse(&text).unwrap();
+    let yaml = std::fs::read_to_string(repo("configs/lightgbm_default.yaml")).unwrap();
+    assert!(
+        yaml.contains("model: configs/lightgbm_default.txt"),
+        "{yaml}"
+    );
 }

@@ -5,10 +5,11 @@ use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerCo
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::policy::lru::Lru;
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::{Prepared, TimingModel};
+use inferencelab_sim::{EngineModel, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_trace::Trace;
 use serde::Serialize;
 
-use crate::replay::{replay, ReplayConfig, SplitCounts};
+use crate::replay::{replay, Counts, ReplayConfig, SplitCounts};
 
 /// A policy to evaluate.
 #[derive(Debug, Clone)]
@@ -48,6 +49,11 @@ pub struct Split<'t> {
     pub t0: f64,
     pub pinning: bool,
     pub timing: TimingModel,
+    /// The GPU tier's engine model. The default is `simulate`'s (vLLM's engine rules: answer
+    /// blocks, null block, admission and preemption, `--schedule auto`), so `sweep` and `train`
+    /// choose and report on what `simulate` then shows; `rules: false` is the abstract prefix
+    /// model of [`replay`] (`--gpu-model abstract`).
+    pub engine: EngineModel,
 }
 
 impl<'t> Split<'t> {
@@ -65,7 +71,14 @@ impl<'t> Split<'t> {
             t0,
             pinning,
             timing: TimingModel::default(),
+            engine: EngineModel::default(),
         }
+    }
+
+    /// Evaluate with this engine model (`rules: false`: the abstract prefix model).
+    pub fn with_engine(mut self, engine: EngineModel) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// Choose on the last `share` of the train part (by time) only; 1 = the whole train part.
@@ -77,6 +90,9 @@ impl<'t> Split<'t> {
 
     /// Replay `c` at `capacity`, stopping before trace time `until`.
     pub fn run(&self, c: &Candidate, capacity: u64, until: f64) -> SplitCounts {
+        if self.engine.rules {
+            return self.run_engine(c, capacity, until);
+        }
         let cfg = ReplayConfig {
             capacity: if matches!(c, Candidate::Ideal) {
                 u64::MAX
@@ -99,6 +115,80 @@ impl<'t> Split<'t> {
             Candidate::Scorer(s) => replay(p, ConversationAware::new(s), &cfg, None).0,
             Candidate::LightGbm(m) => replay(p, LightGbm::new(m), &cfg, None).0,
         }
+    }
+
+    /// The point `simulate` runs for `c` at `capacity` (GPU tier only).
+    pub fn sim_config(&self, c: &Candidate, capacity: u64) -> SimConfig {
+        let policy = match c {
+            Candidate::Lru => PolicyConfig::Lru,
+            Candidate::Belady => PolicyConfig::Belady,
+            Candidate::Ideal => PolicyConfig::Ideal,
+            Candidate::Scorer(s) => PolicyConfig::ConversationAware(s.clone()),
+            Candidate::LightGbm(m) => PolicyConfig::Lightgbm(m.clone()),
+        };
+        SimConfig {
+            gpu: TierConfig { capacity, policy },
+            cpu: None,
+            disk: None,
+            hit_semantics: HitSemantics::Prefix,
+            pinning: self.pinning,
+            timing: self.timing,
+            window_seconds: 3600.0,
+            model: None,
+            engine: self.engine,
+        }
+    }
+
+    /// [`run`](Split::run) through the simulator's driver (`inferencelab_sim::run_observed`),
+    /// the same code `simulate` runs, counting each request's GPU hit in its part. A finite
+    /// `until` replays a copy of the trace cut there (successive halving's short rungs).
+    fn run_engine(&self, c: &Candidate, capacity: u64, until: f64) -> SplitCounts {
+        let config = self.sim_config(c, capacity);
+        let trace = self.prepared.trace;
+        let n = trace.requests.partition_point(|r| r.timestamp < until);
+        let cut;
+        let cut_prepared;
+        let prepared = if n < trace.requests.len() {
+            cut = Trace {
+                requests: trace.requests[..n].to_vec(),
+                block_size: trace.block_size,
+                partial_last_block: trace.partial_last_block,
+                format: trace.format,
+                source: trace.source.clone(),
+                ..Default::default()
+            };
+            cut_prepared = Prepared::new(&cut, self.prepared.gpu.block_size, None)
+                .expect("a prefix of a trace that blocked blocks too");
+            &cut_prepared
+        } else {
+            &self.prepared
+        };
+        let reqs = &prepared.trace.requests;
+        let bs = prepared.gpu.block_size as u64;
+        let mut out = SplitCounts::default();
+        inferencelab_sim::driver::run_observed(prepared, &config, |i, h| {
+            let r = &reqs[i];
+            let test = r.timestamp >= self.split;
+            let validation = !test && r.timestamp >= self.validation_from;
+            let refs = prepared.gpu.request(i).len() as u64;
+            let add = |part: &mut Counts| {
+                part.requests += 1;
+                part.prompt_tokens += r.input_length as u64;
+                part.hit_tokens += h.gpu_hit_tokens;
+                part.block_refs += refs;
+                part.hit_blocks += h.gpu_hit_tokens.div_ceil(bs);
+            };
+            if test {
+                add(&mut out.test);
+            } else {
+                add(&mut out.train);
+            }
+            if validation {
+                add(&mut out.validation);
+            }
+        })
+        .unwrap_or_else(|e| panic!("simulating {} at {capacity}: {e}", c.name()));
+        out
     }
 }
 

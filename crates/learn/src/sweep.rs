@@ -109,6 +109,8 @@ pub fn sample(rng: &mut SplitMix) -> ScorerConfig {
         } else {
             Ranking::ExpectedWait
         },
+        // not drawn: LRU as a second expert is the safety net of every trial
+        adaptive: true,
     }
 }
 

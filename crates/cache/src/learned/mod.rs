@@ -15,16 +15,19 @@ macro_rules! predicted_next_use_policy {
         impl $crate::policy::EvictionPolicy for $policy {
             #[inline]
             fn on_insert(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+                self.order.referenced(Some(e), a.obj);
                 self.touch(e, a);
             }
 
             #[inline]
             fn on_hit(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+                self.order.referenced(Some(e), a.obj);
                 self.touch(e, a);
             }
 
             #[inline]
             fn on_miss(&mut self, a: &$crate::policy::Access) {
+                self.order.referenced(None, a.obj);
                 // the eviction this miss may cause happens at the miss's trace time
                 if a.timestamp > self.stats.now {
                     self.stats.now = a.timestamp;

@@ -25,9 +25,131 @@
 //! (farthest `last + G`) is MRU: the point estimate pays off when gaps are regular and punishes
 //! when they are noisy and the cache holds less than one typical gap of traffic.
 
+//!
+//! **LRU as a second expert** ([`NextUseOrder::adaptive`], on by default in both policies): a
+//! prediction can be wrong for a whole workload (a drift, a trace unlike the one the weights or
+//! the model came from), and then the estimated oracle loses to plain LRU. So LRU's order is
+//! kept beside the prediction's, and at each eviction where the two experts want different
+//! victims, the one that has been right more often lately decides. Who was right is settled as
+//! Belady would: of the two blocks, the evicted one and the kept one, the one referenced first
+//! should have been kept (Belady evicts the one used farthest in the future). The disagreement
+//! is recorded whichever expert decided, so the one not in charge is judged too (unlike LeCaR,
+//! Vietri et al. HotStorage'18, and CACHEUS, Rodriguez et al. FAST'21, which learn only from the
+//! regret of the evictions actually made, through ghost lists, and pick an expert at random).
+//! The verdicts feed an exponentially decayed score (weight [`DUEL_RATE`] per verdict); the
+//! prediction decides while the score is not negative. Deviations from those papers:
+//! deterministic choice, pairwise verdicts instead of ghost-list regret, two experts only.
+//! Everything is learned from references already seen (no peeking).
+
 use std::collections::BTreeSet;
 
-use crate::policy::{EntryId, Pins};
+use crate::policy::{EntryId, ObjId, Pins};
+
+/// Weight of one verdict in the duel's score (about the last 64 verdicts count). Chosen once as
+/// "a few dozen disagreements", not fitted to any trace.
+pub const DUEL_RATE: f64 = 1.0 / 64.0;
+
+/// A disagreement between the two experts at one eviction, open until one of its two objects is
+/// referenced again.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    evicted: ObjId,
+    kept: ObjId,
+    /// The prediction chose (evicted its victim); else LRU did.
+    predicted: bool,
+}
+
+/// The duel between the prediction and LRU (module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Duel {
+    /// Per object: index + 1 of its open verdict (0: none).
+    open: Vec<u32>,
+    verdicts: Vec<Verdict>,
+    free: Vec<u32>,
+    /// Decayed mean of +1 (the prediction was right) and -1 (LRU was right).
+    pub score: f64,
+    /// Verdicts settled, and how many went to the prediction.
+    pub settled: u64,
+    pub prediction_right: u64,
+    /// Evictions decided by each expert where they disagreed.
+    pub decided_by_prediction: u64,
+    pub decided_by_lru: u64,
+}
+
+impl Duel {
+    #[inline]
+    fn slot(&mut self, obj: ObjId) -> &mut u32 {
+        let i = obj as usize;
+        if self.open.len() <= i {
+            self.open.resize(i + 1, 0);
+        }
+        &mut self.open[i]
+    }
+
+    /// `obj` is referenced: settle its open verdict.
+    #[inline]
+    pub fn referenced(&mut self, obj: ObjId) {
+        let Some(&r) = self.open.get(obj as usize) else {
+            return;
+        };
+        if r == 0 {
+            return;
+        }
+        let v = self.verdicts[r as usize - 1];
+        self.close(r);
+        // the chosen expert was right when the kept block is needed first
+        let prediction_right = (obj == v.kept) == v.predicted;
+        self.settled += 1;
+        self.prediction_right += prediction_right as u64;
+        let vote = if prediction_right { 1.0 } else { -1.0 };
+        self.score += DUEL_RATE * (vote - self.score);
+    }
+
+    fn close(&mut self, r: u32) {
+        let v = self.verdicts[r as usize - 1];
+        for o in [v.evicted, v.kept] {
+            let s = self.slot(o);
+            if *s == r {
+                *s = 0;
+            }
+        }
+        self.free.push(r);
+    }
+
+    /// Open a verdict (an object keeps only its latest one: an older one it was part of is
+    /// dropped unsettled).
+    fn open(&mut self, evicted: ObjId, kept: ObjId, predicted: bool) {
+        for o in [evicted, kept] {
+            let old = *self.slot(o);
+            if old != 0 {
+                self.close(old);
+            }
+        }
+        let v = Verdict {
+            evicted,
+            kept,
+            predicted,
+        };
+        let r = match self.free.pop() {
+            Some(r) => {
+                self.verdicts[r as usize - 1] = v;
+                r
+            }
+            None => {
+                self.verdicts.push(v);
+                self.verdicts.len() as u32
+            }
+        };
+        *self.slot(evicted) = r;
+        *self.slot(kept) = r;
+    }
+
+    /// The prediction decides while it has not been worse than LRU lately.
+    #[inline]
+    pub fn follow_prediction(&self) -> bool {
+        self.score >= 0.0
+    }
+}
 
 const UNTRACKED: u8 = 0;
 const FUTURE: u8 = 1;
@@ -87,6 +209,11 @@ pub struct NextUseOrder {
     seq: u64,
     pub overdue_factor: f64,
     pub ranking: Ranking,
+    /// With LRU as a second expert: every evictable entry by its last touch or unpin, the
+    /// object of each entry, and the duel.
+    lru: BTreeSet<(u64, EntryId)>,
+    obj: Vec<ObjId>,
+    pub duel: Option<Duel>,
 }
 
 impl NextUseOrder {
@@ -102,6 +229,26 @@ impl NextUseOrder {
             overdue_factor,
             ranking,
             ..Default::default()
+        }
+    }
+
+    /// Keep LRU as a second expert (module docs); the owner must then call
+    /// [`referenced`](NextUseOrder::referenced) for every reference.
+    pub fn adaptive(mut self, on: bool) -> Self {
+        self.duel = on.then(Duel::default);
+        self
+    }
+
+    /// Object `obj` is referenced (hit or miss), as entry `e` when resident: settles the duel's
+    /// verdict on it. Before the reference's `touch` and the eviction it may cause.
+    #[inline]
+    pub fn referenced(&mut self, e: Option<EntryId>, obj: ObjId) {
+        if let Some(d) = &mut self.duel {
+            d.referenced(obj);
+            if let Some(e) = e {
+                ensure_len(&mut self.obj, e, ObjId::MAX);
+                self.obj[e as usize] = obj;
+            }
         }
     }
 
@@ -139,7 +286,10 @@ impl NextUseOrder {
             OVERDUE => {
                 self.overdue.remove(&(self.order[i], e));
             }
-            _ => {}
+            _ => return,
+        }
+        if self.duel.is_some() {
+            self.lru.remove(&(self.order[i], e));
         }
     }
 
@@ -148,6 +298,9 @@ impl NextUseOrder {
         let i = e as usize;
         self.future.insert((self.sort_key(i), self.depth[i], e));
         self.state[i] = FUTURE;
+        if self.duel.is_some() {
+            self.lru.insert((self.order[i], e));
+        }
     }
 
     /// `e` was referenced at trace time `now` and is predicted to be used next at trace time
@@ -226,31 +379,74 @@ impl NextUseOrder {
             self.state[e as usize] = OVERDUE;
         }
         loop {
-            let far = self.future.last().copied();
-            let idle = self.overdue.first().copied();
-            let take_idle = match (far, idle) {
-                (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((k, _, _)), Some((_, e))) => {
-                    let idle_for = (now - self.touched[e as usize]).max(0.0);
-                    let effective = now + self.overdue_factor * idle_for;
-                    bits(effective) >= k
-                }
-            };
-            let e = if take_idle {
-                self.overdue.pop_first().unwrap().1
+            let predicted = self.predicted_victim(now)?;
+            let e = if self.duel.is_none() {
+                predicted
             } else {
-                self.future.pop_last().unwrap().2
+                let lru = self
+                    .lru
+                    .first()
+                    .expect("the LRU set holds every evictable entry")
+                    .1;
+                if pins.is_pinned(lru) {
+                    self.park(lru);
+                    continue;
+                }
+                if lru != predicted && !pins.is_pinned(predicted) {
+                    let duel = self.duel.as_mut().expect("checked");
+                    let follow = duel.follow_prediction();
+                    let (victim, kept) = if follow {
+                        duel.decided_by_prediction += 1;
+                        (predicted, lru)
+                    } else {
+                        duel.decided_by_lru += 1;
+                        (lru, predicted)
+                    };
+                    let obj = |e: EntryId| self.obj.get(e as usize).copied();
+                    if let (Some(v), Some(k)) = (obj(victim), obj(kept)) {
+                        if v != ObjId::MAX && k != ObjId::MAX {
+                            self.duel.as_mut().expect("checked").open(v, k, follow);
+                        }
+                    }
+                    victim
+                } else {
+                    predicted
+                }
             };
             if pins.is_pinned(e) {
                 // the caller did not announce this pin: park it until its next touch or unpin
-                self.state[e as usize] = PINNED;
+                self.park(e);
                 continue;
             }
+            self.unlink(e);
             self.state[e as usize] = UNTRACKED;
             return Some(e);
         }
+    }
+
+    /// The prediction's victim (not removed): the farthest predicted entry or the longest-idle
+    /// overdue one, whichever is later.
+    #[inline]
+    fn predicted_victim(&self, now: f64) -> Option<EntryId> {
+        let far = self.future.last().copied();
+        let idle = self.overdue.first().copied();
+        match (far, idle) {
+            (None, None) => None,
+            (Some((_, _, e)), None) => Some(e),
+            (None, Some((_, e))) => Some(e),
+            (Some((k, _, f)), Some((_, e))) => {
+                let idle_for = (now - self.touched[e as usize]).max(0.0);
+                let effective = now + self.overdue_factor * idle_for;
+                Some(if bits(effective) >= k { e } else { f })
+            }
+        }
+    }
+
+    /// Take a pinned entry out of the order until its next touch or unpin.
+    #[inline]
+    fn park(&mut self, e: EntryId) {
+        self.unlink(e);
+        self.state[e as usize] = PINNED;
     }
 
     /// The tracked set must be exactly the entries for which `live` is true, and the sets must
@@ -283,6 +479,13 @@ impl NextUseOrder {
                 ));
             }
         }
+        if self.duel.is_some() && self.lru.len() != in_future + in_overdue {
+            return Err(format!(
+                "the LRU set holds {} entries, the order {}",
+                self.lru.len(),
+                in_future + in_overdue
+            ));
+        }
         if in_future != self.future.len() || in_overdue != self.overdue.len() {
             return Err(format!(
                 "sets hold {}+{} entries, states say {in_future}+{in_overdue}",
@@ -291,6 +494,13 @@ impl NextUseOrder {
             ));
         }
         Ok(())
+    }
+}
+
+#[inline]
+fn ensure_len<T: Clone>(v: &mut Vec<T>, e: EntryId, fill: T) {
+    if v.len() <= e as usize {
+        v.resize(e as usize + 1, fill);
     }
 }
 
@@ -360,5 +570,56 @@ mod tests {
         }
         assert_eq!(o.evict(no_pins, 5.0), Some(5));
         assert_eq!(o.evict(no_pins, 5.0), Some(6));
+    }
+
+    #[test]
+    fn lru_takes_over_when_the_prediction_is_proven_wrong() {
+        let mut o = NextUseOrder::new(1.0).adaptive(true);
+        let no_pins = Pins(&[]);
+        let touch = |o: &mut NextUseOrder, e: EntryId, next: f64, now: f64| {
+            o.referenced(Some(e), 10 + e);
+            o.touch(e, next, now, 0);
+        };
+        // e0 (obj 10) touched at 0, predicted back at 5; e1 (obj 11) at 1, predicted at 100.
+        // LRU's victim: e0; the prediction's: e1. Score 0: the prediction decides -> e1
+        touch(&mut o, 0, 5.0, 0.0);
+        touch(&mut o, 1, 100.0, 1.0);
+        assert_eq!(o.evict(no_pins, 1.0), Some(1));
+        // obj 11 comes back before obj 10: the prediction was wrong, LRU decides now
+        o.referenced(None, 11);
+        let d = o.duel.as_ref().unwrap();
+        assert_eq!((d.settled, d.prediction_right), (1, 0));
+        assert!(!d.follow_prediction());
+        // e1 (obj 11) re-inserted at 2, predicted at 200; e2 (obj 12) at 3 predicted at 4.
+        // LRU order: e0 (t 0), e1 (t 2), e2 (t 3); the prediction's: e1. LRU decides -> e0
+        touch(&mut o, 1, 200.0, 2.0);
+        touch(&mut o, 2, 4.0, 3.0);
+        assert_eq!(o.evict(no_pins, 3.0), Some(0));
+        // obj 11 (the one LRU kept) is referenced before obj 10: LRU was right again
+        o.referenced(Some(1), 11);
+        let d = o.duel.as_ref().unwrap();
+        assert_eq!((d.settled, d.prediction_right), (2, 0));
+        assert_eq!((d.decided_by_prediction, d.decided_by_lru), (1, 1));
+        o.validate(&|e| e == 1 || e == 2).unwrap();
+    }
+
+    #[test]
+    fn the_prediction_keeps_deciding_while_it_is_right() {
+        let mut o = NextUseOrder::new(1.0).adaptive(true);
+        let no_pins = Pins(&[]);
+        o.referenced(Some(0), 10);
+        o.touch(0, 5.0, 0.0, 0);
+        o.referenced(Some(1), 11);
+        o.touch(1, 100.0, 1.0, 0);
+        // the prediction evicts e1 (obj 11) and keeps e0 (obj 10), LRU's victim
+        assert_eq!(o.evict(no_pins, 1.0), Some(1));
+        // obj 10 is needed first: the prediction was right
+        o.referenced(Some(0), 10);
+        let d = o.duel.as_ref().unwrap();
+        assert_eq!((d.settled, d.prediction_right), (1, 1));
+        assert!(d.follow_prediction() && d.score > 0.0);
+        // a later reference of obj 11 settles nothing (its verdict is closed)
+        o.referenced(None, 11);
+        assert_eq!(o.duel.as_ref().unwrap().settled, 1);
     }
 }

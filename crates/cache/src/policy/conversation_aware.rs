@@ -71,6 +71,10 @@ pub struct ScorerConfig {
     /// `next_use` (farthest predicted next use first) or `expected_wait` (largest
     /// `G + overdue_factor * idle` first): `learned::order`.
     pub ranking: Ranking,
+    /// Keep LRU as a second expert and let whichever has been right more often lately choose
+    /// the victim where they disagree (`learned::order`, "LRU as a second expert"); false =
+    /// the prediction alone.
+    pub adaptive: bool,
 }
 
 impl Default for ScorerConfig {
@@ -87,6 +91,7 @@ impl Default for ScorerConfig {
             w_probability: 1.0,
             overdue_factor: 1.0,
             ranking: Ranking::NextUse,
+            adaptive: true,
         }
     }
 }
@@ -241,7 +246,8 @@ impl ConversationAware {
         ConversationAware {
             config: config.clone(),
             stats: Tracker::without_counters(),
-            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking),
+            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
+                .adaptive(config.adaptive),
             uses_pow: PowTable::new(-config.w_uses),
             // sharing^-w = (1 + (sharing - 1))^-w
             sharing_pow: PowTable::new(-config.w_sharing),

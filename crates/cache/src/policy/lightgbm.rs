@@ -89,6 +89,10 @@ fn default_overdue() -> f64 {
     1.0
 }
 
+fn default_adaptive() -> bool {
+    true
+}
+
 fn default_scale() -> f64 {
     1.0
 }
@@ -169,6 +173,10 @@ pub struct LightGbmConfig {
     /// As in `conversation_aware`: `next_use` or `expected_wait` (`learned::order`).
     #[serde(default)]
     pub ranking: Ranking,
+    /// As in `conversation_aware`: LRU as a second expert (`learned::order`); false = the
+    /// model alone.
+    #[serde(default = "default_adaptive")]
+    pub adaptive: bool,
     /// Retrain online (the model file serves until the first retrained model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrain: Option<Retrain>,
@@ -185,6 +193,7 @@ impl LightGbmConfig {
             scale: default_scale(),
             overdue_factor: default_overdue(),
             ranking: Ranking::NextUse,
+            adaptive: default_adaptive(),
             retrain: None,
             schedule: None,
         })
@@ -215,7 +224,8 @@ impl LightGbm {
             next_model: 0,
             scale: config.scale,
             stats: Tracker::default(),
-            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking),
+            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
+                .adaptive(config.adaptive),
         }
     }
 

@@ -12,7 +12,7 @@ use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_learn::sweep::{self, SweepConfig};
-use inferencelab_sim::{plan, Prepared};
+use inferencelab_sim::{plan, EngineModel, Prepared};
 use inferencelab_trace::{infer_conversations, read_trace, Format, ReadOptions, Trace};
 use serde_json::json;
 
@@ -49,6 +49,11 @@ pub struct SplitArgs {
     /// Do not pin the blocks of running requests.
     #[arg(long)]
     pub no_pinning: bool,
+    /// GPU-tier model, as `simulate --gpu-model`: vllm (vLLM's engine rules, `simulate`'s
+    /// default, so the figures are the ones `simulate --no-cpu-tier` shows) or abstract (the
+    /// classic prefix model over prompt blocks).
+    #[arg(long, default_value = "vllm", value_parser = ["vllm", "abstract"])]
+    pub gpu_model: String,
 }
 
 impl SplitArgs {
@@ -64,19 +69,24 @@ impl SplitArgs {
 
     /// Its train/validation/test split.
     pub fn prepare<'t>(&self, trace: &'t Trace) -> anyhow::Result<Split<'t>> {
-        prepare_split(
+        let split = prepare_split(
             trace,
             self.block_size,
             self.train_fraction,
             self.validation_share,
             !self.no_pinning,
-        )
+        )?;
+        Ok(split.with_engine(EngineModel {
+            rules: self.gpu_model == "vllm",
+            ..EngineModel::default()
+        }))
     }
 
     /// The capacities to report and the baselines there, with the validation part settled
     /// (`settle_validation`).
     pub fn settle(&self, split: &mut Split<'_>) -> anyhow::Result<(Vec<u64>, Vec<Baseline>)> {
         let capacities = capacities_or_default(split, &self.capacities)?;
+        eprintln!("{}", evaluated_as(split, &capacities));
         let base = settle_validation(split, &capacities);
         Ok((capacities, base))
     }
@@ -222,6 +232,40 @@ pub fn settle_validation(split: &mut Split<'_>, capacities: &[u64]) -> Vec<Basel
     );
     split.validation_from = split.t0;
     eval::baselines(split, capacities)
+}
+
+/// What the figures are: the GPU tier of `simulate`'s model at the capacities, so a user can
+/// reproduce any cell with `simulate`.
+pub fn evaluated_as(split: &Split<'_>, capacities: &[u64]) -> String {
+    let caps = capacities
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = split.sim_config(
+        &eval::Candidate::Lru,
+        capacities.first().copied().unwrap_or(1),
+    );
+    let model = if split.engine.rules {
+        format!(
+            "vLLM's engine rules (answer blocks, null block, admission; schedule {})",
+            inferencelab_sim::driver::effective_schedule(split.prepared.trace, &config)
+        )
+    } else {
+        "the abstract prefix model (--gpu-model abstract)".to_string()
+    };
+    format!(
+        "evaluated with {model}, GPU tier only, {}pinning, at {caps} GPU blocks of {} tokens: \
+         the figures `simulate --gpu-blocks {caps} --no-cpu-tier{}{}` gives",
+        if split.pinning { "" } else { "no " },
+        split.prepared.gpu.block_size,
+        if split.pinning { "" } else { " --no-pinning" },
+        if split.engine.rules {
+            ""
+        } else {
+            " --gpu-model abstract"
+        },
+    )
 }
 
 pub fn capacities_or_default(split: &Split<'_>, given: &[u64]) -> anyhow::Result<Vec<u64>> {

@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// Evaluate this existing model (e.g. trained by Python lightgbm) instead of training one.
     #[arg(long, conflicts_with = "export_only")]
     pub model: Option<PathBuf>,
+    /// With --model: evaluate it as it is (its calibration from the YAML `train` wrote beside
+    /// it, else the defaults; the bundled default model with `--model bundled`), no calibration
+    /// on this trace. The protocol script (`scripts/policy_protocol.sh`) judges defaults so.
+    #[arg(long, requires = "model")]
+    pub as_is: bool,
     /// Only the static model: do not try online retraining (LRB's sliding window) in the
     /// calibration.
     #[arg(long)]
@@ -69,6 +74,88 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores; at most 1024).
     #[arg(long, value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
+}
+
+/// `--model bundled`: the default model shipped in the binary.
+const BUNDLED: &str = "bundled";
+
+/// The default `lightgbm` model shipped in the repository and in the binary: trained by
+/// `inferencelab train -i outputs/logs/server_qwen-8b.log --no-retrain --output
+/// configs/lightgbm_default.txt` on the train part (first half) of the converted demo log
+/// (`convert data/test_data.csv qwen-8b --tokens-per-second 100 --output-dir outputs/logs/`),
+/// with the calibration `train` wrote beside it (docs/policies.md). `simulate` uses it when no
+/// model is given and `outputs/models/lightgbm.txt` does not exist.
+pub fn bundled_lightgbm() -> LightGbmConfig {
+    const TEXT: &str = include_str!("../../../../configs/lightgbm_default.txt");
+    const YAML: &str = include_str!("../../../../configs/lightgbm_default.yaml");
+    let model = Model::parse(TEXT).expect("the bundled model parses (a test checks it)");
+    let mut config = LightGbmConfig {
+        model: ModelFile {
+            path: PathBuf::from(BUNDLED_MODEL_PATH),
+            model: Arc::new(model),
+        },
+        scale: 1.0,
+        overdue_factor: 1.0,
+        ranking: Ranking::NextUse,
+        adaptive: true,
+        retrain: None,
+        schedule: None,
+    };
+    Calibration::read(YAML)
+        .expect("the bundled calibration parses (a test checks it)")
+        .apply(&mut config);
+    config
+}
+
+/// Where the bundled model's text is in the repository.
+pub const BUNDLED_MODEL_PATH: &str = "configs/lightgbm_default.txt";
+
+/// The calibration fields of a policy YAML `train` wrote (its model is not loaded).
+#[derive(serde::Deserialize)]
+struct Calibration {
+    #[serde(default = "one")]
+    scale: f64,
+    #[serde(default = "one")]
+    overdue_factor: f64,
+    #[serde(default)]
+    ranking: Ranking,
+    #[serde(default = "yes")]
+    adaptive: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Calibration {
+    fn read(yaml: &str) -> anyhow::Result<Calibration> {
+        Ok(serde_norway::from_str(yaml)?)
+    }
+
+    fn apply(&self, config: &mut LightGbmConfig) {
+        (
+            config.scale,
+            config.overdue_factor,
+            config.ranking,
+            config.adaptive,
+        ) = (self.scale, self.overdue_factor, self.ranking, self.adaptive);
+    }
+}
+
+/// Take the calibration of the YAML `train` wrote beside `model` (when there is one).
+fn apply_beside(config: &mut LightGbmConfig, model: &std::path::Path) -> anyhow::Result<()> {
+    let beside = model.with_extension("yaml");
+    if let Ok(text) = std::fs::read_to_string(&beside) {
+        Calibration::read(&text)
+            .with_context(|| format!("reading {}", beside.display()))?
+            .apply(config);
+        eprintln!("note: calibration from {}", beside.display());
+    }
+    Ok(())
 }
 
 /// LightGBM's own bound: a tree needs at least two leaves.
@@ -152,145 +239,163 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             args.output.clone()
         }
     };
-    let mut config = LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?;
+    let mut config = if model_path.as_os_str() == BUNDLED {
+        bundled_lightgbm()
+    } else {
+        LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?
+    };
 
     let (capacities, base) = args.data.settle(&mut split)?;
-    // the static model the calibration judges must not have seen the validation part: its
-    // labels look ahead to the end of the train part, so a twin trained on the requests before
-    // the validation part stands in for it there (a model given with --model is used as is)
-    let choice_model = (args.model.is_none() && split.validation_from > split.t0).then(|| {
-        let data = dataset::build(
-            &trace,
-            &split.prepared.gpu,
-            split.validation_from,
-            args.max_rows,
-            args.seed,
-        );
-        let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
-        ModelFile {
-            path: model_path.clone(),
-            model: Arc::new(boost::train(&rows, &data.labels, &names, &params)),
+    if args.as_is {
+        if model_path.as_os_str() != BUNDLED {
+            apply_beside(&mut config, &model_path)?;
         }
-    });
-    // online retraining variants (LRB's sliding window): windows of the whole train part's
-    // length, a half and a quarter of it, a new model every twentieth of it
-    let span = split.split - split.t0;
-    let variants: Vec<Option<Retrain>> = if args.no_retrain {
-        vec![None]
-    } else {
-        std::iter::once(None)
-            .chain([1.0, 0.5, 0.25].map(|w| {
-                Some(Retrain {
-                    num_iterations: args.num_iterations,
-                    num_leaves: args.num_leaves,
-                    learning_rate: args.learning_rate,
-                    min_data_in_leaf: args.min_data_in_leaf,
-                    seed: args.seed,
-                    ..Retrain::new(span / 20.0, w * span)
-                })
-            }))
-            .collect()
-    };
-    let schedules: Vec<Option<Arc<Schedule>>> = variants
-        .iter()
-        .map(|v| v.map(|r| Arc::new(online::schedule(&trace, &split.prepared.gpu, &r))))
-        .collect();
-    // Choices compare out-of-sample scores only. Online models never see what they are scored
-    // on; the static model is scored out of sample on the validation part (its twin above).
-    // When choices fall back to the whole train part, the static model would be scored on
-    // the requests its own labels come from, which flatters it: then only the online variants
-    // compete (unless --no-retrain), and before their first retrained model they run with no
-    // model at all (a tree-less model predicts a gap of 0: LRU, as LRB does before it has
-    // trained), not with the in-sample static model.
-    let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
-    let untrained = ModelFile {
-        path: model_path.clone(),
-        model: Arc::new(Model {
-            trees: Vec::new(),
-            ..(*config.model.model).clone()
-        }),
-    };
-    // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
-    let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
-        .flat_map(|v| {
-            [Ranking::NextUse, Ranking::ExpectedWait]
-                .into_iter()
-                .flat_map(move |r| {
-                    [1.0, 0.3, 0.1, 0.03]
-                        .into_iter()
-                        .flat_map(move |s| [0.1, 0.3, 1.0, 3.0].map(|o| (v, s, o, r)))
-                })
-        })
-        .collect();
-    let mut bar = progress_bar(args.quiet, "calibration");
-    bar.set_length((grid.len() * capacities.len()) as u64);
-    let scores: Vec<f64> = grid
-        .par_iter()
-        .map(|&(v, scale, overdue_factor, ranking)| {
-            let c = LightGbmConfig {
-                scale,
-                overdue_factor,
-                ranking,
-                retrain: variants[v],
-                schedule: schedules[v].clone(),
-                model: match (&choice_model, variants[v]) {
-                    (_, Some(_)) if in_sample_static => untrained.clone(),
-                    (Some(twin), _) => twin.clone(),
-                    (None, _) => config.model.clone(),
-                },
-            };
-            capacities
-                .iter()
-                .map(|&cap| {
-                    let r =
-                        choice_ratio(&split.run(&Candidate::LightGbm(c.clone()), cap, split.split));
-                    bar.inc(1);
-                    r
-                })
-                .sum::<f64>()
-        })
-        .collect();
-    bar.finish();
-    if in_sample_static {
         eprintln!(
+            "as is: scale {}, overdue_factor {}, ranking {:?}, adaptive {}, no calibration",
+            config.scale, config.overdue_factor, config.ranking, config.adaptive
+        );
+    } else {
+        // the static model the calibration judges must not have seen the validation part: its
+        // labels look ahead to the end of the train part, so a twin trained on the requests before
+        // the validation part stands in for it there (a model given with --model is used as is)
+        let choice_model = (args.model.is_none() && split.validation_from > split.t0).then(|| {
+            let data = dataset::build(
+                &trace,
+                &split.prepared.gpu,
+                split.validation_from,
+                args.max_rows,
+                args.seed,
+            );
+            let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
+            ModelFile {
+                path: model_path.clone(),
+                model: Arc::new(boost::train(&rows, &data.labels, &names, &params)),
+            }
+        });
+        // online retraining variants (LRB's sliding window): windows of the whole train part's
+        // length, a half and a quarter of it, a new model every twentieth of it
+        let span = split.split - split.t0;
+        let variants: Vec<Option<Retrain>> = if args.no_retrain {
+            vec![None]
+        } else {
+            std::iter::once(None)
+                .chain([1.0, 0.5, 0.25].map(|w| {
+                    Some(Retrain {
+                        num_iterations: args.num_iterations,
+                        num_leaves: args.num_leaves,
+                        learning_rate: args.learning_rate,
+                        min_data_in_leaf: args.min_data_in_leaf,
+                        seed: args.seed,
+                        ..Retrain::new(span / 20.0, w * span)
+                    })
+                }))
+                .collect()
+        };
+        let schedules: Vec<Option<Arc<Schedule>>> = variants
+            .iter()
+            .map(|v| v.map(|r| Arc::new(online::schedule(&trace, &split.prepared.gpu, &r))))
+            .collect();
+        // Choices compare out-of-sample scores only. Online models never see what they are scored
+        // on; the static model is scored out of sample on the validation part (its twin above).
+        // When choices fall back to the whole train part, the static model would be scored on
+        // the requests its own labels come from, which flatters it: then only the online variants
+        // compete (unless --no-retrain), and before their first retrained model they run with no
+        // model at all (a tree-less model predicts a gap of 0: LRU, as LRB does before it has
+        // trained), not with the in-sample static model.
+        let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
+        let untrained = ModelFile {
+            path: model_path.clone(),
+            model: Arc::new(Model {
+                trees: Vec::new(),
+                ..(*config.model.model).clone()
+            }),
+        };
+        // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
+        let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
+            .flat_map(|v| {
+                [Ranking::NextUse, Ranking::ExpectedWait]
+                    .into_iter()
+                    .flat_map(move |r| {
+                        [1.0, 0.3, 0.1, 0.03]
+                            .into_iter()
+                            .flat_map(move |s| [0.1, 0.3, 1.0, 3.0].map(|o| (v, s, o, r)))
+                    })
+            })
+            .collect();
+        let mut bar = progress_bar(args.quiet, "calibration");
+        bar.set_length((grid.len() * capacities.len()) as u64);
+        let scores: Vec<f64> = grid
+            .par_iter()
+            .map(|&(v, scale, overdue_factor, ranking)| {
+                let c = LightGbmConfig {
+                    scale,
+                    overdue_factor,
+                    ranking,
+                    adaptive: config.adaptive,
+                    retrain: variants[v],
+                    schedule: schedules[v].clone(),
+                    model: match (&choice_model, variants[v]) {
+                        (_, Some(_)) if in_sample_static => untrained.clone(),
+                        (Some(twin), _) => twin.clone(),
+                        (None, _) => config.model.clone(),
+                    },
+                };
+                capacities
+                    .iter()
+                    .map(|&cap| {
+                        let r = choice_ratio(&split.run(
+                            &Candidate::LightGbm(c.clone()),
+                            cap,
+                            split.split,
+                        ));
+                        bar.inc(1);
+                        r
+                    })
+                    .sum::<f64>()
+            })
+            .collect();
+        bar.finish();
+        if in_sample_static {
+            eprintln!(
             "note: choosing on the whole train part, where the static model is scored in sample: \
              only online retraining competes (--no-retrain for the static model)"
         );
+        }
+        let best = (0..grid.len())
+            .filter(|&i| !(in_sample_static && variants[grid[i].0].is_none()))
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        let (v, scale, overdue_factor, ranking) = grid[best];
+        (config.scale, config.overdue_factor, config.ranking) = (scale, overdue_factor, ranking);
+        config.retrain = variants[v];
+        config.schedule = schedules[v].clone();
+        eprintln!(
+            "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
+            if split.validation_from <= split.t0 {
+                "whole train part"
+            } else {
+                "validation part"
+            },
+            config.scale,
+            config.overdue_factor,
+            config.ranking,
+            config.retrain.map_or("off".to_string(), |r| format!(
+                "every {:.1} s on the past {:.1} s",
+                r.every_seconds, r.window_seconds
+            ))
+        );
+        let policy_yaml = model_path.with_extension("yaml");
+        write_file(
+            &policy_yaml,
+            format!(
+                "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
+                args.data.input_file.display(),
+                serde_norway::to_string(&config)?
+            )
+            .as_bytes(),
+        )?;
+        eprintln!("wrote {}", policy_yaml.display());
     }
-    let best = (0..grid.len())
-        .filter(|&i| !(in_sample_static && variants[grid[i].0].is_none()))
-        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
-        .unwrap_or(0);
-    let (v, scale, overdue_factor, ranking) = grid[best];
-    (config.scale, config.overdue_factor, config.ranking) = (scale, overdue_factor, ranking);
-    config.retrain = variants[v];
-    config.schedule = schedules[v].clone();
-    eprintln!(
-        "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
-        if split.validation_from <= split.t0 {
-            "whole train part"
-        } else {
-            "validation part"
-        },
-        config.scale,
-        config.overdue_factor,
-        config.ranking,
-        config.retrain.map_or("off".to_string(), |r| format!(
-            "every {:.1} s on the past {:.1} s",
-            r.every_seconds, r.window_seconds
-        ))
-    );
-    let policy_yaml = model_path.with_extension("yaml");
-    write_file(
-        &policy_yaml,
-        format!(
-            "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
-            args.data.input_file.display(),
-            serde_norway::to_string(&config)?
-        )
-        .as_bytes(),
-    )?;
-    eprintln!("wrote {}", policy_yaml.display());
     let mut bar = progress_bar(args.quiet, "evaluating");
     bar.set_length(capacities.len() as u64 * 4);
     bar.set_position(capacities.len() as u64 * 3);
