@@ -143,6 +143,35 @@ fn default_cpu_sizes() -> Vec<f64> {
 fn default_policies() -> Vec<String> {
     vec!["LRU".into()]
 }
+fn default_lmcache_command() -> Vec<String> {
+    vec!["lmcache".into()]
+}
+
+/// How LMCache runs beside vLLM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LmcacheMode {
+    /// Inside vLLM (`LMCacheConnectorV1`, configured by `LMCACHE_*`): GPUs only (CUDA, XPU,
+    /// MUSA, HPU); on a CPU vLLM it runs degraded and the point fails.
+    #[default]
+    Inprocess,
+    /// LMCache's multi-process server: one `lmcache server` per point, vLLM attached with
+    /// `LMCacheMPConnector` (the only LMCache that runs with a CPU vLLM).
+    Mp,
+}
+
+impl std::fmt::Display for LmcacheMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LmcacheMode::Inprocess => "inprocess",
+            LmcacheMode::Mp => "mp",
+        })
+    }
+}
+
+/// The eviction policies of `lmcache server --eviction-policy` (LMCache 0.5.6) the runner
+/// passes; `simulate --lmcache-mode mp` models LRU only.
+const MP_POLICIES: [&str; 2] = ["LRU", "ARC"];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -157,9 +186,28 @@ pub struct LmcacheSection {
     pub local_disk: Option<String>,
     #[serde(default)]
     pub max_local_disk_size: f64,
-    /// LMCache eviction policies (an axis): LRU, LFU, FIFO, MRU.
+    /// LMCache eviction policies (an axis): LRU, LFU, FIFO, MRU (`mode: mp`: LRU, ARC).
     #[serde(default = "default_policies")]
     pub cache_policy: Vec<String>,
+    /// `inprocess` (default: the connector inside vLLM) or `mp` (an `lmcache server` per
+    /// point).
+    #[serde(default)]
+    pub mode: LmcacheMode,
+    /// `mode: mp`: the executable (and leading arguments) that has the `server` subcommand.
+    #[serde(default = "default_lmcache_command")]
+    pub command: Vec<String>,
+    /// `mode: mp`: `--eviction-trigger-watermark` (LMCache's default 0.8).
+    #[serde(default)]
+    pub eviction_trigger_watermark: Option<f64>,
+    /// `mode: mp`: `--eviction-ratio` (LMCache's default 0.2).
+    #[serde(default)]
+    pub eviction_ratio: Option<f64>,
+    /// `mode: mp`: more `lmcache server` arguments, verbatim.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// `mode: mp`: more environment variables for `lmcache server`.
+    #[serde(default)]
+    pub env: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,11 +319,60 @@ impl ExperimentConfig {
                 );
             }
             for p in &lm.cache_policy {
-                if !["LRU", "LFU", "FIFO", "MRU"].contains(&p.to_ascii_uppercase().as_str()) {
+                let up = p.to_ascii_uppercase();
+                if lm.mode == LmcacheMode::Mp && !MP_POLICIES.contains(&up.as_str()) {
+                    return err(format!(
+                        "lmcache.cache_policy: '{p}' is not a policy of `lmcache server` \
+                         (lmcache.mode: mp); use LRU or ARC"
+                    ));
+                }
+                if !["LRU", "LFU", "FIFO", "MRU", "ARC"].contains(&up.as_str())
+                    || (lm.mode == LmcacheMode::Inprocess && up == "ARC")
+                {
                     return err(format!(
                         "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
                     ));
                 }
+            }
+            if lm.mode == LmcacheMode::Mp {
+                if lm.local_disk.is_some() {
+                    return err(
+                        "lmcache.local_disk: the runner's multi-process mode (lmcache.mode: \
+                                mp) has no L2 yet: leave local_disk out, or use mode: inprocess"
+                            .into(),
+                    );
+                }
+                if lm.command.is_empty() {
+                    return err("lmcache.command must name an executable, e.g. [lmcache]".into());
+                }
+                for (key, v) in [
+                    (
+                        "lmcache.eviction_trigger_watermark",
+                        lm.eviction_trigger_watermark,
+                    ),
+                    ("lmcache.eviction_ratio", lm.eviction_ratio),
+                ] {
+                    if let Some(v) = v {
+                        if !(v > 0.0 && v <= 1.0) {
+                            return err(format!(
+                                "{key}: {v} is not a share of LMCache's L1: give a number above \
+                                 0 and at most 1 (LMCache's defaults: watermark 0.8, ratio 0.2)"
+                            ));
+                        }
+                    }
+                }
+            } else if lm.eviction_trigger_watermark.is_some()
+                || lm.eviction_ratio.is_some()
+                || !lm.extra_args.is_empty()
+                || !lm.env.is_empty()
+                || lm.command != default_lmcache_command()
+            {
+                return err(
+                    "lmcache.command, eviction_trigger_watermark, eviction_ratio, \
+                            extra_args and env configure `lmcache server`: they need \
+                            lmcache.mode: mp"
+                        .into(),
+                );
             }
         }
         if let Some(&n) = cfg.vllm.num_gpu_blocks_override.iter().find(|&&n| n < 2) {
@@ -379,15 +476,34 @@ impl ExperimentConfig {
         ]
     }
 
-    /// Refuse ports past 65535: slot `i` of `slots` serves on `port_base + i`.
+    /// Ports per slot: 1 (vLLM), or 3 with `lmcache.mode: mp` (vLLM, then `lmcache server`'s
+    /// request port and its HTTP port).
+    pub fn ports_per_slot(&self) -> usize {
+        if self.mp() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Whether the file runs LMCache's multi-process server.
+    pub fn mp(&self) -> bool {
+        self.lmcache
+            .as_ref()
+            .is_some_and(|l| l.mode == LmcacheMode::Mp)
+    }
+
+    /// Refuse ports past 65535: slot `i` serves on `port_base + i * ports_per_slot` (and the
+    /// next two with `lmcache.mode: mp`).
     fn check_ports(&self, slots: usize) -> RunnerResult<()> {
-        let last = self.vllm.port_base as usize + slots.saturating_sub(1);
+        let per = self.ports_per_slot();
+        let last = self.vllm.port_base as usize + slots * per - 1;
         if last > u16::MAX as usize {
             return Err(RunnerError::Config(format!(
                 "vllm.port_base {} with {slots} GPU slot(s) needs ports up to {last}, past \
                  65535: lower vllm.port_base to at most {} (or use fewer GPUs)",
                 self.vllm.port_base,
-                u16::MAX as usize + 1 - slots
+                u16::MAX as usize + 1 - slots * per
             )));
         }
         Ok(())
@@ -417,6 +533,10 @@ pub struct ExpPoint {
     /// Whether the server runs with LMCache (`--kv-transfer-config` and `LMCACHE_*`).
     #[serde(default)]
     pub lmcache: bool,
+    /// How LMCache runs in this point (`mp`: an `lmcache server` beside vLLM); absent without
+    /// LMCache and in rows written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_mode: Option<LmcacheMode>,
     /// The arrival process the bench runs (absent in rows written before this field existed).
     #[serde(default)]
     pub arrival: Option<PointArrival>,
@@ -587,8 +707,11 @@ impl ExperimentConfig {
                     for policy in &policies {
                         for &rate in &self.workload.request_rates {
                             for rep in 1..=self.workload.repetitions {
-                                let mut stem =
-                                    format!("server_{gb:.1}gb_{}rps_{label}", fmt_rate(rate));
+                                let mut stem = format!(
+                                    "server_{}gb_{}rps_{label}",
+                                    fmt_gb(gb),
+                                    fmt_rate(rate)
+                                );
                                 if let Some(n) = n_blocks {
                                     stem.push_str(&format!("_{n}blocks"));
                                 }
@@ -608,6 +731,11 @@ impl ExperimentConfig {
                                     repetition: rep,
                                     num_gpu_blocks_override: n_blocks,
                                     lmcache: self.uses_lmcache(gb),
+                                    lmcache_mode: self
+                                        .lmcache
+                                        .as_ref()
+                                        .filter(|_| self.uses_lmcache(gb))
+                                        .map(|l| l.mode),
                                     arrival: Some(self.arrival(&t.path, rate)),
                                     stem,
                                 });
@@ -623,6 +751,17 @@ impl ExperimentConfig {
 
 /// vLLM's keep-alive variable (`vllm/envs.py`, used by `vllm/entrypoints/launcher.py`).
 const KEEP_ALIVE_ENV: &str = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE";
+
+/// A size in GB as the prototype's log names write it (one decimal: `64.0`), with every
+/// decimal a smaller size needs (`0.01`, not `0.0`).
+fn fmt_gb(gb: f64) -> String {
+    let one = format!("{gb:.1}");
+    if one.parse::<f64>() == Ok(gb) {
+        one
+    } else {
+        format!("{gb}")
+    }
+}
 
 fn fmt_rate(r: f64) -> String {
     if r.is_infinite() {
@@ -660,6 +799,65 @@ pub struct ServerCommand {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub port: u16,
+    /// `lmcache.mode: mp`: the `lmcache server` started before vLLM.
+    pub lmcache: Option<LmcacheServerCommand>,
+}
+
+/// LMCache's multi-process server of a point (`lmcache server`, LMCache 0.5.6's
+/// `lmcache/cli/commands/server.py` flags; vLLM attaches with `LMCacheMPConnector`,
+/// `lmcache/integration/vllm/lmcache_mp_connector.py`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LmcacheServerCommand {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The request (ZMQ) port vLLM connects to.
+    pub port: u16,
+    /// The HTTP port with `/metrics` (`lmcache_mp_*`), polled until it answers.
+    pub http_port: u16,
+}
+
+/// The multi-process server of a point whose vLLM serves on `port` (its two ports follow).
+fn lmcache_server_command(lm: &LmcacheSection, p: &ExpPoint, port: u16) -> LmcacheServerCommand {
+    let (zmq, http) = (port + 1, port + 2);
+    let mut argv = lm.command.clone();
+    argv.extend([
+        "server".into(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        zmq.to_string(),
+        "--chunk-size".into(),
+        lm.chunk_size.to_string(),
+        "--l1-size-gb".into(),
+        format!("{}", p.cpu_gb),
+        "--eviction-policy".into(),
+        p.cache_policy.clone(),
+    ]);
+    if let Some(w) = lm.eviction_trigger_watermark {
+        argv.extend(["--eviction-trigger-watermark".into(), w.to_string()]);
+    }
+    if let Some(r) = lm.eviction_ratio {
+        argv.extend(["--eviction-ratio".into(), r.to_string()]);
+    }
+    argv.extend([
+        "--supported-transfer-mode".into(),
+        "auto".into(),
+        "--http-host".into(),
+        "127.0.0.1".into(),
+        "--http-port".into(),
+        http.to_string(),
+    ]);
+    argv.extend(lm.extra_args.iter().cloned());
+    let mut env = vec![("PYTHONHASHSEED".to_string(), "0".to_string())];
+    let mut keys: Vec<_> = lm.env.iter().collect();
+    keys.sort();
+    env.extend(keys.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+    LmcacheServerCommand {
+        argv,
+        env,
+        port: zmq,
+        http_port: http,
+    }
 }
 
 pub fn server_command(
@@ -668,7 +866,7 @@ pub fn server_command(
     slot: usize,
     devices: &[String],
 ) -> ServerCommand {
-    let port = cfg.vllm.port_base + slot as u16;
+    let port = cfg.vllm.port_base + (slot * cfg.ports_per_slot()) as u16;
     let mut argv = cfg.vllm.command.clone();
     argv.extend([
         "serve".into(),
@@ -706,7 +904,23 @@ pub fn server_command(
     }
     argv.push("--enable-prompt-tokens-details".into());
     let lmcache = cfg.lmcache.as_ref().filter(|_| p.lmcache);
-    if lmcache.is_some() {
+    let mp = lmcache
+        .filter(|l| l.mode == LmcacheMode::Mp)
+        .map(|l| lmcache_server_command(l, p, port));
+    if let Some(m) = &mp {
+        argv.extend([
+            "--kv-transfer-config".into(),
+            json!({
+                "kv_connector": "LMCacheMPConnector",
+                "kv_role": "kv_both",
+                "kv_connector_extra_config": {
+                    "lmcache.mp.host": "tcp://127.0.0.1",
+                    "lmcache.mp.port": m.port,
+                },
+            })
+            .to_string(),
+        ]);
+    } else if lmcache.is_some() {
         argv.extend([
             "--kv-transfer-config".into(),
             r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.into(),
@@ -721,7 +935,7 @@ pub fn server_command(
     if let Some(s) = cfg.vllm.http_timeout_keep_alive_s {
         env.push((KEEP_ALIVE_ENV.into(), s.to_string()));
     }
-    if let Some(lm) = lmcache {
+    if let Some(lm) = lmcache.filter(|_| mp.is_none()) {
         env.extend([
             ("LMCACHE_USE_EXPERIMENTAL".into(), "True".into()),
             ("LMCACHE_CHUNK_SIZE".into(), lm.chunk_size.to_string()),
@@ -729,10 +943,7 @@ pub fn server_command(
                 "LMCACHE_LOCAL_CPU".into(),
                 if p.cpu_gb > 0.0 { "True" } else { "False" }.into(),
             ),
-            (
-                "LMCACHE_MAX_LOCAL_CPU_SIZE".into(),
-                format!("{:.1}", p.cpu_gb),
-            ),
+            ("LMCACHE_MAX_LOCAL_CPU_SIZE".into(), fmt_gb(p.cpu_gb)),
             ("LMCACHE_CACHE_POLICY".into(), p.cache_policy.clone()),
         ]);
         if let Some(d) = &lm.local_disk {
@@ -746,13 +957,22 @@ pub fn server_command(
     for (k, v) in &cfg.vllm.env {
         env.push((k.clone(), v.clone()));
     }
-    ServerCommand { argv, env, port }
+    ServerCommand {
+        argv,
+        env,
+        port,
+        lmcache: mp,
+    }
 }
 
 /// What a point runs, for the runner's output: LMCache or not, and the arrival process.
 pub fn point_note(cfg: &ExperimentConfig, p: &ExpPoint) -> String {
     let lmcache = if p.lmcache {
-        format!("LMCache {:.1} GB {}", p.cpu_gb, p.cache_policy)
+        let mode = match p.lmcache_mode {
+            Some(LmcacheMode::Mp) => " (lmcache server)",
+            _ => "",
+        };
+        format!("LMCache {} GB {}{mode}", fmt_gb(p.cpu_gb), p.cache_policy)
     } else {
         "no LMCache".into()
     };
@@ -883,6 +1103,16 @@ pub struct PointOutcome {
     /// or `exited by itself` (absent in rows written before this field existed).
     #[serde(default)]
     pub stop: Option<String>,
+    /// `lmcache.mode: mp`: `lmcache server`'s log and how it went away (as `stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_log: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_stop: Option<String>,
+}
+
+/// `lmcache server`'s log of a point: `<stem>.lmcache.log` beside vLLM's.
+pub fn lmcache_log_path(dir: &Path, p: &ExpPoint) -> PathBuf {
+    dir.join(format!("{}.lmcache.log", p.stem))
 }
 
 pub fn experiment_dir(cfg: &ExperimentConfig, today: &str) -> PathBuf {
@@ -937,6 +1167,24 @@ pub fn run(
             let sc = server_command(cfg, p, slot, &slots[slot]);
             let log = dir.join(format!("{}.log", p.stem));
             say(format!("\n# point {} (slot {slot}): {}", p.index, p.stem));
+            if let Some(m) = &sc.lmcache {
+                let env: Vec<String> = m
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+                    .collect();
+                let argv: Vec<String> = m.argv.iter().map(|a| shell_quote(a)).collect();
+                say(format!(
+                    "{} {} > {} 2>&1 &",
+                    env.join(" "),
+                    argv.join(" "),
+                    shell_quote(&lmcache_log_path(dir.as_path(), p).display().to_string())
+                ));
+                say(format!(
+                    "# wait for http://127.0.0.1:{}/metrics (timeout {} s)",
+                    m.http_port, cfg.vllm.health_timeout_s
+                ));
+            }
             let env: Vec<String> = sc
                 .env
                 .iter()
@@ -960,7 +1208,15 @@ pub fn run(
                 .map(|a| shell_quote(a))
                 .collect::<Vec<_>>()
                 .join(" "));
-            say("# then SIGTERM the server's process group; SIGKILL after the grace period".into());
+            say(if sc.lmcache.is_some() {
+                format!(
+                    "# then save http://127.0.0.1:{}/metrics; SIGTERM vLLM's process group, then \
+                     lmcache server's; SIGKILL after the grace period",
+                    sc.port + 2
+                )
+            } else {
+                "# then SIGTERM the server's process group; SIGKILL after the grace period".into()
+            });
         }
         return Ok(RunReport {
             points,
@@ -1139,7 +1395,10 @@ fn run_point(
     let started = Instant::now();
     let sc = server_command(cfg, p, slot, devs);
     let log_path = dir.join(format!("{}.log", p.stem));
+    let lmc_log_path = lmcache_log_path(dir, p);
     let bench_dir = dir.join(&p.stem);
+    let grace = Duration::from_secs_f64(cfg.vllm.stop_grace_s);
+    let health_timeout = Duration::from_secs_f64(cfg.vllm.health_timeout_s);
     let mut outcome = PointOutcome {
         point: p.clone(),
         status: "failed".into(),
@@ -1151,44 +1410,54 @@ fn run_point(
         bench_dir: bench_dir.clone(),
         seconds: 0.0,
         stop: None,
+        lmcache_log: sc.lmcache.as_ref().map(|_| lmc_log_path.clone()),
+        lmcache_stop: None,
     };
-    let see_log = |what: String| {
-        let why = failure_reason(&log_path)
+    let see = |path: &Path, what: String| {
+        let why = failure_reason(path)
             .map(|l| format!("; {l}"))
             .unwrap_or_default();
-        format!("{what}{why}; see {}", log_path.display())
+        format!("{what}{why}; see {}", path.display())
     };
+    let see_log = |what: String| see(&log_path, what);
+    // `lmcache server` (mode mp) starts first and stops last: vLLM connects to it at start-up
+    // and talks to it until it exits.
+    let mut lmc_child: Option<Child> = None;
     let result = (|| -> Result<(), String> {
         wait_port_free(sc.port, PORT_FREE_TIMEOUT)?;
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&sc.argv[0]);
-        cmd.args(&sc.argv[1..])
-            .envs(sc.env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        stop_with_runner(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| {
-            format!(
-                "cannot start {}: {e} (is it installed and on PATH? set vllm.command)",
-                sc.argv[0]
+        if let Some(m) = &sc.lmcache {
+            wait_port_free(m.port, PORT_FREE_TIMEOUT)?;
+            wait_port_free(m.http_port, PORT_FREE_TIMEOUT)?;
+            let child = lmc_child.insert(
+                spawn_logged(&m.argv, &m.env, &lmc_log_path)
+                    .map_err(|e| format!("{e} (is LMCache installed? set lmcache.command)"))?,
+            );
+            wait_http(
+                child,
+                m.http_port,
+                "/metrics",
+                health_timeout,
+                "lmcache server",
             )
-        })?;
+            .map_err(|e| see(&lmc_log_path, e))?;
+        }
+        let mut child = spawn_logged(&sc.argv, &sc.env, &log_path)
+            .map_err(|e| format!("{e} (is it installed and on PATH? set vllm.command)"))?;
         let r = (|| {
-            wait_healthy(
-                &mut child,
-                sc.port,
-                Duration::from_secs_f64(cfg.vllm.health_timeout_s),
-            )
-            .map_err(&see_log)?;
+            wait_healthy(&mut child, sc.port, health_timeout).map_err(&see_log)?;
             if p.lmcache {
                 lmcache_check(&log_path)?;
             }
             std::fs::create_dir_all(&bench_dir)
                 .map_err(|e| format!("{}: {e}", bench_dir.display()))?;
+            let lmc_metrics = |name: &str| {
+                if let Some(m) = &sc.lmcache {
+                    if let Ok(text) = http_get(m.http_port, "/metrics", Duration::from_secs(10)) {
+                        let _ = std::fs::write(bench_dir.join(name), http_body(&text));
+                    }
+                }
+            };
+            lmc_metrics("lmcache_metrics_start.prom");
             let argv = bench_command(cfg, p, sc.port, &opts.bench_exe, &bench_dir);
             let bench_log = bench_dir.join("bench.log");
             let bl = std::fs::File::create(&bench_log)
@@ -1204,8 +1473,20 @@ fn run_point(
             if let Ok(m) = http_get(sc.port, "/metrics", Duration::from_secs(10)) {
                 let _ = std::fs::write(bench_dir.join("metrics_final.prom"), m);
             }
+            if sc.lmcache.is_some() {
+                // LMCache counts stores and evictions in its own threads (the eviction loop
+                // wakes once a second, `eviction_controller.py`): let them finish.
+                std::thread::sleep(LMCACHE_SETTLE);
+                lmc_metrics("lmcache_metrics_final.prom");
+            }
             if let Some(code) = child.try_wait().ok().flatten() {
                 return Err(see_log(format!("server died during the replay ({code})")));
+            }
+            if let Some(code) = lmc_child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(see(
+                    &lmc_log_path,
+                    format!("lmcache server died during the replay ({code})"),
+                ));
             }
             if p.lmcache {
                 lmcache_check(&log_path)?;
@@ -1218,12 +1499,12 @@ fn run_point(
             }
             Ok(())
         })();
-        outcome.stop = Some(stop(
-            &mut child,
-            Duration::from_secs_f64(cfg.vllm.stop_grace_s),
-        ));
+        outcome.stop = Some(stop(&mut child, grace));
         r
     })();
+    if let Some(c) = lmc_child.as_mut() {
+        outcome.lmcache_stop = Some(stop(c, grace));
+    }
     if let Err(reason) = result {
         outcome.reason = Some(reason);
     } else {
@@ -1231,6 +1512,31 @@ fn run_point(
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     outcome
+}
+
+/// How long the runner waits after the replay before it saves LMCache's final counters.
+const LMCACHE_SETTLE: Duration = Duration::from_secs(3);
+
+/// Start `argv` with `env` added, in its own process group (stopped as a group), stdout and
+/// stderr to `log`.
+fn spawn_logged(argv: &[String], env: &[(String, String)], log: &Path) -> Result<Child, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    stop_with_runner(&mut cmd);
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", argv[0]))
+}
+
+/// The body of an HTTP response (after the blank line).
+fn http_body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or(resp, |(_, b)| b)
 }
 
 /// A healthy vLLM whose LMCache failed to start runs without it, 0 hits forever: the in-process
@@ -1398,20 +1704,36 @@ fn stop_with_runner(cmd: &mut Command) {
 fn stop_with_runner(_cmd: &mut Command) {}
 
 fn wait_healthy(child: &mut Child, port: u16, timeout: Duration) -> Result<(), String> {
+    wait_http(child, port, "/health", timeout, "server").map_err(|e| {
+        if e.contains("no 200") {
+            format!("{e} (vllm.health_timeout_s)")
+        } else {
+            e
+        }
+    })
+}
+
+/// Poll `GET path` until it answers 200; fail when `child` exits first or after `timeout`.
+fn wait_http(
+    child: &mut Child,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("server exited ({status}) before becoming healthy"));
+            return Err(format!("{what} exited ({status}) before becoming healthy"));
         }
-        if let Ok(resp) = http_get(port, "/health", Duration::from_secs(2)) {
+        if let Ok(resp) = http_get(port, path, Duration::from_secs(2)) {
             if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
                 return Ok(());
             }
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "server not healthy: no 200 from http://127.0.0.1:{port}/health within \
-                 {} s (vllm.health_timeout_s)",
+                "{what} not healthy: no 200 from http://127.0.0.1:{port}{path} within {} s",
                 timeout.as_secs_f64()
             ));
         }
@@ -1595,6 +1917,8 @@ workload:
             bench_dir: PathBuf::from("x"),
             seconds: 1.0,
             stop: None,
+            lmcache_log: None,
+            lmcache_stop: None,
         };
         let report = RunReport {
             earlier: vec![outcome(&points[0], "ok")],
@@ -2053,6 +2377,88 @@ workload:
         }
         let back: ExpPoint = serde_json::from_value(old).unwrap();
         assert_eq!(back.arrival, None);
+    }
+
+    fn mp_cfg(lmcache: &str) -> RunnerResult<ExperimentConfig> {
+        load_with(
+            "port_base: 18960",
+            &format!("mode: mp, max_local_cpu_size: [1, 0.01], {lmcache}"),
+            "",
+        )
+    }
+
+    #[test]
+    fn mp_mode_starts_an_lmcache_server_per_point_on_the_slots_next_ports() {
+        let c = mp_cfg("command: [/v/bin/lmcache], eviction_ratio: 0.25").unwrap();
+        let points = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap();
+        // 0.01 GB keeps its digits in the name (was `0.0gb`, the same as no LMCache)
+        let stems: Vec<_> = points.iter().map(|p| p.stem.as_str()).collect();
+        assert_eq!(stems, ["server_1.0gb_1rps_t", "server_0.01gb_1rps_t"]);
+        assert_eq!(points[1].lmcache_mode, Some(LmcacheMode::Mp));
+        // slot 1 of a 3-port stride: vLLM 18963, LMCache 18964 (requests) and 18965 (HTTP)
+        let sc = server_command(&c, &points[1], 1, &["1".into()]);
+        assert_eq!(sc.port, 18963);
+        let m = sc.lmcache.as_ref().expect("an lmcache server in mode mp");
+        assert_eq!(
+            m.argv.join(" "),
+            "/v/bin/lmcache server --host 127.0.0.1 --port 18964 --chunk-size 256 \
+             --l1-size-gb 0.01 --eviction-policy LRU --eviction-ratio 0.25 \
+             --supported-transfer-mode auto --http-host 127.0.0.1 --http-port 18965"
+        );
+        let i = sc
+            .argv
+            .iter()
+            .position(|a| a == "--kv-transfer-config")
+            .unwrap();
+        let kv: serde_json::Value = serde_json::from_str(&sc.argv[i + 1]).unwrap();
+        assert_eq!(kv["kv_connector"], "LMCacheMPConnector");
+        assert_eq!(kv["kv_connector_extra_config"]["lmcache.mp.port"], 18964);
+        assert_eq!(
+            kv["kv_connector_extra_config"]["lmcache.mp.host"],
+            "tcp://127.0.0.1"
+        );
+        // vLLM gets no LMCACHE_* variable: the server's flags size it
+        assert!(
+            sc.env.iter().all(|(k, _)| !k.starts_with("LMCACHE_")),
+            "{:?}",
+            sc.env
+        );
+        assert!(point_note(&c, &points[1]).starts_with("LMCache 0.01 GB LRU (lmcache server)"));
+        // in-process points keep their command (and now their digits)
+        let mut c = c;
+        c.lmcache.as_mut().unwrap().mode = LmcacheMode::Inprocess;
+        let sc = server_command(&c, &points[1], 1, &["1".into()]);
+        assert_eq!(sc.port, 18961);
+        assert!(sc.lmcache.is_none());
+        let env: HashMap<_, _> = sc.env.into_iter().collect();
+        assert_eq!(env["LMCACHE_MAX_LOCAL_CPU_SIZE"], "0.01");
+    }
+
+    #[test]
+    fn mp_keys_are_checked_and_name_the_fix() {
+        for (lmcache, want) in [
+            ("local_disk: 'file:///tmp/x/'", "no L2 yet"),
+            ("cache_policy: [LFU]", "use LRU or ARC"),
+            (
+                "eviction_trigger_watermark: 1.5",
+                "lmcache.eviction_trigger_watermark: 1.5",
+            ),
+            ("command: []", "lmcache.command"),
+        ] {
+            let e = mp_cfg(lmcache).unwrap_err().to_string();
+            assert!(e.contains(want), "{lmcache}: {e}");
+        }
+        let e = load_with("", "eviction_ratio: 0.3", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need lmcache.mode: mp"), "{e}");
+        let e = load_with("", "mode: remote", "").unwrap_err().to_string();
+        assert!(e.contains("mode") && e.contains("mp"), "{e}");
+        // ports: 3 per slot
+        let c = load_with("port_base: 65530", "mode: mp", "").unwrap();
+        assert!(c.check_ports(2).is_ok());
+        let e = c.check_ports(3).unwrap_err().to_string();
+        assert!(e.contains("65538") && e.contains("at most 65527"), "{e}");
     }
 
     #[test]
