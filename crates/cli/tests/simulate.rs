@@ -144,8 +144,12 @@ fn bad_inputs_give_clear_errors_not_panics() {
     std::fs::write(&empty, "").unwrap();
     assert!(simulate_err(&empty, &[]).contains("empty"));
 
-    let binary = dir.path().join("trace.jsonl.gz");
-    std::fs::write(&binary, [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00, 0x01]).unwrap();
+    // gzip is read since issue 19: a broken one says so
+    let broken_gz = dir.path().join("trace.jsonl.gz");
+    std::fs::write(&broken_gz, [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00, 0x01]).unwrap();
+    assert!(simulate_err(&broken_gz, &[]).contains("corrupt or truncated gzip"));
+    let binary = dir.path().join("trace.bin");
+    std::fs::write(&binary, [0x7f, b'E', b'L', b'F', 0xff, 0xfe, 0x00, 0x01]).unwrap();
     assert!(simulate_err(&binary, &[]).contains("binary"));
 
     let truncated = dir.path().join("cut.jsonl");

@@ -7,15 +7,28 @@ use std::path::{Path, PathBuf};
 /// pipe's is not, and `yes | inferencelab ...` must end with a message, not out of memory.
 pub const MAX_STDIN_BYTES: u64 = 8 << 30;
 
-/// Read an input file whole. `-` is stdin (at most [`MAX_STDIN_BYTES`]); anything else must be a
-/// regular file: a FIFO would block until a writer appears and `/dev/zero` never ends, so both
-/// are refused with a message saying how to pipe data in instead.
+/// Read an input file whole, decompressed when it is gzip or zstd (told by its magic bytes,
+/// [`crate::input`]). `-` is stdin (at most [`MAX_STDIN_BYTES`] once decompressed); anything
+/// else must be a regular file: a FIFO would block until a writer appears and `/dev/zero` never
+/// ends, so both are refused with a message saying how to pipe data in instead.
 pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
-        return read_limited(io::stdin().lock(), MAX_STDIN_BYTES);
+        return read_limited(crate::input::open(path)?.reader, MAX_STDIN_BYTES);
     }
     check_regular(path)?;
-    std::fs::read(path)
+    if path.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a directory, not a file",
+        ));
+    }
+    let input = crate::input::open(path)?;
+    if input.compression == crate::input::Compression::None {
+        return std::fs::read(path);
+    }
+    let mut buf = Vec::new();
+    { input }.reader.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// [`read_input`] as UTF-8 text.

@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod input;
 pub mod model;
 pub mod readers;
 pub mod sequences;

@@ -126,6 +126,11 @@ pub struct Trace {
     /// What LMCache logged about requests (vLLM logs with LMCache attached), for comparing
     /// measured hits with simulated ones. Empty for every other input.
     pub lmcache: Vec<LmcacheLookup>,
+    /// Bytes read from the input's files or pipe, as stored (compressed for `.gz`/`.zst`);
+    /// 0 when the trace was not read by [`crate::read_trace`].
+    pub input_bytes: u64,
+    /// Bytes of text the reader parsed (decompressed).
+    pub text_bytes: u64,
 }
 
 /// One LMCache lookup line, `LMCache INFO: Reqid: ID, Total tokens N, Inference Engine computed

@@ -262,6 +262,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     // policies first: a missing model or scorer file fails before the trace is read
     let policies = resolve_policies(&args)?;
     let read_started = Instant::now();
+    let run_started = read_started;
     let opts = ReadOptions {
         format: args.input_format,
         skip_invalid: args.skip_invalid,
@@ -543,9 +544,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             })),
             "lmcache_rules": args.lmcache_rules.to_string(),
             "read_seconds": read_seconds,
+            "input_bytes": trace.input_bytes,
+            "text_bytes": trace.text_bytes,
         },
         "model": model,
         "grid_wall_seconds": wall,
+        "peak_rss_bytes": peak_rss_bytes(),
         "results": rows,
         "comparisons": comparisons(&rows),
     });
@@ -585,6 +589,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         output::print_simulation_table(&trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), cpu_chunks.is_some());
     }
+    eprintln!("{}", scale_line(&trace, read_seconds, run_started));
     eprintln!(
         "wrote {}; chart it with `inferencelab plot --summary-file {}` (several files are \
          drawn together)",
@@ -708,4 +713,39 @@ fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     inferencelab_trace::fsutil::write_atomic(path, &serde_json::to_vec_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), `None` elsewhere.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The figures issue 19 makes first-class: how much text was read, how fast (reading alone and
+/// the whole run), and the peak memory.
+fn scale_line(
+    trace: &inferencelab_trace::Trace,
+    read_seconds: f64,
+    run_started: Instant,
+) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let total = run_started.elapsed().as_secs_f64();
+    let stored = if trace.input_bytes != trace.text_bytes && trace.input_bytes > 0 {
+        format!(" ({:.1} MB as stored)", mb(trace.input_bytes))
+    } else {
+        String::new()
+    };
+    format!(
+        "read {:.1} MB of text{stored} in {read_seconds:.2} s ({:.0} MB/s); whole run {total:.2} s \
+         ({:.0} MB/s of input); peak RSS {}",
+        mb(trace.text_bytes),
+        mb(trace.text_bytes) / read_seconds.max(1e-9),
+        mb(trace.text_bytes) / total.max(1e-9),
+        peak_rss_bytes().map_or("unknown (no /proc/self/status)".to_string(), |b| format!(
+            "{:.0} MB",
+            mb(b)
+        ))
+    )
 }

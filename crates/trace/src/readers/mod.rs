@@ -3,6 +3,7 @@
 //! tests can feed it bytes directly; bad records give `file:line: reason` errors, or are counted
 //! in `Trace::skipped` under `ReadOptions::skip_invalid`.
 
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use crate::error::{TraceError, TraceResult};
@@ -39,37 +40,118 @@ impl ReadOptions {
 }
 
 /// Read a trace file (or, for WEKA sessions, a directory of session files; `-` is stdin). Only
-/// regular files are read: a FIFO or a device is refused ([`crate::fsutil::read_input`]).
+/// regular files are read: a FIFO or a device is refused ([`crate::fsutil::read_input`]). Every
+/// format may be gzip or zstd compressed (told by magic bytes, [`crate::input`]). A directory
+/// that holds neither WEKA sessions nor LMCache lookup files is a directory of rotated logs,
+/// read oldest first as one file ([`crate::input::rotated_files`]).
 pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
     if path.is_dir() {
-        return match opts.format {
+        match opts.format {
             Some(Format::LmcacheLookup) => {
-                lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
+                return lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
             }
             None if lmcache_lookup::is_lookup_dir(path) => {
-                lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
+                return lmcache_lookup::read(path, opts, &Default::default()).map(|l| l.trace)
             }
-            None | Some(Format::Weka) => weka::read_dir(path, opts),
-            Some(f) => Err(TraceError::invalid(
-                path,
-                0,
-                format!(
-                    "is a directory; only --input-format weka reads a directory (of sessions), and \
-                     lmcache-lookup (of lookup_hashes_*.jsonl), not {f}"
-                ),
-            )),
-        };
+            Some(Format::Weka) => return weka::read_dir(path, opts),
+            None if weka::is_session_dir(path) => return weka::read_dir(path, opts),
+            _ => {}
+        }
     }
-    let bytes = crate::fsutil::read_input(path).map_err(|e| TraceError::io(path, e))?;
-    let text = text_of(path, &bytes)?;
+    let input = crate::input::open(path).map_err(|e| TraceError::io(path, e))?;
+    let raw = input.raw_bytes.clone();
+    let mut reader = input.reader;
+    // the head tells the format; a vLLM log is then read line by line, never held whole
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    (&mut reader)
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| TraceError::io(path, e))?;
     let format = match opts.format {
         Some(f) => f,
-        None => detect_format(path, text)?,
+        None => {
+            // a head cut inside a character is fine; an invalid byte is not text
+            let (upto, invalid) = match std::str::from_utf8(&head) {
+                Ok(_) => (head.len(), false),
+                Err(e) => (e.valid_up_to(), e.error_len().is_some()),
+            };
+            let head_text = std::str::from_utf8(&head[..upto]).unwrap_or("");
+            if head_text.trim().is_empty() || invalid || head_text.contains('\0') {
+                // empty or not text: the whole-text path gives the message
+                text_of(path, &head)?;
+            }
+            detect_format(path, head_text)?
+        }
     };
+    if format == Format::VllmLog {
+        let leap_day_seen = if path.as_os_str() == "-" {
+            // stdin cannot be read twice: read stamps in a leap year (a log that crosses
+            // 02-28 -> 03-01 without a 02-29 then has a one-day gap there, docs/scale.md)
+            true
+        } else {
+            contains(path, b" 02-29 ").map_err(|e| TraceError::io(path, e))?
+        };
+        let mut text_bytes = 0u64;
+        let mut stream = std::io::BufReader::with_capacity(1 << 20, head.as_slice().chain(reader));
+        let mut trace =
+            vllm_log::parse_reader(path, &mut stream, opts, leap_day_seen, &mut text_bytes)?;
+        trace.format = Some(format);
+        trace.source = path.to_path_buf();
+        trace.input_bytes = raw.get();
+        trace.text_bytes = text_bytes;
+        return Ok(trace);
+    }
+    let mut bytes = head;
+    if path.as_os_str() == "-" {
+        let limit = crate::fsutil::MAX_STDIN_BYTES.saturating_sub(bytes.len() as u64);
+        bytes.extend(
+            crate::fsutil::read_limited(reader, limit).map_err(|e| TraceError::io(path, e))?,
+        );
+    } else {
+        if path.is_file() {
+            let size = path.metadata().map_or(0, |m| m.len()) as usize;
+            bytes.reserve(size.saturating_sub(bytes.len()) + 1);
+        }
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| TraceError::io(path, e))?;
+    }
+    let text = text_of(path, &bytes)?;
     let mut trace = parse_str(format, path, text, opts)?;
     trace.format = Some(format);
     trace.source = path.to_path_buf();
+    trace.input_bytes = raw.get();
+    trace.text_bytes = bytes.len() as u64;
     Ok(trace)
+}
+
+/// How much of an input is read to tell its format.
+const HEAD_BYTES: usize = 1 << 16;
+
+/// Whether the (decompressed) input at `path` contains `needle`, scanning it as a stream.
+fn contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
+    let mut r = crate::input::open(path)?.reader;
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let n = buf.len();
+        if !carry.is_empty() {
+            carry.extend_from_slice(&buf[..n.min(needle.len())]);
+            if finder.find(&carry).is_some() {
+                return Ok(true);
+            }
+        }
+        if finder.find(buf).is_some() {
+            return Ok(true);
+        }
+        carry.clear();
+        carry.extend_from_slice(&buf[n.saturating_sub(needle.len())..]);
+        r.consume(n);
+    }
 }
 
 /// Parse already-loaded text as `format`. `path` only labels errors.

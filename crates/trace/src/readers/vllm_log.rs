@@ -346,7 +346,12 @@ fn parse_id_list(s: &str, what: &str) -> Result<(usize, Option<Vec<u32>>), Strin
         }
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b']') => return Ok((i + 1, Some(ids))),
+            Some(b']') => {
+                // the capacity was a guess from the line's length: give back what is unused
+                // (a 100k-request log keeps every list until the trace is built)
+                ids.shrink_to_fit();
+                return Ok((i + 1, Some(ids)));
+            }
             Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
             None => return Err(format!("{what} is cut off (a cut line?)")),
         }
@@ -575,11 +580,99 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
 }
 
 pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> {
-    let mut trace = Trace::default();
-    let mut c = Collected::default();
-    let mut clock = LogClock::new(memmem::find(text.as_bytes(), b" 02-29 ").is_some());
-    let mut lmcache_lines = 0usize;
+    let mut p = LineParser::new(
+        path,
+        opts,
+        memmem::find(text.as_bytes(), b" 02-29 ").is_some(),
+    );
     for (line_no, raw) in numbered_lines(text) {
+        p.line(line_no, raw)?;
+    }
+    p.finish()
+}
+
+/// Parse a log line by line from `reader` (issue 19): the text is never held whole, only what
+/// each request needs. `leap_day_seen` says whether a ` 02-29 ` occurs in the log (the year the
+/// month-day stamps are read in must have the log's leap day; [`parse`] looks for it in the
+/// text, a caller streaming a file can scan it first). `text_bytes` counts the bytes read.
+pub fn parse_reader(
+    path: &Path,
+    reader: &mut dyn std::io::BufRead,
+    opts: &ReadOptions,
+    leap_day_seen: bool,
+    text_bytes: &mut u64,
+) -> TraceResult<Trace> {
+    let mut p = LineParser::new(path, opts, leap_day_seen);
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TraceError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        *text_bytes += n as u64;
+        line_no += 1;
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l,
+            Err(_) => {
+                return Err(TraceError::invalid(
+                    path,
+                    line_no,
+                    "is not UTF-8 text: this looks like a binary file, not a trace",
+                ))
+            }
+        };
+        if line.contains('\0') {
+            return Err(TraceError::invalid(
+                path,
+                line_no,
+                "contains NUL bytes: this looks like a binary file, not a trace",
+            ));
+        }
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        p.line(line_no, line)?;
+    }
+    if p.lines == 0 {
+        return Err(TraceError::invalid(path, 0, "the file is empty"));
+    }
+    p.finish()
+}
+
+/// The line loop of [`parse`] and [`parse_reader`]: one line at a time, then [`Self::finish`].
+struct LineParser<'a> {
+    path: &'a Path,
+    opts: &'a ReadOptions,
+    trace: Trace,
+    c: Collected,
+    clock: LogClock,
+    lmcache_lines: usize,
+    lines: usize,
+}
+
+impl<'a> LineParser<'a> {
+    fn new(path: &'a Path, opts: &'a ReadOptions, leap_day_seen: bool) -> Self {
+        LineParser {
+            path,
+            opts,
+            trace: Trace::default(),
+            c: Collected::default(),
+            clock: LogClock::new(leap_day_seen),
+            lmcache_lines: 0,
+            lines: 0,
+        }
+    }
+
+    /// One non-blank line (`\r` and `\n` removed), 1-based `line_no`.
+    fn line(&mut self, line_no: usize, raw: &str) -> TraceResult<()> {
+        let (path, opts) = (self.path, self.opts);
+        self.lines += 1;
         let cleaned;
         let line = if raw.contains('\x1b') {
             cleaned = strip_ansi(raw);
@@ -597,8 +690,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
                 "a request line whose prefix is not `[(APIServer pid=N) ]LEVEL MM-DD \
                  HH:MM:SS[.f] [file.py:N] `: fix or remove the line (or --skip-invalid)",
             );
-            opts.skip_or_fail(&mut trace, err)?;
-            continue;
+            return opts.skip_or_fail(&mut self.trace, err);
         }
         if let Some(l) = prefix {
             let msg = l.msg;
@@ -606,15 +698,17 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
                 || msg.starts_with("Received request ")
                 || msg.starts_with("Generated response ")
             {
-                clock.line = line_no;
-                let time = c.runs.tick(clock.at(&l.stamp), l.stamp.resolution);
-                match handle_message(&mut c, msg, time) {
-                    Ok(true) => continue,
+                self.clock.line = line_no;
+                let time = self
+                    .c
+                    .runs
+                    .tick(self.clock.at(&l.stamp), l.stamp.resolution);
+                match handle_message(&mut self.c, msg, time) {
+                    Ok(true) => return Ok(()),
                     Ok(false) => {}
                     Err(reason) => {
                         let err = TraceError::invalid(path, line_no, reason);
-                        opts.skip_or_fail(&mut trace, err)?;
-                        continue;
+                        return opts.skip_or_fail(&mut self.trace, err);
                     }
                 }
             }
@@ -622,26 +716,38 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
         if memmem::find(line.as_bytes(), b"Reqid: ").is_some()
             && memmem::find(line.as_bytes(), b"LMCache").is_some()
         {
-            lmcache_lines += 1;
+            self.lmcache_lines += 1;
             match parse_lmcache(line) {
-                Ok(r) => c.lmcache.push(r),
+                Ok(r) => self.c.lmcache.push(r),
                 Err(reason) => {
                     let err = TraceError::invalid(path, line_no, reason);
-                    opts.skip_or_fail(&mut trace, err)?;
+                    opts.skip_or_fail(&mut self.trace, err)?;
                 }
             }
         }
+        Ok(())
     }
-    if let Some(first) = clock.stepped_back_from {
-        trace.notes.push(format!(
-            "{} request lines are stamped more than half a year after the line before them \
-             (first: line {first}), which only an out-of-order stamp across a year end does: \
-             they were read as the year before; check the log's stamps",
-            clock.stepped_back
-        ));
+
+    fn finish(self) -> TraceResult<Trace> {
+        let LineParser {
+            path,
+            mut trace,
+            c,
+            clock,
+            lmcache_lines,
+            ..
+        } = self;
+        if let Some(first) = clock.stepped_back_from {
+            trace.notes.push(format!(
+                "{} request lines are stamped more than half a year after the line before them \
+                 (first: line {first}), which only an out-of-order stamp across a year end does: \
+                 they were read as the year before; check the log's stamps",
+                clock.stepped_back
+            ));
+        }
+        build(path, &mut trace, c, lmcache_lines)?;
+        Ok(trace)
     }
-    build(path, &mut trace, c, lmcache_lines)?;
-    Ok(trace)
 }
 
 /// A request-logger line, whatever its prefix.

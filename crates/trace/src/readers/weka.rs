@@ -87,15 +87,33 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
 }
 
 /// Read every `*.json` session in `dir` (sorted by name) into one trace; see the module docs.
+/// A session file: `*.json`, or `*.json.gz` / `*.json.zst` (read decompressed).
+fn is_session_file(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    [".json", ".json.gz", ".json.zst"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+        && p.is_file()
+}
+
+/// Whether `dir` holds WEKA session files (else it may be a directory of rotated logs).
+pub fn is_session_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| is_session_file(&e.path()))
+    })
+}
+
 pub fn read_dir(dir: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
     let entries = std::fs::read_dir(dir).map_err(|e| TraceError::io(dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
         let p = entry.map_err(|e| TraceError::io(dir, e))?.path();
-        let is_json = p
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        if is_json && p.is_file() {
+        if is_session_file(&p) {
             files.push(p);
         }
     }
@@ -116,7 +134,7 @@ pub fn read_dir(dir: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
     // (block size, global ids, the file that set them)
     let mut first: Option<(u32, bool, &Path)> = None;
     for (index, file) in files.iter().enumerate() {
-        let bytes = std::fs::read(file).map_err(|e| TraceError::io(file, e))?;
+        let bytes = crate::fsutil::read_input(file).map_err(|e| TraceError::io(file, e))?;
         let text = match text_of(file, &bytes) {
             Ok(t) => t,
             Err(err) => {

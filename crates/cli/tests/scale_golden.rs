@@ -1,0 +1,347 @@
+//! Issue 19: the streaming and compressed readers must not move a single figure. `simulate`'s
+//! figures on every bundled trace and format, at a few capacities and policies, against golden
+//! copies taken before the readers changed (`fixtures/scale_golden.json`), and the same figures
+//! again from gzip and zstd copies of each input.
+//!
+//! Regenerate the golden file (only when a figure is meant to move, saying why in the commit):
+//! `INFERENCELAB_UPDATE_GOLDEN=1 cargo test -p inferencelab --test scale_golden`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scale_golden.json")
+}
+
+/// The figures of one run that must never move: what hit, what was evicted, what was counted.
+const ROW_FIELDS: [&str; 16] = [
+    "policy",
+    "gpu_blocks",
+    "requests",
+    "prompt_tokens",
+    "block_refs",
+    "chunk_refs",
+    "gpu_hit_tokens",
+    "gpu_hit_blocks",
+    "gpu_evictions",
+    "gpu_rejections",
+    "cpu_hit_tokens",
+    "cpu_evictions",
+    "disk_hit_tokens",
+    "preemptions",
+    "queued_requests",
+    "answer_sources",
+];
+
+fn simulate(input: &Path, args: &[&str]) -> Value {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(repo("."))
+        .arg("simulate")
+        .arg("--input-file")
+        .arg(input)
+        .args(args)
+        .arg("--json")
+        .arg("--quiet")
+        .arg("--output")
+        .arg(out_dir.path().join("summary.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "simulate {} {args:?} failed: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let rows: Vec<Value> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            ROW_FIELDS
+                .iter()
+                .map(|&k| (k.to_string(), r[k].clone()))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        })
+        .collect();
+    json!({
+        "requests": doc["input"]["requests"],
+        "prompt_tokens": doc["input"]["prompt_tokens"],
+        "distinct_blocks": doc["input"]["distinct_blocks"],
+        "block_refs": doc["input"]["block_refs"],
+        "rows": rows,
+    })
+}
+
+/// Every bundled input (the `data/` traces, the reader fixtures, `convert`'s log and native trace
+/// of the bundled CSV) with the flags of a few points: LRU and FIFO, the oracles (Belady and
+/// `ideal` need next-use annotations), both schedules, with and without the LMCache tier.
+fn cases(converted: &Path) -> Vec<(String, PathBuf, Vec<&'static str>)> {
+    let trace_fx = |f: &str| repo(&format!("crates/trace/tests/fixtures/{f}"));
+    let log = converted.join("server_qwen-8b.log");
+    let native = converted.join("trace_qwen-8b.jsonl");
+    let c =
+        |name: &str, path: PathBuf, args: &[&'static str]| (name.to_string(), path, args.to_vec());
+    vec![
+        c(
+            "mooncake",
+            repo("data/traces/mooncake/synthetic_trace.jsonl"),
+            &["-p", "lru,belady,ideal", "--gpu-blocks", "1000,10000"],
+        ),
+        c(
+            "mooncake_gpu_only_1024",
+            repo("data/traces/mooncake/synthetic_trace.jsonl"),
+            &[
+                "-p",
+                "fifo,belady",
+                "--gpu-blocks",
+                "500,5000",
+                "--no-cpu-tier",
+                "--block-size",
+                "1024",
+            ],
+        ),
+        c(
+            "vllm_200req",
+            repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"),
+            &["-p", "lru,belady,ideal", "--gpu-blocks", "200,2000"],
+        ),
+        c(
+            "vllm_200req_schedule_vllm",
+            repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"),
+            &[
+                "-p",
+                "lru",
+                "--gpu-blocks",
+                "300,3000",
+                "--schedule",
+                "vllm",
+            ],
+        ),
+        c(
+            "vllm_200req_abstract_32",
+            repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"),
+            &[
+                "-p",
+                "lru,belady",
+                "--gpu-blocks",
+                "100,1000",
+                "--gpu-model",
+                "abstract",
+                "--block-size",
+                "32",
+            ],
+        ),
+        c(
+            "azure_conv",
+            repo("data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"),
+            &["-p", "lru", "--gpu-blocks", "1000"],
+        ),
+        c(
+            "weka_dir",
+            repo("data/traces/weka-agentic"),
+            &["-p", "lru,belady,ideal", "--gpu-blocks", "500,5000"],
+        ),
+        c(
+            "weka_one",
+            repo("data/traces/weka-agentic/trace_0074.json"),
+            &["-p", "lru", "--gpu-blocks", "300"],
+        ),
+        c(
+            "converted_log",
+            log,
+            &["-p", "lru,belady,ideal", "--gpu-blocks", "500,5000,50000"],
+        ),
+        c(
+            "converted_native",
+            native,
+            &["-p", "lru,belady,ideal", "--gpu-blocks", "500,5000,50000"],
+        ),
+        c(
+            "fixture_bailian",
+            trace_fx("bailian_small.jsonl"),
+            &["-p", "lru,belady", "--gpu-blocks", "20,200"],
+        ),
+        c(
+            "fixture_mooncake",
+            trace_fx("mooncake_small.jsonl"),
+            &["-p", "lru,belady", "--gpu-blocks", "20,200"],
+        ),
+        c(
+            "fixture_native",
+            trace_fx("tiny.native.jsonl"),
+            &["-p", "lru,belady", "--gpu-blocks", "4,40"],
+        ),
+        c(
+            "fixture_vllm_old",
+            trace_fx("vllm_old_small.log"),
+            &["-p", "lru,ideal", "--gpu-blocks", "4,40"],
+        ),
+        c(
+            "fixture_vllm_new",
+            trace_fx("vllm_new_small.log"),
+            &["-p", "lru,ideal", "--gpu-blocks", "4,40"],
+        ),
+        c(
+            "fixture_vllm_lmcache",
+            trace_fx("vllm_lmcache.log"),
+            &["-p", "lru", "--gpu-blocks", "4,40"],
+        ),
+        c(
+            "fixture_weka_dir",
+            trace_fx("tiny_weka"),
+            &["-p", "lru,belady", "--gpu-blocks", "4,40"],
+        ),
+        c(
+            "fixture_azure",
+            trace_fx("azure_small.csv"),
+            &["-p", "lru", "--gpu-blocks", "10"],
+        ),
+        c(
+            "lmcache_lookup_vllm",
+            repo("crates/cli/tests/fixtures/lmcache_lookup/vllm"),
+            &["-p", "lru"],
+        ),
+        c(
+            "lmcache_lookup_mooncake",
+            repo("crates/cli/tests/fixtures/lmcache_lookup/mooncake"),
+            &["-p", "lru"],
+        ),
+    ]
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+fn convert_demo(dir: &Path) {
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(repo("."))
+        .args(["convert", "data/test_data.csv", "qwen-8b", "--output-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "convert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn figures_match_the_golden_copy_taken_before_the_streaming_readers() {
+    let converted = tempfile::tempdir().unwrap();
+    convert_demo(converted.path());
+    let mut got = serde_json::Map::new();
+    for (name, path, args) in cases(converted.path()) {
+        got.insert(name, simulate(&path, &args));
+    }
+    let got = Value::Object(got);
+    if std::env::var_os("INFERENCELAB_UPDATE_GOLDEN").is_some() {
+        let mut f = std::fs::File::create(golden_path()).unwrap();
+        writeln!(f, "{}", serde_json::to_string_pretty(&got).unwrap()).unwrap();
+        return;
+    }
+    let want: Value = serde_json::from_slice(&std::fs::read(golden_path()).unwrap()).unwrap();
+    for (name, w) in want.as_object().unwrap() {
+        assert_eq!(&got[name], w, "case {name} moved");
+    }
+    assert_eq!(
+        got.as_object().unwrap().len(),
+        want.as_object().unwrap().len(),
+        "every case has a golden copy"
+    );
+}
+
+/// The same figures from gzip and zstd copies of every file input (names without a `.gz` or
+/// `.zst`: compression is told by magic bytes), from a directory of rotated copies of the
+/// converted log, and from a gzip stream on stdin.
+#[test]
+fn compressed_rotated_and_piped_inputs_give_the_golden_figures() {
+    let want: Value = serde_json::from_slice(&std::fs::read(golden_path()).unwrap()).unwrap();
+    let converted = tempfile::tempdir().unwrap();
+    convert_demo(converted.path());
+    let packed = tempfile::tempdir().unwrap();
+    let mut files = 0;
+    for (name, path, args) in cases(converted.path()) {
+        if !path.is_file() {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(&path).unwrap();
+        let file_name = path.file_name().unwrap().to_owned();
+        for (kind, data) in [("gzip", gzip(&bytes)), ("zstd", zstd(&bytes))] {
+            let dir = packed.path().join(format!("{name}-{kind}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let p = dir.join(&file_name);
+            std::fs::write(&p, data).unwrap();
+            assert_eq!(
+                simulate(&p, &args),
+                want[&name],
+                "{kind} copy of case {name}"
+            );
+        }
+    }
+    assert!(files >= 15, "only {files} file inputs");
+
+    // logrotate's layout: server.log.2.gz (oldest), server.log.1.zst, server.log (newest)
+    let log = std::fs::read_to_string(converted.path().join("server_qwen-8b.log")).unwrap();
+    let cut = |frac: usize| log[..log.len() * frac / 3].rfind('\n').unwrap() + 1;
+    let (a, b) = (cut(1), cut(2));
+    let rotated = packed.path().join("rotated");
+    std::fs::create_dir_all(&rotated).unwrap();
+    std::fs::write(rotated.join("server.log.2.gz"), gzip(&log.as_bytes()[..a])).unwrap();
+    std::fs::write(
+        rotated.join("server.log.1.zst"),
+        zstd(&log.as_bytes()[a..b]),
+    )
+    .unwrap();
+    std::fs::write(rotated.join("server.log"), &log[b..]).unwrap();
+    let args = ["-p", "lru,belady,ideal", "--gpu-blocks", "500,5000,50000"];
+    assert_eq!(
+        simulate(&rotated, &args),
+        want["converted_log"],
+        "rotated directory"
+    );
+
+    // stdin: `zcat`-free piping of a compressed log
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .args(["simulate", "--input-file", "-", "--json", "--quiet"])
+        .args(args)
+        .arg("--output")
+        .arg(out_dir.path().join("s.json"))
+        .write_stdin(gzip(log.as_bytes()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["results"][0]["gpu_hit_tokens"],
+        want["converted_log"]["rows"][0]["gpu_hit_tokens"]
+    );
+}
