@@ -189,3 +189,42 @@ fn with_eviction_hits_are_within_a_point_and_the_l1_counts_are_off_by_what_was_m
     assert_eq!(c.ours, [49248, 1376, 8704, 38, 30]);
     assert_eq!((c.exact, c.requests), (56, 60));
 }
+
+/// The issue's trap: this log (a tiny model with o200k token ids) under the default `--model
+/// qwen-8b` gave an LMCache tier of 28 chunks per GiB instead of 4,096, silently. simulate now
+/// warns, naming the token id past Qwen3-8B's vocabulary and how to pass a config.json; with
+/// the model's config.json it does not.
+#[test]
+fn a_log_of_another_model_than_model_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("server.log");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(fixture_dir().join("l1_1.log.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    std::fs::write(&log, text).unwrap();
+    let run = |model: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferencelab"));
+        cmd.arg("simulate").arg("--input-file").arg(&log);
+        if let Some(m) = model {
+            cmd.arg("--model").arg(m);
+        }
+        let out = cmd
+            .args(["--gpu-blocks", "385", "--block-size", "32", "-q", "-o"])
+            .arg(tmp.path().join("sim.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(None);
+    assert!(
+        err.contains(
+            "warning: the log has token id 200000, beyond --model qwen-8b's vocabulary of \
+             151936 tokens"
+        ) && err.contains("--model DIR/config.json"),
+        "{err}"
+    );
+    let err = run(Some(&fixture_dir().join("config.json")));
+    assert!(!err.contains("vocabulary"), "{err}");
+}

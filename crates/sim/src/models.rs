@@ -26,6 +26,10 @@ pub struct ModelSpec {
     pub dtype_bytes: u32,
     #[serde(default)]
     pub tokenizer_family: Option<String>,
+    /// The tokenizer's vocabulary (`vocab_size` of config.json): a log with a larger token id
+    /// was not served by this model ([`fit_warnings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<u32>,
     /// Multi-head latent attention (DeepSeek-V2/V3): the cache holds one latent of
     /// `kv_lora_rank + qk_rope_head_dim` elements per token and layer instead of K and V heads
     /// (vLLM: `use_mla`, `get_num_kv_heads` = 1, head size = the latent's).
@@ -314,6 +318,7 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
         head_dim: head_dim as u32,
         dtype_bytes,
         tokenizer_family: None,
+        vocab_size: get("vocab_size").map(|x| x as u32),
         kv_lora_rank,
         qk_rope_head_dim: kv_lora_rank.and(qk_rope_head_dim),
         tensor_parallel_size: 1,
@@ -322,9 +327,156 @@ pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
     .checked(path)
 }
 
+/// The model a vLLM server log says it served, from its engine start line (`Initializing a V1
+/// LLM engine (v0.32.0) with config: model='/models/x', ..., served_model_name=x, ...`, vLLM's
+/// `VllmConfig.__str__`) or its `non-default args: {'model': ...}` line; None when the log has
+/// neither (a log cut to the request lines).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogModel {
+    pub model: Option<String>,
+    pub served_model_name: Option<String>,
+}
+
+impl LogModel {
+    pub fn from_log_head(text: &str) -> LogModel {
+        let mut out = LogModel::default();
+        for line in text.lines() {
+            if out.model.is_none() {
+                out.model = between(line, "with config: model='", "'")
+                    .or_else(|| between(line, "'model': '", "'"))
+                    .map(str::to_string);
+            }
+            if out.served_model_name.is_none() {
+                out.served_model_name = between(line, "served_model_name=", ",")
+                    .or_else(|| between(line, "'served_model_name': ['", "'"))
+                    .map(str::to_string);
+            }
+            if out.model.is_some() && out.served_model_name.is_some() {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &line[line.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?]).filter(|s| !s.is_empty())
+}
+
+/// Why a vLLM log may not be `spec`'s (given as `--model model_arg`): a token id beyond its
+/// vocabulary, or a log whose server ran another model (checked when `--model` names the
+/// registry; a config.json or YAML path is taken as the user's word). Every warning says how
+/// to pass the right model's `config.json`. The KV sizes (GPU blocks per GiB, LMCache chunks
+/// per GiB) come from `--model`, so a wrong one gives a wrong tier.
+pub fn fit_warnings(
+    spec: &ModelSpec,
+    model_arg: &str,
+    log: &LogModel,
+    max_token_id: Option<u32>,
+) -> Vec<String> {
+    let fix = match log.model.as_deref() {
+        Some(m) if Path::new(m).join("config.json").is_file() => {
+            format!("pass its config: --model {m}/config.json")
+        }
+        Some(m) => format!(
+            "pass its Hugging Face config.json (--model DIR/config.json, e.g. from \
+             `huggingface-cli download {m} config.json`) or a model YAML (configs/models/)"
+        ),
+        None => "pass the served model's Hugging Face config.json (--model DIR/config.json) or \
+                 a model YAML (configs/models/)"
+            .into(),
+    };
+    let mut out = Vec::new();
+    let by_path =
+        model_arg.ends_with(".json") || model_arg.ends_with(".yaml") || model_arg.ends_with(".yml");
+    if let (false, Some(m)) = (by_path, log.model.as_deref()) {
+        let tail = |s: &str| {
+            s.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(s)
+                .to_ascii_lowercase()
+        };
+        let names: Vec<String> = [Some(spec.name.as_str()), spec.hf_id.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(tail)
+            .collect();
+        let fits = [Some(m), log.served_model_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|n| names.contains(&tail(n)));
+        if !fits {
+            out.push(format!(
+                "the log's server ran model '{m}'{}, not --model {model_arg}{}: KV bytes per \
+                 token, GPU blocks and LMCache chunks per GiB are {model_arg}'s; {fix}",
+                log.served_model_name
+                    .as_deref()
+                    .map(|s| format!(" (served as '{s}')"))
+                    .unwrap_or_default(),
+                spec.hf_id
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    if let (Some(v), Some(t)) = (spec.vocab_size, max_token_id) {
+        if t >= v {
+            out.push(format!(
+                "the log has token id {t}, beyond --model {model_arg}'s vocabulary of {v} \
+                 tokens: it was served by another model; {fix}"
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_of_another_model_is_warned_about_naming_the_fix() {
+        let head = "(EngineCore pid=9) INFO 12-04 16:40:01 [core.py:93] Initializing a V1 LLM \
+                    engine (v0.32.0) with config: model='/nonexistent/tiny', speculative_config=None, \
+                    tokenizer='/nonexistent/tiny', served_model_name=tiny-qwen2, enable_prefix_caching=True\n";
+        let log = LogModel::from_log_head(head);
+        assert_eq!(log.model.as_deref(), Some("/nonexistent/tiny"));
+        assert_eq!(log.served_model_name.as_deref(), Some("tiny-qwen2"));
+        let qwen = resolve("qwen-8b").unwrap();
+        assert_eq!(qwen.vocab_size, Some(151936));
+        let w = fit_warnings(&qwen, "qwen-8b", &log, Some(199_999));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("ran model '/nonexistent/tiny' (served as 'tiny-qwen2'), not --model qwen-8b (Qwen/Qwen3-8B)"), "{}", w[0]);
+        assert!(
+            w[1].contains("token id 199999, beyond --model qwen-8b's vocabulary of 151936"),
+            "{}",
+            w[1]
+        );
+        assert!(w.iter().all(|w| w.contains("config.json")));
+        // the model's own log: no warning (by HF id, by registry name, by served name)
+        let own = LogModel {
+            model: Some("Qwen/Qwen3-8B".into()),
+            served_model_name: Some("Qwen/Qwen3-8B".into()),
+        };
+        assert!(fit_warnings(&qwen, "qwen-8b", &own, Some(151_935)).is_empty());
+        let served = LogModel {
+            model: Some("/models/weights".into()),
+            served_model_name: Some("qwen-8b".into()),
+        };
+        assert!(fit_warnings(&qwen, "qwen-8b", &served, None).is_empty());
+        // a path is the user's word; a log without a start line is judged by its tokens only
+        assert!(fit_warnings(&qwen, "x/config.json", &log, Some(10)).is_empty());
+        assert!(fit_warnings(&qwen, "qwen-8b", &LogModel::default(), Some(10)).is_empty());
+        let args = LogModel::from_log_head(
+            "(APIServer pid=1) INFO 12-04 16:39:50 [utils.py:253] non-default args: {'model_tag': \
+             '/m', 'model': '/m', 'served_model_name': ['tiny'], 'block_size': 32}\n",
+        );
+        assert_eq!(args.model.as_deref(), Some("/m"));
+        assert_eq!(args.served_model_name.as_deref(), Some("tiny"));
+    }
 
     #[test]
     fn kv_bytes_match_design_doc() {

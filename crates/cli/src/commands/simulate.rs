@@ -291,6 +291,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
     let model = models::resolve(&args.model)?
         .with_parallelism(args.tensor_parallel_size, args.pipeline_parallel_size);
+    for w in model_fit_warnings(&args, &trace, &model) {
+        eprintln!("warning: {w}");
+    }
     let block_size = args
         .block_size
         .unwrap_or_else(|| plan::default_block_size(&trace));
@@ -748,4 +751,37 @@ fn scale_line(
             mb(b)
         ))
     )
+}
+
+/// [`models::fit_warnings`] for this run: the largest token id of the trace, and for a vLLM
+/// log the model its start line names (read from the first 4 MiB of a plain-text log).
+fn model_fit_warnings(
+    args: &SimulateArgs,
+    trace: &inferencelab_trace::Trace,
+    model: &models::ModelSpec,
+) -> Vec<String> {
+    use std::io::Read;
+    let max_token_id = trace
+        .requests
+        .iter()
+        .flat_map(|r| {
+            let prompt = match &r.content {
+                inferencelab_trace::Content::Tokens(t) => t.as_slice(),
+                _ => &[],
+            };
+            prompt
+                .iter()
+                .chain(r.output_tokens.iter().flatten())
+                .copied()
+        })
+        .max();
+    let mut log = models::LogModel::default();
+    if trace.format == Some(inferencelab_trace::Format::VllmLog) {
+        let mut head = Vec::new();
+        if let Ok(f) = std::fs::File::open(&args.input_file) {
+            let _ = f.take(4 << 20).read_to_end(&mut head);
+        }
+        log = models::LogModel::from_log_head(&String::from_utf8_lossy(&head));
+    }
+    models::fit_warnings(model, &args.model, &log, max_token_id)
 }
