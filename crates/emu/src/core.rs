@@ -593,6 +593,7 @@ impl Core {
         m.waiting = self.engine.num_waiting();
         m.kv_cache_usage = self.engine.kv_cache_usage();
         m.cpu_chunks = self.engine.cpu_chunks();
+        m.lmcache_mp = self.engine.lmcache_mp();
         let Some((rep, itl)) = step else { return };
         m.iteration_tokens
             .observe((rep.prefill_tokens + rep.decode_tokens) as f64);

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::engine::Counters;
+use crate::engine::{Counters, MpMetrics};
 
 /// A Prometheus histogram: cumulative on render.
 #[derive(Debug, Clone)]
@@ -96,6 +96,9 @@ pub struct Metrics {
     pub kv_cache_usage: f64,
     pub cpu_chunks: Option<(u64, u64)>,
     pub lmcache: bool,
+    /// LMCache's multi-process server (`serve --lmcache-mode mp`): its `lmcache_mp_*` families
+    /// replace the in-process `lmcache:*` ones.
+    pub lmcache_mp: Option<MpMetrics>,
     pub ttft: Histogram,
     pub itl: Histogram,
     pub tpot_request: Histogram,
@@ -129,6 +132,7 @@ impl Metrics {
             kv_cache_usage: 0.0,
             cpu_chunks: None,
             lmcache,
+            lmcache_mp: None,
             ttft: Histogram::new(TTFT_BUCKETS),
             itl: Histogram::new(ITL_BUCKETS),
             tpot_request: Histogram::new(ITL_BUCKETS),
@@ -478,7 +482,9 @@ impl Metrics {
                 text.join(",")
             );
         }
-        if self.lmcache {
+        if let Some(mp) = &self.lmcache_mp {
+            self.render_lmcache_mp(&mut out, mp, model_name);
+        } else if self.lmcache {
             let (chunks, evictions) = self.cpu_chunks.unwrap_or((0, 0));
             let lm: [(&str, &str, u64); 9] = [
                 (
@@ -539,6 +545,77 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+impl Metrics {
+    /// `lmcache server`'s families as LMCache 0.5.6 writes them (OpenTelemetry's Prometheus
+    /// exporter: `_total` counters without `_created`, `otel_scope_*` labels; names, help and
+    /// labels copied from a real server's `/metrics`). Its L1 has no L2 here, so
+    /// `lookup_hit_l1` equals `lookup_hit`.
+    fn render_lmcache_mp(&self, out: &mut String, mp: &MpMetrics, model: &str) {
+        let scope = |s: &str| {
+            format!("otel_scope_name=\"lmcache.{s}\",otel_scope_schema_url=\"\",otel_scope_version=\"\"")
+        };
+        let lookup = format!(
+            "cache_salt=\"\",model_name=\"{}\",{}",
+            escape_label(model),
+            scope("lookup")
+        );
+        let l1 = format!("l1_tag=\"_default\",{}", scope("l1"));
+        let c = &mp.counters;
+        let families: [(&str, &str, &str, u64); 5] = [
+            (
+                "lmcache_mp_l1_write_chunks",
+                "Total chunks written to L1",
+                &l1,
+                c.l1_write_chunks,
+            ),
+            (
+                "lmcache_mp_l1_read_chunks",
+                "Total chunks read from L1",
+                &l1,
+                c.l1_read_chunks,
+            ),
+            (
+                "lmcache_mp_lookup_requested_tokens",
+                "Total tokens submitted for lookup (denominator of the L1+L2 token-level hit \
+                 rate). Only chunk-aligned tokens are counted.",
+                &lookup,
+                c.lookup_requested_tokens,
+            ),
+            (
+                "lmcache_mp_lookup_hit_tokens",
+                "Total tokens found in L1+L2 during lookup (numerator of the L1+L2 token-level \
+                 hit rate). Counts the contiguous prefix hit only.",
+                &lookup,
+                c.lookup_hit_tokens,
+            ),
+            (
+                "lmcache_mp_lookup_hit_l1_tokens",
+                "Of lookup_hit: tokens served from objects L1 already held (from the storage \
+                 manager's per-tier hit counts).",
+                &lookup,
+                c.lookup_hit_tokens,
+            ),
+        ];
+        for (name, help, labels, v) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name}_total {help}\n# TYPE {name}_total counter\n{name}_total{{{labels}}} {}",
+                num(v as f64)
+            );
+        }
+        gauge(
+            out,
+            "lmcache_mp_l1_usage_ratio",
+            "L1 used/total ratio (0.0–1.0)",
+            &format!(
+                "backend=\"dram\",l1_tag=\"_default\",{}",
+                scope("l1_manager")
+            ),
+            mp.l1_usage_ratio,
+        );
     }
 }
 
@@ -665,6 +742,48 @@ pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lmcache_mode_mp_shows_the_multi_process_servers_families() {
+        let mut m = Metrics::new(true);
+        m.lmcache_mp = Some(MpMetrics {
+            counters: inferencelab_engine::MpCounters {
+                lookup_requested_tokens: 15872,
+                lookup_hit_tokens: 10240,
+                l1_write_chunks: 14,
+                l1_read_chunks: 40,
+                ..Default::default()
+            },
+            l1_usage_ratio: 0.00341796875,
+        });
+        let text = m.render("/models/tiny");
+        let series = parse_text(&text).unwrap();
+        let get = |name: &str| {
+            let v: Vec<f64> = series
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(v.len(), 1, "{name}: {v:?}");
+            v[0]
+        };
+        // the names and values a real `lmcache server` showed after the same counts
+        assert_eq!(get("lmcache_mp_lookup_requested_tokens_total"), 15872.0);
+        assert_eq!(get("lmcache_mp_lookup_hit_tokens_total"), 10240.0);
+        assert_eq!(get("lmcache_mp_lookup_hit_l1_tokens_total"), 10240.0);
+        assert_eq!(get("lmcache_mp_l1_write_chunks_total"), 14.0);
+        assert_eq!(get("lmcache_mp_l1_read_chunks_total"), 40.0);
+        assert_eq!(get("lmcache_mp_l1_usage_ratio"), 0.00341796875);
+        assert!(text.contains(
+            "lmcache_mp_lookup_hit_tokens_total{cache_salt=\"\",model_name=\"/models/tiny\",\
+             otel_scope_name=\"lmcache.lookup\""
+        ));
+        assert!(
+            !text.contains("lmcache:"),
+            "no in-process families in mp mode"
+        );
+        assert!(text.contains("vllm:external_prefix_cache_hits_total"));
+    }
 
     #[test]
     fn renders_parseable_text_with_vllm_names() {

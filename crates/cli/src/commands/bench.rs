@@ -907,6 +907,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
         chunk_size,
         num_chunks: cpu_chunks,
         policy: inferencelab_cache::PolicyConfig::Lru,
+        mode: Default::default(),
     });
     let log_path = dir.join("server.log");
     let mut cfg = ServerConfig::new(engine, model_name);

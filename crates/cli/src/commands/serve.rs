@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use inferencelab_cache::PolicyConfig;
-use inferencelab_emu::engine::{EngineConfig, LmcacheTier};
+use inferencelab_emu::engine::{
+    EngineConfig, LmcacheMode as EngineLmcacheMode, LmcacheTier, MpEviction,
+};
 use inferencelab_emu::server::{self, ServerConfig};
 use inferencelab_emu::timing::{GpuProfile, Timing};
 use inferencelab_sim::{models, plan};
@@ -96,6 +98,17 @@ struct ServeOpts {
     /// LMCache cache_policy (env LMCACHE_CACHE_POLICY; default lru).
     #[arg(long, value_parser = parse_policy)]
     cpu_eviction_policy: Option<PolicyConfig>,
+    /// Which LMCache: inprocess (LMCacheConnectorV1, the default) or mp (`lmcache server` +
+    /// LMCacheMPConnector: its L1 rules, and /metrics shows its lmcache_mp_* families instead
+    /// of lmcache:*). A --kv-transfer-config naming LMCacheMPConnector means mp.
+    #[arg(long, value_parser = |s: &str| s.parse::<inferencelab_sim::LmcacheMode>())]
+    lmcache_mode: Option<inferencelab_sim::LmcacheMode>,
+    /// --lmcache-mode mp: `lmcache server --eviction-trigger-watermark` (0 to 1; 0.8).
+    #[arg(long, default_value_t = 0.8, value_parser = parse_fraction)]
+    lmcache_eviction_trigger_watermark: f64,
+    /// --lmcache-mode mp: `lmcache server --eviction-ratio` (0 to 1; 0.2).
+    #[arg(long, default_value_t = 0.2, value_parser = parse_fraction)]
+    lmcache_eviction_ratio: f64,
     /// vLLM --kv-transfer-config JSON: an LMCache connector keeps the LMCache tier on, any other
     /// connector switches it off.
     #[arg(long)]
@@ -307,6 +320,19 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
             model.blocks_in_gib(kv_gib, o.block_size)
         }
     };
+    let mp_connector = o.kv_transfer_config.as_deref().is_some_and(|j| {
+        serde_json::from_str::<serde_json::Value>(j)
+            .is_ok_and(|v| v["kv_connector"] == "LMCacheMPConnector")
+    });
+    let mode = match (o.lmcache_mode, mp_connector) {
+        (Some(inferencelab_sim::LmcacheMode::Inprocess), true) => bail!(
+            "--lmcache-mode inprocess with --kv-transfer-config LMCacheMPConnector: the \
+             connector is the multi-process one; drop one of them"
+        ),
+        (Some(m), _) => m,
+        (None, true) => inferencelab_sim::LmcacheMode::Mp,
+        (None, false) => inferencelab_sim::LmcacheMode::Inprocess,
+    };
     let connector_is_lmcache = match &o.kv_transfer_config {
         None => true,
         Some(j) => {
@@ -346,10 +372,23 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
                 _ => PolicyConfig::Lru,
             },
         };
+        let mode = match mode {
+            inferencelab_sim::LmcacheMode::Inprocess => EngineLmcacheMode::InProcess,
+            inferencelab_sim::LmcacheMode::Mp => {
+                // the usage ratio is bytes over bytes: the unrounded chunk count, as simulate
+                let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
+                EngineLmcacheMode::Mp(MpEviction {
+                    trigger_watermark: o.lmcache_eviction_trigger_watermark,
+                    eviction_ratio: o.lmcache_eviction_ratio,
+                    l1_size_chunks: gb * (1u64 << 30) as f64 / chunk,
+                })
+            }
+        };
         Some(LmcacheTier {
             chunk_size,
             num_chunks: model.lmcache_chunks_in_gib(gb, chunk_size),
             policy,
+            mode,
         })
     };
     let served = o

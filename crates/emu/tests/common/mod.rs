@@ -27,6 +27,7 @@ pub fn engine(gpu_blocks: u64, lmcache: Option<(u32, u64)>) -> EngineConfig {
         chunk_size,
         num_chunks,
         policy: "lru".parse().unwrap(),
+        mode: Default::default(),
     });
     c
 }
