@@ -53,19 +53,22 @@ pub const DUEL_RATE: f64 = 1.0 / 64.0;
 /// referenced again.
 #[derive(Debug, Clone, Copy)]
 struct Verdict {
-    evicted: ObjId,
-    kept: ObjId,
     /// The prediction chose (evicted its victim); else LRU did.
     predicted: bool,
+    open: bool,
 }
 
-/// The duel between the prediction and LRU (module docs).
+/// The duel between the prediction and LRU (module docs). A kept block can be the kept side of
+/// many open verdicts (the expert not in charge keeps pointing at the same victim): each is its
+/// own comparison and all are settled by that block's next reference. (Keeping only the latest
+/// one would drop the verdicts that go against the expert in charge, and lock it in.)
 #[derive(Debug, Clone, Default)]
 pub struct Duel {
-    /// Per object: index + 1 of its open verdict (0: none).
-    open: Vec<u32>,
+    /// Per object: id + 1 of the open verdict in which it was evicted (0: none).
+    evicted: Vec<u32>,
+    /// Per object: ids + 1 of the verdicts in which it was kept (closed ones are skipped).
+    kept: Vec<Vec<u32>>,
     verdicts: Vec<Verdict>,
-    free: Vec<u32>,
     /// Decayed mean of +1 (the prediction was right) and -1 (LRU was right).
     pub score: f64,
     /// Verdicts settled, and how many went to the prediction.
@@ -77,71 +80,55 @@ pub struct Duel {
 }
 
 impl Duel {
-    #[inline]
-    fn slot(&mut self, obj: ObjId) -> &mut u32 {
-        let i = obj as usize;
-        if self.open.len() <= i {
-            self.open.resize(i + 1, 0);
-        }
-        &mut self.open[i]
-    }
-
-    /// `obj` is referenced: settle its open verdict.
-    #[inline]
-    pub fn referenced(&mut self, obj: ObjId) {
-        let Some(&r) = self.open.get(obj as usize) else {
-            return;
-        };
-        if r == 0 {
+    fn vote(&mut self, r: u32, chosen_right: bool) {
+        let v = &mut self.verdicts[r as usize - 1];
+        if !v.open {
             return;
         }
-        let v = self.verdicts[r as usize - 1];
-        self.close(r);
-        // the chosen expert was right when the kept block is needed first
-        let prediction_right = (obj == v.kept) == v.predicted;
+        v.open = false;
+        let prediction_right = chosen_right == v.predicted;
         self.settled += 1;
         self.prediction_right += prediction_right as u64;
         let vote = if prediction_right { 1.0 } else { -1.0 };
         self.score += DUEL_RATE * (vote - self.score);
     }
 
-    fn close(&mut self, r: u32) {
-        let v = self.verdicts[r as usize - 1];
-        for o in [v.evicted, v.kept] {
-            let s = self.slot(o);
-            if *s == r {
-                *s = 0;
+    /// `obj` is referenced: settle the verdicts it is part of. Evicted first: the expert that
+    /// chose was wrong; kept first: it was right.
+    #[inline]
+    pub fn referenced(&mut self, obj: ObjId) {
+        let i = obj as usize;
+        if let Some(r) = self.evicted.get_mut(i).map(std::mem::take) {
+            if r != 0 {
+                self.vote(r, false);
             }
         }
-        self.free.push(r);
+        if let Some(list) = self.kept.get_mut(i).map(std::mem::take) {
+            for r in list {
+                self.vote(r, true);
+            }
+        }
     }
 
-    /// Open a verdict (an object keeps only its latest one: an older one it was part of is
-    /// dropped unsettled).
     fn open(&mut self, evicted: ObjId, kept: ObjId, predicted: bool) {
-        for o in [evicted, kept] {
-            let old = *self.slot(o);
-            if old != 0 {
-                self.close(old);
-            }
+        let (e, k) = (evicted as usize, kept as usize);
+        let n = e.max(k) + 1;
+        if self.evicted.len() < n {
+            self.evicted.resize(n, 0);
+            self.kept.resize(n, Vec::new());
         }
-        let v = Verdict {
-            evicted,
-            kept,
+        if self.evicted[e] != 0 {
+            // evicted again before a reference (it was re-admitted without one): the old
+            // comparison has no answer
+            self.verdicts[self.evicted[e] as usize - 1].open = false;
+        }
+        self.verdicts.push(Verdict {
             predicted,
-        };
-        let r = match self.free.pop() {
-            Some(r) => {
-                self.verdicts[r as usize - 1] = v;
-                r
-            }
-            None => {
-                self.verdicts.push(v);
-                self.verdicts.len() as u32
-            }
-        };
-        *self.slot(evicted) = r;
-        *self.slot(kept) = r;
+            open: true,
+        });
+        let r = self.verdicts.len() as u32;
+        self.evicted[e] = r;
+        self.kept[k].push(r);
     }
 
     /// The prediction decides while it has not been worse than LRU lately.

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""conversation_aware driven through LMCache 0.5.6's own classes (CPU): LMCache's factory
+(`get_cache_policy`) builds it by name once registered, and its `LocalCPUBackend` (built by
+LMCache's `StorageManager`, via scripts/lmcache_engine_check.py's Driver, which calls LMCache's
+engine and connector steps in order) calls it on every hit, put and eviction.
+
+Checks: (1) the factory resolves `conversation_aware` to this policy with the YAML's fields;
+(2) with `scale: 0` (every predicted gap 0, InferenceLab's definition of LRU's point) and
+`adaptive: false`, every request's hit equals LMCache's own LRU on the same workload; (3) with the
+shipped defaults the workload runs, evicts, and the duel settles verdicts (LRU as a second expert
+at work). Run: /work/venvs/lmcache/bin/python python/lmcache_policy/test_lmcache_policy.py
+"""
+
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import inferencelab_cache_policy as icp  # noqa: E402
+import lmcache_engine_check as lec  # noqa: E402
+
+
+def workload(seed=7, convs=24, turns=6):
+    """Multi-turn chats: each turn resends the conversation so far plus new tokens."""
+    rng = random.Random(seed)
+    reqs = []
+    hist = {c: [rng.randrange(50_000) for _ in range(rng.randrange(300, 1500))] for c in range(convs)}
+    order = [c for t in range(turns) for c in rng.sample(range(convs), convs)]
+    for i, c in enumerate(order):
+        hist[c] += [rng.randrange(50_000) for _ in range(rng.randrange(100, 600))]
+        reqs.append((f"r{i}", list(hist[c])))
+    return reqs
+
+
+def run(policy, cfg_path):
+    os.environ["INFERENCELAB_SCORER_CONFIG"] = cfg_path or ""
+    drv = lec.Driver(policy, 2.0, None, None, 8192)
+    hits = []
+    try:
+        for rid, prompt in workload():
+            hits.append(drv.run_request(rid, prompt)["lmcache_hit_tokens"])
+            drv.check_no_pins()
+        pol = drv.cpu.cache_policy
+    finally:
+        drv.close()
+    return hits, pol
+
+
+def main():
+    lec._quiet_lmcache()
+    icp.register()
+    from lmcache.v1.storage_backend.cache_policy import get_cache_policy
+
+    tmp = Path(tempfile.mkdtemp())
+    lru_point = tmp / "lru_point.yaml"
+    lru_point.write_text("scale: 0\nadaptive: false\n")
+    os.environ["INFERENCELAB_SCORER_CONFIG"] = str(REPO / "configs/scorer_default.yaml")
+    p = get_cache_policy("conversation_aware")
+    assert isinstance(p, icp.ConversationAwareCachePolicy), p
+    assert p.cfg["w_probability"] == 1.0 and p.cfg["adaptive"] is True
+    bad = tmp / "bad.yaml"
+    bad.write_text("sclae: 1\n")
+    try:
+        icp.load_config(str(bad))
+        raise AssertionError("an unknown key must be an error")
+    except ValueError as e:
+        assert "sclae" in str(e) and str(bad) in str(e)
+
+    lru, _ = run("lru", None)
+    point, _ = run("conversation_aware", str(lru_point))
+    assert point == lru, "scale 0 must evict as LMCache's LRU does"
+    dflt, pol = run("conversation_aware", str(REPO / "configs/scorer_default.yaml"))
+    total = sum(len(p) for _, p in workload())
+    print(f"token hit ratio on {len(lru)} requests: LMCache LRU {sum(lru) / total:.4f}, "
+          f"conversation_aware scale 0 {sum(point) / total:.4f}, defaults {sum(dflt) / total:.4f}; "
+          f"duel: {pol.settled} verdicts, prediction right {pol.prediction_right}")
+    assert sum(lru) < sum(len(p) for _, p in workload()) * 0.9, "the workload must evict"
+    assert pol.settled > 0, "the duel must have settled verdicts"
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
