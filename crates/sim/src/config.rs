@@ -218,11 +218,13 @@ impl EngineModel {
     pub fn lmcache_engine_mode(&self) -> inferencelab_engine::LmcacheMode {
         match self.lmcache_mode {
             LmcacheMode::Inprocess => inferencelab_engine::LmcacheMode::InProcess,
-            LmcacheMode::Mp => inferencelab_engine::LmcacheMode::Mp(inferencelab_engine::MpEviction {
-                trigger_watermark: self.mp_trigger_watermark,
-                eviction_ratio: self.mp_eviction_ratio,
-                l1_size_chunks: self.mp_l1_size_chunks,
-            }),
+            LmcacheMode::Mp => {
+                inferencelab_engine::LmcacheMode::Mp(inferencelab_engine::MpEviction {
+                    trigger_watermark: self.mp_trigger_watermark,
+                    eviction_ratio: self.mp_eviction_ratio,
+                    l1_size_chunks: self.mp_l1_size_chunks,
+                })
+            }
         }
     }
 }

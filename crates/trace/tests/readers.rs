@@ -397,7 +397,8 @@ fn forced_formats_and_directories() {
     // a directory read as another format is a directory of rotated files, one stream
     let err = read_trace(&fixture("tiny_weka"), &opts).unwrap_err();
     assert!(
-        err.to_string().contains("tiny_weka:1: not a Bailian record"),
+        err.to_string()
+            .contains("tiny_weka:1: not a Bailian record"),
         "{err}"
     );
     let err = read_trace(&fixture("vllm_new_small.log"), &opts).unwrap_err();
