@@ -77,13 +77,13 @@ def main():
     cases, bad = [], False
     pct = lambda x, q: 100 * x / q if q else 0.0
     print("| point | L1 GB | status | GPU hits real / ours | LMCache hits real / ours | total % real / ours "
-          "| lookup hits real / ours | L1 writes real / ours | requests exact |")
-    print("|---|---:|---|---|---|---|---|---|---:|")
+          "| lookup hits real / ours | L1 writes real / ours | L1 evictions real / ours | requests exact |")
+    print("|---|---:|---|---|---|---|---|---|---|---:|")
     tmp = tempfile.mkdtemp()
     for stem, r in sorted(rows.items()):
         p = r["point"]
         if r["status"] != "ok":
-            print(f"| {stem} | {p['cpu_gb']:g} | failed: {r['reason'][:120]} | | | | | | |")
+            print(f"| {stem} | {p['cpu_gb']:g} | failed: {r['reason'][:120]} | | | | | | | |")
             bad = True
             continue
         d = r["bench_dir"]
@@ -91,7 +91,7 @@ def main():
         l0 = counters(os.path.join(d, "lmcache_metrics_start.prom"))
         l1 = counters(os.path.join(d, "lmcache_metrics_final.prom"))
         if not v or not l1:
-            print(f"| {stem} | {p['cpu_gb']:g} | no counters saved | | | | | | |")
+            print(f"| {stem} | {p['cpu_gb']:g} | no counters saved | | | | | | | |")
             bad = True
             continue
         dl = lambda k: int(l1.get(k, 0) - l0.get(k, 0))
@@ -116,6 +116,8 @@ def main():
                 "lookup_hit_tokens": dl("lmcache_mp_lookup_hit_tokens_total"),
                 "l1_write_chunks": dl("lmcache_mp_l1_write_chunks_total"),
                 "l1_read_chunks": dl("lmcache_mp_l1_read_chunks_total"),
+                "l1_evicted_chunks": dl("lmcache_mp_l1_evicted_chunks_total"),
+                "eviction_passes": dl("lmcache_mp_l1_eviction_loop_triggered_total"),
                 "sum_cached_tokens": sum(b["cached_tokens"] for b in ok),
             },
             "ours": {
@@ -138,7 +140,8 @@ def main():
               f"| {pct(a['gpu_hit_tokens'] + a['lmcache_hit_tokens'], q):.2f} / "
               f"{pct(o['gpu_hit_tokens'] + o['lmcache_hit_tokens'], q):.2f} "
               f"| {a['lookup_hit_tokens']} / {o['lookup_hit_tokens']} "
-              f"| {a['l1_write_chunks']} / {o['l1_write_chunks']} | {exact} of {len(ok)} |")
+              f"| {a['l1_write_chunks']} / {o['l1_write_chunks']} "
+              f"| {a['l1_evicted_chunks']} / {o['l1_evicted_chunks']} | {exact} of {len(ok)} |")
         if fixture:
             os.makedirs(fixture, exist_ok=True)
             with gzip.GzipFile(os.path.join(fixture, stem + ".log.gz"), "wb", mtime=0) as z:

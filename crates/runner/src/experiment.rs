@@ -1561,7 +1561,11 @@ fn lmcache_degraded(log: &str) -> Option<String> {
     log.lines()
         .map(log_content)
         .find(|l| {
-            (l.contains("No supported ") && l.contains(" connector found"))
+            // the exception's line, not the traceback's source line
+            // (`raise RuntimeError(f"No supported {torch_device_type} connector found.")`)
+            (l.contains("No supported ")
+                && l.contains(" connector found")
+                && !l.trim_start().starts_with("raise "))
                 || l.contains("degraded mode")
         })
         .map(|l| l.trim().chars().take(300).collect())
@@ -1980,6 +1984,30 @@ workload:
         assert_eq!(
             lmcache_degraded("(APIServer pid=1) INFO 12-04 15:57:06 [api_server.py:1] Started\n"),
             None
+        );
+    }
+
+    /// A real CPU vLLM 0.32 with LMCache 0.5.6's in-process connector
+    /// (`/tmp/il24/inprocess.yaml`: configs/experiment_cpu_lmcache.yaml with `mode: inprocess`):
+    /// the worker's start-up lines, cut from the point's log. The server became healthy anyway;
+    /// the runner failed the point with the line below.
+    #[test]
+    fn a_real_in_process_lmcache_on_a_cpu_vllm_is_found_degraded() {
+        let log = include_str!("../tests/fixtures/vllm_cpu_0.32_lmcache_inprocess_degraded.log");
+        assert_eq!(
+            lmcache_degraded(log).as_deref(),
+            Some("RuntimeError: No supported cpu connector found.")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        std::fs::write(&path, log).unwrap();
+        let reason = lmcache_check(&path).unwrap_err();
+        assert!(
+            reason.starts_with(
+                "LMCache runs degraded (vLLM recomputes, 0 LMCache hits): RuntimeError: No \
+                 supported cpu connector found.; see "
+            ) && reason.ends_with("(on a CPU vLLM only LMCache's multi-process server works)"),
+            "{reason}"
         );
     }
 
