@@ -450,42 +450,6 @@ fn lightgbm_takes_a_python_trained_model() {
 }
 
 #[test]
-fn lightgbm_without_a_model_is_an_error_naming_the_flag_and_train() {
-    // a clean clone: no outputs/models/lightgbm.txt in the working directory
-    let cwd = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
-        .current_dir(cwd.path())
-        .args(["simulate", "-i"])
-        .arg(repo(WEKA))
-        .args(["-p", "lightgbm", "--gpu-blocks", "1000", "-q"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "no silent fallback");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--lightgbm-model"), "{err}");
-    assert!(err.contains("inferencelab train"), "{err}");
-    assert!(!cwd.path().join("outputs").exists(), "nothing was written");
-
-    let missing = cwd.path().join("nope.txt");
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
-        .current_dir(cwd.path())
-        .args(["simulate", "-i"])
-        .arg(repo(WEKA))
-        .args(["-p", "lightgbm", "--gpu-blocks", "1000", "--lightgbm-model"])
-        .arg(&missing)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("nope.txt") && err.contains("inferencelab train"),
-        "{err}"
-    );
-}
-
-#[test]
 fn scorer_config_errors_name_the_file_and_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad_scorer.yaml");

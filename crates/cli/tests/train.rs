@@ -142,3 +142,34 @@ fn the_bundled_model_and_calibration_parse() {
         "{yaml}"
     );
 }
+
+/// `train --model bundled --as-is` evaluates the shipped model and writes its summary under
+/// `outputs/models/`, not into the working directory (the bundled model has no file to sit by).
+#[test]
+fn the_bundled_models_summary_goes_to_outputs_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("inferencelab")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["train", "--input-file"])
+        .arg(repo("data/traces/weka-agentic"))
+        .args(["--model", "bundled", "--as-is", "--capacities", "1000"])
+        .args(["--no-pinning", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir
+        .path()
+        .join("outputs/models/train_weka-agentic.json")
+        .is_file());
+    let stray: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("train_"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}

@@ -421,7 +421,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         model_path.display()
     );
     print_comparisons(&comparisons);
-    let summary = model_path.with_file_name(format!("train_{}.json", stem(&args.data.input_file)));
+    // beside the model; the bundled one has no file, so beside where `train` writes models
+    let beside = if model_path.as_os_str() == BUNDLED {
+        &args.output
+    } else {
+        &model_path
+    };
+    let summary = beside.with_file_name(format!("train_{}.json", stem(&args.data.input_file)));
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "train",
