@@ -594,6 +594,7 @@ impl Core {
         m.kv_cache_usage = self.engine.kv_cache_usage();
         m.cpu_chunks = self.engine.cpu_chunks();
         m.lmcache_mp = self.engine.lmcache_mp();
+        m.num_preemptions = self.engine.preemptions();
         let Some((rep, itl)) = step else { return };
         m.iteration_tokens
             .observe((rep.prefill_tokens + rep.decode_tokens) as f64);
@@ -616,8 +617,7 @@ impl Core {
             }
             m.request_prompt_tokens.observe(f.prompt_tokens as f64);
             m.request_generation_tokens.observe(f.output_tokens as f64);
-            // the engine does not report preemptions per request (yet): 0 each
-            m.request_num_preemptions.observe(0.0);
+            m.request_num_preemptions.observe(f.preemptions as f64);
             m.request_prefill_kv_computed_tokens
                 .observe(f.prompt_tokens.saturating_sub(f.cached_tokens) as f64);
             m.count_finish(

@@ -210,6 +210,8 @@ pub struct Finished {
     pub admitted_us: u64,
     pub first_token_us: u64,
     pub finish_us: u64,
+    /// Times vLLM's scheduler preempted it.
+    pub preemptions: u32,
 }
 
 /// What one step did. Admissions happen at `start_us`; tokens and finishes at `end_us`.
@@ -789,6 +791,7 @@ impl Engine {
                 admitted_us: e.admitted_us,
                 first_token_us: e.first_token_us,
                 finish_us: end,
+                preemptions: f.num_preemptions,
             });
         }
         self.counters.requests_finished += report.finished.len() as u64;
@@ -856,6 +859,7 @@ pub(crate) mod tests {
         /// When each output token was sampled (the end of its step) and its place among the
         /// step's tokens (a log writes them in that order).
         pub token_us: Vec<(u64, u32)>,
+        pub preemptions: u32,
     }
 
     /// A request's answer: distinct token ids (their blocks are cached but only a prompt that
@@ -893,6 +897,7 @@ pub(crate) mod tests {
                             finish_us: 0,
                             output_tokens: 0,
                             token_us: Vec::new(),
+                            preemptions: 0,
                         });
                     }
                     for (k, t) in r.tokens.iter().enumerate() {
@@ -903,6 +908,7 @@ pub(crate) mod tests {
                         s.finish_us = f.finish_us;
                         s.output_tokens = f.output_tokens;
                         s.output = answer(f.output_tokens);
+                        s.preemptions = f.preemptions;
                     }
                     now = r.end_us;
                 }
@@ -1294,6 +1300,10 @@ pub(crate) mod tests {
                 assert_eq!(s.len(), 60);
                 let row = assert_agrees(&e, &s);
                 assert!(row.gpu_hit_tokens > 0, "seed {seed}: no GPU hits at all");
+                // each finished request reports its preemptions (`vllm:request_num_preemptions`)
+                let preempted: u64 = s.iter().map(|s| s.preemptions as u64).sum();
+                assert_eq!(preempted, e.preemptions(), "seed {seed}");
+                assert_eq!(row.preemptions, e.preemptions(), "seed {seed}");
                 if cpu.is_some() && gpu == 60 {
                     assert!(row.gpu_evictions > 0, "seed {seed}: the GPU never evicted");
                     assert!(row.cpu_hit_tokens > 0, "seed {seed}: LMCache never hit");

@@ -99,6 +99,8 @@ pub struct Metrics {
     /// LMCache's multi-process server (`serve --lmcache-mode mp`): its `lmcache_mp_*` families
     /// replace the in-process `lmcache:*` ones.
     pub lmcache_mp: Option<MpMetrics>,
+    /// The engine's preemptions so far (`vllm:num_preemptions`).
+    pub num_preemptions: u64,
     pub ttft: Histogram,
     pub itl: Histogram,
     pub tpot_request: Histogram,
@@ -133,6 +135,7 @@ impl Metrics {
             cpu_chunks: None,
             lmcache,
             lmcache_mp: None,
+            num_preemptions: 0,
             ttft: Histogram::new(TTFT_BUCKETS),
             itl: Histogram::new(ITL_BUCKETS),
             tpot_request: Histogram::new(ITL_BUCKETS),
@@ -261,7 +264,7 @@ impl Metrics {
             (
                 "vllm:num_preemptions",
                 "Cumulative number of preemption from the engine.",
-                0,
+                self.num_preemptions,
             ),
             (
                 "vllm:prompt_tokens",
@@ -789,6 +792,7 @@ mod tests {
     fn renders_parseable_text_with_vllm_names() {
         let mut m = Metrics::new(true);
         m.counters.prefix_cache_hits = 48;
+        m.num_preemptions = 3;
         m.ttft.observe(0.03);
         m.ttft.observe(3.0);
         let text = m.render("qwen\"8b");
@@ -797,6 +801,10 @@ mod tests {
         assert_eq!(
             get("vllm:prefix_cache_hits_total{model_name=\"qwen\\\"8b\",engine=\"0\"}"),
             Some(48.0)
+        );
+        assert_eq!(
+            get("vllm:num_preemptions_total{model_name=\"qwen\\\"8b\",engine=\"0\"}"),
+            Some(3.0)
         );
         assert_eq!(
             get("vllm:time_to_first_token_seconds_bucket{model_name=\"qwen\\\"8b\",engine=\"0\",le=\"0.04\"}"),
