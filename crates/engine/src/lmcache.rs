@@ -258,6 +258,53 @@ pub struct Counters {
     pub hit_chunks: u64,
 }
 
+impl Counters {
+    /// A lookup of `chunks` chunks found `lookup` (`first`: the request's first lookup).
+    fn looked_up(
+        &mut self,
+        chunks: usize,
+        lookup: &Lookup,
+        num_tokens: u64,
+        hit_tokens: u64,
+        first: bool,
+    ) {
+        if first {
+            self.chunk_refs += chunks as u64;
+            self.hit_chunks += lookup.chunks() as u64;
+        }
+        self.lookups += 1;
+        self.requested_tokens += num_tokens;
+        self.hit_tokens += hit_tokens;
+    }
+
+    fn retrieved(&mut self, got: &Retrieved) {
+        if got.loaded_tokens > 0 {
+            self.retrieves += 1;
+            self.loaded_tokens += got.loaded_tokens;
+        }
+    }
+
+    /// One store that newly put `tokens` tokens' chunks.
+    fn stored(&mut self, tokens: u64) {
+        self.stores += 1;
+        self.stored_tokens += tokens;
+    }
+}
+
+/// The computed-token counts after each forward step of a prefill that runs from `computed`
+/// tokens to `len` in steps of at most `budget` tokens (vLLM's token budget), ending at `len`;
+/// at least one step.
+pub fn prefill_steps(computed: u64, len: u64, budget: u64) -> impl Iterator<Item = u64> {
+    let budget = budget.max(1);
+    let mut done = Some(computed);
+    std::iter::from_fn(move || {
+        let d = done?;
+        let next = (d + budget).min(len);
+        done = (next < len).then_some(next);
+        Some(next)
+    })
+}
+
 /// LMCache as vLLM's KV connector (`integration/vllm/vllm_v1_adapter.py`): one lookup per
 /// admission attempt, kept (and pinned) until the request is admitted, then the load; stores as
 /// the request's prompt chunks are computed, from the chunk its LMCache hit ends in
@@ -316,14 +363,13 @@ impl<P: EvictionPolicy> Connector<P> {
                 }
             };
             st.hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
-            let c = &mut self.counters;
-            if st.lookups == 0 {
-                c.chunk_refs += keys.len() as u64;
-                c.hit_chunks += lookup.chunks() as u64;
-            }
-            c.lookups += 1;
-            c.requested_tokens += num_tokens;
-            c.hit_tokens += st.hit_tokens;
+            self.counters.looked_up(
+                keys.len(),
+                &lookup,
+                num_tokens,
+                st.hit_tokens,
+                st.lookups == 0,
+            );
             st.lookups += 1;
             st.lookup = Some(lookup);
         }
@@ -346,13 +392,9 @@ impl<P: EvictionPolicy> Connector<P> {
         if let LmcacheMode::Mp(_) = self.mode {
             self.matched(src, req, num_tokens, local_hit_tokens);
             self.admitted(src, req, local_hit_tokens);
-            let mut done = self.states[&req].hit_tokens.max(local_hit_tokens);
-            loop {
-                done = (done + budget.max(1)).min(num_tokens);
+            let from = self.states[&req].hit_tokens.max(local_hit_tokens);
+            for done in prefill_steps(from, num_tokens, budget) {
                 self.computed(src, req, done);
-                if done >= num_tokens {
-                    break;
-                }
             }
             return self.forget(req).and_then(|s| s.first).unwrap_or_default();
         }
@@ -360,36 +402,23 @@ impl<P: EvictionPolicy> Connector<P> {
         let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
         let lookup = self.tier.lookup_pinning(keys, &access, false);
         let hit_tokens = self.tier.hit_tokens(&lookup, num_tokens);
-        let c = &mut self.counters;
-        c.chunk_refs += keys.len() as u64;
-        c.hit_chunks += lookup.chunks() as u64;
-        c.lookups += 1;
-        c.requested_tokens += num_tokens;
-        c.hit_tokens += hit_tokens;
-        let external = hit_tokens.saturating_sub(local_hit_tokens);
+        self.counters
+            .looked_up(keys.len(), &lookup, num_tokens, hit_tokens, true);
         let got = self
             .tier
             .retrieve(keys, lookup, local_hit_tokens, hit_tokens, &access);
-        if got.loaded_tokens > 0 {
-            self.counters.retrieves += 1;
-            self.counters.loaded_tokens += got.loaded_tokens;
-        }
+        self.counters.retrieved(&got);
         let chunk = self.tier.chunk_size;
         let prompt = src.prompt_tokens(req);
         let mut saved = hit_tokens / chunk * chunk;
-        let mut done = local_hit_tokens + external;
-        loop {
-            done = (done + budget.max(1)).min(num_tokens);
+        let from = local_hit_tokens.max(hit_tokens);
+        for done in prefill_steps(from, num_tokens, budget) {
             let to = ((done.min(prompt) / chunk) as usize).min(keys.len());
-            let from = (saved / chunk) as usize;
-            if to > from {
-                let stored = self.tier.store(keys, from, to, &access);
+            let first = (saved / chunk) as usize;
+            if to > first {
+                let stored = self.tier.store(keys, first, to, &access);
                 saved = to as u64 * chunk;
-                self.counters.stores += 1;
-                self.counters.stored_tokens += stored * chunk;
-            }
-            if done >= num_tokens {
-                break;
+                self.counters.stored(stored * chunk);
             }
         }
         got
@@ -418,10 +447,7 @@ impl<P: EvictionPolicy> Connector<P> {
                 got
             }
         };
-        if got.loaded_tokens > 0 {
-            self.counters.retrieves += 1;
-            self.counters.loaded_tokens += got.loaded_tokens;
-        }
+        self.counters.retrieved(&got);
         st.first.get_or_insert(got);
         st.saved_tokens = st.hit_tokens / self.tier.chunk_size * self.tier.chunk_size;
     }
@@ -463,8 +489,7 @@ impl<P: EvictionPolicy> Connector<P> {
         };
         st.saved_tokens = to as u64 * c;
         st.stored_chunks += stored;
-        self.counters.stores += 1;
-        self.counters.stored_tokens += stored * c;
+        self.counters.stored(stored * c);
         stored
     }
 
@@ -533,6 +558,16 @@ mod tests {
 
     fn acc(k: ObjId, _d: usize, t: u64) -> Access {
         Access::at(k, t)
+    }
+
+    #[test]
+    fn prefill_steps_follow_the_token_budget() {
+        let steps = |c, l, b| prefill_steps(c, l, b).collect::<Vec<_>>();
+        assert_eq!(steps(0, 10, 4), [4, 8, 10]);
+        assert_eq!(steps(3, 10, 7), [10]);
+        // a prompt already computed still runs one step (vLLM recomputes its last token)
+        assert_eq!(steps(10, 10, 4), [10]);
+        assert_eq!(steps(0, 3, 0), [1, 2, 3]);
     }
 
     #[test]

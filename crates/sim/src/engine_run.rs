@@ -165,13 +165,8 @@ impl<'a> Lmcache<'a> {
     /// where the previous step's store ended (`vllm_v1_adapter.py:1104-1259`), so a later step's
     /// store can evict what an earlier one put.
     pub fn store_prefill(&mut self, req: usize, computed: u64, len: u64, budget: u64) {
-        let mut done = computed;
-        loop {
-            done = (done + budget.max(1)).min(len);
+        for done in inferencelab_engine::lmcache::prefill_steps(computed, len, budget) {
             self.conn.computed(&self.describe, req, done);
-            if done >= len {
-                break;
-            }
         }
     }
 
@@ -679,7 +674,6 @@ impl TraceTier<'_, '_> {
     /// (`_preempt_request`).
     fn preempt(&mut self, now: f64) {
         let mut run = self.running.pop().expect("a running request");
-
         let j = run.req;
         // never more tokens than its blocks hold (float rounding of the pace): it computed all
         // but the last sampled token, so it holds at most `room + 1` sampled tokens (that many
@@ -785,7 +779,6 @@ impl TraceTier<'_, '_> {
             // first and admits only if it preempted nobody. (A log with fine stamps gives a
             // step's lines one instant; see the vLLM log reader.)
             let (mut freed, mut admit, mut preempted) = (false, false, false);
-
             while self.events.peek().is_some_and(|e| e.time == t) {
                 let e = self.events.pop().expect("peeked");
                 if e.kind == EventKind::Admit {
@@ -821,8 +814,9 @@ impl TraceTier<'_, '_> {
                     EventKind::Admit => unreachable!("handled above"),
                 }
             }
-            let room = freed || !self.head_waits_for_room;
-            if (freed || admit) && !preempted && room && !self.waiting.is_empty() {
+            // a finish freed blocks; otherwise a head that did not fit still does not
+            let retry = freed || (admit && !self.head_waits_for_room);
+            if retry && !preempted && !self.waiting.is_empty() {
                 self.admit_waiting(t, serve);
             }
         }
