@@ -12,13 +12,14 @@
 
 use rayon::prelude::*;
 
+use inferencelab_trace::time::days_from_civil;
 use inferencelab_trace::{Content, Format, Request, Trace};
 
 use crate::csv_input::ConversationSet;
 use crate::error::{ConvertError, ConvertResult};
 use crate::rng::Rng;
 use crate::template::ChatTemplate;
-use crate::timestamp::{days_from_civil, Stamp};
+use crate::timestamp::Stamp;
 use crate::tokenizer::TextTokenizer;
 
 /// Median think time (s) when the CSV gives none: log-normal, median 10 s, sigma 1.0

@@ -12,6 +12,7 @@ pub mod input;
 pub mod model;
 pub mod readers;
 pub mod sequences;
+pub mod time;
 
 pub use blocks::{BlockedTrace, Blocking};
 pub use conversations::infer_conversations;

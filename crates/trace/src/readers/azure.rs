@@ -10,10 +10,10 @@
 
 use std::path::Path;
 
-use super::clock::parse_datetime_ns;
 use super::{numbered_lines, ReadOptions};
 use crate::error::{TraceError, TraceResult};
 use crate::model::{Content, Request, Trace};
+use crate::time::parse_datetime_ns;
 
 pub const NO_REUSE_NOTE: &str = "this Azure trace carries no prefix-reuse information (lengths \
      and timing only): every hit ratio simulated on it is 0 by construction; use it for arrival \

@@ -11,7 +11,6 @@ use crate::model::{Format, Trace};
 
 pub mod azure;
 pub mod bailian;
-mod clock;
 pub mod lmcache_lookup;
 pub mod mooncake;
 pub mod native;

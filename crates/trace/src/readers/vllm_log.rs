@@ -47,10 +47,10 @@ use std::path::Path;
 use memchr::memmem;
 use rustc_hash::FxHashMap;
 
-use super::clock::{days_from_civil, days_in_month, digits, parse_fraction, parse_hms};
 use super::{numbered_lines, ReadOptions};
 use crate::error::{TraceError, TraceResult};
 use crate::model::{Content, LmcacheLookup, Request, Trace};
+use crate::time::{days_from_civil, days_in_month, digits, parse_fraction, parse_hms};
 
 /// Times are `i128` nanoseconds: a log whose clock wraps into the next year on every other line
 /// would overflow `i64` after ~300 wraps.
