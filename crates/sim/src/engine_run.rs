@@ -251,6 +251,8 @@ impl KvConnector for Lmcache<'_> {
 pub(crate) struct Served {
     pub req: usize,
     pub hits: RequestHits,
+    /// Trace seconds when it finished (its blocks freed); NaN for a rejected request.
+    pub finish_s: f64,
 }
 
 impl Served {
@@ -263,6 +265,7 @@ impl Served {
                 rejected: true,
                 ..Default::default()
             },
+            finish_s: f64::NAN,
         }
     }
 }
@@ -347,8 +350,11 @@ enum Admit {
     Never,
 }
 
-/// The `trace` schedule's state.
-struct TraceTier<'a, 'b> {
+/// The `trace` schedule's state, stepped by [`run_trace`] or, one replica each, by the cluster
+/// driver (`crate::cluster`): [`arrive`](TraceTier::arrive) per routed request in arrival
+/// order, [`run_until`](TraceTier::run_until) to look at it between arrivals,
+/// [`close`](TraceTier::close) at the end.
+pub(crate) struct TraceTier<'a, 'b> {
     config: &'a SimConfig,
     seq: &'a SequenceBlocks,
     describe: Describe<'a>,
@@ -727,7 +733,11 @@ impl TraceTier<'_, '_> {
         }
         let mut hits = self.hits[j].expect("admitted");
         hits.preemptions = self.preemptions[j];
-        Served { req: j, hits }
+        Served {
+            req: j,
+            hits,
+            finish_s: run.finish,
+        }
     }
 
     /// One `schedule()` call's admissions at `now`: waiting requests FCFS while the step's
@@ -770,7 +780,7 @@ impl TraceTier<'_, '_> {
     }
 
     /// Run every event before `now` (those at `now` see a request that arrives then).
-    fn run_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
+    pub(crate) fn run_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
         while let Some(t) = self.events.peek().map(|e| e.time).filter(|&t| t < now) {
             self.flush_stores(t);
             // Every event of this instant at once: finishes, then the running requests' block
@@ -823,6 +833,90 @@ impl TraceTier<'_, '_> {
     }
 }
 
+impl<'a, 'b> TraceTier<'a, 'b> {
+    pub(crate) fn new(
+        config: &'a SimConfig,
+        seq: &'a SequenceBlocks,
+        describe: Describe<'a>,
+        lm: Option<&'b mut Lmcache<'a>>,
+        usable: u64,
+    ) -> Self {
+        let bs = seq.blocks.block_size as u64;
+        let n = describe.trace.requests.len();
+        TraceTier {
+            config,
+            seq,
+            describe,
+            lm,
+            pool: gpu_pool(&config.gpu, usable),
+            running: Vec::new(),
+            events: BinaryHeap::new(),
+            waiting: VecDeque::new(),
+            head_waits_for_room: false,
+            hits: vec![None; n],
+            finish: vec![f64::NAN; n],
+            epoch: vec![0; n],
+            preemptions: vec![0; n],
+            totals: TierTotals::default(),
+            in_use: 0,
+            bs,
+            pending_stores: Vec::new(),
+        }
+    }
+
+    /// Request `i` (an index into the whole trace) arrives.
+    pub(crate) fn arrive(&mut self, i: usize, serve: &mut dyn FnMut(Served)) {
+        let timestamp = self.describe.trace.requests[i].timestamp;
+        self.run_until(timestamp, serve);
+        self.waiting.push_back((i, 0));
+        match self.step_end_after(timestamp) {
+            // a step is in flight: the request waits for its end
+            Some(end) => {
+                self.totals.queued += 1;
+                self.events.push(Event {
+                    time: end,
+                    kind: EventKind::Admit,
+                    req: i,
+                    epoch: 0,
+                });
+            }
+            // a step ends (a request finishes) as it arrives: it joins the next `schedule()`
+            None if self.events.peek().is_some_and(|e| e.time <= timestamp) => {
+                self.events.push(Event {
+                    time: timestamp,
+                    kind: EventKind::Admit,
+                    req: i,
+                    epoch: 0,
+                });
+            }
+            None => {
+                self.admit_waiting(timestamp, serve);
+                if self.waiting.back() == Some(&(i, 0)) {
+                    self.totals.queued += 1;
+                }
+            }
+        }
+    }
+
+    /// Tokens of request `i`'s prompt the pool holds now: its leading cached blocks, at most
+    /// `num_tokens - 1` (what a lookup at this instant would hit).
+    pub(crate) fn cached_prefix_tokens(&self, i: usize) -> u64 {
+        let len = self.prompt(i);
+        let known = self.seq.prompt_blocks[i] as usize;
+        let keys = &self.seq.request(i)[..known.min(self.seq.request(i).len())];
+        let max_hit = (len.saturating_sub(1) / self.bs) as usize;
+        self.pool.leading_hits(keys, max_hit) as u64 * self.bs
+    }
+
+    /// Run to the end: every admitted request finishes, every store is done.
+    pub(crate) fn close(mut self, serve: &mut dyn FnMut(Served)) -> TierTotals {
+        self.run_until(f64::INFINITY, serve);
+        self.flush_stores(f64::INFINITY);
+        self.totals.evictions = self.pool.cache.evictions;
+        self.totals
+    }
+}
+
 /// The `trace` schedule.
 pub(crate) fn run_trace<'a>(
     config: &'a SimConfig,
@@ -832,62 +926,162 @@ pub(crate) fn run_trace<'a>(
     usable: u64,
     mut serve: impl FnMut(Served),
 ) -> TierTotals {
-    let bs = seq.blocks.block_size as u64;
     let n = describe.trace.requests.len();
-    let mut t = TraceTier {
-        config,
-        seq,
-        describe,
-        lm,
-        pool: gpu_pool(&config.gpu, usable),
-        running: Vec::new(),
-        events: BinaryHeap::new(),
-        waiting: VecDeque::new(),
-        head_waits_for_room: false,
-        hits: vec![None; n],
-        finish: vec![f64::NAN; n],
-        epoch: vec![0; n],
-        preemptions: vec![0; n],
-        totals: TierTotals::default(),
-        in_use: 0,
-        bs,
-        pending_stores: Vec::new(),
-    };
-    for (i, r) in t.describe.trace.requests.iter().enumerate() {
-        t.run_until(r.timestamp, &mut serve);
-        t.waiting.push_back((i, 0));
-        match t.step_end_after(r.timestamp) {
-            // a step is in flight: the request waits for its end
-            Some(end) => {
-                t.totals.queued += 1;
-                t.events.push(Event {
-                    time: end,
-                    kind: EventKind::Admit,
-                    req: i,
-                    epoch: 0,
-                });
+    let mut t = TraceTier::new(config, seq, describe, lm, usable);
+    for i in 0..n {
+        t.arrive(i, &mut serve);
+    }
+    t.close(&mut serve)
+}
+
+/// The `vllm` schedule's state: vLLM's scheduler in virtual time, stepped by [`run_vllm`] or,
+/// one replica each, by the cluster driver (`crate::cluster`).
+pub(crate) struct VllmTier<'a, 'b> {
+    config: &'a SimConfig,
+    sched: Scheduler<AnyPolicy>,
+    view: SeqView<'a>,
+    lm: Option<&'b mut Lmcache<'a>>,
+    totals: TierTotals,
+    admitted_at: Vec<f64>,
+    /// The virtual clock: the start of the next step.
+    now: f64,
+}
+
+impl<'a, 'b> VllmTier<'a, 'b> {
+    pub(crate) fn new(
+        config: &'a SimConfig,
+        seq: &'a SequenceBlocks,
+        describe: Describe<'a>,
+        lm: Option<&'b mut Lmcache<'a>>,
+        usable: u64,
+    ) -> Self {
+        let n = describe.trace.requests.len();
+        let sched = Scheduler::new(
+            SchedulerConfig {
+                block_size: seq.blocks.block_size,
+                max_num_batched_tokens: config.engine.max_num_batched_tokens.max(1),
+                max_num_seqs: config.engine.max_num_seqs.max(1),
+                ..Default::default()
+            },
+            gpu_pool(&config.gpu, usable),
+        );
+        VllmTier {
+            config,
+            sched,
+            view: SeqView { seq, describe },
+            lm,
+            totals: TierTotals::default(),
+            admitted_at: vec![f64::NAN; n],
+            now: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Run steps that start before `t` (a request arriving at `t` joins the first step
+    /// starting at or after it).
+    pub(crate) fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        while self.sched.has_unfinished() && self.now < t {
+            self.step(serve);
+        }
+    }
+
+    /// Request `i` (an index into the whole trace) arrives.
+    pub(crate) fn arrive(&mut self, i: usize, serve: &mut dyn FnMut(Served)) {
+        let r = &self.view.describe.trace.requests[i];
+        self.run_until(r.timestamp, serve);
+        // idle until it arrives
+        self.now = self.now.max(r.timestamp);
+        let whole = r.input_length as u64 + r.output_length.saturating_sub(1) as u64;
+        if r.input_length == 0 || !self.sched.fits_ever(whole) {
+            self.totals.rejections += 1;
+            serve(Served::rejected(i));
+        } else {
+            self.sched
+                .add_request(i, r.input_length as u64, r.output_length);
+        }
+    }
+
+    /// Tokens of request `i`'s prompt the pool holds now (see [`TraceTier`]'s).
+    pub(crate) fn cached_prefix_tokens(&self, i: usize) -> u64 {
+        let seq = self.view.seq;
+        let bs = seq.blocks.block_size as u64;
+        let len = self.view.describe.trace.requests[i].input_length as u64;
+        let keys = seq.request(i);
+        let keys = &keys[..(seq.prompt_blocks[i] as usize).min(keys.len())];
+        let max_hit = (len.saturating_sub(1) / bs) as usize;
+        self.sched.pool.leading_hits(keys, max_hit) as u64 * bs
+    }
+
+    /// One `schedule()` + forward step + `update()`.
+    fn step(&mut self, serve: &mut dyn FnMut(Served)) {
+        let reqs = &self.view.describe.trace.requests;
+        let mut none = inferencelab_engine::NoConnector;
+        let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
+            Some(l) => l,
+            None => &mut none,
+        };
+        let plan = self.sched.schedule(&self.view, conn);
+        if plan.scheduled.is_empty() {
+            // nothing running and the head cannot fit: it never will
+            if self.sched.num_running() == 0 {
+                if let Some(r) = self.sched.drop_head() {
+                    self.totals.rejections += 1;
+                    serve(Served::rejected(r.req));
+                }
             }
-            // a step ends (a request finishes) as it arrives: it joins the next `schedule()`
-            None if t.events.peek().is_some_and(|e| e.time <= r.timestamp) => {
-                t.events.push(Event {
-                    time: r.timestamp,
-                    kind: EventKind::Admit,
-                    req: i,
-                    epoch: 0,
-                });
-            }
-            None => {
-                t.admit_waiting(r.timestamp, &mut serve);
-                if t.waiting.back() == Some(&(i, 0)) {
-                    t.totals.queued += 1;
+            return;
+        }
+        for &req in &plan.admitted {
+            if self.admitted_at[req].is_nan() {
+                self.admitted_at[req] = self.now;
+                if self.now > reqs[req].timestamp {
+                    self.totals.queued += 1;
                 }
             }
         }
+        self.totals.max_in_use = self.totals.max_in_use.max(self.sched.blocks_in_use());
+        let (prefill, decode) = plan.work();
+        let timing = &self.config.timing;
+        self.now += prefill as f64 / timing.prefill_tokens_per_s
+            + if decode {
+                timing.decode_ms_per_token / 1000.0
+            } else {
+                0.0
+            };
+        let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
+            Some(l) => l,
+            None => &mut none,
+        };
+        // finished requests free their blocks at the step's end (learned policies' clock)
+        self.sched.pool.cache.policy.on_time(self.now);
+        for done in self.sched.update(&plan, conn) {
+            let (cpu, disk) = self
+                .lm
+                .as_deref_mut()
+                .map_or((0, 0), |l| l.take_first(done.req));
+            serve(Served {
+                req: done.req,
+                hits: RequestHits {
+                    gpu_hit_tokens: done.gpu_hit_tokens,
+                    cpu_hit_tokens: cpu,
+                    disk_hit_tokens: disk,
+                    admitted_s: self.admitted_at[done.req],
+                    preemptions: done.num_preemptions,
+                    rejected: false,
+                },
+                finish_s: self.now,
+            });
+        }
     }
-    t.run_until(f64::INFINITY, &mut serve);
-    t.flush_stores(f64::INFINITY);
-    t.totals.evictions = t.pool.cache.evictions;
-    t.totals
+
+    /// Run to the end: every request finishes (or is refused).
+    pub(crate) fn close(mut self, serve: &mut dyn FnMut(Served)) -> TierTotals {
+        while self.sched.has_unfinished() {
+            self.step(serve);
+        }
+        self.totals.evictions = self.sched.pool.cache.evictions;
+        self.totals.preemptions = self.sched.num_preemptions;
+        self.totals
+    }
 }
 
 /// The `vllm` schedule: vLLM's scheduler in virtual time.
@@ -895,99 +1089,16 @@ pub(crate) fn run_vllm<'a>(
     config: &'a SimConfig,
     seq: &'a SequenceBlocks,
     describe: Describe<'a>,
-    mut lm: Option<&mut Lmcache<'a>>,
+    lm: Option<&mut Lmcache<'a>>,
     usable: u64,
     mut serve: impl FnMut(Served),
 ) -> TierTotals {
-    let trace = describe.trace;
-    let reqs = &trace.requests;
-    let bs = seq.blocks.block_size;
-    let mut sched = Scheduler::new(
-        SchedulerConfig {
-            block_size: bs,
-            max_num_batched_tokens: config.engine.max_num_batched_tokens.max(1),
-            max_num_seqs: config.engine.max_num_seqs.max(1),
-            ..Default::default()
-        },
-        gpu_pool(&config.gpu, usable),
-    );
-    let view = SeqView { seq, describe };
-    let mut none = inferencelab_engine::NoConnector;
-    let mut totals = TierTotals::default();
-    let mut admitted_at: Vec<f64> = vec![f64::NAN; reqs.len()];
-    let mut now = reqs.first().map_or(0.0, |r| r.timestamp);
-    let mut next = 0;
-    let tps = config.timing.prefill_tokens_per_s;
-    let decode_s = config.timing.decode_ms_per_token / 1000.0;
-    loop {
-        while next < reqs.len() && reqs[next].timestamp <= now {
-            let r = &reqs[next];
-            let whole = r.input_length as u64 + r.output_length.saturating_sub(1) as u64;
-            if r.input_length == 0 || !sched.fits_ever(whole) {
-                totals.rejections += 1;
-                serve(Served::rejected(next));
-            } else {
-                sched.add_request(next, r.input_length as u64, r.output_length);
-            }
-            next += 1;
-        }
-        if !sched.has_unfinished() {
-            if next >= reqs.len() {
-                break;
-            }
-            now = reqs[next].timestamp;
-            continue;
-        }
-        let conn: &mut dyn KvConnector = match lm.as_deref_mut() {
-            Some(l) => l,
-            None => &mut none,
-        };
-        let plan = sched.schedule(&view, conn);
-        if plan.scheduled.is_empty() {
-            // nothing running and the head cannot fit: it never will
-            if sched.num_running() == 0 {
-                if let Some(r) = sched.drop_head() {
-                    totals.rejections += 1;
-                    serve(Served::rejected(r.req));
-                }
-            }
-            continue;
-        }
-        for &req in &plan.admitted {
-            if admitted_at[req].is_nan() {
-                admitted_at[req] = now;
-                if now > reqs[req].timestamp {
-                    totals.queued += 1;
-                }
-            }
-        }
-        totals.max_in_use = totals.max_in_use.max(sched.blocks_in_use());
-        let (prefill, decode) = plan.work();
-        now += prefill as f64 / tps + if decode { decode_s } else { 0.0 };
-        let conn: &mut dyn KvConnector = match lm.as_deref_mut() {
-            Some(l) => l,
-            None => &mut none,
-        };
-        // finished requests free their blocks at the step's end (learned policies' clock)
-        sched.pool.cache.policy.on_time(now);
-        for done in sched.update(&plan, conn) {
-            let (cpu, disk) = lm.as_deref_mut().map_or((0, 0), |l| l.take_first(done.req));
-            serve(Served {
-                req: done.req,
-                hits: RequestHits {
-                    gpu_hit_tokens: done.gpu_hit_tokens,
-                    cpu_hit_tokens: cpu,
-                    disk_hit_tokens: disk,
-                    admitted_s: admitted_at[done.req],
-                    preemptions: done.num_preemptions,
-                    rejected: false,
-                },
-            });
-        }
+    let n = describe.trace.requests.len();
+    let mut t = VllmTier::new(config, seq, describe, lm, usable);
+    for i in 0..n {
+        t.arrive(i, &mut serve);
     }
-    totals.evictions = sched.pool.cache.evictions;
-    totals.preemptions = sched.num_preemptions;
-    totals
+    t.close(&mut serve)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! trace with any eviction policy, the model registry and cost model, metrics and grids.
 //! Synchronous and deterministic; no printing (the CLI prints).
 
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod engine_run;

@@ -1,0 +1,490 @@
+//! Many replicas behind a router (DESIGN.md section 10, issue 21): N vLLM replicas, each its
+//! own GPU prefix cache, scheduler and (optionally) LMCache tier, the engine path of a single
+//! server (`engine_run`'s `TraceTier` / `VllmTier`, one per replica, not a copy), and a router
+//! that sends each request, in arrival order, to one of them.
+//!
+//! Time: every replica is advanced to a request's arrival before the router looks at the
+//! fleet. Under the `vllm` schedule a replica runs the step that starts before the arrival to
+//! its end, so a router reading cache contents (`kv_aware`) sees them up to one step late; the
+//! in-flight counts the load-aware routers read use each request's own finish time, so they
+//! are exact.
+//!
+//! Figures (`ClusterResult`): the fleet's token hit ratio and compute saved; per replica its
+//! requests, prompt tokens, hits and busy time (time with a request admitted and unfinished);
+//! imbalance = max / mean requests per replica; queueing delay (admission - arrival) and TTFT
+//! from the time model (queueing + the uncached prompt tokens at `prefill_tokens_per_s`; the
+//! schedulers do not track the first token's step).
+//!
+//! Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is refused; the
+//! replicas' logs of a real fleet are read as one merged trace, not per replica.
+
+pub mod cache_aware;
+pub mod consistent_hash;
+pub mod fbi_hash;
+pub mod ideal_pool;
+pub mod kv_aware;
+pub mod power_of_two;
+pub mod random;
+pub mod registry;
+pub mod round_robin;
+pub mod router;
+pub mod sticky_least_loaded;
+
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
+use crate::driver::{effective_schedule, Prepared, RequestHits};
+use crate::engine_run::{Describe, Lmcache, Served, TraceTier, VllmTier};
+use crate::error::{SimError, SimResult};
+use crate::result::ratio;
+
+pub use cache_aware::CacheAwareConfig;
+pub use router::{Fleet, RouteRequest, Router};
+
+/// The fleet: how many replicas, which router, what it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    pub replicas: usize,
+    /// A name from [`registry::ROUTERS`].
+    pub router: String,
+    /// The replicas' URLs as the router knows them (the hash routers hash them); empty:
+    /// `http://127.0.0.1:8001`, `:8002`, ...
+    pub worker_urls: Vec<String>,
+    /// Seed of the random routers.
+    pub seed: u64,
+    pub cache_aware: CacheAwareConfig,
+    /// One LMCache shared by every replica (not yet supported: refused).
+    pub lmcache_shared: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replicas: 1,
+            router: "round_robin".into(),
+            worker_urls: Vec::new(),
+            seed: 0,
+            cache_aware: CacheAwareConfig::default(),
+            lmcache_shared: false,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Replica `k`'s URL.
+    pub fn worker_url(&self, k: usize) -> String {
+        self.worker_urls
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", 8001 + k))
+    }
+}
+
+/// One replica's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplicaFigures {
+    pub replica: usize,
+    pub url: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub gpu_hit_tokens: u64,
+    pub cpu_hit_tokens: u64,
+    pub disk_hit_tokens: u64,
+    /// (GPU + LMCache hit tokens) / prompt tokens.
+    pub token_hit_ratio: f64,
+    /// Seconds with at least one of its requests admitted and unfinished.
+    pub busy_s: f64,
+    pub gpu_evictions: u64,
+    pub preemptions: u64,
+    pub rejected: u64,
+}
+
+/// A fleet run's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClusterResult {
+    pub router: String,
+    pub replicas: usize,
+    pub schedule: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub gpu_hit_tokens: u64,
+    pub cpu_hit_tokens: u64,
+    pub disk_hit_tokens: u64,
+    /// The fleet's (GPU + LMCache) hit tokens / prompt tokens.
+    pub token_hit_ratio: f64,
+    pub gpu_token_hit_ratio: f64,
+    /// Prefill FLOPs saved / total (with a model), else `None`.
+    pub compute_saved_ratio: Option<f64>,
+    /// Max / mean requests per replica (1 = even).
+    pub imbalance: f64,
+    pub queue_delay_p50_s: f64,
+    pub queue_delay_p90_s: f64,
+    pub ttft_p50_s: f64,
+    pub ttft_p90_s: f64,
+    pub per_replica: Vec<ReplicaFigures>,
+    pub sim_seconds: f64,
+}
+
+/// Where one request went and what it got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Routed {
+    pub req: usize,
+    pub replica: usize,
+    pub hits: RequestHits,
+    pub finish_s: f64,
+}
+
+enum Tier<'a, 'b> {
+    Trace(TraceTier<'a, 'b>),
+    Vllm(VllmTier<'a, 'b>),
+}
+
+impl Tier<'_, '_> {
+    fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        match self {
+            Tier::Trace(x) => x.run_until(t, serve),
+            Tier::Vllm(x) => x.run_until(t, serve),
+        }
+    }
+    fn arrive(&mut self, i: usize, serve: &mut dyn FnMut(Served)) {
+        match self {
+            Tier::Trace(x) => x.arrive(i, serve),
+            Tier::Vllm(x) => x.arrive(i, serve),
+        }
+    }
+    fn cached_prefix_tokens(&self, i: usize) -> u64 {
+        match self {
+            Tier::Trace(x) => x.cached_prefix_tokens(i),
+            Tier::Vllm(x) => x.cached_prefix_tokens(i),
+        }
+    }
+}
+
+struct View<'x, 'a, 'b> {
+    tiers: &'x [Tier<'a, 'b>],
+    loads: &'x [usize],
+    urls: &'x [String],
+}
+
+impl Fleet for View<'_, '_, '_> {
+    fn replicas(&self) -> usize {
+        self.tiers.len()
+    }
+    fn load(&self, k: usize) -> usize {
+        self.loads[k]
+    }
+    fn cached_prefix_tokens(&self, k: usize, req: usize) -> u64 {
+        self.tiers[k].cached_prefix_tokens(req)
+    }
+    fn worker_url(&self, k: usize) -> &str {
+        &self.urls[k]
+    }
+}
+
+/// A finish time in a min-heap.
+#[derive(PartialEq)]
+struct Finish(f64, usize);
+impl Eq for Finish {}
+impl PartialOrd for Finish {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Finish {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then(o.1.cmp(&self.1))
+    }
+}
+
+/// Run the fleet.
+pub fn run(
+    prepared: &Prepared<'_>,
+    config: &SimConfig,
+    cluster: &ClusterConfig,
+) -> SimResult<ClusterResult> {
+    run_observed(prepared, config, cluster, |_| {})
+}
+
+fn check(config: &SimConfig, cluster: &ClusterConfig) -> SimResult<()> {
+    let refuse = |m: &str| Err(SimError::Config(m.to_string()));
+    if cluster.replicas == 0 {
+        return refuse("--replicas 0: a fleet needs at least one replica");
+    }
+    if cluster.lmcache_shared {
+        return refuse(
+            "--lmcache-shared is not implemented yet (issue 21, partial): each replica has its \
+             own LMCache tier; drop the flag",
+        );
+    }
+    if config.hit_semantics != HitSemantics::Prefix || !config.engine.rules {
+        return refuse(
+            "--replicas runs vLLM's engine rules per replica; drop --hit-semantics any and \
+             --gpu-model abstract",
+        );
+    }
+    if config.engine.lmcache_rules != LmcacheRules::Engine {
+        return refuse("--replicas needs LMCache's engine rules (drop --lmcache-rules simulator)");
+    }
+    if !cluster.worker_urls.is_empty() && cluster.worker_urls.len() != cluster.replicas {
+        return Err(SimError::Config(format!(
+            "{} worker URLs for {} replicas: give one URL per replica, or none",
+            cluster.worker_urls.len(),
+            cluster.replicas
+        )));
+    }
+    Ok(())
+}
+
+/// [`run`], telling `observe` where each request went and what it got (in the order the
+/// replicas finish them).
+pub fn run_observed(
+    prepared: &Prepared<'_>,
+    config: &SimConfig,
+    cluster: &ClusterConfig,
+    mut observe: impl FnMut(Routed),
+) -> SimResult<ClusterResult> {
+    check(config, cluster)?;
+    crate::driver::check(prepared, config)?;
+    let mut router = registry::build(&cluster.router, cluster).map_err(SimError::Config)?;
+    let started = Instant::now();
+    let pooled = router.pooled();
+    let n = if pooled { 1 } else { cluster.replicas };
+    let mut cfg = config.clone();
+    if pooled {
+        let x = cluster.replicas as u64;
+        cfg.gpu.capacity = cfg.gpu.capacity.saturating_mul(x);
+        if let Some(c) = cfg.cpu.as_mut() {
+            c.capacity = c.capacity.saturating_mul(x);
+        }
+        if let Some(d) = cfg.disk.as_mut() {
+            d.capacity = d.capacity.saturating_mul(x);
+        }
+    }
+    let cfg = &cfg;
+    prepared.annotate_for(cfg);
+    let trace = prepared.trace;
+    let reqs = &trace.requests;
+    let answers = cfg.engine.answers;
+    let seq = prepared.sequences(answers)?;
+    if cfg.gpu.policy.needs_oracle() {
+        return Err(SimError::Config(format!(
+            "--replicas does not run oracle policies yet ({}): pick an online policy",
+            cfg.gpu.policy.name()
+        )));
+    }
+    let cpu_oracle = prepared.cpu_next_by_request_slice();
+    let mut lms: Vec<Option<Lmcache<'_>>> = (0..n)
+        .map(|_| Lmcache::new(cfg, prepared, cpu_oracle))
+        .collect();
+    let usable = if cfg.gpu.policy.is_unbounded() {
+        u64::MAX
+    } else {
+        cfg.gpu.capacity.saturating_sub(1)
+    };
+    let schedule = effective_schedule(trace, cfg);
+    let describe = || Describe {
+        trace,
+        kinds: prepared.kinds(),
+        blocks: &seq.blocks,
+        oracle: None,
+    };
+    let mut tiers: Vec<Tier<'_, '_>> = lms
+        .iter_mut()
+        .map(|lm| match schedule {
+            Schedule::Vllm => Tier::Vllm(VllmTier::new(cfg, seq, describe(), lm.as_mut(), usable)),
+            _ => Tier::Trace(TraceTier::new(cfg, seq, describe(), lm.as_mut(), usable)),
+        })
+        .collect();
+    let urls: Vec<String> = (0..n).map(|k| cluster.worker_url(k)).collect();
+    let bs = prepared.gpu.block_size as u64;
+
+    let mut assigned = vec![usize::MAX; reqs.len()];
+    let mut served: Vec<Option<(RequestHits, f64)>> = vec![None; reqs.len()];
+    let mut loads = vec![0usize; n];
+    let mut finishes: BinaryHeap<Finish> = BinaryHeap::new();
+    let mut buf: Vec<Served> = Vec::new();
+    let mut take = |buf: &mut Vec<Served>,
+                    finishes: &mut BinaryHeap<Finish>,
+                    served: &mut Vec<Option<(RequestHits, f64)>>,
+                    assigned: &[usize]| {
+        for s in buf.drain(..) {
+            let k = assigned[s.req];
+            let at = if s.finish_s.is_nan() {
+                reqs[s.req].timestamp
+            } else {
+                s.finish_s
+            };
+            finishes.push(Finish(at, k));
+            served[s.req] = Some((s.hits, s.finish_s));
+            observe(Routed {
+                req: s.req,
+                replica: k,
+                hits: s.hits,
+                finish_s: s.finish_s,
+            });
+        }
+    };
+    for (i, r) in reqs.iter().enumerate() {
+        for tier in tiers.iter_mut() {
+            tier.run_until(r.timestamp, &mut |s| buf.push(s));
+        }
+        take(&mut buf, &mut finishes, &mut served, &assigned);
+        // the router's in-flight counts: a request leaves when it finishes
+        while finishes.peek().is_some_and(|f| f.0 <= r.timestamp) {
+            let f = finishes.pop().expect("peeked");
+            loads[f.1] -= 1;
+        }
+        let route = RouteRequest {
+            index: i,
+            time: r.timestamp,
+            id: &r.id,
+            session: r.conversation.map(|c| c.to_string()),
+            prompt_keys: prepared.gpu.request(i),
+            prompt_tokens: r.input_length as u64,
+            block_size: bs,
+        };
+        let view = View {
+            tiers: &tiers,
+            loads: &loads,
+            urls: &urls,
+        };
+        let k = router.route(&route, &view);
+        if k >= n {
+            return Err(SimError::Config(format!(
+                "router {} picked replica {k} of {n}",
+                cluster.router
+            )));
+        }
+        assigned[i] = k;
+        loads[k] += 1;
+        tiers[k].arrive(i, &mut |s| buf.push(s));
+        take(&mut buf, &mut finishes, &mut served, &assigned);
+    }
+    let mut totals = Vec::with_capacity(n);
+    for tier in tiers {
+        let t = match tier {
+            Tier::Trace(x) => x.close(&mut |s| buf.push(s)),
+            Tier::Vllm(x) => x.close(&mut |s| buf.push(s)),
+        };
+        totals.push(t);
+        take(&mut buf, &mut finishes, &mut served, &assigned);
+    }
+
+    // figures, in request order
+    let mut per: Vec<ReplicaFigures> = (0..n)
+        .map(|k| ReplicaFigures {
+            replica: k,
+            url: urls[k].clone(),
+            gpu_evictions: totals[k].evictions,
+            preemptions: totals[k].preemptions,
+            ..Default::default()
+        })
+        .collect();
+    let mut busy: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
+    let (mut queue, mut ttft) = (Vec::new(), Vec::new());
+    let (mut flops_total, mut flops_saved) = (0.0, 0.0);
+    let tps = cfg.timing.prefill_tokens_per_s;
+    for (i, r) in reqs.iter().enumerate() {
+        let k = assigned[i];
+        let (h, finish) = served[i].ok_or_else(|| {
+            SimError::Config(format!("request {i} was routed but never served (a bug)"))
+        })?;
+        let p = &mut per[k];
+        let len = r.input_length as u64;
+        p.requests += 1;
+        p.prompt_tokens += len;
+        p.gpu_hit_tokens += h.gpu_hit_tokens;
+        p.cpu_hit_tokens += h.cpu_hit_tokens;
+        p.disk_hit_tokens += h.disk_hit_tokens;
+        if let Some(m) = &cfg.model {
+            flops_total += m.prefill_flops(len);
+            flops_saved += m.prefill_flops(h.total());
+        }
+        if h.rejected {
+            p.rejected += 1;
+            continue;
+        }
+        busy[k].push((h.admitted_s, finish.max(h.admitted_s)));
+        let wait = (h.admitted_s - r.timestamp).max(0.0);
+        queue.push(wait);
+        ttft.push(wait + len.saturating_sub(h.total()) as f64 / tps);
+    }
+    for (p, spans) in per.iter_mut().zip(busy.iter_mut()) {
+        p.token_hit_ratio = ratio(
+            p.gpu_hit_tokens + p.cpu_hit_tokens + p.disk_hit_tokens,
+            p.prompt_tokens,
+        );
+        p.busy_s = union_length(spans);
+    }
+    let sum = |f: fn(&ReplicaFigures) -> u64| per.iter().map(f).sum::<u64>();
+    let requests = sum(|p| p.requests);
+    let prompt_tokens = sum(|p| p.prompt_tokens);
+    let gpu = sum(|p| p.gpu_hit_tokens);
+    let cpu = sum(|p| p.cpu_hit_tokens);
+    let disk = sum(|p| p.disk_hit_tokens);
+    // imbalance over the fleet the user asked for (ideal_pool: 1 by definition)
+    let mean = requests as f64 / n as f64;
+    let max = per.iter().map(|p| p.requests).max().unwrap_or(0) as f64;
+    Ok(ClusterResult {
+        router: cluster.router.clone(),
+        replicas: cluster.replicas,
+        schedule: schedule.to_string(),
+        requests,
+        prompt_tokens,
+        gpu_hit_tokens: gpu,
+        cpu_hit_tokens: cpu,
+        disk_hit_tokens: disk,
+        token_hit_ratio: ratio(gpu + cpu + disk, prompt_tokens),
+        gpu_token_hit_ratio: ratio(gpu, prompt_tokens),
+        compute_saved_ratio: cfg.model.as_ref().map(|_| {
+            if flops_total > 0.0 {
+                flops_saved / flops_total
+            } else {
+                0.0
+            }
+        }),
+        imbalance: if mean > 0.0 { max / mean } else { 1.0 },
+        queue_delay_p50_s: percentile(&mut queue, 50.0),
+        queue_delay_p90_s: percentile(&mut queue, 90.0),
+        ttft_p50_s: percentile(&mut ttft, 50.0),
+        ttft_p90_s: percentile(&mut ttft, 90.0),
+        per_replica: per,
+        sim_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Total length of the union of `spans`.
+fn union_length(spans: &mut [(f64, f64)]) -> f64 {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut total = 0.0;
+    let mut cur: Option<(f64, f64)> = None;
+    for &(s, e) in spans.iter() {
+        match cur {
+            Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                cur = Some((s, e));
+            }
+            None => cur = Some((s, e)),
+        }
+    }
+    total + cur.map_or(0.0, |(s, e)| e - s)
+}
+
+/// Percentile by linear interpolation between closest ranks (numpy's default, as vLLM's bench).
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (v.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The fleet against the single server it must reduce to, and each router's rule on small
+//! traces whose routing can be worked out by hand.
+
+use inferencelab_cache::PolicyConfig;
+use inferencelab_trace::{Content, Request, Trace};
+
+use super::*;
+use crate::config::{TierConfig, TimingModel};
+use crate::driver::run_observed as run_single;
+
+/// `convs` conversations of `turns` turns, interleaved (turn t of every conversation, then
+/// turn t + 1), 0.5 s apart; each prompt = a system prompt shared by conversations of the same
+/// parity + the conversation's history + a new 20-token message; answers of 12 tokens.
+fn multi_turn(convs: u64, turns: u32, with_finish: bool) -> Trace {
+    let mut requests = Vec::new();
+    let mut history: Vec<Vec<u32>> = (0..convs)
+        .map(|c| (0..40).map(|x| 1000 * (c as u32 % 2) + x).collect())
+        .collect();
+    let mut t = 0.0;
+    for turn in 0..turns {
+        for c in 0..convs {
+            let h = &mut history[c as usize];
+            h.extend((0..20).map(|x| 100_000 + 1000 * c as u32 + 50 * turn + x));
+            let prompt = h.clone();
+            let output: Vec<u32> = (0..12)
+                .map(|x| 500_000 + 1000 * c as u32 + 20 * turn + x)
+                .collect();
+            requests.push(Request {
+                id: format!("c{c}t{turn}"),
+                timestamp: t,
+                finish_time: with_finish.then_some(t + 0.7),
+                conversation: Some(c),
+                turn,
+                input_length: prompt.len() as u32,
+                output_length: output.len() as u32,
+                kind: None,
+                content: Content::Tokens(prompt),
+                output_tokens: Some(output.clone()),
+                output_times: None,
+            });
+            h.extend(output);
+            t += 0.5;
+        }
+    }
+    Trace {
+        requests,
+        ..Default::default()
+    }
+}
+
+fn config(gpu_blocks: u64, cpu_chunks: Option<u64>, schedule: Schedule) -> SimConfig {
+    let mut c = SimConfig {
+        gpu: TierConfig {
+            capacity: gpu_blocks,
+            policy: PolicyConfig::Lru,
+        },
+        cpu: cpu_chunks.map(|n| TierConfig {
+            capacity: n,
+            policy: PolicyConfig::Lru,
+        }),
+        disk: None,
+        hit_semantics: HitSemantics::Prefix,
+        pinning: true,
+        timing: TimingModel::default(),
+        window_seconds: 60.0,
+        model: None,
+        engine: Default::default(),
+    };
+    c.engine.schedule = schedule;
+    c
+}
+
+fn cluster(replicas: usize, router: &str) -> ClusterConfig {
+    ClusterConfig {
+        replicas,
+        router: router.into(),
+        ..Default::default()
+    }
+}
+
+/// Per request (by index): its hits as the single server gives them.
+fn single(p: &Prepared<'_>, c: &SimConfig) -> (Vec<RequestHits>, crate::ResultRow) {
+    let mut out = vec![RequestHits::default(); p.trace.requests.len()];
+    let row = run_single(p, c, |i, h| out[i] = h).unwrap();
+    (out, row)
+}
+
+fn fleet(p: &Prepared<'_>, c: &SimConfig, k: &ClusterConfig) -> (Vec<Routed>, ClusterResult) {
+    let mut out: Vec<Option<Routed>> = vec![None; p.trace.requests.len()];
+    let res = run_observed(p, c, k, |r| out[r.req] = Some(r)).unwrap();
+    (out.into_iter().map(|r| r.expect("served")).collect(), res)
+}
+
+#[test]
+fn one_replica_is_the_single_server_for_every_router() {
+    // small pools so that eviction, queueing and LMCache all take part
+    for with_finish in [true, false] {
+        let trace = multi_turn(6, 4, with_finish);
+        let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+        for schedule in [Schedule::Trace, Schedule::Vllm] {
+            for cpu in [None, Some(6)] {
+                let c = config(20, cpu, schedule);
+                let (want, row) = single(&p, &c);
+                for name in registry::names() {
+                    let (got, res) = fleet(&p, &c, &cluster(1, name));
+                    let label = format!("{name} {schedule} cpu {cpu:?} finish {with_finish}");
+                    for (i, g) in got.iter().enumerate() {
+                        assert_eq!(g.replica, 0, "{label}");
+                        assert_eq!(g.hits, want[i], "{label}: request {i}");
+                    }
+                    assert_eq!(res.gpu_hit_tokens, row.gpu_hit_tokens, "{label}");
+                    assert_eq!(res.cpu_hit_tokens, row.cpu_hit_tokens, "{label}");
+                    assert_eq!(
+                        res.per_replica[0].gpu_evictions, row.gpu_evictions,
+                        "{label}"
+                    );
+                    assert_eq!(res.per_replica[0].preemptions, row.preemptions, "{label}");
+                }
+                // the small pool made the comparison mean something
+                assert!(row.gpu_evictions > 0 && row.gpu_hit_tokens > 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn ideal_pool_is_one_server_with_n_times_the_blocks() {
+    let trace = multi_turn(8, 3, false);
+    let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+    for schedule in [Schedule::Trace, Schedule::Vllm] {
+        let c = config(12, Some(4), schedule);
+        let mut big = c.clone();
+        big.gpu.capacity = 48;
+        big.cpu.as_mut().unwrap().capacity = 16;
+        let (want, row) = single(&p, &big);
+        let (got, res) = fleet(&p, &c, &cluster(4, "ideal_pool"));
+        assert!(got.iter().zip(&want).all(|(g, w)| g.hits == *w));
+        assert_eq!(
+            res.gpu_hit_tokens + res.cpu_hit_tokens,
+            row.prefill_tokens_saved
+        );
+        assert_eq!(res.replicas, 4);
+        assert_eq!(res.per_replica.len(), 1);
+        // and the bound holds: no router does better on this trace
+        for name in registry::names() {
+            let r = run(&p, &c, &cluster(4, name)).unwrap();
+            assert!(r.token_hit_ratio <= res.token_hit_ratio + 1e-12, "{name}");
+        }
+    }
+}
+
+#[test]
+fn round_robin_deals_requests_in_turn() {
+    let trace = multi_turn(3, 2, true);
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let (got, res) = fleet(
+        &p,
+        &config(100, None, Schedule::Trace),
+        &cluster(2, "round_robin"),
+    );
+    let replicas: Vec<usize> = got.iter().map(|r| r.replica).collect();
+    assert_eq!(replicas, vec![0, 1, 0, 1, 0, 1]);
+    // c0t0 -> 0, c0t1 (request 3) -> 1: the second turn misses its history
+    assert_eq!(got[3].hits.gpu_hit_tokens, 0);
+    assert_eq!(res.imbalance, 1.0);
+}
+
+#[test]
+fn session_routers_keep_a_conversation_on_one_replica() {
+    let trace = multi_turn(16, 3, true);
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let c = config(1000, None, Schedule::Trace);
+    for name in [
+        "consistent_hash",
+        "sticky_least_loaded",
+        "cache_aware",
+        "kv_aware",
+    ] {
+        let (got, res) = fleet(&p, &c, &cluster(4, name));
+        for r in &got {
+            let first = got[r.req % 16].replica;
+            assert_eq!(r.replica, first, "{name}: request {}", r.req);
+        }
+        // every later turn hits its whole history (all but the new message's partial block)
+        for r in got.iter().skip(16) {
+            assert!(r.hits.gpu_hit_tokens > 0, "{name}: request {}", r.req);
+        }
+        let used = res.per_replica.iter().filter(|p| p.requests > 0).count();
+        match name {
+            // new conversations: 0 in flight everywhere -> the first replica
+            // (rate <= 0.3 for a conversation's first turn: the shared system prompt is 40 of 60
+            // tokens = 0.67 > 0.3, so it follows the parity's first conversation)
+            "cache_aware" | "kv_aware" => assert!(used <= 2, "{name}: {used}"),
+            "sticky_least_loaded" => assert_eq!(used, 4, "{name}"),
+            _ => assert!(used >= 2, "{name}: {used}"),
+        }
+    }
+}
+
+#[test]
+fn cache_aware_goes_to_the_least_loaded_when_the_fleet_is_imbalanced() {
+    // 3 replicas, thresholds 1 and 1.5; every request of one long conversation would follow
+    // the tree to replica 0, but once replica 0 has 2 more in flight than the idle ones the
+    // least loaded (the first idle: 1) takes the next
+    let trace = multi_turn(1, 4, false);
+    let mut trace = trace;
+    for (i, r) in trace.requests.iter_mut().enumerate() {
+        r.timestamp = i as f64 * 0.001;
+        r.output_length = 2000;
+        r.output_tokens = None;
+    }
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let c = config(10_000, None, Schedule::Vllm);
+    let mut k = cluster(3, "cache_aware");
+    k.cache_aware.balance_abs_threshold = 1;
+    let (got, _) = fleet(&p, &c, &k);
+    let replicas: Vec<usize> = got.iter().map(|r| r.replica).collect();
+    // loads before each: [0 0 0] tree empty -> 0; [1 0 0] match -> 0; [2 0 0] 2-0 > 1 and
+    // 2 > 0 -> least loaded 1; [2 1 0] 2-0 > 1 -> 2
+    assert_eq!(replicas, vec![0, 0, 1, 2]);
+}
+
+#[test]
+fn kv_aware_follows_the_replica_that_holds_the_prefix() {
+    // two conversations, round 1 spread by load (both idle -> replica 0, then 1 holds none:
+    // conversation 1 shares nothing with 0's system prompt... parity differs)
+    let trace = multi_turn(2, 3, true);
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let (got, _) = fleet(
+        &p,
+        &config(1000, None, Schedule::Trace),
+        &cluster(2, "kv_aware"),
+    );
+    // c0t0 -> 0 (nothing cached, all idle); c1t0: nothing of it cached, replica 0 has c0t0 in
+    // flight -> 1; later turns follow their history
+    assert_eq!(
+        got.iter().map(|r| r.replica).collect::<Vec<_>>(),
+        vec![0, 1, 0, 1, 0, 1]
+    );
+}
+
+#[test]
+fn figures_add_up() {
+    let trace = multi_turn(10, 3, false);
+    let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+    let mut c = config(30, Some(8), Schedule::Vllm);
+    c.model = Some(crate::models::resolve("qwen-8b").unwrap());
+    let res = run(&p, &c, &cluster(3, "power_of_two")).unwrap();
+    assert_eq!(res.requests, 30);
+    assert_eq!(
+        res.per_replica.iter().map(|r| r.requests).sum::<u64>(),
+        res.requests
+    );
+    assert!(res.imbalance >= 1.0);
+    assert!(res.ttft_p90_s >= res.ttft_p50_s && res.ttft_p50_s > 0.0);
+    assert!(res.compute_saved_ratio.unwrap() > 0.0);
+    assert!(res.per_replica.iter().all(|r| r.busy_s > 0.0));
+    // the same seed, the same run
+    let again = run(&p, &c, &cluster(3, "power_of_two")).unwrap();
+    assert_eq!(again.per_replica, res.per_replica);
+}
+
+#[test]
+fn refusals_name_the_fix() {
+    let trace = multi_turn(2, 1, false);
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let c = config(100, None, Schedule::Vllm);
+    let err = |k: ClusterConfig| run(&p, &c, &k).unwrap_err().to_string();
+    assert!(err(cluster(2, "nearest")).contains("expected one of: round_robin"));
+    let mut k = cluster(2, "round_robin");
+    k.lmcache_shared = true;
+    assert!(err(k).contains("not implemented yet"));
+    assert!(err(cluster(0, "round_robin")).contains("at least one replica"));
+}
+
+#[test]
+fn union_and_percentiles() {
+    assert_eq!(union_length(&mut [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]), 4.0);
+    assert_eq!(percentile(&mut [4.0, 1.0, 2.0, 3.0], 50.0), 2.5);
+    assert_eq!(percentile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 90.0), 4.6);
+}
