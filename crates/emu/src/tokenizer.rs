@@ -18,6 +18,14 @@ use std::path::{Path, PathBuf};
 pub trait Tokenizer: Send + Sync {
     /// Text (special tokens such as `<|im_start|>` included) to token ids.
     fn encode(&self, text: &str) -> Vec<u32>;
+    /// A prompt's ids as vLLM tokenizes it. `add_special_tokens` is the request field of that
+    /// name (vLLM's default: true for completions and `/tokenize` of a prompt, false for chat,
+    /// whose template writes the BOS itself): the tokenizer's post-processor adds its BOS (and
+    /// EOS), as a Llama tokenizer does. Tokenizers without one return [`Tokenizer::encode`].
+    fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Vec<u32> {
+        let _ = add_special_tokens;
+        self.encode(text)
+    }
     /// Token ids to text. Unknown ids decode to nothing.
     fn decode(&self, ids: &[u32]) -> String;
     /// The generated token for a random number `r`: an ordinary word (with its leading space),
@@ -579,6 +587,19 @@ impl Tokenizer for HfTokenizer {
             .unwrap_or_default()
     }
 
+    /// `tokenizer.json`'s post-processor adds the specials (a Llama 3 `TemplateProcessing` its
+    /// `<|begin_of_text|>`, a Qwen `ByteLevel` nothing), and nothing else does: measured through
+    /// vLLM 0.32's `get_tokenizer` (transformers 5.19; 5.20 with vLLM 0.33 the same), which
+    /// ignores `tokenizer_config.json`'s `add_bos_token`/`add_eos_token` in both directions
+    /// (a post-processor's BOS stays with `add_bos_token: false`; none is added with `true` and
+    /// no post-processor), for `PreTrainedTokenizerFast` and `LlamaTokenizer(Fast)` alike.
+    fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Vec<u32> {
+        self.tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    }
+
     fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, false).unwrap_or_default()
     }
@@ -829,6 +850,73 @@ mod tests {
         ]));
         let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
         assert!(common >= 8, "{common}");
+    }
+
+    /// A tiny byte-level tokenizer.json (`<s>` 0, `</s>` 1, `hello` 5, ` world` 4, ` cache` 6),
+    /// with a Llama-style `TemplateProcessing` that adds `<s>` when `post` is set, and its
+    /// tokenizer_config.json with `extra` keys.
+    fn tiny_model(post: bool, extra: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let special = |id: u32, s: &str| {
+            format!(
+                r#"{{"id":{id},"content":"{s}","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}}"#
+            )
+        };
+        let post_processor = if post {
+            r#"{"type":"TemplateProcessing",
+                "single":[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],
+                "pair":[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}},
+                        {"SpecialToken":{"id":"<s>","type_id":1}},{"Sequence":{"id":"B","type_id":1}}],
+                "special_tokens":{"<s>":{"id":"<s>","ids":[0],"tokens":["<s>"]}}}"#
+        } else {
+            "null"
+        };
+        let json = format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,
+              "added_tokens":[{},{}],"normalizer":null,
+              "pre_tokenizer":{{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}},
+              "post_processor":{post_processor},
+              "decoder":{{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}},
+              "model":{{"type":"WordLevel","unk_token":"<unk>","vocab":{{"<s>":0,"</s>":1,"<unk>":2,
+                "\u0120hello":3,"\u0120world":4,"hello":5,"\u0120cache":6}}}}}}"#,
+            special(0, "<s>"),
+            special(1, "</s>")
+        );
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            format!(
+                r#"{{"tokenizer_class":"PreTrainedTokenizerFast","bos_token":"<s>","eos_token":"</s>"{extra}}}"#
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// The ids vLLM 0.32 gives "hello world cache" (its `get_tokenizer` on the same files,
+    /// transformers 5.19): `add_special_tokens` adds what the post-processor adds, and
+    /// tokenizer_config.json's `add_bos_token` changes nothing either way.
+    #[test]
+    fn a_post_processor_bos_is_counted_as_vllm_counts_it() {
+        let text = "hello world cache";
+        for (post, extra, with_specials) in [
+            (true, "", vec![0, 5, 4, 6]),
+            (true, r#","add_bos_token":false"#, vec![0, 5, 4, 6]),
+            (true, r#","add_eos_token":true"#, vec![0, 5, 4, 6]),
+            (false, r#","add_bos_token":true"#, vec![5, 4, 6]),
+            (false, "", vec![5, 4, 6]),
+        ] {
+            let dir = tiny_model(post, extra);
+            let t = load(dir.path().to_str().unwrap()).unwrap();
+            assert_eq!(t.encode_prompt(text, true), with_specials, "{post} {extra}");
+            assert_eq!(t.encode_prompt(text, false), [5, 4, 6], "{post} {extra}");
+            assert_eq!(t.encode(text), [5, 4, 6]);
+            // a BOS the text spells (a chat template's `{{ bos_token }}`) is one token
+            assert_eq!(t.encode_prompt("<s>hello", false), [0, 5]);
+        }
+        // the built-in tokenizers have no post-processor
+        let w = WordTokenizer::default();
+        assert_eq!(w.encode_prompt(text, true), w.encode(text));
     }
 
     #[test]
