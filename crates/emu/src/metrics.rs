@@ -189,35 +189,59 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
+    /// The exposition text: vLLM's families in the order vLLM 0.32 writes them, then
+    /// LMCache's (in-process `lmcache:*` or the multi-process server's `lmcache_mp_*`).
     pub fn render(&self, model_name: &str) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let model = escape_label(model_name);
         let labels = format!("model_name=\"{model}\",engine=\"0\"");
-        let lm_labels = format!("model_name=\"{model}\",worker_id=\"0\"");
-        let c = &self.counters;
+        let created = num(self.created);
+        self.render_scheduler_gauges(&mut out, &labels);
+        self.render_token_counters(&mut out, &labels, &created);
+        self.render_prompt_token_sources(&mut out, &labels, &created);
+        self.render_request_outcomes(&mut out, &labels, &model, &created);
+        self.render_waiting_by_reason(&mut out, &labels);
+        render_engine_sleep_state(&mut out, &labels);
+        self.render_histograms(&mut out, &labels, &created);
+        self.render_cache_config_info(&mut out);
+        if let Some(mp) = &self.lmcache_mp {
+            self.render_lmcache_mp(&mut out, mp, model_name);
+        } else if self.lmcache {
+            let lm_labels = format!("model_name=\"{model}\",worker_id=\"0\"");
+            self.render_lmcache(&mut out, &lm_labels, &created);
+        }
+        out
+    }
+
+    /// `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`.
+    fn render_scheduler_gauges(&self, out: &mut String, labels: &str) {
         gauge(
-            &mut out,
+            out,
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
-            &labels,
+            labels,
             self.running as f64,
         );
         gauge(
-            &mut out,
+            out,
             "vllm:num_requests_waiting",
             "Number of requests waiting to be processed.",
-            &labels,
+            labels,
             self.waiting as f64,
         );
         gauge(
-            &mut out,
+            out,
             "vllm:kv_cache_usage_perc",
             "KV-cache usage. 1 means 100 percent usage.",
-            &labels,
+            labels,
             self.kv_cache_usage,
         );
-        let created = num(self.created);
+    }
+
+    /// The plain counters: FLOPs estimates, prefix cache queries and hits, preemptions, prompt
+    /// and generation tokens, multi-modal cache, cached prompt tokens.
+    fn render_token_counters(&self, out: &mut String, labels: &str, created: &str) {
+        let c = &self.counters;
         let mut counters: Vec<(&str, &str, u64)> = vec![
             (
                 "vllm:estimated_flops_per_gpu",
@@ -296,32 +320,37 @@ impl Metrics {
             ),
         ]);
         for (name, help, v) in counters {
-            counter(&mut out, name, help, &labels, v, &created);
+            counter(out, name, help, labels, v, created);
         }
+    }
+
+    /// `vllm:prompt_tokens_by_source` and `vllm:prompt_tokens_cached_by_source`.
+    fn render_prompt_token_sources(&self, out: &mut String, labels: &str, created: &str) {
+        let c = &self.counters;
         let computed = c
             .prompt_tokens
             .saturating_sub(c.prefix_cache_hits + c.external_prefix_cache_hits);
         labelled_counter(
-            &mut out,
+            out,
             "vllm:prompt_tokens_by_source",
             "Number of prompt tokens by source.",
-            &labels,
+            labels,
             "source",
             &[
                 ("local_compute", computed),
                 ("local_cache_hit", c.prefix_cache_hits),
                 ("external_kv_transfer", c.external_prefix_cache_hits),
             ],
-            &created,
+            created,
         );
         labelled_counter(
-            &mut out,
+            out,
             "vllm:prompt_tokens_cached_by_source",
             "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), \
              host (offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or \
              external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + \
              vllm:external_prefix_cache_hits.",
-            &labels,
+            labels,
             "source",
             &[
                 ("device", c.prefix_cache_hits),
@@ -330,31 +359,39 @@ impl Metrics {
                 ("disk", 0),
                 ("external_unspecified", c.external_prefix_cache_hits),
             ],
-            &created,
+            created,
         );
+    }
+
+    /// `vllm:request_success` by finish reason and `vllm:admission_rejections` by reason.
+    fn render_request_outcomes(&self, out: &mut String, labels: &str, model: &str, created: &str) {
         let reasons: Vec<(&str, u64)> = FINISH_REASONS
             .iter()
             .zip(self.finished_by_reason)
             .map(|(r, v)| (*r, v))
             .collect();
         labelled_counter(
-            &mut out,
+            out,
             "vllm:request_success",
             "Count of successfully processed requests.",
-            &labels,
+            labels,
             "finished_reason",
             &reasons,
-            &created,
+            created,
         );
         labelled_counter(
-            &mut out,
+            out,
             "vllm:admission_rejections",
             "Number of admission attempts rejected by a queue limit, by reason.",
             &format!("model_name=\"{model}\""),
             "reason",
             &[("max_num_queued_reqs", 0), ("max_num_queued_tokens", 0)],
-            &created,
+            created,
         );
+    }
+
+    /// `vllm:num_requests_waiting_by_reason`: every waiting request waits for capacity.
+    fn render_waiting_by_reason(&self, out: &mut String, labels: &str) {
         let _ = writeln!(
             out,
             "# HELP vllm:num_requests_waiting_by_reason Number of waiting requests by reason. \
@@ -369,23 +406,10 @@ impl Metrics {
                 num(v as f64)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is \
-             sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level \
-             1; discard_all = 1 means sleep level 2.\n# TYPE vllm:engine_sleep_state gauge"
-        );
-        for (st, v) in [
-            ("awake", 1.0),
-            ("weights_offloaded", 0.0),
-            ("discard_all", 0.0),
-        ] {
-            let _ = writeln!(
-                out,
-                "vllm:engine_sleep_state{{{labels},sleep_state=\"{st}\"}} {}",
-                num(v)
-            );
-        }
+    }
+
+    /// The histograms: request parameters, latencies, iteration and request token counts.
+    fn render_histograms(&self, out: &mut String, labels: &str, created: &str) {
         let hists: [(&str, &str, &Histogram); 16] = [
             (
                 "vllm:request_max_num_generation_tokens",
@@ -469,8 +493,12 @@ impl Metrics {
             ),
         ];
         for (name, help, h) in hists {
-            histogram(&mut out, name, help, &labels, h, &created);
+            histogram(out, name, help, labels, h, created);
         }
+    }
+
+    /// `vllm:cache_config_info`, when the server set its labels.
+    fn render_cache_config_info(&self, out: &mut String) {
         if !self.cache_config.is_empty() {
             let mut l = self.cache_config.clone();
             l.push(("engine".into(), "0".into()));
@@ -485,69 +513,90 @@ impl Metrics {
                 text.join(",")
             );
         }
-        if let Some(mp) = &self.lmcache_mp {
-            self.render_lmcache_mp(&mut out, mp, model_name);
-        } else if self.lmcache {
-            let (chunks, evictions) = self.cpu_chunks.unwrap_or((0, 0));
-            let lm: [(&str, &str, u64); 9] = [
-                (
-                    "lmcache:num_lookup_requests",
-                    "Total number of lookup requests",
-                    c.lmcache_lookups,
-                ),
-                (
-                    "lmcache:num_retrieve_requests",
-                    "Total number of retrieve requests sent to lmcache",
-                    c.lmcache_retrieves,
-                ),
-                (
-                    "lmcache:num_store_requests",
-                    "Total number of store requests sent to lmcache",
-                    c.lmcache_stores,
-                ),
-                (
-                    "lmcache:num_requested_tokens",
-                    "Total number of tokens requested from lmcache",
-                    c.lmcache_requested_tokens,
-                ),
-                (
-                    "lmcache:num_hit_tokens",
-                    "Total number of tokens hit in lmcache",
-                    c.lmcache_hit_tokens,
-                ),
-                (
-                    "lmcache:num_stored_tokens",
-                    "Total number of tokens stored in lmcache",
-                    c.lmcache_stored_tokens,
-                ),
-                (
-                    "lmcache:num_vllm_hit_tokens",
-                    "Number of hit tokens in vllm",
-                    c.prefix_cache_hits,
-                ),
-                (
-                    "lmcache:local_cpu_evict_count",
-                    "Total number of evict in local cpu backend",
-                    evictions,
-                ),
-                (
-                    "lmcache:local_cpu_evict_keys_count",
-                    "Total number of evict keys in local cpu backend",
-                    evictions,
-                ),
-            ];
-            for (name, help, v) in lm {
-                counter(&mut out, name, help, &lm_labels, v, &created);
-            }
-            gauge(
-                &mut out,
-                "lmcache:local_cpu_hot_cache_count",
-                "The size of the hot cache",
-                &lm_labels,
-                chunks as f64,
-            );
+    }
+
+    /// The in-process LMCache connector's `lmcache:*` families.
+    fn render_lmcache(&self, out: &mut String, lm_labels: &str, created: &str) {
+        let c = &self.counters;
+        let (chunks, evictions) = self.cpu_chunks.unwrap_or((0, 0));
+        let lm: [(&str, &str, u64); 9] = [
+            (
+                "lmcache:num_lookup_requests",
+                "Total number of lookup requests",
+                c.lmcache_lookups,
+            ),
+            (
+                "lmcache:num_retrieve_requests",
+                "Total number of retrieve requests sent to lmcache",
+                c.lmcache_retrieves,
+            ),
+            (
+                "lmcache:num_store_requests",
+                "Total number of store requests sent to lmcache",
+                c.lmcache_stores,
+            ),
+            (
+                "lmcache:num_requested_tokens",
+                "Total number of tokens requested from lmcache",
+                c.lmcache_requested_tokens,
+            ),
+            (
+                "lmcache:num_hit_tokens",
+                "Total number of tokens hit in lmcache",
+                c.lmcache_hit_tokens,
+            ),
+            (
+                "lmcache:num_stored_tokens",
+                "Total number of tokens stored in lmcache",
+                c.lmcache_stored_tokens,
+            ),
+            (
+                "lmcache:num_vllm_hit_tokens",
+                "Number of hit tokens in vllm",
+                c.prefix_cache_hits,
+            ),
+            (
+                "lmcache:local_cpu_evict_count",
+                "Total number of evict in local cpu backend",
+                evictions,
+            ),
+            (
+                "lmcache:local_cpu_evict_keys_count",
+                "Total number of evict keys in local cpu backend",
+                evictions,
+            ),
+        ];
+        for (name, help, v) in lm {
+            counter(out, name, help, lm_labels, v, created);
         }
-        out
+        gauge(
+            out,
+            "lmcache:local_cpu_hot_cache_count",
+            "The size of the hot cache",
+            lm_labels,
+            chunks as f64,
+        );
+    }
+}
+
+/// `vllm:engine_sleep_state`: the emulator never sleeps.
+fn render_engine_sleep_state(out: &mut String, labels: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is \
+             sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level \
+             1; discard_all = 1 means sleep level 2.\n# TYPE vllm:engine_sleep_state gauge"
+    );
+    for (st, v) in [
+        ("awake", 1.0),
+        ("weights_offloaded", 0.0),
+        ("discard_all", 0.0),
+    ] {
+        let _ = writeln!(
+            out,
+            "vllm:engine_sleep_state{{{labels},sleep_state=\"{st}\"}} {}",
+            num(v)
+        );
     }
 }
 
