@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
+use inferencelab_trace::rng::Xoshiro256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,7 +103,7 @@ impl Arrival {
 
     /// Send offsets (seconds from the start) for `n` roots, or an open-ended stream when `n` is
     /// `None`. `timestamps` are the roots' own times (trace seconds), used by `Trace` only.
-    pub fn schedule(&self, n: Option<usize>, rng: Rng) -> Schedule {
+    pub fn schedule(&self, n: Option<usize>, rng: Xoshiro256) -> Schedule {
         let mut s = Schedule {
             arrival: self.clone(),
             rng,
@@ -139,7 +139,7 @@ impl Arrival {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     arrival: Arrival,
-    rng: Rng,
+    rng: Xoshiro256,
     acc: f64,
     index: usize,
     n: Option<usize>,
@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     fn offsets(a: &Arrival, n: usize, seed: u64) -> Vec<f64> {
-        let mut s = a.schedule(Some(n), Rng::new(seed));
+        let mut s = a.schedule(Some(n), Xoshiro256::new(seed));
         (0..n).map(|_| s.next_offset(None)).collect()
     }
 
@@ -269,7 +269,7 @@ mod tests {
         let v = offsets(&ramp, 3, 0);
         assert!((v[0] - 1.0).abs() < 1e-12 && (v[1] - 1.5).abs() < 1e-12);
         assert!((v[2] - (1.5 + 1.0 / 3.0)).abs() < 1e-12);
-        let mut s = Arrival::Trace { time_scale: 2.0 }.schedule(Some(3), Rng::new(0));
+        let mut s = Arrival::Trace { time_scale: 2.0 }.schedule(Some(3), Xoshiro256::new(0));
         let v: Vec<f64> = [10.0, 11.0, 20.0]
             .iter()
             .map(|&t| s.next_offset(Some(t)))
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn open_ended_schedules_are_lazy() {
-        let mut s = Arrival::from_rate(100.0, 1.0).schedule(None, Rng::new(9));
+        let mut s = Arrival::from_rate(100.0, 1.0).schedule(None, Xoshiro256::new(9));
         let v: Vec<f64> = (0..10_000).map(|_| s.next_offset(None)).collect();
         let rate = 10_000.0 / v[9_999];
         assert!((rate / 100.0 - 1.0).abs() < 0.05, "{rate}");

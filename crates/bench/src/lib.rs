@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod output;
 pub mod prom;
 pub mod record;
-pub mod rng;
 pub mod runner;
 pub mod sse;
 pub mod words;

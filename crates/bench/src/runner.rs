@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use crate::arrival::Arrival;
 use crate::executor::{Executor, Outcome, PreparedRequest};
 use crate::record::RequestRecord;
-use crate::rng::Rng;
 use crate::workload::{build_body, BodyOptions, Prompt, Workload};
+use inferencelab_trace::rng::{splitmix64, Xoshiro256};
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -82,8 +82,8 @@ fn uuid_of(s: &str) -> String {
     let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
-    let hi = (crate::rng::splitmix64(h) & !0xF000) | 0x4000;
-    let lo = (crate::rng::splitmix64(h ^ 0x5555_5555_5555_5555) & !(0b11 << 62)) | (0b10 << 62);
+    let hi = (splitmix64(h) & !0xF000) | 0x4000;
+    let lo = (splitmix64(h ^ 0x5555_5555_5555_5555) & !(0b11 << 62)) | (0b10 << 62);
     format!(
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
         hi >> 32,
@@ -233,7 +233,7 @@ pub async fn run<E: Executor>(
     let endpoint = workload.endpoint();
     let mut schedule = cfg
         .arrival
-        .schedule(workload.num_roots(), Rng::new(cfg.seed));
+        .schedule(workload.num_roots(), Xoshiro256::new(cfg.seed));
     if cfg.max_concurrency == Some(0) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

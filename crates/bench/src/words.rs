@@ -11,7 +11,7 @@
 //! The list: the first 512 tokens of o200k_base by rank that are a space and 3-8 lowercase
 //! ASCII letters and also one token in cl100k_base (made once with `tiktoken-rs`).
 
-use crate::rng::splitmix64;
+use inferencelab_trace::rng::splitmix64;
 
 /// The text of the token ids `ids`.
 pub fn text_of(ids: &[u32]) -> String {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::executor::Endpoint;
 use crate::record::RequestRecord;
-use crate::rng::{splitmix64, Rng};
+use inferencelab_trace::rng::{splitmix64, Xoshiro256};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
@@ -106,7 +106,7 @@ const FILL_SALT: u64 = 0x0DDB_A11C_AFE5_EED5;
 /// The `block_size` tokens of block id `id`: a pseudo-random sequence seeded by the id alone,
 /// so equal ids give equal tokens in every request, every run, every machine.
 pub fn block_tokens(id: u64, block_size: u32, range: TokenRange, out: &mut Vec<u32>) {
-    let mut r = Rng::new(splitmix64(id ^ BLOCK_SALT));
+    let mut r = Xoshiro256::new(splitmix64(id ^ BLOCK_SALT));
     let span = (range.hi - range.lo) as u64;
     out.extend((0..block_size).map(|_| range.lo + r.below(span) as u32));
 }
@@ -132,7 +132,7 @@ pub fn expand_hash_ids(
     }
     out.truncate(n);
     if out.len() < n {
-        let mut r = Rng::new(splitmix64(fill_seed ^ FILL_SALT));
+        let mut r = Xoshiro256::new(splitmix64(fill_seed ^ FILL_SALT));
         let span = (range.hi - range.lo) as u64;
         while out.len() < n {
             out.push(range.lo + r.below(span) as u32);

@@ -20,9 +20,9 @@
 
 use std::io::Write;
 
-use crate::rng::Rng;
 use crate::timestamp::format_datetime_ms;
 use crate::workload::default_start_unix_ns;
+use inferencelab_trace::rng::SplitMix64;
 
 const CHARS_PER_TOKEN: f64 = 4.2;
 
@@ -305,7 +305,7 @@ const SQL_SNIPPETS: &[&str] = &[
     "SELECT s.region, p.category, count(*) AS stockout_days\nFROM inventory i\nJOIN stores s USING (store_id)\nJOIN products p USING (product_id)\nWHERE i.on_hand = 0 AND i.snapshot_date >= current_date - 90\nGROUP BY s.region, p.category\nORDER BY stockout_days DESC\nLIMIT 20;",
 ];
 
-fn fill(rng: &mut Rng, template: &str, p: &Persona, topic: &str) -> String {
+fn fill(rng: &mut SplitMix64, template: &str, p: &Persona, topic: &str) -> String {
     let mut s = template.replace("{t}", topic);
     while s.contains("{x}") {
         let d = *rng.pick(p.details);
@@ -322,7 +322,7 @@ fn fill(rng: &mut Rng, template: &str, p: &Persona, topic: &str) -> String {
 /// not repeat a sentence while it has others left) and, unless `lead_in`, the ones that end with
 /// a colon (those introduce pasted material).
 fn fill_from(
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     templates: &[&'static str],
     used: &mut Vec<&'static str>,
     lead_in: bool,
@@ -351,7 +351,7 @@ fn fill_from(
     fill(rng, t, p, topic)
 }
 
-fn snippet(rng: &mut Rng, kind: Paste) -> (&'static str, &'static str) {
+fn snippet(rng: &mut SplitMix64, kind: Paste) -> (&'static str, &'static str) {
     match kind {
         Paste::Code => {
             let c = *rng.pick(CODE_SNIPPETS);
@@ -374,12 +374,12 @@ fn snippet(rng: &mut Rng, kind: Paste) -> (&'static str, &'static str) {
     }
 }
 
-fn target_chars(rng: &mut Rng, median_tokens: f64, sigma: f64, lo: f64, hi: f64) -> usize {
+fn target_chars(rng: &mut SplitMix64, median_tokens: f64, sigma: f64, lo: f64, hi: f64) -> usize {
     (rng.lognormal(median_tokens, sigma).clamp(lo, hi) * CHARS_PER_TOKEN) as usize
 }
 
 /// A user message and how many of its characters were pasted (not typed).
-fn user_message(rng: &mut Rng, p: &Persona, topic: &str, first: bool) -> (String, usize) {
+fn user_message(rng: &mut SplitMix64, p: &Persona, topic: &str, first: bool) -> (String, usize) {
     let target = target_chars(rng, 55.0, 0.8, 20.0, 300.0);
     let mut used = Vec::new();
     let mut s = if first {
@@ -415,7 +415,7 @@ fn user_message(rng: &mut Rng, p: &Persona, topic: &str, first: bool) -> (String
     (s, pasted)
 }
 
-fn answer(rng: &mut Rng, p: &Persona, topic: &str) -> String {
+fn answer(rng: &mut SplitMix64, p: &Persona, topic: &str) -> String {
     let target = target_chars(rng, 250.0, 0.6, 50.0, 800.0);
     let mut s = String::with_capacity(target + 200);
     let mut used = Vec::new();
@@ -488,14 +488,14 @@ pub fn write_demo_csv<W: Write>(
     ])?;
     let weights: Vec<f64> = PERSONAS.iter().map(|p| p.weight).collect();
     let turn_weights: Vec<f64> = (0..10).map(|n| 0.75f64.powi(n)).collect();
-    let mut arrivals = Rng::derive(seed, u64::MAX, 0xDE30);
+    let mut arrivals = SplitMix64::derive(seed, u64::MAX, 0xDE30);
     let mut start_ns = default_start_unix_ns();
     let mut stats = DemoStats::default();
     for c in 0..conversations {
         if c > 0 {
             start_ns += (arrivals.exponential(1.0 / 20.0) * 1e9) as i64;
         }
-        let mut rng = Rng::derive(seed, c as u64, 0xDE31);
+        let mut rng = SplitMix64::derive(seed, c as u64, 0xDE31);
         let p = &PERSONAS[rng.weighted(&weights)];
         let system = if rng.chance(0.08) { "" } else { p.system };
         let turns = 1 + rng.weighted(&turn_weights);

@@ -10,12 +10,17 @@
 pub mod csv_input;
 pub mod demo;
 pub mod error;
-pub mod rng;
 pub mod template;
 pub mod timestamp;
 pub mod tokenizer;
 pub mod vllm_log;
 pub mod workload;
+
+/// The seeded generator is the trace crate's ([`inferencelab_trace::rng::SplitMix64`]); this
+/// path stays only for `vllm_log.rs` until the vLLM log writer moves to the trace crate.
+mod rng {
+    pub(crate) use inferencelab_trace::rng::SplitMix64 as Rng;
+}
 
 use std::path::{Path, PathBuf};
 

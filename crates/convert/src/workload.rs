@@ -17,10 +17,10 @@ use inferencelab_trace::{Content, Format, Request, Trace};
 
 use crate::csv_input::ConversationSet;
 use crate::error::{ConvertError, ConvertResult};
-use crate::rng::Rng;
 use crate::template::ChatTemplate;
 use crate::timestamp::Stamp;
 use crate::tokenizer::TextTokenizer;
+use inferencelab_trace::rng::SplitMix64;
 
 /// Median think time (s) when the CSV gives none: log-normal, median 10 s, sigma 1.0
 /// (mean ~16.5 s, 90th percentile ~36 s).
@@ -242,7 +242,7 @@ fn render(
 
 /// Unique request id in vLLM's shape: `chatcmpl-` + a UUID4 in hex (`random_uuid()`), seeded.
 fn request_id(seed: u64, conv: usize, turn: usize) -> String {
-    let mut rng = Rng::derive(seed, conv as u64, 0x1D00_0000 + turn as u64);
+    let mut rng = SplitMix64::derive(seed, conv as u64, 0x1D00_0000 + turn as u64);
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
     b[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -293,7 +293,7 @@ pub fn build_workload(
             unix,
         )
     } else {
-        let mut rng = Rng::derive(cfg.seed, u64::MAX, 0xA441);
+        let mut rng = SplitMix64::derive(cfg.seed, u64::MAX, 0xA441);
         let mut t = 0.0;
         let starts = (0..firsts.len())
             .map(|i| {
@@ -311,7 +311,7 @@ pub fn build_workload(
     // (send, finish, conv, turn, prompt tokens)
     let mut schedule: Vec<(f64, f64, usize, usize, usize)> = Vec::with_capacity(set.turns());
     for (c, (conv, r)) in set.conversations.iter().zip(&rendered).enumerate() {
-        let mut rng = Rng::derive(cfg.seed, c as u64, 0x7417);
+        let mut rng = SplitMix64::derive(cfg.seed, c as u64, 0x7417);
         let mut send = starts[c];
         let mut history = r.prefix.ids.len();
         for (k, t) in r.turns.iter().enumerate() {

@@ -211,12 +211,8 @@ struct Prepared {
     finished: bool,
 }
 
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// The emulator's stateless 64-bit mixer (token ids, sampled tokens, jitter).
+pub(crate) use inferencelab_trace::rng::splitmix64 as mix;
 
 impl Core {
     pub fn new(

@@ -824,6 +824,7 @@ pub(crate) mod tests {
 
     use crate::timing::GpuProfile;
     use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+    use inferencelab_trace::rng::SplitMix64;
     use inferencelab_trace::{Content, Request, Trace};
 
     pub(crate) fn config(gpu_blocks: u64, lmcache: Option<(u32, u64)>) -> EngineConfig {
@@ -1248,24 +1249,10 @@ pub(crate) mod tests {
         assert!(!e.abort(k));
     }
 
-    /// SplitMix64, for seeded random workloads.
-    pub(crate) struct Rng(pub u64);
-    impl Rng {
-        pub fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        pub fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// Multi-turn conversations sharing a few system prompts, arriving concurrently.
     pub(crate) fn multi_turn(seed: u64, conversations: usize, turns: usize) -> Vec<Arrival> {
-        let mut rng = Rng(seed);
+        // a SplitMix64 stream from `seed`
+        let mut rng = SplitMix64::new(seed);
         let systems: Vec<Vec<u32>> = (0..3)
             .map(|s| (0..(100 + 60 * s)).map(|i| 1000 * (s + 1) + i).collect())
             .collect();

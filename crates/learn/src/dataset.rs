@@ -17,6 +17,7 @@ use std::io::Write;
 
 use inferencelab_cache::learned::features::{Tracker, FEATURE_NAMES, NUM_FEATURES};
 use inferencelab_cache::Access;
+use inferencelab_trace::rng::SplitMix64;
 use inferencelab_trace::{BlockedTrace, Trace};
 
 /// Feature rows and labels.
@@ -26,30 +27,6 @@ pub struct Dataset {
     pub labels: Vec<f64>,
     /// The request each row comes from.
     pub requests: Vec<u32>,
-}
-
-/// A small seeded generator (SplitMix64): sampling must be reproducible.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
 }
 
 /// Rows come from the first part of the window only, so that every row's label can look
@@ -107,7 +84,7 @@ pub fn build_window(
     }
     let mut tracker = Tracker::default();
     let mut out = Dataset::default();
-    let mut rng = SplitMix::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut seen = 0usize;
     let mut clock = 0u64;
     let kinds = trace.kind_ids();

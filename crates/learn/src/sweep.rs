@@ -10,9 +10,9 @@ use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dataset::SplitMix;
 use crate::eval::{Candidate, Split};
 use crate::replay::SplitCounts;
+use inferencelab_trace::rng::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct SweepConfig {
@@ -87,24 +87,24 @@ pub fn choice_ratio(r: &SplitCounts) -> f64 {
 }
 
 /// Draw a configuration from the search space (documented in docs/policies.md).
-pub fn sample(rng: &mut SplitMix) -> ScorerConfig {
-    let log_uniform = |rng: &mut SplitMix, lo: f64, hi: f64| {
-        (lo.ln() + rng.next_f64() * (hi.ln() - lo.ln())).exp()
+pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
+    let log_uniform = |rng: &mut SplitMix64, lo: f64, hi: f64| {
+        (lo.ln() + rng.uniform() * (hi.ln() - lo.ln())).exp()
     };
-    let uniform = |rng: &mut SplitMix, lo: f64, hi: f64| lo + rng.next_f64() * (hi - lo);
+    let uniform = |rng: &mut SplitMix64, lo: f64, hi: f64| lo + rng.uniform() * (hi - lo);
     ScorerConfig {
         scale: log_uniform(rng, 0.05, 20.0),
-        use_conversation: rng.next_f64() < 0.75,
-        use_block_gap: rng.next_f64() < 0.75,
+        use_conversation: rng.uniform() < 0.75,
+        use_block_gap: rng.uniform() < 0.75,
         // drawn by `run` from its own stream (adding it kept the other draws of every seed)
         use_request_type: false,
-        use_reuse_model: rng.next_f64() < 0.75,
+        use_reuse_model: rng.uniform() < 0.75,
         w_uses: uniform(rng, -0.5, 2.0),
         w_sharing: uniform(rng, 0.0, 2.0),
         w_depth: uniform(rng, 0.0, 2.0),
         w_probability: uniform(rng, 0.0, 2.0),
         overdue_factor: log_uniform(rng, 0.05, 20.0),
-        ranking: if rng.next_f64() < 0.5 {
+        ranking: if rng.uniform() < 0.5 {
             Ranking::NextUse
         } else {
             Ranking::ExpectedWait
@@ -120,7 +120,7 @@ pub fn run(
     cfg: &SweepConfig,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Vec<Trial> {
-    let mut rng = SplitMix::new(cfg.seed);
+    let mut rng = SplitMix64::new(cfg.seed);
     let mut configs: Vec<ScorerConfig> = cfg.first.iter().cloned().collect();
     // the given config, the defaults and LRU's point always reach the last rung: the winner
     // is then never worse than them on the validation part
@@ -132,10 +132,10 @@ pub fn run(
             ..Default::default()
         },
     ]);
-    let mut types = SplitMix::new(cfg.seed ^ 0x7E9E_5EED);
+    let mut types = SplitMix64::new(cfg.seed ^ 0x7E9E_5EED);
     while configs.len() < cfg.budget.max(1) {
         let mut c = sample(&mut rng);
-        c.use_request_type = types.next_f64() < 0.5;
+        c.use_request_type = types.uniform() < 0.5;
         configs.push(c);
     }
     configs.truncate(cfg.budget.max(1));

@@ -11,6 +11,7 @@ pub mod hash;
 pub mod input;
 pub mod model;
 pub mod readers;
+pub mod rng;
 pub mod sequences;
 pub mod time;
 

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use super::{numbered_lines, text_of, ReadOptions};
 use crate::error::{TraceError, TraceResult};
 use crate::model::{Content, Format, Request, Trace};
+use crate::rng::splitmix64;
 
 /// The file names LMCache writes (and its simulator globs in a directory).
 pub const FILE_PREFIX: &str = "lookup_hashes_";
@@ -402,15 +403,6 @@ pub struct WriteSummary {
     pub files: Vec<PathBuf>,
 }
 
-/// splitmix64's finaliser: a bijection on u64, so distinct (chunk, copy) pairs get distinct
-/// hashes.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// `YYYYMMDD_HHMMSS` of a unix time (UTC), as LMCache names its files.
 fn stamp(unix_s: f64) -> String {
     let t = crate::time::Utc::from_unix_secs(unix_s.max(0.0) as i64);
@@ -444,7 +436,13 @@ pub fn write_dir(trace: &Trace, dir: &Path, opts: &WriteOptions) -> TraceResult<
             let hashes: Vec<String> = blocks
                 .request(i)
                 .iter()
-                .map(|&k| format!("0x{:016x}", mix(u64::from(k) | u64::from(copy) << 32)))
+                // splitmix64 is a bijection on u64: distinct (chunk, copy) pairs get distinct hashes
+                .map(|&k| {
+                    format!(
+                        "0x{:016x}",
+                        splitmix64(u64::from(k) | u64::from(copy) << 32)
+                    )
+                })
                 .collect();
             line.clear();
             line.push_str(
