@@ -231,12 +231,9 @@ pub const SCRAPED_COUNTERS: [&str; 7] = [
     "lmcache:num_hit_tokens_total",
 ];
 
-/// Write `value` to `path` atomically (temp file + rename).
-pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    inferencelab_trace::fsutil::write_atomic(path, &bytes)
-}
+/// The one JSON writer lives in the trace crate; this path stays until `cli/commands/replay.rs`
+/// imports it from there.
+pub use inferencelab_trace::fsutil::write_json;
 
 fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
     out.push_str(&format!("{:<40} {:<10}\n", label, value));

@@ -111,7 +111,14 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
             si(r.block_refs_per_second),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
+    print_table(&table);
+}
+
+/// Print `table` (first row: the header) in aligned columns: the first left-aligned, the rest
+/// right-aligned, two spaces apart, a rule of dashes under the header.
+pub fn print_table(table: &[Vec<String>]) {
+    let cols = table.first().map_or(0, |r| r.len());
+    let widths: Vec<usize> = (0..cols)
         .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
         .collect();
     for (i, row) in table.iter().enumerate() {
@@ -127,16 +134,10 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
                 }
             })
             .collect();
-        println!("{}", line.join("  "));
+        println!("{}", line.join("  ").trim_end());
         if i == 0 {
-            println!(
-                "{}",
-                widths
-                    .iter()
-                    .map(|w| "-".repeat(*w))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-            );
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            println!("{}", rule.join("  "));
         }
     }
 }

@@ -107,6 +107,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Write `value` as pretty-printed JSON ending in a newline to `path` through [`write_atomic`],
+/// creating missing parent directories: the one JSON file writer of every command's summaries
+/// and results.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
 /// [`write_atomic`] for output written piece by piece (a summary streamed row by row): `write`
 /// gets a buffered writer; the file replaces `path` only when `write` succeeds.
 pub fn write_atomic_with(
@@ -171,6 +183,17 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn json_is_pretty_ends_in_a_newline_and_makes_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new/sub/r.json");
+        write_json(&p, &serde_json::json!({"a": [1, 2]})).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n"
+        );
     }
 
     #[cfg(unix)]

@@ -14,9 +14,7 @@ use indicatif::ProgressBar;
 use inferencelab_bench::arrival::{Arrival, RampStrategy};
 use inferencelab_bench::executor::{Endpoint, HttpConfig, HttpExecutor};
 use inferencelab_bench::metrics::{parse_slos, summarize, SloMetric, Summary};
-use inferencelab_bench::output::{
-    date_string, result_json, summary_table, write_json, RecordWriter, RunInfo,
-};
+use inferencelab_bench::output::{date_string, result_json, summary_table, RecordWriter, RunInfo};
 use inferencelab_bench::prom::{ScrapeSummary, Scraper};
 use inferencelab_bench::record::RequestRecord;
 use inferencelab_bench::runner::{
@@ -27,6 +25,7 @@ use inferencelab_bench::workload::{
     TraceWorkload, TurnSpec, Workload,
 };
 use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
+use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::{read_trace, Format, ReadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
