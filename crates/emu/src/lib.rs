@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod engine;
+pub mod kv_events;
 pub mod logfmt;
 pub mod metrics;
 pub mod server;
