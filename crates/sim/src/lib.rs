@@ -13,6 +13,7 @@ pub mod lmcache_simulator;
 pub mod models;
 pub mod mrc;
 pub mod plan;
+pub mod resolve;
 pub mod result;
 
 pub use config::{
