@@ -35,7 +35,7 @@ fn serve(port: u16) {
     use inferencelab_emu::engine::EngineConfig;
     use inferencelab_emu::server::{serve_blocking, ServerConfig};
     use inferencelab_emu::timing::{GpuProfile, Timing};
-    let model = inferencelab_sim::models::resolve("qwen-8b").unwrap();
+    let model = inferencelab_models::resolve("qwen-8b").unwrap();
     let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
     let mut engine = EngineConfig::new(model, timing, 1_000_000);
     engine.max_num_seqs = 20_000;

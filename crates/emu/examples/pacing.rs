@@ -204,7 +204,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn server_config(streams: usize, pacing: PacingLog) -> ServerConfig {
-    let model = inferencelab_sim::models::resolve("qwen-8b").expect("qwen-8b is built in");
+    let model = inferencelab_models::resolve("qwen-8b").expect("qwen-8b is built in");
     let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
     let mut engine = EngineConfig::new(model, timing, 4_000_000);
     engine.max_num_seqs = streams.max(256) as u32;
@@ -337,7 +337,7 @@ fn main() {
 /// beat on this box: the kernel's loopback TCP work per write and per read.
 fn run_floor(args: &Args, streams: usize) {
     use std::io::Write;
-    let model = inferencelab_sim::models::resolve("qwen-8b").expect("qwen-8b is built in");
+    let model = inferencelab_models::resolve("qwen-8b").expect("qwen-8b is built in");
     let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
     let context = streams as u64 * (20 + args.max_tokens as u64 / 2);
     let step = Duration::from_secs_f64(

@@ -19,7 +19,7 @@ use inferencelab_engine::lmcache_mp::{usage_ratio, MpCounters};
 use inferencelab_engine::vllm::{Produced, Scheduler, SchedulerConfig, Sequences};
 use inferencelab_engine::{KvPool, NoConnector};
 pub use inferencelab_engine::{LmcacheMode, MpEviction};
-use inferencelab_sim::ModelSpec;
+use inferencelab_models::ModelSpec;
 use inferencelab_trace::hash::{block_hash, chained_block_hashes, NONE_HASH};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -74,7 +74,7 @@ impl EngineConfig {
     /// vLLM's defaults around a model and a GPU cache size.
     pub fn new(model: ModelSpec, timing: Timing, num_gpu_blocks: u64) -> Self {
         EngineConfig {
-            block_size: inferencelab_sim::plan::VLLM_DEFAULT_BLOCK,
+            block_size: inferencelab_engine::SchedulerConfig::default().block_size,
             num_gpu_blocks,
             gpu_policy: PolicyConfig::Lru,
             lmcache: None,
@@ -828,7 +828,7 @@ pub(crate) mod tests {
     use inferencelab_trace::{Content, Request, Trace};
 
     pub(crate) fn config(gpu_blocks: u64, lmcache: Option<(u32, u64)>) -> EngineConfig {
-        let model = inferencelab_sim::models::resolve("qwen-8b").unwrap();
+        let model = inferencelab_models::resolve("qwen-8b").unwrap();
         let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
         let mut c = EngineConfig::new(model, timing, gpu_blocks);
         c.lmcache = lmcache.map(|(chunk_size, num_chunks)| LmcacheTier {

@@ -23,7 +23,7 @@
 //! Defaults are derived from the model's shape and a GPU profile (an H100 SXM unless a YAML file
 //! says otherwise); every number a user gives on the command line overrides the derived one.
 
-use inferencelab_sim::ModelSpec;
+use inferencelab_models::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 /// A GPU's datasheet numbers and the efficiencies we assume for it.
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn defaults_for_an_8b_model_on_h100_are_in_the_measured_range() {
-        let m = inferencelab_sim::models::resolve("qwen-8b").unwrap();
+        let m = inferencelab_models::resolve("qwen-8b").unwrap();
         let t = Timing::derive(&m, &GpuProfile::default(), None, None);
         assert!((20_000.0..30_000.0).contains(&t.prefill_tokens_per_s));
         assert!((5.0..8.0).contains(&t.decode_ms_per_token));

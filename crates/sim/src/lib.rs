@@ -10,10 +10,10 @@ pub mod error;
 pub mod gpu_tier;
 pub mod grid;
 pub mod lmcache_simulator;
-pub mod models;
+/// The model registry; its home is `inferencelab-models` (re-exported for older imports).
+pub use inferencelab_models as models;
 pub mod mrc;
 pub mod plan;
-pub mod resolve;
 pub mod result;
 
 pub use config::{

@@ -5,7 +5,7 @@
 use inferencelab_trace::{Content, Trace};
 use serde::{Deserialize, Serialize};
 
-use crate::models::ModelSpec;
+use inferencelab_models::ModelSpec;
 
 /// LMCache's default `max_local_cpu_size` (GB).
 pub const LMCACHE_DEFAULT_CPU_GB: f64 = 5.0;

@@ -207,13 +207,6 @@ impl EvictionPolicy for Lfu {
     }
 }
 
-impl super::Registered for Lfu {
-    type Config = super::NoParams;
-    fn build(_config: &Self::Config, _capacity: u64) -> Self {
-        Self::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -848,7 +848,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
     use inferencelab_emu::engine::{EngineConfig, LmcacheTier};
     use inferencelab_emu::server::{self, ServerConfig};
     use inferencelab_emu::timing::{GpuProfile, Timing};
-    use inferencelab_sim::models;
+    use inferencelab_models as models;
 
     let dir = args
         .output_dir

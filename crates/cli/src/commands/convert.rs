@@ -14,7 +14,7 @@ use inferencelab_convert::{
     build_workload, load_tokenizer, read_csv, write_demo_csv, write_outputs, ChatTemplate,
     ColumnNames, TimelineConfig,
 };
-use inferencelab_sim::models;
+use inferencelab_models as models;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {

@@ -7,9 +7,10 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args;
 use inferencelab_cache::PolicyConfig;
+use inferencelab_models as models;
 use inferencelab_sim::mrc::{log_spaced_capacities, lru_curve};
 use inferencelab_sim::plan;
-use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
 use inferencelab_trace::{read_trace, Format, ReadOptions};
 use serde_json::json;
 

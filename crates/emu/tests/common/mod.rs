@@ -20,7 +20,7 @@ pub fn client() -> HttpClient {
 }
 
 pub fn engine(gpu_blocks: u64, lmcache: Option<(u32, u64)>) -> EngineConfig {
-    let model = inferencelab_sim::models::resolve("qwen-8b").unwrap();
+    let model = inferencelab_models::resolve("qwen-8b").unwrap();
     let timing = Timing::derive(&model, &GpuProfile::default(), None, None);
     let mut c = EngineConfig::new(model, timing, gpu_blocks);
     c.lmcache = lmcache.map(|(chunk_size, num_chunks)| LmcacheTier {

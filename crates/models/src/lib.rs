@@ -2,12 +2,22 @@
 //! Built-in entries are the files of `configs/models/*.yaml` (embedded in the binary); a
 //! `configs/models/NAME.yaml` under the working directory overrides them, and a path to a YAML
 //! file of the same shape or to a Hugging Face `config.json` works too.
+//!
+//! Its own crate, below `sim` and `emu` (both need a model's numbers, neither owns them);
+//! `sim` re-exports it as `inferencelab_sim::models` for older imports.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{SimError, SimResult};
+/// A model that cannot be resolved or read; the message names the file or name and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type ModelResult<T> = Result<T, ModelError>;
 
 /// One model's architecture numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,9 +101,9 @@ impl ModelSpec {
     /// The spec when its numbers make a model: layers, heads, head size and dtype bytes of at
     /// least 1, a finite parameter count, and a KV size per token that fits 32 bits (the sizes
     /// below multiply them; a model YAML with 4e9 layers must be an error, not an overflow).
-    pub fn checked(self, origin: &Path) -> SimResult<ModelSpec> {
+    pub fn checked(self, origin: &Path) -> ModelResult<ModelSpec> {
         let bad = |what: String| {
-            Err(SimError::Config(format!(
+            Err(ModelError::Config(format!(
                 "{}: {what} (model {})",
                 origin.display(),
                 self.name
@@ -217,7 +227,7 @@ pub fn builtin_names() -> Vec<&'static str> {
 }
 
 /// Resolve a model by registry name, YAML path or Hugging Face `config.json` path.
-pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
+pub fn resolve(name_or_path: &str) -> ModelResult<ModelSpec> {
     let path = Path::new(name_or_path);
     if name_or_path.ends_with(".json") {
         return from_hf_config(path);
@@ -229,9 +239,9 @@ pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
     if local.is_file() {
         return from_yaml_file(&local);
     }
-    let builtin = |(n, text): &(&str, &str)| -> SimResult<ModelSpec> {
+    let builtin = |(n, text): &(&str, &str)| -> ModelResult<ModelSpec> {
         serde_norway::from_str(text)
-            .map_err(|e| SimError::Config(format!("built-in model {n}: {e}")))
+            .map_err(|e| ModelError::Config(format!("built-in model {n}: {e}")))
     };
     if let Some(entry) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
         return builtin(entry);
@@ -247,18 +257,18 @@ pub fn resolve(name_or_path: &str) -> SimResult<ModelSpec> {
             return Ok(spec);
         }
     }
-    Err(SimError::Config(format!(
+    Err(ModelError::Config(format!(
         "unknown model '{name_or_path}'; use one of {} (configs/models/*.yaml), their Hugging \
          Face ids, a path to a model YAML, or a Hugging Face config.json",
         builtin_names().join(", ")
     )))
 }
 
-fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
+fn from_yaml_file(path: &Path) -> ModelResult<ModelSpec> {
     let text = inferencelab_trace::fsutil::read_input_string(path)
-        .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
     let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
-        SimError::Config(format!(
+        ModelError::Config(format!(
             "{}{}: {e}",
             path.display(),
             e.location()
@@ -270,15 +280,15 @@ fn from_yaml_file(path: &Path) -> SimResult<ModelSpec> {
 }
 
 /// Read the architecture numbers from a Hugging Face `config.json`.
-pub fn from_hf_config(path: &Path) -> SimResult<ModelSpec> {
+pub fn from_hf_config(path: &Path) -> ModelResult<ModelSpec> {
     let text = inferencelab_trace::fsutil::read_input_string(path)
-        .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
     let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| SimError::Config(format!("{}:{}: {e}", path.display(), e.line())))?;
+        .map_err(|e| ModelError::Config(format!("{}:{}: {e}", path.display(), e.line())))?;
     let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
     let need = |k: &str| {
         get(k).ok_or_else(|| {
-            SimError::Config(format!("{}: missing numeric field '{k}'", path.display()))
+            ModelError::Config(format!("{}: missing numeric field '{k}'", path.display()))
         })
     };
     let layers = need("num_hidden_layers")?;
