@@ -151,9 +151,9 @@ fn scale_zero_is_exactly_lru_with_pins() {
 fn a_model_without_trees_is_exactly_lru_with_pins() {
     let steps = script(13, 3_000);
     let mut untrained = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
-    let mut model = (*untrained.model.model).clone();
+    let mut model = (**untrained.model.model()).clone();
     model.trees.clear();
-    untrained.model.model = std::sync::Arc::new(model);
+    untrained.model.set_model(std::sync::Arc::new(model));
     let trained = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
     for capacity in [4, 16, 40] {
         let lru = play(Lru::default(), capacity, &steps);
@@ -175,9 +175,9 @@ fn unpinned_blocks_are_idle_from_their_request_s_finish() {
     use inferencelab_cache::learned::order::Ranking;
     // every block is predicted to be needed 10 s after its touch: ln(1 + 10)
     let mut config = LightGbmConfig::load(&fixture("model_regression.txt")).unwrap();
-    let mut model = (*config.model.model).clone();
+    let mut model = (**config.model.model()).clone();
     model.trees = vec![Tree::leaf(11f64.ln())];
-    config.model.model = std::sync::Arc::new(model);
+    config.model.set_model(std::sync::Arc::new(model));
     config.ranking = Ranking::ExpectedWait;
     config.overdue_factor = 1.0;
     let at = |obj: u32, time: u64, timestamp: f64, depth: u32| Access {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use inferencelab_cache::PolicyConfig;
+use inferencelab_sim::resolve::TierPolicy;
 use inferencelab_sim::{HitSemantics, LmcacheMode, LmcacheRules, Schedule};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{AnswerBlocks, Format};
@@ -71,12 +72,11 @@ pub struct SimulateArgs {
     /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
     #[arg(long)]
     pub infer_conversations: bool,
-    /// GPU-tier eviction policies, comma separated: lru, fifo, lfu, mru, arc, s3fifo, sieve,
-    /// belady, ideal, conversation_aware, lightgbm. With conversation_aware or lightgbm, lru and
-    /// belady run too and the table shows the share of the LRU->Belady gap closed.
+    /// GPU-tier eviction policies, comma separated. With conversation_aware or lightgbm, lru
+    /// and belady run too and the table shows the share of the LRU->Belady gap closed.
     #[arg(long, short = 'p', value_delimiter = ',', default_value = "lru",
-          value_parser = |s: &str| crate::commands::sweep::parse_policy_name(s, parse_policy))]
-    pub eviction_policy: Vec<String>,
+          value_parser = PolicyParser)]
+    pub eviction_policy: Vec<PolicyConfig>,
     /// conversation_aware's scorer (YAML: configs/scorer_*.yaml, or `sweep`'s scorer_best.yaml);
     /// default: the built-in defaults (configs/scorer_default.yaml).
     #[arg(long)]
@@ -90,8 +90,8 @@ pub struct SimulateArgs {
     /// the others are ours, for exploration; "same" = the GPU tier's policy of each run
     /// [default: lru; an LMCache lookup log without a GPU tier: same, so --eviction-policy
     /// lists the LMCache tier's policies].
-    #[arg(long)]
-    pub cpu_eviction_policy: Option<String>,
+    #[arg(long, value_parser = TierPolicyParser)]
+    pub cpu_eviction_policy: Option<TierPolicy>,
     /// GPU KV-cache capacities in blocks, comma separated (vLLM's num_gpu_blocks).
     #[arg(long, value_delimiter = ',', conflicts_with = "gpu_cache_gb")]
     pub gpu_blocks: Vec<u64>,
@@ -229,14 +229,82 @@ fn unit_interval(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
-    s.parse()
-}
-
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
 }
 
 fn parse_semantics(s: &str) -> Result<HitSemantics, String> {
     s.parse()
+}
+
+/// `--eviction-policy` values: the registry's names (shown in `--help` as possible values,
+/// so a new policy needs no help text) and their aliases.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyParser;
+
+/// `--cpu-eviction-policy` values: a policy or `same`.
+#[derive(Debug, Clone, Copy)]
+pub struct TierPolicyParser;
+
+fn invalid_value(
+    cmd: &clap::Command,
+    arg: Option<&clap::Arg>,
+    value: &str,
+    e: String,
+) -> clap::Error {
+    let arg = arg.map_or_else(|| "...".to_string(), |a| a.to_string());
+    clap::Error::raw(
+        clap::error::ErrorKind::ValueValidation,
+        format!("invalid value '{value}' for '{arg}': {e}\n"),
+    )
+    .with_cmd(cmd)
+}
+
+impl clap::builder::TypedValueParser for PolicyParser {
+    type Value = PolicyConfig;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PolicyConfig, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e| invalid_value(cmd, arg, &text, e))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            PolicyConfig::NAMES
+                .iter()
+                .map(|n| clap::builder::PossibleValue::new(*n)),
+        ))
+    }
+}
+
+impl clap::builder::TypedValueParser for TierPolicyParser {
+    type Value = TierPolicy;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TierPolicy, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e| invalid_value(cmd, arg, &text, e))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            PolicyConfig::NAMES
+                .iter()
+                .chain(&["same"])
+                .map(|n| clap::builder::PossibleValue::new(*n)),
+        ))
+    }
 }

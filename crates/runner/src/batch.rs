@@ -12,7 +12,8 @@ use std::sync::Mutex;
 
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::plan::{self, Capacity};
-use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
+use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
 use rayon::prelude::*;
@@ -573,16 +574,7 @@ pub fn run(
     let mut resolved: Vec<(&Point, Resolved)> = Vec::new();
     for p in &pending {
         let r = match trace_of.get(&p.trace_path) {
-            Some(Ok(trace)) => {
-                resolve_point(p, trace, &cfg.cpu_policy).and_then(|r| match &r.0.gpu.policy {
-                    inferencelab_cache::PolicyConfig::Lightgbm(c) if c.retrain.is_some() => Err(
-                        "lightgbm with `retrain:` (online retraining) runs in `simulate` and \
-                         `train`; in a batch grid give the static model (drop `retrain`)"
-                            .to_string(),
-                    ),
-                    _ => Ok(r),
-                })
-            }
+            Some(Ok(trace)) => resolve_point(p, trace, &cfg.cpu_policy),
             Some(Err(e)) => Err(e.clone()),
             None => Err("trace not loaded".into()),
         };
@@ -787,51 +779,43 @@ fn summarize(
     Ok((found, stale))
 }
 
-/// Resolve a point against its loaded trace: sizes, capacities and policies.
+/// Resolve a point against its loaded trace: sizes, capacities and policies
+/// (`inferencelab_sim::resolve`, as `simulate` does).
 fn resolve_point(
     p: &Point,
     trace: &Trace,
     cpu_policy: &str,
 ) -> Result<(SimConfig, (u32, Option<u32>)), String> {
     let model = models::resolve(&p.model).map_err(|e| e.to_string())?;
-    let policy = parse_policy(&p.policy_config)?;
-    let bs = p
+    let load = |policy: PolicyConfig| {
+        // the notes (which lightgbm model) are the same for every point: not repeated per row
+        resolve::load_policy(policy, &resolve::PolicyFiles::default(), &mut Vec::new())
+            .map_err(|e| e.to_string())
+    };
+    let policy = load(parse_policy(&p.policy_config)?)?;
+    let cpu_policy = match cpu_policy.parse::<TierPolicy>() {
+        Ok(TierPolicy::Same) => None,
+        Ok(TierPolicy::Policy(q)) => Some(load(q)?),
+        Err(e) => return Err(format!("cpu_policy: {e}")),
+    };
+    let block_size = p
         .block_size
         .unwrap_or_else(|| plan::default_block_size(trace));
-    let cs = p
+    let chunk_size = p
         .chunk_size
         .unwrap_or_else(|| plan::default_chunk_size(trace));
-    let lm_policy = match cpu_policy {
-        "same" => policy.clone(),
-        s => s.parse().map_err(|e: String| format!("cpu_policy: {e}"))?,
-    };
-    let cpu = p.cpu.map(|c| TierConfig {
-        capacity: c.chunks(&model, cs),
-        policy: lm_policy.clone(),
-    });
-    let disk = p.disk.map(|c| TierConfig {
-        capacity: c.chunks(&model, cs),
-        policy: lm_policy.clone(),
-    });
-    if p.hit_semantics == HitSemantics::Any && cpu.is_some() {
-        return Err("hit_semantics any needs the CPU tier off (cpu_cache_gb: [0])".into());
-    }
-    let config = SimConfig {
-        gpu: TierConfig {
-            capacity: p.gpu.entries(&model, bs),
-            policy,
-        },
-        cpu,
-        disk,
+    let spec = PointSpec {
+        cpu: p.cpu,
+        disk: p.disk,
+        cpu_policy,
         hit_semantics: p.hit_semantics,
         pinning: p.pinning,
         timing: p.timing,
         window_seconds: p.window_seconds,
-        model: Some(model),
-        engine: Default::default(),
+        ..PointSpec::new(Some(model), block_size, chunk_size, p.gpu, policy)
     };
-    let chunk = config.cpu.as_ref().map(|_| cs);
-    Ok((config, (bs, chunk)))
+    let config = spec.resolve().map_err(|e| e.to_string())?;
+    Ok((config, (block_size, spec.prepared_chunk_size())))
 }
 
 fn row_of(

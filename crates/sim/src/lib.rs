@@ -14,6 +14,7 @@ pub mod lmcache_simulator;
 pub use inferencelab_models as models;
 pub mod mrc;
 pub mod plan;
+pub mod resolve;
 pub mod result;
 
 pub use config::{

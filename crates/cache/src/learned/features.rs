@@ -15,7 +15,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::policy::Access;
+use crate::policy::api::Access;
 
 /// Number of features of [`Snapshot::features`].
 pub const NUM_FEATURES: usize = 15;

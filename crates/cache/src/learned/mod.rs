@@ -12,21 +12,21 @@ pub mod order;
 /// (`on_time`), evictions at the latest trace time seen.
 macro_rules! predicted_next_use_policy {
     ($policy:ty) => {
-        impl $crate::policy::EvictionPolicy for $policy {
+        impl $crate::policy::api::EvictionPolicy for $policy {
             #[inline]
-            fn on_insert(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+            fn on_insert(&mut self, e: $crate::policy::api::EntryId, a: &$crate::policy::api::Access) {
                 self.order.referenced(Some(e), a.obj);
                 self.touch(e, a);
             }
 
             #[inline]
-            fn on_hit(&mut self, e: $crate::policy::EntryId, a: &$crate::policy::Access) {
+            fn on_hit(&mut self, e: $crate::policy::api::EntryId, a: &$crate::policy::api::Access) {
                 self.order.referenced(Some(e), a.obj);
                 self.touch(e, a);
             }
 
             #[inline]
-            fn on_miss(&mut self, a: &$crate::policy::Access) {
+            fn on_miss(&mut self, a: &$crate::policy::api::Access) {
                 self.order.referenced(None, a.obj);
                 // the eviction this miss may cause happens at the miss's trace time
                 if a.timestamp > self.stats.now {
@@ -43,27 +43,27 @@ macro_rules! predicted_next_use_policy {
             }
 
             #[inline]
-            fn on_pin(&mut self, e: $crate::policy::EntryId) {
+            fn on_pin(&mut self, e: $crate::policy::api::EntryId) {
                 self.order.pin(e);
             }
 
             #[inline]
-            fn on_unpin(&mut self, e: $crate::policy::EntryId, _now: u64) {
+            fn on_unpin(&mut self, e: $crate::policy::api::EntryId, _now: u64) {
                 self.order.unpin(e, self.stats.now);
             }
 
             #[inline]
-            fn evict(&mut self, pins: $crate::policy::Pins<'_>) -> Option<$crate::policy::EntryId> {
+            fn evict(&mut self, pins: $crate::policy::api::Pins<'_>) -> Option<$crate::policy::api::EntryId> {
                 self.order.evict(pins, self.stats.now)
             }
 
-            fn on_remove(&mut self, e: $crate::policy::EntryId) {
+            fn on_remove(&mut self, e: $crate::policy::api::EntryId) {
                 self.order.remove(e);
             }
 
             fn validate(
                 &self,
-                live: &dyn Fn($crate::policy::EntryId) -> bool,
+                live: &dyn Fn($crate::policy::api::EntryId) -> bool,
             ) -> Result<(), String> {
                 self.order.validate(live)
             }

@@ -43,7 +43,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::{EntryId, ObjId, Pins};
+use crate::policy::api::{EntryId, ObjId, Pins};
 
 /// Weight of one verdict in the duel's score (about the last 64 verdicts count). Chosen once as
 /// "a few dozen disagreements", not fitted to any trace.

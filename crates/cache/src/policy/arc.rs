@@ -355,6 +355,13 @@ impl EvictionPolicy for Arc {
     }
 }
 
+impl super::Registered for Arc {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, capacity: u64) -> Self {
+        Arc::new(capacity)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

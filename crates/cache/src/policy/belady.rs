@@ -187,6 +187,15 @@ impl EvictionPolicy for Belady {
     }
 }
 
+impl super::Registered for Belady {
+    type Config = super::NoParams;
+    const ALIASES: &'static [&'static str] = &["opt", "optimal"];
+    const ORACLE: bool = true;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::learned::features::{Snapshot, Tracker};
 use crate::learned::order::{NextUseOrder, Ranking};
-use crate::policy::{Access, EntryId};
+use crate::policy::api::{Access, EntryId};
 
 /// The scorer's weights and switches (`--scorer-config FILE`, YAML). Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +284,13 @@ impl ConversationAware {
 }
 
 crate::learned::predicted_next_use_policy!(ConversationAware);
+
+impl super::Registered for ConversationAware {
+    type Config = ScorerConfig;
+    fn build(config: &Self::Config, _capacity: u64) -> Self {
+        ConversationAware::new(config)
+    }
+}
 
 #[cfg(test)]
 mod tests {

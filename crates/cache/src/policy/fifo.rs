@@ -165,6 +165,13 @@ impl EvictionPolicy for Fifo {
     }
 }
 
+impl super::Registered for Fifo {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,3 +14,12 @@ impl EvictionPolicy for Ideal {
     }
     fn on_remove(&mut self, _e: EntryId) {}
 }
+
+impl super::Registered for Ideal {
+    type Config = super::NoParams;
+    const ALIASES: &'static [&'static str] = &["infinite"];
+    const UNBOUNDED: bool = true;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Ideal
+    }
+}

@@ -207,6 +207,13 @@ impl EvictionPolicy for Lfu {
     }
 }
 
+impl super::Registered for Lfu {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,21 +22,60 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::learned::features::{Tracker, NUM_FEATURES};
 use crate::learned::gbdt::Model;
 use crate::learned::order::{NextUseOrder, Ranking};
-use crate::policy::{Access, EntryId};
+use crate::policy::api::{Access, EntryId};
 
-/// Where `inferencelab train` writes its model and where `--eviction-policy lightgbm` looks.
-pub const DEFAULT_MODEL_PATH: &str = "outputs/models/lightgbm.txt";
-
-/// A model file and its parsed trees (loaded when the config is parsed, so building the policy
-/// cannot fail). Serialized as its path.
-#[derive(Debug, Clone)]
+/// A model file and, once loaded, its parsed trees. Parsing a config only names the file (no
+/// I/O in `Deserialize`); [`ModelFile::ensure_loaded`] reads it, before the policy is built
+/// (`PolicyConfig::load_files`). Serialized as its path. The default names no file: the
+/// application picks its default model (`sim::resolve`).
+#[derive(Debug, Clone, Default)]
 pub struct ModelFile {
     pub path: PathBuf,
-    pub model: Arc<Model>,
+    model: Option<Arc<Model>>,
 }
 
 impl ModelFile {
+    /// Read and check the model at `path`.
     pub fn load(path: &Path) -> Result<Self, String> {
+        let mut m = ModelFile::unloaded(path);
+        m.ensure_loaded()?;
+        Ok(m)
+    }
+
+    /// The file at `path`, not read yet.
+    pub fn unloaded(path: &Path) -> Self {
+        ModelFile {
+            path: path.to_path_buf(),
+            model: None,
+        }
+    }
+
+    /// A model already in memory (`path` says where it came from or will be written).
+    pub fn new(path: &Path, model: Arc<Model>) -> Self {
+        ModelFile {
+            path: path.to_path_buf(),
+            model: Some(model),
+        }
+    }
+
+    /// True when no file is named (the application's default model applies).
+    pub fn is_unset(&self) -> bool {
+        self.model.is_none() && self.path.as_os_str().is_empty()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Read the file unless it is loaded already.
+    pub fn ensure_loaded(&mut self) -> Result<(), String> {
+        if self.model.is_some() {
+            return Ok(());
+        }
+        if self.path.as_os_str().is_empty() {
+            return Err("lightgbm: no model file named (give `model: FILE`)".into());
+        }
+        let path = &self.path;
         let model = Model::load(path).map_err(|e| match e {
             crate::learned::gbdt::ModelError::Io { .. } => format!(
                 "{e}: no LightGBM model there; train one with `inferencelab train --input-file \
@@ -53,17 +92,38 @@ impl ModelFile {
                 model.num_features()
             ));
         }
-        Ok(ModelFile {
-            path: path.to_path_buf(),
-            model: Arc::new(model),
+        self.model = Some(Arc::new(model));
+        Ok(())
+    }
+
+    /// The loaded trees.
+    ///
+    /// # Panics
+    /// When the file was not loaded: `PolicyConfig::load_files` runs before any policy is
+    /// built (`sim::resolve`), so this is a bug in the caller.
+    pub fn model(&self) -> &Arc<Model> {
+        self.model.as_ref().unwrap_or_else(|| {
+            panic!(
+                "lightgbm model {} used before it was loaded (PolicyConfig::load_files)",
+                self.path.display()
+            )
         })
+    }
+
+    /// Replace the trees (the path stays).
+    pub fn set_model(&mut self, model: Arc<Model>) {
+        self.model = Some(model);
     }
 }
 
 impl PartialEq for ModelFile {
     fn eq(&self, other: &Self) -> bool {
         self.path == other.path
-            && (Arc::ptr_eq(&self.model, &other.model) || self.model == other.model)
+            && match (&self.model, &other.model) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -76,13 +136,8 @@ impl Serialize for ModelFile {
 
 impl<'de> Deserialize<'de> for ModelFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let path = PathBuf::deserialize(d)?;
-        ModelFile::load(&path).map_err(serde::de::Error::custom)
+        Ok(ModelFile::unloaded(&PathBuf::deserialize(d)?))
     }
-}
-
-fn default_model() -> PathBuf {
-    PathBuf::from(DEFAULT_MODEL_PATH)
 }
 
 fn default_overdue() -> f64 {
@@ -161,6 +216,8 @@ pub type Schedule = Vec<(f64, Arc<Model>)>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LightGbmConfig {
+    /// The model file (default: none named; the application's default model applies).
+    #[serde(default)]
     pub model: ModelFile,
     /// Multiplies the predicted gap. Below 1 the prediction only reorders what LRU would do
     /// (overdue entries are LRU-ordered), which is more robust when the workload drifts away
@@ -185,23 +242,28 @@ pub struct LightGbmConfig {
     pub schedule: Option<Arc<Schedule>>,
 }
 
-impl LightGbmConfig {
-    /// The model at `path` with default settings.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        Ok(LightGbmConfig {
-            model: ModelFile::load(path)?,
+impl Default for LightGbmConfig {
+    /// No model named, default settings.
+    fn default() -> Self {
+        LightGbmConfig {
+            model: ModelFile::default(),
             scale: default_scale(),
             overdue_factor: default_overdue(),
             ranking: Ranking::NextUse,
             adaptive: default_adaptive(),
             retrain: None,
             schedule: None,
-        })
+        }
     }
+}
 
-    /// The model at [`DEFAULT_MODEL_PATH`].
-    pub fn load_default() -> Result<Self, String> {
-        Self::load(&default_model())
+impl LightGbmConfig {
+    /// The model at `path` with default settings.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        Ok(LightGbmConfig {
+            model: ModelFile::load(path)?,
+            ..Default::default()
+        })
     }
 }
 
@@ -219,7 +281,7 @@ pub struct LightGbm {
 impl LightGbm {
     pub fn new(config: &LightGbmConfig) -> Self {
         LightGbm {
-            model: config.model.model.clone(),
+            model: config.model.model().clone(),
             schedule: config.schedule.clone(),
             next_model: 0,
             scale: config.scale,
@@ -257,3 +319,10 @@ impl LightGbm {
 }
 
 crate::learned::predicted_next_use_policy!(LightGbm);
+
+impl super::Registered for LightGbm {
+    type Config = LightGbmConfig;
+    fn build(config: &Self::Config, _capacity: u64) -> Self {
+        LightGbm::new(config)
+    }
+}

@@ -116,3 +116,10 @@ impl<const MOST_RECENT: bool> EvictionPolicy for Recency<MOST_RECENT> {
         Ok(())
     }
 }
+
+impl super::Registered for Lru {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}

@@ -11,6 +11,13 @@
 /// MRU (module docs): LRU's list and pin bookkeeping, evicting the other end.
 pub type Mru = super::lru::Recency<true>;
 
+impl super::Registered for Mru {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,6 +289,13 @@ impl EvictionPolicy for S3Fifo {
     }
 }
 
+impl super::Registered for S3Fifo {
+    type Config = S3FifoConfig;
+    fn build(config: &Self::Config, capacity: u64) -> Self {
+        S3Fifo::new(capacity, config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

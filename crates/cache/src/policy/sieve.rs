@@ -97,6 +97,13 @@ impl EvictionPolicy for Sieve {
     }
 }
 
+impl super::Registered for Sieve {
+    type Config = super::NoParams;
+    fn build(_config: &Self::Config, _capacity: u64) -> Self {
+        Self::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

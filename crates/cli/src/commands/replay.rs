@@ -15,7 +15,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use inferencelab_bench::RequestRecord;
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::config::{SimConfig, TierConfig};
+use inferencelab_sim::plan::Capacity;
+use inferencelab_sim::resolve::{self, PointSpec};
 use inferencelab_sim::{models, plan};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{read_trace, ReadOptions};
@@ -65,15 +66,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "qwen-8b")]
     pub sim_model: String,
     /// The GPU-tier policy the prediction uses (vLLM's is LRU).
-    #[arg(long, default_value = "lru", value_parser = parse_policy)]
+    #[arg(long, default_value = "lru", value_parser = crate::cli::PolicyParser)]
     pub eviction_policy: PolicyConfig,
     /// Width of the comparison windows, seconds of trace time.
     #[arg(long, default_value = "10")]
     pub window_seconds: Positive,
-}
-
-fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
-    s.parse()
 }
 
 /// Give each replayed request the times the replay measured, in trace seconds (send time x
@@ -139,13 +136,39 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     let model = models::resolve(&args.sim_model)?;
-    let cpu_chunks = (!args.no_cpu_tier).then(|| {
-        model.blocks_in_gib(
-            args.cpu_cache_gb
-                .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
+    let mut notes = Vec::new();
+    let policy = resolve::load_policy(
+        args.eviction_policy.clone(),
+        &resolve::PolicyFiles::default(),
+        &mut notes,
+    )?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let spec = PointSpec {
+        // LMCache's pool, as `serve` sizes it
+        cpu: (!args.no_cpu_tier).then(|| {
+            Capacity::Gib(
+                args.cpu_cache_gb
+                    .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
+            )
+        }),
+        window_seconds: args.window_seconds.get(),
+        engine: inferencelab_sim::EngineModel {
+            // the server writes answers of its own: the recorded ones (which the replayed
+            // prompts repeat) are not in its cache
+            answers: inferencelab_trace::AnswerBlocks::Fresh,
+            ..Default::default()
+        },
+        ..PointSpec::new(
+            Some(model),
+            args.block_size,
             args.chunk_size,
+            Capacity::Entries(args.gpu_blocks),
+            policy,
         )
-    });
+    };
+    let cfg = spec.resolve()?;
     let rt = runtime(args.bench.threads)?;
     let mut bargs = args.bench.clone();
     bargs.mode = Some(super::bench::Mode::Trace);
@@ -165,31 +188,9 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     let prepared = inferencelab_sim::driver::Prepared::new(
         &sim_trace,
         args.block_size,
-        cpu_chunks.map(|_| args.chunk_size),
+        spec.prepared_chunk_size(),
     )
     .with_context(|| format!("preparing {}", input.display()))?;
-    let cfg = SimConfig {
-        gpu: TierConfig {
-            capacity: args.gpu_blocks,
-            policy: args.eviction_policy.clone(),
-        },
-        cpu: cpu_chunks.map(|n| TierConfig {
-            capacity: n,
-            policy: args.eviction_policy.clone(),
-        }),
-        disk: None,
-        hit_semantics: inferencelab_sim::HitSemantics::Prefix,
-        pinning: true,
-        timing: Default::default(),
-        window_seconds: args.window_seconds.get(),
-        model: Some(model),
-        engine: inferencelab_sim::EngineModel {
-            // the server writes answers of its own: the recorded ones (which the replayed
-            // prompts repeat) are not in its cache
-            answers: inferencelab_trace::AnswerBlocks::Fresh,
-            ..Default::default()
-        },
-    };
     let mut predicted = vec![None; sim_trace.requests.len()];
     let row = inferencelab_sim::driver::run_observed(&prepared, &cfg, |i, hits| {
         predicted[i] = Some(hits)

@@ -54,7 +54,7 @@ struct ServeOpts {
     #[arg(long)]
     served_model_name: Option<String>,
     /// GPU prefix-cache eviction policy (vLLM itself has only lru).
-    #[arg(long, default_value = "lru", value_parser = parse_policy)]
+    #[arg(long, default_value = "lru", value_parser = crate::cli::PolicyParser)]
     eviction_policy: PolicyConfig,
     /// GPU KV cache size in blocks.
     #[arg(long, conflicts_with_all = ["gpu_cache_gb", "num_gpu_blocks_override"])]
@@ -96,7 +96,7 @@ struct ServeOpts {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_size: Option<u32>,
     /// LMCache cache_policy (env LMCACHE_CACHE_POLICY; default lru).
-    #[arg(long, value_parser = parse_policy)]
+    #[arg(long, value_parser = crate::cli::PolicyParser)]
     cpu_eviction_policy: Option<PolicyConfig>,
     /// Which LMCache: inprocess (LMCacheConnectorV1, the default) or mp (`lmcache server` +
     /// LMCacheMPConnector: its L1 rules, and /metrics shows its lmcache_mp_* families instead
@@ -193,10 +193,6 @@ fn parse_time_scale(s: &str) -> Result<f64, String> {
     s.parse::<Scale>()
         .map(Scale::get)
         .map_err(|e| format!("{e} (or 0: no pacing)"))
-}
-
-fn parse_policy(s: &str) -> Result<PolicyConfig, String> {
-    s.parse()
 }
 
 /// Split off the flags `ServeOpts` does not know (with the value that follows them, if it does
@@ -364,11 +360,13 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
                 .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
         };
         let policy = match &o.cpu_eviction_policy {
-            Some(p) => p.clone(),
+            Some(p) => load_policy(p.clone()).context("--cpu-eviction-policy")?,
             None => match std::env::var("LMCACHE_CACHE_POLICY") {
-                Ok(p) if !p.trim().is_empty() => p
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
+                Ok(p) if !p.trim().is_empty() => load_policy(
+                    p.parse()
+                        .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
+                )
+                .context("LMCACHE_CACHE_POLICY")?,
                 _ => PolicyConfig::Lru,
             },
         };
@@ -397,7 +395,7 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| model_name.clone());
     let mut engine = EngineConfig::new(model, timing, num_gpu_blocks);
     engine.block_size = o.block_size;
-    engine.gpu_policy = o.eviction_policy.clone();
+    engine.gpu_policy = load_policy(o.eviction_policy.clone()).context("--eviction-policy")?;
     engine.lmcache = lmcache;
     engine.max_num_batched_tokens = o.max_num_batched_tokens.max(1);
     engine.max_num_seqs = o.max_num_seqs.max(1);
@@ -509,4 +507,18 @@ mod tests {
         assert_eq!(o.model_positional.as_deref(), Some("Qwen/Qwen3-8B"));
         assert!(o.enable_log_requests);
     }
+}
+
+/// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.
+fn load_policy(policy: PolicyConfig) -> anyhow::Result<PolicyConfig> {
+    let mut notes = Vec::new();
+    let loaded = inferencelab_sim::resolve::load_policy(
+        policy,
+        &inferencelab_sim::resolve::PolicyFiles::default(),
+        &mut notes,
+    );
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(loaded?)
 }

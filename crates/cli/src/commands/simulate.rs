@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use inferencelab_cache::policy::conversation_aware::ScorerConfig;
-use inferencelab_cache::policy::lightgbm::{LightGbmConfig, DEFAULT_MODEL_PATH};
 use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::gap_closed;
 use inferencelab_sim::plan::{self, Capacity};
+use inferencelab_sim::resolve::{self, PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
 use inferencelab_sim::{
     grid::run_grid, models, EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig,
@@ -19,154 +18,51 @@ use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::ReadOptions;
 use serde_json::json;
 
-use super::sweep::{parse_policy_name, SMART};
+use super::sweep::SMART;
 use crate::cli::SimulateArgs;
 use crate::output;
 use crate::progress::Progress;
 
-/// Build the config of one policy name (see [`parse_policy_name`]).
-fn resolve_policy(name: &str, args: &SimulateArgs) -> anyhow::Result<PolicyConfig> {
-    Ok(match name {
-        "conversation_aware" => PolicyConfig::ConversationAware(match &args.scorer_config {
-            Some(path) => load_scorer(path)?,
-            None => ScorerConfig::default(),
-        }),
-        "lightgbm" => PolicyConfig::Lightgbm(load_lightgbm(args.lightgbm_model.as_deref())?),
-        other => other.parse().map_err(anyhow::Error::msg)?,
-    })
-}
-
-/// A scorer YAML (unknown keys are errors naming the file).
-pub fn load_scorer(path: &Path) -> anyhow::Result<ScorerConfig> {
-    let text = inferencelab_trace::fsutil::read_input_string(path)
-        .with_context(|| format!("--scorer-config: reading {}", path.display()))?;
-    let c: ScorerConfig = serde_norway::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("--scorer-config {}: {e}", path.display()))?;
-    c.check()
-        .map_err(|e| anyhow::anyhow!("--scorer-config {}: {e}", path.display()))?;
-    Ok(c)
-}
-
-/// The `lightgbm` policy of `--lightgbm-model` (default: what `train` writes). A text model
-/// takes the calibration (`scale`, `overdue_factor`) `train` wrote beside it when that YAML
-/// names the same model; a YAML is a whole policy (`{name: lightgbm, model: ..}`).
-fn load_lightgbm(given: Option<&Path>) -> anyhow::Result<LightGbmConfig> {
-    let path = given.unwrap_or(Path::new(DEFAULT_MODEL_PATH));
-    if given.is_none() && !path.exists() {
-        eprintln!(
-            "note: lightgbm: no model at {DEFAULT_MODEL_PATH}: the bundled default model \
-             ({}, trained on the demo log; docs/policies.md); `inferencelab train` or \
-             --lightgbm-model for one of your own",
-            super::train::BUNDLED_MODEL_PATH
-        );
-        return Ok(super::train::bundled_lightgbm());
-    }
-    if !path.exists() {
-        bail!(
-            "--eviction-policy lightgbm needs a trained model and {} does not exist: give one \
-             with --lightgbm-model FILE (a LightGBM text model, e.g. from Python lightgbm), or \
-             train one with `inferencelab train --input-file TRACE` (writes {DEFAULT_MODEL_PATH})",
-            path.display()
-        );
-    }
-    let is_yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
-    if is_yaml {
-        return load_lightgbm_yaml(path)?.with_context(|| {
-            format!(
-                "--lightgbm-model {}: expected a lightgbm policy (name: lightgbm, model: FILE)",
-                path.display()
-            )
-        });
-    }
-    inferencelab_trace::fsutil::check_regular(path)
-        .with_context(|| format!("--lightgbm-model {}", path.display()))?;
-    let mut config = LightGbmConfig::load(path)
-        .map_err(|e| anyhow::anyhow!("--lightgbm-model {}: {e}", path.display()))?;
-    let beside = path.with_extension("yaml");
-    if beside.exists() {
-        if let Ok(Some(c)) = load_lightgbm_yaml(&beside) {
-            let same = |a: &Path, b: &Path| {
-                a.canonicalize()
-                    .ok()
-                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
-            };
-            if same(&c.model.path, path) {
-                eprintln!(
-                    "note: lightgbm: scale {}, overdue_factor {}, ranking {:?} and retraining \
-                     {} from {} (calibrated by `train`)",
-                    c.scale,
-                    c.overdue_factor,
-                    c.ranking,
-                    if c.retrain.is_some() { "on" } else { "off" },
-                    beside.display()
-                );
-                config.scale = c.scale;
-                config.overdue_factor = c.overdue_factor;
-                config.ranking = c.ranking;
-                config.retrain = c.retrain;
-            }
+/// The GPU policies of the run, their files loaded: the requested ones, plus LRU and Belady when
+/// a smart policy needs them for its comparison.
+fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<Vec<PolicyConfig>> {
+    let mut policies: Vec<PolicyConfig> = Vec::new();
+    for p in &args.eviction_policy {
+        if !policies.iter().any(|q| q.name() == p.name()) {
+            policies.push(p.clone());
         }
     }
-    if given.is_none() {
-        eprintln!("note: lightgbm: model {DEFAULT_MODEL_PATH} (--lightgbm-model)");
-    }
-    Ok(config)
-}
-
-/// A lightgbm policy YAML; its model path is relative to the working directory or, failing
-/// that, to the YAML's folder. `Ok(None)`: a YAML of something else.
-fn load_lightgbm_yaml(path: &Path) -> anyhow::Result<Option<LightGbmConfig>> {
-    let text = inferencelab_trace::fsutil::read_input_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut doc: serde_norway::Value =
-        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if let Some(model) = doc.get_mut("model") {
-        if let Some(m) = model.as_str().map(PathBuf::from) {
-            if m.is_relative() && !m.exists() {
-                if let Some(dir) = path.parent() {
-                    let beside = dir.join(m.file_name().unwrap_or_default());
-                    *model = serde_norway::Value::String(beside.to_string_lossy().into_owned());
-                }
-            }
-        }
-    }
-    match serde_norway::from_value::<PolicyConfig>(doc) {
-        Ok(PolicyConfig::Lightgbm(c)) => Ok(Some(c)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
-    }
-}
-
-/// The GPU policies of the run: the requested ones, plus LRU and Belady when a smart policy
-/// needs them for its comparison.
-fn resolve_policies(args: &SimulateArgs) -> anyhow::Result<Vec<PolicyConfig>> {
-    let mut names: Vec<String> = Vec::new();
-    for n in &args.eviction_policy {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    let has = |n: &str| names.iter().any(|x| x == n);
-    if args.scorer_config.is_some() && !has("conversation_aware") {
+    let has = |policies: &[PolicyConfig], n: &str| policies.iter().any(|p| p.name() == n);
+    if args.scorer_config.is_some() && !has(&policies, "conversation_aware") {
         bail!("--scorer-config configures --eviction-policy conversation_aware, which is not in the run");
     }
-    if args.lightgbm_model.is_some() && !has("lightgbm") {
+    if args.lightgbm_model.is_some() && !has(&policies, "lightgbm") {
         bail!("--lightgbm-model configures --eviction-policy lightgbm, which is not in the run");
     }
-    if SMART.iter().any(|s| has(s)) {
-        let added: Vec<&str> = ["lru", "belady"].into_iter().filter(|b| !has(b)).collect();
+    if SMART.iter().any(|s| has(&policies, s)) {
+        let added: Vec<PolicyConfig> = [PolicyConfig::Lru, PolicyConfig::Belady]
+            .into_iter()
+            .filter(|b| !has(&policies, b.name()))
+            .collect();
         if !added.is_empty() {
             eprintln!(
                 "note: also running {} for the comparison (gap closed = (P - LRU) / (Belady - LRU))",
-                added.join(" and ")
+                added.iter().map(PolicyConfig::name).collect::<Vec<_>>().join(" and ")
             );
-            names.extend(added.iter().map(|s| s.to_string()));
+            policies.extend(added);
         }
     }
-    names.iter().map(|n| resolve_policy(n, args)).collect()
+    policies.into_iter().map(|p| load(p, files)).collect()
+}
+
+/// [`resolve::load_policy`], its notes on stderr.
+fn load(policy: PolicyConfig, files: &PolicyFiles) -> anyhow::Result<PolicyConfig> {
+    let mut notes = Vec::new();
+    let loaded = resolve::load_policy(policy, files, &mut notes);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(loaded?)
 }
 
 /// Per smart policy and capacity: its hit ratios beside LRU's and Belady's of the same run, and
@@ -260,7 +156,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .context("--threads")?;
     }
     // policies first: a missing model or scorer file fails before the trace is read
-    let policies = resolve_policies(&args)?;
+    let files = PolicyFiles {
+        scorer_config: args.scorer_config.clone(),
+        lightgbm_model: args.lightgbm_model.clone(),
+    };
+    let policies = resolve_policies(&args, &files)?;
     let read_started = Instant::now();
     let run_started = read_started;
     let opts = ReadOptions {
@@ -302,13 +202,18 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Some(l) => l.chunk_size,
         None => plan::default_chunk_size(&trace),
     });
-    let given_capacities: Option<Vec<u64>> = if !args.gpu_blocks.is_empty() {
-        Some(args.gpu_blocks.clone())
+    let given_capacities: Option<Vec<Capacity>> = if !args.gpu_blocks.is_empty() {
+        Some(
+            args.gpu_blocks
+                .iter()
+                .map(|&n| Capacity::Entries(n))
+                .collect(),
+        )
     } else if !args.gpu_cache_gb.is_empty() {
         Some(
             args.gpu_cache_gb
                 .iter()
-                .map(|&gb| Capacity::Gib(gb.get()).entries(&model, block_size))
+                .map(|&gb| Capacity::Gib(gb.get()))
                 .collect(),
         )
     } else if lookup.is_some() {
@@ -316,36 +221,33 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "note: LMCache lookup log: the LMCache tier alone, one lookup at a time in log order \
              (give --gpu-blocks for a vLLM GPU tier on top)"
         );
-        Some(vec![0])
+        Some(vec![Capacity::Entries(0)])
     } else {
         None
     };
     // a lookup log without a GPU tier: nothing runs concurrently
-    let lookup_alone = lookup.is_some() && given_capacities.as_deref() == Some(&[0]);
-    let cpu_chunks: Option<u64> = if args.no_cpu_tier {
+    let lookup_alone =
+        lookup.is_some() && given_capacities.as_deref() == Some(&[Capacity::Entries(0)]);
+    let cpu: Option<Capacity> = if args.no_cpu_tier {
         None
     } else if let Some(n) = args.cpu_chunks {
-        Some(n)
+        Some(Capacity::Entries(n))
     } else {
         let gb = args
             .cpu_cache_gb
             .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
         Some(match &lookup {
-            Some(l) => super::simulate_lookup::cpu_chunks(&args, l, chunk_size, gb)?,
-            None => Capacity::Gib(gb).chunks(&model, chunk_size),
+            Some(l) => Capacity::Entries(super::simulate_lookup::cpu_chunks(
+                &args, l, chunk_size, gb,
+            )?),
+            None => Capacity::Gib(gb),
         })
     };
-    let disk_chunks = match (args.disk_chunks, args.disk_cache_gb) {
-        (Some(n), _) => Some(n),
-        (None, Some(gb)) => Some(Capacity::Gib(gb.get()).chunks(&model, chunk_size)),
+    let disk = match (args.disk_chunks, args.disk_cache_gb) {
+        (Some(n), _) => Some(Capacity::Entries(n)),
+        (None, Some(gb)) => Some(Capacity::Gib(gb.get())),
         (None, None) => None,
     };
-    if args.hit_semantics == HitSemantics::Any && cpu_chunks.is_some() {
-        bail!(
-            "--hit-semantics any models a classic single-tier cache over the block stream; \
-             add --no-cpu-tier"
-        );
-    }
     if lookup_alone
         && args.lmcache_rules == inferencelab_sim::LmcacheRules::Engine
         && policies.iter().any(PolicyConfig::is_unbounded)
@@ -356,40 +258,21 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
              (and -p lru), or use --lmcache-rules simulator"
         );
     }
-    if args.lmcache_mode == inferencelab_sim::LmcacheMode::Mp {
-        if disk_chunks.is_some() {
-            bail!(
-                "--lmcache-mode mp models the multi-process server's L1 only (its L2 adapters are \
-                 not modelled); drop --disk-cache-gb/--disk-chunks or use --lmcache-mode inprocess"
-            );
-        }
-        if args.lmcache_rules == inferencelab_sim::LmcacheRules::Simulator {
-            bail!("--lmcache-rules simulator has no multi-process mode; drop --lmcache-mode mp");
-        }
-    }
-    // the multi-process L1's usage ratio is bytes over bytes: the unrounded chunk count
-    let mp_l1_size_chunks = match (args.cpu_chunks, args.cpu_cache_gb) {
-        (None, Some(gb)) if lookup.is_none() => {
-            let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
-            gb.get() * (1u64 << 30) as f64 / chunk
-        }
-        _ => 0.0,
+    let default_cpu_policy = if lookup_alone {
+        TierPolicy::Same
+    } else {
+        TierPolicy::Policy(PolicyConfig::Lru)
     };
-    let default_cpu_policy = if lookup_alone { "same" } else { "lru" };
     let cpu_policy: Option<PolicyConfig> = match args
         .cpu_eviction_policy
-        .as_deref()
+        .clone()
         .unwrap_or(default_cpu_policy)
     {
-        "same" => None,
-        s => {
-            let name = parse_policy_name(s, |s| s.parse())
-                .map_err(|e| anyhow::anyhow!("--cpu-eviction-policy: {e}"))?;
-            Some(resolve_policy(&name, &args).context("--cpu-eviction-policy")?)
-        }
+        TierPolicy::Same => None,
+        TierPolicy::Policy(p) => Some(load(p, &files).context("--cpu-eviction-policy")?),
     };
 
-    let prepared = Prepared::new(&trace, block_size, cpu_chunks.map(|_| chunk_size))
+    let prepared = Prepared::new(&trace, block_size, cpu.map(|_| chunk_size))
         .with_context(|| format!("preparing {}", args.input_file.display()))?;
     let capacities = match given_capacities {
         Some(c) => c,
@@ -402,7 +285,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 prepared.gpu.num_objects,
                 block_size
             );
-            c
+            c.into_iter().map(Capacity::Entries).collect()
         }
     };
 
@@ -422,17 +305,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let static_model = |p: PolicyConfig| match p {
-        PolicyConfig::Lightgbm(c) if c.retrain.is_some() && cpu_chunks.is_some() => {
-            PolicyConfig::Lightgbm(inferencelab_cache::policy::lightgbm::LightGbmConfig {
-                retrain: None,
-                schedule: None,
-                ..c
-            })
-        }
-        p => p,
-    };
-    let lm_lightgbm_retrains = cpu_chunks.is_some()
+    let lm_lightgbm_retrains = cpu.is_some()
         && cpu_policy
             .iter()
             .chain(if cpu_policy.is_none() {
@@ -444,26 +317,25 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if lm_lightgbm_retrains {
         eprintln!("note: the LMCache tier's lightgbm uses its model file without retraining");
     }
-    let cpu_policy = cpu_policy.map(static_model);
+    let engine = EngineModel {
+        rules: args.gpu_model == "vllm",
+        schedule: args.schedule,
+        answers: args.answer_blocks,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
+        lmcache_rules: args.lmcache_rules,
+        lmcache_mode: args.lmcache_mode,
+        mp_trigger_watermark: args.lmcache_eviction_trigger_watermark,
+        mp_eviction_ratio: args.lmcache_eviction_ratio,
+        mp_l1_size_chunks: 0.0,
+    };
     let mut configs = Vec::new();
     for policy in &policies {
-        for &cap in &capacities {
-            let lm_policy = cpu_policy
-                .clone()
-                .unwrap_or_else(|| static_model(policy.clone()));
-            configs.push(SimConfig {
-                gpu: TierConfig {
-                    capacity: cap,
-                    policy: policy.clone(),
-                },
-                cpu: cpu_chunks.map(|n| TierConfig {
-                    capacity: n,
-                    policy: lm_policy.clone(),
-                }),
-                disk: disk_chunks.map(|n| TierConfig {
-                    capacity: n,
-                    policy: lm_policy.clone(),
-                }),
+        for &gpu in &capacities {
+            let spec = PointSpec {
+                cpu,
+                disk,
+                cpu_policy: cpu_policy.clone(),
                 hit_semantics: args.hit_semantics,
                 pinning: !args.no_pinning && !lookup_alone,
                 timing: TimingModel {
@@ -471,20 +343,16 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     decode_ms_per_token: args.decode_ms_per_token.get(),
                 },
                 window_seconds: args.window_seconds.get(),
-                model: Some(model.clone()),
-                engine: EngineModel {
-                    rules: args.gpu_model == "vllm",
-                    schedule: args.schedule,
-                    answers: args.answer_blocks,
-                    max_num_batched_tokens: args.max_num_batched_tokens,
-                    max_num_seqs: args.max_num_seqs,
-                    lmcache_rules: args.lmcache_rules,
-                    lmcache_mode: args.lmcache_mode,
-                    mp_trigger_watermark: args.lmcache_eviction_trigger_watermark,
-                    mp_eviction_ratio: args.lmcache_eviction_ratio,
-                    mp_l1_size_chunks,
-                },
-            });
+                engine,
+                ..PointSpec::new(
+                    Some(model.clone()),
+                    block_size,
+                    chunk_size,
+                    gpu,
+                    policy.clone(),
+                )
+            };
+            configs.push(spec.resolve()?);
         }
     }
 
@@ -495,12 +363,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "simulate",
         "points",
     );
-    if args.schedule == Schedule::Vllm && args.no_pinning {
-        bail!(
-            "--schedule vllm replays vLLM's scheduler, where running requests hold their blocks; \
-             drop --no-pinning or use --schedule trace"
-        );
-    }
     let started = Instant::now();
     let results = match &args.per_request {
         None => run_grid(&prepared, &configs, &|_| bar.inc(1)),
@@ -532,7 +394,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             "requests": trace.requests.len(),
             "prompt_tokens": trace.total_prompt_tokens(),
             "block_size": block_size,
-            "chunk_size": cpu_chunks.map(|_| chunk_size),
+            "chunk_size": cpu.map(|_| chunk_size),
             "tensor_parallel_size": args.tensor_parallel_size,
             "pipeline_parallel_size": args.pipeline_parallel_size,
             "block_refs": prepared.gpu.keys.len(),
@@ -590,7 +452,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             }
         }
         output::print_simulation_table(&trace, &model.name, &rows);
-        print_comparisons(&comparisons(&rows), cpu_chunks.is_some());
+        print_comparisons(&comparisons(&rows), cpu.is_some());
     }
     eprintln!("{}", scale_line(&trace, read_seconds, run_started));
     eprintln!(
@@ -687,7 +549,12 @@ fn default_output(args: &SimulateArgs) -> PathBuf {
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     format!("{key:?}").hash(&mut h);
-    let mut policies = args.eviction_policy.join("-");
+    let mut policies = args
+        .eviction_policy
+        .iter()
+        .map(PolicyConfig::name)
+        .collect::<Vec<_>>()
+        .join("-");
     if policies.len() > 40 {
         policies.truncate(40);
     }
@@ -761,20 +628,7 @@ fn model_fit_warnings(
     model: &models::ModelSpec,
 ) -> Vec<String> {
     use std::io::Read;
-    let max_token_id = trace
-        .requests
-        .iter()
-        .flat_map(|r| {
-            let prompt = match &r.content {
-                inferencelab_trace::Content::Tokens(t) => t.as_slice(),
-                _ => &[],
-            };
-            prompt
-                .iter()
-                .chain(r.output_tokens.iter().flatten())
-                .copied()
-        })
-        .max();
+    let max_token_id = trace.max_token_id();
     let mut log = models::LogModel::default();
     if trace.format == Some(inferencelab_trace::Format::VllmLog) {
         let mut head = Vec::new();

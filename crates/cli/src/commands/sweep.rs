@@ -127,20 +127,6 @@ fn parse_format(s: &str) -> Result<Format, String> {
 /// beside them and reports the share of the gap they close.
 pub const SMART: [&str; 2] = ["conversation_aware", "lightgbm"];
 
-/// `--eviction-policy` values: checked by the registry's parser, kept as canonical names. The
-/// configs of `conversation_aware` and `lightgbm` come from `--scorer-config` and
-/// `--lightgbm-model`, which clap has not read yet when it parses this flag.
-pub fn parse_policy_name(
-    s: &str,
-    parse: fn(&str) -> Result<PolicyConfig, String>,
-) -> Result<String, String> {
-    let norm = s.trim().to_ascii_lowercase().replace(['-', '_'], "");
-    if let Some(name) = SMART.iter().find(|n| n.replace('_', "") == norm) {
-        return Ok(name.to_string());
-    }
-    parse(s).map(|p| p.name().to_string())
-}
-
 /// Read a trace as `simulate` does, printing the reader's notes.
 pub fn load_trace(
     path: &Path,
@@ -392,18 +378,11 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
             .build_global()
             .context("--threads")?;
     }
-    let given: Option<ScorerConfig> = match &args.scorer_config {
-        Some(p) => {
-            let text = inferencelab_trace::fsutil::read_input_string(p)
-                .with_context(|| format!("reading {}", p.display()))?;
-            let c: ScorerConfig = serde_norway::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            c.check()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            Some(c)
-        }
-        None => None,
-    };
+    let given: Option<ScorerConfig> = args
+        .scorer_config
+        .as_deref()
+        .map(inferencelab_sim::resolve::load_scorer)
+        .transpose()?;
     let trace = args.data.trace()?;
     let mut split = args.data.prepare(&trace)?;
     let (capacities, base) = args.data.settle(&mut split)?;

@@ -10,14 +10,13 @@ use clap::Args;
 use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
 use inferencelab_cache::learned::gbdt::Model;
 use inferencelab_cache::learned::order::Ranking;
-use inferencelab_cache::policy::lightgbm::{
-    LightGbmConfig, ModelFile, Retrain, Schedule, DEFAULT_MODEL_PATH,
-};
+use inferencelab_cache::policy::lightgbm::{LightGbmConfig, ModelFile, Retrain, Schedule};
 use inferencelab_learn::boost::{self, BoostParams};
 use inferencelab_learn::dataset;
 use inferencelab_learn::eval::{Candidate, Comparison};
 use inferencelab_learn::online;
 use inferencelab_learn::sweep::choice_ratio;
+use inferencelab_sim::resolve::{bundled_lightgbm, Calibration, DEFAULT_MODEL_PATH};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -79,78 +78,12 @@ pub struct TrainArgs {
 /// `--model bundled`: the default model shipped in the binary.
 const BUNDLED: &str = "bundled";
 
-/// The default `lightgbm` model shipped in the repository and in the binary: trained by
-/// `inferencelab train -i outputs/logs/server_qwen-8b.log --no-retrain --output
-/// configs/lightgbm_default.txt` on the train part (first half) of the converted demo log
-/// (`convert data/test_data.csv qwen-8b --tokens-per-second 100 --output-dir outputs/logs/`),
-/// with the calibration `train` wrote beside it (docs/policies.md). `simulate` uses it when no
-/// model is given and `outputs/models/lightgbm.txt` does not exist.
-pub fn bundled_lightgbm() -> LightGbmConfig {
-    const TEXT: &str = include_str!("../../../../configs/lightgbm_default.txt");
-    const YAML: &str = include_str!("../../../../configs/lightgbm_default.yaml");
-    let model = Model::parse(TEXT).expect("the bundled model parses (a test checks it)");
-    let mut config = LightGbmConfig {
-        model: ModelFile {
-            path: PathBuf::from(BUNDLED_MODEL_PATH),
-            model: Arc::new(model),
-        },
-        scale: 1.0,
-        overdue_factor: 1.0,
-        ranking: Ranking::NextUse,
-        adaptive: true,
-        retrain: None,
-        schedule: None,
-    };
-    Calibration::read(YAML)
-        .expect("the bundled calibration parses (a test checks it)")
-        .apply(&mut config);
-    config
-}
-
-/// Where the bundled model's text is in the repository.
-pub const BUNDLED_MODEL_PATH: &str = "configs/lightgbm_default.txt";
-
-/// The calibration fields of a policy YAML `train` wrote (its model is not loaded).
-#[derive(serde::Deserialize)]
-struct Calibration {
-    #[serde(default = "one")]
-    scale: f64,
-    #[serde(default = "one")]
-    overdue_factor: f64,
-    #[serde(default)]
-    ranking: Ranking,
-    #[serde(default = "yes")]
-    adaptive: bool,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Calibration {
-    fn read(yaml: &str) -> anyhow::Result<Calibration> {
-        Ok(serde_norway::from_str(yaml)?)
-    }
-
-    fn apply(&self, config: &mut LightGbmConfig) {
-        (
-            config.scale,
-            config.overdue_factor,
-            config.ranking,
-            config.adaptive,
-        ) = (self.scale, self.overdue_factor, self.ranking, self.adaptive);
-    }
-}
-
 /// Take the calibration of the YAML `train` wrote beside `model` (when there is one).
 fn apply_beside(config: &mut LightGbmConfig, model: &std::path::Path) -> anyhow::Result<()> {
     let beside = model.with_extension("yaml");
     if let Ok(text) = std::fs::read_to_string(&beside) {
         Calibration::read(&text)
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("reading {}", beside.display()))?
             .apply(config);
         eprintln!("note: calibration from {}", beside.display());
@@ -267,10 +200,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 args.seed,
             );
             let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
-            ModelFile {
-                path: model_path.clone(),
-                model: Arc::new(boost::train(&rows, &data.labels, &names, &params)),
-            }
+            ModelFile::new(
+                &model_path,
+                Arc::new(boost::train(&rows, &data.labels, &names, &params)),
+            )
         });
         // online retraining variants (LRB's sliding window): windows of the whole train part's
         // length, a half and a quarter of it, a new model every twentieth of it
@@ -303,13 +236,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // model at all (a tree-less model predicts a gap of 0: LRU, as LRB does before it has
         // trained), not with the in-sample static model.
         let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
-        let untrained = ModelFile {
-            path: model_path.clone(),
-            model: Arc::new(Model {
+        let untrained = ModelFile::new(
+            &model_path,
+            Arc::new(Model {
                 trees: Vec::new(),
-                ..(*config.model.model).clone()
+                ..(**config.model.model()).clone()
             }),
-        };
+        );
         // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
         let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
             .flat_map(|v| {

@@ -74,7 +74,9 @@ pub(super) fn chat_prompt(s: &Shared, v: &Value) -> Result<(PromptIn, Option<Str
         ));
     }
     let text = s.tokenizer.render_chat(&turns, opts).map_err(bad_request)?;
-    let ids = s.tokenizer.encode(&text);
+    // vLLM's chat default: no special tokens beyond the template's own
+    let specials = opt_bool(v, "add_special_tokens")?.unwrap_or(false);
+    let ids = s.tokenizer.encode_prompt(&text, specials);
     if ids.is_empty() {
         return Err(bad_request(
             "The prompt is empty: the chat template rendered no tokens.",
@@ -115,6 +117,8 @@ pub(super) fn completion_prompts(s: &Shared, v: &Value) -> Result<Vec<PromptIn>,
             ids,
         })
     };
+    // vLLM's completion default: the tokenizer's BOS (a Llama tokenizer's post-processor)
+    let specials = opt_bool(v, "add_special_tokens")?.unwrap_or(true);
     let text_of = |p: &str| -> Result<PromptIn, ApiError> {
         if p.is_empty() {
             return Err(ApiError {
@@ -124,7 +128,7 @@ pub(super) fn completion_prompts(s: &Shared, v: &Value) -> Result<Vec<PromptIn>,
         }
         Ok(PromptIn {
             text: p.to_string(),
-            ids: s.tokenizer.encode(p),
+            ids: s.tokenizer.encode_prompt(p, specials),
         })
     };
     match v.get("prompt") {

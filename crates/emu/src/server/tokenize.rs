@@ -22,7 +22,9 @@ pub(super) async fn tokenize(
         chat_prompt(&s, &v)?.0.ids
     } else {
         match v.get("prompt") {
-            Some(Value::String(p)) => s.tokenizer.encode(p),
+            Some(Value::String(p)) => s
+                .tokenizer
+                .encode_prompt(p, opt_bool(&v, "add_special_tokens")?.unwrap_or(true)),
             Some(_) => return Err(body_error("prompt", "Input should be a valid string")),
             None => {
                 return Err(ApiError {
