@@ -201,6 +201,13 @@ pub struct BenchArgs {
     /// give an existing one to resume).
     #[arg(long, requires = "yaml")]
     pub experiment_dir: Option<PathBuf>,
+    /// Write --input-file (an LMCache lookup-hash log, or any trace with block ids) as a `vllm
+    /// bench serve --dataset-name custom` JSONL and exit: each chunk id a fixed run of words
+    /// from --tokenizer's vocabulary (default: serve's built-in word tokenizer), as LMCache's
+    /// `gen-dataset` does; output_tokens from --custom-output-len, else the trace's (a lookup
+    /// log: 128).
+    #[arg(long, value_name = "FILE", requires = "input_file", conflicts_with_all = ["base_url", "yaml"])]
+    pub export_custom_dataset: Option<PathBuf>,
     /// `vllm bench serve`'s own flags (docs/bench-vllm-flags.md).
     #[command(flatten)]
     pub vllm: super::bench_vllm::VllmFlags,
@@ -245,6 +252,9 @@ fn parse_metrics_interval(s: &str) -> Result<Seconds, String> {
 }
 
 pub fn run_cmd(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(out) = args.export_custom_dataset.clone() {
+        return super::bench_export::run(&args, &out);
+    }
     let vllm = super::bench_vllm::apply(&mut args)?;
     if let Some(yaml) = args.yaml.clone() {
         return super::experiment::run(super::experiment::ExperimentArgs {

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+mod bench_export;
 pub mod bench_vllm;
 pub mod convert;
 pub mod experiment;
