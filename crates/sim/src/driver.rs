@@ -342,12 +342,53 @@ pub fn run_observed(
                 .into(),
         ));
     }
-    let trace = prepared.trace;
-    let reqs = &trace.requests;
+    let mut row = row_of_point(prepared, config);
+    let mut tally = Tally {
+        config,
+        t0: prepared
+            .trace
+            .requests
+            .first()
+            .map(|r| r.timestamp)
+            .unwrap_or(0.0),
+        kv_bytes: config.model.as_ref().map(|m| m.kv_bytes_per_token()),
+        windows: Vec::new(),
+        requests_with_hits: 0,
+        flops_total: 0.0,
+        flops_saved: 0.0,
+        bytes_cpu: 0,
+        bytes_disk: 0,
+    };
+    let started = Instant::now();
+    if config.engine.lmcache_rules == LmcacheRules::Simulator {
+        // LMCache's own lookup-log simulator's rules: the LMCache tier alone
+        let reqs = &prepared.trace.requests;
+        let totals = crate::lmcache_simulator::run(prepared, config, |i, h| {
+            tally.record(&mut row, &reqs[i], 0, 0, &h);
+            observe(i, h);
+        })?;
+        totals.report(&mut row);
+        row.sim_seconds = started.elapsed().as_secs_f64();
+        tally.finish(&mut row, true, false);
+        return Ok(row);
+    }
+    match config.hit_semantics {
+        sem if sem == HitSemantics::Any || !config.engine.rules => {
+            replay_block_stream(prepared, config, sem, &mut row, &mut tally, &mut observe);
+        }
+        _ => replay_engine(prepared, config, &mut row, &mut tally, &mut observe)?,
+    }
+    row.sim_seconds = started.elapsed().as_secs_f64();
+    tally.finish(&mut row, config.cpu.is_some(), config.disk.is_some());
+    Ok(row)
+}
+
+/// A row with the point's parameters (policy, sizes, model) and no figures yet.
+fn row_of_point(prepared: &Prepared<'_>, config: &SimConfig) -> Row {
     let bs = prepared.gpu.block_size as u64;
     let chunk = prepared.cpu.as_ref().map(|c| c.block_size as u64);
     let kv_bytes = config.model.as_ref().map(|m| m.kv_bytes_per_token());
-    let mut row = Row {
+    Row {
         policy: config.gpu.policy.name().to_string(),
         cpu_policy: config.cpu.as_ref().map(|c| c.policy.name().to_string()),
         hit_semantics: config.hit_semantics.to_string(),
@@ -366,157 +407,153 @@ pub fn run_observed(
             .map(|(c, (b, ch))| gib(c.capacity, ch, b)),
         disk_chunks: config.disk.as_ref().map(|c| c.capacity),
         ..Default::default()
-    };
-    let mut tally = Tally {
-        config,
-        t0: reqs.first().map(|r| r.timestamp).unwrap_or(0.0),
-        kv_bytes,
-        windows: Vec::new(),
-        requests_with_hits: 0,
-        flops_total: 0.0,
-        flops_saved: 0.0,
-        bytes_cpu: 0,
-        bytes_disk: 0,
-    };
-    let started = Instant::now();
-    if config.engine.lmcache_rules == LmcacheRules::Simulator {
-        // LMCache's own lookup-log simulator's rules: the LMCache tier alone
-        let totals = crate::lmcache_simulator::run(prepared, config, |i, h| {
-            tally.record(&mut row, &reqs[i], 0, 0, &h);
-            observe(i, h);
-        })?;
-        totals.report(&mut row);
-        row.sim_seconds = started.elapsed().as_secs_f64();
-        tally.finish(&mut row, true, false);
-        return Ok(row);
     }
-    match config.hit_semantics {
-        sem if sem == HitSemantics::Any || !config.engine.rules => {
-            // a classic cache over the block stream (every cached block hits), or the abstract
-            // prefix model (the leading run hits; blocks referenced tail first)
-            let oracle = if !config.gpu.policy.needs_oracle() {
-                None
-            } else if sem == HitSemantics::Any {
-                prepared.gpu_next_flat.get().map(Vec::as_slice)
-            } else {
-                prepared.gpu_next_by_request.get().map(Vec::as_slice)
-            };
-            let describe = Describe {
-                trace,
-                kinds: prepared.kinds(),
-                blocks: &prepared.gpu,
-                oracle,
-            };
-            let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
-            let mut lm = Lmcache::new(config, prepared, cpu_oracle);
-            let mut gpu = GpuTier::new(build_tier(&config.gpu, config.gpu.capacity));
-            for (i, r) in reqs.iter().enumerate() {
-                gpu.finish_until(r.timestamp);
-                let keys = prepared.gpu.request(i);
-                let access = |k: u32, d: usize, t: u64| describe.access(i, k, d, t);
-                let (hits, pinned) = if sem == HitSemantics::Prefix {
-                    gpu.serve_prefix(keys, config.pinning, access)
-                } else {
-                    let mut hits = 0u64;
-                    let mut pinned: Vec<EntryId> = Vec::new();
-                    for (d, &k) in keys.iter().enumerate() {
-                        gpu.clock += 1;
-                        match gpu.cache.access(&access(k, d, gpu.clock), config.pinning) {
-                            Outcome::Hit(e) => {
-                                hits += 1;
-                                pinned.push(e);
-                            }
-                            Outcome::Inserted(e) => pinned.push(e),
-                            Outcome::Rejected => {}
-                        }
+}
+
+/// A classic cache over the block stream (`--hit-semantics any`: every cached block hits), or
+/// the abstract prefix model (`--gpu-model abstract`: the leading run hits; blocks referenced
+/// tail first). Requests in arrival order; LMCache serves each alone.
+fn replay_block_stream(
+    prepared: &Prepared<'_>,
+    config: &SimConfig,
+    sem: HitSemantics,
+    row: &mut Row,
+    tally: &mut Tally<'_>,
+    observe: &mut impl FnMut(usize, RequestHits),
+) {
+    let trace = prepared.trace;
+    let reqs = &trace.requests;
+    let bs = prepared.gpu.block_size as u64;
+    let oracle = if !config.gpu.policy.needs_oracle() {
+        None
+    } else if sem == HitSemantics::Any {
+        prepared.gpu_next_flat.get().map(Vec::as_slice)
+    } else {
+        prepared.gpu_next_by_request.get().map(Vec::as_slice)
+    };
+    let describe = Describe {
+        trace,
+        kinds: prepared.kinds(),
+        blocks: &prepared.gpu,
+        oracle,
+    };
+    let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
+    let mut lm = Lmcache::new(config, prepared, cpu_oracle);
+    let mut gpu = GpuTier::new(build_tier(&config.gpu, config.gpu.capacity));
+    for (i, r) in reqs.iter().enumerate() {
+        gpu.finish_until(r.timestamp);
+        let keys = prepared.gpu.request(i);
+        let access = |k: u32, d: usize, t: u64| describe.access(i, k, d, t);
+        let (hits, pinned) = if sem == HitSemantics::Prefix {
+            gpu.serve_prefix(keys, config.pinning, access)
+        } else {
+            let mut hits = 0u64;
+            let mut pinned: Vec<EntryId> = Vec::new();
+            for (d, &k) in keys.iter().enumerate() {
+                gpu.clock += 1;
+                match gpu.cache.access(&access(k, d, gpu.clock), config.pinning) {
+                    Outcome::Hit(e) => {
+                        hits += 1;
+                        pinned.push(e);
                     }
-                    (hits, pinned)
-                };
-                let len = r.input_length as u64;
-                let gpu_hit_tokens = (hits * bs).min(len.saturating_sub(1) / bs * bs);
-                let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
-                if let Some(lm) = lm.as_mut() {
-                    let budget = config.engine.max_num_batched_tokens as u64;
-                    (cpu_hit_tokens, disk_hit_tokens) =
-                        lm.serve_alone(i, len, gpu_hit_tokens, budget);
-                }
-                let h = RequestHits {
-                    gpu_hit_tokens,
-                    cpu_hit_tokens,
-                    disk_hit_tokens,
-                    admitted_s: r.timestamp,
-                    preemptions: 0,
-                    rejected: false,
-                };
-                tally.record(&mut row, r, keys.len() as u64, hits, &h);
-                observe(i, h);
-                if config.pinning {
-                    gpu.hold(config.timing.finish_time(r, h.total()), i as u64, pinned);
-                    row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
+                    Outcome::Inserted(e) => pinned.push(e),
+                    Outcome::Rejected => {}
                 }
             }
-            row.gpu_evictions = gpu.cache.evictions;
-            row.gpu_rejections = gpu.cache.rejections;
-            row.usable_gpu_blocks = config.gpu.capacity;
-            if let Some(lm) = &lm {
-                lm.report(&mut row);
-            }
+            (hits, pinned)
+        };
+        let len = r.input_length as u64;
+        let gpu_hit_tokens = (hits * bs).min(len.saturating_sub(1) / bs * bs);
+        let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
+        if let Some(lm) = lm.as_mut() {
+            let budget = config.engine.max_num_batched_tokens as u64;
+            (cpu_hit_tokens, disk_hit_tokens) = lm.serve_alone(i, len, gpu_hit_tokens, budget);
         }
-        _ => {
-            let answers = config.engine.answers;
-            let seq = prepared.sequences(answers)?;
-            let oracle = config
-                .gpu
-                .policy
-                .needs_oracle()
-                .then(|| {
-                    prepared.seq_next[answer_slot(answers)]
-                        .get()
-                        .map(Vec::as_slice)
-                })
-                .flatten();
-            let describe = Describe {
-                trace,
-                kinds: prepared.kinds(),
-                blocks: &seq.blocks,
-                oracle,
-            };
-            let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
-            let mut lm = Lmcache::new(config, prepared, cpu_oracle);
-            // block 0 is vLLM's null block; 0 blocks: no GPU prefix cache
-            let usable = if config.gpu.policy.is_unbounded() {
-                u64::MAX
-            } else {
-                config.gpu.capacity.saturating_sub(1)
-            };
-            let schedule = effective_schedule(trace, config);
-            let mut serve = |s: Served| {
-                let r = &reqs[s.req];
-                let refs = prepared.gpu.request(s.req).len() as u64;
-                tally.record(&mut row, r, refs, s.hits.gpu_hit_tokens / bs, &s.hits);
-                observe(s.req, s.hits);
-            };
-            let totals = match schedule {
-                Schedule::Vllm => run_vllm(config, seq, describe, lm.as_mut(), usable, &mut serve),
-                _ => run_trace(config, seq, describe, lm.as_mut(), usable, &mut serve),
-            };
-            row.gpu_evictions = totals.evictions;
-            row.gpu_rejections = totals.rejections;
-            row.preemptions = totals.preemptions;
-            row.queued_requests = totals.queued;
-            row.max_pinned_blocks = totals.max_in_use;
-            row.usable_gpu_blocks = config.gpu.capacity.saturating_sub(1);
-            row.schedule = Some(schedule.to_string());
-            row.answer_blocks = Some(answers.to_string());
-            row.answer_sources = Some(seq.sources);
-            if let Some(lm) = &lm {
-                lm.report(&mut row);
-            }
+        let h = RequestHits {
+            gpu_hit_tokens,
+            cpu_hit_tokens,
+            disk_hit_tokens,
+            admitted_s: r.timestamp,
+            preemptions: 0,
+            rejected: false,
+        };
+        tally.record(row, r, keys.len() as u64, hits, &h);
+        observe(i, h);
+        if config.pinning {
+            gpu.hold(config.timing.finish_time(r, h.total()), i as u64, pinned);
+            row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
         }
     }
-    row.sim_seconds = started.elapsed().as_secs_f64();
-    tally.finish(&mut row, config.cpu.is_some(), config.disk.is_some());
-    Ok(row)
+    row.gpu_evictions = gpu.cache.evictions;
+    row.gpu_rejections = gpu.cache.rejections;
+    row.usable_gpu_blocks = config.gpu.capacity;
+    if let Some(lm) = &lm {
+        lm.report(row);
+    }
+}
+
+/// The engines' rules (DESIGN.md sections 3 and 4): vLLM's block pool over the prompt and
+/// answer blocks, under the trace's own timing or vLLM's scheduler, with LMCache beside it.
+fn replay_engine(
+    prepared: &Prepared<'_>,
+    config: &SimConfig,
+    row: &mut Row,
+    tally: &mut Tally<'_>,
+    observe: &mut impl FnMut(usize, RequestHits),
+) -> SimResult<()> {
+    let trace = prepared.trace;
+    let reqs = &trace.requests;
+    let bs = prepared.gpu.block_size as u64;
+    let answers = config.engine.answers;
+    let seq = prepared.sequences(answers)?;
+    let oracle = config
+        .gpu
+        .policy
+        .needs_oracle()
+        .then(|| {
+            prepared.seq_next[answer_slot(answers)]
+                .get()
+                .map(Vec::as_slice)
+        })
+        .flatten();
+    let describe = Describe {
+        trace,
+        kinds: prepared.kinds(),
+        blocks: &seq.blocks,
+        oracle,
+    };
+    let cpu_oracle = prepared.cpu_next_by_request.get().map(Vec::as_slice);
+    let mut lm = Lmcache::new(config, prepared, cpu_oracle);
+    // block 0 is vLLM's null block; 0 blocks: no GPU prefix cache
+    let usable = if config.gpu.policy.is_unbounded() {
+        u64::MAX
+    } else {
+        config.gpu.capacity.saturating_sub(1)
+    };
+    let schedule = effective_schedule(trace, config);
+    let mut serve = |s: Served| {
+        let r = &reqs[s.req];
+        let refs = prepared.gpu.request(s.req).len() as u64;
+        tally.record(row, r, refs, s.hits.gpu_hit_tokens / bs, &s.hits);
+        observe(s.req, s.hits);
+    };
+    let totals = match schedule {
+        Schedule::Vllm => run_vllm(config, seq, describe, lm.as_mut(), usable, &mut serve),
+        _ => run_trace(config, seq, describe, lm.as_mut(), usable, &mut serve),
+    };
+    row.gpu_evictions = totals.evictions;
+    row.gpu_rejections = totals.rejections;
+    row.preemptions = totals.preemptions;
+    row.queued_requests = totals.queued;
+    row.max_pinned_blocks = totals.max_in_use;
+    row.usable_gpu_blocks = config.gpu.capacity.saturating_sub(1);
+    row.schedule = Some(schedule.to_string());
+    row.answer_blocks = Some(answers.to_string());
+    row.answer_sources = Some(seq.sources);
+    if let Some(lm) = &lm {
+        lm.report(row);
+    }
+    Ok(())
 }
 
 /// GiB of `entries` of `unit_tokens` tokens (in `f64`: `--gpu-blocks 18446744073709551615`
