@@ -177,7 +177,8 @@ impl TraceWorkload {
                 splitmix64(self.seed ^ i as u64),
                 self.range,
             ),
-            Content::None => {
+            // a trace hashed at read time (simulate only) has no ids left: like lengths only
+            Content::Hashed(_) | Content::None => {
                 random_tokens(splitmix64(self.seed ^ i as u64), r.input_length, self.range)
             }
         }

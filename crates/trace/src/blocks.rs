@@ -60,25 +60,44 @@ impl BlockedTrace {
             }
             _ => 1,
         };
+        let hashed_k = hashed_factor(trace, bs)?;
         let mut intern: FxHashMap<u64, u32> = FxHashMap::default();
+        // ids hashed at read time are dense already: a Vec maps them to this trace's keys
+        let mut remap: Vec<u32> = match trace.hashing {
+            Some(h) => vec![u32::MAX; h.num_ids as usize],
+            None => Vec::new(),
+        };
+        let mut remapped = 0u32;
         let mut offsets = Vec::with_capacity(trace.requests.len() + 1);
         let mut keys: Vec<u32> = Vec::new();
         offsets.push(0);
-        let mut push = |h: u64, keys: &mut Vec<u32>| {
-            let next = intern.len() as u32;
-            keys.push(*intern.entry(h).or_insert(next));
-        };
+        let push =
+            |intern: &mut FxHashMap<u64, u32>, h: u64, keys: &mut Vec<u32>, remapped: u32| {
+                let next = intern.len() as u32 + remapped;
+                keys.push(*intern.entry(h).or_insert(next));
+            };
         for r in &trace.requests {
             match &r.content {
+                Content::Hashed(h) => {
+                    let full = r.input_length as usize / bs as usize;
+                    for j in 0..full.min(h.blocks.len() / hashed_k) {
+                        let id = h.blocks[(j + 1) * hashed_k - 1] as usize;
+                        if remap[id] == u32::MAX {
+                            remap[id] = intern.len() as u32 + remapped;
+                            remapped += 1;
+                        }
+                        keys.push(remap[id]);
+                    }
+                }
                 Content::Tokens(tokens) => {
                     for h in chained_block_hashes(tokens, bs as usize) {
-                        push(h, &mut keys);
+                        push(&mut intern, h, &mut keys, remapped);
                     }
                 }
                 Content::HashIds(ids) => {
                     let full = (r.input_length as usize / bs as usize).min(ids.len() / k);
                     for j in 0..full {
-                        push(ids[(j + 1) * k - 1], &mut keys);
+                        push(&mut intern, ids[(j + 1) * k - 1], &mut keys, remapped);
                     }
                     let covered = full * bs as usize;
                     if blocking.include_partial
@@ -87,14 +106,14 @@ impl BlockedTrace {
                         && ids.len() > full * k
                     {
                         // the partial last (coarse) block is identified by the last id
-                        push(*ids.last().unwrap(), &mut keys);
+                        push(&mut intern, *ids.last().unwrap(), &mut keys, remapped);
                     }
                 }
                 Content::None => {}
             }
             offsets.push(keys.len());
         }
-        let num_objects = intern.len() as u32;
+        let num_objects = intern.len() as u32 + remapped;
         Ok(BlockedTrace {
             block_size: bs,
             offsets,
@@ -154,6 +173,25 @@ impl BlockedTrace {
             }
         }
         out
+    }
+}
+
+/// For a trace hashed at read time: how many hashed blocks make one `block_size` block (an
+/// error naming the fix when `block_size` is not a multiple of the hashing block size). 1 for
+/// every other trace.
+pub(crate) fn hashed_factor(trace: &Trace, block_size: u32) -> TraceResult<usize> {
+    match trace.hashing {
+        Some(h) if block_size % h.block_size != 0 => Err(TraceError::Unsupported(format!(
+            "{}: the token ids were hashed into {}-token blocks as the input was read; {} is \
+             not a multiple of {}. Read it again hashing at a block size that divides every \
+             block and chunk size the run uses",
+            trace.source.display(),
+            h.block_size,
+            block_size,
+            h.block_size
+        ))),
+        Some(h) => Ok((block_size / h.block_size) as usize),
+        None => Ok(1),
     }
 }
 

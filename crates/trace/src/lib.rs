@@ -18,6 +18,6 @@ pub mod time;
 pub use blocks::{BlockedTrace, Blocking};
 pub use conversations::infer_conversations;
 pub use error::{TraceError, TraceResult};
-pub use model::{Content, Format, LmcacheLookup, Request, Trace};
-pub use readers::{detect_format, read_trace, ReadOptions};
+pub use model::{Content, Format, HashedTokens, Hashing, LmcacheLookup, Request, Trace};
+pub use readers::{detect_format, read_trace, read_trace_hashed, ReadOptions};
 pub use sequences::{AnswerBlocks, AnswerSources, SequenceBlocks};

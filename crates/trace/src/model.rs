@@ -73,8 +73,40 @@ pub enum Content {
     /// Prefix-chained block ids at the trace's `block_size`: equal ids at equal positions mean
     /// equal prefixes up to the end of that block (Mooncake, Bailian, WEKA).
     HashIds(Vec<u64>),
+    /// Token ids hashed as the input was read and then dropped (issue 19,
+    /// [`crate::read_trace_hashed`]): block ids at [`Trace::hashing`]'s block size.
+    Hashed(HashedTokens),
     /// Lengths only (Azure): no reuse information at all.
     None,
+}
+
+/// A prompt (and its logged answer) whose token ids were hashed at read time into chained block
+/// hashes at `Hashing::block_size` tokens (DESIGN.md section 3), interned to dense ids: equal ids
+/// at equal positions are equal prefixes. What the simulator needs of the tokens, without them:
+/// any block size that is a multiple of the hashing block size (keep every k-th id), the
+/// answer's blocks, and whether one prompt starts with another (the follow-up test).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashedTokens {
+    /// The prompt's full blocks (the partial tail is never hashed).
+    pub blocks: Vec<u32>,
+    /// The full blocks of prompt + logged output tokens (all but the last, which vLLM never
+    /// computes) past the prompt's own full blocks; `None` when no output ids were logged.
+    pub answer: Option<Vec<u32>>,
+    /// The whole prompt's identity: equal for identical prompts (tail included).
+    pub prompt: u32,
+    /// The `prompt` identities of the prompts with a partial tail that this prompt starts with
+    /// (found as the input was read). A prompt of whole blocks is a prefix of another when the
+    /// other's block at its last position is its last block.
+    pub extends: Vec<u32>,
+}
+
+/// How a trace's token ids were hashed at read time ([`Content::Hashed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashing {
+    /// Tokens per hashed block.
+    pub block_size: u32,
+    /// Distinct block ids (`0..num_ids`).
+    pub num_ids: u32,
 }
 
 /// One inference request.
@@ -131,6 +163,11 @@ pub struct Trace {
     pub input_bytes: u64,
     /// Bytes of text the reader parsed (decompressed).
     pub text_bytes: u64,
+    /// Set when the token ids were hashed at read time ([`Content::Hashed`]).
+    pub hashing: Option<Hashing>,
+    /// The largest token id of the prompts and logged outputs, kept by readers that drop the
+    /// ids ([`Trace::max_token_id`]).
+    pub hashed_max_token_id: Option<u32>,
 }
 
 /// One LMCache lookup line, `LMCache INFO: Reqid: ID, Total tokens N, Inference Engine computed
@@ -184,7 +221,22 @@ impl Trace {
     pub fn has_tokens(&self) -> bool {
         self.requests
             .iter()
-            .any(|r| matches!(r.content, Content::Tokens(_)))
+            .any(|r| matches!(r.content, Content::Tokens(_) | Content::Hashed(_)))
+    }
+
+    /// The largest token id of every prompt and logged output (`None` without token ids).
+    pub fn max_token_id(&self) -> Option<u32> {
+        let kept = self.requests.iter().flat_map(|r| {
+            let prompt = match &r.content {
+                Content::Tokens(t) => t.as_slice(),
+                _ => &[],
+            };
+            prompt
+                .iter()
+                .chain(r.output_tokens.iter().flatten())
+                .copied()
+        });
+        kept.chain(self.hashed_max_token_id).max()
     }
 
     pub fn total_prompt_tokens(&self) -> u64 {

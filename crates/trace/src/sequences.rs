@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::blocks::BlockedTrace;
 use crate::error::{TraceError, TraceResult};
 use crate::hash::{block_hash, chained_block_hashes};
-use crate::model::{Content, Request, Trace};
+use crate::model::{Content, HashedTokens, Request, Trace};
 
 /// Which answer blocks the sequences carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -102,8 +102,38 @@ fn prompt_hashes(trace: &Trace, r: &Request, bs: u32) -> TraceResult<Vec<u64>> {
             let full = (r.input_length as usize / bs as usize).min(ids.len() / k);
             (0..full).map(|j| ids[(j + 1) * k - 1]).collect()
         }
+        Content::Hashed(h) => {
+            let k = crate::blocks::hashed_factor(trace, bs)?;
+            let full = (r.input_length as usize / bs as usize).min(h.blocks.len() / k);
+            (0..full)
+                .map(|j| id_key(h.blocks[(j + 1) * k - 1]))
+                .collect()
+        }
         Content::None => Vec::new(),
     })
+}
+
+/// A block id hashed at read time as a key of this module's maps: a bijection onto
+/// pseudo-random 64-bit values (splitmix64's finalizer), so ids never meet `fresh` keys by
+/// more than the chance two 64-bit hashes have.
+fn id_key(id: u32) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Whether prompt `b` starts with prompt `a` (both hashed at read time at `g` tokens).
+fn hashed_starts_with(a: &HashedTokens, a_len: u32, b: &HashedTokens, b_len: u32, g: u32) -> bool {
+    if a_len as usize == a.blocks.len() * g as usize {
+        // whole blocks: equal last block ids are equal prefixes
+        b_len >= a_len
+            && a.blocks
+                .last()
+                .is_none_or(|last| b.blocks.get(a.blocks.len() - 1) == Some(last))
+    } else {
+        b.extends.contains(&a.prompt)
+    }
 }
 
 /// A block that matches nothing: request `i`'s answer block `b`.
@@ -145,6 +175,13 @@ impl SequenceBlocks {
                     }
                     let extends = match (&reqs[i].content, &reqs[j].content) {
                         (Content::Tokens(a), Content::Tokens(b)) => b.starts_with(a),
+                        (Content::Hashed(a), Content::Hashed(b)) => hashed_starts_with(
+                            a,
+                            reqs[i].input_length,
+                            b,
+                            reqs[j].input_length,
+                            trace.hashing.map_or(1, |h| h.block_size),
+                        ),
                         _ => reqs[j].input_length >= reqs[i].input_length,
                     };
                     if extends {
@@ -200,6 +237,26 @@ impl SequenceBlocks {
                 for block in seq.chunks_exact(bs).take(total - hp.len()) {
                     parent = block_hash(parent, block);
                     answer.push(parent);
+                }
+            } else if let Some((h, logged_answer)) = match (&r.content, answers) {
+                (Content::Hashed(h), AnswerBlocks::Auto) => h.answer.as_ref().map(|a| (h, a)),
+                _ => None,
+            } {
+                // the logged answer, hashed at read time: the sequence's blocks (prompt, then
+                // answer) at the hashing block size, every k-th of them a block here
+                sources.logged += 1;
+                let k = crate::blocks::hashed_factor(trace, block_size)?;
+                let seq_len = h.blocks.len() + logged_answer.len();
+                for m in hp.len()..total {
+                    let at = (m + 1) * k - 1;
+                    if at >= seq_len {
+                        break;
+                    }
+                    let id = match h.blocks.get(at) {
+                        Some(&id) => id,
+                        None => logged_answer[at - h.blocks.len()],
+                    };
+                    answer.push(id_key(id));
                 }
             } else if let Some(j) = follow_up[i] {
                 sources.next_prompt += 1;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use inferencelab_trace::readers::lmcache_lookup::{self, LookupFilter};
-use inferencelab_trace::{detect_format, read_trace, Format, ReadOptions, Trace};
+use inferencelab_trace::{detect_format, read_trace_hashed, Format, ReadOptions, Trace};
 
 use crate::cli::SimulateArgs;
 
@@ -38,6 +38,29 @@ pub fn looks_like(path: &Path, format: Option<Format>) -> bool {
     }
 }
 
+/// The block size token ids are hashed at as they are read (issue 19): one that divides the GPU
+/// block size and the LMCache chunk size (their defaults for a token trace: vLLM's 16 and
+/// LMCache's 256), so both are cut from the same hashes.
+fn hash_block(args: &SimulateArgs) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let block = args
+        .block_size
+        .unwrap_or(inferencelab_sim::plan::VLLM_DEFAULT_BLOCK);
+    if args.no_cpu_tier {
+        return block.max(1);
+    }
+    let chunk = args
+        .chunk_size
+        .unwrap_or(inferencelab_sim::plan::LMCACHE_DEFAULT_CHUNK);
+    gcd(block, chunk).max(1)
+}
+
 /// Read the input: a lookup log with its filter and chunk bytes, or any other trace.
 pub fn read(args: &SimulateArgs, opts: &ReadOptions) -> anyhow::Result<(Trace, Option<Lookup>)> {
     if !looks_like(&args.input_file, args.input_format) {
@@ -48,7 +71,10 @@ pub fn read(args: &SimulateArgs, opts: &ReadOptions) -> anyhow::Result<(Trace, O
                 args.input_file.display()
             );
         }
-        return Ok((read_trace(&args.input_file, opts)?, None));
+        return Ok((
+            read_trace_hashed(&args.input_file, opts, hash_block(args))?,
+            None,
+        ));
     }
     let filter = LookupFilter {
         model: args.lookup_model.clone(),

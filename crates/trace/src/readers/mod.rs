@@ -3,7 +3,7 @@
 //! tests can feed it bytes directly; bad records give `file:line: reason` errors, or are counted
 //! in `Trace::skipped` under `ReadOptions::skip_invalid`.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{TraceError, TraceResult};
@@ -14,6 +14,7 @@ pub mod bailian;
 pub mod lmcache_lookup;
 pub mod mooncake;
 pub mod native;
+mod vllm_hashing;
 pub mod vllm_log;
 pub mod weka;
 
@@ -44,6 +45,24 @@ impl ReadOptions {
 /// that holds neither WEKA sessions nor LMCache lookup files is a directory of rotated logs,
 /// read oldest first as one file ([`crate::input::rotated_files`]).
 pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
+    read(path, opts, None)
+}
+
+/// [`read_trace`], hashing token ids into `hash_block`-token blocks as they are read and never
+/// keeping them (issue 19): a vLLM log's requests come back as [`crate::Content::Hashed`], which
+/// the simulator cuts into blocks of any multiple of `hash_block` tokens (give the gcd of the
+/// GPU block size and the LMCache chunk size). Formats without token ids read as they do in
+/// [`read_trace`]; so do native traces (read whole: their token lists are kept).
+pub fn read_trace_hashed(path: &Path, opts: &ReadOptions, hash_block: u32) -> TraceResult<Trace> {
+    if hash_block == 0 {
+        return Err(TraceError::Unsupported(
+            "the hashing block size must be positive".into(),
+        ));
+    }
+    read(path, opts, Some(hash_block))
+}
+
+fn read(path: &Path, opts: &ReadOptions, hash_block: Option<u32>) -> TraceResult<Trace> {
     if path.is_dir() {
         match opts.format {
             Some(Format::LmcacheLookup) => {
@@ -83,17 +102,10 @@ pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
         }
     };
     if format == Format::VllmLog {
-        let leap_day_seen = if path.as_os_str() == "-" {
-            // stdin cannot be read twice: read stamps in a leap year (a log that crosses
-            // 02-28 -> 03-01 without a 02-29 then has a one-day gap there, docs/scale.md)
-            true
-        } else {
-            contains(path, b" 02-29 ").map_err(|e| TraceError::io(path, e))?
-        };
         let mut text_bytes = 0u64;
         let mut stream = std::io::BufReader::with_capacity(1 << 20, head.as_slice().chain(reader));
         let mut trace =
-            vllm_log::parse_reader(path, &mut stream, opts, leap_day_seen, &mut text_bytes)?;
+            vllm_log::parse_reader(path, &mut stream, opts, None, hash_block, &mut text_bytes)?;
         trace.format = Some(format);
         trace.source = path.to_path_buf();
         trace.input_bytes = raw.get();
@@ -126,32 +138,6 @@ pub fn read_trace(path: &Path, opts: &ReadOptions) -> TraceResult<Trace> {
 
 /// How much of an input is read to tell its format.
 const HEAD_BYTES: usize = 1 << 16;
-
-/// Whether the (decompressed) input at `path` contains `needle`, scanning it as a stream.
-fn contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
-    let mut r = crate::input::open(path)?.reader;
-    let finder = memchr::memmem::Finder::new(needle);
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(false);
-        }
-        let n = buf.len();
-        if !carry.is_empty() {
-            carry.extend_from_slice(&buf[..n.min(needle.len())]);
-            if finder.find(&carry).is_some() {
-                return Ok(true);
-            }
-        }
-        if finder.find(buf).is_some() {
-            return Ok(true);
-        }
-        carry.clear();
-        carry.extend_from_slice(&buf[n.saturating_sub(needle.len())..]);
-        r.consume(n);
-    }
-}
 
 /// Parse already-loaded text as `format`. `path` only labels errors.
 pub fn parse_str(

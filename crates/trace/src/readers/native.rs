@@ -48,7 +48,8 @@ impl ContentKind {
         match c {
             Content::Tokens(_) => ContentKind::Tokens,
             Content::HashIds(_) => ContentKind::HashIds,
-            Content::None => ContentKind::None,
+            // never written: `write` refuses a hashed trace
+            Content::Hashed(_) | Content::None => ContentKind::None,
         }
     }
 
@@ -112,6 +113,13 @@ fn invalid_data(msg: String) -> std::io::Error {
 /// Write `trace` as a native trace. Fails (`InvalidData`) on a trace that cannot be read back:
 /// mixed content kinds or a non-finite time.
 pub fn write<W: Write>(trace: &Trace, w: W) -> std::io::Result<()> {
+    if trace.hashing.is_some() {
+        return Err(invalid_data(
+            "the trace's token ids were hashed as it was read and are gone: read it with \
+             read_trace (not read_trace_hashed) to write it as a native trace"
+                .to_string(),
+        ));
+    }
     let mut w = std::io::BufWriter::new(w);
     let content = trace
         .requests

@@ -47,10 +47,13 @@ use std::path::Path;
 use memchr::memmem;
 use rustc_hash::FxHashMap;
 
+use super::vllm_hashing::{self, AnswerChain, HashedPrompt, Hasher};
 use super::{numbered_lines, ReadOptions};
 use crate::error::{TraceError, TraceResult};
-use crate::model::{Content, LmcacheLookup, Request, Trace};
-use crate::time::{days_from_civil, days_in_month, digits, parse_fraction, parse_hms};
+use crate::model::{Content, HashedTokens, Hashing, LmcacheLookup, Request, Trace};
+use crate::time::{
+    civil_from_days, days_from_civil, days_in_month, digits, parse_fraction, parse_hms,
+};
 
 /// Times are `i128` nanoseconds: a log whose clock wraps into the next year on every other line
 /// would overflow `i64` after ~300 wraps.
@@ -80,6 +83,10 @@ struct Pending {
     deltas: Vec<(Tick, u32)>,
     has_details: bool,
     has_received: bool,
+    /// Hashing at read time: the prompt and the answer as block ids, instead of `tokens` and
+    /// `output_tokens`.
+    hashed: Option<Box<HashedPrompt>>,
+    answer: Option<Box<AnswerChain>>,
 }
 
 /// The log's clock: month-day stamps unwrapped into one timeline.
@@ -127,6 +134,15 @@ impl LogClock {
         self.last = Some(t);
         t
     }
+}
+
+/// A time on the clock [`LogClock::new`] starts in a leap year (2000, then 2001, ...) moved to
+/// the clock it starts in a common year (2001, 2002, ...): the same month, day and time of day,
+/// one year on. For a log without a 02-29, read before its leap day was known.
+fn to_common_year(t: i128) -> i128 {
+    let day = 86_400 * NS;
+    let (y, m, d) = civil_from_days(t.div_euclid(day) as i64);
+    days_from_civil(y + 1, m, d) as i128 * day + t.rem_euclid(day)
 }
 
 /// `MM-DD HH:MM:SS[.f]` of a line.
@@ -286,6 +302,13 @@ fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
     let mut i = 1;
     let mut chars = 0usize;
     while i < b.len() {
+        // jump to the next quote or backslash, counting the characters (UTF-8 lead bytes) on
+        // the way
+        let Some(skip) = memchr::memchr2(q, b'\\', &b[i..]) else {
+            break;
+        };
+        chars += b[i..i + skip].iter().filter(|&&c| c & 0xC0 != 0x80).count();
+        i += skip;
         let c = b[i];
         if c == b'\\' {
             i += match b.get(i + 1) {
@@ -308,50 +331,49 @@ fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
     Err("the quoted string does not end on this line (a cut line?)".into())
 }
 
-/// Parse `[1, 2, 3]` (or `None`) at the start of `s`: `(bytes used, ids)`.
-fn parse_id_list(s: &str, what: &str) -> Result<(usize, Option<Vec<u32>>), String> {
+/// Parse `[1, 2, 3]` (or `None`) at the start of `s` into `ids` (cleared first): `(bytes used,
+/// whether it was a list)`.
+fn parse_id_list(s: &str, what: &str, ids: &mut Vec<u32>) -> Result<(usize, bool), String> {
+    ids.clear();
     if s.starts_with("None") {
-        return Ok((4, None));
+        return Ok((4, false));
     }
     let b = s.as_bytes();
     if b.first() != Some(&b'[') {
         return Err(format!("{what} is not a list of token ids"));
     }
-    let mut ids = Vec::with_capacity(b.len() / 7);
     let mut i = 1;
     loop {
         while b.get(i) == Some(&b' ') {
             i += 1;
         }
         match b.get(i) {
-            Some(b']') if ids.is_empty() => return Ok((i + 1, Some(ids))),
+            Some(b']') if ids.is_empty() => return Ok((i + 1, true)),
             Some(c) if c.is_ascii_digit() => {}
             Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
             None => return Err(format!("{what} is cut off (a cut line?)")),
         }
-        let mut v: u32 = 0;
+        // up to 10 digits in a u64 cannot overflow; more never fit 32 bits
+        let start = i;
+        let mut v: u64 = 0;
         while let Some(&c) = b.get(i) {
-            if !c.is_ascii_digit() {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 || i - start == 10 {
                 break;
             }
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add((c - b'0') as u32))
-                .ok_or_else(|| format!("{what} has a token id that does not fit 32 bits"))?;
+            v = v * 10 + d as u64;
             i += 1;
         }
-        ids.push(v);
+        if v > u32::MAX as u64 || b.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err(format!("{what} has a token id that does not fit 32 bits"));
+        }
+        ids.push(v as u32);
         while b.get(i) == Some(&b' ') {
             i += 1;
         }
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b']') => {
-                // the capacity was a guess from the line's length: give back what is unused
-                // (a 100k-request log keeps every list until the trace is built)
-                ids.shrink_to_fit();
-                return Ok((i + 1, Some(ids)));
-            }
+            Some(b']') => return Ok((i + 1, true)),
             Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
             None => return Err(format!("{what} is cut off (a cut line?)")),
         }
@@ -446,12 +468,65 @@ struct Collected {
     lmcache: Vec<(String, LmcacheLookup)>,
     orphan_responses: usize,
     runs: Runs,
+    /// Set when token ids are hashed as they are read.
+    hasher: Option<Hasher>,
+    /// The last id list parsed.
+    ids: Vec<u32>,
 }
 
 impl Collected {
+    /// Entry `i`'s prompt: the id list just parsed into `self.ids` (`logged`: it was a list,
+    /// not `None`), kept or hashed.
+    fn set_prompt(&mut self, i: usize, logged: bool) {
+        let e = &mut self.entries[i];
+        e.tokens = None;
+        e.hashed = None;
+        if !logged {
+            return;
+        }
+        let Some(h) = self.hasher.as_mut() else {
+            // exact capacity: a 100k-request log keeps every list until the trace is built
+            e.tokens = Some(self.ids.as_slice().to_vec());
+            return;
+        };
+        let (p, earlier) = h.prompt(&self.ids, i);
+        for j in earlier {
+            if let Some(pj) = self.entries[j].hashed.as_mut() {
+                if !pj.extends.contains(&p.prompt) {
+                    pj.extends.push(p.prompt);
+                }
+            }
+        }
+        let e = &mut self.entries[i];
+        if let Some(a) = e.answer.as_mut() {
+            h.start(a, &p);
+        }
+        e.hashed = Some(Box::new(p));
+    }
+
+    /// Output ids (in `self.ids`) of entry `i`: appended (`delta`) or replacing the earlier ones.
+    fn add_output(&mut self, i: usize, delta: bool) {
+        let e = &mut self.entries[i];
+        match self.hasher.as_mut() {
+            None => match (delta, e.output_tokens.as_mut()) {
+                (true, Some(sofar)) => sofar.extend_from_slice(&self.ids),
+                _ => e.output_tokens = Some(self.ids.as_slice().to_vec()),
+            },
+            Some(h) => {
+                let a = e.answer.get_or_insert_default();
+                h.answer(a, e.hashed.as_deref(), &self.ids, delta);
+            }
+        }
+    }
+
     /// The entry a request line for `id` fills: the current one unless it already has this kind
     /// of line (then the id was reused by a new request).
     fn entry_for(&mut self, id: &str, is_details: bool) -> &mut Pending {
+        let i = self.entry_index(id, is_details);
+        &mut self.entries[i]
+    }
+
+    fn entry_index(&mut self, id: &str, is_details: bool) -> usize {
         let reuse = match self.by_id.get(id) {
             Some(&i) => {
                 let e = &self.entries[i];
@@ -464,7 +539,7 @@ impl Collected {
             }
             None => None,
         };
-        let i = match reuse {
+        match reuse {
             Some(i) => i,
             None => {
                 self.entries.push(Pending {
@@ -475,8 +550,7 @@ impl Collected {
                 self.by_id.insert(id.to_string(), i);
                 i
             }
-        };
-        &mut self.entries[i]
+        }
     }
 }
 
@@ -495,12 +569,13 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
         let Some(list) = body[used..].strip_prefix(", prompt_token_ids: ") else {
             return Err("no \", prompt_token_ids: \" after the prompt".into());
         };
-        let (_, tokens) = parse_id_list(list, "prompt_token_ids")?;
-        let e = c.entry_for(id, true);
+        let (_, logged) = parse_id_list(list, "prompt_token_ids", &mut c.ids)?;
+        let i = c.entry_index(id, true);
+        c.set_prompt(i, logged);
+        let e = &mut c.entries[i];
         e.has_details = true;
         e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
         e.prompt_chars = prompt_chars;
-        e.tokens = tokens;
         return Ok(true);
     }
     if let Some(rest) = msg.strip_prefix("Received request ") {
@@ -514,17 +589,19 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
             let after = &prompt[used..];
             let marker = memmem::rfind(after.as_bytes(), b"prompt_token_ids: ")
                 .ok_or("no prompt_token_ids after the prompt")?;
-            let (_, tokens) = parse_id_list(
+            let (_, logged) = parse_id_list(
                 &after[marker + "prompt_token_ids: ".len()..],
                 "prompt_token_ids",
+                &mut c.ids,
             )?;
             let max = max_tokens(&after[..marker]);
-            let e = c.entry_for(id, false);
+            let i = c.entry_index(id, false);
+            c.set_prompt(i, logged);
+            let e = &mut c.entries[i];
             e.has_received = true;
             e.has_details = true;
             e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
             e.prompt_chars = prompt_chars;
-            e.tokens = tokens;
             e.max_tokens = max;
         } else {
             let max = max_tokens(body);
@@ -548,13 +625,13 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
         } else if let Some(b) = body.strip_prefix(" (streaming complete)") {
             body = b;
         }
-        let ids = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
-            parse_id_list(list, "output_token_ids")?.1
+        let logged = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
+            parse_id_list(list, "output_token_ids", &mut c.ids)?.1
         } else if let Some(out) = body.strip_prefix(": output: ") {
             let (used, _) = scan_repr(out)?;
             match out[used..].strip_prefix(", output_token_ids: ") {
-                Some(list) => parse_id_list(list, "output_token_ids")?.1,
-                None => None,
+                Some(list) => parse_id_list(list, "output_token_ids", &mut c.ids)?.1,
+                None => false,
             }
         } else {
             return Ok(false);
@@ -565,14 +642,11 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
         };
         let e = &mut c.entries[i];
         e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
-        if let Some(ids) = ids {
+        if logged {
             if delta {
-                e.deltas.push((time, ids.len() as u32));
+                e.deltas.push((time, c.ids.len() as u32));
             }
-            match (delta, e.output_tokens.as_mut()) {
-                (true, Some(sofar)) => sofar.extend(ids),
-                _ => e.output_tokens = Some(ids),
-            }
+            c.add_output(i, delta);
         }
         return Ok(true);
     }
@@ -584,6 +658,7 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
         path,
         opts,
         memmem::find(text.as_bytes(), b" 02-29 ").is_some(),
+        None,
     );
     for (line_no, raw) in numbered_lines(text) {
         p.line(line_no, raw)?;
@@ -592,17 +667,23 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
 }
 
 /// Parse a log line by line from `reader` (issue 19): the text is never held whole, only what
-/// each request needs. `leap_day_seen` says whether a ` 02-29 ` occurs in the log (the year the
+/// each request needs. `leap_day` says whether a ` 02-29 ` occurs in the log (the year the
 /// month-day stamps are read in must have the log's leap day; [`parse`] looks for it in the
-/// text, a caller streaming a file can scan it first). `text_bytes` counts the bytes read.
+/// text); `None`: find out from the lines' stamps as they are read (the stamps are read in a
+/// leap year, and moved to a common year at the end when no line was stamped 02-29).
+/// `text_bytes` counts the bytes read.
+/// With `hash_block`, token ids are hashed into blocks of that many tokens as they are read and
+/// never kept ([`Content::Hashed`]).
 pub fn parse_reader(
     path: &Path,
     reader: &mut dyn std::io::BufRead,
     opts: &ReadOptions,
-    leap_day_seen: bool,
+    leap_day: Option<bool>,
+    hash_block: Option<u32>,
     text_bytes: &mut u64,
 ) -> TraceResult<Trace> {
-    let mut p = LineParser::new(path, opts, leap_day_seen);
+    let mut p = LineParser::new(path, opts, leap_day.unwrap_or(true), hash_block);
+    p.find_leap_day = leap_day.is_none();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut line_no = 0usize;
     loop {
@@ -654,18 +735,32 @@ struct LineParser<'a> {
     clock: LogClock,
     lmcache_lines: usize,
     lines: usize,
+    /// The stamps are read in a leap year until a line stamped 02-29 shows the log has one; at
+    /// the end, without one, every time moves to the matching common year.
+    find_leap_day: bool,
+    leap_day_stamped: bool,
 }
 
 impl<'a> LineParser<'a> {
-    fn new(path: &'a Path, opts: &'a ReadOptions, leap_day_seen: bool) -> Self {
+    fn new(
+        path: &'a Path,
+        opts: &'a ReadOptions,
+        leap_day_seen: bool,
+        hash_block: Option<u32>,
+    ) -> Self {
         LineParser {
             path,
             opts,
             trace: Trace::default(),
-            c: Collected::default(),
+            c: Collected {
+                hasher: hash_block.map(Hasher::new),
+                ..Default::default()
+            },
             clock: LogClock::new(leap_day_seen),
             lmcache_lines: 0,
             lines: 0,
+            find_leap_day: false,
+            leap_day_stamped: false,
         }
     }
 
@@ -681,6 +776,9 @@ impl<'a> LineParser<'a> {
             raw
         };
         let prefix = parse_prefix(line);
+        if let Some(l) = &prefix {
+            self.leap_day_stamped |= l.stamp.month == 2 && l.stamp.day == 29;
+        }
         if prefix.is_none() && looks_like_request_line(line) {
             // a request line whose level and time cannot be read would be lost silently (and
             // its request then blamed on VLLM_LOGGING_LEVEL)
@@ -732,11 +830,21 @@ impl<'a> LineParser<'a> {
         let LineParser {
             path,
             mut trace,
-            c,
+            mut c,
             clock,
             lmcache_lines,
+            find_leap_day,
+            leap_day_stamped,
             ..
         } = self;
+        if find_leap_day && !leap_day_stamped {
+            for e in &mut c.entries {
+                let ticks = e.arrival.iter_mut().chain(&mut e.finish);
+                for t in ticks.chain(e.deltas.iter_mut().map(|(t, _)| t)) {
+                    t.time = to_common_year(t.time);
+                }
+            }
+        }
         if let Some(first) = clock.stepped_back_from {
             trace.notes.push(format!(
                 "{} request lines are stamped more than half a year after the line before them \
@@ -764,6 +872,7 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
         lmcache,
         orphan_responses,
         runs,
+        hasher,
         ..
     } = c;
     let logged: Vec<Pending> = entries
@@ -786,7 +895,10 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             ),
         ));
     }
-    let without_tokens = logged.iter().filter(|e| e.tokens.is_none()).count();
+    let without_tokens = logged
+        .iter()
+        .filter(|e| e.tokens.is_none() && e.hashed.is_none())
+        .count();
     if without_tokens == logged.len() {
         return Err(TraceError::invalid(
             path,
@@ -810,10 +922,42 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
     let mut requests = Vec::with_capacity(logged.len());
     // (prompt chars, tokens) per request, aligned with `requests`, for truncation detection.
     let mut prompt_chars = Vec::with_capacity(logged.len());
+    // hashed prompts: the order they were read in, for the follow-up window's check
+    let mut read_order: Vec<u32> = Vec::new();
+    let mut max_token_id: Option<u32> = None;
     for e in logged {
-        let Some(tokens) = e.tokens else { continue };
-        let output_length = match &e.output_tokens {
-            Some(ids) => ids.len() as u32,
+        let logged_output = match (&e.output_tokens, &e.answer) {
+            (Some(ids), _) => Some(ids.len() as u32),
+            (None, Some(a)) => Some(a.len()),
+            (None, None) => None,
+        };
+        let (input_length, content) = match (e.tokens, e.hashed) {
+            (Some(tokens), _) => (tokens.len() as u32, Content::Tokens(tokens)),
+            (None, Some(p)) => {
+                read_order.push(p.seq);
+                let answer = e.answer.as_deref();
+                max_token_id = max_token_id
+                    .max(p.max_id)
+                    .max(answer.and_then(AnswerChain::max_id));
+                let HashedPrompt {
+                    len,
+                    blocks,
+                    prompt,
+                    extends,
+                    ..
+                } = *p;
+                let hashed = HashedTokens {
+                    blocks,
+                    answer: e.answer.map(|a| a.ids),
+                    prompt,
+                    extends,
+                };
+                (len, Content::Hashed(hashed))
+            }
+            (None, None) => continue,
+        };
+        let output_length = match logged_output {
+            Some(n) => n,
             None => {
                 max_tokens_used += 1;
                 e.max_tokens.unwrap_or(0)
@@ -835,13 +979,20 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
             finish_time: e.finish.map(|f| secs(runs.ns(f).max(arrival))),
             conversation: None,
             turn: 0,
-            input_length: tokens.len() as u32,
+            input_length,
             output_length,
             kind: None,
-            content: Content::Tokens(tokens),
+            content,
             output_tokens: e.output_tokens,
             output_times,
         });
+    }
+    if let Some(h) = &hasher {
+        trace.hashing = Some(Hashing {
+            block_size: h.block_size(),
+            num_ids: h.num_ids(),
+        });
+        trace.hashed_max_token_id = max_token_id;
     }
     if without_tokens > 0 {
         trace.notes.push(format!(
@@ -868,6 +1019,19 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
     let mut slots: Vec<Option<Request>> = requests.into_iter().map(Some).collect();
     trace.requests = order.iter().filter_map(|&i| slots[i].take()).collect();
     let prompt_chars: Vec<Option<usize>> = order.iter().map(|&i| prompt_chars[i]).collect();
+    if hasher.is_some() {
+        let sorted: Vec<u32> = order.iter().map(|&i| read_order[i]).collect();
+        let far = vllm_hashing::out_of_window(&sorted);
+        if far > 0 {
+            trace.notes.push(format!(
+                "{far} requests' prompts were logged more than {} prompts after a request that \
+                 arrived later: whether that request's prompt starts with theirs (the follow-up \
+                 that supplies answer blocks without logged outputs, --answer-blocks) was not \
+                 checked for them",
+                vllm_hashing::WINDOW
+            ));
+        }
+    }
     attach_lmcache(trace, lmcache);
     if let Some(note) = truncation_note(trace, &prompt_chars) {
         trace.notes.push(note);
@@ -928,6 +1092,7 @@ fn truncation_note(trace: &Trace, prompt_chars: &[Option<usize>]) -> Option<Stri
         .iter()
         .map(|r| match &r.content {
             Content::Tokens(t) => t.len(),
+            Content::Hashed(_) => r.input_length as usize,
             _ => 0,
         })
         .collect();
@@ -954,9 +1119,11 @@ fn truncation_note(trace: &Trace, prompt_chars: &[Option<usize>]) -> Option<Stri
         .filter(|(r, &n)| total_of.get(r.id.as_str()).is_some_and(|&t| t as usize > n))
         .count();
     let identical_cut = {
-        let mut seen: FxHashMap<&[u32], ()> = FxHashMap::default();
+        // a prompt is its tokens, or its identity when they were hashed at read time
+        let mut seen: FxHashMap<Result<&[u32], u32>, ()> = FxHashMap::default();
         at_max.iter().any(|&i| match &trace.requests[i].content {
-            Content::Tokens(t) => seen.insert(t.as_slice(), ()).is_some(),
+            Content::Tokens(t) => seen.insert(Ok(t.as_slice()), ()).is_some(),
+            Content::Hashed(h) => seen.insert(Err(h.prompt), ()).is_some(),
             _ => false,
         })
     };
@@ -1195,6 +1362,50 @@ mod tests {
                 ("d", 30.0 - 10.0 + (31.0 + 28.0) * 86_400.0)
             ]
         );
+    }
+
+    #[test]
+    fn the_streamed_reader_finds_the_leap_day_from_the_stamps() {
+        // read in one pass, the log's leap day is not known until its end: the times must
+        // come out as the whole-text reader's, which looks for a 02-29 first
+        let line = |stamp: &str, id: &str| {
+            format!("DEBUG {stamp} [l.py:1] Request {id} details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n")
+        };
+        let common = [
+            line("02-28 12:00:00", "c"),
+            line("03-01 12:00:00", "d"),
+            line("12-31 23:59:50", "a"),
+            line("01-01 00:00:10", "b"),
+            line("03-01 12:00:00", "g"),
+            line("12-31 12:00:00", "e"),
+            line("01-01 12:00:00", "f"),
+            line("03-01 12:00:00", "i"),
+        ]
+        .concat();
+        let leap = format!("{common}{}", line("02-29 12:00:00", "h"));
+        for text in [common, leap] {
+            let whole = read(&text).unwrap();
+            let mut bytes = 0;
+            let streamed = parse_reader(
+                Path::new(P),
+                &mut text.as_bytes(),
+                &ReadOptions::default(),
+                None,
+                None,
+                &mut bytes,
+            )
+            .unwrap();
+            let times = |t: &Trace| -> Vec<(String, f64)> {
+                t.requests
+                    .iter()
+                    .map(|r| (r.id.clone(), r.timestamp))
+                    .collect()
+            };
+            assert_eq!(times(&whole), times(&streamed));
+        }
+        // without a 02-29, 02-28 12:00 to 03-01 12:00 is one day
+        let whole = read(&[line("02-28 12:00:00", "c"), line("03-01 12:00:00", "d")].concat());
+        assert_eq!(whole.unwrap().requests[1].timestamp, 86_400.0);
     }
 
     #[test]
