@@ -231,10 +231,6 @@ pub const SCRAPED_COUNTERS: [&str; 7] = [
     "lmcache:num_hit_tokens_total",
 ];
 
-/// The one JSON writer lives in the trace crate; this path stays until `cli/commands/replay.rs`
-/// imports it from there.
-pub use inferencelab_trace::fsutil::write_json;
-
 fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
     out.push_str(&format!("{:<40} {:<10}\n", label, value));
 }

@@ -15,6 +15,7 @@ use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
 use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::checked::NonNegative;
+use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -524,7 +525,8 @@ pub fn run(
     write_json(
         &meta_file,
         &json!({"config_digest": config_digest, "name": cfg.name(), "shard": shard.map(|s| format!("{}/{}", s.index, s.count))}),
-    )?;
+    )
+    .map_err(|e| RunnerError::io(&meta_file, e))?;
     let pending: Vec<&Point> = mine
         .iter()
         .copied()
@@ -973,11 +975,6 @@ type Sizes = (u32, Option<u32>);
 type Resolved = Result<(SimConfig, Sizes), String>;
 /// One prepared block stream: trace path, block size, chunk size.
 type PrepKey<'a> = (&'a PathBuf, u32, Option<u32>);
-
-fn write_json(path: &Path, v: &Value) -> RunnerResult<()> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| RunnerError::Config(e.to_string()))?;
-    inferencelab_trace::fsutil::write_atomic(path, &bytes).map_err(|e| RunnerError::io(path, e))
-}
 
 #[cfg(test)]
 mod tests {

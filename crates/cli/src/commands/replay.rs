@@ -271,7 +271,7 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
         "per_request": agreement.to_json(),
         "requests": per_request,
     });
-    inferencelab_bench::output::write_json(&path, &doc)
+    inferencelab_trace::fsutil::write_json(&path, &doc)
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())

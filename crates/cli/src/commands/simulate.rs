@@ -15,6 +15,7 @@ use inferencelab_sim::{
     TimingModel,
 };
 use inferencelab_trace::checked::NonNegative;
+use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::ReadOptions;
 use serde_json::json;
 
@@ -145,7 +146,7 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
         "share of the LRU->Belady gap closed, (P - LRU) / (Belady - LRU), same run (\"-\": \
          Belady does not beat LRU):"
     );
-    super::sweep::print_table(&table);
+    crate::output::print_table(&table);
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
@@ -419,7 +420,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         "comparisons": comparisons(&rows),
     });
     let out_path = args.output.clone().unwrap_or_else(|| default_output(&args));
-    write_json(&out_path, &summary)?;
+    write_json(&out_path, &summary).with_context(|| format!("writing {}", out_path.display()))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -574,15 +575,6 @@ fn default_capacities(distinct_blocks: u32) -> Vec<u64> {
         .collect();
     caps.dedup();
     caps
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    inferencelab_trace::fsutil::write_atomic(path, &serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), `None` elsewhere.

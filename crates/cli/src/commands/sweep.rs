@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::output::print_table;
 use crate::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -329,32 +330,6 @@ pub fn print_comparisons(rows: &[Comparison]) {
         }
     }
     print_table(&table);
-}
-
-pub fn print_table(table: &[Vec<String>]) {
-    let cols = table.first().map_or(0, |r| r.len());
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0))
-        .collect();
-    for (i, row) in table.iter().enumerate() {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, w))| {
-                if c == 0 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            println!("{}", rule.join("  "));
-        }
-    }
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
