@@ -211,6 +211,31 @@ pub struct SimulateArgs {
     /// Worker threads for grids (default: all cores; at most 1024).
     #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
+    /// Many replicas behind a router (issue 21, partial: docs/replicas.md): N replicas, each
+    /// with its own GPU prefix cache, scheduler and LMCache tier; every point of the grid is
+    /// the size of ONE replica.
+    #[arg(long, value_parser = parse_replicas)]
+    pub replicas: Option<usize>,
+    /// The router in front of --replicas (vllm-router's --policy names, plus kv_aware and
+    /// ideal_pool as docs/replicas.md defines them).
+    #[arg(long, default_value = "cache_aware", requires = "replicas",
+          value_parser = clap::builder::PossibleValuesParser::new(
+              inferencelab_sim::cluster::registry::names().collect::<Vec<_>>()))]
+    pub router: String,
+    /// The replicas' URLs as the router was given them (consistent_hash and
+    /// sticky_least_loaded hash them), comma separated; default http://127.0.0.1:8001, ...
+    #[arg(long, value_delimiter = ',', requires = "replicas")]
+    pub router_worker_urls: Vec<String>,
+    /// One LMCache tier for the whole fleet (not implemented yet: refused).
+    #[arg(long, requires = "replicas")]
+    pub lmcache_shared: bool,
+}
+
+fn parse_replicas(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}': give a number of replicas from 1 to 4096")),
+    }
 }
 
 /// A thread count, 1 to 1024: `--threads 100000` spawned threads until the machine stalled.

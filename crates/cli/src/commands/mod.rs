@@ -11,6 +11,7 @@ pub mod plot;
 pub mod replay;
 pub mod serve;
 mod simulate;
+mod simulate_fleet;
 mod simulate_lookup;
 pub mod sweep;
 pub mod train;

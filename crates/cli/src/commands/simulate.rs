@@ -357,6 +357,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(n) = args.replicas {
+        return super::simulate_fleet::run(&args, &trace, &prepared, &configs, n);
+    }
+
     let mut bar = Progress::new(
         args.quiet || args.json,
         configs.len() as u64,

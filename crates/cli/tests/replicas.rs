@@ -1,0 +1,106 @@
+//! `simulate --replicas N --router P` (issue 21): one replica is the single server for every
+//! router, the fleet's figures add up, and what is not implemented says so.
+
+mod common;
+
+use common::{repo, simulate_json};
+
+const LOG: &str = "data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log";
+const ROUTERS: [&str; 8] = [
+    "round_robin",
+    "random",
+    "power_of_two",
+    "consistent_hash",
+    "sticky_least_loaded",
+    "cache_aware",
+    "kv_aware",
+    "ideal_pool",
+];
+
+#[test]
+fn one_replica_is_the_single_server_for_every_router() {
+    let log = repo(LOG);
+    let log = log.to_str().unwrap();
+    let base = [
+        "-i",
+        log,
+        "--gpu-blocks",
+        "300",
+        "--cpu-cache-gb",
+        "0.05",
+        "-q",
+    ];
+    let single = simulate_json(&base);
+    let row = &single["results"][0];
+    assert!(
+        row["gpu_evictions"].as_u64().unwrap() > 0,
+        "a pool that evicts"
+    );
+    for router in ROUTERS {
+        let mut args = base.to_vec();
+        args.extend(["--replicas", "1", "--router", router]);
+        let fleet = simulate_json(&args);
+        let r = &fleet["points"][0]["result"];
+        assert_eq!(r["gpu_hit_tokens"], row["gpu_hit_tokens"], "{router}");
+        assert_eq!(r["cpu_hit_tokens"], row["cpu_hit_tokens"], "{router}");
+        assert_eq!(r["prompt_tokens"], row["prompt_tokens"], "{router}");
+        assert_eq!(
+            r["per_replica"][0]["gpu_evictions"], row["gpu_evictions"],
+            "{router}"
+        );
+    }
+}
+
+#[test]
+fn a_fleet_reports_every_replica_and_names_what_is_partial() {
+    let log = repo(LOG);
+    let log = log.to_str().unwrap();
+    let doc = simulate_json(&[
+        "-i",
+        log,
+        "--gpu-blocks",
+        "2000",
+        "--no-cpu-tier",
+        "-q",
+        "--replicas",
+        "4",
+        "--router",
+        "round_robin",
+    ]);
+    let r = &doc["points"][0]["result"];
+    let per = r["per_replica"].as_array().unwrap();
+    assert_eq!(per.len(), 4);
+    // 200 requests dealt in turn
+    assert!(per.iter().all(|p| p["requests"] == 50));
+    assert_eq!(r["imbalance"], 1.0);
+    assert!(doc["partial"].as_str().unwrap().contains("issue 21"));
+    // a routing that loses hits: below the single server's
+    let single = simulate_json(&["-i", log, "--gpu-blocks", "2000", "--no-cpu-tier", "-q"]);
+    let one = single["results"][0]["gpu_hit_tokens"].as_u64().unwrap();
+    assert!(r["gpu_hit_tokens"].as_u64().unwrap() < one);
+}
+
+#[test]
+fn unimplemented_and_wrong_flags_are_refused_with_the_fix() {
+    let log = repo(LOG);
+    let run = |extra: &[&str]| {
+        let out = common::bin()
+            .args([
+                "simulate",
+                "-i",
+                log.to_str().unwrap(),
+                "--gpu-blocks",
+                "500",
+                "-q",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["--replicas", "2", "--lmcache-shared"]).contains("not implemented yet"));
+    assert!(run(&["--router", "round_robin"]).contains("--replicas"));
+    assert!(run(&["--replicas", "2", "--router", "nearest"]).contains("cache_aware"));
+    assert!(run(&["--replicas", "0"]).contains("from 1 to 4096"));
+}
