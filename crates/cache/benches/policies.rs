@@ -7,25 +7,18 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome, PolicyConfig, NEVER};
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use inferencelab_trace::rng::SplitMix64;
 
 fn stream(seed: u64, popular: u64, len: usize) -> Vec<u32> {
-    let (mut state, mut fresh) = (seed, popular);
+    let (mut rng, mut fresh) = (SplitMix64::new(seed), popular);
     (0..len)
         .map(|_| {
-            if splitmix64(&mut state) % 10 == 0 {
+            if rng.next_u64() % 10 == 0 {
                 fresh += 1;
                 (fresh - 1) as u32
             } else {
-                let a = splitmix64(&mut state) % popular;
-                let b = splitmix64(&mut state) % popular;
+                let a = rng.next_u64() % popular;
+                let b = rng.next_u64() % popular;
                 a.min(b) as u32
             }
         })

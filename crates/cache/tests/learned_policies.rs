@@ -9,6 +9,7 @@ use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerCo
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::policy::lru::Lru;
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome};
+use inferencelab_trace::rng::SplitMix64;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,14 +72,8 @@ fn predictions_match_python_lightgbm() {
 
 /// A seeded stream of references over a few conversations, with pins held for a few steps.
 fn script(seed: u64, len: usize) -> Vec<(Access, bool)> {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     let mut out = Vec::with_capacity(len);
     let mut t = 0.0;
     let mut request = 0u32;

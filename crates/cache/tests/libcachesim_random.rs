@@ -7,6 +7,7 @@
 //! integer-only, so both sides see the same stream).
 
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome, PolicyConfig, NEVER};
+use inferencelab_trace::rng::SplitMix64;
 
 const POLICIES: [&str; 7] = ["lru", "fifo", "lfu", "arc", "s3fifo", "sieve", "belady"];
 /// (seed, distinct popular objects, references), as `RANDOM_STREAMS` in the script.
@@ -24,25 +25,17 @@ const EXPECTED: [(u64, u64, [u64; 7]); 9] = [
     (3, 200, [17802, 16475, 17881, 17883, 17881, 17881, 17892]),
 ];
 
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// One reference in 10 is a fresh object; the others the smaller of two uniform draws among `n`.
 fn stream(seed: u64, n: u64, len: usize) -> Vec<u32> {
-    let (mut state, mut fresh) = (seed, n);
+    let (mut rng, mut fresh) = (SplitMix64::new(seed), n);
     (0..len)
         .map(|_| {
-            if splitmix64(&mut state) % 10 == 0 {
+            if rng.next_u64() % 10 == 0 {
                 fresh += 1;
                 (fresh - 1) as u32
             } else {
-                let a = splitmix64(&mut state) % n;
-                let b = splitmix64(&mut state) % n;
+                let a = rng.next_u64() % n;
+                let b = rng.next_u64() % n;
                 a.min(b) as u32
             }
         })
