@@ -11,7 +11,7 @@ use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::engine_run::{build_tier, run_trace, run_vllm, Describe, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::gpu_tier::GpuTier;
-use crate::result::{ratio, SimResult as Row, Window};
+use crate::result::{ratio, ResultRow as Row, Window};
 
 /// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
 pub struct Prepared<'t> {

@@ -197,7 +197,7 @@ impl<'a> Lmcache<'a> {
     }
 
     /// The LMCache figures of a result row.
-    pub fn report(&self, row: &mut crate::result::SimResult) {
+    pub fn report(&self, row: &mut crate::result::ResultRow) {
         let tier = &self.conn.tier;
         row.chunk_refs = self.conn.counters.chunk_refs;
         row.cpu_hit_chunks = self.conn.counters.hit_chunks;
@@ -1108,7 +1108,7 @@ mod tests {
 
     use crate::config::{HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
     use crate::driver::{run_observed, Prepared, RequestHits};
-    use crate::result::SimResult as Row;
+    use crate::result::ResultRow as Row;
 
     /// Requests `(arrival, finish, prompt tokens, output tokens, prompt block ids)`.
     fn trace(reqs: &[(f64, f64, u32, u32, &[u64])]) -> Trace {

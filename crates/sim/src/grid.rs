@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::config::SimConfig;
 use crate::driver::{run, Prepared};
 use crate::error::SimResult;
-use crate::result::SimResult as Row;
+use crate::result::ResultRow as Row;
 
 pub fn run_grid(
     prepared: &Prepared<'_>,

@@ -25,4 +25,4 @@ pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};
 pub use gpu_tier::GpuTier;
 pub use models::ModelSpec;
-pub use result::{SimResult as ResultRow, Window};
+pub use result::{ResultRow, Window};

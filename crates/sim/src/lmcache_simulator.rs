@@ -25,7 +25,7 @@ use crate::config::{HitSemantics, SimConfig};
 use crate::driver::{Prepared, RequestHits};
 use crate::engine_run::{build_tier, Describe};
 use crate::error::{SimError, SimResult};
-use crate::result::SimResult as Row;
+use crate::result::ResultRow as Row;
 
 /// Chunk counts of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -20,7 +20,7 @@ pub struct Window {
 
 /// The figures of one simulation point.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SimResult {
+pub struct ResultRow {
     // --- parameters
     pub policy: String,
     pub cpu_policy: Option<String>,
