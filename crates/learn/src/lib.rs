@@ -4,6 +4,7 @@
 //! trainer writing LightGBM text models (`boost`). Synchronous, deterministic, no printing.
 
 pub mod boost;
+pub mod calibrate;
 pub mod dataset;
 pub mod eval;
 pub mod online;

@@ -459,6 +459,20 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
     .context("inferencelab serve")
 }
 
+/// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.
+fn load_policy(policy: PolicyConfig) -> anyhow::Result<PolicyConfig> {
+    let mut notes = Vec::new();
+    let loaded = inferencelab_sim::resolve::load_policy(
+        policy,
+        &inferencelab_sim::resolve::PolicyFiles::default(),
+        &mut notes,
+    );
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(loaded?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,18 +521,4 @@ mod tests {
         assert_eq!(o.model_positional.as_deref(), Some("Qwen/Qwen3-8B"));
         assert!(o.enable_log_requests);
     }
-}
-
-/// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.
-fn load_policy(policy: PolicyConfig) -> anyhow::Result<PolicyConfig> {
-    let mut notes = Vec::new();
-    let loaded = inferencelab_sim::resolve::load_policy(
-        policy,
-        &inferencelab_sim::resolve::PolicyFiles::default(),
-        &mut notes,
-    );
-    for n in notes {
-        eprintln!("note: {n}");
-    }
-    Ok(loaded?)
 }

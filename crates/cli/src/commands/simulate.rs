@@ -10,10 +10,7 @@ use inferencelab_learn::eval::gap_closed;
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
-use inferencelab_sim::{
-    grid::run_grid, models, EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig,
-    TimingModel,
-};
+use inferencelab_sim::{grid::run_grid, models, EngineModel, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::ReadOptions;
@@ -64,6 +61,163 @@ fn load(policy: PolicyConfig, files: &PolicyFiles) -> anyhow::Result<PolicyConfi
         eprintln!("note: {n}");
     }
     Ok(loaded?)
+}
+
+/// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
+fn read_input(
+    args: &SimulateArgs,
+) -> anyhow::Result<(
+    inferencelab_trace::Trace,
+    Option<super::simulate_lookup::Lookup>,
+    f64,
+)> {
+    let read_started = Instant::now();
+    let opts = ReadOptions {
+        format: args.input_format,
+        skip_invalid: args.skip_invalid,
+    };
+    let (mut trace, lookup) = super::simulate_lookup::read(args, &opts)?;
+    if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
+        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
+    }
+    let read_seconds = read_started.elapsed().as_secs_f64();
+    for note in &trace.notes {
+        eprintln!("note: {note}");
+    }
+    if trace.skipped > 0 {
+        eprintln!(
+            "note: skipped {} invalid records (--skip-invalid)",
+            trace.skipped
+        );
+    }
+    if !trace.has_reuse_info() {
+        eprintln!(
+            "note: {} carries no prefix-reuse information (lengths and timing only): every \
+             hit ratio below is 0 by construction, not a measurement",
+            args.input_file.display()
+        );
+    }
+
+    Ok((trace, lookup, read_seconds))
+}
+
+/// What the engine model did (vLLM's rules): schedule, answer blocks, requests that never fit,
+/// queueing and preemptions.
+fn print_engine_notes(rows: &[ResultRow]) {
+    if let Some(r) = rows.first().filter(|r| r.schedule.is_some()) {
+        let src = r.answer_sources.unwrap_or_default();
+        eprintln!(
+            "GPU tier: vLLM's rules, schedule {} (--schedule), {} usable blocks per point \
+             (num_gpu_blocks - 1: the null block); answer blocks {} (--answer-blocks): \
+             {} from logged outputs, {} from the follow-up prompt, {} never reused, {} none",
+            r.schedule.as_deref().unwrap_or("?"),
+            r.usable_gpu_blocks,
+            r.answer_blocks.as_deref().unwrap_or("?"),
+            src.logged,
+            src.next_prompt,
+            src.fresh,
+            src.none
+        );
+        for r in rows.iter().filter(|r| r.gpu_rejections > 0) {
+            eprintln!(
+                "warning: {} at {} GPU blocks: {} requests can never fit in {} usable blocks \
+                 (prompt + output - 1 tokens); vLLM refuses them. They count as misses: \
+                 raise --gpu-blocks",
+                r.policy, r.gpu_blocks, r.gpu_rejections, r.usable_gpu_blocks
+            );
+        }
+        let pre: u64 = rows.iter().map(|r| r.preemptions).sum();
+        let queued: u64 = rows.iter().map(|r| r.queued_requests).sum();
+        if pre > 0 || queued > 0 {
+            eprintln!("  {queued} requests waited for blocks, {pre} preemptions (all points)");
+        }
+    }
+}
+
+/// The tiers' sizes as the flags give them (`gpu: None`: none given, the trace's working set
+/// decides).
+struct Sizes {
+    gpu: Option<Vec<Capacity>>,
+    /// An LMCache lookup log without a GPU tier: nothing runs concurrently.
+    lookup_alone: bool,
+    cpu: Option<Capacity>,
+    disk: Option<Capacity>,
+}
+
+fn sizes(
+    args: &SimulateArgs,
+    lookup: Option<&super::simulate_lookup::Lookup>,
+    chunk_size: u32,
+) -> anyhow::Result<Sizes> {
+    let given_capacities: Option<Vec<Capacity>> = if !args.gpu_blocks.is_empty() {
+        Some(
+            args.gpu_blocks
+                .iter()
+                .map(|&n| Capacity::Entries(n))
+                .collect(),
+        )
+    } else if !args.gpu_cache_gb.is_empty() {
+        Some(
+            args.gpu_cache_gb
+                .iter()
+                .map(|&gb| Capacity::Gib(gb.get()))
+                .collect(),
+        )
+    } else if lookup.is_some() {
+        eprintln!(
+            "note: LMCache lookup log: the LMCache tier alone, one lookup at a time in log order \
+             (give --gpu-blocks for a vLLM GPU tier on top)"
+        );
+        Some(vec![Capacity::Entries(0)])
+    } else {
+        None
+    };
+    // a lookup log without a GPU tier: nothing runs concurrently
+    let lookup_alone =
+        lookup.is_some() && given_capacities.as_deref() == Some(&[Capacity::Entries(0)]);
+    let cpu: Option<Capacity> = if args.no_cpu_tier {
+        None
+    } else if let Some(n) = args.cpu_chunks {
+        Some(Capacity::Entries(n))
+    } else {
+        let gb = args
+            .cpu_cache_gb
+            .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
+        Some(match lookup {
+            Some(l) => {
+                Capacity::Entries(super::simulate_lookup::cpu_chunks(args, l, chunk_size, gb)?)
+            }
+            None => Capacity::Gib(gb),
+        })
+    };
+    let disk = match (args.disk_chunks, args.disk_cache_gb) {
+        (Some(n), _) => Some(Capacity::Entries(n)),
+        (None, Some(gb)) => Some(Capacity::Gib(gb.get())),
+        (None, None) => None,
+    };
+    Ok(Sizes {
+        gpu: given_capacities,
+        lookup_alone,
+        cpu,
+        disk,
+    })
+}
+
+/// The engine model of the flags (`--gpu-model`, `--schedule`, LMCache's rules and mode).
+fn engine_model(args: &SimulateArgs) -> EngineModel {
+    EngineModel {
+        rules: args.gpu_model == "vllm",
+        schedule: args.schedule,
+        answers: args.answer_blocks,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
+        lmcache_rules: args.lmcache_rules,
+        lmcache_mode: args.lmcache_mode,
+        mp_trigger_watermark: args.lmcache_eviction_trigger_watermark,
+        mp_eviction_ratio: args.lmcache_eviction_ratio,
+        // set by `PointSpec::resolve` from the CPU tier's size
+        mp_l1_size_chunks: 0.0,
+    }
 }
 
 /// Per smart policy and capacity: its hit ratios beside LRU's and Belady's of the same run, and
@@ -162,33 +316,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         lightgbm_model: args.lightgbm_model.clone(),
     };
     let policies = resolve_policies(&args, &files)?;
-    let read_started = Instant::now();
-    let run_started = read_started;
-    let opts = ReadOptions {
-        format: args.input_format,
-        skip_invalid: args.skip_invalid,
-    };
-    let (mut trace, lookup) = super::simulate_lookup::read(&args, &opts)?;
-    if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
-        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
-    }
-    let read_seconds = read_started.elapsed().as_secs_f64();
-    for note in &trace.notes {
-        eprintln!("note: {note}");
-    }
-    if trace.skipped > 0 {
-        eprintln!(
-            "note: skipped {} invalid records (--skip-invalid)",
-            trace.skipped
-        );
-    }
-    if !trace.has_reuse_info() {
-        eprintln!(
-            "note: {} carries no prefix-reuse information (lengths and timing only): every \
-             hit ratio below is 0 by construction, not a measurement",
-            args.input_file.display()
-        );
-    }
+    let run_started = Instant::now();
+    let (trace, lookup, read_seconds) = read_input(&args)?;
 
     let model = models::resolve(&args.model)?
         .with_parallelism(args.tensor_parallel_size, args.pipeline_parallel_size);
@@ -203,52 +332,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Some(l) => l.chunk_size,
         None => plan::default_chunk_size(&trace),
     });
-    let given_capacities: Option<Vec<Capacity>> = if !args.gpu_blocks.is_empty() {
-        Some(
-            args.gpu_blocks
-                .iter()
-                .map(|&n| Capacity::Entries(n))
-                .collect(),
-        )
-    } else if !args.gpu_cache_gb.is_empty() {
-        Some(
-            args.gpu_cache_gb
-                .iter()
-                .map(|&gb| Capacity::Gib(gb.get()))
-                .collect(),
-        )
-    } else if lookup.is_some() {
-        eprintln!(
-            "note: LMCache lookup log: the LMCache tier alone, one lookup at a time in log order \
-             (give --gpu-blocks for a vLLM GPU tier on top)"
-        );
-        Some(vec![Capacity::Entries(0)])
-    } else {
-        None
-    };
-    // a lookup log without a GPU tier: nothing runs concurrently
-    let lookup_alone =
-        lookup.is_some() && given_capacities.as_deref() == Some(&[Capacity::Entries(0)]);
-    let cpu: Option<Capacity> = if args.no_cpu_tier {
-        None
-    } else if let Some(n) = args.cpu_chunks {
-        Some(Capacity::Entries(n))
-    } else {
-        let gb = args
-            .cpu_cache_gb
-            .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
-        Some(match &lookup {
-            Some(l) => Capacity::Entries(super::simulate_lookup::cpu_chunks(
-                &args, l, chunk_size, gb,
-            )?),
-            None => Capacity::Gib(gb),
-        })
-    };
-    let disk = match (args.disk_chunks, args.disk_cache_gb) {
-        (Some(n), _) => Some(Capacity::Entries(n)),
-        (None, Some(gb)) => Some(Capacity::Gib(gb.get())),
-        (None, None) => None,
-    };
+    let Sizes {
+        gpu: given_capacities,
+        lookup_alone,
+        cpu,
+        disk,
+    } = sizes(&args, lookup.as_ref(), chunk_size)?;
     if lookup_alone
         && args.lmcache_rules == inferencelab_sim::LmcacheRules::Engine
         && policies.iter().any(PolicyConfig::is_unbounded)
@@ -318,45 +407,40 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if lm_lightgbm_retrains {
         eprintln!("note: the LMCache tier's lightgbm uses its model file without retraining");
     }
-    let engine = EngineModel {
-        rules: args.gpu_model == "vllm",
-        schedule: args.schedule,
-        answers: args.answer_blocks,
-        max_num_batched_tokens: args.max_num_batched_tokens,
-        max_num_seqs: args.max_num_seqs,
-        lmcache_rules: args.lmcache_rules,
-        lmcache_mode: args.lmcache_mode,
-        mp_trigger_watermark: args.lmcache_eviction_trigger_watermark,
-        mp_eviction_ratio: args.lmcache_eviction_ratio,
-        mp_l1_size_chunks: 0.0,
+    let base = PointSpec {
+        cpu,
+        disk,
+        cpu_policy,
+        hit_semantics: args.hit_semantics,
+        pinning: !args.no_pinning && !lookup_alone,
+        timing: TimingModel {
+            prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
+            decode_ms_per_token: args.decode_ms_per_token.get(),
+        },
+        window_seconds: args.window_seconds.get(),
+        engine: engine_model(&args),
+        ..PointSpec::new(
+            Some(model.clone()),
+            block_size,
+            chunk_size,
+            Capacity::Entries(0),
+            PolicyConfig::Lru,
+        )
     };
-    let mut configs = Vec::new();
-    for policy in &policies {
-        for &gpu in &capacities {
-            let spec = PointSpec {
-                cpu,
-                disk,
-                cpu_policy: cpu_policy.clone(),
-                hit_semantics: args.hit_semantics,
-                pinning: !args.no_pinning && !lookup_alone,
-                timing: TimingModel {
-                    prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
-                    decode_ms_per_token: args.decode_ms_per_token.get(),
-                },
-                window_seconds: args.window_seconds.get(),
-                engine,
-                ..PointSpec::new(
-                    Some(model.clone()),
-                    block_size,
-                    chunk_size,
+    // the grid: every policy at every capacity, the rest as `base`
+    let configs = policies
+        .iter()
+        .flat_map(|policy| {
+            capacities.iter().map(|&gpu| {
+                PointSpec {
                     gpu,
-                    policy.clone(),
-                )
-            };
-            configs.push(spec.resolve()?);
-        }
-    }
-
+                    policy: policy.clone(),
+                    ..base.clone()
+                }
+                .resolve()
+            })
+        })
+        .collect::<Result<Vec<SimConfig>, _>>()?;
     if let Some(n) = args.replicas {
         return super::simulate_fleet::run(&args, &trace, &prepared, &configs, n);
     }
@@ -428,34 +512,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        if let Some(r) = rows.first().filter(|r| r.schedule.is_some()) {
-            let src = r.answer_sources.unwrap_or_default();
-            eprintln!(
-                "GPU tier: vLLM's rules, schedule {} (--schedule), {} usable blocks per point \
-                 (num_gpu_blocks - 1: the null block); answer blocks {} (--answer-blocks): \
-                 {} from logged outputs, {} from the follow-up prompt, {} never reused, {} none",
-                r.schedule.as_deref().unwrap_or("?"),
-                r.usable_gpu_blocks,
-                r.answer_blocks.as_deref().unwrap_or("?"),
-                src.logged,
-                src.next_prompt,
-                src.fresh,
-                src.none
-            );
-            for r in rows.iter().filter(|r| r.gpu_rejections > 0) {
-                eprintln!(
-                    "warning: {} at {} GPU blocks: {} requests can never fit in {} usable blocks \
-                     (prompt + output - 1 tokens); vLLM refuses them. They count as misses: \
-                     raise --gpu-blocks",
-                    r.policy, r.gpu_blocks, r.gpu_rejections, r.usable_gpu_blocks
-                );
-            }
-            let pre: u64 = rows.iter().map(|r| r.preemptions).sum();
-            let queued: u64 = rows.iter().map(|r| r.queued_requests).sum();
-            if pre > 0 || queued > 0 {
-                eprintln!("  {queued} requests waited for blocks, {pre} preemptions (all points)");
-            }
-        }
+        print_engine_notes(&rows);
         output::print_simulation_table(&trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), cpu.is_some());
     }

@@ -10,7 +10,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use inferencelab_cache::learned::order::Ranking;
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
-use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_learn::sweep::{self, SweepConfig};
 use inferencelab_sim::{plan, EngineModel, Prepared};

@@ -3,19 +3,15 @@
 //! Belady. `--export-features F.csv` writes the training rows for Python `lightgbm`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
-use inferencelab_cache::learned::gbdt::Model;
-use inferencelab_cache::learned::order::Ranking;
-use inferencelab_cache::policy::lightgbm::{LightGbmConfig, ModelFile, Retrain, Schedule};
-use inferencelab_learn::boost::{self, BoostParams};
+use inferencelab_cache::learned::features::PREFIX_MONOTONE;
+use inferencelab_cache::policy::lightgbm::LightGbmConfig;
+use inferencelab_learn::boost::BoostParams;
+use inferencelab_learn::calibrate::{self, CalibrateOptions};
 use inferencelab_learn::dataset;
 use inferencelab_learn::eval::{Candidate, Comparison};
-use inferencelab_learn::online;
-use inferencelab_learn::sweep::choice_ratio;
 use inferencelab_sim::resolve::{bundled_lightgbm, Calibration, DEFAULT_MODEL_PATH};
 use rayon::prelude::*;
 use serde_json::json;
@@ -124,7 +120,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         monotone: PREFIX_MONOTONE.to_vec(),
         ..Default::default()
     };
-    let names: Vec<String> = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
     let model_path = match &args.model {
         Some(p) => p.clone(),
         None => {
@@ -149,25 +144,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
-            let model = boost::train(&rows, &data.labels, &names, &params);
-            let mse = rows
-                .par_iter()
-                .zip(&data.labels)
-                .map(|(r, y)| (model.predict(r) - y).powi(2))
-                .sum::<f64>()
-                / rows.len().max(1) as f64;
-            let var = {
-                let m = data.labels.iter().sum::<f64>() / data.labels.len().max(1) as f64;
-                data.labels.iter().map(|y| (y - m).powi(2)).sum::<f64>()
-                    / data.labels.len().max(1) as f64
-            };
+            let fit = calibrate::fit_rows(&data, &params);
             eprintln!(
-                "trained {} trees of {} leaves: train MSE {mse:.4} (label variance {var:.4})",
-                model.trees.len(),
-                args.num_leaves
+                "trained {} trees of {} leaves: train MSE {:.4} (label variance {:.4})",
+                fit.model.trees.len(),
+                args.num_leaves,
+                fit.mse,
+                fit.label_variance
             );
-            write_file(&args.output, model.to_text().as_bytes())?;
+            write_file(&args.output, fit.model.to_text().as_bytes())?;
             eprintln!("wrote {}", args.output.display());
             args.output.clone()
         }
@@ -188,123 +173,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             config.scale, config.overdue_factor, config.ranking, config.adaptive
         );
     } else {
-        // the static model the calibration judges must not have seen the validation part: its
-        // labels look ahead to the end of the train part, so a twin trained on the requests before
-        // the validation part stands in for it there (a model given with --model is used as is)
-        let choice_model = (args.model.is_none() && split.validation_from > split.t0).then(|| {
-            let data = dataset::build(
-                &trace,
-                &split.prepared.gpu,
-                split.validation_from,
-                args.max_rows,
-                args.seed,
-            );
-            let rows: Vec<Vec<f64>> = data.rows.iter().map(|r| r.to_vec()).collect();
-            ModelFile::new(
-                &model_path,
-                Arc::new(boost::train(&rows, &data.labels, &names, &params)),
-            )
-        });
-        // online retraining variants (LRB's sliding window): windows of the whole train part's
-        // length, a half and a quarter of it, a new model every twentieth of it
-        let span = split.split - split.t0;
-        let variants: Vec<Option<Retrain>> = if args.no_retrain {
-            vec![None]
-        } else {
-            std::iter::once(None)
-                .chain([1.0, 0.5, 0.25].map(|w| {
-                    Some(Retrain {
-                        num_iterations: args.num_iterations,
-                        num_leaves: args.num_leaves,
-                        learning_rate: args.learning_rate,
-                        min_data_in_leaf: args.min_data_in_leaf,
-                        seed: args.seed,
-                        ..Retrain::new(span / 20.0, w * span)
-                    })
-                }))
-                .collect()
-        };
-        let schedules: Vec<Option<Arc<Schedule>>> = variants
-            .iter()
-            .map(|v| v.map(|r| Arc::new(online::schedule(&trace, &split.prepared.gpu, &r))))
-            .collect();
-        // Choices compare out-of-sample scores only. Online models never see what they are scored
-        // on; the static model is scored out of sample on the validation part (its twin above).
-        // When choices fall back to the whole train part, the static model would be scored on
-        // the requests its own labels come from, which flatters it: then only the online variants
-        // compete (unless --no-retrain), and before their first retrained model they run with no
-        // model at all (a tree-less model predicts a gap of 0: LRU, as LRB does before it has
-        // trained), not with the in-sample static model.
-        let in_sample_static = args.model.is_none() && choice_model.is_none() && variants.len() > 1;
-        let untrained = ModelFile::new(
-            &model_path,
-            Arc::new(Model {
-                trees: Vec::new(),
-                ..(**config.model.model()).clone()
-            }),
-        );
-        // calibrate on the validation part (end of train): retraining, ranking, scale, overdue
-        let grid: Vec<(usize, f64, f64, Ranking)> = (0..variants.len())
-            .flat_map(|v| {
-                [Ranking::NextUse, Ranking::ExpectedWait]
-                    .into_iter()
-                    .flat_map(move |r| {
-                        [1.0, 0.3, 0.1, 0.03]
-                            .into_iter()
-                            .flat_map(move |s| [0.1, 0.3, 1.0, 3.0].map(|o| (v, s, o, r)))
-                    })
-            })
-            .collect();
         let mut bar = progress_bar(args.quiet, "calibration");
-        bar.set_length((grid.len() * capacities.len()) as u64);
-        let scores: Vec<f64> = grid
-            .par_iter()
-            .map(|&(v, scale, overdue_factor, ranking)| {
-                let c = LightGbmConfig {
-                    scale,
-                    overdue_factor,
-                    ranking,
-                    adaptive: config.adaptive,
-                    retrain: variants[v],
-                    schedule: schedules[v].clone(),
-                    model: match (&choice_model, variants[v]) {
-                        (_, Some(_)) if in_sample_static => untrained.clone(),
-                        (Some(twin), _) => twin.clone(),
-                        (None, _) => config.model.clone(),
-                    },
-                };
-                capacities
-                    .iter()
-                    .map(|&cap| {
-                        let r = choice_ratio(&split.run(
-                            &Candidate::LightGbm(c.clone()),
-                            cap,
-                            split.split,
-                        ));
-                        bar.inc(1);
-                        r
-                    })
-                    .sum::<f64>()
-            })
-            .collect();
+        bar.set_length(calibrate::points(!args.no_retrain, capacities.len()) as u64);
+        let opts = CalibrateOptions {
+            trained_here: args.model.is_none(),
+            retrain: !args.no_retrain,
+            params: &params,
+            max_rows: args.max_rows,
+            seed: args.seed,
+            model_path: &model_path,
+        };
+        let chosen = calibrate::calibrate(&trace, &split, &capacities, &mut config, &opts, &|| {
+            bar.inc(1)
+        });
         bar.finish();
-        if in_sample_static {
+        if chosen.in_sample_static {
             eprintln!(
-            "note: choosing on the whole train part, where the static model is scored in sample: \
-             only online retraining competes (--no-retrain for the static model)"
-        );
+                "note: choosing on the whole train part, where the static model is scored in \
+                 sample: only online retraining competes (--no-retrain for the static model)"
+            );
         }
-        let best = (0..grid.len())
-            .filter(|&i| !(in_sample_static && variants[grid[i].0].is_none()))
-            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
-            .unwrap_or(0);
-        let (v, scale, overdue_factor, ranking) = grid[best];
-        (config.scale, config.overdue_factor, config.ranking) = (scale, overdue_factor, ranking);
-        config.retrain = variants[v];
-        config.schedule = schedules[v].clone();
         eprintln!(
             "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
-            if split.validation_from <= split.t0 {
+            if chosen.on_whole_train_part {
                 "whole train part"
             } else {
                 "validation part"
