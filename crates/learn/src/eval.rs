@@ -192,6 +192,10 @@ impl<'t> Split<'t> {
     }
 }
 
+/// The policies whose order comes from a predicted next use; `simulate` runs LRU and Belady
+/// beside them and reports the share of the LRU->Belady gap they close.
+pub const SMART: [&str; 2] = ["conversation_aware", "lightgbm"];
+
 /// `(P - LRU) / (Belady - LRU)`: the share of the LRU→Belady gap a policy closes (None when
 /// Belady does not beat LRU at all).
 pub fn gap_closed(p: f64, lru: f64, belady: f64) -> Option<f64> {

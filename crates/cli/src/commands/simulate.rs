@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use inferencelab_cache::PolicyConfig;
-use inferencelab_learn::eval::gap_closed;
+use inferencelab_learn::eval::{gap_closed, SMART};
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
@@ -16,7 +16,6 @@ use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::ReadOptions;
 use serde_json::json;
 
-use super::sweep::SMART;
 use crate::cli::SimulateArgs;
 use crate::output;
 use crate::progress::Progress;

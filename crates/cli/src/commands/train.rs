@@ -16,7 +16,7 @@ use inferencelab_sim::resolve::{bundled_lightgbm, Calibration, DEFAULT_MODEL_PAT
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::sweep::{print_comparisons, progress_bar, stem, write_file, SplitArgs};
+use crate::split::{print_comparisons, progress_bar, stem, write_file, SplitArgs};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {

@@ -1,0 +1,310 @@
+//! The trace and its train/validation/test split as `sweep` and `train` take them (flags,
+//! loading, the capacities judged), and what both print and write.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
+use inferencelab_sim::{plan, EngineModel, Prepared};
+use inferencelab_trace::{infer_conversations, read_trace, Format, ReadOptions, Trace};
+
+use crate::output::print_table;
+use crate::progress::Progress;
+
+/// The trace and its train/validation/test split, shared by `sweep` and `train`.
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    /// Trace to fit on (any input format; a directory of WEKA sessions works too).
+    #[arg(long, short = 'i')]
+    pub input_file: PathBuf,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub input_format: Option<Format>,
+    /// Skip (and count) invalid records instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Traces without conversation ids: infer them from the prefix chain (a request that
+    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
+    #[arg(long)]
+    pub infer_conversations: bool,
+    /// Share of the trace's time span used for fitting; the rest is the held-back test part.
+    #[arg(long, default_value_t = 0.5)]
+    pub train_fraction: f64,
+    /// Share of the train part, at its end, on which choices are made (the validation part;
+    /// the earlier train requests only warm the cache); 1 = the whole train part.
+    #[arg(long, default_value_t = 0.5)]
+    pub validation_share: f64,
+    /// GPU capacities in blocks, comma separated (default: up to 3 where LRU reaches less than
+    /// 80% of the infinite cache on the test part).
+    #[arg(long, value_delimiter = ',')]
+    pub capacities: Vec<u64>,
+    /// Tokens per GPU block (id traces default to their own block size).
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// Do not pin the blocks of running requests.
+    #[arg(long)]
+    pub no_pinning: bool,
+    /// GPU-tier model, as `simulate --gpu-model`: vllm (vLLM's engine rules, `simulate`'s
+    /// default, so the figures are the ones `simulate --no-cpu-tier` shows) or abstract (the
+    /// classic prefix model over prompt blocks).
+    #[arg(long, default_value = "vllm", value_parser = ["vllm", "abstract"])]
+    pub gpu_model: String,
+}
+
+impl SplitArgs {
+    /// The trace, read as `simulate` reads it (conversations inferred when asked).
+    pub fn trace(&self) -> anyhow::Result<Trace> {
+        load_trace(
+            &self.input_file,
+            self.input_format,
+            self.skip_invalid,
+            self.infer_conversations,
+        )
+    }
+
+    /// Its train/validation/test split.
+    pub fn prepare<'t>(&self, trace: &'t Trace) -> anyhow::Result<Split<'t>> {
+        let split = prepare_split(
+            trace,
+            self.block_size,
+            self.train_fraction,
+            self.validation_share,
+            !self.no_pinning,
+        )?;
+        Ok(split.with_engine(EngineModel {
+            rules: self.gpu_model == "vllm",
+            ..EngineModel::default()
+        }))
+    }
+
+    /// The capacities to report and the baselines there, with the validation part settled
+    /// (`settle_validation`).
+    pub fn settle(&self, split: &mut Split<'_>) -> anyhow::Result<(Vec<u64>, Vec<Baseline>)> {
+        let capacities = capacities_or_default(split, &self.capacities)?;
+        eprintln!("{}", evaluated_as(split, &capacities));
+        let base = settle_validation(split, &capacities);
+        Ok((capacities, base))
+    }
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+/// Read a trace as `simulate` does, printing the reader's notes.
+pub fn load_trace(
+    path: &Path,
+    format: Option<Format>,
+    skip_invalid: bool,
+    infer: bool,
+) -> anyhow::Result<Trace> {
+    let mut trace = read_trace(
+        path,
+        &ReadOptions {
+            format,
+            skip_invalid,
+        },
+    )?;
+    if infer && infer_conversations(&mut trace).is_none() {
+        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
+    }
+    for note in &trace.notes {
+        eprintln!("note: {note}");
+    }
+    if !trace.has_reuse_info() {
+        bail!(
+            "{} carries no prefix-reuse information: there is nothing to learn or tune",
+            path.display()
+        );
+    }
+    Ok(trace)
+}
+
+/// The train/test split and the capacities to report.
+pub fn prepare_split<'t>(
+    trace: &'t Trace,
+    block_size: Option<u32>,
+    train_fraction: f64,
+    validation_share: f64,
+    pinning: bool,
+) -> anyhow::Result<Split<'t>> {
+    if train_fraction.is_nan() || train_fraction <= 0.0 || train_fraction >= 1.0 {
+        bail!("--train-fraction must be between 0 and 1 (exclusive), got {train_fraction}");
+    }
+    if validation_share.is_nan() || validation_share <= 0.0 || validation_share > 1.0 {
+        bail!("--validation-share must be in (0, 1], got {validation_share}");
+    }
+    let bs = block_size.unwrap_or_else(|| plan::default_block_size(trace));
+    let prepared = Prepared::new(trace, bs, None)
+        .with_context(|| format!("preparing {}", trace.source.display()))?;
+    let split =
+        Split::new(prepared, train_fraction, pinning).with_validation_share(validation_share);
+    let reqs = &trace.requests;
+    let n_train = reqs.iter().filter(|r| r.timestamp < split.split).count();
+    if n_train == 0 || n_train == reqs.len() {
+        bail!(
+            "the split at {:.1} s leaves one part empty ({n_train} of {} requests before it); \
+             change --train-fraction",
+            split.split - split.t0,
+            reqs.len()
+        );
+    }
+    let n_valid = reqs
+        .iter()
+        .filter(|r| r.timestamp >= split.validation_from && r.timestamp < split.split)
+        .count();
+    eprintln!(
+        "split at {:.1} s of trace time: {n_train} train requests (choices made on the last \
+         {n_valid}, from {:.1} s), {} test requests",
+        split.split - split.t0,
+        split.validation_from - split.t0,
+        reqs.len() - n_train
+    );
+    Ok(split)
+}
+
+/// LRU, Belady and the infinite cache at `capacities`, after checking that the validation part
+/// can tell policies apart: where Belady does not beat LRU on it at any capacity, no eviction
+/// choice matters there and every candidate ties, so choices fall back to the whole train part
+/// (a note says so).
+pub fn settle_validation(split: &mut Split<'_>, capacities: &[u64]) -> Vec<Baseline> {
+    let base = eval::baselines(split, capacities);
+    let informative = base
+        .iter()
+        .any(|b| b.belady.validation.hit_tokens > b.lru.validation.hit_tokens);
+    if informative || split.validation_from <= split.t0 {
+        return base;
+    }
+    eprintln!(
+        "note: on the validation part (from {:.1} s) Belady does not beat LRU at any capacity, \
+         so nothing can be chosen there: choosing on the whole train part instead",
+        split.validation_from - split.t0
+    );
+    split.validation_from = split.t0;
+    eval::baselines(split, capacities)
+}
+
+/// What the figures are: the GPU tier of `simulate`'s model at the capacities, so a user can
+/// reproduce any cell with `simulate`.
+pub fn evaluated_as(split: &Split<'_>, capacities: &[u64]) -> String {
+    let caps = capacities
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = split.sim_config(
+        &eval::Candidate::Lru,
+        capacities.first().copied().unwrap_or(1),
+    );
+    let model = if split.engine.rules {
+        format!(
+            "vLLM's engine rules (answer blocks, null block, admission; schedule {})",
+            inferencelab_sim::driver::effective_schedule(split.prepared.trace, &config)
+        )
+    } else {
+        "the abstract prefix model (--gpu-model abstract)".to_string()
+    };
+    format!(
+        "evaluated with {model}, GPU tier only, {}pinning, at {caps} GPU blocks of {} tokens: \
+         the figures `simulate --gpu-blocks {caps} --no-cpu-tier{}{}` gives",
+        if split.pinning { "" } else { "no " },
+        split.prepared.gpu.block_size,
+        if split.pinning { "" } else { " --no-pinning" },
+        if split.engine.rules {
+            ""
+        } else {
+            " --gpu-model abstract"
+        },
+    )
+}
+
+pub fn capacities_or_default(split: &Split<'_>, given: &[u64]) -> anyhow::Result<Vec<u64>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let caps = eval::interesting_capacities(split, 0.8, 3);
+    if caps.is_empty() {
+        bail!(
+            "found no capacity where LRU reaches between 5% and 80% of the infinite cache; give \
+             --capacities"
+        );
+    }
+    eprintln!(
+        "capacities (LRU below 80% of the infinite cache): {}",
+        caps.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(caps)
+}
+
+pub fn progress_bar(quiet: bool, what: &str) -> Progress {
+    Progress::new(
+        quiet,
+        0,
+        &format!("{{spinner}} {what} {{pos}}/{{len}} simulations [{{elapsed}}] {{wide_bar}}"),
+        what,
+        "simulations",
+    )
+}
+
+pub fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+pub fn gap(x: Option<f64>) -> String {
+    x.map_or("-".into(), |g| format!("{:.1}%", 100.0 * g))
+}
+
+/// The comparison table every learned-policy report prints: per capacity, the policy beside
+/// LRU, Belady and the infinite cache on the train, validation (the end of train, where
+/// choices are made) and test parts, and the share of the LRU→Belady gap it closes.
+pub fn print_comparisons(rows: &[Comparison]) {
+    let header = [
+        "policy",
+        "capacity",
+        "part",
+        "policy_hit",
+        "lru_hit",
+        "belady_hit",
+        "ideal_hit",
+        "lru/ideal",
+        "gap_closed",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        for (part, x) in [
+            ("train", &r.train),
+            ("valid", &r.validation),
+            ("test", &r.test),
+        ] {
+            table.push(vec![
+                r.policy.clone(),
+                r.capacity.to_string(),
+                part.into(),
+                pct(x.policy),
+                pct(x.lru),
+                pct(x.belady),
+                pct(x.ideal),
+                pct(x.lru_of_ideal),
+                gap(x.gap_closed),
+            ]);
+        }
+    }
+    print_table(&table);
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    inferencelab_trace::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into())
+}
