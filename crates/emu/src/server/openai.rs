@@ -163,6 +163,36 @@ pub(super) struct Params {
 }
 
 pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
+    let max_tokens = max_tokens(v, kind)?;
+    let n = opt_int(v, "n")?.unwrap_or(1);
+    if n < 1 {
+        return Err(bad_request(format!("n must be at least 1, got {n}.")));
+    }
+    let (stream, include_usage, continuous_usage) = stream_options(v)?;
+    let (temperature, top_p) = sampling(v)?;
+    let min_tokens = min_tokens(v, max_tokens)?;
+    let stop = stop_strings(v)?;
+    let logprobs = logprobs(v, kind)?;
+    let seed = opt_int(v, "seed")?.map(|s| s as u64);
+    Ok(Params {
+        max_tokens,
+        n: n.min(u32::MAX as i64) as u32,
+        stream,
+        include_usage,
+        continuous_usage,
+        temperature,
+        top_p,
+        seed,
+        stop,
+        include_stop: opt_bool(v, "include_stop_str_in_output")?.unwrap_or(false),
+        min_tokens: min_tokens.min(u32::MAX as i64) as u32,
+        logprobs,
+        echo: opt_bool(v, "echo")?.unwrap_or(false),
+    })
+}
+
+/// `max_tokens` (chat: also `max_completion_tokens`, the later key wins), at least 1.
+fn max_tokens(v: &Value, kind: Kind) -> Result<Option<u32>, ApiError> {
     let mut max_tokens = None;
     let keys: &[&str] = if kind == Kind::Chat {
         &["max_tokens", "max_completion_tokens"]
@@ -181,10 +211,12 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
             max_tokens = Some(n.min(u32::MAX as i64) as u32);
         }
     }
-    let n = opt_int(v, "n")?.unwrap_or(1);
-    if n < 1 {
-        return Err(bad_request(format!("n must be at least 1, got {n}.")));
-    }
+    Ok(max_tokens)
+}
+
+/// `stream` and its `stream_options` (only with `stream: true`): `(stream, include_usage,
+/// continuous_usage_stats)`.
+fn stream_options(v: &Value) -> Result<(bool, bool, bool), ApiError> {
     let stream = opt_bool(v, "stream")?.unwrap_or(false);
     let so = v.get("stream_options").filter(|o| !o.is_null());
     if !stream && so.is_some() {
@@ -198,6 +230,17 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     };
+    Ok((
+        stream,
+        so_flag("include_usage"),
+        so_flag("continuous_usage_stats"),
+    ))
+}
+
+/// The sampling parameters vLLM checks (`temperature`, `top_p`, `top_k`, `min_p`, the
+/// penalties); returns `(temperature, top_p)` with their defaults, the only ones the emulator
+/// uses.
+fn sampling(v: &Value) -> Result<(f64, f64), ApiError> {
     let temperature = opt_num(v, "temperature")?;
     if let Some(t) = temperature {
         if t < 0.0 {
@@ -251,6 +294,11 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
             )));
         }
     }
+    Ok((temperature.unwrap_or(1.0), top_p.unwrap_or(1.0)))
+}
+
+/// `min_tokens`: 0 or more, at most `max_tokens`.
+fn min_tokens(v: &Value, max_tokens: Option<u32>) -> Result<i64, ApiError> {
     let min_tokens = opt_int(v, "min_tokens")?.unwrap_or(0);
     if min_tokens < 0 {
         return Err(bad_request(format!(
@@ -264,7 +312,12 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
             )));
         }
     }
-    let stop = match v.get("stop") {
+    Ok(min_tokens)
+}
+
+/// `stop`: one string or a list of strings.
+fn stop_strings(v: &Value) -> Result<Vec<String>, ApiError> {
+    Ok(match v.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
@@ -272,9 +325,14 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
             .filter_map(|x| x.as_str().map(str::to_string))
             .collect(),
         Some(_) => return Err(body_error("stop", "Input should be a valid string")),
-    };
+    })
+}
+
+/// Completions: `logprobs` (top alternatives per token); chat: `top_logprobs` when `logprobs`
+/// is true. At most 20, as vLLM's default `max_logprobs`.
+fn logprobs(v: &Value, kind: Kind) -> Result<Option<u32>, ApiError> {
     const MAX_LOGPROBS: i64 = 20;
-    let logprobs = match kind {
+    Ok(match kind {
         Kind::Completion => match opt_int(v, "logprobs")? {
             None => None,
             Some(l) if l < 0 => {
@@ -327,22 +385,6 @@ pub(super) fn params(v: &Value, kind: Kind) -> Result<Params, ApiError> {
                 (false, _) => None,
             }
         }
-    };
-    let seed = opt_int(v, "seed")?.map(|s| s as u64);
-    Ok(Params {
-        max_tokens,
-        n: n.min(u32::MAX as i64) as u32,
-        stream,
-        include_usage: so_flag("include_usage"),
-        continuous_usage: so_flag("continuous_usage_stats"),
-        temperature: temperature.unwrap_or(1.0),
-        top_p: top_p.unwrap_or(1.0),
-        seed,
-        stop,
-        include_stop: opt_bool(v, "include_stop_str_in_output")?.unwrap_or(false),
-        min_tokens: min_tokens.min(u32::MAX as i64) as u32,
-        logprobs,
-        echo: opt_bool(v, "echo")?.unwrap_or(false),
     })
 }
 
