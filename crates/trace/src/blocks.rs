@@ -149,27 +149,21 @@ impl BlockedTrace {
     /// deeper one first: a child block is never needed earlier than its parent, so this keeps
     /// cached prefixes closed (DESIGN.md section 7).
     pub fn next_use_by_request(&self) -> Vec<u64> {
-        let flat = self.next_use_flat();
-        let mut req_of_pos = vec![0u32; self.keys.len()];
-        for i in 0..self.num_requests() {
-            for slot in &mut req_of_pos[self.offsets[i]..self.offsets[i + 1]] {
-                *slot = i as u32;
-            }
-        }
+        // One pass from the last request back (issue 19): `next[key]` is the first reference of
+        // `key` in the requests after the current one, kept as `request << 24 | depth`. Only
+        // that (8 bytes per object) and the answer (8 per reference) are held: no flat next-use
+        // array, no request-of-position map.
+        let mut next = vec![NEVER; self.num_objects as usize];
         let mut out = vec![NEVER; self.keys.len()];
-        for i in 0..self.num_requests() {
-            let start = self.offsets[i];
-            for pos in start..self.offsets[i + 1] {
-                let mut n = flat[pos];
-                // skip repeats of the key inside the same request
-                while n != NEVER && req_of_pos[n as usize] as usize == i {
-                    n = flat[n as usize];
-                }
-                if n != NEVER {
-                    let r = req_of_pos[n as usize] as usize;
-                    let depth = (n as usize - self.offsets[r]).min((1 << 24) - 1) as u64;
-                    out[pos] = (r as u64) << 24 | depth;
-                }
+        for i in (0..self.num_requests()).rev() {
+            let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+            for pos in start..end {
+                out[pos] = next[self.keys[pos] as usize];
+            }
+            // the request's shallowest reference of a key wins: walk it deepest first
+            for pos in (start..end).rev() {
+                let depth = (pos - start).min((1 << 24) - 1) as u64;
+                next[self.keys[pos] as usize] = (i as u64) << 24 | depth;
             }
         }
         out
@@ -300,6 +294,58 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("never refined"), "{msg}");
         assert!(msg.contains("512"), "{msg}");
+    }
+
+    /// The two-array form the one-pass `next_use_by_request` replaced: the flat next use,
+    /// then repeats inside the same request skipped.
+    fn next_use_by_request_reference(b: &BlockedTrace) -> Vec<u64> {
+        let flat = b.next_use_flat();
+        let mut req_of_pos = vec![0usize; b.keys.len()];
+        for i in 0..b.num_requests() {
+            for slot in &mut req_of_pos[b.offsets[i]..b.offsets[i + 1]] {
+                *slot = i;
+            }
+        }
+        (0..b.keys.len())
+            .map(|pos| {
+                let mut n = flat[pos];
+                while n != NEVER && req_of_pos[n as usize] == req_of_pos[pos] {
+                    n = flat[n as usize];
+                }
+                if n == NEVER {
+                    return NEVER;
+                }
+                let r = req_of_pos[n as usize];
+                (r as u64) << 24 | (n as usize - b.offsets[r]) as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_next_use_equals_the_flat_reference() {
+        // requests of 0..12 keys out of 20, with repeats inside a request
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut offsets = vec![0];
+        let mut keys = Vec::new();
+        for _ in 0..500 {
+            for _ in 0..rnd(12) {
+                keys.push(rnd(20) as u32);
+            }
+            offsets.push(keys.len());
+        }
+        let b = BlockedTrace {
+            block_size: 16,
+            offsets,
+            keys,
+            num_objects: 20,
+        };
+        assert_eq!(b.next_use_by_request(), next_use_by_request_reference(&b));
     }
 
     #[test]
