@@ -535,41 +535,12 @@ pub fn run(
     on_start(pending.len());
 
     // load each trace once, prepare each (trace, block size, chunk size) once
-    let trace_paths: Vec<(PathBuf, Option<String>, bool)> = {
-        let mut seen = Vec::new();
-        for e in &cfg.traces {
-            let s = e.spec();
-            let key = (s.path.clone(), s.format.clone(), s.skip_invalid);
-            if !seen.contains(&key) {
-                seen.push(key);
-            }
-        }
-        seen
-    };
     let specs: HashMap<PathBuf, TraceSpec> = cfg
         .traces
         .iter()
         .map(|e| (e.spec().path.clone(), e.spec()))
         .collect();
-    let needed: HashSet<&PathBuf> = pending.iter().map(|p| &p.trace_path).collect();
-    let traces: Vec<(PathBuf, Result<Trace, String>)> = trace_paths
-        .par_iter()
-        .filter(|(p, _, _)| needed.contains(p))
-        .map(|(path, format, skip)| {
-            let opts = ReadOptions {
-                format: match format.as_deref().map(str::parse::<Format>) {
-                    Some(Ok(f)) => Some(f),
-                    Some(Err(e)) => return (path.clone(), Err(e)),
-                    None => None,
-                },
-                skip_invalid: *skip,
-            };
-            (
-                path.clone(),
-                read_trace(path, &opts).map_err(|e| e.to_string()),
-            )
-        })
-        .collect();
+    let traces = load_traces(cfg, &pending);
     let trace_of: HashMap<&PathBuf, &Result<Trace, String>> =
         traces.iter().map(|(p, t)| (p, t)).collect();
     let mut prep_keys: Vec<PrepKey<'_>> = Vec::new();
@@ -779,6 +750,41 @@ fn summarize(
     })
     .map_err(|e| RunnerError::io(summary_file, e))?;
     Ok((found, stale))
+}
+
+/// Read each trace the pending points need, once (in parallel); a failed read is that trace's
+/// error, reported on its points' rows.
+fn load_traces(cfg: &BatchConfig, pending: &[&Point]) -> Vec<(PathBuf, Result<Trace, String>)> {
+    let trace_paths: Vec<(PathBuf, Option<String>, bool)> = {
+        let mut seen = Vec::new();
+        for e in &cfg.traces {
+            let s = e.spec();
+            let key = (s.path.clone(), s.format.clone(), s.skip_invalid);
+            if !seen.contains(&key) {
+                seen.push(key);
+            }
+        }
+        seen
+    };
+    let needed: HashSet<&PathBuf> = pending.iter().map(|p| &p.trace_path).collect();
+    trace_paths
+        .par_iter()
+        .filter(|(p, _, _)| needed.contains(p))
+        .map(|(path, format, skip)| {
+            let opts = ReadOptions {
+                format: match format.as_deref().map(str::parse::<Format>) {
+                    Some(Ok(f)) => Some(f),
+                    Some(Err(e)) => return (path.clone(), Err(e)),
+                    None => None,
+                },
+                skip_invalid: *skip,
+            };
+            (
+                path.clone(),
+                read_trace(path, &opts).map_err(|e| e.to_string()),
+            )
+        })
+        .collect()
 }
 
 /// Resolve a point against its loaded trace: sizes, capacities and policies
