@@ -7,15 +7,15 @@
 //! `python3 scripts/api_compat_check.py --vllm URL --record-golden FILE`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod common;
 
 #[test]
 fn serve_answers_every_case_as_the_recorded_vllm_did() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/api_compat");
+    let fixtures = common::fixture("api_compat");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let mut child = Command::new(common::BIN)
         .arg("serve")
         .arg(fixtures.join("config.json"))
         .args([
@@ -62,7 +62,7 @@ fn serve_answers_every_case_as_the_recorded_vllm_did() {
     };
     assert!(tokenizer_line.contains("o200k_base"), "{tokenizer_line}");
     let out = Command::new("python3")
-        .arg(root.join("scripts/api_compat_check.py"))
+        .arg(common::repo("scripts/api_compat_check.py"))
         .arg("--golden")
         .arg(fixtures.join("vllm-0.32.0-cpu.json"))
         .arg("--serve")

@@ -4,14 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::repo;
 
 fn grid(dir: &Path, policies: &str, extra: &str) -> PathBuf {
     grid_sizes(dir, policies, "[500, 1000, 2000, 5000, 10000]", extra)
@@ -32,8 +28,7 @@ fn grid_sizes(dir: &Path, policies: &str, gpu_blocks: &str, extra: &str) -> Path
 }
 
 fn batch(yaml: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    Command::cargo_bin("inferencelab")
-        .unwrap()
+    common::bin()
         .args(["batch", "--no-plot", "-q", "--yaml"])
         .arg(yaml)
         .arg("--output-dir")
@@ -76,8 +71,7 @@ fn shards_merged_equal_one_unsharded_run() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["batch", "merge", "--no-plot", "--yaml"])
         .arg(&yaml)
         .arg("--output-dir")
@@ -240,8 +234,7 @@ fn the_slurm_array_script_runs_shards_that_merge_into_the_whole() {
     for i in 0..3 {
         assert!(out.join(format!("shard-{i}-of-3/results.jsonl")).is_file());
     }
-    let merged = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let merged = common::bin()
         .args(["batch", "merge", "--no-plot", "--yaml"])
         .arg(&yaml)
         .output()
@@ -264,8 +257,7 @@ fn batch_draws_plots_and_the_report_at_the_end_unless_told_not_to() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = grid(dir.path(), "[lru, belady]", "");
     let out = dir.path().join("out");
-    let run = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let run = common::bin()
         .args(["batch", "-q", "--yaml"])
         .arg(&yaml)
         .arg("--output-dir")

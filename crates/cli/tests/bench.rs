@@ -3,22 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("inferencelab").unwrap()
-}
+mod common;
+use common::{bin, repo};
 
 fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p)

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 /// Three lookups of 4-token chunks: [a b] + 2 tail tokens, [a] + 2, [a b] exactly.
 const LOG: &str = r#"{"chunk_hashes":["0xa","0xb"],"chunk_size":4,"dtypes":["bfloat16"],"model_name":"m","request_id":"r1","seq_len":10,"shapes":[[2,4,8]],"timestamp":1.0}
 {"chunk_hashes":["0xa"],"chunk_size":4,"dtypes":["bfloat16"],"model_name":"m","request_id":"r2","seq_len":6,"shapes":[[2,4,8]],"timestamp":2.0}
@@ -14,7 +16,7 @@ fn export(dir: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, String) {
     let log = dir.join("lookup_hashes_20260101_000000_000000.jsonl");
     std::fs::write(&log, LOG).unwrap();
     let out = dir.join("dataset.jsonl");
-    let run = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let run = Command::new(common::BIN)
         .current_dir(dir)
         .args(["bench", "--input-file"])
         .arg(&log)
@@ -98,7 +100,7 @@ fn output_length_and_tokenizer_flags() {
 #[test]
 fn the_export_needs_an_input_file() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let run = Command::new(common::BIN)
         .current_dir(dir.path())
         .args(["bench", "--export-custom-dataset", "x.jsonl"])
         .output()

@@ -6,12 +6,10 @@
 
 use std::path::PathBuf;
 
-use assert_cmd::Command;
+mod common;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bench_vllm")
-        .join(name)
+    common::fixture("bench_vllm").join(name)
 }
 
 /// Every `--flag` of the captured help, by section.
@@ -172,8 +170,7 @@ fn every_vllm_flag_that_applies_parses() {
         if flag == "--ramp-up-strategy" {
             args.extend(["--ramp-up-start-rps", "1", "--ramp-up-end-rps", "2"].map(String::from));
         }
-        let out = Command::cargo_bin("inferencelab")
-            .unwrap()
+        let out = common::bin()
             .args([
                 "bench",
                 "--host",
@@ -234,8 +231,7 @@ fn the_issue_command_line_runs_against_serve_with_vllm_result_keys() {
     // keep reading its log so it never blocks on a full pipe
     std::thread::spawn(move || lines.for_each(drop));
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["bench", "--base-url", &base, "--backend", "vllm"])
         .args(["--endpoint", "/v1/completions", "--dataset-name", "random"])
         .args([
@@ -262,8 +258,7 @@ fn the_issue_command_line_runs_against_serve_with_vllm_result_keys() {
         ])
         .output()
         .unwrap();
-    let sharegpt = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let sharegpt = common::bin()
         .args([
             "bench",
             "--base-url",

@@ -8,16 +8,13 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::repo;
 
 const DEMO: &str = "data/test_data.csv";
 
 fn inferencelab(hf_cache: &Path) -> Command {
-    let mut c = Command::cargo_bin("inferencelab").unwrap();
+    let mut c = common::bin();
     c.env("HF_HUB_CACHE", hf_cache).env_remove("HF_HOME");
     c
 }
@@ -54,30 +51,15 @@ fn convert(csv: &Path, model: &str, extra: &[&str], hf_cache: Option<&Path>) -> 
 }
 
 fn simulate(input: &Path, policies: &str) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let run = Command::cargo_bin("inferencelab")
-        .unwrap()
-        .arg("simulate")
-        .arg("--input-file")
-        .arg(input)
-        .args([
-            "--eviction-policy",
-            policies,
-            "--gpu-blocks",
-            "1000",
-            "--no-cpu-tier",
-            "--json",
-        ])
-        .arg("--output")
-        .arg(dir.path().join("summary.json"))
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&run.stdout).unwrap()
+    common::simulate_json(&[
+        "--input-file",
+        input.to_str().unwrap(),
+        "--eviction-policy",
+        policies,
+        "--gpu-blocks",
+        "1000",
+        "--no-cpu-tier",
+    ])
 }
 
 fn token_hit(doc: &Value, policy: &str) -> f64 {

@@ -8,27 +8,17 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vllm_engine/reuse-sync")
-        .join(case)
-}
+mod common;
+use common::jsonl;
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+fn fixture(case: &str) -> PathBuf {
+    common::fixture("vllm_engine/reuse-sync").join(case)
 }
 
 /// Run `simulate` on `input` and return (per-request outcomes by id, the summary's first row).
 fn simulate(input: &Path, blocks: u64, extra: &[&str]) -> (HashMap<String, Value>, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let per = dir.path().join("per.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .arg("simulate")
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("simulate")
         .arg("--input-file")
         .arg(input)
         .args(["--block-size", "16", "--gpu-blocks", &blocks.to_string()])
@@ -40,20 +30,9 @@ fn simulate(input: &Path, blocks: u64, extra: &[&str]) -> (HashMap<String, Value
             "--decode-ms-per-token",
             "20",
         ])
-        .args(extra)
-        .arg("--per-request")
-        .arg(&per)
-        .args(["--json", "-q", "-o"])
-        .arg(dir.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let by_id = jsonl(&per)
+        .args(extra);
+    let (doc, rows) = common::simulate_per_request(cmd);
+    let by_id = rows
         .into_iter()
         .map(|v| (v["request_id"].as_str().unwrap().to_string(), v))
         .collect();
@@ -122,7 +101,7 @@ fn answer_blocks_are_the_whole_gap_without_eviction() {
 /// four policies at a size smaller than the longest prompt and a larger one, and with a disk.
 #[test]
 fn lmcache_tier_equals_lmcaches_own_storage_classes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lmcache_engine");
+    let dir = common::fixture("lmcache_engine");
     let cells: Vec<(&str, &str, Option<&str>)> = vec![
         ("lru", "0.25", None),
         ("lru", "1", None),

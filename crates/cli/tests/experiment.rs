@@ -16,14 +16,11 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-const BIN: &str = env!("CARGO_BIN_EXE_inferencelab");
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{repo, BIN};
 
 fn standin_dir() -> PathBuf {
-    repo_root().join("scripts/vllm-standin")
+    repo("scripts/vllm-standin")
 }
 
 /// Ports of one test: fixed ports below Linux's ephemeral range (32768 and up), so no port-0
@@ -516,7 +513,7 @@ fn dry_run_of_qwen_8b_on_8_gpus_prints_the_vllm_and_lmcache_commands() {
                 "8",
                 "--dry-run",
             ])
-            .current_dir(repo_root())
+            .current_dir(repo("."))
             .env_remove("CUDA_VISIBLE_DEVICES")
             .assert()
             .success();
@@ -591,7 +588,7 @@ fn dry_run_of_llama_8b_pins_tensor_parallel_pairs_and_the_lmcache_disk() {
             "8",
             "--dry-run",
         ])
-        .current_dir(repo_root())
+        .current_dir(repo("."))
         .assert()
         .success();
     let stdout = text(&out.get_output().stdout);
@@ -783,7 +780,7 @@ fn standin_vllm_failed_start_reports_the_traceback_of_a_real_vllm_log() {
     let mut cmd = runner(tmp.path(), &yaml, 1, &exp);
     cmd.env("STANDIN_MODE", "crash").env(
         "STANDIN_CRASH_LOG",
-        repo_root().join("crates/runner/tests/fixtures/vllm_cpu_0.32_no_lmcache_module.log"),
+        repo("crates/runner/tests/fixtures/vllm_cpu_0.32_no_lmcache_module.log"),
     );
     let out = assert_cmd::Command::from_std(cmd).assert().failure();
     let stdout = text(&out.get_output().stdout);

@@ -13,13 +13,15 @@
 //! hits within 1 point, and the requests whose `cached_tokens` we predict exactly, as counted.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/experiment_cpu_lmcache")
+    common::fixture("experiment_cpu_lmcache")
 }
 
 fn cases() -> Vec<Value> {
@@ -31,10 +33,8 @@ fn cases() -> Vec<Value> {
 
 /// simulate on one point's log, as the script ran it: its result row and per-request hits.
 fn simulate(case: &Value) -> (Value, HashMap<String, u64>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let per = tmp.path().join("per.jsonl");
     let log = fixture_dir().join(format!("{}.log.gz", case["stem"].as_str().unwrap()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferencelab"));
+    let mut cmd = Command::new(common::BIN);
     cmd.arg("simulate")
         .arg("--input-file")
         .arg(&log)
@@ -56,28 +56,8 @@ fn simulate(case: &Value) -> (Value, HashMap<String, u64>) {
             cmd.arg(format!("--{}", key.replace('_', "-"))).arg(v);
         }
     }
-    let out = cmd
-        .arg("--per-request")
-        .arg(&per)
-        .args(["--json", "-q", "-o"])
-        .arg(tmp.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut hits = HashMap::new();
-    for line in std::fs::read_to_string(&per).unwrap().lines() {
-        let r: Value = serde_json::from_str(line).unwrap();
-        hits.insert(
-            r["request_id"].as_str().unwrap().to_string(),
-            r["gpu_hit_tokens"].as_u64().unwrap() + r["cpu_hit_tokens"].as_u64().unwrap(),
-        );
-    }
-    (v["results"][0].clone(), hits)
+    let (v, rows) = common::simulate_per_request(cmd);
+    (v["results"][0].clone(), common::hits_by_request(&rows))
 }
 
 #[test]

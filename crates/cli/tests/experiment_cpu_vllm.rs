@@ -7,14 +7,13 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-const BIN: &str = env!("CARGO_BIN_EXE_inferencelab");
+mod common;
+use common::BIN;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/experiment_cpu_vllm")
-        .join(name)
+    common::fixture("experiment_cpu_vllm").join(name)
 }
 
 fn counter(prom: &str, name: &str) -> u64 {

@@ -5,14 +5,14 @@
 //! histograms, has observations. Names the recorded CPU vLLM 0.32 does not expose either
 //! (fixtures/api_compat) are V0-only and must stay absent. Needs python3 (standard library).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 
+mod common;
+
 fn script(args: &[&str]) -> std::process::Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     Command::new("python3")
-        .arg(root.join("scripts/grafana_check.py"))
+        .arg(common::repo("scripts/grafana_check.py"))
         .args(args)
         .output()
         .expect("python3 runs scripts/grafana_check.py")
@@ -31,8 +31,8 @@ fn the_script_reads_promql_and_tells_missing_from_v0_only() {
 
 #[test]
 fn every_dashboard_query_has_data_in_serve() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let fixtures = common::fixture("");
+    let mut child = Command::new(common::BIN)
         .args([
             "serve",
             "--served-model-name",
@@ -47,19 +47,7 @@ fn every_dashboard_query_has_data_in_serve() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited early"
-        );
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("inferencelab serve: listening on http://")
-        {
-            break a.to_string();
-        }
-    };
+    let addr = common::listening_addr(&mut stderr).expect("serve exited early");
     let out = script(&[
         "--queries",
         fixtures

@@ -9,21 +9,18 @@ use std::time::Duration;
 use assert_cmd::Command;
 use serde_json::Value;
 
+mod common;
+use common::{repo, spawn_serve};
+
 /// Far beyond what any case takes; only a hang reaches it.
 const HANG_GUARD: Duration = Duration::from_secs(120);
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 fn fixture(name: &str) -> PathBuf {
     repo("crates/trace/tests/fixtures").join(name)
 }
 
 fn bin() -> Command {
-    let mut c = Command::cargo_bin("inferencelab").unwrap();
+    let mut c = common::bin();
     c.timeout(HANG_GUARD);
     c
 }
@@ -389,39 +386,6 @@ fn bench_survives_a_server_that_rejects_mid_upload_and_writes_its_results() {
     let records = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
     assert_eq!(records.lines().count(), 3, "{records}");
     assert!(dir.path().join("result.json").exists());
-}
-
-/// `inferencelab serve --port 0` and its address.
-#[allow(clippy::zombie_processes)]
-fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--no-cpu-tier",
-            "--gpu-blocks",
-            "2000",
-        ])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("serve exited early: {:?}", child.wait());
-        }
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("inferencelab serve: listening on http://")
-        {
-            return (child, a.to_string());
-        }
-    }
 }
 
 /// Wait for `child` at most `HANG_GUARD` (a hang detector, not a speed check).

@@ -5,11 +5,13 @@
 
 use std::process::Command;
 
+mod common;
+
 fn simulate(log: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.log");
     std::fs::write(&path, log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    Command::new(common::BIN)
         .current_dir(dir.path())
         .args([
             "simulate",

@@ -10,31 +10,16 @@
 
 use std::path::PathBuf;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
+mod common;
+
 fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/lmcache_lookup")
-        .join(path)
+    common::fixture("lmcache_lookup").join(path)
 }
 
 fn simulate(args: &[&str]) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
-        .arg("simulate")
-        .args(args)
-        .args(["--json", "-q", "--output"])
-        .arg(dir.path().join("s.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "simulate {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::simulate_json(&[args, &["-q"]].concat())
 }
 
 fn golden(log: &str) -> Vec<Value> {
@@ -138,8 +123,7 @@ fn every_policy_runs_on_a_lookup_log_and_a_gpu_tier_can_go_on_top() {
     let row = &doc["results"][0];
     assert_eq!(row["block_size"], 256);
     assert!(row["token_hit_ratio"].as_f64().unwrap() > 0.0);
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["simulate", "--input-file", dir, "--gpu-blocks", "64"])
         .args([
             "--lmcache-rules",

@@ -7,22 +7,13 @@
 //! 6. help texts, single error messages, progress lines when stderr is not a terminal;
 //! 7. a short README, with serve/bench/convert/experiment details under docs/.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("inferencelab").unwrap()
-}
+mod common;
+use common::{bin, repo};
 
 fn readme() -> String {
     std::fs::read_to_string(repo("README.md")).unwrap()
@@ -242,7 +233,7 @@ fn item3_simulate_runs_with_other_policies_do_not_overwrite_each_other() {
 fn item4_bench_succeeds_when_the_server_log_has_no_request_lines() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("s.log");
-    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let mut child = StdCommand::new(common::BIN)
         .args([
             "serve",
             "--port",
@@ -258,16 +249,10 @@ fn item4_bench_succeeds_when_the_server_log_has_no_request_lines() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("inferencelab serve: listening on ")
-        {
-            break a.to_string();
-        }
-    };
+    let addr = format!(
+        "http://{}",
+        common::listening_addr(&mut stderr).expect("serve exited")
+    );
     // keep draining serve's stderr so it never blocks on a full pipe
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let o = bin()

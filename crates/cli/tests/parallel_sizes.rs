@@ -6,15 +6,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 fn sizes(args: &[&str]) -> (u64, u64) {
-    let log = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"
-    );
+    let log = common::repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log");
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let out = Command::new(common::BIN)
         .current_dir(dir.path())
-        .args(["simulate", "--input-file", log, "--json", "-q"])
+        .args(["simulate", "--input-file"])
+        .arg(&log)
+        .args(["--json", "-q"])
         .args(["--gpu-cache-gb", "1", "--cpu-cache-gb", "1"])
         .args(args)
         .output()

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
+
+mod common;
 
 const POLICIES: [&str; 5] = ["lru", "fifo", "s3fifo", "belady", "ideal"];
 const CHARTS: [&str; 5] = [
@@ -17,12 +18,11 @@ const CHARTS: [&str; 5] = [
 ];
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../report/tests/fixtures/batch_summary.json")
+    common::repo("crates/report/tests/fixtures/batch_summary.json")
 }
 
 fn plot(input: &Path, out: &Path) -> std::process::Output {
-    Command::cargo_bin("inferencelab")
-        .unwrap()
+    common::bin()
         .arg("plot")
         .arg("--summary-file")
         .arg(input)

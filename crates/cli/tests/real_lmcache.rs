@@ -20,8 +20,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_lmcache")
+    common::fixture("real_lmcache")
 }
 
 fn case(gb: f64) -> Value {
@@ -48,9 +50,8 @@ fn simulate(gb: &str) -> (Value, HashMap<String, u64>) {
     .read_to_string(&mut text)
     .unwrap();
     std::fs::write(&log, text).unwrap();
-    let per = tmp.path().join("per.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .arg("simulate")
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("simulate")
         .arg("--input-file")
         .arg(&log)
         .arg("--model")
@@ -66,28 +67,9 @@ fn simulate(gb: &str) -> (Value, HashMap<String, u64>) {
         .args(["--cpu-cache-gb", gb, "--lmcache-mode", "mp"])
         .args(["--eviction-policy", "lru", "--schedule", "trace"])
         // the server's limits, as its log states them
-        .args(["--max-num-batched-tokens", "2048", "--max-num-seqs", "128"])
-        .arg("--per-request")
-        .arg(&per)
-        .args(["--json", "-q", "-o"])
-        .arg(tmp.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut hits = HashMap::new();
-    for line in std::fs::read_to_string(&per).unwrap().lines() {
-        let r: Value = serde_json::from_str(line).unwrap();
-        hits.insert(
-            r["request_id"].as_str().unwrap().to_string(),
-            r["gpu_hit_tokens"].as_u64().unwrap() + r["cpu_hit_tokens"].as_u64().unwrap(),
-        );
-    }
-    (v["results"][0].clone(), hits)
+        .args(["--max-num-batched-tokens", "2048", "--max-num-seqs", "128"]);
+    let (v, rows) = common::simulate_per_request(cmd);
+    (v["results"][0].clone(), common::hits_by_request(&rows))
 }
 
 struct Check {

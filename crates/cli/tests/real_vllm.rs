@@ -9,13 +9,15 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_vllm")
+    common::fixture("real_vllm")
 }
 
 /// The recorded case for one capacity (vLLM's `num_gpu_blocks`).
@@ -53,9 +55,8 @@ fn run(num_gpu_blocks: u64) -> Outcome {
     .read_to_string(&mut text)
     .unwrap();
     std::fs::write(&log, text).unwrap();
-    let per = tmp.path().join("per.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .arg("simulate")
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("simulate")
         .arg("--input-file")
         .arg(&log)
         .args([
@@ -76,29 +77,16 @@ fn run(num_gpu_blocks: u64) -> Outcome {
             &c["max_num_batched_tokens"].to_string(),
             "--max-num-seqs",
             &c["max_num_seqs"].to_string(),
-        ])
-        .arg("--per-request")
-        .arg(&per)
-        .args(["--json", "-q", "-o"])
-        .arg(tmp.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        ]);
+    let (doc, rows) = common::simulate_per_request(cmd);
     let row = &doc["results"][0];
     assert_eq!(
         row["usable_gpu_blocks"],
         num_gpu_blocks - 1,
         "the null block"
     );
-    let ours: HashMap<String, u64> = std::fs::read_to_string(&per)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let ours: HashMap<String, u64> = rows
+        .iter()
         .map(|v| {
             (
                 v["request_id"].as_str().unwrap().to_string(),

@@ -9,17 +9,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::{json, Value};
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::repo;
 
 fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scale_golden.json")
+    common::fixture("scale_golden.json")
 }
 
 /// The figures of one run that must never move: what hit, what was evicted, what was counted.
@@ -44,8 +40,7 @@ const ROW_FIELDS: [&str; 16] = [
 
 fn simulate(input: &Path, args: &[&str]) -> Value {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(repo("."))
         .arg("simulate")
         .arg("--input-file")
@@ -233,8 +228,7 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 fn convert_demo(dir: &Path) {
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(repo("."))
         .args(["convert", "data/test_data.csv", "qwen-8b", "--output-dir"])
         .arg(dir)
@@ -325,8 +319,7 @@ fn compressed_rotated_and_piped_inputs_give_the_golden_figures() {
 
     // stdin: `zcat`-free piping of a compressed log
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["simulate", "--input-file", "-", "--json", "--quiet"])
         .args(args)
         .arg("--output")

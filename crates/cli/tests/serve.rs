@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod common;
+
 /// A raw HTTP/1.1 exchange (`Connection: close`), with chunked bodies decoded.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
     http_with(addr, method, path, "", body)
@@ -61,7 +63,7 @@ fn http_with(
 fn serve_streams_over_sse_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let mut child = Command::new(common::BIN)
         .args([
             "serve",
             "Qwen/Qwen3-8B",
@@ -141,7 +143,7 @@ fn serve_streams_over_sse_and_exits_cleanly_on_sigterm() {
 
 #[test]
 fn serve_help_lists_the_flags() {
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let out = Command::new(common::BIN)
         .args(["serve", "--help"])
         .output()
         .unwrap();
@@ -157,39 +159,9 @@ fn serve_help_lists_the_flags() {
     }
 }
 
-/// Start `inferencelab serve --port 0 ARGS` (2,000 GPU blocks unless ARGS say) and wait for its
-/// address (the caller waits for the process).
-#[allow(clippy::zombie_processes)]
+/// `common::spawn_serve` writing its log to `log`.
 fn spawn_serve(args: &[&str], log: &std::path::Path) -> (std::process::Child, String) {
-    let blocks: &[&str] = if args.contains(&"--gpu-blocks") {
-        &[]
-    } else {
-        &["--gpu-blocks", "2000"]
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
-        .args(["serve", "--port", "0", "--no-cpu-tier"])
-        .args(blocks)
-        .args(args)
-        .arg("--log-file")
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            let status = child.wait().unwrap();
-            panic!("serve exited early: {status:?}");
-        }
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("inferencelab serve: listening on http://")
-        {
-            return (child, a.to_string());
-        }
-    }
+    common::spawn_serve(&[args, &["--log-file", log.to_str().unwrap()]].concat())
 }
 
 /// Send a streaming completion, wait for its first token, SIGTERM the server, then read the
@@ -268,7 +240,7 @@ fn replay_against_a_fresh_server() -> (Vec<(u64, u64)>, serde_json::Value) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+    let out = Command::new(common::BIN)
         .args(["replay", "-q", "--base-url", &format!("http://{addr}")])
         .args(["--input-file", log, "--gpu-blocks", "1500", "--no-cpu-tier"])
         .args(["--time-scale", "20", "--metrics-interval", "0", "-o"])
@@ -376,7 +348,7 @@ fn tensor_parallel_size_sizes_one_ranks_share() {
     let dir = tempfile::tempdir().unwrap();
     let startup = |tp: &str| {
         let log = dir.path().join(format!("tp{tp}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_inferencelab"))
+        let mut child = Command::new(common::BIN)
             .args([
                 "serve",
                 "--port",

@@ -1,45 +1,11 @@
 //! CLI tests of `inferencelab simulate`: the real binary on real files.
 
-use std::path::PathBuf;
-
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::{repo, simulate_json};
 
 const MOONCAKE: &str = "data/traces/mooncake/synthetic_trace.jsonl";
-
-fn simulate_json(args: &[&str]) -> Value {
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
-        .arg("simulate")
-        .args(args)
-        .arg("--json")
-        .arg("--output")
-        .arg(out_dir.path().join("summary.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON document");
-    let written: Value =
-        serde_json::from_slice(&std::fs::read(out_dir.path().join("summary.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        doc["results"], written["results"],
-        "--output holds the same results"
-    );
-    doc
-}
 
 fn ratios(doc: &Value, key: &str) -> Vec<(String, u64, f64)> {
     doc["results"]
@@ -121,8 +87,7 @@ fn any_semantics_on_mooncake_matches_libcachesim_for_lru_and_ideal() {
 }
 
 fn simulate_err(input: &std::path::Path, extra: &[&str]) -> String {
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .arg("simulate")
         .arg("--input-file")
         .arg(input)
@@ -214,8 +179,7 @@ fn skip_invalid_counts_skipped_records() {
 #[test]
 fn without_a_gpu_size_fractions_of_the_working_set_are_simulated_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(dir.path())
         .args([
             "simulate",
@@ -249,8 +213,7 @@ fn without_a_gpu_size_fractions_of_the_working_set_are_simulated_and_named() {
     assert!(caps.windows(2).all(|w| w[0] < w[1]), "{caps:?}");
     // The largest holds every distinct block: LRU then reaches the ideal.
     let last = doc["results"].as_array().unwrap().last().unwrap();
-    let ideal = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let ideal = common::bin()
         .current_dir(dir.path())
         .args([
             "simulate",
@@ -275,8 +238,7 @@ fn without_a_gpu_size_fractions_of_the_working_set_are_simulated_and_named() {
 #[test]
 fn table_output_names_policies_and_capacities() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["simulate", "--input-file"])
         .arg(repo(MOONCAKE))
         .args([
@@ -317,8 +279,7 @@ fn table_output_names_policies_and_capacities() {
 #[test]
 fn mrc_one_pass_curve_agrees_with_point_simulations() {
     for semantics in ["prefix", "any"] {
-        let out = Command::cargo_bin("inferencelab")
-            .unwrap()
+        let out = common::bin()
             .args(["mrc", "--input-file"])
             .arg(repo(MOONCAKE))
             .args([
@@ -454,8 +415,7 @@ fn scorer_config_errors_name_the_file_and_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad_scorer.yaml");
     std::fs::write(&bad, "scale: 1.0\nw_bogus: 2\n").unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["simulate", "-i"])
         .arg(repo(WEKA))
         .args([
@@ -475,8 +435,7 @@ fn scorer_config_errors_name_the_file_and_the_flag() {
         "{err}"
     );
     // a scorer for a run without conversation_aware is a mistake, not ignored
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["simulate", "-i"])
         .arg(repo(WEKA))
         .args(["-p", "lru", "--gpu-blocks", "1000", "--scorer-config"])

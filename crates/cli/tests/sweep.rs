@@ -1,22 +1,15 @@
 //! CLI tests of `inferencelab sweep`: the real binary on the bundled WEKA sessions.
 
-use std::path::PathBuf;
-
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::repo;
 
 #[test]
 fn sweep_writes_the_best_config_and_reports_beside_lru_and_belady() {
     let dir = tempfile::tempdir().unwrap();
     let best = dir.path().join("scorer_best.yaml");
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["sweep", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
         .args([
@@ -48,8 +41,7 @@ fn sweep_writes_the_best_config_and_reports_beside_lru_and_belady() {
             .unwrap();
     assert_eq!(doc["trials"].as_array().unwrap().len(), 4);
     assert_eq!(doc["comparisons"].as_array().unwrap().len(), 2);
-    let again = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let again = common::bin()
         .args(["sweep", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
         .args([
@@ -78,8 +70,7 @@ fn a_bad_scorer_config_names_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "scale: 1\nw_typo: 2\n").unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["sweep", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
         .arg("--scorer-config")
@@ -92,8 +83,7 @@ fn a_bad_scorer_config_names_the_file_and_field() {
 }
 
 fn sweep(args: &[&str], input: &str, dir: &std::path::Path) -> (String, String, Value) {
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .args(["sweep", "--input-file"])
         .arg(repo(input))
         .args(args)

@@ -1,22 +1,14 @@
 //! CLI tests of `inferencelab train`: features exported, a LightGBM text model written, and the
 //! policy loading it in `simulate`.
 
-use std::path::PathBuf;
-
-use assert_cmd::Command;
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+mod common;
+use common::repo;
 
 #[test]
 fn train_exports_features_writes_a_model_and_simulate_runs_it() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("features.csv");
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(dir.path())
         .args(["train", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
@@ -52,8 +44,7 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
     let model = dir.path().join("outputs/models/lightgbm.txt");
     let text = std::fs::read_to_string(&model).unwrap();
     assert!(text.starts_with("tree\n") && text.contains("Tree=4"));
-    let sim = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let sim = common::bin()
         .current_dir(dir.path())
         .args(["simulate", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
@@ -98,8 +89,7 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
 fn simulate_without_a_model_uses_the_bundled_one_and_a_missing_file_is_an_error() {
     // a fresh clone: no outputs/models/lightgbm.txt, any working directory
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(dir.path())
         .args(["simulate", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
@@ -118,8 +108,7 @@ fn simulate_without_a_model_uses_the_bundled_one_and_a_missing_file_is_an_error(
     assert!(err.contains("bundled default model"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("lightgbm"));
     // a model named but absent is still an error naming `train`
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(dir.path())
         .args(["simulate", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
@@ -148,8 +137,7 @@ fn the_bundled_model_and_calibration_parse() {
 #[test]
 fn the_bundled_models_summary_goes_to_outputs_models() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("inferencelab")
-        .unwrap()
+    let out = common::bin()
         .current_dir(dir.path())
         .args(["train", "--input-file"])
         .arg(repo("data/traces/weka-agentic"))
