@@ -5,7 +5,9 @@ use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerCo
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::policy::lru::Lru;
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::{EngineModel, HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::plan::Capacity;
+use inferencelab_sim::resolve::PointSpec;
+use inferencelab_sim::{EngineModel, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::Trace;
 use serde::Serialize;
 
@@ -117,7 +119,8 @@ impl<'t> Split<'t> {
         }
     }
 
-    /// The point `simulate` runs for `c` at `capacity` (GPU tier only).
+    /// The point `simulate` runs for `c` at `capacity` (GPU tier only), through the one
+    /// resolver (`inferencelab_sim::resolve`).
     pub fn sim_config(&self, c: &Candidate, capacity: u64) -> SimConfig {
         let policy = match c {
             Candidate::Lru => PolicyConfig::Lru,
@@ -126,17 +129,24 @@ impl<'t> Split<'t> {
             Candidate::Scorer(s) => PolicyConfig::ConversationAware(s.clone()),
             Candidate::LightGbm(m) => PolicyConfig::Lightgbm(m.clone()),
         };
-        SimConfig {
-            gpu: TierConfig { capacity, policy },
-            cpu: None,
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
+        let spec = PointSpec {
             pinning: self.pinning,
             timing: self.timing,
             window_seconds: 3600.0,
-            model: None,
             engine: self.engine,
-        }
+            ..PointSpec::new(
+                None,
+                self.prepared.gpu.block_size,
+                self.prepared.gpu.block_size,
+                Capacity::Entries(capacity),
+                policy,
+            )
+        };
+        // a GPU-only point in entries: the resolver's checks are about LMCache tiers, sizes in
+        // GiB, `--schedule vllm` without pinning (sweep and train keep the default schedule) and
+        // a retraining lightgbm without its models (train attaches them before it runs one)
+        spec.resolve()
+            .unwrap_or_else(|e| panic!("a sweep/train point does not resolve: {e}"))
     }
 
     /// [`run`](Split::run) through the simulator's driver (`inferencelab_sim::run_observed`),
