@@ -14,7 +14,11 @@ macro_rules! predicted_next_use_policy {
     ($policy:ty) => {
         impl $crate::policy::api::EvictionPolicy for $policy {
             #[inline]
-            fn on_insert(&mut self, e: $crate::policy::api::EntryId, a: &$crate::policy::api::Access) {
+            fn on_insert(
+                &mut self,
+                e: $crate::policy::api::EntryId,
+                a: &$crate::policy::api::Access,
+            ) {
                 self.order.referenced(Some(e), a.obj);
                 self.touch(e, a);
             }
@@ -53,7 +57,10 @@ macro_rules! predicted_next_use_policy {
             }
 
             #[inline]
-            fn evict(&mut self, pins: $crate::policy::api::Pins<'_>) -> Option<$crate::policy::api::EntryId> {
+            fn evict(
+                &mut self,
+                pins: $crate::policy::api::Pins<'_>,
+            ) -> Option<$crate::policy::api::EntryId> {
                 self.order.evict(pins, self.stats.now)
             }
 
