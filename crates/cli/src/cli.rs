@@ -101,9 +101,10 @@ pub struct SimulateArgs {
     /// Tokens per GPU block (vLLM --block-size); id traces default to their own block size.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub block_size: Option<u32>,
-    /// LMCache CPU tier size in GiB (LMCache max_local_cpu_size; default 5.0).
-    #[arg(long, conflicts_with_all = ["cpu_chunks", "no_cpu_tier"])]
-    pub cpu_cache_gb: Option<NonNegative>,
+    /// LMCache CPU tier sizes in GiB, comma separated: a grid with every policy and GPU size
+    /// (LMCache max_local_cpu_size; default 5.0).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["cpu_chunks", "no_cpu_tier"])]
+    pub cpu_cache_gb: Vec<NonNegative>,
     /// LMCache CPU tier size in chunks.
     #[arg(long, conflicts_with = "no_cpu_tier")]
     pub cpu_chunks: Option<u64>,

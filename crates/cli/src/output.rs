@@ -58,6 +58,8 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
         Some(r) => r,
         None => return,
     };
+    // a --cpu-cache-gb grid: the LMCache tier's size per row
+    let cpu_column = rows.iter().any(|r| r.cpu_chunks != first.cpu_chunks);
     println!(
         "{} ({}): {} requests, {} prompt tokens; block size {}, {}; model {model}; {} hits{}",
         trace.source.display(),
@@ -66,6 +68,7 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
         trace.total_prompt_tokens(),
         first.block_size,
         match (first.chunk_size, first.cpu_chunks) {
+            (Some(c), Some(_)) if cpu_column => format!("LMCache chunk {c}"),
             (Some(c), Some(n)) => format!("LMCache chunk {c}, {n} CPU chunks"),
             _ => "no LMCache tier".into(),
         },
@@ -76,7 +79,7 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
             ", no pinning"
         },
     );
-    let header = [
+    let mut header = vec![
         "policy",
         "gpu_blocks",
         "gpu_GiB",
@@ -90,9 +93,12 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
         "cpu_evict",
         "refs/s",
     ];
+    if cpu_column {
+        header.insert(3, "cpu_chunks");
+    }
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in rows {
-        table.push(vec![
+        let mut row = vec![
             if r.unbounded {
                 format!("{} (inf)", r.policy)
             } else {
@@ -109,7 +115,11 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
             r.gpu_evictions.to_string(),
             r.cpu_evictions.to_string(),
             si(r.block_refs_per_second),
-        ]);
+        ];
+        if cpu_column {
+            row.insert(3, r.cpu_chunks.map_or("-".into(), |n| n.to_string()));
+        }
+        table.push(row);
     }
     print_table(&table);
 }

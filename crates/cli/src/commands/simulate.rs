@@ -11,7 +11,6 @@ use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
 use inferencelab_sim::{grid::run_grid, models, EngineModel, Prepared, SimConfig, TimingModel};
-use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::ReadOptions;
 use serde_json::json;
@@ -139,7 +138,8 @@ struct Sizes {
     gpu: Option<Vec<Capacity>>,
     /// An LMCache lookup log without a GPU tier: nothing runs concurrently.
     lookup_alone: bool,
-    cpu: Option<Capacity>,
+    /// One LMCache tier size per grid column (`[None]`: no tier).
+    cpu: Vec<Option<Capacity>>,
     disk: Option<Capacity>,
 }
 
@@ -174,20 +174,26 @@ fn sizes(
     // a lookup log without a GPU tier: nothing runs concurrently
     let lookup_alone =
         lookup.is_some() && given_capacities.as_deref() == Some(&[Capacity::Entries(0)]);
-    let cpu: Option<Capacity> = if args.no_cpu_tier {
-        None
+    let cpu: Vec<Option<Capacity>> = if args.no_cpu_tier {
+        vec![None]
     } else if let Some(n) = args.cpu_chunks {
-        Some(Capacity::Entries(n))
+        vec![Some(Capacity::Entries(n))]
     } else {
-        let gb = args
-            .cpu_cache_gb
-            .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get);
-        Some(match lookup {
-            Some(l) => {
-                Capacity::Entries(super::simulate_lookup::cpu_chunks(args, l, chunk_size, gb)?)
-            }
-            None => Capacity::Gib(gb),
-        })
+        let gbs: Vec<f64> = if args.cpu_cache_gb.is_empty() {
+            vec![plan::LMCACHE_DEFAULT_CPU_GB]
+        } else {
+            args.cpu_cache_gb.iter().map(|g| g.get()).collect()
+        };
+        gbs.into_iter()
+            .map(|gb| {
+                Ok(Some(match lookup {
+                    Some(l) => Capacity::Entries(super::simulate_lookup::cpu_chunks(
+                        args, l, chunk_size, gb,
+                    )?),
+                    None => Capacity::Gib(gb),
+                }))
+            })
+            .collect::<anyhow::Result<_>>()?
     };
     let disk = match (args.disk_chunks, args.disk_cache_gb) {
         (Some(n), _) => Some(Capacity::Entries(n)),
@@ -222,18 +228,20 @@ fn engine_model(args: &SimulateArgs) -> EngineModel {
 /// Per smart policy and capacity: its hit ratios beside LRU's and Belady's of the same run, and
 /// the share of the LRU→Belady gap it closes (GPU prefix-cache hits, and all tiers).
 fn comparisons(rows: &[ResultRow]) -> Vec<serde_json::Value> {
-    let find = |policy: &str, cap: u64| {
-        rows.iter()
-            .find(|r| r.policy == policy && r.gpu_blocks == cap)
+    let find = |policy: &str, of: &ResultRow| {
+        rows.iter().find(|r| {
+            r.policy == policy && r.gpu_blocks == of.gpu_blocks && r.cpu_chunks == of.cpu_chunks
+        })
     };
     rows.iter()
         .filter(|r| SMART.contains(&r.policy.as_str()))
         .filter_map(|r| {
-            let lru = find("lru", r.gpu_blocks)?;
-            let belady = find("belady", r.gpu_blocks)?;
+            let lru = find("lru", r)?;
+            let belady = find("belady", r)?;
             Some(json!({
                 "policy": r.policy,
                 "gpu_blocks": r.gpu_blocks,
+                "cpu_chunks": r.cpu_chunks,
                 "token_hit_ratio": r.token_hit_ratio,
                 "lru_token_hit_ratio": lru.token_hit_ratio,
                 "belady_token_hit_ratio": belady.token_hit_ratio,
@@ -274,6 +282,11 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
     if with_cpu {
         header.extend(["total_hit", "lru_total", "belady_total", "total_gap_closed"]);
     }
+    // a --cpu-cache-gb grid: the LMCache tier's size per row
+    let cpu_column = cmp.iter().any(|c| c["cpu_chunks"] != cmp[0]["cpu_chunks"]);
+    if cpu_column {
+        header.insert(2, "cpu_chunks");
+    }
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for c in cmp {
         let mut row = vec![
@@ -291,6 +304,9 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
                 pct(&c["belady_total_token_hit_ratio"]),
                 gap(&c["total_gap_closed"]),
             ]);
+        }
+        if cpu_column {
+            row.insert(2, c["cpu_chunks"].to_string());
         }
         table.push(row);
     }
@@ -361,6 +377,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         TierPolicy::Policy(p) => Some(load(p, &files).context("--cpu-eviction-policy")?),
     };
 
+    let cpus = cpu;
+    // every column has a tier or none does
+    let cpu = cpus[0];
     let prepared = Prepared::new(&trace, block_size, cpu.map(|_| chunk_size))
         .with_context(|| format!("preparing {}", args.input_file.display()))?;
     let capacities = match given_capacities {
@@ -426,18 +445,23 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             PolicyConfig::Lru,
         )
     };
-    // the grid: every policy at every capacity, the rest as `base`
+    // the grid: every policy at every GPU and CPU capacity, the rest as `base`
+    let cpus = &cpus;
     let configs = policies
         .iter()
         .flat_map(|policy| {
-            capacities.iter().map(|&gpu| {
-                PointSpec {
-                    gpu,
-                    policy: policy.clone(),
-                    ..base.clone()
-                }
-                .resolve()
-            })
+            capacities
+                .iter()
+                .flat_map(move |&gpu| cpus.iter().map(move |&cpu| (policy, gpu, cpu)))
+        })
+        .map(|(policy, gpu, cpu)| {
+            PointSpec {
+                gpu,
+                cpu,
+                policy: policy.clone(),
+                ..base.clone()
+            }
+            .resolve()
         })
         .collect::<Result<Vec<SimConfig>, _>>()?;
     if let Some(n) = args.replicas {
@@ -564,6 +588,9 @@ fn write_per_request(
             if tag {
                 line["policy"] = json!(cfg.gpu.policy.name());
                 line["gpu_blocks"] = json!(cfg.gpu.capacity);
+                if let Some(c) = &cfg.cpu {
+                    line["cpu_chunks"] = json!(c.capacity);
+                }
             }
             if let Err(e) = writeln!(out, "{line}") {
                 failed = Some(e);
