@@ -7,26 +7,10 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome, PolicyConfig, NEVER};
-use inferencelab_trace::rng::SplitMix64;
-
-fn stream(seed: u64, popular: u64, len: usize) -> Vec<u32> {
-    let (mut rng, mut fresh) = (SplitMix64::new(seed), popular);
-    (0..len)
-        .map(|_| {
-            if rng.next_u64() % 10 == 0 {
-                fresh += 1;
-                (fresh - 1) as u32
-            } else {
-                let a = rng.next_u64() % popular;
-                let b = rng.next_u64() % popular;
-                a.min(b) as u32
-            }
-        })
-        .collect()
-}
+use inferencelab_trace::rng::skewed_ids;
 
 fn flat_stream(c: &mut Criterion) {
-    let refs = stream(42, 200_000, 1_000_000);
+    let refs = skewed_ids(42, 200_000, 1_000_000);
     let mut next = vec![NEVER; refs.len()];
     let mut last = vec![NEVER; refs.iter().max().map_or(0, |&m| m as usize + 1)];
     for (pos, &obj) in refs.iter().enumerate().rev() {

@@ -7,7 +7,7 @@
 //! integer-only, so both sides see the same stream).
 
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, Outcome, PolicyConfig, NEVER};
-use inferencelab_trace::rng::SplitMix64;
+use inferencelab_trace::rng::skewed_ids;
 
 const POLICIES: [&str; 7] = ["lru", "fifo", "lfu", "arc", "s3fifo", "sieve", "belady"];
 /// (seed, distinct popular objects, references), as `RANDOM_STREAMS` in the script.
@@ -24,23 +24,6 @@ const EXPECTED: [(u64, u64, [u64; 7]); 9] = [
     (3, 50, [9905, 9110, 12147, 11457, 11804, 12377, 15337]),
     (3, 200, [17802, 16475, 17881, 17883, 17881, 17881, 17892]),
 ];
-
-/// One reference in 10 is a fresh object; the others the smaller of two uniform draws among `n`.
-fn stream(seed: u64, n: u64, len: usize) -> Vec<u32> {
-    let (mut rng, mut fresh) = (SplitMix64::new(seed), n);
-    (0..len)
-        .map(|_| {
-            if rng.next_u64() % 10 == 0 {
-                fresh += 1;
-                (fresh - 1) as u32
-            } else {
-                let a = rng.next_u64() % n;
-                let b = rng.next_u64() % n;
-                a.min(b) as u32
-            }
-        })
-        .collect()
-}
 
 fn hits(policy: &PolicyConfig, capacity: u64, stream: &[u32]) -> u64 {
     let mut next = vec![NEVER; stream.len()];
@@ -68,7 +51,7 @@ fn hit_counts_match_libcachesim_on_seeded_streams() {
     let mut mismatches = Vec::new();
     for (seed, capacity, expected) in EXPECTED {
         let &(_, n, len) = STREAMS.iter().find(|s| s.0 == seed).unwrap();
-        let s = stream(seed, n, len);
+        let s = skewed_ids(seed, n, len);
         for (name, want) in POLICIES.iter().zip(expected) {
             let got = hits(&name.parse().unwrap(), capacity, &s);
             if got != want {

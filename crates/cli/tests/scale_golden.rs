@@ -39,26 +39,8 @@ const ROW_FIELDS: [&str; 16] = [
 ];
 
 fn simulate(input: &Path, args: &[&str]) -> Value {
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = common::bin()
-        .current_dir(repo("."))
-        .arg("simulate")
-        .arg("--input-file")
-        .arg(input)
-        .args(args)
-        .arg("--json")
-        .arg("--quiet")
-        .arg("--output")
-        .arg(out_dir.path().join("summary.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "simulate {} {args:?} failed: {}",
-        input.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let input = ["--input-file", input.to_str().unwrap()];
+    let doc = common::simulate_json_in(&repo("."), &[&input[..], args, &["--quiet"]].concat());
     let rows: Vec<Value> = doc["results"]
         .as_array()
         .unwrap()

@@ -206,6 +206,27 @@ impl Xoshiro256 {
     }
 }
 
+/// A seeded stream of object ids over `n` popular objects: one reference in 10 is a fresh
+/// object (ids from `n` up), the others the smaller of two uniform draws among `n` (skewed to
+/// low ids). The cache crate's libCacheSim parity test (its expected counts come from
+/// libCacheSim on this stream; `scripts/libcachesim_check.py --random` draws the same) and its
+/// policy bench.
+pub fn skewed_ids(seed: u64, n: u64, len: usize) -> Vec<u32> {
+    let (mut rng, mut fresh) = (SplitMix64::new(seed), n);
+    (0..len)
+        .map(|_| {
+            if rng.next_u64() % 10 == 0 {
+                fresh += 1;
+                (fresh - 1) as u32
+            } else {
+                let a = rng.next_u64() % n;
+                let b = rng.next_u64() % n;
+                a.min(b) as u32
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

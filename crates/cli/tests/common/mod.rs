@@ -35,8 +35,19 @@ pub fn bin() -> Command {
 /// `inferencelab simulate ARGS --json --output DIR/summary.json`: the JSON document on stdout,
 /// checked to hold the same results as the file `--output` wrote.
 pub fn simulate_json(args: &[&str]) -> Value {
+    simulate_json_with(bin(), args)
+}
+
+/// [`simulate_json`] run in `dir` (relative paths, e.g. `outputs/models/`, resolve there).
+pub fn simulate_json_in(dir: &Path, args: &[&str]) -> Value {
+    let mut cmd = bin();
+    cmd.current_dir(dir);
+    simulate_json_with(cmd, args)
+}
+
+fn simulate_json_with(mut cmd: Command, args: &[&str]) -> Value {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = bin()
+    let out = cmd
         .arg("simulate")
         .args(args)
         .arg("--json")
