@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ConvertError, ConvertResult};
 
+/// Why a tokenizer.json cannot be read by a build without the `hf-tokenizer` feature.
+#[cfg(not(feature = "hf-tokenizer"))]
+const NO_HF: &str = "this build reads no tokenizer.json (built without the hf-tokenizer \
+    feature, to keep the first build short): rebuild with `cargo build --release --features \
+    hf-tokenizer` (or `cargo install --path crates/cli --features hf-tokenizer`)";
+
 pub enum TextTokenizer {
+    #[cfg(feature = "hf-tokenizer")]
     HuggingFace {
         tokenizer: Box<tokenizers::Tokenizer>,
         path: PathBuf,
@@ -37,15 +44,26 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let tokenizer =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ConvertError::Tokenizer {
+        #[cfg(feature = "hf-tokenizer")]
+        {
+            let tokenizer =
+                tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ConvertError::Tokenizer {
+                    path: path.to_path_buf(),
+                    reason: format!("not a Hugging Face tokenizer.json this build can load: {e}"),
+                })?;
+            Ok(TextTokenizer::HuggingFace {
+                tokenizer: Box::new(tokenizer),
                 path: path.to_path_buf(),
-                reason: format!("not a Hugging Face tokenizer.json this build can load: {e}"),
-            })?;
-        Ok(TextTokenizer::HuggingFace {
-            tokenizer: Box::new(tokenizer),
-            path: path.to_path_buf(),
-        })
+            })
+        }
+        #[cfg(not(feature = "hf-tokenizer"))]
+        {
+            let _ = bytes;
+            Err(ConvertError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: NO_HF.into(),
+            })
+        }
     }
 
     /// The embedded o200k_base tokenizer (decoded once per process, ~0.1 s).
@@ -60,6 +78,7 @@ impl TextTokenizer {
             return Ok(Vec::new());
         }
         match self {
+            #[cfg(feature = "hf-tokenizer")]
             TextTokenizer::HuggingFace { tokenizer, path } => tokenizer
                 .encode_fast(text, false)
                 .map(|e| e.get_ids().to_vec())
@@ -77,6 +96,7 @@ impl TextTokenizer {
     /// One line naming the tokenizer (for the summary and the trace's notes).
     pub fn describe(&self) -> String {
         match self {
+            #[cfg(feature = "hf-tokenizer")]
             TextTokenizer::HuggingFace { path, .. } => format!("Hugging Face {}", path.display()),
             TextTokenizer::O200k(_) => "embedded o200k_base (approximate token counts)".into(),
         }
@@ -137,6 +157,12 @@ pub fn load_tokenizer(
     let cache = hf_cache_dir();
     if let (Some(id), Some(cache)) = (hf_id, cache.as_deref()) {
         if let Some(p) = find_in_hf_cache(cache, id) {
+            #[cfg(not(feature = "hf-tokenizer"))]
+            return Ok(LoadedTokenizer {
+                tokenizer: TextTokenizer::embedded(),
+                fallback_reason: Some(format!("{}: {NO_HF}", p.display())),
+            });
+            #[cfg(feature = "hf-tokenizer")]
             return Ok(LoadedTokenizer {
                 tokenizer: TextTokenizer::from_file(&p)?,
                 fallback_reason: None,

@@ -12,7 +12,9 @@
 //! range of real BPE tokenizers for common words and higher for rare ones; they are not a
 //! model's counts (a 206-character sentence is 179 tokens here, 41 in o200k_base).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "hf-tokenizer")]
+use std::path::PathBuf;
 
 /// What the server needs from a tokenizer.
 pub trait Tokenizer: Send + Sync {
@@ -484,6 +486,7 @@ fn word_like(text: &str) -> bool {
         && text[1..].bytes().all(|b| b.is_ascii_lowercase())
 }
 
+#[cfg(feature = "hf-tokenizer")]
 /// A model's Hugging Face `tokenizer.json` (pure Rust `tokenizers`, no hub access) and its chat
 /// template (`chat_template.jinja`, else `tokenizer_config.json`'s `chat_template`), rendered
 /// with minijinja as transformers renders it with Jinja2.
@@ -497,6 +500,7 @@ pub struct HfTokenizer {
     path: PathBuf,
 }
 
+#[cfg(feature = "hf-tokenizer")]
 /// A `tokenizer_config.json` token entry: a string or `{"content": ...}`.
 fn token_text(v: Option<&serde_json::Value>) -> String {
     match v {
@@ -510,6 +514,7 @@ fn token_text(v: Option<&serde_json::Value>) -> String {
     }
 }
 
+#[cfg(feature = "hf-tokenizer")]
 impl HfTokenizer {
     /// `path`: a model directory (its `tokenizer.json`) or a `tokenizer.json` file.
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -579,6 +584,7 @@ impl HfTokenizer {
     }
 }
 
+#[cfg(feature = "hf-tokenizer")]
 impl Tokenizer for HfTokenizer {
     fn encode(&self, text: &str) -> Vec<u32> {
         self.tokenizer
@@ -651,6 +657,7 @@ impl Tokenizer for HfTokenizer {
     }
 }
 
+#[cfg(feature = "hf-tokenizer")]
 /// Render a Hugging Face chat template as transformers does (`apply_chat_template`): Jinja with
 /// `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `raise_exception`, and Python
 /// string methods (minijinja-contrib's pycompat). `continue_final_message`: rendered without the
@@ -815,7 +822,17 @@ pub fn load(spec: &str) -> Result<std::sync::Arc<dyn Tokenizer>, String> {
              directory, a tokenizer.json, or o200k-chatml)"
         ));
     }
-    Ok(std::sync::Arc::new(HfTokenizer::load(p)?))
+    #[cfg(feature = "hf-tokenizer")]
+    {
+        Ok(std::sync::Arc::new(HfTokenizer::load(p)?))
+    }
+    #[cfg(not(feature = "hf-tokenizer"))]
+    Err(format!(
+        "{spec}: this build reads no tokenizer.json (built without the hf-tokenizer feature, \
+         to keep the first build short): rebuild with `cargo build --release --features \
+         hf-tokenizer` (or `cargo install --path crates/cli --features hf-tokenizer`), or use \
+         --tokenizer o200k-chatml"
+    ))
 }
 
 #[cfg(test)]
@@ -852,6 +869,7 @@ mod tests {
         assert!(common >= 8, "{common}");
     }
 
+    #[cfg(feature = "hf-tokenizer")]
     /// A tiny byte-level tokenizer.json (`<s>` 0, `</s>` 1, `hello` 5, ` world` 4, ` cache` 6),
     /// with a Llama-style `TemplateProcessing` that adds `<s>` when `post` is set, and its
     /// tokenizer_config.json with `extra` keys.
@@ -893,6 +911,7 @@ mod tests {
         dir
     }
 
+    #[cfg(feature = "hf-tokenizer")]
     /// The ids vLLM 0.32 gives "hello world cache" (its `get_tokenizer` on the same files,
     /// transformers 5.19): `add_special_tokens` adds what the post-processor adds, and
     /// tokenizer_config.json's `add_bos_token` changes nothing either way.
