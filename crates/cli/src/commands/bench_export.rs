@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use inferencelab_emu::tokenizer::{self, Tokenizer, WordTokenizer};
+use inferencelab_trace::rng::splitmix64;
 use inferencelab_trace::{read_trace, Content, Format, ReadOptions};
 
 use super::bench::BenchArgs;
@@ -23,13 +24,6 @@ use super::bench::BenchArgs;
 const LOOKUP_OUTPUT_LEN: u32 = 128;
 const CHUNK_SALT: u64 = 0x6C6D_6361_6368_6521;
 const TAIL_SALT: u64 = 0x7461_696C_7461_696C;
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// `n` vocabulary words for a seed: the same seed gives the same tokens on every run.
 fn words(tok: &dyn Tokenizer, seed: u64, n: usize, out: &mut Vec<u32>) {
