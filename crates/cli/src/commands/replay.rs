@@ -7,9 +7,17 @@
 //! Per request too: the simulator tells what each request of the trace got
 //! (`driver::run_observed`), joined with the measured `cached_tokens` by the request's trace
 //! id; the summary counts exact matches and the error, `replay.json` has every request.
+//!
+//! Whose times the prediction uses: by default the client's (each request's send, tokens and
+//! finish as the replay measured them), which any server allows but which can put a token or an
+//! arrival on the other side of one of the server's step boundaries; with `--server-log FILE`
+//! the server's own (its log read as a trace: when its engine took each request, each token's
+//! step, each finish), which for `serve` (`--enable-log-requests --enable-log-outputs
+//! --log-time-decimals 6`) is the closed loop and exact by construction.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -19,7 +27,7 @@ use inferencelab_sim::plan::Capacity;
 use inferencelab_sim::resolve::{self, PointSpec};
 use inferencelab_sim::{models, plan};
 use inferencelab_trace::checked::{NonNegative, Positive};
-use inferencelab_trace::{read_trace, ReadOptions};
+use inferencelab_trace::{read_trace, AnswerBlocks, Format, ReadOptions, Trace};
 use serde_json::json;
 
 use super::bench::{bench_against, comparison_table, runtime, BenchArgs};
@@ -41,6 +49,11 @@ use super::bench::{bench_against, comparison_table, runtime, BenchArgs};
     mut_arg("gpus", |a| a.hide(true)),
     mut_arg("dry_run", |a| a.hide(true)),
     mut_arg("experiment_dir", |a| a.hide(true)),
+    mut_arg("server_log", |a| a
+        .help("The server's log of this run (`serve` or vLLM with --enable-log-requests \
+               --enable-log-outputs, microsecond stamps: `serve --log-time-decimals 6`): predict \
+               from the times the server saw (engine arrival, each token's step, finish) \
+               instead of the client's. Exact against `serve`")),
 )]
 pub struct ReplayArgs {
     #[command(flatten)]
@@ -109,6 +122,112 @@ fn as_replayed(trace: &mut inferencelab_trace::Trace, records: &[RequestRecord],
         .sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
 }
 
+/// How long to wait for the server's log to name every answered request: the server writes a
+/// step's lines after it sent the step's tokens, so the client can finish first.
+const SERVER_LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// The server's own record of the run: `log` read as a vLLM log (every request it served,
+/// stamped when its engine took the request, at the end of the step that sampled each token,
+/// and when it finished), and for each of `records` the index of its request there (joined by
+/// the id the server streamed back, as `bench --server-log` joins). Waits up to
+/// [`SERVER_LOG_WAIT`] for the lines of the last steps; an answered request that is still not
+/// in the log is an error (the wrong log, or a server without `--enable-log-requests`).
+fn server_side(
+    log: &Path,
+    records: &[RequestRecord],
+) -> anyhow::Result<(Trace, Vec<Option<usize>>)> {
+    let opts = ReadOptions {
+        format: Some(Format::VllmLog),
+        // the server may be writing a line as we read; it is read again until complete
+        skip_invalid: true,
+    };
+    let answered = records.iter().filter(|r| r.success).count();
+    let started = Instant::now();
+    let (trace, slot) = loop {
+        let trace =
+            read_trace(log, &opts).with_context(|| format!("--server-log {}", log.display()))?;
+        let slot = join(&trace, records);
+        let logs_finishes = trace.requests.iter().any(|r| r.finish_time.is_some());
+        let complete = records.iter().zip(&slot).all(|(r, i)| {
+            !r.success
+                || i.is_some_and(|i| !logs_finishes || trace.requests[i].finish_time.is_some())
+        });
+        if complete || started.elapsed() >= SERVER_LOG_WAIT {
+            break (trace, slot);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let missing: Vec<&str> = records
+        .iter()
+        .zip(&slot)
+        .filter(|(r, i)| r.success && i.is_none())
+        .map(|(r, _)| r.response_id.as_deref().unwrap_or(&r.request_id))
+        .collect();
+    if let Some(first) = missing.first() {
+        bail!(
+            "--server-log {}: {} of the {answered} answered requests are not in it (the first: \
+             {first}); give the log of the server this replay ran against, written with \
+             --enable-log-requests --enable-log-outputs (serve: --log-file FILE), or leave \
+             --server-log out to predict from the client's times",
+            log.display(),
+            missing.len()
+        );
+    }
+    if !trace.has_reuse_info() {
+        bail!(
+            "--server-log {}: no prompt token ids (the server needs --enable-log-requests)",
+            log.display()
+        );
+    }
+    if trace.requests.iter().all(|r| r.output_times.is_none()) {
+        eprintln!(
+            "warning: --server-log {} has no per-token lines (the server needs \
+             --enable-log-outputs): decode blocks follow the time model, not the server's steps",
+            log.display()
+        );
+    }
+    if trace.requests.len() > 1 && trace.requests.iter().all(|r| r.timestamp.fract() == 0.0) {
+        eprintln!(
+            "warning: --server-log {}: whole-second stamps (vLLM's default): requests within a \
+             second keep the file's order, steps are not told apart (serve: \
+             --log-time-decimals 6)",
+            log.display()
+        );
+    }
+    Ok((trace, slot))
+}
+
+/// For each record, the index in `trace` of the request the server streamed back its id for: the
+/// same id, or one of the two is the other plus `-...` (engines suffix their internal ids), or,
+/// without a streamed id, the server's `<prefix>-<our X-Request-Id>`.
+fn join(trace: &Trace, records: &[RequestRecord]) -> Vec<Option<usize>> {
+    let by_id: HashMap<&str, usize> = trace
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    let extends = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('-'))
+    };
+    records
+        .iter()
+        .map(|r| match r.response_id.as_deref() {
+            Some(rid) => by_id.get(rid).copied().or_else(|| {
+                trace
+                    .requests
+                    .iter()
+                    .position(|q| extends(&q.id, rid) || extends(rid, &q.id))
+            }),
+            None => trace.requests.iter().position(|q| {
+                q.id.split_once('-')
+                    .is_some_and(|(_, base)| base == r.request_id)
+            }),
+        })
+        .collect()
+}
+
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     // vLLM's bench flags mean the same here (--host/--port, sampling, ...); datasets do not
     let vllm = super::bench_vllm::apply(&mut args.bench)?;
@@ -168,23 +287,61 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
             policy,
         )
     };
-    let cfg = spec.resolve()?;
+    let mut cfg = spec.resolve()?;
     let rt = runtime(args.bench.threads)?;
     let mut bargs = args.bench.clone();
     bargs.mode = Some(super::bench::Mode::Trace);
+    // `bench --server-log` attributes LMCache lookups; here the log is the prediction's input
+    bargs.server_log = None;
     let out = bench_against(&rt, &bargs, &base, None)?;
+    let records = &out.outcome.records;
 
-    // The prediction: the same requests, as far as they were sent, as the replay ran them.
-    let mut sim_trace = trace.clone();
-    if let Some(n) = args.bench.num_prompts {
-        sim_trace.requests.truncate(n as usize);
-    }
-    sim_trace.requests.truncate(out.outcome.sent as usize);
-    as_replayed(
-        &mut sim_trace,
-        &out.outcome.records,
-        args.bench.time_scale.get(),
-    );
+    // The prediction: the same requests, with the times the server saw them (its log) or, for a
+    // server without a log, as the client saw the replay run them. `slot[k]`: record k's
+    // request in `sim_trace`.
+    let (sim_trace, slot, times) = match &args.bench.server_log {
+        Some(log) => {
+            let (trace, slot) = server_side(log, records)?;
+            // the server's own answers: its logged output ids when it wrote them
+            // (--enable-log-outputs), else blocks that never match (the replayed prompts repeat
+            // the recorded answers, not the server's)
+            cfg.engine.answers = if trace.requests.iter().all(|r| r.output_tokens.is_some()) {
+                AnswerBlocks::Auto
+            } else {
+                AnswerBlocks::Fresh
+            };
+            let times = format!(
+                "server-side times: {} ({} requests, {} of this replay)",
+                log.display(),
+                trace.requests.len(),
+                slot.iter().flatten().count()
+            );
+            (trace, slot, times)
+        }
+        None => {
+            let mut sim_trace = trace.clone();
+            if let Some(n) = args.bench.num_prompts {
+                sim_trace.requests.truncate(n as usize);
+            }
+            sim_trace.requests.truncate(out.outcome.sent as usize);
+            as_replayed(&mut sim_trace, records, args.bench.time_scale.get());
+            let index: HashMap<&str, usize> = sim_trace
+                .requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.as_str(), i))
+                .collect();
+            let slot = records
+                .iter()
+                .map(|r| r.source_id.as_deref().and_then(|id| index.get(id).copied()))
+                .collect();
+            let times = "client-side times (each request's send, tokens and finish as the \
+                         replay measured them; --server-log FILE takes the server's own)"
+                .to_string();
+            (sim_trace, slot, times)
+        }
+    };
+    outln!("prediction from {times}");
     let prepared = inferencelab_sim::driver::Prepared::new(
         &sim_trace,
         args.block_size,
@@ -199,17 +356,11 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
 
     // Measured hits per window of trace time, next to the predicted ones.
     let t0 = sim_trace.requests.first().map_or(0.0, |r| r.timestamp);
-    let index: HashMap<&str, usize> = sim_trace
-        .requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i))
-        .collect();
     let mut measured = vec![0u64; row.windows.len()];
     let mut per_request = Vec::new();
     let mut agreement = Agreement::default();
-    for r in &out.outcome.records {
-        let Some(&i) = r.source_id.as_deref().and_then(|id| index.get(id)) else {
+    for (r, i) in records.iter().zip(&slot) {
+        let Some(&i) = i.as_ref() else {
             continue;
         };
         let t = sim_trace.requests[i].timestamp;
@@ -231,6 +382,20 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
         }));
     }
     outln!("{agreement}");
+    let others = sim_trace
+        .requests
+        .len()
+        .saturating_sub(slot.iter().flatten().count());
+    if args.bench.server_log.is_some() && others > 0 {
+        outln!(
+            "note: the prediction ran {others} requests this replay did not send (the server's \
+             earlier traffic in --server-log, which its cache still held): the totals and \
+             windows include them; this replay's requests alone: predicted {} hit tokens, \
+             measured {}",
+            agreement.predicted,
+            agreement.measured
+        );
+    }
     outln!(
         "{:>10} {:>9} {:>14} {:>14} {:>14}",
         "window_s",
@@ -266,6 +431,10 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     let doc = json!({
         "input_file": input.display().to_string(),
         "base_url": base,
+        "times": match &args.bench.server_log {
+            Some(log) => json!({"source": "server_log", "server_log": log.display().to_string()}),
+            None => json!({"source": "client"}),
+        },
         "simulation": row,
         "windows": windows,
         "per_request": agreement.to_json(),
