@@ -102,25 +102,10 @@ fn prompt_hashes(trace: &Trace, r: &Request, bs: u32) -> TraceResult<Vec<u64>> {
             let full = (r.input_length as usize / bs as usize).min(ids.len() / k);
             (0..full).map(|j| ids[(j + 1) * k - 1]).collect()
         }
-        Content::Hashed(h) => {
-            let k = crate::blocks::hashed_factor(trace, bs)?;
-            let full = (r.input_length as usize / bs as usize).min(h.blocks.len() / k);
-            (0..full)
-                .map(|j| id_key(h.blocks[(j + 1) * k - 1]))
-                .collect()
-        }
+        // a trace hashed at read time is cut by `SequenceBlocks::build_hashed`
+        Content::Hashed(_) => Vec::new(),
         Content::None => Vec::new(),
     })
-}
-
-/// A block id hashed at read time as a key of this module's maps: a bijection onto
-/// pseudo-random 64-bit values (splitmix64's finalizer), so ids never meet `fresh` keys by
-/// more than the chance two 64-bit hashes have.
-fn id_key(id: u32) -> u64 {
-    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Whether prompt `b` starts with prompt `a` (both hashed at read time at `g` tokens).
@@ -152,6 +137,9 @@ impl SequenceBlocks {
                 "block size must be positive".into(),
             ));
         }
+        if trace.hashing.is_some() {
+            return Self::build_hashed(trace, block_size, answers);
+        }
         let bs = block_size as usize;
         let reqs = &trace.requests;
         let prompts: Vec<Vec<u64>> = reqs
@@ -175,13 +163,6 @@ impl SequenceBlocks {
                     }
                     let extends = match (&reqs[i].content, &reqs[j].content) {
                         (Content::Tokens(a), Content::Tokens(b)) => b.starts_with(a),
-                        (Content::Hashed(a), Content::Hashed(b)) => hashed_starts_with(
-                            a,
-                            reqs[i].input_length,
-                            b,
-                            reqs[j].input_length,
-                            trace.hashing.map_or(1, |h| h.block_size),
-                        ),
                         _ => reqs[j].input_length >= reqs[i].input_length,
                     };
                     if extends {
@@ -238,26 +219,6 @@ impl SequenceBlocks {
                     parent = block_hash(parent, block);
                     answer.push(parent);
                 }
-            } else if let Some((h, logged_answer)) = match (&r.content, answers) {
-                (Content::Hashed(h), AnswerBlocks::Auto) => h.answer.as_ref().map(|a| (h, a)),
-                _ => None,
-            } {
-                // the logged answer, hashed at read time: the sequence's blocks (prompt, then
-                // answer) at the hashing block size, every k-th of them a block here
-                sources.logged += 1;
-                let k = crate::blocks::hashed_factor(trace, block_size)?;
-                let seq_len = h.blocks.len() + logged_answer.len();
-                for m in hp.len()..total {
-                    let at = (m + 1) * k - 1;
-                    if at >= seq_len {
-                        break;
-                    }
-                    let id = match h.blocks.get(at) {
-                        Some(&id) => id,
-                        None => logged_answer[at - h.blocks.len()],
-                    };
-                    answer.push(id_key(id));
-                }
             } else if let Some(j) = follow_up[i] {
                 sources.next_prompt += 1;
                 let hj = &prompts[j as usize];
@@ -280,6 +241,137 @@ impl SequenceBlocks {
                 offsets,
                 keys,
                 num_objects,
+            },
+            prompt_blocks,
+            sources,
+        })
+    }
+
+    /// [`Self::build`] for a trace hashed at read time ([`Trace::hashing`]): the same keys,
+    /// read from the requests' block ids where they are needed instead of from a copy of every
+    /// prompt's hashes, and interned through a `Vec` over the dense ids (issue 19: at 20 GB of
+    /// log the copy was 8 bytes per block reference).
+    fn build_hashed(trace: &Trace, block_size: u32, answers: AnswerBlocks) -> TraceResult<Self> {
+        let g = trace.hashing.map_or(1, |h| h.block_size);
+        let num_ids = trace.hashing.map_or(0, |h| h.num_ids) as usize;
+        let k = crate::blocks::hashed_factor(trace, block_size)?;
+        let bs = block_size as usize;
+        let reqs = &trace.requests;
+        let hashed = |i: usize| match &reqs[i].content {
+            Content::Hashed(h) => Some(h),
+            _ => None,
+        };
+        // request i's prompt blocks here: every k-th id, full blocks only
+        let n_prompt = |i: usize| {
+            hashed(i).map_or(0, |h| {
+                (reqs[i].input_length as usize / bs).min(h.blocks.len() / k)
+            })
+        };
+        let key = |h: &HashedTokens, j: usize| h.blocks[(j + 1) * k - 1];
+
+        // each request's follow-up, as in `build`
+        let mut follow_up: Vec<Option<u32>> = vec![None; reqs.len()];
+        if matches!(answers, AnswerBlocks::Auto | AnswerBlocks::NextPrompt) {
+            let mut ends_at: FxHashMap<u32, u32> = FxHashMap::default();
+            for j in 0..reqs.len() {
+                let Some(hj) = hashed(j) else { continue };
+                let nj = n_prompt(j);
+                for d in (0..nj).rev() {
+                    let Some(&i) = ends_at.get(&key(hj, d)) else {
+                        continue;
+                    };
+                    let i = i as usize;
+                    if n_prompt(i) != d + 1 || follow_up[i].is_some() {
+                        continue;
+                    }
+                    let hi = hashed(i).expect("only hashed prompts end somewhere");
+                    let (li, lj) = (reqs[i].input_length, reqs[j].input_length);
+                    if hashed_starts_with(hi, li, hj, lj, g) {
+                        follow_up[i] = Some(j as u32);
+                        break;
+                    }
+                }
+                if nj > 0 {
+                    ends_at.insert(key(hj, nj - 1), j as u32);
+                }
+            }
+        }
+
+        let mut remap = vec![u32::MAX; num_ids];
+        let mut next = 0u32;
+        let mut intern = |id: u32, keys: &mut Vec<u32>, next: &mut u32| {
+            let slot = &mut remap[id as usize];
+            if *slot == u32::MAX {
+                *slot = *next;
+                *next += 1;
+            }
+            keys.push(*slot);
+        };
+        let mut offsets = Vec::with_capacity(reqs.len() + 1);
+        let mut keys: Vec<u32> = Vec::new();
+        let mut prompt_blocks = Vec::with_capacity(reqs.len());
+        let mut sources = AnswerSources::default();
+        offsets.push(0);
+        for (i, r) in reqs.iter().enumerate() {
+            let np = n_prompt(i);
+            let hr = hashed(i);
+            if let Some(h) = hr {
+                for j in 0..np {
+                    intern(key(h, j), &mut keys, &mut next);
+                }
+            }
+            prompt_blocks.push(np as u32);
+            let len = r.input_length as usize;
+            let total = if r.output_length == 0 || answers == AnswerBlocks::Off {
+                np
+            } else {
+                ((len + r.output_length as usize - 1) / bs).max(np)
+            };
+            let Some(h) = hr.filter(|_| total > np) else {
+                sources.none += 1;
+                offsets.push(keys.len());
+                continue;
+            };
+            let start = keys.len();
+            match (&h.answer, answers, follow_up[i]) {
+                (Some(logged), AnswerBlocks::Auto, _) => {
+                    sources.logged += 1;
+                    let seq_len = h.blocks.len() + logged.len();
+                    for m in np..total {
+                        let at = (m + 1) * k - 1;
+                        if at >= seq_len {
+                            break;
+                        }
+                        let id = match h.blocks.get(at) {
+                            Some(&id) => id,
+                            None => logged[at - h.blocks.len()],
+                        };
+                        intern(id, &mut keys, &mut next);
+                    }
+                }
+                (_, _, Some(j)) => {
+                    sources.next_prompt += 1;
+                    let hj = hashed(j as usize).expect("a follow-up is hashed");
+                    for m in np..total.min(n_prompt(j as usize)) {
+                        intern(key(hj, m), &mut keys, &mut next);
+                    }
+                }
+                _ => sources.fresh += 1,
+            }
+            // blocks past what the source covers match nothing: new keys, in order of
+            // appearance as `build` interns its fresh hashes
+            for _ in keys.len() - start..total - np {
+                keys.push(next);
+                next += 1;
+            }
+            offsets.push(keys.len());
+        }
+        Ok(SequenceBlocks {
+            blocks: BlockedTrace {
+                block_size,
+                offsets,
+                keys,
+                num_objects: next,
             },
             prompt_blocks,
             sources,
