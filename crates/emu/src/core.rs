@@ -20,9 +20,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use crate::engine::{Engine, Prompt, ReqKey, StepReport, SubmitError};
-use crate::logfmt::{LogFormat, RequestInfo, Stamp};
 use crate::metrics::Metrics;
 use crate::tokenizer::Tokenizer;
+use inferencelab_trace::vllm_log::write::{LogFormat, RequestInfo, Stamp};
 
 /// One streamed token's times, for pacing measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

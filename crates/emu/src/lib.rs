@@ -7,7 +7,6 @@
 pub mod core;
 pub mod engine;
 pub mod kv_events;
-pub mod logfmt;
 pub mod metrics;
 pub mod server;
 pub mod timing;

@@ -14,6 +14,7 @@ pub mod readers;
 pub mod rng;
 pub mod sequences;
 pub mod time;
+pub mod vllm_log;
 
 pub use blocks::{BlockedTrace, Blocking};
 pub use conversations::infer_conversations;

@@ -20,7 +20,7 @@ use super::sse::{PacingRecord, SseBody};
 use super::{AppState, Shared, VLLM_VERSION};
 use crate::core::{Accepted, Command, Event, Submission};
 use crate::engine::Prompt;
-use crate::logfmt::RequestInfo;
+use inferencelab_trace::vllm_log::write::RequestInfo;
 
 type BodyBytes = Result<Bytes, axum::extract::rejection::BytesRejection>;
 

@@ -39,9 +39,9 @@ use tokio::sync::oneshot;
 
 use crate::core::{Clock, Command, Core, CoreConfig, LogSink, PacingLog};
 use crate::engine::{Engine, EngineConfig};
-use crate::logfmt::{LogFormat, Stamp};
 use crate::metrics::Metrics;
 use crate::tokenizer::Tokenizer;
+use inferencelab_trace::vllm_log::write::{LogFormat, Stamp};
 
 /// The vLLM version the emulator reports and writes in its logs.
 pub const VLLM_VERSION: &str = "0.33.0";

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::{ServerConfig, VLLM_VERSION};
-use crate::logfmt::{LogFormat, Stamp};
+use inferencelab_trace::vllm_log::write::{LogFormat, Stamp};
 
 /// `vllm:cache_config_info`'s labels: vLLM 0.32's CacheConfig fields, ours where we have them.
 pub(super) fn cache_config_labels(c: &ServerConfig) -> Vec<(String, String)> {

@@ -14,8 +14,8 @@ pub mod bailian;
 pub mod lmcache_lookup;
 pub mod mooncake;
 pub mod native;
-mod vllm_hashing;
-pub mod vllm_log;
+/// The vLLM log reader lives in [`crate::vllm_log`], beside its writer.
+pub use crate::vllm_log::read as vllm_log;
 pub mod weka;
 
 /// How to read an input.

@@ -47,10 +47,10 @@ use std::path::Path;
 use memchr::memmem;
 use rustc_hash::FxHashMap;
 
-use super::vllm_hashing::{self, AnswerChain, HashedPrompt, Hasher};
-use super::{numbered_lines, ReadOptions};
+use super::hashing::{self as vllm_hashing, AnswerChain, HashedPrompt, Hasher};
 use crate::error::{TraceError, TraceResult};
 use crate::model::{Content, HashedTokens, Hashing, LmcacheLookup, Request, Trace};
+use crate::readers::{numbered_lines, ReadOptions};
 use crate::time::{
     civil_from_days, days_from_civil, days_in_month, digits, parse_fraction, parse_hms,
 };
