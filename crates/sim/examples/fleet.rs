@@ -1,6 +1,6 @@
-//! The fleet table of docs/replicas.md until `simulate --replicas N --router P` lands (issue
-//! 21): every router at N replicas on one trace, GPU tier only (LRU), `num_gpu_blocks` per
-//! replica, the `vllm` schedule for traces without finish times.
+//! The fleet table of docs/replicas.md (issue 21): every router at several fleet sizes on one
+//! trace in one go, GPU tier only (LRU), `num_gpu_blocks` per replica, the `vllm` schedule for
+//! traces without finish times (`simulate --replicas N --router P` runs one router).
 //!
 //! `cargo run --release -p inferencelab-sim --example fleet -- TRACE GPU_BLOCKS N[,N...]`
 

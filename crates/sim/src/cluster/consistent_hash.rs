@@ -4,7 +4,8 @@
 //! the first session header (`x-session-id`, then `x-user-id`, ...) as
 //! `header:x-session-id:VALUE`; else body fields (`session_params.session_id`, `user`, ...);
 //! else the request text. Here: `header:x-session-id:CONVERSATION` when the trace has
-//! conversations (what `inferencelab bench` sends), else `request:ID` (deviation: the router
+//! conversations, else `header:x-request-id:ID` for a vLLM log's `chatcmpl-ID` / `cmpl-ID`
+//! (the client's header, which vLLM puts in the id), else `request:ID` (deviation: the router
 //! would hash the request body, which a trace does not keep).
 
 use std::collections::BTreeMap;
@@ -22,10 +23,18 @@ pub struct ConsistentHash {
     ring: BTreeMap<u64, usize>,
 }
 
-/// The routing key of a request.
+/// The routing key of a request: its session header, else the `x-request-id` header a vLLM
+/// log's id carries (vLLM names a request `chatcmpl-`/`cmpl-` + the client's `X-Request-Id`,
+/// which `inferencelab bench` always sends), else the id itself.
 pub fn hash_key(req: &RouteRequest<'_>) -> String {
-    match &req.session {
-        Some(s) => format!("header:x-session-id:{s}"),
+    if let Some(s) = &req.session {
+        return format!("header:x-session-id:{s}");
+    }
+    match ["chatcmpl-", "cmpl-"]
+        .iter()
+        .find_map(|p| req.id.strip_prefix(p))
+    {
+        Some(header) => format!("header:x-request-id:{header}"),
         None => format!("request:{}", req.id),
     }
 }
