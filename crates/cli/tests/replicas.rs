@@ -104,3 +104,91 @@ fn unimplemented_and_wrong_flags_are_refused_with_the_fix() {
     assert!(run(&["--replicas", "2", "--router", "nearest"]).contains("cache_aware"));
     assert!(run(&["--replicas", "0"]).contains("from 1 to 4096"));
 }
+
+/// One HTTP/1.1 request with `Connection: close`: the status and the body (not chunked).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        rest.to_string(),
+    )
+}
+
+fn prefix_cache_hits(addr: &str) -> f64 {
+    let (_, text) = http(addr, "GET", "/metrics", "");
+    text.lines()
+        .find(|l| l.starts_with("vllm:prefix_cache_hits_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn serve_replicas_listen_apart_with_their_own_caches() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fleet.log");
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--replicas",
+            "2",
+            "--port",
+            "0",
+            "--gpu-blocks",
+            "200",
+        ])
+        .args([
+            "--no-cpu-tier",
+            "--enable-log-requests",
+            "--time-scale",
+            "0",
+        ])
+        .arg("--log-file")
+        .arg(&log)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addrs = Vec::new();
+    while addrs.len() < 2 {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "serve exited");
+        if let Some((_, a)) = line.trim().split_once(" listening on http://") {
+            addrs.push(a.to_string());
+        }
+    }
+    // the same 64-word prompt twice to replica 0, once to replica 1: only 0 hits
+    let prompt = (0..64)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let body = format!(r#"{{"model":"qwen-8b","prompt":"{prompt}","max_tokens":2}}"#);
+    for a in [&addrs[0], &addrs[0], &addrs[1]] {
+        assert_eq!(http(a, "POST", "/v1/completions", &body).0, 200);
+    }
+    assert!(prefix_cache_hits(&addrs[0]) > 0.0);
+    assert_eq!(prefix_cache_hits(&addrs[1]), 0.0);
+    let _ = child.kill();
+    let _ = child.wait();
+    // one log per replica
+    let received = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .matches("Received request")
+            .count()
+    };
+    assert_eq!(received(&log), 2);
+    assert_eq!(received(&dir.path().join("fleet.replica1.log")), 1);
+}

@@ -50,6 +50,11 @@ struct ServeOpts {
     /// Port (0: any free port; the bound address is printed on stderr).
     #[arg(long, default_value_t = 8000)]
     port: u16,
+    /// N emulated replicas in one process (issue 21), each its own engine, on ports PORT,
+    /// PORT+1, ... (all on free ports with --port 0); replica k > 0 logs to
+    /// LOG_FILE's `STEM.replicaK.EXT`. For a router in front (docs/replicas.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    replicas: u16,
     /// Name clients use in `model` (default: the model as given).
     #[arg(long)]
     served_model_name: Option<String>,
@@ -451,12 +456,55 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
     if o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1" {
         eprintln!("warning: listening on {} (not loopback)", o.host);
     }
+    if o.replicas > 1 {
+        return serve_replicas(&o, cfg);
+    }
     server::serve_blocking(&o.host, o.port, cfg, |addr| {
         use std::io::Write;
         eprintln!("inferencelab serve: listening on http://{addr}");
         let _ = std::io::stderr().flush();
     })
     .context("inferencelab serve")
+}
+
+/// `--replicas N`: replica 0 is `cfg` (its log where --log-file says), replica k > 0 the same
+/// server on the next port with its own engine and log.
+fn serve_replicas(o: &ServeOpts, cfg: ServerConfig) -> anyhow::Result<()> {
+    let n = o.replicas;
+    if o.port != 0 && o.port.checked_add(n - 1).is_none() {
+        bail!("--port {} --replicas {n}: the ports run past 65535", o.port);
+    }
+    let ports: Vec<u16> = (0..n)
+        .map(|k| if o.port == 0 { 0 } else { o.port + k })
+        .collect();
+    let mut configs = Vec::with_capacity(n as usize);
+    for k in 1..n {
+        let log: inferencelab_emu::core::LogSink = match &o.log_file {
+            Some(p) => {
+                let stem = p
+                    .file_stem()
+                    .map_or("serve".into(), |s| s.to_string_lossy());
+                let name = match p.extension() {
+                    Some(e) => format!("{stem}.replica{k}.{}", e.to_string_lossy()),
+                    None => format!("{stem}.replica{k}"),
+                };
+                let path = p.with_file_name(name);
+                Box::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )
+            }
+            None => Box::new(std::io::stdout()),
+        };
+        configs.push(cfg.replica(Some(log)));
+    }
+    configs.insert(0, cfg);
+    server::serve_replicas_blocking(&o.host, &ports, configs, |k, addr| {
+        use std::io::Write;
+        eprintln!("inferencelab serve: replica {k} listening on http://{addr}");
+        let _ = std::io::stderr().flush();
+    })
+    .context("inferencelab serve --replicas")
 }
 
 /// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.

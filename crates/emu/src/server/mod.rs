@@ -87,6 +87,32 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Another replica of this server (`serve --replicas N`, issue 21): the same engine
+    /// settings and API, its own engine state and log, no pacing record.
+    pub fn replica(&self, log: Option<LogSink>) -> ServerConfig {
+        ServerConfig {
+            engine: self.engine.clone(),
+            served_model_name: self.served_model_name.clone(),
+            model_root: self.model_root.clone(),
+            max_model_len: self.max_model_len,
+            time_scale: self.time_scale,
+            seed: self.seed,
+            api_key: self.api_key.clone(),
+            enable_log_requests: self.enable_log_requests,
+            enable_log_outputs: self.enable_log_outputs,
+            enable_prompt_tokens_details: self.enable_prompt_tokens_details,
+            max_log_len: self.max_log_len,
+            log_time_decimals: self.log_time_decimals,
+            log,
+            epoch_us: self.epoch_us,
+            stats_interval_s: self.stats_interval_s,
+            max_request_bytes: self.max_request_bytes,
+            shutdown_grace: self.shutdown_grace,
+            keep_alive_timeout: self.keep_alive_timeout,
+            tokenizer: self.tokenizer.clone(),
+            pacing: None,
+        }
+    }
     /// vLLM's defaults around an engine: port-independent settings only, real-time pacing,
     /// no request log, the built-in tokenizer.
     pub fn new(engine: EngineConfig, served_model_name: &str) -> Self {
@@ -365,6 +391,53 @@ pub fn serve_blocking(
         })?;
         on_bound(listener.local_addr()?);
         run(listener, config, shutdown_signal()).await
+    })
+}
+
+/// `serve --replicas N` (issue 21): N servers in one process, one port each (`ports[k]`; 0:
+/// any free port), every one its own engine; `on_bound(k, addr)` as each listens. A shutdown
+/// signal stops them all.
+pub fn serve_replicas_blocking(
+    host: &str,
+    ports: &[u16],
+    configs: Vec<ServerConfig>,
+    on_bound: impl Fn(usize, SocketAddr),
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("inferencelab-serve")
+        .build()?;
+    rt.block_on(async move {
+        let mut listeners = Vec::with_capacity(ports.len());
+        for (k, &port) in ports.iter().enumerate() {
+            let l = TcpListener::bind((host, port)).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("replica {k}: cannot listen on {host}:{port}: {e}"),
+                )
+            })?;
+            on_bound(k, l.local_addr()?);
+            listeners.push(l);
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for (l, c) in listeners.into_iter().zip(configs) {
+            let mut rx = rx.clone();
+            set.spawn(run(l, c, async move {
+                let _ = rx.wait_for(|&stop| stop).await;
+            }));
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r.map_err(std::io::Error::other).and_then(|x| x) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     })
 }
 
