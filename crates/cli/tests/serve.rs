@@ -338,13 +338,24 @@ fn replay_predicts_every_request_of_a_fresh_server_to_the_token() {
 #[test]
 fn replay_refuses_a_server_log_without_its_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_serve(
-        &["--enable-log-requests", "--enable-log-outputs"],
-        &dir.path().join("serve.log"),
-    );
     let log = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log"
+    );
+    // no such file: refused before a request is sent (no server at this address)
+    let out = Command::new(common::BIN)
+        .args(["replay", "-q", "--base-url", "http://127.0.0.1:9"])
+        .args(["--input-file", log, "--gpu-blocks", "2000"])
+        .arg("--server-log")
+        .arg(dir.path().join("missing.log"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("missing.log: no such file"), "{err}");
+    let (mut child, addr) = spawn_serve(
+        &["--enable-log-requests", "--enable-log-outputs"],
+        &dir.path().join("serve.log"),
     );
     let out = Command::new(common::BIN)
         .args(["replay", "-q", "--base-url", &format!("http://{addr}")])

@@ -138,14 +138,20 @@ fn server_side(
 ) -> anyhow::Result<(Trace, Vec<Option<usize>>)> {
     let opts = ReadOptions {
         format: Some(Format::VllmLog),
-        // the server may be writing a line as we read; it is read again until complete
-        skip_invalid: true,
+        skip_invalid: false,
     };
     let answered = records.iter().filter(|r| r.success).count();
     let started = Instant::now();
     let (trace, slot) = loop {
-        let trace =
-            read_trace(log, &opts).with_context(|| format!("--server-log {}", log.display()))?;
+        // the server may be writing a line as we read: read again until the wait is over
+        let trace = match read_trace(log, &opts) {
+            Ok(t) => t,
+            Err(_) if started.elapsed() < SERVER_LOG_WAIT => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("--server-log {}", log.display())),
+        };
         let slot = join(&trace, records);
         let logs_finishes = trace.requests.iter().any(|r| r.finish_time.is_some());
         let complete = records.iter().zip(&slot).all(|(r, i)| {
@@ -229,6 +235,15 @@ fn join(trace: &Trace, records: &[RequestRecord]) -> Vec<Option<usize>> {
 }
 
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
+    if let Some(log) = &args.bench.server_log {
+        if !log.is_file() {
+            bail!(
+                "--server-log {}: no such file (the log the server writes as it runs: `serve \
+                 --log-file FILE`, or vLLM's output redirected to a file)",
+                log.display()
+            );
+        }
+    }
     // vLLM's bench flags mean the same here (--host/--port, sampling, ...); datasets do not
     let vllm = super::bench_vllm::apply(&mut args.bench)?;
     if vllm.conversations.is_some() || vllm.result_copy.is_some() {
