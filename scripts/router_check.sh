@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fleet against vLLM's real router (issue 21; docs/replicas.md).
 #
-# Per policy: 4 fresh `inferencelab serve` replicas, `vllm-router --policy P` in front, `inferencelab
-# bench` replaying a multi-turn trace through the router; then `simulate --replicas 4 --router P`
+# Per policy: 4 fresh emulated replicas (`inferencelab serve --replicas 4`), `vllm-router
+# --policy P` in front, `inferencelab bench` replaying a multi-turn trace through the router; then
+# `simulate --replicas 4 --router P`
 # on the replicas' logs (merged in the client's order) and a comparison: the share of requests the
 # simulation sends to the replica the router chose, and each replica's prefix-cache hit tokens
 # (its /metrics) against the simulated ones. Writes OUT/summary.json and, with --fixture DIR, a
@@ -61,11 +62,11 @@ wait_http() { for _ in $(seq 1 100); do curl -s -m 1 "$1" >/dev/null && return 0
 for P in $POLICIES; do
   D=$OUT/$P; rm -rf "$D"; mkdir -p "$D"
   wait_free
-  for k in 1 2 3 4; do
-    setsid "$BIN" serve --port 840$k --gpu-blocks $BLOCKS --no-cpu-tier --enable-log-requests \
-      --time-scale "$SCALE" --log-file "$D/replica_$k.log" >"$D/serve_$k.out" 2>&1 &
-    PIDS+=($!)
-  done
+  # one process, 4 replicas on 8401-8404 (serve --replicas): replica 0 logs to replica.log,
+  # replica j > 0 to replica.replicaJ.log
+  setsid "$BIN" serve --replicas 4 --port 8401 --gpu-blocks $BLOCKS --no-cpu-tier \
+    --enable-log-requests --time-scale "$SCALE" --log-file "$D/replica.log" >"$D/serve.out" 2>&1 &
+  PIDS+=($!)
   for k in 1 2 3 4; do wait_http http://127.0.0.1:840$k/health; done
   setsid "$VENV/bin/vllm-router" --host 127.0.0.1 --port 8400 --prometheus-port 8409 --policy "$P" --worker-urls \
     http://127.0.0.1:8401 http://127.0.0.1:8402 http://127.0.0.1:8403 http://127.0.0.1:8404 \
@@ -87,7 +88,11 @@ for P in $POLICIES; do
   done
   ORDER=$( {
     for i in 0 1 2 3; do
-      grep -l "Received request cmpl-probe-$i:" "$D"/replica_*.log | sed 's/.*replica_\([0-9]\).log/http:\/\/127.0.0.1:840\1/'
+      f=$(grep -l "Received request cmpl-probe-$i:" "$D"/replica*.log)
+      case $f in
+        */replica.log) echo http://127.0.0.1:8401;;
+        *) j=${f##*.replica}; j=${j%.log}; echo "http://127.0.0.1:840$((j + 1))";;
+      esac
     done
     grep -o 'workers: \[[^]]*\]' "$D/router.out" | head -1 | grep -o 'http://[0-9.:]*'
   } | awk '!seen[$0]++' | paste -sd, - )
@@ -108,7 +113,8 @@ lines, actual = [], {}
 stamp = re.compile(r'(\d\d-\d\d \d\d:\d\d:\d\d)')
 rid = re.compile(r'(?:chatcmpl|cmpl)-bench-[0-9a-f]+-(\d+)')
 for k in range(1, 5):
-    for n, line in enumerate(open(f"{d}/replica_{k}.log")):
+    name = "replica.log" if k == 1 else f"replica.replica{k - 1}.log"
+    for n, line in enumerate(open(f"{d}/{name}")):
         if "-probe-" in line:
             continue
         m = re.search(r'Received request ((?:chatcmpl|cmpl)-\S+?):', line)
