@@ -15,8 +15,8 @@
 //! from the time model (queueing + the uncached prompt tokens at `prefill_tokens_per_s`; the
 //! schedulers do not track the first token's step).
 //!
-//! Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is refused; the
-//! replicas' logs of a real fleet are read as one merged trace, not per replica.
+//! Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is refused; a real
+//! fleet's logs must be merged into one trace first (`scripts/router_check.sh` does it).
 
 pub mod cache_aware;
 pub mod consistent_hash;
