@@ -20,7 +20,7 @@ use std::path::Path;
 
 use common::*;
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
-use inferencelab_trace::{read_trace, Format, ReadOptions};
+use inferencelab_trace::{read_trace, read_trace_hashed, Format, ReadOptions};
 use serde_json::{json, Value};
 
 const SYSTEMS: [&str; 2] = [
@@ -77,7 +77,38 @@ fn simulate(
     chunk: u32,
     cpu_chunks: u64,
 ) -> inferencelab_sim::ResultRow {
-    let trace = read_trace(log, &ReadOptions::default()).unwrap();
+    let row = simulate_trace(
+        read_trace(log, &ReadOptions::default()).unwrap(),
+        gpu_blocks,
+        chunk,
+        cpu_chunks,
+    );
+    // `simulate` reads the log hashing its token ids as it goes (issue 19): the same figures
+    let g = (1..=16)
+        .rev()
+        .find(|g| 16 % g == 0 && chunk % g == 0)
+        .unwrap();
+    let hashed = read_trace_hashed(log, &ReadOptions::default(), g).unwrap();
+    let same = simulate_trace(hashed, gpu_blocks, chunk, cpu_chunks);
+    let figures = |r: &inferencelab_sim::ResultRow| {
+        let hits = (
+            r.gpu_hit_tokens,
+            r.cpu_hit_tokens,
+            r.gpu_evictions,
+            r.cpu_evictions,
+        );
+        (hits, r.prefill_tokens_saved, r.answer_sources)
+    };
+    assert_eq!(figures(&row), figures(&same), "read hashed at {g} tokens");
+    row
+}
+
+fn simulate_trace(
+    trace: inferencelab_trace::Trace,
+    gpu_blocks: u64,
+    chunk: u32,
+    cpu_chunks: u64,
+) -> inferencelab_sim::ResultRow {
     assert_eq!(trace.format, Some(Format::VllmLog));
     let prepared = Prepared::new(&trace, 16, Some(chunk)).unwrap();
     let config = SimConfig {
