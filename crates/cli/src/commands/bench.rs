@@ -991,10 +991,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Predicted (simulator on the server log) next to measured (the server's counters and the
 /// API's cached_tokens).
-pub(crate) fn comparison_table(
-    out: &BenchOutput,
-    row: &inferencelab_sim::ResultRow,
-) -> String {
+pub(crate) fn comparison_table(out: &BenchOutput, row: &inferencelab_sim::ResultRow) -> String {
     let d = |n: &str| out.scrape.as_ref().and_then(|s| s.delta(n));
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     let mut s = String::new();
