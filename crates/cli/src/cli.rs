@@ -263,74 +263,75 @@ fn parse_semantics(s: &str) -> Result<HitSemantics, String> {
     s.parse()
 }
 
-/// `--eviction-policy` values: the registry's names (shown in `--help` as possible values,
-/// so a new policy needs no help text) and their aliases.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyParser;
+/// A clap parser for a type parsed by `FromStr` whose names `--help` lists as possible values
+/// (so a new policy needs no help text): `--eviction-policy` ([`PolicyParser`]) and
+/// `--cpu-eviction-policy` ([`TierPolicyParser`]).
+#[derive(Debug)]
+pub struct NamedParser<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Clone for NamedParser<T> {
+    fn clone(&self) -> Self {
+        NamedParser(std::marker::PhantomData)
+    }
+}
+
+/// The names `--help` lists for a [`NamedParser`]'s values.
+pub trait Names {
+    fn names() -> Vec<&'static str>;
+}
+
+impl Names for PolicyConfig {
+    fn names() -> Vec<&'static str> {
+        PolicyConfig::NAMES.to_vec()
+    }
+}
+
+impl Names for TierPolicy {
+    fn names() -> Vec<&'static str> {
+        let mut names = PolicyConfig::NAMES.to_vec();
+        names.push("same");
+        names
+    }
+}
+
+/// `--eviction-policy` values: the registry's names and their aliases.
+#[allow(non_upper_case_globals)]
+pub const PolicyParser: NamedParser<PolicyConfig> = NamedParser(std::marker::PhantomData);
 
 /// `--cpu-eviction-policy` values: a policy or `same`.
-#[derive(Debug, Clone, Copy)]
-pub struct TierPolicyParser;
+#[allow(non_upper_case_globals)]
+pub const TierPolicyParser: NamedParser<TierPolicy> = NamedParser(std::marker::PhantomData);
 
-fn invalid_value(
-    cmd: &clap::Command,
-    arg: Option<&clap::Arg>,
-    value: &str,
-    e: String,
-) -> clap::Error {
-    let arg = arg.map_or_else(|| "...".to_string(), |a| a.to_string());
-    clap::Error::raw(
-        clap::error::ErrorKind::ValueValidation,
-        format!("invalid value '{value}' for '{arg}': {e}\n"),
-    )
-    .with_cmd(cmd)
-}
-
-impl clap::builder::TypedValueParser for PolicyParser {
-    type Value = PolicyConfig;
+impl<T> clap::builder::TypedValueParser for NamedParser<T>
+where
+    T: std::str::FromStr<Err = String> + Names + Clone + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<PolicyConfig, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let text = value.to_string_lossy();
-        text.parse().map_err(|e| invalid_value(cmd, arg, &text, e))
+        text.parse().map_err(|e: String| {
+            let arg = arg.map_or_else(|| "...".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{text}' for '{arg}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
     }
 
     fn possible_values(
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
         Some(Box::new(
-            PolicyConfig::NAMES
-                .iter()
-                .map(|n| clap::builder::PossibleValue::new(*n)),
-        ))
-    }
-}
-
-impl clap::builder::TypedValueParser for TierPolicyParser {
-    type Value = TierPolicy;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<TierPolicy, clap::Error> {
-        let text = value.to_string_lossy();
-        text.parse().map_err(|e| invalid_value(cmd, arg, &text, e))
-    }
-
-    fn possible_values(
-        &self,
-    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
-        Some(Box::new(
-            PolicyConfig::NAMES
-                .iter()
-                .chain(&["same"])
-                .map(|n| clap::builder::PossibleValue::new(*n)),
+            T::names()
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
         ))
     }
 }
