@@ -300,100 +300,8 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         o.prefill_tokens_per_s.map(Positive::get),
         o.decode_ms_per_token.map(Positive::get),
     );
-    let num_gpu_blocks = match (o.gpu_blocks.or(o.num_gpu_blocks_override), o.gpu_cache_gb) {
-        (Some(n), _) => n,
-        (None, Some(gb)) => model.blocks_in_gib(gb.get(), o.block_size),
-        (None, None) => {
-            // one GPU's share of the weights
-            let ranks = o.tensor_parallel_size as f64 * o.pipeline_parallel_size as f64;
-            let weights_gib =
-                model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64 / ranks;
-            let kv_gib = o.gpu_memory_gb.get() * o.gpu_memory_utilization - weights_gib;
-            if kv_gib <= 0.0 {
-                bail!(
-                    "{} does not fit in {} GiB at --gpu-memory-utilization {}: give \
-                     --gpu-blocks or --gpu-cache-gb",
-                    model.name,
-                    o.gpu_memory_gb,
-                    o.gpu_memory_utilization
-                );
-            }
-            model.blocks_in_gib(kv_gib, o.block_size)
-        }
-    };
-    let mp_connector = o.kv_transfer_config.as_deref().is_some_and(|j| {
-        serde_json::from_str::<serde_json::Value>(j)
-            .is_ok_and(|v| v["kv_connector"] == "LMCacheMPConnector")
-    });
-    let mode = match (o.lmcache_mode, mp_connector) {
-        (Some(inferencelab_sim::LmcacheMode::Inprocess), true) => bail!(
-            "--lmcache-mode inprocess with --kv-transfer-config LMCacheMPConnector: the \
-             connector is the multi-process one; drop one of them"
-        ),
-        (Some(m), _) => m,
-        (None, true) => inferencelab_sim::LmcacheMode::Mp,
-        (None, false) => inferencelab_sim::LmcacheMode::Inprocess,
-    };
-    let connector_is_lmcache = match &o.kv_transfer_config {
-        None => true,
-        Some(j) => {
-            let v: serde_json::Value =
-                serde_json::from_str(j).context("--kv-transfer-config is not JSON")?;
-            let name = v["kv_connector"].as_str().unwrap_or_default();
-            if !name.contains("LMCache") {
-                eprintln!(
-                    "warning: --kv-transfer-config names connector {name:?}: the LMCache tier is \
-                     off (only LMCache connectors are emulated)"
-                );
-            }
-            name.contains("LMCache")
-        }
-    };
-    let lmcache = if o.no_cpu_tier || !connector_is_lmcache {
-        None
-    } else {
-        let chunk_size = match o.chunk_size {
-            Some(c) => c,
-            None => env("LMCACHE_CHUNK_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CHUNK),
-        };
-        if chunk_size == 0 {
-            bail!("LMCACHE_CHUNK_SIZE=0: the LMCache chunk size must be positive");
-        }
-        let gb = match o.cpu_cache_gb {
-            Some(g) => g.get(),
-            None => env::<NonNegative>("LMCACHE_MAX_LOCAL_CPU_SIZE")?
-                .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
-        };
-        let policy = match &o.cpu_eviction_policy {
-            Some(p) => load_policy(p.clone()).context("--cpu-eviction-policy")?,
-            None => match std::env::var("LMCACHE_CACHE_POLICY") {
-                Ok(p) if !p.trim().is_empty() => load_policy(
-                    p.parse()
-                        .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
-                )
-                .context("LMCACHE_CACHE_POLICY")?,
-                _ => PolicyConfig::Lru,
-            },
-        };
-        let mode = match mode {
-            inferencelab_sim::LmcacheMode::Inprocess => EngineLmcacheMode::InProcess,
-            inferencelab_sim::LmcacheMode::Mp => {
-                // the usage ratio is bytes over bytes: the unrounded chunk count, as simulate
-                let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
-                EngineLmcacheMode::Mp(MpEviction {
-                    trigger_watermark: o.lmcache_eviction_trigger_watermark,
-                    eviction_ratio: o.lmcache_eviction_ratio,
-                    l1_size_chunks: gb * (1u64 << 30) as f64 / chunk,
-                })
-            }
-        };
-        Some(LmcacheTier {
-            chunk_size,
-            num_chunks: model.lmcache_chunks_in_gib(gb, chunk_size),
-            policy,
-            mode,
-        })
-    };
+    let num_gpu_blocks = num_gpu_blocks(&o, &model)?;
+    let lmcache = lmcache_tier(&o, &model)?;
     let served = o
         .served_model_name
         .clone()
@@ -505,6 +413,112 @@ fn serve_replicas(o: &ServeOpts, cfg: ServerConfig) -> anyhow::Result<()> {
         let _ = std::io::stderr().flush();
     })
     .context("inferencelab serve --replicas")
+}
+
+/// vLLM's `num_gpu_blocks`: given, or from GiB of KV memory, or what is left of the GPU's
+/// memory after one rank's share of the weights.
+fn num_gpu_blocks(o: &ServeOpts, model: &models::ModelSpec) -> anyhow::Result<u64> {
+    Ok(
+        match (o.gpu_blocks.or(o.num_gpu_blocks_override), o.gpu_cache_gb) {
+            (Some(n), _) => n,
+            (None, Some(gb)) => model.blocks_in_gib(gb.get(), o.block_size),
+            (None, None) => {
+                // one GPU's share of the weights
+                let ranks = o.tensor_parallel_size as f64 * o.pipeline_parallel_size as f64;
+                let weights_gib =
+                    model.num_params * model.dtype_bytes as f64 / (1u64 << 30) as f64 / ranks;
+                let kv_gib = o.gpu_memory_gb.get() * o.gpu_memory_utilization - weights_gib;
+                if kv_gib <= 0.0 {
+                    bail!(
+                        "{} does not fit in {} GiB at --gpu-memory-utilization {}: give \
+                     --gpu-blocks or --gpu-cache-gb",
+                        model.name,
+                        o.gpu_memory_gb,
+                        o.gpu_memory_utilization
+                    );
+                }
+                model.blocks_in_gib(kv_gib, o.block_size)
+            }
+        },
+    )
+}
+
+/// The LMCache tier the flags, `--kv-transfer-config` and LMCache's environment describe
+/// (`None`: off).
+fn lmcache_tier(o: &ServeOpts, model: &models::ModelSpec) -> anyhow::Result<Option<LmcacheTier>> {
+    let mp_connector = o.kv_transfer_config.as_deref().is_some_and(|j| {
+        serde_json::from_str::<serde_json::Value>(j)
+            .is_ok_and(|v| v["kv_connector"] == "LMCacheMPConnector")
+    });
+    let mode = match (o.lmcache_mode, mp_connector) {
+        (Some(inferencelab_sim::LmcacheMode::Inprocess), true) => bail!(
+            "--lmcache-mode inprocess with --kv-transfer-config LMCacheMPConnector: the \
+             connector is the multi-process one; drop one of them"
+        ),
+        (Some(m), _) => m,
+        (None, true) => inferencelab_sim::LmcacheMode::Mp,
+        (None, false) => inferencelab_sim::LmcacheMode::Inprocess,
+    };
+    let connector_is_lmcache = match &o.kv_transfer_config {
+        None => true,
+        Some(j) => {
+            let v: serde_json::Value =
+                serde_json::from_str(j).context("--kv-transfer-config is not JSON")?;
+            let name = v["kv_connector"].as_str().unwrap_or_default();
+            if !name.contains("LMCache") {
+                eprintln!(
+                    "warning: --kv-transfer-config names connector {name:?}: the LMCache tier is \
+                     off (only LMCache connectors are emulated)"
+                );
+            }
+            name.contains("LMCache")
+        }
+    };
+    Ok(if o.no_cpu_tier || !connector_is_lmcache {
+        None
+    } else {
+        let chunk_size = match o.chunk_size {
+            Some(c) => c,
+            None => env("LMCACHE_CHUNK_SIZE")?.unwrap_or(plan::LMCACHE_DEFAULT_CHUNK),
+        };
+        if chunk_size == 0 {
+            bail!("LMCACHE_CHUNK_SIZE=0: the LMCache chunk size must be positive");
+        }
+        let gb = match o.cpu_cache_gb {
+            Some(g) => g.get(),
+            None => env::<NonNegative>("LMCACHE_MAX_LOCAL_CPU_SIZE")?
+                .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
+        };
+        let policy = match &o.cpu_eviction_policy {
+            Some(p) => load_policy(p.clone()).context("--cpu-eviction-policy")?,
+            None => match std::env::var("LMCACHE_CACHE_POLICY") {
+                Ok(p) if !p.trim().is_empty() => load_policy(
+                    p.parse()
+                        .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
+                )
+                .context("LMCACHE_CACHE_POLICY")?,
+                _ => PolicyConfig::Lru,
+            },
+        };
+        let mode = match mode {
+            inferencelab_sim::LmcacheMode::Inprocess => EngineLmcacheMode::InProcess,
+            inferencelab_sim::LmcacheMode::Mp => {
+                // the usage ratio is bytes over bytes: the unrounded chunk count, as simulate
+                let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
+                EngineLmcacheMode::Mp(MpEviction {
+                    trigger_watermark: o.lmcache_eviction_trigger_watermark,
+                    eviction_ratio: o.lmcache_eviction_ratio,
+                    l1_size_chunks: gb * (1u64 << 30) as f64 / chunk,
+                })
+            }
+        };
+        Some(LmcacheTier {
+            chunk_size,
+            num_chunks: model.lmcache_chunks_in_gib(gb, chunk_size),
+            policy,
+            mode,
+        })
+    })
 }
 
 /// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.
