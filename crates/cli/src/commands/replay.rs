@@ -25,7 +25,7 @@ use inferencelab_bench::RequestRecord;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::plan::Capacity;
 use inferencelab_sim::resolve::{self, PointSpec};
-use inferencelab_sim::{models, plan};
+use inferencelab_sim::{models, plan, ResultRow};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{read_trace, AnswerBlocks, Format, ReadOptions, Trace};
 use serde_json::json;
@@ -234,6 +234,80 @@ fn join(trace: &Trace, records: &[RequestRecord]) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// The point the prediction runs: `serve`'s defaults and the flags' sizes and policy.
+fn prediction_point(args: &ReplayArgs) -> anyhow::Result<PointSpec> {
+    let model = models::resolve(&args.sim_model)?;
+    let mut notes = Vec::new();
+    let policy = resolve::load_policy(
+        args.eviction_policy.clone(),
+        &resolve::PolicyFiles::default(),
+        &mut notes,
+    )?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(PointSpec {
+        // LMCache's pool, as `serve` sizes it
+        cpu: (!args.no_cpu_tier).then(|| {
+            Capacity::Gib(
+                args.cpu_cache_gb
+                    .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
+            )
+        }),
+        window_seconds: args.window_seconds.get(),
+        engine: inferencelab_sim::EngineModel {
+            // the server writes answers of its own: the recorded ones (which the replayed
+            // prompts repeat) are not in its cache
+            answers: inferencelab_trace::AnswerBlocks::Fresh,
+            ..Default::default()
+        },
+        ..PointSpec::new(
+            Some(model),
+            args.block_size,
+            args.chunk_size,
+            Capacity::Entries(args.gpu_blocks),
+            policy,
+        )
+    })
+}
+
+/// The predicted and measured hits per window (the first 30 printed), as `replay.json` keeps
+/// them.
+fn print_windows(row: &ResultRow, measured: &[u64]) -> Vec<serde_json::Value> {
+    outln!(
+        "{:>10} {:>9} {:>14} {:>14} {:>14}",
+        "window_s",
+        "requests",
+        "prompt_tok",
+        "predicted_hit",
+        "measured_hit"
+    );
+    let windows: Vec<_> = row
+        .windows
+        .iter()
+        .zip(measured)
+        .map(|(w, m)| {
+            let p = w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens;
+            json!({"start_s": w.start, "requests": w.requests, "prompt_tokens": w.prompt_tokens,
+                   "predicted_hit_tokens": p, "measured_cached_tokens": m})
+        })
+        .collect();
+    for (w, m) in row.windows.iter().zip(measured).take(30) {
+        outln!(
+            "{:>10.0} {:>9} {:>14} {:>14} {:>14}",
+            w.start,
+            w.requests,
+            w.prompt_tokens,
+            w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
+            m
+        );
+    }
+    if row.windows.len() > 30 {
+        outln!("... {} more windows in replay.json", row.windows.len() - 30);
+    }
+    windows
+}
+
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(log) = &args.bench.server_log {
         if !log.is_file() {
@@ -269,39 +343,7 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
             input.display()
         );
     }
-    let model = models::resolve(&args.sim_model)?;
-    let mut notes = Vec::new();
-    let policy = resolve::load_policy(
-        args.eviction_policy.clone(),
-        &resolve::PolicyFiles::default(),
-        &mut notes,
-    )?;
-    for n in notes {
-        eprintln!("note: {n}");
-    }
-    let spec = PointSpec {
-        // LMCache's pool, as `serve` sizes it
-        cpu: (!args.no_cpu_tier).then(|| {
-            Capacity::Gib(
-                args.cpu_cache_gb
-                    .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
-            )
-        }),
-        window_seconds: args.window_seconds.get(),
-        engine: inferencelab_sim::EngineModel {
-            // the server writes answers of its own: the recorded ones (which the replayed
-            // prompts repeat) are not in its cache
-            answers: inferencelab_trace::AnswerBlocks::Fresh,
-            ..Default::default()
-        },
-        ..PointSpec::new(
-            Some(model),
-            args.block_size,
-            args.chunk_size,
-            Capacity::Entries(args.gpu_blocks),
-            policy,
-        )
-    };
+    let spec = prediction_point(&args)?;
     let mut cfg = spec.resolve()?;
     let rt = runtime(args.bench.threads)?;
     let mut bargs = args.bench.clone();
@@ -411,37 +453,7 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
             agreement.measured
         );
     }
-    outln!(
-        "{:>10} {:>9} {:>14} {:>14} {:>14}",
-        "window_s",
-        "requests",
-        "prompt_tok",
-        "predicted_hit",
-        "measured_hit"
-    );
-    let windows: Vec<_> = row
-        .windows
-        .iter()
-        .zip(&measured)
-        .map(|(w, m)| {
-            let p = w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens;
-            json!({"start_s": w.start, "requests": w.requests, "prompt_tokens": w.prompt_tokens,
-                   "predicted_hit_tokens": p, "measured_cached_tokens": m})
-        })
-        .collect();
-    for (w, m) in row.windows.iter().zip(&measured).take(30) {
-        outln!(
-            "{:>10.0} {:>9} {:>14} {:>14} {:>14}",
-            w.start,
-            w.requests,
-            w.prompt_tokens,
-            w.gpu_hit_tokens + w.cpu_hit_tokens + w.disk_hit_tokens,
-            m
-        );
-    }
-    if row.windows.len() > 30 {
-        outln!("... {} more windows in replay.json", row.windows.len() - 30);
-    }
+    let windows = print_windows(&row, &measured);
     let path: PathBuf = out.dir.join("replay.json");
     let doc = json!({
         "input_file": input.display().to_string(),
