@@ -3,8 +3,8 @@
 //! `configs/models/NAME.yaml` under the working directory overrides them, and a path to a YAML
 //! file of the same shape or to a Hugging Face `config.json` works too.
 //!
-//! Its own crate, below `sim` and `emu` (both need a model's numbers, neither owns them);
-//! `sim` re-exports it as `inferencelab_sim::models` for older imports.
+//! Its own crate, below `sim` and `emu` (both need a model's numbers, neither owns them); every
+//! caller imports it from here.
 
 use std::path::Path;
 

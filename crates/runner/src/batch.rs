@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use inferencelab_cache::PolicyConfig;
+use inferencelab_models as models;
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
-use inferencelab_sim::{models, HitSemantics, Prepared, SimConfig, TimingModel};
+use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::fsutil::write_json;
 use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use inferencelab_trace::AnswerBlocks;
 
-use crate::models::ModelSpec;
+use inferencelab_models::ModelSpec;
 
 /// Which cached blocks count as hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

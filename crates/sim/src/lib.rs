@@ -10,8 +10,6 @@ pub mod error;
 pub mod gpu_tier;
 pub mod grid;
 pub mod lmcache_simulator;
-/// The model registry; its home is `inferencelab-models` (re-exported for older imports).
-pub use inferencelab_models as models;
 pub mod mrc;
 pub mod plan;
 pub mod resolve;
@@ -24,5 +22,4 @@ pub use config::{
 pub use driver::{run, Prepared};
 pub use error::{SimError, SimResult};
 pub use gpu_tier::GpuTier;
-pub use models::ModelSpec;
 pub use result::{ResultRow, Window};

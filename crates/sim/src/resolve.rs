@@ -18,9 +18,9 @@ use serde::Deserialize;
 
 use crate::config::{EngineModel, HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
 use crate::error::SimError;
-use crate::models::ModelSpec;
 use crate::plan::Capacity;
 use crate::{LmcacheMode, LmcacheRules};
+use inferencelab_models::ModelSpec;
 
 /// Where `inferencelab train` writes its model and where `lightgbm` looks when no model is named.
 pub const DEFAULT_MODEL_PATH: &str = "outputs/models/lightgbm.txt";
@@ -431,7 +431,7 @@ mod tests {
     use super::*;
 
     fn spec(policy: &str) -> PointSpec {
-        let model = Some(crate::models::resolve("qwen-8b").unwrap());
+        let model = Some(inferencelab_models::resolve("qwen-8b").unwrap());
         PointSpec::new(
             model,
             16,

@@ -15,7 +15,8 @@ use inferencelab_emu::engine::{
 };
 use inferencelab_emu::server::{self, ServerConfig};
 use inferencelab_emu::timing::{GpuProfile, Timing};
-use inferencelab_sim::{models, plan};
+use inferencelab_models as models;
+use inferencelab_sim::plan;
 use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
 
 /// Raw arguments: parsed by [`ServeOpts`] after unknown vLLM flags are set aside.

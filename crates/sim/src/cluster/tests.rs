@@ -244,7 +244,7 @@ fn figures_add_up() {
     let trace = multi_turn(10, 3, false);
     let p = Prepared::new(&trace, 16, Some(32)).unwrap();
     let mut c = config(30, Some(8), Schedule::Vllm);
-    c.model = Some(crate::models::resolve("qwen-8b").unwrap());
+    c.model = Some(inferencelab_models::resolve("qwen-8b").unwrap());
     let res = run(&p, &c, &cluster(3, "power_of_two")).unwrap();
     assert_eq!(res.requests, 30);
     assert_eq!(
