@@ -589,13 +589,15 @@ fn model_from_server(rt: &tokio::runtime::Runtime, exec: &HttpExecutor) -> anyho
         .context("/v1/models lists no model; give --model")
 }
 
-/// One benchmark against `base`; `conversations` overrides the workload (the demo).
-pub(crate) fn bench_against(
-    rt: &tokio::runtime::Runtime,
-    args: &BenchArgs,
-    base: &str,
-    conversations: Option<Vec<ConversationSpec>>,
-) -> anyhow::Result<BenchOutput> {
+/// What `bench` reports and sends beside the workload: `--metric-percentiles`, `--slo`,
+/// `--extra-body`, checked.
+struct Reporting {
+    percentiles: Vec<f64>,
+    slos: Vec<(SloMetric, f64)>,
+    extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn reporting(args: &BenchArgs) -> anyhow::Result<Reporting> {
     let percentiles: Vec<f64> = args
         .metric_percentiles
         .split(',')
@@ -620,6 +622,76 @@ pub(crate) fn bench_against(
         },
         None => None,
     };
+    Ok(Reporting {
+        percentiles,
+        slos,
+        extra_body,
+    })
+}
+
+/// The run's description in `result.json` (vLLM's keys and ours).
+#[allow(clippy::too_many_arguments)]
+fn run_info(
+    args: &BenchArgs,
+    base: &str,
+    arrival: &Arrival,
+    endpoint: Endpoint,
+    workload_name: String,
+    model: String,
+    total: Option<u64>,
+    percentiles: Vec<f64>,
+    slos: &[(SloMetric, f64)],
+) -> RunInfo {
+    RunInfo {
+        backend: endpoint.backend().into(),
+        label: args.label.clone(),
+        model_id: model,
+        tokenizer_id: None,
+        num_prompts: total,
+        request_rate: match args.request_rate {
+            Some(r) if r.is_finite() => serde_json::json!(r),
+            _ => serde_json::json!("inf"),
+        },
+        burstiness: args.burstiness,
+        max_concurrency: args.max_concurrency,
+        base_url: base.to_string(),
+        endpoint: endpoint.path().into(),
+        workload: workload_name,
+        input_file: args.input_file.as_ref().map(|p| p.display().to_string()),
+        arrival: serde_json::to_value(arrival).unwrap_or_default(),
+        time_scale: args.time_scale.get(),
+        seed: args.seed,
+        duration_limit_s: args.duration.map(Seconds::get),
+        percentiles,
+        slos_ms: slos
+            .iter()
+            .map(|(m, v)| {
+                (
+                    match m {
+                        SloMetric::Ttft => "ttft",
+                        SloMetric::Tpot => "tpot",
+                        SloMetric::E2el => "e2el",
+                    }
+                    .to_string(),
+                    *v,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// One benchmark against `base`; `conversations` overrides the workload (the demo).
+pub(crate) fn bench_against(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    base: &str,
+    conversations: Option<Vec<ConversationSpec>>,
+) -> anyhow::Result<BenchOutput> {
+    let Reporting {
+        percentiles,
+        slos,
+        extra_body,
+    } = reporting(args)?;
     let api_key = std::env::var(&args.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
@@ -729,42 +801,17 @@ pub(crate) fn bench_against(
     })?;
     reporter.finish();
     let summary = summarize(&outcome.records, outcome.duration_s, &percentiles, &slos);
-    let info = RunInfo {
-        backend: endpoint.backend().into(),
-        label: args.label.clone(),
-        model_id: model,
-        tokenizer_id: None,
-        num_prompts: total,
-        request_rate: match args.request_rate {
-            Some(r) if r.is_finite() => serde_json::json!(r),
-            _ => serde_json::json!("inf"),
-        },
-        burstiness: args.burstiness,
-        max_concurrency: args.max_concurrency,
-        base_url: base.to_string(),
-        endpoint: endpoint.path().into(),
-        workload: workload_name,
-        input_file: args.input_file.as_ref().map(|p| p.display().to_string()),
-        arrival: serde_json::to_value(&arrival).unwrap_or_default(),
-        time_scale: args.time_scale.get(),
-        seed: args.seed,
-        duration_limit_s: args.duration.map(Seconds::get),
+    let info = run_info(
+        args,
+        base,
+        &arrival,
+        endpoint,
+        workload_name,
+        model,
+        total,
         percentiles,
-        slos_ms: slos
-            .iter()
-            .map(|(m, v)| {
-                (
-                    match m {
-                        SloMetric::Ttft => "ttft",
-                        SloMetric::Tpot => "tpot",
-                        SloMetric::E2el => "e2el",
-                    }
-                    .to_string(),
-                    *v,
-                )
-            })
-            .collect(),
-    };
+        &slos,
+    );
     let result = result_json(&info, &outcome, &summary, scrape.as_ref());
     let result_path = dir.join("result.json");
     write_json(&result_path, &result)
