@@ -30,6 +30,35 @@ pub trait Tokenizer: Send + Sync {
     }
     /// Token ids to text. Unknown ids decode to nothing.
     fn decode(&self, ids: &[u32]) -> String;
+    /// The text each of `output`'s ids adds after `prompt`, as vLLM's incremental detokenizer
+    /// gives it (tokenizers' `DecodeStream` primed with the prompt ids, which vLLM 0.32 and 0.33
+    /// both use): decode the window of recent ids with the new one and emit what it adds to the
+    /// window's text; a token whose text is not complete yet (an unfinished UTF-8 sequence)
+    /// adds nothing and its text comes with a later one. One entry per output id; their
+    /// concatenation is the answer's text. Decoding one token alone is not enough: a
+    /// SentencePiece (`Metaspace`) decoder drops the `▁` word marker of the first token, so
+    /// each word would lose its space.
+    fn decode_stream(&self, prompt: &[u32], output: &[u32]) -> Vec<String> {
+        let mut pieces = Vec::with_capacity(output.len());
+        let mut ids = prompt.to_vec();
+        let mut prefix = String::new();
+        let mut prefix_index = 0;
+        for &id in output {
+            let piece = match decode_step(self, &mut ids, &mut prefix, &mut prefix_index, id) {
+                Ok(p) => p,
+                // vLLM's recovery from a non-monotonic decode: a fresh stream from this token
+                Err(()) => {
+                    ids.clear();
+                    prefix.clear();
+                    prefix_index = 0;
+                    decode_step(self, &mut ids, &mut prefix, &mut prefix_index, id)
+                        .unwrap_or_default()
+                }
+            };
+            pieces.push(piece);
+        }
+        pieces
+    }
     /// The generated token for a random number `r`: an ordinary word (with its leading space),
     /// so generated text reads like text and re-tokenizes to the same ids.
     fn sample(&self, r: u64) -> u32;
@@ -57,6 +86,40 @@ pub trait Tokenizer: Send + Sync {
     /// One line naming the tokenizer, for the start-up line.
     fn describe(&self) -> String {
         "a custom tokenizer".into()
+    }
+}
+
+/// One step of tokenizers' `step_decode_stream` (tokenizers 0.22): the text `id` adds to the
+/// window `ids` whose text so far is `prefix`; `Err` when the decoded window no longer starts
+/// with `prefix`.
+fn decode_step<T: Tokenizer + ?Sized>(
+    t: &T,
+    ids: &mut Vec<u32>,
+    prefix: &mut String,
+    prefix_index: &mut usize,
+    id: u32,
+) -> Result<String, ()> {
+    if prefix.is_empty() && !ids.is_empty() {
+        let p = t.decode(ids);
+        if !p.ends_with('\u{FFFD}') {
+            *prefix = p;
+            *prefix_index = ids.len();
+        }
+    }
+    ids.push(id);
+    let text = t.decode(ids);
+    if text.len() > prefix.len() && !text.ends_with('\u{FFFD}') {
+        let Some(new_text) = text.strip_prefix(prefix.as_str()) else {
+            return Err(());
+        };
+        let new_text = new_text.to_string();
+        let new_prefix_index = ids.len() - *prefix_index;
+        ids.drain(..*prefix_index);
+        *prefix = t.decode(ids);
+        *prefix_index = new_prefix_index;
+        Ok(new_text)
+    } else {
+        Ok(String::new())
     }
 }
 
@@ -564,15 +627,23 @@ impl HfTokenizer {
             if t.words.len() >= MAX_WORDS {
                 break;
             }
-            let text = t.decode(&[id]);
-            if word_like(&text) && t.encode(&text) == [id] {
+            // the token's text after another token (itself): decoded alone, a SentencePiece
+            // (`Metaspace`) token `▁word` loses its space, as the first token of a text does
+            let Some(text) = t.decode_stream(&[id], &[id]).pop() else {
+                continue;
+            };
+            // a normalizer that prepends `▁` itself (Llama 2's) encodes the word without its
+            // space to the token; the token then follows any text as ` word`
+            if word_like(&text) && (t.encode(&text) == [id] || t.encode(text.trim_start()) == [id])
+            {
                 t.words.push(id);
             }
         }
         if t.words.is_empty() {
             return Err(format!(
-                "{}: no token of the vocabulary is a plain word (` word`), so generated text \
-                 cannot be drawn from it",
+                "{}: no token of the vocabulary is a plain word (` word`, `Ġword` or `▁word`: a \
+                 space and 3 to 10 lowercase ASCII letters that encodes back to that one token), \
+                 so generated text cannot be drawn from it",
                 t.path.display()
             ));
         }
@@ -936,6 +1007,150 @@ mod tests {
         // the built-in tokenizers have no post-processor
         let w = WordTokenizer::default();
         assert_eq!(w.encode_prompt(text, true), w.encode(text));
+    }
+
+    #[cfg(feature = "hf-tokenizer")]
+    /// A tiny SentencePiece-style BPE tokenizer.json with byte fallback: `<unk>` 0, `<s>` 1,
+    /// `</s>` 2, `<0x0A>` 3, then the letters, `▁`, and every prefix of `▁hello`, `▁world`,
+    /// `▁cache` (merged letter by letter). `llama2`: Llama 2's form (a normalizer that prepends
+    /// `▁` and replaces spaces, a Replace/ByteFallback/Fuse/Strip decoder, a `<s>` post-
+    /// processor); else Mistral's (a `Metaspace` pre-tokenizer, `prepend_scheme` first, and a
+    /// Metaspace/ByteFallback/Fuse decoder). Returns the directory and the ids of `▁hello`, `▁world`, `▁cache`.
+    pub(crate) fn sentencepiece_model(llama2: bool) -> (tempfile::TempDir, [u32; 3]) {
+        let mut vocab: Vec<String> = ["<unk>", "<s>", "</s>", "<0x0A>", "\u{2581}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for c in "abcdefghijklmnopqrstuvwxyz".chars() {
+            vocab.push(c.to_string());
+        }
+        let mut merges = Vec::new();
+        let mut word_ids = [0; 3];
+        for (w, word) in ["hello", "world", "cache"].iter().enumerate() {
+            let chars: Vec<String> = format!("\u{2581}{word}")
+                .chars()
+                .map(String::from)
+                .collect();
+            let mut acc = chars[0].clone();
+            for c in &chars[1..] {
+                merges.push(serde_json::json!([acc, c]));
+                acc.push_str(c);
+                vocab.push(acc.clone());
+            }
+            word_ids[w] = vocab.len() as u32 - 1;
+        }
+        let vocab: serde_json::Map<String, serde_json::Value> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, serde_json::json!(i)))
+            .collect();
+        let special = |id: u32, s: &str| {
+            serde_json::json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        };
+        let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}",
+            "prepend_scheme": "first", "split": false});
+        let (normalizer, pre_tokenizer, decoder, post) = if llama2 {
+            (
+                serde_json::json!({"type": "Sequence", "normalizers": [
+                    {"type": "Prepend", "prepend": "\u{2581}"},
+                    {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]}),
+                serde_json::Value::Null,
+                serde_json::json!({"type": "Sequence", "decoders": [
+                    {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                    {"type": "ByteFallback"}, {"type": "Fuse"},
+                    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}),
+                serde_json::json!({"type": "TemplateProcessing",
+                    "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                               {"Sequence": {"id": "A", "type_id": 0}}],
+                    "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                             {"Sequence": {"id": "A", "type_id": 0}},
+                             {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                             {"Sequence": {"id": "B", "type_id": 1}}],
+                    "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}),
+            )
+        } else {
+            (
+                serde_json::Value::Null,
+                metaspace.clone(),
+                serde_json::json!({"type": "Sequence", "decoders": [
+                    metaspace, {"type": "ByteFallback"}, {"type": "Fuse"}]}),
+                serde_json::Value::Null,
+            )
+        };
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+            "normalizer": normalizer, "pre_tokenizer": pre_tokenizer,
+            "post_processor": post, "decoder": decoder,
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": merges},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"tokenizer_class":"LlamaTokenizerFast","bos_token":"<s>","eos_token":"</s>"}"#,
+        )
+        .unwrap();
+        (dir, word_ids)
+    }
+
+    #[cfg(feature = "hf-tokenizer")]
+    /// Llama 2 and Mistral tokenizer.json load (their words are `▁word` tokens, which decode
+    /// alone without their space), generate words, and decode a stream with its spaces.
+    #[test]
+    fn sentencepiece_tokenizers_load_and_stream_with_spaces() {
+        for llama2 in [true, false] {
+            let (dir, [hello, world, cache]) = sentencepiece_model(llama2);
+            let t = load(dir.path().to_str().unwrap()).unwrap();
+            assert_eq!(
+                t.encode("hello world cache"),
+                [hello, world, cache],
+                "{llama2}"
+            );
+            // one token alone loses its space (why single-token decoding cannot be used)
+            assert_eq!(t.decode(&[world]), "world");
+            assert_eq!(t.decode(&[hello, world, cache]), "hello world cache");
+            // generated ids: the `▁` tokens of 3 to 10 letters (`▁hel` included), each a word
+            // with its space after another token
+            let mut sampled: Vec<u32> = (0..256).map(|r| t.sample(r)).collect();
+            sampled.sort_unstable();
+            sampled.dedup();
+            assert_eq!(sampled.len(), 3 * 3, "{llama2}");
+            assert!([hello, world, cache].iter().all(|w| sampled.contains(w)));
+            for id in sampled {
+                let piece = t.decode_stream(&[hello], &[id]).concat();
+                assert!(word_like(&piece), "{llama2} {id} {piece:?}");
+            }
+            // after a prompt, every generated word keeps its space; the pieces concatenate to
+            // the decoding of all ids at once
+            let prompt = t.encode_prompt("hello", true);
+            let out = [world, cache, hello, world];
+            let pieces = t.decode_stream(&prompt, &out);
+            assert_eq!(pieces, [" world", " cache", " hello", " world"], "{llama2}");
+            let all: Vec<u32> = prompt.iter().chain(&out).copied().collect();
+            assert_eq!(
+                t.decode(&prompt) + &pieces.concat(),
+                t.decode(&all),
+                "{llama2}"
+            );
+            // a byte-fallback newline is text of its own
+            assert_eq!(t.decode_stream(&[hello], &[3, world]), ["\n", " world"]);
+        }
+    }
+
+    #[test]
+    fn decode_stream_waits_for_a_whole_character() {
+        let t = WordTokenizer::default();
+        // "é" is two byte tokens: the first adds nothing, the second the whole character
+        let ids = t.encode("caf\u{e9} the");
+        let pieces = t.decode_stream(&t.encode("a"), &ids);
+        assert_eq!(pieces.concat(), "caf\u{e9} the");
+        assert_eq!(pieces[3], "");
+        assert_eq!(pieces[4], "\u{e9}");
     }
 
     #[test]

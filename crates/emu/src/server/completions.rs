@@ -204,12 +204,14 @@ async fn submit_choices(
                 key: Some(acc.key),
                 commands: s.commands.clone(),
             };
-            let pieces = answer_pieces(s, &acc, p.include_stop);
+            let pieces = answer_pieces(s, &pr.ids, &acc, p.include_stop);
             let echo = match kind {
                 Kind::Completion if p.echo => Some(pr.text.clone()),
                 Kind::Chat => req.chat_echo.clone(),
                 _ => None,
             };
+            // vLLM echoes the engine's prompt ids (`res.prompt_token_ids`): a BOS included
+            let echo_ids = (kind == Kind::Completion && p.echo).then(|| pr.ids.clone());
             choices.push(Choice {
                 index,
                 prompt: pi,
@@ -224,6 +226,7 @@ async fn submit_choices(
                 cached_tokens: 0,
                 text_offset: 0,
                 echo,
+                echo_ids,
             });
         }
     }
@@ -249,14 +252,11 @@ async fn submit(
     }
 }
 
-/// The text each answer token adds; with a stop string the text ends before it (after it with
-/// `include_stop_str_in_output`).
-fn answer_pieces(s: &Shared, acc: &Accepted, include_stop: bool) -> Vec<String> {
-    let mut pieces: Vec<String> = acc
-        .output
-        .iter()
-        .map(|&id| s.tokenizer.decode(&[id]))
-        .collect();
+/// The text each answer token adds after the prompt, decoded incrementally as vLLM does (so a
+/// SentencePiece word keeps its space); with a stop string the text ends before it (after it
+/// with `include_stop_str_in_output`).
+fn answer_pieces(s: &Shared, prompt: &[u32], acc: &Accepted, include_stop: bool) -> Vec<String> {
+    let mut pieces = s.tokenizer.decode_stream(prompt, &acc.output);
     if let Some(stop) = &acc.stop_reason {
         let full: String = pieces.concat();
         if let Some(at) = full.find(stop.as_str()) {

@@ -44,6 +44,9 @@ pub(super) struct Choice {
     pub(super) text_offset: usize,
     /// Completions' echo: the prompt text, sent before the first token.
     pub(super) echo: Option<String>,
+    /// Completions' echo: the prompt's ids as the engine got them (vLLM's
+    /// `res.prompt_token_ids`, with the BOS `add_special_tokens` put there).
+    pub(super) echo_ids: Option<Vec<u32>>,
 }
 
 /// Emulated log probabilities: deterministic per token and position, in (-4, 0]; the top
@@ -191,11 +194,13 @@ impl Response1 {
                 a.push(top);
             }
         };
+        // vLLM's offsets advance by each reported token's length in characters (Python's
+        // `len`), not by the text the token added
         if let Some(prompt) = echo {
             for &id in prompt {
                 let t = tok.decode(&[id]);
                 push(t.clone(), Value::Null, Value::Null, c.text_offset);
-                c.text_offset += t.len();
+                c.text_offset += t.chars().count();
             }
         }
         for j in from..to {
@@ -210,7 +215,7 @@ impl Response1 {
                 Value::Object(top),
                 c.text_offset,
             );
-            c.text_offset += c.pieces[j].len();
+            c.text_offset += alts[0].0.chars().count();
         }
         lp
     }
@@ -222,7 +227,7 @@ impl Response1 {
         let mut echo_ids = None;
         if let Some(e) = c.echo.take() {
             text.insert_str(0, &e);
-            echo_ids = Some(self.tokenizer.encode(&e));
+            echo_ids = c.echo_ids.take();
         }
         let mut choice = serde_json::Map::new();
         choice.insert("index".into(), json!(c.index));
@@ -351,7 +356,7 @@ impl Response1 {
                 }
                 Kind::Completion => {
                     let e = c.echo.take();
-                    let echo_ids = e.as_ref().map(|e| self.tokenizer.encode(e));
+                    let echo_ids = c.echo_ids.take().filter(|_| e.is_some());
                     let lp = self.completion_logprobs(c, 0, n, echo_ids.as_deref());
                     let prompt_logprobs = match (&echo_ids, self.logprobs) {
                         (Some(ids), Some(_)) if echo => self.prompt_logprobs(ids),
