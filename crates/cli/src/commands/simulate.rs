@@ -209,6 +209,43 @@ fn sizes(
     })
 }
 
+/// Attach each online-retraining lightgbm's models over this trace's GPU blocks (the LMCache
+/// tier sees only the GPU's misses, a different stream: it keeps the static model).
+fn retrain_online(
+    mut policies: Vec<PolicyConfig>,
+    trace: &inferencelab_trace::Trace,
+    prepared: &Prepared<'_>,
+    with_lmcache: bool,
+    cpu_policy: Option<&PolicyConfig>,
+) -> Vec<PolicyConfig> {
+    for p in policies.iter_mut() {
+        if let PolicyConfig::Lightgbm(c) = p {
+            if inferencelab_learn::online::attach(c, trace, &prepared.gpu) {
+                eprintln!(
+                    "note: lightgbm retrains online: {} models over the trace (every {} s on the \
+                     past {} s)",
+                    c.schedule.as_ref().map_or(0, |s| s.len()),
+                    c.retrain.map_or(0.0, |r| r.every_seconds),
+                    c.retrain.map_or(0.0, |r| r.window_seconds)
+                );
+            }
+        }
+    }
+    let lm_lightgbm_retrains = with_lmcache
+        && cpu_policy
+            .into_iter()
+            .chain(if cpu_policy.is_none() {
+                &policies[..]
+            } else {
+                &[]
+            })
+            .any(|p| matches!(p, PolicyConfig::Lightgbm(c) if c.retrain.is_some()));
+    if lm_lightgbm_retrains {
+        eprintln!("note: the LMCache tier's lightgbm uses its model file without retraining");
+    }
+    policies
+}
+
 /// The engine model of the flags (`--gpu-model`, `--schedule`, LMCache's rules and mode).
 fn engine_model(args: &SimulateArgs) -> EngineModel {
     EngineModel {
@@ -398,34 +435,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
     };
 
-    // lightgbm retraining online: the models over this trace's GPU blocks (the LMCache tier
-    // sees only the GPU's misses, a different stream: it keeps the static model)
-    let mut policies = policies;
-    for p in policies.iter_mut() {
-        if let PolicyConfig::Lightgbm(c) = p {
-            if inferencelab_learn::online::attach(c, &trace, &prepared.gpu) {
-                eprintln!(
-                    "note: lightgbm retrains online: {} models over the trace (every {} s on the \
-                     past {} s)",
-                    c.schedule.as_ref().map_or(0, |s| s.len()),
-                    c.retrain.map_or(0.0, |r| r.every_seconds),
-                    c.retrain.map_or(0.0, |r| r.window_seconds)
-                );
-            }
-        }
-    }
-    let lm_lightgbm_retrains = cpu.is_some()
-        && cpu_policy
-            .iter()
-            .chain(if cpu_policy.is_none() {
-                &policies[..]
-            } else {
-                &[]
-            })
-            .any(|p| matches!(p, PolicyConfig::Lightgbm(c) if c.retrain.is_some()));
-    if lm_lightgbm_retrains {
-        eprintln!("note: the LMCache tier's lightgbm uses its model file without retraining");
-    }
+    let policies = retrain_online(
+        policies,
+        &trace,
+        &prepared,
+        cpu.is_some(),
+        cpu_policy.as_ref(),
+    );
     let base = PointSpec {
         cpu,
         disk,
