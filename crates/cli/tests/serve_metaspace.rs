@@ -190,6 +190,15 @@ fn sentencepiece_words_keep_their_spaces_streamed_or_not() {
         assert_eq!(ids[..2], [json!(1), json!(HELLO)]);
         let back = post_json(&addr, "/detokenize", &json!({"tokens": ids[1..]}));
         assert_eq!(back["prompt"], format!("hello{text}"), "{llama2}");
+        // a stop string with a word's space is found in that text and cuts it there
+        let stop = format!(" {}", words[3]);
+        let mut stop_req = req.clone();
+        stop_req["stop"] = json!([stop]);
+        let stopped = post_json(&addr, "/v1/completions", &stop_req);
+        let c = &stopped["choices"][0];
+        assert_eq!(c["finish_reason"], "stop", "{llama2} {stop:?} {text:?}");
+        assert_eq!(c["stop_reason"], json!(stop));
+        assert_eq!(c["text"], text[..text.find(&stop).unwrap()], "{llama2}");
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -123,10 +123,11 @@ pub struct Accepted {
     pub stop_reason: Option<String>,
 }
 
-/// The first stop string the answer completes: `(tokens kept, the stop string)`. The text of
-/// sampled tokens concatenates (they are whole words), so each token's text is decoded once.
+/// The first stop string the answer completes: `(tokens kept, the stop string)`, in the text
+/// the tokens add after the prompt (decoded incrementally, as the response's text is).
 pub fn find_stop(
     tokenizer: &dyn Tokenizer,
+    prompt: &[u32],
     output: &[u32],
     stop: &[String],
     min_tokens: u32,
@@ -135,8 +136,8 @@ pub fn find_stop(
         return None;
     }
     let mut text = String::new();
-    for (i, &id) in output.iter().enumerate() {
-        text.push_str(&tokenizer.decode(&[id]));
+    for (i, piece) in tokenizer.decode_stream(prompt, output).iter().enumerate() {
+        text.push_str(piece);
         if (i as u32) + 1 < min_tokens {
             continue;
         }
@@ -291,9 +292,13 @@ impl Core {
                     .collect();
                 let mut finish_reason = s.finish_reason;
                 let mut stop_reason = None;
-                if let Some((keep, stop)) =
-                    find_stop(&*self.cfg.tokenizer, &output, &s.stop, s.min_tokens)
-                {
+                if let Some((keep, stop)) = find_stop(
+                    &*self.cfg.tokenizer,
+                    &s.prompt.tokens,
+                    &output,
+                    &s.stop,
+                    s.min_tokens,
+                ) {
                     output.truncate(keep);
                     finish_reason = "stop";
                     stop_reason = Some(stop);
