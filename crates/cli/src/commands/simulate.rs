@@ -246,6 +246,41 @@ fn retrain_online(
     policies
 }
 
+/// The summary's `input` section: what was read and how it was cut into blocks and chunks.
+fn input_json(
+    args: &SimulateArgs,
+    trace: &inferencelab_trace::Trace,
+    lookup: Option<&super::simulate_lookup::Lookup>,
+    prepared: &Prepared<'_>,
+    (block_size, chunk_size): (u32, Option<u32>),
+    read_seconds: f64,
+) -> serde_json::Value {
+    json!({
+        "path": super::path_text(&args.input_file),
+        "format": trace.format.map(|f| f.name()),
+        "requests": trace.requests.len(),
+        "prompt_tokens": trace.total_prompt_tokens(),
+        "block_size": block_size,
+        "chunk_size": chunk_size,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "pipeline_parallel_size": args.pipeline_parallel_size,
+        "block_refs": prepared.gpu.keys.len(),
+        "distinct_blocks": prepared.gpu.num_objects,
+        "skipped_records": trace.skipped,
+        "notes": trace.notes,
+        "has_reuse_info": trace.has_reuse_info(),
+        "lmcache_lookup": lookup.map(|l| json!({
+            "chunk_size": l.chunk_size,
+            "kv_bytes_per_chunk": args.kv_bytes_per_chunk.unwrap_or(l.kv_bytes_per_chunk),
+            "models": l.models,
+        })),
+        "lmcache_rules": args.lmcache_rules.to_string(),
+        "read_seconds": read_seconds,
+        "input_bytes": trace.input_bytes,
+        "text_bytes": trace.text_bytes,
+    })
+}
+
 /// The engine model of the flags (`--gpu-model`, `--schedule`, LMCache's rules and mode).
 fn engine_model(args: &SimulateArgs) -> EngineModel {
     EngineModel {
@@ -517,30 +552,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let summary = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "simulate",
-        "input": {
-            "path": super::path_text(&args.input_file),
-            "format": trace.format.map(|f| f.name()),
-            "requests": trace.requests.len(),
-            "prompt_tokens": trace.total_prompt_tokens(),
-            "block_size": block_size,
-            "chunk_size": cpu.map(|_| chunk_size),
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "pipeline_parallel_size": args.pipeline_parallel_size,
-            "block_refs": prepared.gpu.keys.len(),
-            "distinct_blocks": prepared.gpu.num_objects,
-            "skipped_records": trace.skipped,
-            "notes": trace.notes,
-            "has_reuse_info": trace.has_reuse_info(),
-            "lmcache_lookup": lookup.as_ref().map(|l| json!({
-                "chunk_size": l.chunk_size,
-                "kv_bytes_per_chunk": args.kv_bytes_per_chunk.unwrap_or(l.kv_bytes_per_chunk),
-                "models": l.models,
-            })),
-            "lmcache_rules": args.lmcache_rules.to_string(),
-            "read_seconds": read_seconds,
-            "input_bytes": trace.input_bytes,
-            "text_bytes": trace.text_bytes,
-        },
+        "input": input_json(
+            &args,
+            &trace,
+            lookup.as_ref(),
+            &prepared,
+            (block_size, cpu.map(|_| chunk_size)),
+            read_seconds
+        ),
         "model": model,
         "grid_wall_seconds": wall,
         "peak_rss_bytes": peak_rss_bytes(),
