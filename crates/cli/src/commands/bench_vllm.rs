@@ -165,54 +165,8 @@ fn refuse<T>(flag: &str, ours: &str) -> anyhow::Result<T> {
     bail!("vLLM's {flag} is not supported by inferencelab bench; {ours}")
 }
 
-/// Map the vLLM flags onto ours (notes on stderr), or refuse the ones we cannot honour.
-pub fn apply(args: &mut BenchArgs) -> anyhow::Result<Applied> {
-    let v = std::mem::take(&mut args.vllm);
-    let mut notes: Vec<String> = Vec::new();
-    if let Some(b) = &v.backend {
-        match b.as_str() {
-            "vllm" | "openai" | "openai-chat" => {}
-            other => refuse(
-                &format!("--backend {other}"),
-                "it loads /v1/completions (--backend vllm or openai) and /v1/chat/completions \
-                 (openai-chat, or a conversation dataset)",
-            )?,
-        }
-    }
-    let chat = match (v.endpoint.as_deref(), v.backend.as_deref()) {
-        (Some("/v1/chat/completions"), _) | (None, Some("openai-chat")) => true,
-        (Some("/v1/completions") | None, _) => false,
-        (Some(e), _) => refuse(
-            &format!("--endpoint {e}"),
-            "it loads /v1/completions and /v1/chat/completions",
-        )?,
-    };
-    if let Some(h) = &v.host {
-        if args.base_url.is_some() {
-            bail!("give --base-url or --host/--port, not both");
-        }
-        args.base_url = Some(format!("http://{h}:{}", v.port.unwrap_or(8000)));
-    } else if let Some(p) = v.port {
-        if args.base_url.is_some() {
-            bail!("give --base-url or --host/--port, not both");
-        }
-        args.base_url = Some(format!("http://127.0.0.1:{p}"));
-    }
-    if let Some(m) = v.served_model_name {
-        args.model.get_or_insert(m);
-    }
-    if v.disable_tqdm {
-        args.quiet = true;
-    }
-    if let Some(n) = v.input_len {
-        args.random_input_len = n;
-    }
-    if let Some(d) = v.result_dir {
-        if args.output_dir.is_some() {
-            bail!("give --output-dir or --result-dir, not both");
-        }
-        args.output_dir = Some(d);
-    }
+/// vLLM's flags `bench` cannot honour: refused with our equivalent.
+fn refuse_unsupported(v: &VllmFlags) -> anyhow::Result<()> {
     if v.append_result {
         refuse(
             "--append-result",
@@ -246,7 +200,20 @@ pub fn apply(args: &mut BenchArgs) -> anyhow::Result<Applied> {
             "run `inferencelab plot` on the result folder for charts",
         )?;
     }
-    // sampling parameters: into the body, as vLLM puts them
+    if v.random_range_ratio.is_some_and(|r| r != 0.0) || v.random_prefix_len.is_some_and(|n| n > 0)
+    {
+        refuse(
+            "--random-range-ratio/--random-prefix-len",
+            "its random prompts have exactly --random-input-len tokens; for shared prefixes \
+             replay a trace (--input-file)",
+        )?;
+    }
+    Ok(())
+}
+
+/// vLLM's sampling flags, into the request body as vLLM puts them (`--extra-body`'s own keys
+/// win).
+fn merge_sampling(v: &VllmFlags, args: &mut BenchArgs) -> anyhow::Result<()> {
     let mut body = serde_json::Map::new();
     let sampling = [
         ("top_p", v.top_p),
@@ -280,14 +247,59 @@ pub fn apply(args: &mut BenchArgs) -> anyhow::Result<Applied> {
         }
         args.extra_body = Some(serde_json::Value::Object(merged).to_string());
     }
-    if v.random_range_ratio.is_some_and(|r| r != 0.0) || v.random_prefix_len.is_some_and(|n| n > 0)
-    {
-        refuse(
-            "--random-range-ratio/--random-prefix-len",
-            "its random prompts have exactly --random-input-len tokens; for shared prefixes \
-             replay a trace (--input-file)",
-        )?;
+    Ok(())
+}
+
+/// Map the vLLM flags onto ours (notes on stderr), or refuse the ones we cannot honour.
+pub fn apply(args: &mut BenchArgs) -> anyhow::Result<Applied> {
+    let v = std::mem::take(&mut args.vllm);
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(b) = &v.backend {
+        match b.as_str() {
+            "vllm" | "openai" | "openai-chat" => {}
+            other => refuse(
+                &format!("--backend {other}"),
+                "it loads /v1/completions (--backend vllm or openai) and /v1/chat/completions \
+                 (openai-chat, or a conversation dataset)",
+            )?,
+        }
     }
+    let chat = match (v.endpoint.as_deref(), v.backend.as_deref()) {
+        (Some("/v1/chat/completions"), _) | (None, Some("openai-chat")) => true,
+        (Some("/v1/completions") | None, _) => false,
+        (Some(e), _) => refuse(
+            &format!("--endpoint {e}"),
+            "it loads /v1/completions and /v1/chat/completions",
+        )?,
+    };
+    if let Some(h) = &v.host {
+        if args.base_url.is_some() {
+            bail!("give --base-url or --host/--port, not both");
+        }
+        args.base_url = Some(format!("http://{h}:{}", v.port.unwrap_or(8000)));
+    } else if let Some(p) = v.port {
+        if args.base_url.is_some() {
+            bail!("give --base-url or --host/--port, not both");
+        }
+        args.base_url = Some(format!("http://127.0.0.1:{p}"));
+    }
+    if let Some(m) = &v.served_model_name {
+        args.model.get_or_insert_with(|| m.clone());
+    }
+    if v.disable_tqdm {
+        args.quiet = true;
+    }
+    if let Some(n) = v.input_len {
+        args.random_input_len = n;
+    }
+    if let Some(d) = &v.result_dir {
+        if args.output_dir.is_some() {
+            bail!("give --output-dir or --result-dir, not both");
+        }
+        args.output_dir = Some(d.clone());
+    }
+    refuse_unsupported(&v)?;
+    merge_sampling(&v, args)?;
     if v.percentile_metrics.is_some() {
         notes.push("--percentile-metrics: ttft, tpot, itl and e2el are all reported".into());
     }
