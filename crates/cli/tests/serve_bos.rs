@@ -4,25 +4,10 @@
 //! request field turns it either way. The ids are those vLLM 0.32's tokenizer gives the same
 //! files (crates/emu/src/tokenizer.rs's unit test).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 mod common;
 
 fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{rest}");
-    serde_json::from_str(rest).unwrap()
+    serde_json::from_str(&common::post_ok(addr, path, body)).unwrap()
 }
 
 /// `<s>` 0, `</s>` 1, `hello` 5, ` world` 4, ` cache` 6; `<s> $A` post-processor; a chat

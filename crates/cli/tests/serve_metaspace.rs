@@ -6,54 +6,17 @@
 //! agree, words keep their spaces, and `echo` returns the prompt ids with the BOS (vLLM's
 //! `res.prompt_token_ids`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::{json, Value};
 
 mod common;
 
-/// A raw HTTP/1.1 POST (`Connection: close`), chunked bodies decoded; the status must be 200.
-fn post(addr: &str, path: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{rest}");
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return rest.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = rest;
-    loop {
-        let (size, after) = rest.split_once("\r\n").unwrap();
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-}
-
 fn post_json(addr: &str, path: &str, body: &Value) -> Value {
-    serde_json::from_str(&post(addr, path, &body.to_string())).unwrap()
+    serde_json::from_str(&common::post_ok(addr, path, &body.to_string())).unwrap()
 }
 
 /// The events of an SSE body, `[DONE]` left out.
 fn sse_events(addr: &str, path: &str, body: &Value) -> Vec<Value> {
-    let sse = post(addr, path, &body.to_string());
+    let sse = common::post_ok(addr, path, &body.to_string());
     assert!(sse.contains("data: [DONE]"), "{sse}");
     sse.lines()
         .filter_map(|l| l.strip_prefix("data: "))
