@@ -130,7 +130,8 @@ pub fn load_lightgbm(
         .map_err(|e| config_error(format!("--lightgbm-model {}: {e}", path.display())))?;
     let beside = path.with_extension("yaml");
     if beside.exists() {
-        if let Ok(Some(c)) = load_lightgbm_yaml(&beside) {
+        // only its settings: the model it names is the one just loaded, or it does not apply
+        if let Ok(Some(c)) = read_lightgbm_yaml(&beside) {
             let same = |a: &Path, b: &Path| {
                 a.canonicalize()
                     .ok()
@@ -164,6 +165,17 @@ pub fn load_lightgbm(
 /// A lightgbm policy YAML, its model loaded; the model path is relative to the working
 /// directory or, failing that, to the YAML's folder. `Ok(None)`: a YAML of something else.
 pub fn load_lightgbm_yaml(path: &Path) -> Result<Option<LightGbmConfig>, SimError> {
+    let Some(mut c) = read_lightgbm_yaml(path)? else {
+        return Ok(None);
+    };
+    c.model
+        .ensure_loaded()
+        .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
+    Ok(Some(c))
+}
+
+/// [`load_lightgbm_yaml`] without loading the model: the settings and the model's path.
+fn read_lightgbm_yaml(path: &Path) -> Result<Option<LightGbmConfig>, SimError> {
     let text = inferencelab_trace::fsutil::read_input_string(path)
         .map_err(|e| config_error(format!("reading {}: {e}", path.display())))?;
     let mut doc: serde_norway::Value = serde_norway::from_str(&text)
@@ -179,12 +191,7 @@ pub fn load_lightgbm_yaml(path: &Path) -> Result<Option<LightGbmConfig>, SimErro
         }
     }
     match serde_norway::from_value::<PolicyConfig>(doc) {
-        Ok(PolicyConfig::Lightgbm(mut c)) => {
-            c.model
-                .ensure_loaded()
-                .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
-            Ok(Some(c))
-        }
+        Ok(PolicyConfig::Lightgbm(c)) => Ok(Some(c)),
         Ok(_) => Ok(None),
         Err(e) => Err(config_error(format!("{}: {e}", path.display()))),
     }
