@@ -18,6 +18,9 @@ pub mod train;
 
 use std::path::Path;
 
+use inferencelab_cache::PolicyConfig;
+use inferencelab_sim::resolve::{self, PolicyFiles};
+
 use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -53,4 +56,17 @@ pub fn plot_summary(summary: &Path, out_dir: &Path, title: &str) {
             summary.display()
         ),
     }
+}
+
+/// [`resolve::load_policy`] for a command: its notes (which model, which calibration) on stderr.
+pub(crate) fn load_policy(
+    policy: PolicyConfig,
+    files: &PolicyFiles,
+) -> anyhow::Result<PolicyConfig> {
+    let mut notes = Vec::new();
+    let loaded = resolve::load_policy(policy, files, &mut notes);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(loaded?)
 }

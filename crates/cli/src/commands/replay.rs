@@ -238,15 +238,10 @@ fn join(trace: &Trace, records: &[RequestRecord]) -> Vec<Option<usize>> {
 /// The point the prediction runs: `serve`'s defaults and the flags' sizes and policy.
 fn prediction_point(args: &ReplayArgs) -> anyhow::Result<PointSpec> {
     let model = models::resolve(&args.sim_model)?;
-    let mut notes = Vec::new();
-    let policy = resolve::load_policy(
+    let policy = super::load_policy(
         args.eviction_policy.clone(),
         &resolve::PolicyFiles::default(),
-        &mut notes,
     )?;
-    for n in notes {
-        eprintln!("note: {n}");
-    }
     Ok(PointSpec {
         // LMCache's pool, as `serve` sizes it
         cpu: (!args.no_cpu_tier).then(|| {

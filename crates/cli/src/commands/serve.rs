@@ -17,7 +17,10 @@ use inferencelab_emu::server::{self, ServerConfig};
 use inferencelab_emu::timing::{GpuProfile, Timing};
 use inferencelab_models as models;
 use inferencelab_sim::plan;
+use inferencelab_sim::resolve::PolicyFiles;
 use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
+
+use super::load_policy;
 
 /// Raw arguments: parsed by [`ServeOpts`] after unknown vLLM flags are set aside.
 #[derive(Args, Debug)]
@@ -309,7 +312,8 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| model_name.clone());
     let mut engine = EngineConfig::new(model, timing, num_gpu_blocks);
     engine.block_size = o.block_size;
-    engine.gpu_policy = load_policy(o.eviction_policy.clone()).context("--eviction-policy")?;
+    engine.gpu_policy = load_policy(o.eviction_policy.clone(), &PolicyFiles::default())
+        .context("--eviction-policy")?;
     engine.lmcache = lmcache;
     engine.max_num_batched_tokens = o.max_num_batched_tokens.max(1);
     engine.max_num_seqs = o.max_num_seqs.max(1);
@@ -491,11 +495,14 @@ fn lmcache_tier(o: &ServeOpts, model: &models::ModelSpec) -> anyhow::Result<Opti
                 .map_or(plan::LMCACHE_DEFAULT_CPU_GB, NonNegative::get),
         };
         let policy = match &o.cpu_eviction_policy {
-            Some(p) => load_policy(p.clone()).context("--cpu-eviction-policy")?,
+            Some(p) => {
+                load_policy(p.clone(), &PolicyFiles::default()).context("--cpu-eviction-policy")?
+            }
             None => match std::env::var("LMCACHE_CACHE_POLICY") {
                 Ok(p) if !p.trim().is_empty() => load_policy(
                     p.parse()
                         .map_err(|e: String| anyhow::anyhow!("LMCACHE_CACHE_POLICY: {e}"))?,
+                    &PolicyFiles::default(),
                 )
                 .context("LMCACHE_CACHE_POLICY")?,
                 _ => PolicyConfig::Lru,
@@ -520,20 +527,6 @@ fn lmcache_tier(o: &ServeOpts, model: &models::ModelSpec) -> anyhow::Result<Opti
             mode,
         })
     })
-}
-
-/// A policy's files loaded (`lightgbm`: the trained or bundled model), its notes on stderr.
-fn load_policy(policy: PolicyConfig) -> anyhow::Result<PolicyConfig> {
-    let mut notes = Vec::new();
-    let loaded = inferencelab_sim::resolve::load_policy(
-        policy,
-        &inferencelab_sim::resolve::PolicyFiles::default(),
-        &mut notes,
-    );
-    for n in notes {
-        eprintln!("note: {n}");
-    }
-    Ok(loaded?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use inferencelab_cache::PolicyConfig;
 use inferencelab_learn::eval::{gap_closed, SMART};
 use inferencelab_models as models;
 use inferencelab_sim::plan::{self, Capacity};
-use inferencelab_sim::resolve::{self, PointSpec, PolicyFiles, TierPolicy};
+use inferencelab_sim::resolve::{PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
 use inferencelab_sim::{grid::run_grid, EngineModel, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::fsutil::write_json;
@@ -49,17 +49,10 @@ fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<
             policies.extend(added);
         }
     }
-    policies.into_iter().map(|p| load(p, files)).collect()
-}
-
-/// [`resolve::load_policy`], its notes on stderr.
-fn load(policy: PolicyConfig, files: &PolicyFiles) -> anyhow::Result<PolicyConfig> {
-    let mut notes = Vec::new();
-    let loaded = resolve::load_policy(policy, files, &mut notes);
-    for n in notes {
-        eprintln!("note: {n}");
-    }
-    Ok(loaded?)
+    policies
+        .into_iter()
+        .map(|p| super::load_policy(p, files))
+        .collect()
 }
 
 /// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
@@ -447,7 +440,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .unwrap_or(default_cpu_policy)
     {
         TierPolicy::Same => None,
-        TierPolicy::Policy(p) => Some(load(p, &files).context("--cpu-eviction-policy")?),
+        TierPolicy::Policy(p) => {
+            Some(super::load_policy(p, &files).context("--cpu-eviction-policy")?)
+        }
     };
 
     let cpus = cpu;
