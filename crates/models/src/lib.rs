@@ -166,6 +166,13 @@ impl ModelSpec {
         ((gib * (1u64 << 30) as f64) / chunk as f64).floor() as u64
     }
 
+    /// `gib` GiB over the bytes of one `chunk_size`-token chunk, unrounded: the size LMCache's
+    /// multi-process L1 measures its usage ratio against (bytes over bytes).
+    pub fn lmcache_chunks_in_gib_unrounded(&self, gib: f64, chunk_size: u32) -> f64 {
+        let chunk = (self.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
+        gib * (1u64 << 30) as f64 / chunk
+    }
+
     /// Prefill FLOPs of tokens at positions `0..n` (a whole prompt computed from scratch):
     /// `2 * params` per token for the dense layers plus attention scores and values,
     /// `4 * layers * heads * head_dim * p` FLOPs for the token at position `p`

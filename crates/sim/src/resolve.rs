@@ -406,8 +406,7 @@ impl PointSpec {
         // the multi-process L1's usage ratio is bytes over bytes: the unrounded chunk count
         engine.mp_l1_size_chunks = match (self.cpu, &self.model) {
             (Some(Capacity::Gib(gb)), Some(m)) => {
-                let chunk = (m.kv_bytes_per_token() as f64 * self.chunk_size as f64).max(1.0);
-                gb * (1u64 << 30) as f64 / chunk
+                m.lmcache_chunks_in_gib_unrounded(gb, self.chunk_size)
             }
             _ => 0.0,
         };

@@ -511,12 +511,11 @@ fn lmcache_tier(o: &ServeOpts, model: &models::ModelSpec) -> anyhow::Result<Opti
         let mode = match mode {
             inferencelab_sim::LmcacheMode::Inprocess => EngineLmcacheMode::InProcess,
             inferencelab_sim::LmcacheMode::Mp => {
-                // the usage ratio is bytes over bytes: the unrounded chunk count, as simulate
-                let chunk = (model.kv_bytes_per_token() as f64 * chunk_size as f64).max(1.0);
                 EngineLmcacheMode::Mp(MpEviction {
                     trigger_watermark: o.lmcache_eviction_trigger_watermark,
                     eviction_ratio: o.lmcache_eviction_ratio,
-                    l1_size_chunks: gb * (1u64 << 30) as f64 / chunk,
+                    // the usage ratio is bytes over bytes, as simulate's
+                    l1_size_chunks: model.lmcache_chunks_in_gib_unrounded(gb, chunk_size),
                 })
             }
         };
