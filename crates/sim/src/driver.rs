@@ -8,7 +8,7 @@ use inferencelab_cache::{EntryId, Outcome};
 use inferencelab_trace::{AnswerBlocks, BlockedTrace, Blocking, SequenceBlocks, Trace};
 
 use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
-use crate::engine_run::{build_tier, run_trace, run_vllm, Describe, Lmcache, Served};
+use crate::engine_run::{self, build_tier, Describe, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::gpu_tier::GpuTier;
 use crate::result::{ratio, ResultRow as Row, Window};
@@ -537,10 +537,15 @@ fn replay_engine(
         tally.record(row, r, refs, s.hits.gpu_hit_tokens / bs, &s.hits);
         observe(s.req, s.hits);
     };
-    let totals = match schedule {
-        Schedule::Vllm => run_vllm(config, seq, describe, lm.as_mut(), usable, &mut serve),
-        _ => run_trace(config, seq, describe, lm.as_mut(), usable, &mut serve),
-    };
+    let totals = engine_run::run(
+        schedule,
+        config,
+        seq,
+        describe,
+        lm.as_mut(),
+        usable,
+        &mut serve,
+    );
     row.gpu_evictions = totals.evictions;
     row.gpu_rejections = totals.rejections;
     row.preemptions = totals.preemptions;

@@ -54,7 +54,7 @@ use inferencelab_engine::pool::{KvPool, Slot};
 use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences};
 use inferencelab_trace::{BlockedTrace, SequenceBlocks, Trace};
 
-use crate::config::{SimConfig, TierConfig};
+use crate::config::{Schedule, SimConfig, TierConfig};
 use crate::driver::{Prepared, RequestHits};
 
 /// How one request's block references are described to a policy.
@@ -350,7 +350,7 @@ enum Admit {
     Never,
 }
 
-/// The `trace` schedule's state, stepped by [`run_trace`] or, one replica each, by the cluster
+/// The `trace` schedule's state, stepped by [`run`] or, one replica each, by the cluster
 /// driver (`crate::cluster`): [`arrive`](TraceTier::arrive) per routed request in arrival
 /// order, [`run_until`](TraceTier::run_until) to look at it between arrivals,
 /// [`close`](TraceTier::close) at the end.
@@ -917,24 +917,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
     }
 }
 
-/// The `trace` schedule.
-pub(crate) fn run_trace<'a>(
-    config: &'a SimConfig,
-    seq: &'a SequenceBlocks,
-    describe: Describe<'a>,
-    lm: Option<&mut Lmcache<'a>>,
-    usable: u64,
-    mut serve: impl FnMut(Served),
-) -> TierTotals {
-    let n = describe.trace.requests.len();
-    let mut t = TraceTier::new(config, seq, describe, lm, usable);
-    for i in 0..n {
-        t.arrive(i, &mut serve);
-    }
-    t.close(&mut serve)
-}
-
-/// The `vllm` schedule's state: vLLM's scheduler in virtual time, stepped by [`run_vllm`] or,
+/// The `vllm` schedule's state: vLLM's scheduler in virtual time, stepped by [`run`] or,
 /// one replica each, by the cluster driver (`crate::cluster`).
 pub(crate) struct VllmTier<'a, 'b> {
     config: &'a SimConfig,
@@ -1084,8 +1067,62 @@ impl<'a, 'b> VllmTier<'a, 'b> {
     }
 }
 
-/// The `vllm` schedule: vLLM's scheduler in virtual time.
-pub(crate) fn run_vllm<'a>(
+/// One server's engine under its schedule (`trace` or `vllm`): run to the end by [`run`] or, one
+/// replica each, stepped by the cluster driver (`crate::cluster`).
+pub(crate) enum EngineTier<'a, 'b> {
+    Trace(TraceTier<'a, 'b>),
+    Vllm(VllmTier<'a, 'b>),
+}
+
+impl<'a, 'b> EngineTier<'a, 'b> {
+    /// `schedule` is the effective one (`Auto` resolved): `Vllm`, else the trace's.
+    pub(crate) fn new(
+        schedule: Schedule,
+        config: &'a SimConfig,
+        seq: &'a SequenceBlocks,
+        describe: Describe<'a>,
+        lm: Option<&'b mut Lmcache<'a>>,
+        usable: u64,
+    ) -> Self {
+        match schedule {
+            Schedule::Vllm => EngineTier::Vllm(VllmTier::new(config, seq, describe, lm, usable)),
+            _ => EngineTier::Trace(TraceTier::new(config, seq, describe, lm, usable)),
+        }
+    }
+
+    pub(crate) fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        match self {
+            EngineTier::Trace(x) => x.run_until(t, serve),
+            EngineTier::Vllm(x) => x.run_until(t, serve),
+        }
+    }
+
+    pub(crate) fn arrive(&mut self, i: usize, serve: &mut dyn FnMut(Served)) {
+        match self {
+            EngineTier::Trace(x) => x.arrive(i, serve),
+            EngineTier::Vllm(x) => x.arrive(i, serve),
+        }
+    }
+
+    pub(crate) fn cached_prefix_tokens(&self, i: usize) -> u64 {
+        match self {
+            EngineTier::Trace(x) => x.cached_prefix_tokens(i),
+            EngineTier::Vllm(x) => x.cached_prefix_tokens(i),
+        }
+    }
+
+    pub(crate) fn close(self, serve: &mut dyn FnMut(Served)) -> TierTotals {
+        match self {
+            EngineTier::Trace(x) => x.close(serve),
+            EngineTier::Vllm(x) => x.close(serve),
+        }
+    }
+}
+
+/// One server's whole trace under `schedule`: every request arrives in order, then the engine
+/// runs to the end.
+pub(crate) fn run<'a>(
+    schedule: Schedule,
     config: &'a SimConfig,
     seq: &'a SequenceBlocks,
     describe: Describe<'a>,
@@ -1094,7 +1131,7 @@ pub(crate) fn run_vllm<'a>(
     mut serve: impl FnMut(Served),
 ) -> TierTotals {
     let n = describe.trace.requests.len();
-    let mut t = VllmTier::new(config, seq, describe, lm, usable);
+    let mut t = EngineTier::new(schedule, config, seq, describe, lm, usable);
     for i in 0..n {
         t.arrive(i, &mut serve);
     }

@@ -35,9 +35,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
+use crate::config::{HitSemantics, LmcacheRules, SimConfig};
 use crate::driver::{effective_schedule, Prepared, RequestHits};
-use crate::engine_run::{Describe, Lmcache, Served, TraceTier, VllmTier};
+use crate::engine_run::{Describe, EngineTier, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::result::ratio;
 
@@ -138,34 +138,8 @@ pub struct Routed {
     pub finish_s: f64,
 }
 
-enum Tier<'a, 'b> {
-    Trace(TraceTier<'a, 'b>),
-    Vllm(VllmTier<'a, 'b>),
-}
-
-impl Tier<'_, '_> {
-    fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
-        match self {
-            Tier::Trace(x) => x.run_until(t, serve),
-            Tier::Vllm(x) => x.run_until(t, serve),
-        }
-    }
-    fn arrive(&mut self, i: usize, serve: &mut dyn FnMut(Served)) {
-        match self {
-            Tier::Trace(x) => x.arrive(i, serve),
-            Tier::Vllm(x) => x.arrive(i, serve),
-        }
-    }
-    fn cached_prefix_tokens(&self, i: usize) -> u64 {
-        match self {
-            Tier::Trace(x) => x.cached_prefix_tokens(i),
-            Tier::Vllm(x) => x.cached_prefix_tokens(i),
-        }
-    }
-}
-
 struct View<'x, 'a, 'b> {
-    tiers: &'x [Tier<'a, 'b>],
+    tiers: &'x [EngineTier<'a, 'b>],
     loads: &'x [usize],
     urls: &'x [String],
 }
@@ -292,12 +266,9 @@ pub fn run_observed(
         blocks: &seq.blocks,
         oracle: None,
     };
-    let mut tiers: Vec<Tier<'_, '_>> = lms
+    let mut tiers: Vec<EngineTier<'_, '_>> = lms
         .iter_mut()
-        .map(|lm| match schedule {
-            Schedule::Vllm => Tier::Vllm(VllmTier::new(cfg, seq, describe(), lm.as_mut(), usable)),
-            _ => Tier::Trace(TraceTier::new(cfg, seq, describe(), lm.as_mut(), usable)),
-        })
+        .map(|lm| EngineTier::new(schedule, cfg, seq, describe(), lm.as_mut(), usable))
         .collect();
     let urls: Vec<String> = (0..n).map(|k| cluster.worker_url(k)).collect();
     let bs = prepared.gpu.block_size as u64;
@@ -366,10 +337,7 @@ pub fn run_observed(
     }
     let mut totals = Vec::with_capacity(n);
     for tier in tiers {
-        let t = match tier {
-            Tier::Trace(x) => x.close(&mut |s| buf.push(s)),
-            Tier::Vllm(x) => x.close(&mut |s| buf.push(s)),
-        };
+        let t = tier.close(&mut |s| buf.push(s));
         totals.push(t);
         take(&mut buf, &mut finishes, &mut served, &assigned);
     }

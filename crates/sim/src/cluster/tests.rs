@@ -5,7 +5,7 @@ use inferencelab_cache::PolicyConfig;
 use inferencelab_trace::{Content, Request, Trace};
 
 use super::*;
-use crate::config::{TierConfig, TimingModel};
+use crate::config::{Schedule, TierConfig, TimingModel};
 use crate::driver::run_observed as run_single;
 
 /// `convs` conversations of `turns` turns, interleaved (turn t of every conversation, then
