@@ -426,6 +426,31 @@ impl PointSpec {
         })
     }
 
+    /// Every policy at every GPU and LMCache size, the rest as `self`, resolved: the grid of
+    /// `simulate` (policies outermost, then GPU sizes, then LMCache sizes).
+    pub fn grid(
+        &self,
+        policies: &[PolicyConfig],
+        gpus: &[Capacity],
+        cpus: &[Option<Capacity>],
+    ) -> Result<Vec<SimConfig>, SimError> {
+        let mut configs = Vec::with_capacity(policies.len() * gpus.len() * cpus.len());
+        for policy in policies {
+            for &gpu in gpus {
+                for &cpu in cpus {
+                    let point = PointSpec {
+                        gpu,
+                        cpu,
+                        policy: policy.clone(),
+                        ..self.clone()
+                    };
+                    configs.push(point.resolve()?);
+                }
+            }
+        }
+        Ok(configs)
+    }
+
     /// The chunk size the driver prepares chunk keys for (`None`: no LMCache tier).
     pub fn prepared_chunk_size(&self) -> Option<u32> {
         self.cpu.map(|_| self.chunk_size)
@@ -462,6 +487,43 @@ mod tests {
         );
         s.cpu_policy = Some("lfu".parse().unwrap());
         assert_eq!(s.resolve().unwrap().cpu.unwrap().policy.name(), "lfu");
+    }
+
+    #[test]
+    fn the_grid_is_policies_then_gpu_sizes_then_lmcache_sizes() {
+        let base = spec("lru");
+        let policies: Vec<PolicyConfig> = vec!["lru".parse().unwrap(), "fifo".parse().unwrap()];
+        let gpus = [Capacity::Entries(10), Capacity::Entries(20)];
+        let cpus = [Some(Capacity::Entries(3)), None];
+        let grid = base.grid(&policies, &gpus, &cpus).unwrap();
+        let got: Vec<(&str, u64, Option<u64>)> = grid
+            .iter()
+            .map(|c| {
+                (
+                    c.gpu.policy.name(),
+                    c.gpu.capacity,
+                    c.cpu.as_ref().map(|t| t.capacity),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("lru", 10, Some(3)),
+                ("lru", 10, None),
+                ("lru", 20, Some(3)),
+                ("lru", 20, None),
+                ("fifo", 10, Some(3)),
+                ("fifo", 10, None),
+                ("fifo", 20, Some(3)),
+                ("fifo", 20, None),
+            ]
+        );
+        // a point's contradiction fails the whole grid, naming the fix
+        let mut any = spec("lru");
+        any.hit_semantics = HitSemantics::Any;
+        assert!(any.grid(&policies, &gpus, &cpus).is_err());
+        assert_eq!(any.grid(&policies, &gpus, &[None]).unwrap().len(), 4);
     }
 
     #[test]

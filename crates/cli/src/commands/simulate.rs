@@ -55,14 +55,16 @@ fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<
         .collect()
 }
 
+/// What `--input-file` gave: the trace, the lookup log's settings when it was one, and how
+/// long reading took.
+struct Input {
+    trace: inferencelab_trace::Trace,
+    lookup: Option<super::simulate_lookup::Lookup>,
+    read_seconds: f64,
+}
+
 /// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
-fn read_input(
-    args: &SimulateArgs,
-) -> anyhow::Result<(
-    inferencelab_trace::Trace,
-    Option<super::simulate_lookup::Lookup>,
-    f64,
-)> {
+fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
     let read_started = Instant::now();
     let opts = ReadOptions {
         format: args.input_format,
@@ -90,7 +92,11 @@ fn read_input(
         );
     }
 
-    Ok((trace, lookup, read_seconds))
+    Ok(Input {
+        trace,
+        lookup,
+        read_seconds,
+    })
 }
 
 /// What the engine model did (vLLM's rules): schedule, answer blocks, requests that never fit,
@@ -240,21 +246,15 @@ fn retrain_online(
 }
 
 /// The summary's `input` section: what was read and how it was cut into blocks and chunks.
-fn input_json(
-    args: &SimulateArgs,
-    trace: &inferencelab_trace::Trace,
-    lookup: Option<&super::simulate_lookup::Lookup>,
-    prepared: &Prepared<'_>,
-    (block_size, chunk_size): (u32, Option<u32>),
-    read_seconds: f64,
-) -> serde_json::Value {
+fn input_json(args: &SimulateArgs, input: &Input, grid: &Grid<'_>) -> serde_json::Value {
+    let (trace, lookup, prepared) = (&input.trace, input.lookup.as_ref(), &grid.prepared);
     json!({
         "path": super::path_text(&args.input_file),
         "format": trace.format.map(|f| f.name()),
         "requests": trace.requests.len(),
         "prompt_tokens": trace.total_prompt_tokens(),
-        "block_size": block_size,
-        "chunk_size": chunk_size,
+        "block_size": grid.block_size,
+        "chunk_size": grid.chunk_size,
         "tensor_parallel_size": args.tensor_parallel_size,
         "pipeline_parallel_size": args.pipeline_parallel_size,
         "block_refs": prepared.gpu.keys.len(),
@@ -268,7 +268,7 @@ fn input_json(
             "models": l.models,
         })),
         "lmcache_rules": args.lmcache_rules.to_string(),
-        "read_seconds": read_seconds,
+        "read_seconds": input.read_seconds,
         "input_bytes": trace.input_bytes,
         "text_bytes": trace.text_bytes,
     })
@@ -398,163 +398,22 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     };
     let policies = resolve_policies(&args, &files)?;
     let run_started = Instant::now();
-    let (trace, lookup, read_seconds) = read_input(&args)?;
-
+    let input = read_input(&args)?;
     let model = models::resolve(&args.model)?
         .with_parallelism(args.tensor_parallel_size, args.pipeline_parallel_size);
-    for w in model_fit_warnings(&args, &trace, &model) {
+    for w in model_fit_warnings(&args, &input.trace, &model) {
         eprintln!("warning: {w}");
     }
-    let block_size = args
-        .block_size
-        .unwrap_or_else(|| plan::default_block_size(&trace));
-    let chunk_size = args.chunk_size.unwrap_or_else(|| match &lookup {
-        // a lookup log's own chunks (plan's default would coarsen chunks under 256 tokens)
-        Some(l) => l.chunk_size,
-        None => plan::default_chunk_size(&trace),
-    });
-    let Sizes {
-        gpu: given_capacities,
-        lookup_alone,
-        cpu,
-        disk,
-    } = sizes(&args, lookup.as_ref(), chunk_size)?;
-    if lookup_alone
-        && args.lmcache_rules == inferencelab_sim::LmcacheRules::Engine
-        && policies.iter().any(PolicyConfig::is_unbounded)
-    {
-        bail!(
-            "an LMCache lookup log with no GPU tier: --eviction-policy ideal would make vLLM's \
-             GPU tier unbounded; give the LMCache tier's bound with --cpu-eviction-policy ideal \
-             (and -p lru), or use --lmcache-rules simulator"
-        );
-    }
-    let default_cpu_policy = if lookup_alone {
-        TierPolicy::Same
-    } else {
-        TierPolicy::Policy(PolicyConfig::Lru)
-    };
-    let cpu_policy: Option<PolicyConfig> = match args
-        .cpu_eviction_policy
-        .clone()
-        .unwrap_or(default_cpu_policy)
-    {
-        TierPolicy::Same => None,
-        TierPolicy::Policy(p) => {
-            Some(super::load_policy(p, &files).context("--cpu-eviction-policy")?)
-        }
-    };
-
-    let cpus = cpu;
-    // every column has a tier or none does
-    let cpu = cpus[0];
-    let prepared = Prepared::new(&trace, block_size, cpu.map(|_| chunk_size))
-        .with_context(|| format!("preparing {}", args.input_file.display()))?;
-    let capacities = match given_capacities {
-        Some(c) => c,
-        None => {
-            let c = default_capacities(prepared.gpu.num_objects);
-            eprintln!(
-                "note: no --gpu-blocks/--gpu-cache-gb given: simulating {} GPU blocks (10%, 25%, \
-                 50% and 100% of the trace's {} distinct {}-token blocks)",
-                c.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-                prepared.gpu.num_objects,
-                block_size
-            );
-            c.into_iter().map(Capacity::Entries).collect()
-        }
-    };
-
-    let policies = retrain_online(
-        policies,
-        &trace,
-        &prepared,
-        cpu.is_some(),
-        cpu_policy.as_ref(),
-    );
-    let base = PointSpec {
-        cpu,
-        disk,
-        cpu_policy,
-        hit_semantics: args.hit_semantics,
-        pinning: !args.no_pinning && !lookup_alone,
-        timing: TimingModel {
-            prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
-            decode_ms_per_token: args.decode_ms_per_token.get(),
-        },
-        window_seconds: args.window_seconds.get(),
-        engine: engine_model(&args),
-        ..PointSpec::new(
-            Some(model.clone()),
-            block_size,
-            chunk_size,
-            Capacity::Entries(0),
-            PolicyConfig::Lru,
-        )
-    };
-    // the grid: every policy at every GPU and CPU capacity, the rest as `base`
-    let cpus = &cpus;
-    let configs = policies
-        .iter()
-        .flat_map(|policy| {
-            capacities
-                .iter()
-                .flat_map(move |&gpu| cpus.iter().map(move |&cpu| (policy, gpu, cpu)))
-        })
-        .map(|(policy, gpu, cpu)| {
-            PointSpec {
-                gpu,
-                cpu,
-                policy: policy.clone(),
-                ..base.clone()
-            }
-            .resolve()
-        })
-        .collect::<Result<Vec<SimConfig>, _>>()?;
+    let grid = plan_grid(&args, &files, policies, &input, &model)?;
     if let Some(n) = args.replicas {
-        return super::simulate_fleet::run(&args, &trace, &prepared, &configs, n);
+        return super::simulate_fleet::run(&args, &input.trace, &grid.prepared, &grid.configs, n);
     }
-
-    let mut bar = Progress::new(
-        args.quiet || args.json,
-        configs.len() as u64,
-        "{spinner} simulating {pos}/{len} points [{elapsed}] {wide_bar}",
-        "simulate",
-        "points",
-    );
-    let started = Instant::now();
-    let results = match &args.per_request {
-        None => run_grid(&prepared, &configs, &|_| bar.inc(1)),
-        Some(path) => {
-            let r = write_per_request(path, &trace, &prepared, &configs);
-            bar.inc(configs.len() as u64);
-            r?
-        }
-    };
-    bar.finish();
-    let wall = started.elapsed().as_secs_f64();
-
-    let mut rows = Vec::with_capacity(results.len());
-    for (cfg, r) in configs.iter().zip(results) {
-        rows.push(r.with_context(|| {
-            format!(
-                "policy {} at {} GPU blocks",
-                cfg.gpu.policy, cfg.gpu.capacity
-            )
-        })?);
-    }
+    let (rows, wall) = run_points(&args, &input.trace, &grid)?;
 
     let summary = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "simulate",
-        "input": input_json(
-            &args,
-            &trace,
-            lookup.as_ref(),
-            &prepared,
-            (block_size, cpu.map(|_| chunk_size)),
-            read_seconds
-        ),
+        "input": input_json(&args, &input, &grid),
         "model": model,
         "grid_wall_seconds": wall,
         "peak_rss_bytes": peak_rss_bytes(),
@@ -567,10 +426,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         print_engine_notes(&rows);
-        output::print_simulation_table(&trace, &model.name, &rows);
-        print_comparisons(&comparisons(&rows), cpu.is_some());
+        output::print_simulation_table(&input.trace, &model.name, &rows);
+        print_comparisons(&comparisons(&rows), grid.chunk_size.is_some());
     }
-    eprintln!("{}", scale_line(&trace, read_seconds, run_started));
+    eprintln!("{}", scale_line(&input, run_started));
     eprintln!(
         "wrote {}; chart it with `inferencelab plot --summary-file {}` (several files are \
          drawn together)",
@@ -578,6 +437,155 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         out_path.display()
     );
     Ok(())
+}
+
+/// The run's points over the prepared trace.
+struct Grid<'t> {
+    prepared: Prepared<'t>,
+    configs: Vec<SimConfig>,
+    block_size: u32,
+    /// `None`: no LMCache tier.
+    chunk_size: Option<u32>,
+}
+
+/// The grid of the flags: every policy at every GPU and LMCache size, over the trace cut into
+/// blocks (and chunks).
+fn plan_grid<'t>(
+    args: &SimulateArgs,
+    files: &PolicyFiles,
+    policies: Vec<PolicyConfig>,
+    input: &'t Input,
+    model: &models::ModelSpec,
+) -> anyhow::Result<Grid<'t>> {
+    let (trace, lookup) = (&input.trace, input.lookup.as_ref());
+    let block_size = args
+        .block_size
+        .unwrap_or_else(|| plan::default_block_size(trace));
+    let chunk_size = args.chunk_size.unwrap_or_else(|| match lookup {
+        // a lookup log's own chunks (plan's default would coarsen chunks under 256 tokens)
+        Some(l) => l.chunk_size,
+        None => plan::default_chunk_size(trace),
+    });
+    let sizes = sizes(args, lookup, chunk_size)?;
+    if sizes.lookup_alone
+        && args.lmcache_rules == inferencelab_sim::LmcacheRules::Engine
+        && policies.iter().any(PolicyConfig::is_unbounded)
+    {
+        bail!(
+            "an LMCache lookup log with no GPU tier: --eviction-policy ideal would make vLLM's \
+             GPU tier unbounded; give the LMCache tier's bound with --cpu-eviction-policy ideal \
+             (and -p lru), or use --lmcache-rules simulator"
+        );
+    }
+    let cpu_policy = cpu_policy(args, files, sizes.lookup_alone)?;
+    // every column has a tier or none does
+    let with_cpu = sizes.cpu[0].is_some();
+    let prepared = Prepared::new(trace, block_size, with_cpu.then_some(chunk_size))
+        .with_context(|| format!("preparing {}", args.input_file.display()))?;
+    let gpus = sizes
+        .gpu
+        .unwrap_or_else(|| default_gpu_sizes(&prepared, block_size));
+    let policies = retrain_online(policies, trace, &prepared, with_cpu, cpu_policy.as_ref());
+    let base = PointSpec {
+        disk: sizes.disk,
+        cpu_policy,
+        hit_semantics: args.hit_semantics,
+        pinning: !args.no_pinning && !sizes.lookup_alone,
+        timing: TimingModel {
+            prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
+            decode_ms_per_token: args.decode_ms_per_token.get(),
+        },
+        window_seconds: args.window_seconds.get(),
+        engine: engine_model(args),
+        ..PointSpec::new(
+            Some(model.clone()),
+            block_size,
+            chunk_size,
+            Capacity::Entries(0),
+            PolicyConfig::Lru,
+        )
+    };
+    let configs = base.grid(&policies, &gpus, &sizes.cpu)?;
+    Ok(Grid {
+        prepared,
+        configs,
+        block_size,
+        chunk_size: with_cpu.then_some(chunk_size),
+    })
+}
+
+/// `--cpu-eviction-policy`, its files loaded (`None`: the GPU tier's policy). Default: LRU, as
+/// LMCache's; for a lookup log alone, the policy of `-p`.
+fn cpu_policy(
+    args: &SimulateArgs,
+    files: &PolicyFiles,
+    lookup_alone: bool,
+) -> anyhow::Result<Option<PolicyConfig>> {
+    let default = if lookup_alone {
+        TierPolicy::Same
+    } else {
+        TierPolicy::Policy(PolicyConfig::Lru)
+    };
+    match args.cpu_eviction_policy.clone().unwrap_or(default) {
+        TierPolicy::Same => Ok(None),
+        TierPolicy::Policy(p) => Ok(Some(
+            super::load_policy(p, files).context("--cpu-eviction-policy")?,
+        )),
+    }
+}
+
+/// No `--gpu-blocks`/`--gpu-cache-gb`: fractions of the trace's working set, with a note.
+fn default_gpu_sizes(prepared: &Prepared<'_>, block_size: u32) -> Vec<Capacity> {
+    let c = default_capacities(prepared.gpu.num_objects);
+    eprintln!(
+        "note: no --gpu-blocks/--gpu-cache-gb given: simulating {} GPU blocks (10%, 25%, 50% \
+         and 100% of the trace's {} distinct {}-token blocks)",
+        c.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        prepared.gpu.num_objects,
+        block_size
+    );
+    c.into_iter().map(Capacity::Entries).collect()
+}
+
+/// Run every point (in parallel, or one by one with `--per-request`), with a progress bar:
+/// the rows in grid order and the grid's wall time.
+fn run_points(
+    args: &SimulateArgs,
+    trace: &inferencelab_trace::Trace,
+    grid: &Grid<'_>,
+) -> anyhow::Result<(Vec<ResultRow>, f64)> {
+    let configs = &grid.configs;
+    let mut bar = Progress::new(
+        args.quiet || args.json,
+        configs.len() as u64,
+        "{spinner} simulating {pos}/{len} points [{elapsed}] {wide_bar}",
+        "simulate",
+        "points",
+    );
+    let started = Instant::now();
+    let results = match &args.per_request {
+        None => run_grid(&grid.prepared, configs, &|_| bar.inc(1)),
+        Some(path) => {
+            let r = write_per_request(path, trace, &grid.prepared, configs);
+            bar.inc(configs.len() as u64);
+            r?
+        }
+    };
+    bar.finish();
+    let wall = started.elapsed().as_secs_f64();
+    let rows = configs
+        .iter()
+        .zip(results)
+        .map(|(cfg, r)| {
+            r.with_context(|| {
+                format!(
+                    "policy {} at {} GPU blocks",
+                    cfg.gpu.policy, cfg.gpu.capacity
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((rows, wall))
 }
 
 /// Run the points one by one, writing every request's outcome as a JSON line as it is known.
@@ -705,11 +713,8 @@ fn peak_rss_bytes() -> Option<u64> {
 
 /// The figures issue 19 makes first-class: how much text was read, how fast (reading alone and
 /// the whole run), and the peak memory.
-fn scale_line(
-    trace: &inferencelab_trace::Trace,
-    read_seconds: f64,
-    run_started: Instant,
-) -> String {
+fn scale_line(input: &Input, run_started: Instant) -> String {
+    let (trace, read_seconds) = (&input.trace, input.read_seconds);
     let mb = |b: u64| b as f64 / 1e6;
     let total = run_started.elapsed().as_secs_f64();
     let stored = if trace.input_bytes != trace.text_bytes && trace.input_bytes > 0 {
