@@ -10,17 +10,20 @@
 //! - *what happened*: [`record::RequestRecord`], one per request, summarized by [`metrics`]
 //!   with `vllm bench serve`'s definitions and written by [`output`].
 //!
-//! [`runner::run`] is the one dispatch loop. [`prom`] scrapes `/metrics` alongside.
+//! [`runner::run`] is the one dispatch loop. [`prom`] scrapes `/metrics` alongside;
+//! [`session::run`] is one whole run (warm-up, scraping, the loop) as the CLI starts it.
 //! Library code never prints; the CLI does.
 
 pub mod arrival;
 pub mod attribution;
+pub mod conversations;
 pub mod executor;
 pub mod metrics;
 pub mod output;
 pub mod prom;
 pub mod record;
 pub mod runner;
+pub mod session;
 pub mod sse;
 pub mod words;
 pub mod workload;

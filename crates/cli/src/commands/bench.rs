@@ -12,17 +12,17 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use inferencelab_bench::arrival::{Arrival, RampStrategy};
+use inferencelab_bench::conversations;
 use inferencelab_bench::executor::{Endpoint, HttpConfig, HttpExecutor};
 use inferencelab_bench::metrics::{parse_slos, summarize, SloMetric, Summary};
 use inferencelab_bench::output::{date_string, result_json, summary_table, RecordWriter, RunInfo};
-use inferencelab_bench::prom::{ScrapeSummary, Scraper};
+use inferencelab_bench::prom::ScrapeSummary;
 use inferencelab_bench::record::RequestRecord;
-use inferencelab_bench::runner::{
-    run, Observer, RequestIdHeader, RunConfig, RunOutcome, StopReason,
-};
+use inferencelab_bench::runner::{Observer, RequestIdHeader, RunConfig, RunOutcome, StopReason};
+use inferencelab_bench::session::{self, Session};
 use inferencelab_bench::workload::{
-    think_times, BodyOptions, ConversationSpec, ConversationWorkload, RandomWorkload, TokenRange,
-    TraceWorkload, TurnSpec, Workload,
+    BodyOptions, ConversationSpec, ConversationWorkload, RandomWorkload, TokenRange, TraceWorkload,
+    Workload,
 };
 use inferencelab_trace::checked::{NonNegative, Positive, Scale, Seconds};
 use inferencelab_trace::fsutil::write_json;
@@ -340,64 +340,6 @@ fn finish(out: &BenchOutput) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Estimated tokens of a text (answers of the conversation CSV set `max_tokens`): characters
-/// / 4.2, the rate of English with common BPE tokenizers (the demo generator's own estimate).
-pub(crate) fn estimate_tokens(text: &str) -> u32 {
-    ((text.chars().count() as f64 / 4.2).ceil() as u32).max(1)
-}
-
-/// Conversations of a CSV, timed relative to the earliest turn.
-pub(crate) fn conversations_from_csv(
-    path: &Path,
-    tokens_per_second: f64,
-    default_think_s: f64,
-) -> anyhow::Result<Vec<ConversationSpec>> {
-    let set = inferencelab_convert::read_csv(path, &inferencelab_convert::ColumnNames::default())?;
-    let t0 = set
-        .conversations
-        .iter()
-        .flat_map(|c| {
-            c.turns
-                .iter()
-                .filter_map(|t| t.timestamp.map(|s| s.nanos()))
-        })
-        .min()
-        .unwrap_or(0);
-    Ok(set
-        .conversations
-        .iter()
-        .map(|c| {
-            let stamps: Vec<Option<f64>> = c
-                .turns
-                .iter()
-                .map(|t| t.timestamp.map(|s| (s.nanos() - t0) as f64 / 1e9))
-                .collect();
-            let answers: Vec<u32> = c
-                .turns
-                .iter()
-                .map(|t| estimate_tokens(&t.assistant))
-                .collect();
-            let think = think_times(&stamps, &answers, tokens_per_second, default_think_s);
-            ConversationSpec {
-                id: c.key.clone(),
-                system: c.system.clone(),
-                turns: c
-                    .turns
-                    .iter()
-                    .enumerate()
-                    .map(|(k, t)| TurnSpec {
-                        user: t.user.clone(),
-                        reference_answer: t.assistant.clone(),
-                        max_tokens: answers[k],
-                        timestamp: stamps[k],
-                        think_s: think[k],
-                    })
-                    .collect(),
-            }
-        })
-        .collect())
-}
-
 fn is_csv(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
@@ -447,7 +389,7 @@ fn build_workload(
                 bail!("--mode {mode:?} needs --input-file".to_lowercase());
             };
             if mode == Mode::Conversation {
-                let c = conversations_from_csv(
+                let c = conversations::from_csv(
                     path,
                     args.tokens_per_second.get(),
                     args.think_time.get(),
@@ -567,28 +509,6 @@ impl Observer for Progress {
     }
 }
 
-fn model_from_server(rt: &tokio::runtime::Runtime, exec: &HttpExecutor) -> anyhow::Result<String> {
-    let (status, text) = rt
-        .block_on(exec.get_text("/v1/models", Duration::from_secs(30)))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach {}: {e}\nIs the server running? (check --base-url, or give --model)",
-                exec.base_url()
-            )
-        })?;
-    if status != 200 {
-        bail!(
-            "{}/v1/models answered HTTP {status}; give the model with --model",
-            exec.base_url()
-        );
-    }
-    let v: serde_json::Value = serde_json::from_str(&text).context("/v1/models is not JSON")?;
-    v.pointer("/data/0/id")
-        .and_then(|x| x.as_str())
-        .map(str::to_string)
-        .context("/v1/models lists no model; give --model")
-}
-
 /// What `bench` reports and sends beside the workload: `--metric-percentiles`, `--slo`,
 /// `--extra-body`, checked.
 struct Reporting {
@@ -629,25 +549,24 @@ fn reporting(args: &BenchArgs) -> anyhow::Result<Reporting> {
     })
 }
 
-/// The run's description in `result.json` (vLLM's keys and ours).
-#[allow(clippy::too_many_arguments)]
-fn run_info(
-    args: &BenchArgs,
-    base: &str,
-    arrival: &Arrival,
+/// What a run sends and to whom, settled before the first request.
+struct Plan {
+    arrival: Arrival,
     endpoint: Endpoint,
     workload_name: String,
     model: String,
+    /// Requests to send, when known.
     total: Option<u64>,
-    percentiles: Vec<f64>,
-    slos: &[(SloMetric, f64)],
-) -> RunInfo {
+}
+
+/// The run's description in `result.json` (vLLM's keys and ours).
+fn run_info(args: &BenchArgs, base: &str, plan: &Plan, reporting: &Reporting) -> RunInfo {
     RunInfo {
-        backend: endpoint.backend().into(),
+        backend: plan.endpoint.backend().into(),
         label: args.label.clone(),
-        model_id: model,
+        model_id: plan.model.clone(),
         tokenizer_id: None,
-        num_prompts: total,
+        num_prompts: plan.total,
         request_rate: match args.request_rate {
             Some(r) if r.is_finite() => serde_json::json!(r),
             _ => serde_json::json!("inf"),
@@ -655,15 +574,16 @@ fn run_info(
         burstiness: args.burstiness,
         max_concurrency: args.max_concurrency,
         base_url: base.to_string(),
-        endpoint: endpoint.path().into(),
-        workload: workload_name,
+        endpoint: plan.endpoint.path().into(),
+        workload: plan.workload_name.clone(),
         input_file: args.input_file.as_ref().map(|p| p.display().to_string()),
-        arrival: serde_json::to_value(arrival).unwrap_or_default(),
+        arrival: serde_json::to_value(&plan.arrival).unwrap_or_default(),
         time_scale: args.time_scale.get(),
         seed: args.seed,
         duration_limit_s: args.duration.map(Seconds::get),
-        percentiles,
-        slos_ms: slos
+        percentiles: reporting.percentiles.clone(),
+        slos_ms: reporting
+            .slos
             .iter()
             .map(|(m, v)| {
                 (
@@ -680,68 +600,45 @@ fn run_info(
     }
 }
 
-/// One benchmark against `base`; `conversations` overrides the workload (the demo).
-pub(crate) fn bench_against(
-    rt: &tokio::runtime::Runtime,
-    args: &BenchArgs,
-    base: &str,
-    conversations: Option<Vec<ConversationSpec>>,
-) -> anyhow::Result<BenchOutput> {
-    let Reporting {
-        percentiles,
-        slos,
-        extra_body,
-    } = reporting(args)?;
+/// The HTTP client of the flags (`--api-key-env`, the timeouts).
+fn http_executor(args: &BenchArgs, base: &str) -> anyhow::Result<Arc<HttpExecutor>> {
     let api_key = std::env::var(&args.api_key_env)
         .ok()
         .filter(|k| !k.is_empty());
-    let exec = Arc::new(
-        HttpExecutor::new(&HttpConfig {
-            base_url: base.to_string(),
-            api_key,
-            request_timeout: args
-                .request_timeout
-                .duration()
-                .max(Duration::from_millis(1)),
-            connect_timeout: args
-                .connect_timeout
-                .duration()
-                .max(Duration::from_millis(1)),
-        })
-        .map_err(anyhow::Error::msg)?,
-    );
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => model_from_server(rt, &exec)?,
+    let exec = HttpExecutor::new(&HttpConfig {
+        base_url: base.to_string(),
+        api_key,
+        request_timeout: args
+            .request_timeout
+            .duration()
+            .max(Duration::from_millis(1)),
+        connect_timeout: args
+            .connect_timeout
+            .duration()
+            .max(Duration::from_millis(1)),
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(exec))
+}
+
+/// The session of the flags: limits, request ids, request bodies, scraping, warm-up.
+fn session(
+    args: &BenchArgs,
+    plan: &Plan,
+    extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    dir: &Path,
+) -> anyhow::Result<Session> {
+    let scrape = if args.metrics_interval.get() > 0.0 {
+        let path = dir.join("metrics.jsonl");
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let sink: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(f));
+        Some((args.metrics_interval.duration(), sink))
+    } else {
+        None
     };
-    let (mut workload, workload_name, timed) = build_workload(args, conversations)?;
-    let arrival = arrival_of(args, timed)?;
-    let endpoint = workload.endpoint();
-    let dir = args.output_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("outputs/logs").join(format!("bench_{}", date_string(SystemTime::now())))
-    });
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let records_path = dir.join("requests.jsonl");
-    let writer = RecordWriter::create(&records_path)
-        .with_context(|| format!("creating {}", records_path.display()))?;
-    let total = match (workload.num_requests(), args.num_prompts) {
-        (Some(a), Some(b)) => Some((a as u64).min(b)),
-        (a, b) => a.map(|a| a as u64).or(b),
-    };
-    let mut reporter = crate::progress::Progress::new(
-        args.quiet,
-        total.unwrap_or(0),
-        "{spinner} {pos}/{len} requests [{elapsed}] {wide_bar} {msg}",
-        "bench",
-        "requests",
-    );
-    let mut progress = Progress {
-        writer,
-        bar: ProgressBar::clone(&reporter),
-        failed: 0,
-    };
-    let cfg = RunConfig {
-        arrival: arrival.clone(),
+    let run = RunConfig {
+        arrival: plan.arrival.clone(),
         max_concurrency: args.max_concurrency,
         num_prompts: args.num_prompts,
         duration: args.duration.map(Seconds::duration),
@@ -754,64 +651,96 @@ pub(crate) fn bench_against(
             RequestIdArg::None => RequestIdHeader::None,
         },
         body: BodyOptions {
-            model: model.clone(),
-            ignore_eos: endpoint == Endpoint::Completions && !args.no_ignore_eos,
+            model: plan.model.clone(),
+            ignore_eos: plan.endpoint == Endpoint::Completions && !args.no_ignore_eos,
             text_prompts: args.prompt_format == PromptFormat::Text,
             extra_body,
         },
     };
-    eprintln!(
-        "bench: {workload_name} -> {base}{} (model {model}), arrival {}, results in {}",
-        endpoint.path(),
-        serde_json::to_string(&arrival).unwrap_or_default(),
-        dir.display()
-    );
-    let (outcome, scrape) = rt.block_on(async {
-        let scraper = if args.metrics_interval.get() > 0.0 {
-            let f = std::fs::File::create(dir.join("metrics.jsonl"))?;
-            Some(
-                Scraper::start(
-                    exec.clone(),
-                    args.metrics_interval.duration(),
-                    Box::new(std::io::BufWriter::new(f)),
-                    tokio::time::Instant::now(),
-                )
-                .await,
-            )
-        } else {
-            None
-        };
-        let warm = args
+    Ok(Session {
+        run,
+        scrape,
+        warmup_connections: args
             .warmup_connections
-            .map_or(args.max_concurrency.unwrap_or(0).min(4096), usize::from);
-        if warm > 0 {
-            exec.warm_up(warm).await;
-        }
-        let stop = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await
-            }
-        };
-        let outcome = run(exec.clone(), workload.as_mut(), &cfg, &mut progress, stop).await?;
-        let scrape = match scraper {
-            Some(s) => Some(s.stop().await),
-            None => None,
-        };
-        Ok::<_, std::io::Error>((outcome, scrape))
-    })?;
-    reporter.finish();
-    let summary = summarize(&outcome.records, outcome.duration_s, &percentiles, &slos);
-    let info = run_info(
-        args,
-        base,
-        &arrival,
-        endpoint,
+            .map_or(args.max_concurrency.unwrap_or(0).min(4096), usize::from),
+    })
+}
+
+/// One benchmark against `base`; `conversations` overrides the workload (the demo).
+pub(crate) fn bench_against(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    base: &str,
+    conversations: Option<Vec<ConversationSpec>>,
+) -> anyhow::Result<BenchOutput> {
+    let mut reporting = reporting(args)?;
+    let exec = http_executor(args, base)?;
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => rt
+            .block_on(session::served_model(&exec))
+            .map_err(anyhow::Error::msg)?,
+    };
+    let (mut workload, workload_name, timed) = build_workload(args, conversations)?;
+    let plan = Plan {
+        arrival: arrival_of(args, timed)?,
+        endpoint: workload.endpoint(),
         workload_name,
         model,
-        total,
-        percentiles,
-        &slos,
+        total: match (workload.num_requests(), args.num_prompts) {
+            (Some(a), Some(b)) => Some((a as u64).min(b)),
+            (a, b) => a.map(|a| a as u64).or(b),
+        },
+    };
+    let dir = args.output_dir.clone().unwrap_or_else(|| {
+        PathBuf::from("outputs/logs").join(format!("bench_{}", date_string(SystemTime::now())))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let records_path = dir.join("requests.jsonl");
+    let writer = RecordWriter::create(&records_path)
+        .with_context(|| format!("creating {}", records_path.display()))?;
+    let session = session(args, &plan, reporting.extra_body.take(), &dir)?;
+    let scraped = session.scrape.is_some();
+    let mut reporter = crate::progress::Progress::new(
+        args.quiet,
+        plan.total.unwrap_or(0),
+        "{spinner} {pos}/{len} requests [{elapsed}] {wide_bar} {msg}",
+        "bench",
+        "requests",
     );
+    let mut progress = Progress {
+        writer,
+        bar: ProgressBar::clone(&reporter),
+        failed: 0,
+    };
+    eprintln!(
+        "bench: {} -> {base}{} (model {}), arrival {}, results in {}",
+        plan.workload_name,
+        plan.endpoint.path(),
+        plan.model,
+        serde_json::to_string(&plan.arrival).unwrap_or_default(),
+        dir.display()
+    );
+    let stop = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    let (outcome, scrape) = rt.block_on(session::run(
+        exec,
+        session,
+        workload.as_mut(),
+        &mut progress,
+        stop,
+    ))?;
+    reporter.finish();
+    let summary = summarize(
+        &outcome.records,
+        outcome.duration_s,
+        &reporting.percentiles,
+        &reporting.slos,
+    );
+    let info = run_info(args, base, &plan, &reporting);
     let result = result_json(&info, &outcome, &summary, scrape.as_ref());
     let result_path = dir.join("result.json");
     write_json(&result_path, &result)
@@ -824,7 +753,7 @@ pub(crate) fn bench_against(
         "wrote {}, {}{}",
         records_path.display(),
         result_path.display(),
-        if scrape.is_some() {
+        if scraped {
             format!(", {}", dir.join("metrics.jsonl").display())
         } else {
             String::new()
@@ -930,7 +859,7 @@ fn demo(rt: &tokio::runtime::Runtime, args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     let conversations =
-        conversations_from_csv(&csv, args.tokens_per_second.get(), args.think_time.get())?;
+        conversations::from_csv(&csv, args.tokens_per_second.get(), args.think_time.get())?;
     // Fit the recorded timeline into about --demo-seconds of replay: the same scale drives the
     // emulated GPU clock, so the server log's timeline is the trace's.
     let span = conversations

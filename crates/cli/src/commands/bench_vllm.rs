@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use inferencelab_bench::conversations::estimate_tokens;
 use inferencelab_bench::workload::{ConversationSpec, TurnSpec};
 
-use super::bench::{estimate_tokens, BenchArgs, Mode};
+use super::bench::{BenchArgs, Mode};
 
 /// vLLM `bench serve` flags that have no flag of ours under the same name.
 #[derive(Args, Debug, Clone, Default)]
