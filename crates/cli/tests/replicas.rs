@@ -192,3 +192,123 @@ fn serve_replicas_listen_apart_with_their_own_caches() {
     assert_eq!(received(&log), 2);
     assert_eq!(received(&dir.path().join("fleet.replica1.log")), 1);
 }
+
+#[test]
+fn batch_grids_over_replicas_and_routers_and_plot_draws_them_per_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("fleet.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: fleet\ntraces:\n  - path: {}\n    name: vllm200\ngpu_blocks: [300]\n\
+             policies: [lru]\nreplicas: [1, 2]\nrouters: [round_robin, ideal_pool]\n",
+            repo(LOG).display()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = common::bin()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&yaml)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let rows = doc["results"].as_array().unwrap();
+    let at = |n: u64, r: &str| {
+        rows.iter()
+            .find(|x| x["replicas"] == n && x["router"] == r)
+            .unwrap_or_else(|| panic!("no row for {n} x {r}"))
+    };
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .iter()
+        .all(|r| r["error"].is_null() && r["policy"] == "lru"));
+    // one replica is the single server, whatever the router
+    let log = repo(LOG);
+    let log = log.to_str().unwrap();
+    let single = simulate_json(&["-i", log, "--gpu-blocks", "300", "--no-cpu-tier", "-q"]);
+    for r in ["round_robin", "ideal_pool"] {
+        assert_eq!(
+            at(1, r)["gpu_hit_tokens"],
+            single["results"][0]["gpu_hit_tokens"]
+        );
+    }
+    // a fleet point is `simulate --replicas N --router P` at the same size
+    let fleet = simulate_json(&[
+        "-i",
+        log,
+        "--gpu-blocks",
+        "300",
+        "--no-cpu-tier",
+        "-q",
+        "--replicas",
+        "2",
+        "--router",
+        "round_robin",
+    ]);
+    let want = &fleet["points"][0]["result"];
+    let got = at(2, "round_robin");
+    for k in [
+        "gpu_hit_tokens",
+        "token_hit_ratio",
+        "imbalance",
+        "ttft_p90_s",
+        "per_replica",
+    ] {
+        assert_eq!(got[k], want[k], "{k}");
+    }
+    // two replicas round-robin hit less than one pool of their memory
+    assert!(
+        got["gpu_hit_tokens"].as_u64().unwrap()
+            < at(2, "ideal_pool")["gpu_hit_tokens"].as_u64().unwrap()
+    );
+    // batch drew the fleet charts: hit ratio and p90 TTFT against replicas
+    let plots = out_dir.join("plots");
+    for f in [
+        "fleet_hit_ratio_vs_replicas.png",
+        "fleet_hit_ratio_vs_replicas.svg",
+        "fleet_ttft_p90_vs_replicas.png",
+    ] {
+        assert!(plots.join(f).is_file(), "{f}");
+    }
+    let svg = std::fs::read_to_string(plots.join("fleet_hit_ratio_vs_replicas.svg")).unwrap();
+    assert!(svg.contains("round_robin") && svg.contains("ideal_pool"));
+    let html = std::fs::read_to_string(plots.join("report.html")).unwrap();
+    assert!(html.contains("4 fleet rows"), "report names the fleet rows");
+
+    // a router the registry does not know is refused with the list, naming the file
+    std::fs::write(
+        &yaml,
+        "traces: [t.jsonl]\ngpu_blocks: [300]\npolicies: [lru]\nreplicas: [2]\nrouters: [nearest]\n",
+    )
+    .unwrap();
+    let out = common::bin()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in ["fleet.yaml", "unknown router 'nearest'", "cache_aware"] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+    std::fs::write(
+        &yaml,
+        "traces: [t.jsonl]\ngpu_blocks: [300]\npolicies: [lru]\nrouters: [round_robin]\n",
+    )
+    .unwrap();
+    let out = common::bin()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`routers` needs `replicas`"));
+}

@@ -65,6 +65,10 @@ pub(crate) struct LineChart {
     pub y_desc: String,
     pub y_range: (f64, f64),
     pub series: Vec<Series>,
+    /// The y axis is in percent (labels `40%`); otherwise plain numbers.
+    pub y_percent: bool,
+    /// The legend's heading (`Policy`, `Router`).
+    pub legend_title: &'static str,
 }
 
 pub(crate) struct XAxis {
@@ -291,7 +295,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
                     mark: LegendMark::Line(s.kind),
                 })
                 .collect();
-            draw_legend(&legend, "Policy", &entries)
+            draw_legend(&legend, c.legend_title, &entries)
         }
         Body::Bars(b) => {
             draw_bars(&plot, b)?;
@@ -313,6 +317,21 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
 fn percent_formatter(range: (f64, f64)) -> impl Fn(&f64) -> String {
     let decimals = if range.1 - range.0 <= 5.0 { 1 } else { 0 };
     move |v: &f64| format!("{v:.decimals$}%")
+}
+
+/// Plain numbers with as many decimals as the range needs (0.05, 1.5, 20).
+fn plain_formatter(range: (f64, f64)) -> impl Fn(&f64) -> String {
+    let span = range.1 - range.0;
+    let decimals = if span <= 0.05 {
+        3
+    } else if span <= 0.5 {
+        2
+    } else if span <= 5.0 {
+        1
+    } else {
+        0
+    };
+    move |v: &f64| format!("{v:.decimals$}")
 }
 
 fn draw_lines<DB: DrawingBackend>(
@@ -340,7 +359,8 @@ fn draw_lines<DB: DrawingBackend>(
         TickLabels::Count => fmt_count(x.data_at(*v)),
         TickLabels::Plain => trim_float(x.data_at(*v)),
     };
-    let y_fmt = percent_formatter(c.y_range);
+    let (pct, plain) = (percent_formatter(c.y_range), plain_formatter(c.y_range));
+    let y_fmt = |v: &f64| if c.y_percent { pct(v) } else { plain(v) };
     cc.configure_mesh()
         .x_desc(c.x.desc.as_str())
         .y_desc(c.y_desc.as_str())

@@ -242,6 +242,8 @@ fn hit_vs_capacity(g: &Group, label: &str, styles: &Styles) -> Chart {
         subtitle: subtitle(label, what),
         size: (WIDTH, HEIGHT),
         body: Body::Lines(LineChart {
+            y_percent: true,
+            legend_title: "Policy",
             y_range: percent_range(max_y(&series)),
             x,
             y_desc: y_desc.into(),
@@ -352,6 +354,8 @@ fn hit_over_time(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
         ),
         size: (WIDTH, HEIGHT),
         body: Body::Lines(LineChart {
+            y_percent: true,
+            legend_title: "Policy",
             x: XAxis {
                 desc: format!("Trace time ({unit_name} since the first request)"),
                 log: false,
@@ -452,6 +456,8 @@ fn compute_saved(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
         ),
         size: (WIDTH, HEIGHT),
         body: Body::Lines(LineChart {
+            y_percent: true,
+            legend_title: "Policy",
             y_range: percent_range(max_y(&series)),
             x,
             y_desc: "Prefill compute saved (%)".into(),
@@ -526,6 +532,8 @@ fn gap_closed(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
         subtitle: subtitle(label, &note),
         size: (WIDTH, HEIGHT),
         body: Body::Lines(LineChart {
+            y_percent: true,
+            legend_title: "Policy",
             x,
             y_desc: "Gap to Belady closed (%)".into(),
             y_range,

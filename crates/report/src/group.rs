@@ -117,6 +117,10 @@ pub(crate) fn analyze(rows: &[Value]) -> Analysis {
             a.failed.push(i);
             continue;
         }
+        // N replicas behind a router: charted against replicas (`fleet.rs`)
+        if crate::fleet::is_fleet_row(row) {
+            continue;
+        }
         let point = match point_of(i, row) {
             Ok(p) => p,
             Err(reason) => {

@@ -322,7 +322,57 @@ fn inline_svg(svg: &str) -> String {
         .replacen("<svg ", "<svg role=\"img\" ", 1)
 }
 
-pub(crate) fn report(title: &str, rows: &[Value], a: &Analysis, sections: &[Section]) -> String {
+/// One fleet group's section (`fleet.rs`): its charts and a table per router and size.
+pub(crate) fn fleet_section(
+    out: &mut String,
+    rows: &[Value],
+    groups: &[crate::fleet::FleetGroup],
+    i: usize,
+    label: &str,
+    figures: &[Figure],
+) {
+    let g = &groups[i];
+    let _ = writeln!(
+        out,
+        "<section id=\"fleet-{}\"><h2>Fleet{}{}</h2>\n<p>N replicas behind a router \
+         (<code>replicas</code> and <code>routers</code> in a <code>batch</code> grid, or \
+         <code>simulate --replicas</code>); every size is one replica's. TTFT is the time \
+         model's estimate. See docs/replicas.md.</p>",
+        i + 1,
+        if label.is_empty() { "" } else { ": " },
+        esc(label)
+    );
+    if !g.duplicates.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{} rows repeat a router and fleet size already in this set and \
+             were left out.</p>",
+            g.duplicates.len()
+        );
+    }
+    for f in figures {
+        let _ = writeln!(
+            out,
+            "<figure>{}<figcaption>{} &middot; <a href=\"{}\">PNG</a> &middot; \
+             <a href=\"{}\">SVG</a></figcaption></figure>",
+            inline_svg(&f.svg),
+            esc(&f.title),
+            esc(&f.png),
+            esc(&f.svg_file)
+        );
+    }
+    out.push_str("<h3>Fleet points (click a column to sort)</h3>\n");
+    crate::fleet::table(out, rows, g);
+    out.push_str("</section>\n");
+}
+
+pub(crate) fn report(
+    title: &str,
+    rows: &[Value],
+    a: &Analysis,
+    sections: &[Section],
+    fleet_html: &str,
+) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -334,11 +384,19 @@ pub(crate) fn report(title: &str, rows: &[Value], a: &Analysis, sections: &[Sect
     let points: usize = a.groups.iter().map(|g| g.points.len()).sum();
     let _ = writeln!(
         out,
-        "<p class=\"meta\">{} rows: {points} points in {} chart set{}, {} failed point{}{}. \
+        "<p class=\"meta\">{} rows: {points} points in {} chart set{}{}, {} failed point{}{}. \
          Made by inferencelab {} (<code>inferencelab plot</code>).</p>",
         rows.len(),
         a.groups.len(),
         if a.groups.len() == 1 { "" } else { "s" },
+        match rows
+            .iter()
+            .filter(|r| crate::fleet::is_fleet_row(r))
+            .count()
+        {
+            0 => String::new(),
+            n => format!(", {n} fleet rows (replicas behind a router)"),
+        },
         a.failed.len(),
         if a.failed.len() == 1 { "" } else { "s" },
         if a.skipped.is_empty() {
@@ -455,6 +513,7 @@ pub(crate) fn report(title: &str, rows: &[Value], a: &Analysis, sections: &[Sect
         let groups: Vec<&Group> = sections.iter().map(|s| s.group).collect();
         points_table(&mut out, rows, &groups, &label_keys);
     }
+    out.push_str(fleet_html);
     let _ = write!(out, "<script>{JS}</script>\n</main></body></html>\n");
     out
 }

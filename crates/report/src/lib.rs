@@ -4,7 +4,9 @@
 //! point, each carrying its parameters and figures), never simulator internals. Rows are
 //! grouped by every parameter except the policy and the GPU capacity; each group gets one
 //! chart set (PNG and SVG) and a section of `report.html`. Rows with an `error` are failed
-//! points: listed in the report, never plotted.
+//! points: listed in the report, never plotted. Fleet rows (`replicas` and `router`: N
+//! replicas behind a router) are drawn apart, hit ratio and p90 TTFT against replicas with
+//! one line per router (`fleet.rs`).
 //!
 //! Rendering is pure Rust (plotters; text with the DejaVu Sans font embedded in the crate,
 //! PNGs encoded with `png`), so a fresh machine needs no system font or image libraries.
@@ -20,6 +22,7 @@
 mod chart;
 mod charts;
 mod error;
+mod fleet;
 mod glyphs;
 mod group;
 mod html;
@@ -94,8 +97,46 @@ pub fn plot_results(
             figures,
         });
     }
+    // fleets (rows with `replicas` and `router`): hit ratio and p90 TTFT against replicas
+    let fleets = fleet::analyze(rows);
+    let mut fleet_html = String::new();
+    let many = many || !analysis.groups.is_empty() || fleets.len() > 1;
+    for (i, g) in fleets.iter().enumerate() {
+        let label = fleet::label(&fleets, g);
+        let sub = if many {
+            format!("fleet-{:02}-{}", i + 1, slug(&label))
+        } else {
+            String::new()
+        };
+        let dir = out_dir.join(&sub);
+        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
+        let mut figures = Vec::new();
+        for chart in fleet::charts(g, &label) {
+            let png = dir.join(format!("{}.png", chart.name));
+            chart::render_png(&chart, &png)?;
+            let svg = chart::render_svg(&chart)?;
+            let svg_path = dir.join(format!("{}.svg", chart.name));
+            std::fs::write(&svg_path, &svg).map_err(|e| ReportError::io(&svg_path, e))?;
+            let rel = |ext: &str| {
+                if sub.is_empty() {
+                    format!("{}.{ext}", chart.name)
+                } else {
+                    format!("{sub}/{}.{ext}", chart.name)
+                }
+            };
+            figures.push(html::Figure {
+                title: chart.title.clone(),
+                svg,
+                png: rel("png"),
+                svg_file: rel("svg"),
+            });
+            written.push(png);
+            written.push(svg_path);
+        }
+        html::fleet_section(&mut fleet_html, rows, &fleets, i, &label, &figures);
+    }
     let report = out_dir.join(REPORT_FILE);
-    let text = html::report(title, rows, &analysis, &sections);
+    let text = html::report(title, rows, &analysis, &sections, &fleet_html);
     std::fs::write(&report, text).map_err(|e| ReportError::io(&report, e))?;
     written.push(report);
     Ok(written)

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use inferencelab_cache::PolicyConfig;
 use inferencelab_models as models;
+use inferencelab_sim::cluster::{self, ClusterConfig};
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TimingModel};
@@ -120,6 +121,14 @@ pub struct BatchConfig {
     pub timing: Option<TimingModel>,
     #[serde(default = "default_window")]
     pub window_seconds: f64,
+    /// Fleet sizes: each point runs N replicas behind a router (`simulate --replicas N`,
+    /// docs/replicas.md); every size in the grid is one replica's. Default: one server, no router.
+    #[serde(default)]
+    pub replicas: Vec<usize>,
+    /// The routers in front of `replicas` (`simulate --router` names; default: [cache_aware],
+    /// vllm-router's default).
+    #[serde(default, alias = "router")]
+    pub routers: Vec<String>,
 }
 
 /// One point of the grid, with every parameter (they are copied into its result row).
@@ -143,6 +152,11 @@ pub struct Point {
     pub pinning: bool,
     pub timing: TimingModel,
     pub window_seconds: f64,
+    /// N replicas behind `router` (`None`: one server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
 }
 
 /// A `--shard i/N` slice: point `k` of the grid belongs to shard `k mod N`.
@@ -213,6 +227,27 @@ impl BatchConfig {
         if self.window_seconds.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return err("`window_seconds` must be positive".into());
         }
+        if self.replicas.is_empty() && !self.routers.is_empty() {
+            return err(
+                "`routers` needs `replicas` (a list of fleet sizes, e.g. replicas: [1, 2, 4, 8])"
+                    .into(),
+            );
+        }
+        if let Some(n) = self.replicas.iter().find(|&&n| n == 0 || n > MAX_REPLICAS) {
+            return err(format!(
+                "`replicas`: {n} is not a fleet size; give numbers from 1 to {MAX_REPLICAS}"
+            ));
+        }
+        if let Some(r) = self
+            .routers
+            .iter()
+            .find(|r| !cluster::registry::names().any(|n| n == r.as_str()))
+        {
+            return err(format!(
+                "`routers`: unknown router '{r}'; expected one of: {}",
+                cluster::registry::names().collect::<Vec<_>>().join(", ")
+            ));
+        }
         Ok(())
     }
 
@@ -249,6 +284,8 @@ impl BatchConfig {
             ("pinning", self.pinning.len().max(1)),
             ("policies", self.policies.len()),
             (gpu_key, gpus),
+            ("replicas", self.replicas.len().max(1)),
+            ("routers", self.routers.len().max(1)),
         ]
     }
 
@@ -311,6 +348,20 @@ impl BatchConfig {
             self.pinning.clone()
         };
         let timing = self.timing.unwrap_or_default();
+        // (replicas, router) of each fleet point; one server when `replicas` is not given
+        let fleets: Vec<(Option<usize>, Option<String>)> = if self.replicas.is_empty() {
+            vec![(None, None)]
+        } else {
+            let routers = if self.routers.is_empty() {
+                vec![DEFAULT_ROUTER.to_string()]
+            } else {
+                self.routers.clone()
+            };
+            self.replicas
+                .iter()
+                .flat_map(|&n| routers.iter().map(move |r| (Some(n), Some(r.clone()))))
+                .collect()
+        };
         let mut points = Vec::new();
         let mut seen = HashSet::new();
         for (ti, entry) in self.traces.iter().enumerate() {
@@ -329,7 +380,10 @@ impl BatchConfig {
                                 for &sem in &semantics {
                                     for &pin in &pinning {
                                         for policy in &self.policies {
-                                            for &gpu in &gpus {
+                                            for (&gpu, (replicas, router)) in gpus
+                                                .iter()
+                                                .flat_map(|g| fleets.iter().map(move |f| (g, f)))
+                                            {
                                                 let mut p = Point {
                                                     index: points.len(),
                                                     point_id: String::new(),
@@ -347,6 +401,8 @@ impl BatchConfig {
                                                     pinning: pin,
                                                     timing,
                                                     window_seconds: self.window_seconds,
+                                                    replicas: *replicas,
+                                                    router: router.clone(),
                                                 };
                                                 p.point_id = point_id(&p, &digests[ti], &spec);
                                                 // a value listed twice on an axis is one point
@@ -366,6 +422,11 @@ impl BatchConfig {
         Ok(points)
     }
 }
+
+/// The router of fleet points when the grid names none: vllm-router's default policy.
+pub const DEFAULT_ROUTER: &str = "cache_aware";
+/// The largest fleet a grid may ask for (as `simulate --replicas`).
+pub const MAX_REPLICAS: usize = 4096;
 
 /// Grids larger than this are refused unless `--max-points` raises the limit: 10^5 points are
 /// hours of simulation (or days of GPU time), and a typo in a list (10^7 points) would fill the
@@ -438,6 +499,12 @@ fn point_id(p: &Point, digest: &str, spec: &TraceSpec) -> String {
         "timing": p.timing,
         "window_seconds": p.window_seconds,
     });
+    // fleet keys only on fleet points, so a single server's point keeps its id (and its row)
+    let mut key = key;
+    if let (Some(n), Some(r)) = (p.replicas, &p.router) {
+        key["replicas"] = json!(n);
+        key["router"] = json!(r);
+    }
     format!("{:016x}", xxh3_64(key.to_string().as_bytes()))
 }
 
@@ -601,19 +668,15 @@ pub fn run(
                     None => return Err("not prepared".into()),
                 };
                 // a bug in one point must not take the grid down: turn a panic into an error row
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    inferencelab_sim::run(prep, c)
-                }))
-                .map_err(|p| {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    format!("internal error (panic): {msg}")
-                })?
-                .map_err(|e| e.to_string())
-                .and_then(|row| serde_json::to_value(row).map_err(|e| e.to_string()))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_point(p, prep, c)))
+                    .map_err(|p| {
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        format!("internal error (panic): {msg}")
+                    })?
             });
         let (row, error) = match outcome {
             Ok(v) => (row_of(p, Some(v), None, specs.get(&p.trace_path)), None),
@@ -658,6 +721,26 @@ pub fn run(
         stale_rows: stale,
         config_changed,
     })
+}
+
+/// One point's figures as a row: a single server's `ResultRow`, or the fleet's
+/// (`cluster::result_row`) when the point has replicas.
+fn run_point(p: &Point, prep: &Prepared<'_>, c: &SimConfig) -> Result<Value, String> {
+    match (p.replicas, &p.router) {
+        (Some(replicas), Some(router)) => {
+            let fleet = ClusterConfig {
+                replicas,
+                router: router.clone(),
+                ..ClusterConfig::default()
+            };
+            cluster::run(prep, c, &fleet)
+                .map(|r| cluster::result_row(c, &r))
+                .map_err(|e| e.to_string())
+        }
+        _ => inferencelab_sim::run(prep, c)
+            .map_err(|e| e.to_string())
+            .and_then(|row| serde_json::to_value(row).map_err(|e| e.to_string())),
+    }
 }
 
 /// Join the shards' `results.jsonl` into one summary for the whole grid.
@@ -856,6 +939,11 @@ fn row_of(
         "window_seconds": p.window_seconds,
         "error": error,
     });
+    let mut params = params;
+    if let (Some(n), Some(r)) = (p.replicas, &p.router) {
+        params["replicas"] = json!(n);
+        params["router"] = json!(r);
+    }
     if let Value::Object(m) = params {
         for (k, v) in m {
             row.insert(k, v);
@@ -1012,6 +1100,26 @@ mod tests {
         let small = grid("");
         assert_eq!(small.points(2).unwrap().len(), 2);
         assert!(small.points(1).is_err());
+    }
+
+    #[test]
+    fn replicas_and_routers_are_axes_and_leave_single_server_points_alone() {
+        let single = grid("").points(100).unwrap();
+        assert!(single
+            .iter()
+            .all(|p| p.replicas.is_none() && p.router.is_none()));
+        let fleet = grid("replicas: [1, 2]\nrouters: [round_robin, kv_aware]\n")
+            .points(100)
+            .unwrap();
+        // 2 policies x 1 size x 2 fleet sizes x 2 routers
+        assert_eq!(fleet.len(), 8);
+        let ids: HashSet<&str> = fleet.iter().map(|p| p.point_id.as_str()).collect();
+        assert_eq!(ids.len(), 8);
+        assert!(single.iter().all(|p| !ids.contains(p.point_id.as_str())));
+        // without `routers`, vllm-router's default
+        let p = grid("replicas: [4]\n").points(100).unwrap();
+        assert_eq!(p[0].router.as_deref(), Some(DEFAULT_ROUTER));
+        assert_eq!(p[0].replicas, Some(4));
     }
 
     #[test]

@@ -425,6 +425,26 @@ pub fn run_observed(
     })
 }
 
+/// A fleet point as one result row (what `batch` writes per point and `plot` draws as lines
+/// per router against replicas): the point's GPU policy and per-replica sizes beside the
+/// fleet's figures. Unlike a single server's `ResultRow`, `token_hit_ratio` here counts every
+/// tier (GPU + LMCache); `gpu_token_hit_ratio` is the GPU's alone.
+pub fn result_row(config: &SimConfig, r: &ClusterResult) -> serde_json::Value {
+    let mut row = serde_json::json!({
+        "policy": config.gpu.policy.name(),
+        "gpu_blocks": config.gpu.capacity,
+        "cpu_chunks": config.cpu.as_ref().map(|c| c.capacity),
+        "disk_chunks": config.disk.as_ref().map(|c| c.capacity),
+        "model": config.model.as_ref().map(|m| m.name.clone()),
+    });
+    if let (Some(m), Ok(serde_json::Value::Object(fig))) =
+        (row.as_object_mut(), serde_json::to_value(r))
+    {
+        m.extend(fig);
+    }
+    row
+}
+
 /// Total length of the union of `spans`.
 fn union_length(spans: &mut [(f64, f64)]) -> f64 {
     spans.sort_by(|a, b| a.0.total_cmp(&b.0));
