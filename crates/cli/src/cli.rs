@@ -43,7 +43,7 @@ pub enum Command {
     /// Load an OpenAI-compatible server (vLLM bench serve metrics, cache hits); no --base-url: the demo.
     Bench(crate::commands::bench::BenchArgs),
     /// Replay a server log or trace against a live endpoint; measured vs simulated hits.
-    Replay(crate::commands::replay::ReplayArgs),
+    Replay(crate::commands::bench::replay::ReplayArgs),
 }
 
 impl Command {

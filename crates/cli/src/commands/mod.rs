@@ -2,17 +2,12 @@
 
 pub mod batch;
 pub mod bench;
-mod bench_export;
-pub mod bench_vllm;
 pub mod convert;
 pub mod experiment;
 pub mod mrc;
 pub mod plot;
-pub mod replay;
 pub mod serve;
 mod simulate;
-mod simulate_fleet;
-mod simulate_lookup;
 pub mod sweep;
 pub mod train;
 
@@ -34,8 +29,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(args),
         Command::Train(args) => train::run(args),
         Command::Convert(args) => convert::run(args),
-        Command::Bench(args) => bench::run_cmd(args),
-        Command::Replay(args) => replay::run(args),
+        // `bench --yaml` is the prototype's `benchmark_runner.py --yaml`: the experiment runner
+        Command::Bench(args) => match args.yaml.clone() {
+            Some(yaml) => experiment::run(experiment::ExperimentArgs {
+                yaml,
+                gpus: args.gpus,
+                dry_run: args.dry_run,
+                experiment_dir: args.experiment_dir,
+                shard: None,
+                max_points: inferencelab_runner::batch::DEFAULT_MAX_POINTS,
+            }),
+            None => bench::run_cmd(args),
+        },
+        Command::Replay(args) => bench::replay::run(args),
     }
 }
 

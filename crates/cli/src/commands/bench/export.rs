@@ -18,7 +18,7 @@ use inferencelab_emu::tokenizer::{self, Tokenizer, WordTokenizer};
 use inferencelab_trace::rng::splitmix64;
 use inferencelab_trace::{read_trace, Content, Format, ReadOptions};
 
-use super::bench::BenchArgs;
+use super::BenchArgs;
 
 /// Output tokens of a lookup log's requests (LMCache logs none): gen-dataset's default.
 const LOOKUP_OUTPUT_LEN: u32 = 128;

@@ -1,6 +1,9 @@
 //! `inferencelab simulate`: read a trace, build the grid of policies x capacities, run it in
 //! parallel, print a table (or one JSON document) and write the summary JSON.
 
+mod fleet;
+mod lookup;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,7 +62,7 @@ fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<
 /// long reading took.
 struct Input {
     trace: inferencelab_trace::Trace,
-    lookup: Option<super::simulate_lookup::Lookup>,
+    lookup: Option<lookup::Lookup>,
     read_seconds: f64,
 }
 
@@ -70,7 +73,7 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
         format: args.input_format,
         skip_invalid: args.skip_invalid,
     };
-    let (mut trace, lookup) = super::simulate_lookup::read(args, &opts)?;
+    let (mut trace, lookup) = lookup::read(args, &opts)?;
     if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
         eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
     }
@@ -145,7 +148,7 @@ struct Sizes {
 
 fn sizes(
     args: &SimulateArgs,
-    lookup: Option<&super::simulate_lookup::Lookup>,
+    lookup: Option<&lookup::Lookup>,
     chunk_size: u32,
 ) -> anyhow::Result<Sizes> {
     let given_capacities: Option<Vec<Capacity>> = if !args.gpu_blocks.is_empty() {
@@ -187,9 +190,7 @@ fn sizes(
         gbs.into_iter()
             .map(|gb| {
                 Ok(Some(match lookup {
-                    Some(l) => Capacity::Entries(super::simulate_lookup::cpu_chunks(
-                        args, l, chunk_size, gb,
-                    )?),
+                    Some(l) => Capacity::Entries(lookup::cpu_chunks(args, l, chunk_size, gb)?),
                     None => Capacity::Gib(gb),
                 }))
             })
@@ -406,7 +407,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let grid = plan_grid(&args, &files, policies, &input, &model)?;
     if let Some(n) = args.replicas {
-        return super::simulate_fleet::run(&args, &input.trace, &grid.prepared, &grid.configs, n);
+        return fleet::run(&args, &input.trace, &grid.prepared, &grid.configs, n);
     }
     let (rows, wall) = run_points(&args, &input.trace, &grid)?;
 

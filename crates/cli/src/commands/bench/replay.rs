@@ -31,7 +31,7 @@ use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{read_trace, AnswerBlocks, Format, ReadOptions, Trace};
 use serde_json::json;
 
-use super::bench::{bench_against, comparison_table, runtime, BenchArgs};
+use super::{bench_against, comparison_table, runtime, BenchArgs};
 
 // The flattened bench flags say what they mean for `bench`; here the server and the workload
 // are required (no demo), and the demo and experiment flags do not apply.
@@ -238,7 +238,7 @@ fn join(trace: &Trace, records: &[RequestRecord]) -> Vec<Option<usize>> {
 /// The point the prediction runs: `serve`'s defaults and the flags' sizes and policy.
 fn prediction_point(args: &ReplayArgs) -> anyhow::Result<PointSpec> {
     let model = models::resolve(&args.sim_model)?;
-    let policy = super::load_policy(
+    let policy = super::super::load_policy(
         args.eviction_policy.clone(),
         &resolve::PolicyFiles::default(),
     )?;
@@ -315,7 +315,7 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
     // vLLM's bench flags mean the same here (--host/--port, sampling, ...); datasets do not
-    let vllm = super::bench_vllm::apply(&mut args.bench)?;
+    let vllm = super::vllm::apply(&mut args.bench)?;
     if vllm.conversations.is_some() || vllm.result_copy.is_some() {
         bail!(
             "replay replays --input-file (a log or trace); --dataset-name/--dataset-path and \
@@ -343,7 +343,7 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     let mut cfg = spec.resolve()?;
     let rt = runtime(args.bench.threads)?;
     let mut bargs = args.bench.clone();
-    bargs.mode = Some(super::bench::Mode::Trace);
+    bargs.mode = Some(super::Mode::Trace);
     // `bench --server-log` attributes LMCache lookups; here the log is the prediction's input
     bargs.server_log = None;
     let out = bench_against(&rt, &bargs, &base, None)?;

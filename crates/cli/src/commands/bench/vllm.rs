@@ -17,7 +17,7 @@ use clap::Args;
 use inferencelab_bench::conversations::estimate_tokens;
 use inferencelab_bench::workload::{ConversationSpec, TurnSpec};
 
-use super::bench::{BenchArgs, Mode};
+use super::{BenchArgs, Mode};
 
 /// vLLM `bench serve` flags that have no flag of ours under the same name.
 #[derive(Args, Debug, Clone, Default)]
