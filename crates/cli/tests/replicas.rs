@@ -312,3 +312,56 @@ fn batch_grids_over_replicas_and_routers_and_plot_draws_them_per_router() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("`routers` needs `replicas`"));
 }
+
+#[test]
+fn plot_draws_several_simulate_fleet_runs_as_lines_per_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = repo(LOG);
+    let mut files = Vec::new();
+    for (router, n) in [
+        ("round_robin", "2"),
+        ("round_robin", "4"),
+        ("cache_aware", "2"),
+    ] {
+        let out_file = dir.path().join(format!("{router}_{n}.json"));
+        let out = common::bin()
+            .args(["simulate", "-i"])
+            .arg(&log)
+            .args([
+                "--gpu-blocks",
+                "500",
+                "--no-cpu-tier",
+                "-q",
+                "--replicas",
+                n,
+            ])
+            .args(["--router", router, "--output"])
+            .arg(&out_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        files.push(out_file);
+    }
+    let plots = dir.path().join("plots");
+    let out = common::bin()
+        .arg("plot")
+        .arg("-i")
+        .args(&files)
+        .arg("-o")
+        .arg(&plots)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(plots.join("fleet_hit_ratio_vs_replicas.svg")).unwrap();
+    assert!(svg.contains("round_robin") && svg.contains("cache_aware"));
+    let html = std::fs::read_to_string(plots.join("report.html")).unwrap();
+    assert!(html.contains("3 fleet rows"), "{html}");
+}

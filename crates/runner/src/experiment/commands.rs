@@ -196,7 +196,11 @@ pub fn point_note(cfg: &ExperimentConfig, p: &ExpPoint) -> String {
         .arrival
         .clone()
         .unwrap_or_else(|| cfg.arrival(&p.trace_path, p.request_rate));
-    format!("{lmcache}; arrival: {arrival}")
+    let fleet = match (p.replicas, &p.router) {
+        (Some(n), Some(r)) => format!("{n} replicas behind vllm-router --policy {r}; "),
+        _ => String::new(),
+    };
+    format!("{fleet}{lmcache}; arrival: {arrival}")
 }
 
 /// The bench command of a point.
@@ -241,4 +245,48 @@ pub fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// vLLM's router in front of a fleet point's replicas (`vllm-router` 0.1.17's flags:
+/// `--host --port --worker-urls URL... --policy P --prometheus-port`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterCommand {
+    pub argv: Vec<String>,
+    pub port: u16,
+}
+
+pub fn router_command(cfg: &ExperimentConfig, p: &ExpPoint, worker_ports: &[u16]) -> RouterCommand {
+    let port = cfg.router_port();
+    let fleet = cfg.fleet.as_ref();
+    let mut argv = fleet.map_or_else(|| vec!["vllm-router".into()], |f| f.command.clone());
+    argv.extend([
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--prometheus-port".into(),
+        (port as u32 + 1).min(u16::MAX as u32).to_string(),
+        "--policy".into(),
+        p.router.clone().unwrap_or_else(|| "cache_aware".into()),
+        "--worker-urls".into(),
+    ]);
+    argv.extend(worker_ports.iter().map(|q| format!("http://127.0.0.1:{q}")));
+    if let Some(f) = fleet {
+        argv.extend(f.extra_args.iter().cloned());
+    }
+    RouterCommand { argv, port }
+}
+
+/// The bench of a fleet point: through the router, with the `/metrics` scrapes off (the router
+/// routes them with its policy too, which moves round_robin's counter); the replicas'
+/// counters are read from each replica after the replay.
+pub fn fleet_bench_command(
+    cfg: &ExperimentConfig,
+    p: &ExpPoint,
+    bench_exe: &Path,
+    out: &Path,
+) -> Vec<String> {
+    let mut argv = bench_command(cfg, p, cfg.router_port(), bench_exe, out);
+    argv.extend(["--metrics-interval".into(), "0".into()]);
+    argv
 }

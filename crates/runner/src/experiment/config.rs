@@ -208,6 +208,50 @@ fn default_tp() -> u32 {
     1
 }
 
+fn default_routers() -> Vec<String> {
+    vec!["cache_aware".into()]
+}
+fn default_router_command() -> Vec<String> {
+    vec!["vllm-router".into()]
+}
+
+/// vllm-router's `--policy` values (0.1.17, `vllm-router --help`) the runner starts.
+pub const ROUTER_POLICIES: [&str; 6] = [
+    "random",
+    "round_robin",
+    "cache_aware",
+    "power_of_two",
+    "consistent_hash",
+    "sticky_least_loaded",
+];
+
+/// Many replicas behind a router (issue 21, docs/replicas.md): each point of a fleet size N
+/// starts N `vllm serve` replicas, one per GPU slot (slot k serves on its usual port), and
+/// vLLM's router in front of them; the bench replays through the router and every replica's
+/// log is kept (`<stem>.log` for replica 0, `<stem>.replicaK.log` for the others, as
+/// `serve --replicas` names them). Points run one after another, each on the first N slots.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// Fleet sizes (an axis).
+    pub replicas: Vec<usize>,
+    /// Router `--policy` values (an axis; default [cache_aware], vllm-router's default).
+    /// `kv_aware` is refused: the replicas would have to publish KV events.
+    #[serde(default = "default_routers")]
+    pub routers: Vec<String>,
+    /// The router executable and leading arguments (default `["vllm-router"]`: PyPI
+    /// `vllm-router`).
+    #[serde(default = "default_router_command")]
+    pub command: Vec<String>,
+    /// The router's port (default: the port after the last replica's); its Prometheus exporter
+    /// takes the next one.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// More router arguments, verbatim.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
 /// The experiment file (`configs/qwen-8b.yaml`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +268,9 @@ pub struct ExperimentConfig {
     /// Parent of the experiment's folder (default outputs/logs/experiments).
     #[serde(default)]
     pub output_dir: Option<PathBuf>,
+    /// Absent: one server per point. Present: N replicas behind a router per point.
+    #[serde(default)]
+    pub fleet: Option<FleetSection>,
 }
 
 impl ExperimentConfig {
@@ -404,6 +451,42 @@ impl ExperimentConfig {
                     .into(),
             );
         }
+        if let Some(f) = &cfg.fleet {
+            if f.replicas.is_empty() || f.routers.is_empty() {
+                return err(
+                    "fleet.replicas and fleet.routers are axes: list at least one \
+                            value each, e.g. replicas: [2, 4]"
+                        .into(),
+                );
+            }
+            if let Some(n) = f.replicas.iter().find(|&&n| n == 0) {
+                return err(format!(
+                    "fleet.replicas: {n} is not a fleet size: give 1 or more"
+                ));
+            }
+            if let Some(r) = f
+                .routers
+                .iter()
+                .find(|r| !ROUTER_POLICIES.contains(&r.as_str()))
+            {
+                return err(format!(
+                    "fleet.routers: '{r}' is not a policy the runner starts; use one of {} \
+                     (kv_aware needs the replicas' KV events, not wired in the runner yet: \
+                     issue 21)",
+                    ROUTER_POLICIES.join(", ")
+                ));
+            }
+            if f.command.is_empty() {
+                return err("fleet.command must name an executable, e.g. [vllm-router]".into());
+            }
+            if cfg.mp() {
+                return err(
+                    "fleet with lmcache.mode: mp is not supported yet (issue 21): one \
+                            `lmcache server` per replica is not wired; use mode: inprocess"
+                        .into(),
+                );
+            }
+        }
         for (i, t) in cfg.workload.traces.iter().enumerate() {
             // the bench reads the path as given, from the directory the runner starts in
             if let Err(e) = std::fs::metadata(&t.path) {
@@ -436,6 +519,14 @@ impl ExperimentConfig {
             ("lmcache.cache_policy", lm(|l| l.cache_policy.len())),
             ("workload.request_rates", self.workload.request_rates.len()),
             ("workload.repetitions", self.workload.repetitions as usize),
+            (
+                "fleet.replicas",
+                self.fleet.as_ref().map_or(1, |f| f.replicas.len()),
+            ),
+            (
+                "fleet.routers",
+                self.fleet.as_ref().map_or(1, |f| f.routers.len()),
+            ),
         ]
     }
 
@@ -460,6 +551,25 @@ impl ExperimentConfig {
     /// next two with `lmcache.mode: mp`).
     pub(super) fn check_ports(&self, slots: usize) -> RunnerResult<()> {
         let per = self.ports_per_slot();
+        if self.fleet.is_some() {
+            let need = self.max_replicas();
+            if slots < need {
+                return Err(RunnerError::Config(format!(
+                    "fleet.replicas {need} needs {need} GPU slots (one replica each) but there \
+                     are {slots}: give --gpus {} (tensor_parallel_size {}), or smaller fleets",
+                    need * self.tensor_parallel_size as usize,
+                    self.tensor_parallel_size
+                )));
+            }
+            let router = self.router_port() as usize;
+            if router + 1 > u16::MAX as usize {
+                return Err(RunnerError::Config(format!(
+                    "the router's port {router} and its Prometheus port {} pass 65535: lower \
+                     fleet.port or vllm.port_base",
+                    router + 1
+                )));
+            }
+        }
         let last = self.vllm.port_base as usize + slots * per - 1;
         if last > u16::MAX as usize {
             return Err(RunnerError::Config(format!(
@@ -470,6 +580,22 @@ impl ExperimentConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The largest fleet of the grid (1 without a fleet).
+    pub fn max_replicas(&self) -> usize {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.replicas.iter().copied().max())
+            .unwrap_or(1)
+    }
+
+    /// The router's port: `fleet.port`, else the port after the largest fleet's last replica.
+    pub fn router_port(&self) -> u16 {
+        self.fleet.as_ref().and_then(|f| f.port).unwrap_or_else(|| {
+            let after = self.vllm.port_base as usize + self.max_replicas() * self.ports_per_slot();
+            after.min(u16::MAX as usize) as u16
+        })
     }
 
     pub(super) fn served_name(&self) -> String {

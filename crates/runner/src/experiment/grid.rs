@@ -32,8 +32,13 @@ pub struct ExpPoint {
     /// The arrival process the bench runs (absent in rows written before this field existed).
     #[serde(default)]
     pub arrival: Option<PointArrival>,
+    /// `fleet`: this many replicas behind `router` (absent: one server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
     /// `server_64.0gb_0.9rps_29_5am_6am` (+ `_<N>blocks`, `_lfu`, `_r2` when those axes are
-    /// given or vary).
+    /// given or vary, `_4x_round_robin` for a fleet).
     pub stem: String,
 }
 
@@ -149,6 +154,14 @@ impl ExperimentConfig {
                 .map(|&n| Some(n))
                 .collect()
         };
+        let fleets: Vec<(Option<usize>, Option<String>)> = match &self.fleet {
+            None => vec![(None, None)],
+            Some(f) => f
+                .replicas
+                .iter()
+                .flat_map(|&n| f.routers.iter().map(move |r| (Some(n), Some(r.clone()))))
+                .collect(),
+        };
         for t in &self.workload.traces {
             let label = t.name.clone().unwrap_or_else(|| {
                 t.path
@@ -160,7 +173,9 @@ impl ExperimentConfig {
                 for &n_blocks in &blocks {
                     for policy in &policies {
                         for &rate in &self.workload.request_rates {
-                            for rep in 1..=self.workload.repetitions {
+                            for (rep, (replicas, router)) in (1..=self.workload.repetitions)
+                                .flat_map(|r| fleets.iter().map(move |f| (r, f)))
+                            {
                                 let mut stem = format!(
                                     "server_{}gb_{}rps_{label}",
                                     fmt_gb(gb),
@@ -174,6 +189,9 @@ impl ExperimentConfig {
                                 }
                                 if self.workload.repetitions > 1 {
                                     stem.push_str(&format!("_r{rep}"));
+                                }
+                                if let (Some(n), Some(r)) = (replicas, router) {
+                                    stem.push_str(&format!("_{n}x_{r}"));
                                 }
                                 out.push(ExpPoint {
                                     index: out.len(),
@@ -191,6 +209,8 @@ impl ExperimentConfig {
                                         .filter(|_| self.uses_lmcache(gb))
                                         .map(|l| l.mode),
                                     arrival: Some(self.arrival(&t.path, rate)),
+                                    replicas: *replicas,
+                                    router: router.clone(),
                                     stem,
                                 });
                             }

@@ -34,6 +34,7 @@
 mod commands;
 mod config;
 mod diagnose;
+mod fleet;
 mod grid;
 mod health;
 mod point;
@@ -51,16 +52,18 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 pub use commands::{
-    bench_command, point_note, server_command, shell_quote, LmcacheServerCommand, ServerCommand,
+    bench_command, fleet_bench_command, point_note, router_command, server_command, shell_quote,
+    LmcacheServerCommand, RouterCommand, ServerCommand,
 };
 pub use config::{
-    ExperimentConfig, LmcacheMode, LmcacheSection, ModelSection, TraceSection, VllmSection,
-    WorkloadSection,
+    ExperimentConfig, FleetSection, LmcacheMode, LmcacheSection, ModelSection, TraceSection,
+    VllmSection, WorkloadSection, ROUTER_POLICIES,
 };
 pub use grid::{devices, gpu_slots, ExpPoint, PointArrival};
 pub use health::http_get;
 pub use results::{
-    lmcache_log_path, results_file_name, summary_file_name, summary_table, PointOutcome, RunReport,
+    lmcache_log_path, replica_log_path, results_file_name, summary_file_name, summary_table,
+    PointOutcome, ReplicaRun, RunReport,
 };
 
 use crate::error::{RunnerError, RunnerResult};
@@ -109,6 +112,14 @@ pub fn run(
     for w in cfg.warnings() {
         say(format!(
             "{}warning: {w}",
+            if opts.dry_run { "# " } else { "" }
+        ));
+    }
+    if cfg.fleet.is_some() {
+        say(format!(
+            "{}note: fleet points (issue 21) start N `vllm serve` replicas and vllm-router; \
+             checked here only with scripts/vllm-standin (the emulator) as vLLM and \
+             vllm-router 0.1.17, not with N real vLLM servers on GPUs",
             if opts.dry_run { "# " } else { "" }
         ));
     }
@@ -193,6 +204,10 @@ fn print_dry_run(
         dir.display()
     ));
     for p in points {
+        if let Some(n) = p.replicas {
+            print_dry_run_fleet(cfg, opts, p, n, slots, dir, say);
+            continue;
+        }
         let slot = p.index % slots.len();
         let sc = server_command(cfg, p, slot, &slots[slot]);
         let log = dir.join(format!("{}.log", p.stem));
@@ -248,6 +263,76 @@ fn print_dry_run(
             "# then SIGTERM the server's process group; SIGKILL after the grace period".into()
         });
     }
+}
+
+/// `--dry-run` of a fleet point: N replicas on the first N slots, the router, the bench.
+fn print_dry_run_fleet(
+    cfg: &ExperimentConfig,
+    opts: &RunOptions,
+    p: &ExpPoint,
+    n: usize,
+    slots: &[Vec<String>],
+    dir: &Path,
+    say: &(dyn Fn(String) + Sync),
+) {
+    let line = |argv: &[String], env: &[(String, String)], log: &Path| {
+        let env: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+            .collect();
+        let argv: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        format!(
+            "{}{} > {} 2>&1 &",
+            if env.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", env.join(" "))
+            },
+            argv.join(" "),
+            shell_quote(&log.display().to_string())
+        )
+    };
+    say(format!(
+        "\n# point {} ({n} replicas on slots 0-{}, router {}): {}",
+        p.index,
+        n - 1,
+        p.router.as_deref().unwrap_or("?"),
+        p.stem
+    ));
+    let mut ports = Vec::new();
+    for (k, devs) in slots.iter().take(n).enumerate() {
+        let sc = server_command(cfg, p, k, devs);
+        say(line(&sc.argv, &sc.env, &replica_log_path(dir, p, k)));
+        ports.push(sc.port);
+    }
+    say(format!("# {}", point_note(cfg, p)));
+    say(format!(
+        "# wait for /health on ports {} (timeout {} s each)",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cfg.vllm.health_timeout_s
+    ));
+    let rc = router_command(cfg, p, &ports);
+    say(line(
+        &rc.argv,
+        &[],
+        &dir.join(format!("{}.router.log", p.stem)),
+    ));
+    say(format!("# wait for http://127.0.0.1:{}/health", rc.port));
+    let bench = fleet_bench_command(cfg, p, &opts.bench_exe, &dir.join(&p.stem));
+    say(bench
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" "));
+    say(
+        "# then save every replica's /metrics; SIGTERM the router's process group, then each \
+         replica's; SIGKILL after the grace period"
+            .into(),
+    );
 }
 
 /// The points already done (the last ok row of each, in any run's file: a sharded run sees what
@@ -306,8 +391,16 @@ fn run_on_slots(
 ) -> Vec<PointOutcome> {
     let queue = Arc::new(Mutex::new(pending.into_iter()));
     let outcomes: Arc<Mutex<Vec<PointOutcome>>> = Arc::new(Mutex::new(Vec::new()));
+    // a lane runs one point at a time: one slot each, or with a fleet every slot in one lane
+    // (a fleet point takes its first N slots)
+    let numbered: Vec<(usize, Vec<String>)> = slots.iter().cloned().enumerate().collect();
+    let lanes: Vec<Vec<(usize, Vec<String>)>> = if cfg.fleet.is_some() {
+        vec![numbered]
+    } else {
+        numbered.into_iter().map(|s| vec![s]).collect()
+    };
     std::thread::scope(|s| {
-        for (slot, devs) in slots.iter().enumerate() {
+        for (slot, lane) in lanes.iter().enumerate() {
             let queue = queue.clone();
             let outcomes = outcomes.clone();
             s.spawn(move || loop {
@@ -318,7 +411,11 @@ fn run_on_slots(
                     p.stem,
                     point_note(cfg, &p)
                 ));
-                let o = run_point(cfg, opts, &p, slot, devs, dir);
+                let o = if p.replicas.is_some() {
+                    fleet::run_fleet_point(cfg, opts, &p, lane, dir)
+                } else {
+                    run_point(cfg, opts, &p, lane[0].0, &lane[0].1, dir)
+                };
                 // Recorded first, announced second: an `ok` line means the row is on disk.
                 if let Ok(line) = serde_json::to_string(&o) {
                     let mut f = results.file.lock().expect("results");

@@ -42,6 +42,10 @@ pub(super) fn run_point(
         stop: None,
         lmcache_log: sc.lmcache.as_ref().map(|_| lmc_log_path.clone()),
         lmcache_stop: None,
+        replicas: Vec::new(),
+        router_log: None,
+        router_port: None,
+        router_stop: None,
     };
     let see = |path: &Path, what: String| {
         let why = failure_reason(path)

@@ -74,6 +74,39 @@ pub struct PointOutcome {
     pub lmcache_log: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lmcache_stop: Option<String>,
+    /// A fleet point: every replica's log (replica 0's is `server_log`), port and devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaRun>,
+    /// A fleet point: the router's log, port and how it went away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_log: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_stop: Option<String>,
+}
+
+/// One replica of a fleet point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaRun {
+    pub replica: usize,
+    pub slot: usize,
+    pub devices: Vec<String>,
+    pub port: u16,
+    pub log: PathBuf,
+    /// Its `/metrics` after the replay (the router would route a scrape through the policy).
+    pub metrics: PathBuf,
+    pub stop: Option<String>,
+}
+
+/// A fleet replica's log: `<stem>.log` for replica 0, `<stem>.replicaK.log` for the others (as
+/// `serve --replicas` names its logs).
+pub fn replica_log_path(dir: &Path, p: &ExpPoint, k: usize) -> PathBuf {
+    if k == 0 {
+        dir.join(format!("{}.log", p.stem))
+    } else {
+        dir.join(format!("{}.replica{k}.log", p.stem))
+    }
 }
 
 /// `lmcache server`'s log of a point: `<stem>.lmcache.log` beside vLLM's.

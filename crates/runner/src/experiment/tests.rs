@@ -110,6 +110,10 @@ fn report_rows_cover_every_point() {
         stop: None,
         lmcache_log: None,
         lmcache_stop: None,
+        replicas: Vec::new(),
+        router_log: None,
+        router_port: None,
+        router_stop: None,
     };
     let report = RunReport {
         earlier: vec![outcome(&points[0], "ok")],
