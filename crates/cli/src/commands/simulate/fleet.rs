@@ -75,6 +75,8 @@ pub(crate) fn run(
             "gpu_blocks_per_replica": c.gpu.capacity,
             "result": r,
         })).collect::<Vec<_>>(),
+        // the same points as rows, for `plot` (several runs drawn together: one line per router)
+        "results": configs.iter().zip(&results).map(|(c, r)| cluster::result_row(c, r)).collect::<Vec<_>>(),
     });
     let out_path = args.output.clone().unwrap_or_else(|| {
         let stem = args
