@@ -128,38 +128,70 @@ pub fn load_lightgbm(
         .map_err(|e| config_error(format!("--lightgbm-model {}: {e}", path.display())))?;
     let mut config = LightGbmConfig::load(path)
         .map_err(|e| config_error(format!("--lightgbm-model {}: {e}", path.display())))?;
-    let beside = path.with_extension("yaml");
-    if beside.exists() {
-        // only its settings: the model it names is the one just loaded, or it does not apply
-        if let Ok(Some(c)) = read_lightgbm_yaml(&beside) {
-            let same = |a: &Path, b: &Path| {
-                a.canonicalize()
-                    .ok()
-                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
-            };
-            if same(&c.model.path, path) {
-                notes.push(format!(
-                    "lightgbm: scale {}, overdue_factor {}, ranking {:?} and retraining {} from \
-                     {} (calibrated by `train`)",
-                    c.scale,
-                    c.overdue_factor,
-                    c.ranking,
-                    if c.retrain.is_some() { "on" } else { "off" },
-                    beside.display()
-                ));
-                config.scale = c.scale;
-                config.overdue_factor = c.overdue_factor;
-                config.ranking = c.ranking;
-                config.retrain = c.retrain;
-            }
-        }
-    }
+    apply_calibration_beside(&mut config, path, notes)?;
     if given.is_none() {
         notes.push(format!(
             "lightgbm: model {DEFAULT_MODEL_PATH} (--lightgbm-model)"
         ));
     }
     Ok(config)
+}
+
+/// The calibration `train` wrote beside a text model (`MODEL.yaml`), applied to `config`:
+/// `scale`, `overdue_factor`, `ranking`, `adaptive` and `retrain`, when that YAML names this
+/// model (a YAML naming another model, or describing another policy, is left alone, with a
+/// note for the first). One rule for `simulate --lightgbm-model` and `train --model --as-is`.
+/// A YAML beside that does not parse is an error naming it: silently running uncalibrated
+/// would change every figure.
+pub fn apply_calibration_beside(
+    config: &mut LightGbmConfig,
+    model: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(), SimError> {
+    let beside = model.with_extension("yaml");
+    if beside == model || !beside.exists() {
+        return Ok(());
+    }
+    // only its settings: the model it names is the one already loaded, or it does not apply
+    let Some(c) = read_lightgbm_yaml(&beside).map_err(|e| {
+        config_error(format!(
+            "{e} (the calibration beside {}: fix it or move it away)",
+            model.display()
+        ))
+    })?
+    else {
+        return Ok(());
+    };
+    let same = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+    };
+    if !same(&c.model.path, model) {
+        notes.push(format!(
+            "lightgbm: {} names the model {}, not {}: its calibration is not applied",
+            beside.display(),
+            c.model.path.display(),
+            model.display()
+        ));
+        return Ok(());
+    }
+    notes.push(format!(
+        "lightgbm: scale {}, overdue_factor {}, ranking {:?}, adaptive {} and retraining {} from \
+         {} (calibrated by `train`)",
+        c.scale,
+        c.overdue_factor,
+        c.ranking,
+        c.adaptive,
+        if c.retrain.is_some() { "on" } else { "off" },
+        beside.display()
+    ));
+    config.scale = c.scale;
+    config.overdue_factor = c.overdue_factor;
+    config.ranking = c.ranking;
+    config.adaptive = c.adaptive;
+    config.retrain = c.retrain;
+    Ok(())
 }
 
 /// A lightgbm policy YAML, its model loaded; the model path is relative to the working
@@ -574,6 +606,61 @@ mod tests {
             e.to_string().contains("missing.txt") && e.to_string().contains("train"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_calibration_beside_a_model_applies_only_when_it_names_that_model() {
+        let dir = std::env::temp_dir().join(format!("il-beside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("m.txt");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/lightgbm_default.txt"),
+            &model,
+        )
+        .unwrap();
+        let yaml = dir.join("m.yaml");
+        let fresh = || LightGbmConfig::load(&model).unwrap();
+        let mut notes = Vec::new();
+
+        // none beside: nothing changes
+        let mut c = fresh();
+        apply_calibration_beside(&mut c, &model, &mut notes).unwrap();
+        assert_eq!((c.scale, c.adaptive), (fresh().scale, fresh().adaptive));
+
+        // the same model: every calibrated field, as train wrote them
+        std::fs::write(
+            &yaml,
+            format!(
+                "name: lightgbm\nmodel: {}\nscale: 0.25\noverdue_factor: 3.0\nranking: \
+                 expected_wait\nadaptive: false\nretrain:\n  every_seconds: 60\n  \
+                 window_seconds: 600\n",
+                model.display()
+            ),
+        )
+        .unwrap();
+        let mut c = fresh();
+        apply_calibration_beside(&mut c, &model, &mut notes).unwrap();
+        assert_eq!((c.scale, c.overdue_factor, c.adaptive), (0.25, 3.0, false));
+        assert_eq!(c.ranking, Ranking::ExpectedWait);
+        assert!(c.retrain.is_some());
+        assert!(notes.last().unwrap().contains("calibrated by `train`"));
+
+        // another model: not applied, and said
+        std::fs::write(
+            &yaml,
+            "name: lightgbm\nmodel: /elsewhere/x.txt\nscale: 0.25\n",
+        )
+        .unwrap();
+        let mut c = fresh();
+        apply_calibration_beside(&mut c, &model, &mut notes).unwrap();
+        assert_eq!(c.scale, fresh().scale);
+        assert!(notes.last().unwrap().contains("not applied"), "{notes:?}");
+
+        // a broken one: an error naming it
+        std::fs::write(&yaml, "name: lightgbm\nscale: [\n").unwrap();
+        let e = apply_calibration_beside(&mut fresh(), &model, &mut notes).unwrap_err();
+        assert!(e.to_string().contains("m.yaml"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -11,8 +11,8 @@ use inferencelab_cache::policy::lightgbm::LightGbmConfig;
 use inferencelab_learn::boost::BoostParams;
 use inferencelab_learn::calibrate::{self, CalibrateOptions};
 use inferencelab_learn::dataset;
-use inferencelab_learn::eval::{Candidate, Comparison};
-use inferencelab_sim::resolve::{bundled_lightgbm, Calibration, DEFAULT_MODEL_PATH};
+use inferencelab_learn::eval::{Candidate, Comparison, Split};
+use inferencelab_sim::resolve::{self, bundled_lightgbm, DEFAULT_MODEL_PATH};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -74,19 +74,6 @@ pub struct TrainArgs {
 /// `--model bundled`: the default model shipped in the binary.
 const BUNDLED: &str = "bundled";
 
-/// Take the calibration of the YAML `train` wrote beside `model` (when there is one).
-fn apply_beside(config: &mut LightGbmConfig, model: &std::path::Path) -> anyhow::Result<()> {
-    let beside = model.with_extension("yaml");
-    if let Ok(text) = std::fs::read_to_string(&beside) {
-        Calibration::read(&text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("reading {}", beside.display()))?
-            .apply(config);
-        eprintln!("note: calibration from {}", beside.display());
-    }
-    Ok(())
-}
-
 /// LightGBM's own bound: a tree needs at least two leaves.
 fn parse_leaves(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -111,7 +98,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let trace = args.data.trace()?;
     let mut split = args.data.prepare(&trace)?;
-
     let params = BoostParams {
         num_iterations: args.num_iterations,
         num_leaves: args.num_leaves,
@@ -122,59 +108,33 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let model_path = match &args.model {
         Some(p) => p.clone(),
-        None => {
-            let data = dataset::build(
-                &trace,
-                &split.prepared.gpu,
-                split.split,
-                args.max_rows,
-                args.seed,
-            );
-            eprintln!(
-                "{} training rows from the requests before {:.1} s",
-                data.rows.len(),
-                split.split - split.t0
-            );
-            if let Some(csv) = &args.export_features {
-                let mut buf = Vec::new();
-                dataset::write_csv(&data, &mut buf)?;
-                write_file(csv, &buf)?;
-                eprintln!("wrote {}", csv.display());
-                if args.export_only {
-                    return Ok(());
-                }
-            }
-            let fit = calibrate::fit_rows(&data, &params);
-            eprintln!(
-                "trained {} trees of {} leaves: train MSE {:.4} (label variance {:.4})",
-                fit.model.trees.len(),
-                args.num_leaves,
-                fit.mse,
-                fit.label_variance
-            );
-            write_file(&args.output, fit.model.to_text().as_bytes())?;
-            eprintln!("wrote {}", args.output.display());
-            args.output.clone()
-        }
+        None => match train_model(&args, &trace, &split, &params)? {
+            Some(p) => p,
+            None => return Ok(()), // --export-only
+        },
     };
     let mut config = if model_path.as_os_str() == BUNDLED {
         bundled_lightgbm()
     } else {
         LightGbmConfig::load(&model_path).map_err(anyhow::Error::msg)?
     };
-
     let (capacities, base) = args.data.settle(&mut split)?;
     if args.as_is {
         if model_path.as_os_str() != BUNDLED {
-            apply_beside(&mut config, &model_path)?;
+            let mut notes = Vec::new();
+            let applied = resolve::apply_calibration_beside(&mut config, &model_path, &mut notes);
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            applied?;
+            // a calibration with online retraining runs with its models, as in `simulate`
+            inferencelab_learn::online::attach(&mut config, &trace, &split.prepared.gpu);
         }
         eprintln!(
             "as is: scale {}, overdue_factor {}, ranking {:?}, adaptive {}, no calibration",
             config.scale, config.overdue_factor, config.ranking, config.adaptive
         );
     } else {
-        let mut bar = progress_bar(args.quiet, "calibration");
-        bar.set_length(calibrate::points(!args.no_retrain, capacities.len()) as u64);
         let opts = CalibrateOptions {
             trained_here: args.model.is_none(),
             retrain: !args.no_retrain,
@@ -183,60 +143,24 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             seed: args.seed,
             model_path: &model_path,
         };
-        let chosen = calibrate::calibrate(&trace, &split, &capacities, &mut config, &opts, &|| {
-            bar.inc(1)
-        });
-        bar.finish();
-        if chosen.in_sample_static {
-            eprintln!(
-                "note: choosing on the whole train part, where the static model is scored in \
-                 sample: only online retraining competes (--no-retrain for the static model)"
-            );
-        }
-        eprintln!(
-            "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
-            if chosen.on_whole_train_part {
-                "whole train part"
-            } else {
-                "validation part"
-            },
-            config.scale,
-            config.overdue_factor,
-            config.ranking,
-            config.retrain.map_or("off".to_string(), |r| format!(
-                "every {:.1} s on the past {:.1} s",
-                r.every_seconds, r.window_seconds
-            ))
-        );
-        let policy_yaml = model_path.with_extension("yaml");
-        write_file(
-            &policy_yaml,
-            format!(
-                "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
-                args.data.input_file.display(),
-                serde_norway::to_string(&config)?
-            )
-            .as_bytes(),
-        )?;
-        eprintln!("wrote {}", policy_yaml.display());
+        calibrate_and_write(&args, &trace, &split, &capacities, &mut config, &opts)?;
     }
     let mut bar = progress_bar(args.quiet, "evaluating");
     bar.set_length(capacities.len() as u64 * 4);
     bar.set_position(capacities.len() as u64 * 3);
-    let runs: Vec<_> = capacities
+    let comparisons: Vec<Comparison> = capacities
         .par_iter()
         .map(|&c| {
             let r = split.run(&Candidate::LightGbm(config.clone()), c, f64::INFINITY);
             bar.inc(1);
             r
         })
+        .collect::<Vec<_>>()
+        .iter()
+        .zip(&base)
+        .map(|(r, b)| b.compare("lightgbm", r))
         .collect();
     bar.finish();
-    let comparisons: Vec<Comparison> = base
-        .iter()
-        .zip(&runs)
-        .map(|(b, r)| b.compare("lightgbm", r))
-        .collect();
     println!(
         "{} ({} requests), train = first {:.0}% of the time span; model {}:",
         args.data.input_file.display(),
@@ -245,11 +169,112 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         model_path.display()
     );
     print_comparisons(&comparisons);
-    // beside the model; the bundled one has no file, so beside where `train` writes models
+    write_summary(&args, &split, &model_path, &config, &comparisons)
+}
+
+/// Train a model on the train part and write it to `--output` (`None`: `--export-only`, the
+/// features are written and nothing is trained).
+fn train_model(
+    args: &TrainArgs,
+    trace: &inferencelab_trace::Trace,
+    split: &Split<'_>,
+    params: &BoostParams,
+) -> anyhow::Result<Option<PathBuf>> {
+    let data = dataset::build(
+        trace,
+        &split.prepared.gpu,
+        split.split,
+        args.max_rows,
+        args.seed,
+    );
+    eprintln!(
+        "{} training rows from the requests before {:.1} s",
+        data.rows.len(),
+        split.split - split.t0
+    );
+    if let Some(csv) = &args.export_features {
+        let mut buf = Vec::new();
+        dataset::write_csv(&data, &mut buf)?;
+        write_file(csv, &buf)?;
+        eprintln!("wrote {}", csv.display());
+        if args.export_only {
+            return Ok(None);
+        }
+    }
+    let fit = calibrate::fit_rows(&data, params);
+    eprintln!(
+        "trained {} trees of {} leaves: train MSE {:.4} (label variance {:.4})",
+        fit.model.trees.len(),
+        args.num_leaves,
+        fit.mse,
+        fit.label_variance
+    );
+    write_file(&args.output, fit.model.to_text().as_bytes())?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(Some(args.output.clone()))
+}
+
+/// Choose the policy's settings on the validation part ([`calibrate::calibrate`]) and write
+/// them beside the model (`MODEL.yaml`, which `simulate --lightgbm-model MODEL` takes).
+fn calibrate_and_write(
+    args: &TrainArgs,
+    trace: &inferencelab_trace::Trace,
+    split: &Split<'_>,
+    capacities: &[u64],
+    config: &mut LightGbmConfig,
+    opts: &CalibrateOptions<'_>,
+) -> anyhow::Result<()> {
+    let mut bar = progress_bar(args.quiet, "calibration");
+    bar.set_length(calibrate::points(opts.retrain, capacities.len()) as u64);
+    let chosen = calibrate::calibrate(trace, split, capacities, config, opts, &|| bar.inc(1));
+    bar.finish();
+    if chosen.in_sample_static {
+        eprintln!(
+            "note: choosing on the whole train part, where the static model is scored in \
+             sample: only online retraining competes (--no-retrain for the static model)"
+        );
+    }
+    eprintln!(
+        "calibrated on the {}: scale {}, overdue_factor {}, ranking {:?}, retrain {}",
+        if chosen.on_whole_train_part {
+            "whole train part"
+        } else {
+            "validation part"
+        },
+        config.scale,
+        config.overdue_factor,
+        config.ranking,
+        config.retrain.map_or("off".to_string(), |r| format!(
+            "every {:.1} s on the past {:.1} s",
+            r.every_seconds, r.window_seconds
+        ))
+    );
+    let policy_yaml = opts.model_path.with_extension("yaml");
+    write_file(
+        &policy_yaml,
+        format!(
+            "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
+            args.data.input_file.display(),
+            serde_norway::to_string(&*config)?
+        )
+        .as_bytes(),
+    )?;
+    eprintln!("wrote {}", policy_yaml.display());
+    Ok(())
+}
+
+/// `train_<input>.json` beside the model (the bundled one has no file: beside `--output`).
+fn write_summary(
+    args: &TrainArgs,
+    split: &Split<'_>,
+    model_path: &std::path::Path,
+    config: &LightGbmConfig,
+    comparisons: &[Comparison],
+) -> anyhow::Result<()> {
     let beside = if model_path.as_os_str() == BUNDLED {
         &args.output
     } else {
-        &model_path
+        model_path
     };
     let summary = beside.with_file_name(format!("train_{}.json", stem(&args.data.input_file)));
     let doc = json!({
@@ -261,7 +286,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "split_seconds": split.split - split.t0,
         "validation_from_seconds": split.validation_from - split.t0,
         "pinning": !args.data.no_pinning,
-        "model": super::path_text(&model_path),
+        "model": super::path_text(model_path),
         "scale": config.scale,
         "overdue_factor": config.overdue_factor,
         "comparisons": comparisons,
