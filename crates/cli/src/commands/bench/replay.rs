@@ -24,14 +24,15 @@ use clap::Args;
 use inferencelab_bench::RequestRecord;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_models as models;
+use inferencelab_sim::driver::RequestHits;
 use inferencelab_sim::plan::Capacity;
 use inferencelab_sim::resolve::{self, PointSpec};
-use inferencelab_sim::{plan, ResultRow};
+use inferencelab_sim::{plan, ResultRow, SimConfig};
 use inferencelab_trace::checked::{NonNegative, Positive};
 use inferencelab_trace::{read_trace, AnswerBlocks, Format, ReadOptions, Trace};
 use serde_json::json;
 
-use super::{bench_against, comparison_table, runtime, BenchArgs};
+use super::{bench_against, comparison_table, runtime, BenchArgs, BenchOutput};
 
 // The flattened bench flags say what they mean for `bench`; here the server and the workload
 // are required (no demo), and the demo and experiment flags do not apply.
@@ -305,29 +306,7 @@ fn print_windows(row: &ResultRow, measured: &[u64]) -> Vec<serde_json::Value> {
 }
 
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
-    if let Some(log) = &args.bench.server_log {
-        if !log.is_file() {
-            bail!(
-                "--server-log {}: no such file (the log the server writes as it runs: `serve \
-                 --log-file FILE`, or vLLM's output redirected to a file)",
-                log.display()
-            );
-        }
-    }
-    // vLLM's bench flags mean the same here (--host/--port, sampling, ...); datasets do not
-    let vllm = super::vllm::apply(&mut args.bench)?;
-    if vllm.conversations.is_some() || vllm.result_copy.is_some() {
-        bail!(
-            "replay replays --input-file (a log or trace); --dataset-name/--dataset-path and \
-             --result-filename are `bench`'s"
-        );
-    }
-    let Some(base) = args.bench.base_url.clone() else {
-        bail!("replay needs --base-url (the live endpoint to replay against)");
-    };
-    let Some(input) = args.bench.input_file.clone() else {
-        bail!("replay needs --input-file (a server log or a trace)");
-    };
+    let (base, input) = check_args(&mut args)?;
     let opts = ReadOptions {
         format: args.bench.input_format,
         skip_invalid: args.bench.skip_invalid,
@@ -349,54 +328,11 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     let out = bench_against(&rt, &bargs, &base, None)?;
     let records = &out.outcome.records;
 
-    // The prediction: the same requests, with the times the server saw them (its log) or, for a
-    // server without a log, as the client saw the replay run them. `slot[k]`: record k's
-    // request in `sim_trace`.
-    let (sim_trace, slot, times) = match &args.bench.server_log {
-        Some(log) => {
-            let (trace, slot) = server_side(log, records)?;
-            // the server's own answers: its logged output ids when it wrote them
-            // (--enable-log-outputs), else blocks that never match (the replayed prompts repeat
-            // the recorded answers, not the server's)
-            cfg.engine.answers = if trace.requests.iter().all(|r| r.output_tokens.is_some()) {
-                AnswerBlocks::Auto
-            } else {
-                AnswerBlocks::Fresh
-            };
-            let times = format!(
-                "server-side times: {} ({} requests, {} of this replay)",
-                log.display(),
-                trace.requests.len(),
-                slot.iter().flatten().count()
-            );
-            (trace, slot, times)
-        }
-        None => {
-            let mut sim_trace = trace.clone();
-            if let Some(n) = args.bench.num_prompts {
-                sim_trace.requests.truncate(n as usize);
-            }
-            sim_trace.requests.truncate(out.outcome.sent as usize);
-            as_replayed(&mut sim_trace, records, args.bench.time_scale.get());
-            let index: HashMap<&str, usize> = sim_trace
-                .requests
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.as_str(), i))
-                .collect();
-            let slot = records
-                .iter()
-                .map(|r| r.source_id.as_deref().and_then(|id| index.get(id).copied()))
-                .collect();
-            let times = "client-side times (each request's send, tokens and finish as the \
-                         replay measured them; --server-log FILE takes the server's own)"
-                .to_string();
-            (sim_trace, slot, times)
-        }
-    };
-    outln!("prediction from {times}");
+    let replayed = as_predicted(&args, trace, &out, &mut cfg)?;
+    let sim_trace = &replayed.trace;
+    outln!("prediction from {}", replayed.times);
     let prepared = inferencelab_sim::driver::Prepared::new(
-        &sim_trace,
+        sim_trace,
         args.block_size,
         spec.prepared_chunk_size(),
     )
@@ -407,38 +343,12 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     })?;
     out!("{}", comparison_table(&out, &row));
 
-    // Measured hits per window of trace time, next to the predicted ones.
-    let t0 = sim_trace.requests.first().map_or(0.0, |r| r.timestamp);
-    let mut measured = vec![0u64; row.windows.len()];
-    let mut per_request = Vec::new();
-    let mut agreement = Agreement::default();
-    for (r, i) in records.iter().zip(&slot) {
-        let Some(&i) = i.as_ref() else {
-            continue;
-        };
-        let t = sim_trace.requests[i].timestamp;
-        let w = ((t - t0) / args.window_seconds.get()).max(0.0) as usize;
-        let p = predicted[i];
-        if r.success {
-            if let Some(m) = measured.get_mut(w) {
-                *m += r.cached_tokens;
-            }
-            if let Some(p) = p {
-                agreement.add(p.total(), r.cached_tokens, args.block_size as u64);
-            }
-        }
-        per_request.push(json!({
-            "source_id": r.source_id, "trace_time_s": t, "success": r.success,
-            "prompt_len": r.prompt_len, "measured_cached_tokens": r.cached_tokens,
-            "predicted_hit_tokens": p.map(|p| p.total()), "predicted": p,
-            "ttft_ms": r.ttft_s * 1000.0,
-        }));
-    }
+    let (measured, agreement, per_request) = measure(&args, &replayed, records, &predicted, &row);
     outln!("{agreement}");
     let others = sim_trace
         .requests
         .len()
-        .saturating_sub(slot.iter().flatten().count());
+        .saturating_sub(replayed.slot.iter().flatten().count());
     if args.bench.server_log.is_some() && others > 0 {
         outln!(
             "note: the prediction ran {others} requests this replay did not send (the server's \
@@ -467,6 +377,131 @@ pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// The flags' checks (vLLM's bench flags mean the same here: --host/--port, sampling, ...;
+/// datasets do not): the server's URL and the input file.
+fn check_args(args: &mut ReplayArgs) -> anyhow::Result<(String, PathBuf)> {
+    if let Some(log) = &args.bench.server_log {
+        if !log.is_file() {
+            bail!(
+                "--server-log {}: no such file (the log the server writes as it runs: `serve \
+                 --log-file FILE`, or vLLM's output redirected to a file)",
+                log.display()
+            );
+        }
+    }
+    let vllm = super::vllm::apply(&mut args.bench)?;
+    if vllm.conversations.is_some() || vllm.result_copy.is_some() {
+        bail!(
+            "replay replays --input-file (a log or trace); --dataset-name/--dataset-path and \
+             --result-filename are `bench`'s"
+        );
+    }
+    let Some(base) = args.bench.base_url.clone() else {
+        bail!("replay needs --base-url (the live endpoint to replay against)");
+    };
+    let Some(input) = args.bench.input_file.clone() else {
+        bail!("replay needs --input-file (a server log or a trace)");
+    };
+    Ok((base, input))
+}
+
+/// The requests the prediction runs, with their times.
+struct Replayed {
+    trace: Trace,
+    /// `slot[k]`: record k's request in `trace`.
+    slot: Vec<Option<usize>>,
+    /// Where the times come from, for the reader.
+    times: String,
+}
+
+/// The same requests, with the times the server saw them (its log) or, for a server without
+/// a log, as the client saw the replay run them.
+fn as_predicted(
+    args: &ReplayArgs,
+    trace: Trace,
+    out: &BenchOutput,
+    cfg: &mut SimConfig,
+) -> anyhow::Result<Replayed> {
+    let records = &out.outcome.records;
+    if let Some(log) = &args.bench.server_log {
+        let (trace, slot) = server_side(log, records)?;
+        // the server's own answers: its logged output ids when it wrote them
+        // (--enable-log-outputs), else blocks that never match (the replayed prompts repeat
+        // the recorded answers, not the server's)
+        cfg.engine.answers = if trace.requests.iter().all(|r| r.output_tokens.is_some()) {
+            AnswerBlocks::Auto
+        } else {
+            AnswerBlocks::Fresh
+        };
+        let times = format!(
+            "server-side times: {} ({} requests, {} of this replay)",
+            log.display(),
+            trace.requests.len(),
+            slot.iter().flatten().count()
+        );
+        return Ok(Replayed { trace, slot, times });
+    }
+    let mut trace = trace;
+    if let Some(n) = args.bench.num_prompts {
+        trace.requests.truncate(n as usize);
+    }
+    trace.requests.truncate(out.outcome.sent as usize);
+    as_replayed(&mut trace, records, args.bench.time_scale.get());
+    let index: HashMap<&str, usize> = trace
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    let slot = records
+        .iter()
+        .map(|r| r.source_id.as_deref().and_then(|id| index.get(id).copied()))
+        .collect();
+    let times = "client-side times (each request's send, tokens and finish as the replay \
+                 measured them; --server-log FILE takes the server's own)"
+        .to_string();
+    Ok(Replayed { trace, slot, times })
+}
+
+/// Measured hits per window of trace time (beside the predicted ones), the per-request
+/// agreement, and each request's line for `replay.json`.
+fn measure(
+    args: &ReplayArgs,
+    replayed: &Replayed,
+    records: &[RequestRecord],
+    predicted: &[Option<RequestHits>],
+    row: &ResultRow,
+) -> (Vec<u64>, Agreement, Vec<serde_json::Value>) {
+    let requests = &replayed.trace.requests;
+    let t0 = requests.first().map_or(0.0, |r| r.timestamp);
+    let mut measured = vec![0u64; row.windows.len()];
+    let mut per_request = Vec::new();
+    let mut agreement = Agreement::default();
+    for (r, i) in records.iter().zip(&replayed.slot) {
+        let Some(&i) = i.as_ref() else {
+            continue;
+        };
+        let t = requests[i].timestamp;
+        let w = ((t - t0) / args.window_seconds.get()).max(0.0) as usize;
+        let p = predicted[i];
+        if r.success {
+            if let Some(m) = measured.get_mut(w) {
+                *m += r.cached_tokens;
+            }
+            if let Some(p) = p {
+                agreement.add(p.total(), r.cached_tokens, args.block_size as u64);
+            }
+        }
+        per_request.push(json!({
+            "source_id": r.source_id, "trace_time_s": t, "success": r.success,
+            "prompt_len": r.prompt_len, "measured_cached_tokens": r.cached_tokens,
+            "predicted_hit_tokens": p.map(|p| p.total()), "predicted": p,
+            "ttft_ms": r.ttft_s * 1000.0,
+        }));
+    }
+    (measured, agreement, per_request)
 }
 
 /// Per-request agreement of predicted and measured hit tokens (successful requests).
