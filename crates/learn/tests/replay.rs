@@ -141,12 +141,17 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
             (false, Ranking::ExpectedWait),
             (true, Ranking::ExpectedWait),
         ] {
+            // with LRU as a second expert (its shadows see only the past too) and, so that the
+            // predictions themselves decide, without
+            let adaptive = ranking == Ranking::NextUse;
             let scorer = ScorerConfig {
                 ranking,
+                adaptive,
                 ..Default::default()
             };
             let lgbm = LightGbmConfig {
                 ranking,
+                adaptive,
                 ..model.clone()
             };
             let ca = || ConversationAware::new(&scorer);
@@ -224,10 +229,15 @@ fn no_peeking_with_online_retraining() {
             );
         }
     }
-    // and retraining changes decisions (the models are used at all)
-    let static_victims = victims(&trace, f64::INFINITY, LightGbm::new(&config), false, false);
+    // and retraining changes decisions (the models are used at all; the models alone, as with
+    // LRU as a second expert LRU may decide everything here)
+    let alone = LightGbmConfig {
+        adaptive: false,
+        ..config.clone()
+    };
+    let static_victims = victims(&trace, f64::INFINITY, LightGbm::new(&alone), false, false);
     assert_ne!(
         static_victims,
-        victims_online(&trace, f64::INFINITY, &config, false)
+        victims_online(&trace, f64::INFINITY, &alone, false)
     );
 }

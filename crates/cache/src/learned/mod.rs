@@ -5,6 +5,7 @@
 pub mod features;
 pub mod gbdt;
 pub mod order;
+pub mod shadow;
 
 /// The `EvictionPolicy` of a policy that predicts each touched block's next use: a type with
 /// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), a `stats: Tracker` and an
@@ -19,19 +20,19 @@ macro_rules! predicted_next_use_policy {
                 e: $crate::policy::api::EntryId,
                 a: &$crate::policy::api::Access,
             ) {
-                self.order.referenced(Some(e), a.obj);
+                self.order.referenced(Some(e), a);
                 self.touch(e, a);
             }
 
             #[inline]
             fn on_hit(&mut self, e: $crate::policy::api::EntryId, a: &$crate::policy::api::Access) {
-                self.order.referenced(Some(e), a.obj);
+                self.order.referenced(Some(e), a);
                 self.touch(e, a);
             }
 
             #[inline]
             fn on_miss(&mut self, a: &$crate::policy::api::Access) {
-                self.order.referenced(None, a.obj);
+                self.order.referenced(None, a);
                 // the eviction this miss may cause happens at the miss's trace time
                 if a.timestamp > self.stats.now {
                     self.stats.now = a.timestamp;

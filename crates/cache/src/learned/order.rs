@@ -29,114 +29,18 @@
 //! **LRU as a second expert** ([`NextUseOrder::adaptive`], on by default in both policies): a
 //! prediction can be wrong for a whole workload (a drift, a trace unlike the one the weights or
 //! the model came from), and then the estimated oracle loses to plain LRU. So LRU's order is
-//! kept beside the prediction's, and at each eviction where the two experts want different
-//! victims, the one that has been right more often lately decides. Who was right is settled as
-//! Belady would: of the two blocks, the evicted one and the kept one, the one referenced first
-//! should have been kept (Belady evicts the one used farthest in the future). The disagreement
-//! is recorded whichever expert decided, so the one not in charge is judged too (unlike LeCaR,
-//! Vietri et al. HotStorage'18, and CACHEUS, Rodriguez et al. FAST'21, which learn only from the
-//! regret of the evictions actually made, through ghost lists, and pick an expert at random).
-//! The verdicts feed an exponentially decayed score (weight [`DUEL_RATE`] per verdict); the
-//! prediction decides while the score is not negative. Deviations from those papers:
-//! deterministic choice, pairwise verdicts instead of ghost-list regret, two experts only.
-//! Everything is learned from references already seen (no peeking).
+//! kept beside the prediction's, and two shadow caches, one per expert, are fed the same
+//! references and count the leading-run hits each would really get (`learned/shadow.rs`); at
+//! each eviction the expert whose shadow has had more hits lately picks the victim (ties: LRU).
+//! Set dueling as in DIP (Qureshi et al., ISCA'07) with whole-cache shadows, the adaptive
+//! experts of ARC, LeCaR (Vietri et al., HotStorage'18) and CACHEUS (Rodriguez et al., FAST'21)
+//! judged by hits rather than by ghost-list regret. Everything is learned from references
+//! already seen (no peeking).
 
 use std::collections::BTreeSet;
 
-use crate::policy::api::{EntryId, ObjId, Pins};
-
-/// Weight of one verdict in the duel's score (about the last 64 verdicts count). Chosen once as
-/// "a few dozen disagreements", not fitted to any trace.
-pub const DUEL_RATE: f64 = 1.0 / 64.0;
-
-/// A disagreement between the two experts at one eviction, open until one of its two objects is
-/// referenced again.
-#[derive(Debug, Clone, Copy)]
-struct Verdict {
-    /// The prediction chose (evicted its victim); else LRU did.
-    predicted: bool,
-    open: bool,
-}
-
-/// The duel between the prediction and LRU (module docs). A kept block can be the kept side of
-/// many open verdicts (the expert not in charge keeps pointing at the same victim): each is its
-/// own comparison and all are settled by that block's next reference. (Keeping only the latest
-/// one would drop the verdicts that go against the expert in charge, and lock it in.)
-#[derive(Debug, Clone, Default)]
-pub struct Duel {
-    /// Per object: id + 1 of the open verdict in which it was evicted (0: none).
-    evicted: Vec<u32>,
-    /// Per object: ids + 1 of the verdicts in which it was kept (closed ones are skipped).
-    kept: Vec<Vec<u32>>,
-    verdicts: Vec<Verdict>,
-    /// Decayed mean of +1 (the prediction was right) and -1 (LRU was right).
-    pub score: f64,
-    /// Verdicts settled, and how many went to the prediction.
-    pub settled: u64,
-    pub prediction_right: u64,
-    /// Evictions decided by each expert where they disagreed.
-    pub decided_by_prediction: u64,
-    pub decided_by_lru: u64,
-}
-
-impl Duel {
-    fn vote(&mut self, r: u32, chosen_right: bool) {
-        let v = &mut self.verdicts[r as usize - 1];
-        if !v.open {
-            return;
-        }
-        v.open = false;
-        let prediction_right = chosen_right == v.predicted;
-        self.settled += 1;
-        self.prediction_right += prediction_right as u64;
-        let vote = if prediction_right { 1.0 } else { -1.0 };
-        self.score += DUEL_RATE * (vote - self.score);
-    }
-
-    /// `obj` is referenced: settle the verdicts it is part of. Evicted first: the expert that
-    /// chose was wrong; kept first: it was right.
-    #[inline]
-    pub fn referenced(&mut self, obj: ObjId) {
-        let i = obj as usize;
-        if let Some(r) = self.evicted.get_mut(i).map(std::mem::take) {
-            if r != 0 {
-                self.vote(r, false);
-            }
-        }
-        if let Some(list) = self.kept.get_mut(i).map(std::mem::take) {
-            for r in list {
-                self.vote(r, true);
-            }
-        }
-    }
-
-    fn open(&mut self, evicted: ObjId, kept: ObjId, predicted: bool) {
-        let (e, k) = (evicted as usize, kept as usize);
-        let n = e.max(k) + 1;
-        if self.evicted.len() < n {
-            self.evicted.resize(n, 0);
-            self.kept.resize(n, Vec::new());
-        }
-        if self.evicted[e] != 0 {
-            // evicted again before a reference (it was re-admitted without one): the old
-            // comparison has no answer
-            self.verdicts[self.evicted[e] as usize - 1].open = false;
-        }
-        self.verdicts.push(Verdict {
-            predicted,
-            open: true,
-        });
-        let r = self.verdicts.len() as u32;
-        self.evicted[e] = r;
-        self.kept[k].push(r);
-    }
-
-    /// The prediction decides while it has not been worse than LRU lately.
-    #[inline]
-    pub fn follow_prediction(&self) -> bool {
-        self.score >= 0.0
-    }
-}
+use super::shadow::Shadows;
+use crate::policy::api::{Access, EntryId, ObjId, Pins};
 
 const UNTRACKED: u8 = 0;
 const FUTURE: u8 = 1;
@@ -196,11 +100,14 @@ pub struct NextUseOrder {
     seq: u64,
     pub overdue_factor: f64,
     pub ranking: Ranking,
+    /// Entries tracked (evictable or pinned).
+    resident: usize,
     /// With LRU as a second expert: every evictable entry by its last touch or unpin, the
-    /// object of each entry, and the duel.
+    /// object of each entry, the current reference, and the shadows that judge the experts.
     lru: BTreeSet<(u64, EntryId)>,
     obj: Vec<ObjId>,
-    pub duel: Option<Duel>,
+    current: (ObjId, u32),
+    pub shadows: Option<Box<Shadows>>,
 }
 
 impl NextUseOrder {
@@ -222,21 +129,31 @@ impl NextUseOrder {
     /// Keep LRU as a second expert (module docs); the owner must then call
     /// [`referenced`](NextUseOrder::referenced) for every reference.
     pub fn adaptive(mut self, on: bool) -> Self {
-        self.duel = on.then(Duel::default);
+        self.shadows = on.then(|| Box::new(Shadows::new(self.overdue_factor, self.ranking)));
         self
     }
 
-    /// Object `obj` is referenced (hit or miss), as entry `e` when resident: settles the duel's
-    /// verdict on it. Before the reference's `touch` and the eviction it may cause.
+    /// `a` is referenced (hit or miss), as entry `e` when resident. Before the reference's
+    /// `touch` (which serves it in the shadows) and the eviction it may cause.
     #[inline]
-    pub fn referenced(&mut self, e: Option<EntryId>, obj: ObjId) {
-        if let Some(d) = &mut self.duel {
-            d.referenced(obj);
+    pub fn referenced(&mut self, e: Option<EntryId>, a: &Access) {
+        if self.shadows.is_some() {
+            self.current = (a.obj, a.request);
             if let Some(e) = e {
                 ensure_len(&mut self.obj, e, ObjId::MAX);
-                self.obj[e as usize] = obj;
+                self.obj[e as usize] = a.obj;
             }
         }
+    }
+
+    /// Entries tracked (evictable or pinned).
+    pub fn resident(&self) -> usize {
+        self.resident
+    }
+
+    /// A tracked entry that is out of the order because it is pinned.
+    pub fn is_pinned(&self, e: EntryId) -> bool {
+        self.state.get(e as usize) == Some(&PINNED)
     }
 
     /// The sort key of `future` for entry `i`.
@@ -275,7 +192,7 @@ impl NextUseOrder {
             }
             _ => return,
         }
-        if self.duel.is_some() {
+        if self.shadows.is_some() {
             self.lru.remove(&(self.order[i], e));
         }
     }
@@ -285,7 +202,7 @@ impl NextUseOrder {
         let i = e as usize;
         self.future.insert((self.sort_key(i), self.depth[i], e));
         self.state[i] = FUTURE;
-        if self.duel.is_some() {
+        if self.shadows.is_some() {
             self.lru.insert((self.order[i], e));
         }
     }
@@ -297,6 +214,13 @@ impl NextUseOrder {
         self.grow(e);
         self.unlink(e);
         let i = e as usize;
+        if self.state[i] == UNTRACKED {
+            self.resident += 1;
+        }
+        if let Some(sh) = &mut self.shadows {
+            let (obj, request) = self.current;
+            sh.reference(obj, request, depth, now, next_use);
+        }
         self.seq += 1;
         self.key[i] = next_use;
         self.gap[i] = next_use - now;
@@ -314,7 +238,15 @@ impl NextUseOrder {
     pub fn pin(&mut self, e: EntryId) {
         self.grow(e);
         self.unlink(e);
+        if self.state[e as usize] == UNTRACKED {
+            self.resident += 1;
+        }
         self.state[e as usize] = PINNED;
+        if let Some(sh) = &mut self.shadows {
+            if let Some(&o) = self.obj.get(e as usize) {
+                sh.pin(o);
+            }
+        }
     }
 
     /// `e` is evictable again at trace time `now`; for the LRU order among overdue entries it
@@ -324,6 +256,14 @@ impl NextUseOrder {
     pub fn unpin(&mut self, e: EntryId, now: f64) {
         self.grow(e);
         self.unlink(e);
+        if self.state[e as usize] == UNTRACKED {
+            self.resident += 1;
+        }
+        if let Some(sh) = &mut self.shadows {
+            if let Some(&o) = self.obj.get(e as usize) {
+                sh.unpin(o, now);
+            }
+        }
         self.seq += 1;
         self.order[e as usize] = self.seq;
         if self.ranking == Ranking::ExpectedWait {
@@ -336,6 +276,9 @@ impl NextUseOrder {
     pub fn remove(&mut self, e: EntryId) {
         if (e as usize) < self.state.len() {
             self.unlink(e);
+            if self.state[e as usize] != UNTRACKED {
+                self.resident -= 1;
+            }
             self.state[e as usize] = UNTRACKED;
         }
     }
@@ -365,39 +308,28 @@ impl NextUseOrder {
             self.overdue.insert((self.order[e as usize], e));
             self.state[e as usize] = OVERDUE;
         }
+        if let Some(sh) = &mut self.shadows {
+            sh.observe_capacity(self.resident);
+        }
         loop {
             let predicted = self.predicted_victim(now)?;
-            let e = if self.duel.is_none() {
-                predicted
-            } else {
-                let lru = self
-                    .lru
-                    .first()
-                    .expect("the LRU set holds every evictable entry")
-                    .1;
-                if pins.is_pinned(lru) {
-                    self.park(lru);
-                    continue;
-                }
-                if lru != predicted && !pins.is_pinned(predicted) {
-                    let duel = self.duel.as_mut().expect("checked");
-                    let follow = duel.follow_prediction();
-                    let (victim, kept) = if follow {
-                        duel.decided_by_prediction += 1;
-                        (predicted, lru)
+            let e = match &mut self.shadows {
+                None => predicted,
+                Some(sh) => {
+                    let lru = self
+                        .lru
+                        .first()
+                        .expect("the LRU set holds every evictable entry")
+                        .1;
+                    if lru == predicted {
+                        predicted
+                    } else if sh.follow_prediction() {
+                        sh.decided_by_prediction += 1;
+                        predicted
                     } else {
-                        duel.decided_by_lru += 1;
-                        (lru, predicted)
-                    };
-                    let obj = |e: EntryId| self.obj.get(e as usize).copied();
-                    if let (Some(v), Some(k)) = (obj(victim), obj(kept)) {
-                        if v != ObjId::MAX && k != ObjId::MAX {
-                            self.duel.as_mut().expect("checked").open(v, k, follow);
-                        }
+                        sh.decided_by_lru += 1;
+                        lru
                     }
-                    victim
-                } else {
-                    predicted
                 }
             };
             if pins.is_pinned(e) {
@@ -407,6 +339,7 @@ impl NextUseOrder {
             }
             self.unlink(e);
             self.state[e as usize] = UNTRACKED;
+            self.resident -= 1;
             return Some(e);
         }
     }
@@ -466,7 +399,17 @@ impl NextUseOrder {
                 ));
             }
         }
-        if self.duel.is_some() && self.lru.len() != in_future + in_overdue {
+        if let Some(sh) = &self.shadows {
+            sh.validate()?;
+        }
+        let tracked = self.state.iter().filter(|&&s| s != UNTRACKED).count();
+        if tracked != self.resident {
+            return Err(format!(
+                "{tracked} entries tracked, {} counted",
+                self.resident
+            ));
+        }
+        if self.shadows.is_some() && self.lru.len() != in_future + in_overdue {
             return Err(format!(
                 "the LRU set holds {} entries, the order {}",
                 self.lru.len(),
@@ -559,54 +502,72 @@ mod tests {
         assert_eq!(o.evict(no_pins, 5.0), Some(6));
     }
 
-    #[test]
-    fn lru_takes_over_when_the_prediction_is_proven_wrong() {
-        let mut o = NextUseOrder::new(1.0).adaptive(true);
-        let no_pins = Pins(&[]);
-        let touch = |o: &mut NextUseOrder, e: EntryId, next: f64, now: f64| {
-            o.referenced(Some(e), 10 + e);
-            o.touch(e, next, now, 0);
-        };
-        // e0 (obj 10) touched at 0, predicted back at 5; e1 (obj 11) at 1, predicted at 100.
-        // LRU's victim: e0; the prediction's: e1. Score 0: the prediction decides -> e1
-        touch(&mut o, 0, 5.0, 0.0);
-        touch(&mut o, 1, 100.0, 1.0);
-        assert_eq!(o.evict(no_pins, 1.0), Some(1));
-        // obj 11 comes back before obj 10: the prediction was wrong, LRU decides now
-        o.referenced(None, 11);
-        let d = o.duel.as_ref().unwrap();
-        assert_eq!((d.settled, d.prediction_right), (1, 0));
-        assert!(!d.follow_prediction());
-        // e1 (obj 11) re-inserted at 2, predicted at 200; e2 (obj 12) at 3 predicted at 4.
-        // LRU order: e0 (t 0), e1 (t 2), e2 (t 3); the prediction's: e1. LRU decides -> e0
-        touch(&mut o, 1, 200.0, 2.0);
-        touch(&mut o, 2, 4.0, 3.0);
-        assert_eq!(o.evict(no_pins, 3.0), Some(0));
-        // obj 11 (the one LRU kept) is referenced before obj 10: LRU was right again
-        o.referenced(Some(1), 11);
-        let d = o.duel.as_ref().unwrap();
-        assert_eq!((d.settled, d.prediction_right), (2, 0));
-        assert_eq!((d.decided_by_prediction, d.decided_by_lru), (1, 1));
-        o.validate(&|e| e == 1 || e == 2).unwrap();
+    /// A cache of `capacity` blocks driven as `BlockCache` drives its policy, entry id = object
+    /// id, one request per reference (depth 0), every block predicted back `gap` seconds after
+    /// its touch, one second between references. Returns the hits.
+    fn play(o: &mut NextUseOrder, capacity: usize, refs: &[ObjId], gap: f64) -> u64 {
+        let mut resident = std::collections::BTreeSet::new();
+        let mut hits = 0;
+        for (t, &obj) in refs.iter().enumerate() {
+            let now = t as f64;
+            let a = Access {
+                timestamp: now,
+                request: t as u32,
+                ..Access::at(obj, t as u64)
+            };
+            if resident.contains(&obj) {
+                hits += 1;
+                o.referenced(Some(obj), &a);
+            } else {
+                o.referenced(None, &a);
+                if resident.len() >= capacity {
+                    let v = o.evict(Pins(&[]), now).expect("something is evictable");
+                    assert!(resident.remove(&v));
+                }
+                resident.insert(obj);
+                o.referenced(Some(obj), &a);
+            }
+            o.touch(obj, now + gap, now, 0);
+            o.validate(&|e| resident.contains(&e)).unwrap();
+        }
+        hits
     }
 
     #[test]
-    fn the_prediction_keeps_deciding_while_it_is_right() {
-        let mut o = NextUseOrder::new(1.0).adaptive(true);
-        let no_pins = Pins(&[]);
-        o.referenced(Some(0), 10);
-        o.touch(0, 5.0, 0.0, 0);
-        o.referenced(Some(1), 11);
-        o.touch(1, 100.0, 1.0, 0);
-        // the prediction evicts e1 (obj 11) and keeps e0 (obj 10), LRU's victim
-        assert_eq!(o.evict(no_pins, 1.0), Some(1));
-        // obj 10 is needed first: the prediction was right
-        o.referenced(Some(0), 10);
-        let d = o.duel.as_ref().unwrap();
-        assert_eq!((d.settled, d.prediction_right), (1, 1));
-        assert!(d.follow_prediction() && d.score > 0.0);
-        // a later reference of obj 11 settles nothing (its verdict is closed)
-        o.referenced(None, 11);
-        assert_eq!(o.duel.as_ref().unwrap().settled, 1);
+    fn the_prediction_decides_where_its_shadow_hits_more() {
+        // equal predicted gaps under `next_use`: the farthest prediction is the block just
+        // touched, i.e. MRU, which is right on a loop larger than the cache (LRU never hits)
+        let refs: Vec<ObjId> = (0..300).map(|i| i % 3).collect();
+        let mut alone = NextUseOrder::new(1.0);
+        let mut adaptive = NextUseOrder::new(1.0).adaptive(true);
+        let lru_hits = play(&mut NextUseOrder::new(1.0), 2, &refs, 0.0);
+        let alone_hits = play(&mut alone, 2, &refs, 1000.0);
+        let hits = play(&mut adaptive, 2, &refs, 1000.0);
+        assert_eq!(lru_hits, 0);
+        assert!(alone_hits > 100, "{alone_hits}");
+        let sh = adaptive.shadows.as_ref().unwrap();
+        assert_eq!((sh.lru_hits, sh.predicted_hits), (lru_hits, alone_hits));
+        assert!(sh.follow_prediction());
+        // LRU decides only until the lead is significant (a few batches of 2 references)
+        assert!(sh.decided_by_lru <= 10, "{}", sh.decided_by_lru);
+        assert!(hits + 10 >= alone_hits, "{hits} vs {alone_hits}");
+    }
+
+    #[test]
+    fn lru_decides_where_its_shadow_hits_more() {
+        // 0 comes back every other reference, between new blocks: LRU keeps it, the MRU-like
+        // prediction evicts it each time it was just touched
+        let refs: Vec<ObjId> = (0..400).map(|i| if i % 2 == 0 { 0 } else { i }).collect();
+        let lru_hits = play(&mut NextUseOrder::new(1.0), 2, &refs, 0.0);
+        let alone_hits = play(&mut NextUseOrder::new(1.0), 2, &refs, 1000.0);
+        let mut adaptive = NextUseOrder::new(1.0).adaptive(true);
+        let hits = play(&mut adaptive, 2, &refs, 1000.0);
+        assert!(lru_hits > alone_hits + 100, "{lru_hits} vs {alone_hits}");
+        let sh = adaptive.shadows.as_ref().unwrap();
+        assert_eq!((sh.lru_hits, sh.predicted_hits), (lru_hits, alone_hits));
+        assert!(!sh.follow_prediction());
+        // LRU is the incumbent: the prediction never had a significant lead
+        assert_eq!(sh.decided_by_prediction, 0);
+        assert_eq!(hits, lru_hits);
     }
 }
