@@ -7,8 +7,10 @@ conversation_aware.rs, crates/cache/src/learned/order.rs), read from the same YA
 (configs/scorer_default.yaml or a file `sweep` wrote; path in INFERENCELAB_SCORER_CONFIG):
 predicted gap G = scale * g_ref * (1 + uses)^-w_uses * (1 + depth)^w_depth * p^-w_probability,
 the victim is the entry predicted farthest in the future (overdue entries: now + overdue_factor
-* idle), and with `adaptive` (the default) LRU is kept as a second expert and the one proven
-right more often lately picks the victim where they disagree.
+* idle), and with `adaptive` (the default) LRU is kept as a second expert: two shadow caches,
+one evicting by LRU and one by the prediction, see the same chunk references, and the
+prediction picks the victims only while its shadow's lead in hits is significant
+(crates/cache/src/learned/shadow.rs); otherwise LRU does.
 
 What LMCache's interface gives a policy: the chunk key (`CacheEngineKey`, a prefix-chained
 chunk hash), hits, puts and evictions, in wall-clock time. So the terms that need a request
@@ -17,7 +19,9 @@ not available here and count as off: `use_conversation`, `use_request_type`, `w_
 `w_depth` are ignored (a warning says so when they are set). What remains is the path the
 simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
-probability that such a block is used again (`w_probability`), all learned online.
+probability that such a block is used again (`w_probability`), all learned online. For the
+same reason the shadows count hits per chunk, not per leading run of a request, and ignore
+pins; each holds as many chunks as the real cache held when it last had to evict.
 
 Registration: `register()` adds the policy to LMCache's `POLICY_MAPPING` as
 CONVERSATION_AWARE, so `cache_policy: conversation_aware` (or LMCACHE_CACHE_POLICY) selects it.
@@ -52,8 +56,9 @@ DEFAULTS = {
     "ranking": "next_use",
     "adaptive": True,
 }
-# crates/cache/src/learned/order.rs DUEL_RATE
-DUEL_RATE = 1.0 / 64.0
+# crates/cache/src/learned/shadow.rs EVIDENCE_FILLS and LEAD_STANDARD_ERRORS
+EVIDENCE_FILLS = 16.0
+LEAD_STANDARD_ERRORS = 2.0
 # smoothing of the online typical gaps (the simulator's tracker uses EWMAs too)
 EWMA = 0.1
 
@@ -113,12 +118,21 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self.gap_by_uses: Dict[int, float] = {}
         self.next_by_uses: Dict[int, list] = {}
         self.typical_gap = math.nan
-        # the duel: open verdicts [predicted, open] by evicted key and by kept key
-        self.open_evicted: Dict[Any, list] = {}
-        self.open_kept: Dict[Any, list] = {}
-        self.score = 0.0
-        self.settled = 0
-        self.prediction_right = 0
+        # the shadows (crates/cache/src/learned/shadow.rs): keys each holds, capacity, hits,
+        # the current batch and the decayed batch statistics of the prediction's lead
+        self.shadow_lru: "OrderedDict[Any, None]" = OrderedDict()
+        self.shadow_predicted: Dict[Any, None] = {}
+        self.capacity = 0
+        self.lru_hits = 0
+        self.predicted_hits = 0
+        self.batch_refs = 0
+        self.batch_lead = 0.0
+        self.batches = 0.0
+        self.lead_sum = 0.0
+        self.lead_squares = 0.0
+        self.follow = False
+        self.decided_by_prediction = 0
+        self.decided_by_lru = 0
 
     # --- BaseCachePolicy -------------------------------------------------------------------
     def init_mutable_mapping(self) -> "OrderedDict[Any, Any]":
@@ -138,6 +152,7 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self, cache_dict: "OrderedDict[Any, Any]", num_candidates: int = 1
     ) -> list:
         now = self.clock()
+        self.capacity = max(self.capacity, len(cache_dict))
         evictable = [k for k, v in cache_dict.items() if getattr(v, "can_evict", True)]
         out = []
         while evictable and len(out) < num_candidates:
@@ -145,9 +160,11 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
             predicted = max(evictable, key=lambda k: self._effective(k, now))
             victim = predicted
             if self.cfg["adaptive"] and predicted != lru:
-                follow = self.score >= 0.0
-                victim, kept = (predicted, lru) if follow else (lru, predicted)
-                self._open(victim, kept, follow)
+                if self.follow:
+                    self.decided_by_prediction += 1
+                else:
+                    victim = lru
+                    self.decided_by_lru += 1
             out.append(victim)
             evictable.remove(victim)
         return out
@@ -155,7 +172,6 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
     # --- scoring ---------------------------------------------------------------------------
     def _touch(self, key: Any) -> None:
         now = self.clock()
-        self._settle(key)
         e = self.state.get(key)
         if e is None:
             e = self.state[key] = _Entry(now)
@@ -173,6 +189,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
             e.touched = now
         self.next_by_uses.setdefault(e.uses, [0, 0])[1] += 1
         e.predicted = self._gap(e)
+        if self.cfg["adaptive"]:
+            self._shadow_reference(key, now)
 
     def _gap(self, e: _Entry) -> float:
         c = self.cfg
@@ -203,31 +221,45 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         at = e.touched + e.predicted
         return at if at > now else now + self.cfg["overdue_factor"] * idle
 
-    # --- the duel with LRU (crates/cache/src/learned/order.rs) ------------------------------
-    # a kept chunk can be the kept side of many open verdicts; each is settled by its next use
-    def _open(self, evicted: Any, kept: Any, predicted: bool) -> None:
-        old = self.open_evicted.pop(evicted, None)
-        if old is not None:
-            old[1] = False
-        v = [predicted, True]
-        self.open_evicted[evicted] = v
-        self.open_kept.setdefault(kept, []).append(v)
+    # --- the shadows that judge the prediction against LRU (crates/cache/src/learned/shadow.rs)
+    def _shadow_reference(self, key: Any, now: float) -> None:
+        lru_hit = key in self.shadow_lru
+        predicted_hit = key in self.shadow_predicted
+        self.lru_hits += lru_hit
+        self.predicted_hits += predicted_hit
+        self.batch_lead += float(predicted_hit) - float(lru_hit)
+        if self.capacity:
+            self.batch_refs += 1
+            if self.batch_refs >= self.capacity:
+                self._close_batch()
+        # serve the reference in each shadow, evicting first when full
+        if lru_hit:
+            self.shadow_lru.move_to_end(key)
+        else:
+            while self.capacity and len(self.shadow_lru) >= self.capacity:
+                self.shadow_lru.popitem(last=False)
+            self.shadow_lru[key] = None
+        if not predicted_hit:
+            while self.capacity and len(self.shadow_predicted) >= self.capacity:
+                victim = max(self.shadow_predicted, key=lambda k: self._effective(k, now))
+                del self.shadow_predicted[victim]
+            self.shadow_predicted[key] = None
 
-    def _vote(self, v: list, chosen_right: bool) -> None:
-        if not v[1]:
-            return
-        v[1] = False
-        right = chosen_right == v[0]
-        self.settled += 1
-        self.prediction_right += right
-        self.score += DUEL_RATE * ((1.0 if right else -1.0) - self.score)
-
-    def _settle(self, key: Any) -> None:
-        v = self.open_evicted.pop(key, None)
-        if v is not None:
-            self._vote(v, False)
-        for v in self.open_kept.pop(key, ()):
-            self._vote(v, True)
+    def _close_batch(self) -> None:
+        keep = 1.0 - 1.0 / EVIDENCE_FILLS
+        d = self.batch_lead
+        self.batches = self.batches * keep + 1.0
+        self.lead_sum = self.lead_sum * keep + d
+        self.lead_squares = self.lead_squares * keep + d * d
+        self.batch_refs = 0
+        self.batch_lead = 0.0
+        n = self.batches
+        mean = self.lead_sum / n
+        if n <= 1.0 or mean <= 0.0:
+            self.follow = False
+        else:
+            var = max((self.lead_squares / n - mean * mean) * n / (n - 1.0), 0.0)
+            self.follow = mean * mean * n > LEAD_STANDARD_ERRORS**2 * var
 
 
 def register() -> None:

@@ -7,8 +7,8 @@ engine and connector steps in order) calls it on every hit, put and eviction.
 Checks: (1) the factory resolves `conversation_aware` to this policy with the YAML's fields;
 (2) with `scale: 0` (every predicted gap 0, InferenceLab's definition of LRU's point) and
 `adaptive: false`, every request's hit equals LMCache's own LRU on the same workload; (3) with the
-shipped defaults the workload runs, evicts, and the duel settles verdicts (LRU as a second expert
-at work). Run: /work/venvs/lmcache/bin/python python/lmcache_policy/test_lmcache_policy.py
+shipped defaults the workload runs, evicts, and the shadows judge (LRU as a second expert at
+work): they count hits, and where the prediction's shadow does not lead LRU decides. Run: /work/venvs/lmcache/bin/python python/lmcache_policy/test_lmcache_policy.py
 """
 
 import os
@@ -79,9 +79,14 @@ def main():
     total = sum(len(p) for _, p in workload())
     print(f"token hit ratio on {len(lru)} requests: LMCache LRU {sum(lru) / total:.4f}, "
           f"conversation_aware scale 0 {sum(point) / total:.4f}, defaults {sum(dflt) / total:.4f}; "
-          f"duel: {pol.settled} verdicts, prediction right {pol.prediction_right}")
+          f"shadow hits: LRU {pol.lru_hits}, prediction {pol.predicted_hits}; evictions decided "
+          f"by the prediction {pol.decided_by_prediction}, by LRU {pol.decided_by_lru}")
     assert sum(lru) < sum(len(p) for _, p in workload()) * 0.9, "the workload must evict"
-    assert pol.settled > 0, "the duel must have settled verdicts"
+    assert pol.capacity > 0 and pol.lru_hits > 0, "the shadows must have judged"
+    assert pol.decided_by_prediction + pol.decided_by_lru > 0, "the experts must disagree"
+    # the judge follows the prediction only with a lead in its shadow
+    if pol.decided_by_prediction:
+        assert pol.predicted_hits > pol.lru_hits
     print("ok")
 
 
