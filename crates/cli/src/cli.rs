@@ -57,9 +57,11 @@ impl Command {
     }
 }
 
+/// The trace a command reads: `simulate`, `sweep` and `train` take the same flags.
 #[derive(Args, Debug, Clone)]
-pub struct SimulateArgs {
-    /// Trace or vLLM server log to replay (a directory of WEKA sessions works too).
+pub struct InputArgs {
+    /// Trace or vLLM server log (any input format, gzip/zstd included; a directory of WEKA
+    /// sessions or of rotated logs works too).
     #[arg(long, short = 'i')]
     pub input_file: PathBuf,
     /// Force the input format instead of detecting it.
@@ -72,6 +74,28 @@ pub struct SimulateArgs {
     /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
     #[arg(long)]
     pub infer_conversations: bool,
+}
+
+impl InputArgs {
+    pub fn read_options(&self) -> inferencelab_trace::ReadOptions {
+        inferencelab_trace::ReadOptions {
+            format: self.input_format,
+            skip_invalid: self.skip_invalid,
+        }
+    }
+
+    /// `--infer-conversations` on a trace just read (a note when it has ids already).
+    pub fn infer(&self, trace: &mut inferencelab_trace::Trace) {
+        if self.infer_conversations && inferencelab_trace::infer_conversations(trace).is_none() {
+            eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
     /// GPU-tier eviction policies, comma separated. With conversation_aware or lightgbm, lru
     /// and belady run too and the table shows the share of the LRU->Belady gap closed.
     #[arg(long, short = 'p', value_delimiter = ',', default_value = "lru",

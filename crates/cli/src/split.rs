@@ -1,13 +1,15 @@
 //! The trace and its train/validation/test split as `sweep` and `train` take them (flags,
 //! loading, the capacities judged), and what both print and write.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_sim::{plan, EngineModel, Prepared};
-use inferencelab_trace::{infer_conversations, read_trace, Format, ReadOptions, Trace};
+use inferencelab_trace::{read_trace, Trace};
+
+use crate::cli::InputArgs;
 
 use crate::output::print_table;
 use crate::progress::Progress;
@@ -15,19 +17,8 @@ use crate::progress::Progress;
 /// The trace and its train/validation/test split, shared by `sweep` and `train`.
 #[derive(Args, Debug)]
 pub struct SplitArgs {
-    /// Trace to fit on (any input format; a directory of WEKA sessions works too).
-    #[arg(long, short = 'i')]
-    pub input_file: PathBuf,
-    /// Force the input format instead of detecting it.
-    #[arg(long, value_parser = parse_format)]
-    pub input_format: Option<Format>,
-    /// Skip (and count) invalid records instead of stopping at the first one.
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// Traces without conversation ids: infer them from the prefix chain (a request that
-    /// repeats most of an earlier prompt is its follow-up; docs/policies.md).
-    #[arg(long)]
-    pub infer_conversations: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Share of the trace's time span used for fitting; the rest is the held-back test part.
     #[arg(long, default_value_t = 0.5)]
     pub train_fraction: f64,
@@ -55,12 +46,7 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The trace, read as `simulate` reads it (conversations inferred when asked).
     pub fn trace(&self) -> anyhow::Result<Trace> {
-        load_trace(
-            &self.input_file,
-            self.input_format,
-            self.skip_invalid,
-            self.infer_conversations,
-        )
+        load_trace(&self.input)
     }
 
     /// Its train/validation/test split.
@@ -88,33 +74,17 @@ impl SplitArgs {
     }
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse()
-}
 /// Read a trace as `simulate` does, printing the reader's notes.
-pub fn load_trace(
-    path: &Path,
-    format: Option<Format>,
-    skip_invalid: bool,
-    infer: bool,
-) -> anyhow::Result<Trace> {
-    let mut trace = read_trace(
-        path,
-        &ReadOptions {
-            format,
-            skip_invalid,
-        },
-    )?;
-    if infer && infer_conversations(&mut trace).is_none() {
-        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
-    }
+pub fn load_trace(input: &InputArgs) -> anyhow::Result<Trace> {
+    let mut trace = read_trace(&input.input_file, &input.read_options())?;
+    input.infer(&mut trace);
     for note in &trace.notes {
         eprintln!("note: {note}");
     }
     if !trace.has_reuse_info() {
         bail!(
             "{} carries no prefix-reuse information: there is nothing to learn or tune",
-            path.display()
+            input.input_file.display()
         );
     }
     Ok(trace)

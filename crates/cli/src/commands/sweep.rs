@@ -80,7 +80,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         .collect();
     println!(
         "{} ({} requests), train = first {:.0}% of the time span; best of {} trials (#{}):",
-        args.data.input_file.display(),
+        args.data.input.input_file.display(),
         trace.requests.len(),
         100.0 * args.data.train_fraction,
         trials.len(),
@@ -138,7 +138,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         "# conversation_aware scorer tuned by `inferencelab sweep` on {} (train = first {:.0}% \
          of the time span,\n# chosen on its last {:.0}%; capacities {:?}): mean train token hit \
          ratio {:.4}, validation {:.4}, test {:.4}\n{}",
-        args.data.input_file.display(),
+        args.data.input.input_file.display(),
         100.0 * args.data.train_fraction,
         100.0 * used_share,
         capacities,
@@ -150,11 +150,11 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     write_file(&args.output, yaml.as_bytes())?;
     let summary = args
         .output
-        .with_file_name(format!("sweep_{}.json", stem(&args.data.input_file)));
+        .with_file_name(format!("sweep_{}.json", stem(&args.data.input.input_file)));
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "sweep",
-        "input": super::path_text(&args.data.input_file),
+        "input": super::path_text(&args.data.input.input_file),
         "train_fraction": args.data.train_fraction,
         "validation_share": args.data.validation_share,
         "split_seconds": split.split - split.t0,

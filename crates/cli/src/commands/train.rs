@@ -163,7 +163,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     bar.finish();
     println!(
         "{} ({} requests), train = first {:.0}% of the time span; model {}:",
-        args.data.input_file.display(),
+        args.data.input.input_file.display(),
         trace.requests.len(),
         100.0 * args.data.train_fraction,
         model_path.display()
@@ -254,7 +254,7 @@ fn calibrate_and_write(
         &policy_yaml,
         format!(
             "# lightgbm policy calibrated by `inferencelab train` on {}\nname: lightgbm\n{}",
-            args.data.input_file.display(),
+            args.data.input.input_file.display(),
             serde_norway::to_string(&*config)?
         )
         .as_bytes(),
@@ -276,11 +276,12 @@ fn write_summary(
     } else {
         model_path
     };
-    let summary = beside.with_file_name(format!("train_{}.json", stem(&args.data.input_file)));
+    let summary =
+        beside.with_file_name(format!("train_{}.json", stem(&args.data.input.input_file)));
     let doc = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "train",
-        "input": super::path_text(&args.data.input_file),
+        "input": super::path_text(&args.data.input.input_file),
         "train_fraction": args.data.train_fraction,
         "validation_share": args.data.validation_share,
         "split_seconds": split.split - split.t0,

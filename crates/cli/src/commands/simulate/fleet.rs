@@ -67,7 +67,7 @@ pub(crate) fn run(
     let summary = json!({
         "inferencelab_version": env!("CARGO_PKG_VERSION"),
         "command": "simulate",
-        "input": { "path": crate::commands::path_text(&args.input_file), "requests": trace.requests.len() },
+        "input": { "path": crate::commands::path_text(&args.input.input_file), "requests": trace.requests.len() },
         "fleet": fleet,
         "partial": "issue 21: per-replica LMCache only (no --lmcache-shared); TTFT from the time model",
         "points": configs.iter().zip(&results).map(|(c, r)| json!({
@@ -80,6 +80,7 @@ pub(crate) fn run(
     });
     let out_path = args.output.clone().unwrap_or_else(|| {
         let stem = args
+            .input
             .input_file
             .file_stem()
             .map_or("trace".into(), |s| s.to_string_lossy().into_owned());

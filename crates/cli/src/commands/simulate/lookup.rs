@@ -63,16 +63,16 @@ fn hash_block(args: &SimulateArgs) -> u32 {
 
 /// Read the input: a lookup log with its filter and chunk bytes, or any other trace.
 pub fn read(args: &SimulateArgs, opts: &ReadOptions) -> anyhow::Result<(Trace, Option<Lookup>)> {
-    if !looks_like(&args.input_file, args.input_format) {
+    if !looks_like(&args.input.input_file, args.input.input_format) {
         if args.lookup_model.is_some() || args.kv_bytes_per_chunk.is_some() {
             bail!(
                 "--lookup-model and --kv-bytes-per-chunk apply to LMCache lookup-hash logs \
                  (--input-format lmcache-lookup); {} is not one",
-                args.input_file.display()
+                args.input.input_file.display()
             );
         }
         return Ok((
-            read_trace_hashed(&args.input_file, opts, hash_block(args))?,
+            read_trace_hashed(&args.input.input_file, opts, hash_block(args))?,
             None,
         ));
     }
@@ -80,7 +80,7 @@ pub fn read(args: &SimulateArgs, opts: &ReadOptions) -> anyhow::Result<(Trace, O
         model: args.lookup_model.clone(),
         max_samples: None,
     };
-    let log = lmcache_lookup::read(&args.input_file, opts, &filter)?;
+    let log = lmcache_lookup::read(&args.input.input_file, opts, &filter)?;
     if log.models.len() > 1 {
         eprintln!(
             "note: the log holds lookups of {} models ({}); LMCache's simulator mixes them too \
@@ -113,7 +113,7 @@ pub fn cpu_chunks(
         _ => bail!(
             "{}: the first lookup's shapes/dtypes give no KV bytes per chunk; pass \
              --kv-bytes-per-chunk BYTES (or size the tier in chunks: --cpu-chunks N)",
-            args.input_file.display()
+            args.input.input_file.display()
         ),
     };
     let factor = u64::from((chunk_size / lookup.chunk_size.max(1)).max(1));

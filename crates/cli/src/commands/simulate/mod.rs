@@ -16,7 +16,6 @@ use inferencelab_sim::resolve::{PointSpec, PolicyFiles, TierPolicy};
 use inferencelab_sim::ResultRow;
 use inferencelab_sim::{grid::run_grid, EngineModel, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::fsutil::write_json;
-use inferencelab_trace::ReadOptions;
 use serde_json::json;
 
 use crate::cli::SimulateArgs;
@@ -69,14 +68,9 @@ struct Input {
 /// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
 fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
     let read_started = Instant::now();
-    let opts = ReadOptions {
-        format: args.input_format,
-        skip_invalid: args.skip_invalid,
-    };
+    let opts = args.input.read_options();
     let (mut trace, lookup) = lookup::read(args, &opts)?;
-    if args.infer_conversations && inferencelab_trace::infer_conversations(&mut trace).is_none() {
-        eprintln!("note: --infer-conversations: the trace has conversation ids; kept them");
-    }
+    args.input.infer(&mut trace);
     let read_seconds = read_started.elapsed().as_secs_f64();
     for note in &trace.notes {
         eprintln!("note: {note}");
@@ -91,7 +85,7 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
         eprintln!(
             "note: {} carries no prefix-reuse information (lengths and timing only): every \
              hit ratio below is 0 by construction, not a measurement",
-            args.input_file.display()
+            args.input.input_file.display()
         );
     }
 
@@ -250,7 +244,7 @@ fn retrain_online(
 fn input_json(args: &SimulateArgs, input: &Input, grid: &Grid<'_>) -> serde_json::Value {
     let (trace, lookup, prepared) = (&input.trace, input.lookup.as_ref(), &grid.prepared);
     json!({
-        "path": super::path_text(&args.input_file),
+        "path": super::path_text(&args.input.input_file),
         "format": trace.format.map(|f| f.name()),
         "requests": trace.requests.len(),
         "prompt_tokens": trace.total_prompt_tokens(),
@@ -482,7 +476,7 @@ fn plan_grid<'t>(
     // every column has a tier or none does
     let with_cpu = sizes.cpu[0].is_some();
     let prepared = Prepared::new(trace, block_size, with_cpu.then_some(chunk_size))
-        .with_context(|| format!("preparing {}", args.input_file.display()))?;
+        .with_context(|| format!("preparing {}", args.input.input_file.display()))?;
     let gpus = sizes
         .gpu
         .unwrap_or_else(|| default_gpu_sizes(&prepared, block_size));
@@ -652,6 +646,7 @@ fn write_per_request(
 fn default_output(args: &SimulateArgs) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let stem = args
+        .input
         .input_file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -748,7 +743,7 @@ fn model_fit_warnings(
     let mut log = models::LogModel::default();
     if trace.format == Some(inferencelab_trace::Format::VllmLog) {
         let mut head = Vec::new();
-        if let Ok(f) = std::fs::File::open(&args.input_file) {
+        if let Ok(f) = std::fs::File::open(&args.input.input_file) {
             let _ = f.take(4 << 20).read_to_end(&mut head);
         }
         log = models::LogModel::from_log_head(&String::from_utf8_lossy(&head));
