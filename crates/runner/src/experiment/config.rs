@@ -285,9 +285,16 @@ impl ExperimentConfig {
                     .unwrap_or_default()
             ))
         })?;
-        let err = |m: String| Err(RunnerError::Config(format!("{}: {m}", path.display())));
+        cfg.check()
+            .map_err(|m| RunnerError::Config(format!("{}: {m}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// Every value the YAML may hold but the runner cannot run, with the fix.
+    fn check(&self) -> Result<(), String> {
+        let cfg = self;
         if cfg.workload.traces.is_empty() {
-            return err("workload.traces is empty: list at least one trace".into());
+            return Err("workload.traces is empty: list at least one trace".into());
         }
         if cfg.workload.request_rates.is_empty()
             || cfg
@@ -296,196 +303,82 @@ impl ExperimentConfig {
                 .iter()
                 .any(|r| r.is_nan() || *r <= 0.0)
         {
-            return err(
+            return Err(
                 "workload.request_rates must list positive rates (requests/s), e.g. [0.9, 2.0]"
                     .into(),
             );
         }
         if let Some(lm) = &cfg.lmcache {
-            if let Some(g) = lm.max_local_cpu_size.iter().find(|g| !is_size(**g)) {
-                return err(format!(
-                    "lmcache.max_local_cpu_size: {g} is not allowed: sizes are GB, finite and \
-                     >= 0 (0 and no local_disk: that point runs without LMCache)"
-                ));
-            }
-            if !is_size(lm.max_local_disk_size) {
-                return err(format!(
-                    "lmcache.max_local_disk_size: {} is not allowed: give GB, finite and >= 0",
-                    lm.max_local_disk_size
-                ));
-            }
-            if lm.chunk_size == 0 {
-                return err(
-                    "lmcache.chunk_size: 0 is not allowed: give tokens per LMCache \
-                            chunk, at least 1 (LMCache's default: 256)"
-                        .into(),
-                );
-            }
-            if lm.max_local_cpu_size.is_empty() || lm.cache_policy.is_empty() {
-                return err(
-                    "lmcache.max_local_cpu_size and lmcache.cache_policy are axes: \
-                            list at least one value (or leave the key out for its default)"
-                        .into(),
-                );
-            }
-            for p in &lm.cache_policy {
-                let up = p.to_ascii_uppercase();
-                if lm.mode == LmcacheMode::Mp && !MP_POLICIES.contains(&up.as_str()) {
-                    return err(format!(
-                        "lmcache.cache_policy: '{p}' is not a policy of `lmcache server` \
-                         (lmcache.mode: mp); use LRU or ARC"
-                    ));
-                }
-                if !["LRU", "LFU", "FIFO", "MRU", "ARC"].contains(&up.as_str())
-                    || (lm.mode == LmcacheMode::Inprocess && up == "ARC")
-                {
-                    return err(format!(
-                        "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
-                    ));
-                }
-            }
-            if lm.mode == LmcacheMode::Mp {
-                if lm.local_disk.is_some() {
-                    return err(
-                        "lmcache.local_disk: the runner's multi-process mode (lmcache.mode: \
-                                mp) has no L2 yet: leave local_disk out, or use mode: inprocess"
-                            .into(),
-                    );
-                }
-                if lm.command.is_empty() {
-                    return err("lmcache.command must name an executable, e.g. [lmcache]".into());
-                }
-                for (key, v) in [
-                    (
-                        "lmcache.eviction_trigger_watermark",
-                        lm.eviction_trigger_watermark,
-                    ),
-                    ("lmcache.eviction_ratio", lm.eviction_ratio),
-                ] {
-                    if let Some(v) = v {
-                        if !(v > 0.0 && v <= 1.0) {
-                            return err(format!(
-                                "{key}: {v} is not a share of LMCache's L1: give a number above \
-                                 0 and at most 1 (LMCache's defaults: watermark 0.8, ratio 0.2)"
-                            ));
-                        }
-                    }
-                }
-            } else if lm.eviction_trigger_watermark.is_some()
-                || lm.eviction_ratio.is_some()
-                || !lm.extra_args.is_empty()
-                || !lm.env.is_empty()
-                || lm.command != default_lmcache_command()
-            {
-                return err(
-                    "lmcache.command, eviction_trigger_watermark, eviction_ratio, \
-                            extra_args and env configure `lmcache server`: they need \
-                            lmcache.mode: mp"
-                        .into(),
-                );
-            }
+            check_lmcache(lm)?;
         }
         if let Some(&n) = cfg.vllm.num_gpu_blocks_override.iter().find(|&&n| n < 2) {
-            return err(format!(
+            return Err(format!(
                 "vllm.num_gpu_blocks_override: {n} blocks leave no usable block (vLLM counts its \
                  null block); give at least 2"
             ));
         }
         if cfg.vllm.enable_log_outputs && cfg.vllm.log_requests_flag.is_none() {
-            return err("vllm.enable_log_outputs needs vllm.log_requests_flag \
+            return Err("vllm.enable_log_outputs needs vllm.log_requests_flag \
                         (--enable-log-requests): vLLM refuses --enable-log-outputs without it"
                 .into());
         }
         if cfg.vllm.http_timeout_keep_alive_s.is_some() && cfg.vllm.env.contains_key(KEEP_ALIVE_ENV)
         {
-            return err(format!(
+            return Err(format!(
                 "vllm.http_timeout_keep_alive_s and vllm.env.{KEEP_ALIVE_ENV} set the same \
                  variable: keep one"
             ));
         }
         if cfg.tensor_parallel_size == 0 {
-            return err("tensor_parallel_size must be at least 1".into());
+            return Err("tensor_parallel_size must be at least 1".into());
         }
         if cfg.workload.repetitions == 0 {
-            return err(
+            return Err(
                 "workload.repetitions: 0 runs nothing: give at least 1 (or leave the key out)"
                     .into(),
             );
         }
         if cfg.vllm.block_size == 0 {
-            return err("vllm.block_size: 0 is not a block size: give vLLM's, e.g. 16".into());
+            return Err("vllm.block_size: 0 is not a block size: give vLLM's, e.g. 16".into());
         }
         if let Some(u) = cfg.vllm.gpu_memory_utilization {
             if !(u > 0.0 && u <= 1.0) {
-                return err(format!(
+                return Err(format!(
                     "vllm.gpu_memory_utilization: {u} is not a share of GPU memory: give a \
                      number above 0 and at most 1 (vLLM's default 0.9)"
                 ));
             }
         }
         if cfg.vllm.command.is_empty() {
-            return err("vllm.command must name an executable, e.g. [vllm]".into());
+            return Err("vllm.command must name an executable, e.g. [vllm]".into());
         }
         for (key, v) in [
             ("vllm.health_timeout_s", cfg.vllm.health_timeout_s),
             ("vllm.stop_grace_s", cfg.vllm.stop_grace_s),
         ] {
             if Seconds::try_from(v).is_err() {
-                return err(format!(
+                return Err(format!(
                     "{key} must be a number of seconds from 0 to {MAX_SECONDS:e}, got {v}"
                 ));
             }
         }
         if let Some(t) = cfg.workload.time_limit_s {
             if !(t > 0.0 && t <= MAX_SECONDS) {
-                return err(format!(
+                return Err(format!(
                     "workload.time_limit_s: {t} is not allowed: give seconds above 0 (at most \
                      {MAX_SECONDS:e}), or leave the key out to replay the whole trace"
                 ));
             }
         }
         if cfg.vllm.port_base == 0 {
-            return err(
+            return Err(
                 "vllm.port_base: 0 is not allowed: give the first server's port, 1 to \
                         65535 (slot i serves on port_base + i; default 8100)"
                     .into(),
             );
         }
         if let Some(f) = &cfg.fleet {
-            if f.replicas.is_empty() || f.routers.is_empty() {
-                return err(
-                    "fleet.replicas and fleet.routers are axes: list at least one \
-                            value each, e.g. replicas: [2, 4]"
-                        .into(),
-                );
-            }
-            if let Some(n) = f.replicas.iter().find(|&&n| n == 0) {
-                return err(format!(
-                    "fleet.replicas: {n} is not a fleet size: give 1 or more"
-                ));
-            }
-            if let Some(r) = f
-                .routers
-                .iter()
-                .find(|r| !ROUTER_POLICIES.contains(&r.as_str()))
-            {
-                return err(format!(
-                    "fleet.routers: '{r}' is not a policy the runner starts; use one of {} \
-                     (kv_aware needs the replicas' KV events, not wired in the runner yet: \
-                     issue 21)",
-                    ROUTER_POLICIES.join(", ")
-                ));
-            }
-            if f.command.is_empty() {
-                return err("fleet.command must name an executable, e.g. [vllm-router]".into());
-            }
-            if cfg.mp() {
-                return err(
-                    "fleet with lmcache.mode: mp is not supported yet (issue 21): one \
-                            `lmcache server` per replica is not wired; use mode: inprocess"
-                        .into(),
-                );
-            }
+            check_fleet(f, cfg.mp())?;
         }
         for (i, t) in cfg.workload.traces.iter().enumerate() {
             // the bench reads the path as given, from the directory the runner starts in
@@ -493,14 +386,14 @@ impl ExperimentConfig {
                 let cwd = std::env::current_dir()
                     .map(|d| format!(" (relative paths start in {})", d.display()))
                     .unwrap_or_default();
-                return err(format!(
+                return Err(format!(
                     "workload.traces[{i}].path: {}: {e}{cwd}; fix the path or run from the \
                      directory it is relative to",
                     t.path.display()
                 ));
             }
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// The grid's axes (YAML key, length), for the size limit.
@@ -648,3 +541,129 @@ impl ExperimentConfig {
 
 /// vLLM's keep-alive variable (`vllm/envs.py`, used by `vllm/entrypoints/launcher.py`).
 pub(super) const KEEP_ALIVE_ENV: &str = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE";
+
+/// The `lmcache:` section's checks.
+fn check_lmcache(lm: &LmcacheSection) -> Result<(), String> {
+    if let Some(g) = lm.max_local_cpu_size.iter().find(|g| !is_size(**g)) {
+        return Err(format!(
+            "lmcache.max_local_cpu_size: {g} is not allowed: sizes are GB, finite and \
+                 >= 0 (0 and no local_disk: that point runs without LMCache)"
+        ));
+    }
+    if !is_size(lm.max_local_disk_size) {
+        return Err(format!(
+            "lmcache.max_local_disk_size: {} is not allowed: give GB, finite and >= 0",
+            lm.max_local_disk_size
+        ));
+    }
+    if lm.chunk_size == 0 {
+        return Err(
+            "lmcache.chunk_size: 0 is not allowed: give tokens per LMCache \
+                        chunk, at least 1 (LMCache's default: 256)"
+                .into(),
+        );
+    }
+    if lm.max_local_cpu_size.is_empty() || lm.cache_policy.is_empty() {
+        return Err(
+            "lmcache.max_local_cpu_size and lmcache.cache_policy are axes: \
+                        list at least one value (or leave the key out for its default)"
+                .into(),
+        );
+    }
+    for p in &lm.cache_policy {
+        let up = p.to_ascii_uppercase();
+        if lm.mode == LmcacheMode::Mp && !MP_POLICIES.contains(&up.as_str()) {
+            return Err(format!(
+                "lmcache.cache_policy: '{p}' is not a policy of `lmcache server` \
+                     (lmcache.mode: mp); use LRU or ARC"
+            ));
+        }
+        if !["LRU", "LFU", "FIFO", "MRU", "ARC"].contains(&up.as_str())
+            || (lm.mode == LmcacheMode::Inprocess && up == "ARC")
+        {
+            return Err(format!(
+                "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
+            ));
+        }
+    }
+    if lm.mode == LmcacheMode::Mp {
+        if lm.local_disk.is_some() {
+            return Err(
+                "lmcache.local_disk: the runner's multi-process mode (lmcache.mode: \
+                            mp) has no L2 yet: leave local_disk out, or use mode: inprocess"
+                    .into(),
+            );
+        }
+        if lm.command.is_empty() {
+            return Err("lmcache.command must name an executable, e.g. [lmcache]".into());
+        }
+        for (key, v) in [
+            (
+                "lmcache.eviction_trigger_watermark",
+                lm.eviction_trigger_watermark,
+            ),
+            ("lmcache.eviction_ratio", lm.eviction_ratio),
+        ] {
+            if let Some(v) = v {
+                if !(v > 0.0 && v <= 1.0) {
+                    return Err(format!(
+                        "{key}: {v} is not a share of LMCache's L1: give a number above \
+                             0 and at most 1 (LMCache's defaults: watermark 0.8, ratio 0.2)"
+                    ));
+                }
+            }
+        }
+    } else if lm.eviction_trigger_watermark.is_some()
+        || lm.eviction_ratio.is_some()
+        || !lm.extra_args.is_empty()
+        || !lm.env.is_empty()
+        || lm.command != default_lmcache_command()
+    {
+        return Err(
+            "lmcache.command, eviction_trigger_watermark, eviction_ratio, \
+                        extra_args and env configure `lmcache server`: they need \
+                        lmcache.mode: mp"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The `fleet:` section's checks (`mp`: the points run LMCache's multi-process server).
+fn check_fleet(f: &FleetSection, mp: bool) -> Result<(), String> {
+    if f.replicas.is_empty() || f.routers.is_empty() {
+        return Err(
+            "fleet.replicas and fleet.routers are axes: list at least one \
+                        value each, e.g. replicas: [2, 4]"
+                .into(),
+        );
+    }
+    if let Some(n) = f.replicas.iter().find(|&&n| n == 0) {
+        return Err(format!(
+            "fleet.replicas: {n} is not a fleet size: give 1 or more"
+        ));
+    }
+    if let Some(r) = f
+        .routers
+        .iter()
+        .find(|r| !ROUTER_POLICIES.contains(&r.as_str()))
+    {
+        return Err(format!(
+            "fleet.routers: '{r}' is not a policy the runner starts; use one of {} \
+                 (kv_aware needs the replicas' KV events, not wired in the runner yet: \
+                 issue 21)",
+            ROUTER_POLICIES.join(", ")
+        ));
+    }
+    if f.command.is_empty() {
+        return Err("fleet.command must name an executable, e.g. [vllm-router]".into());
+    }
+    if mp {
+        return Err(
+            "fleet with lmcache.mode: mp is not supported yet (issue 21): one \
+                        `lmcache server` per replica is not wired; use mode: inprocess"
+                .into(),
+        );
+    }
+    Ok(())
+}
