@@ -5,6 +5,19 @@ use std::io::Write;
 use inferencelab_sim::ResultRow;
 use inferencelab_trace::Trace;
 
+/// The reader's notes on stderr: what it noticed, and how many records `--skip-invalid` skipped.
+pub fn print_read_notes(trace: &Trace) {
+    for note in &trace.notes {
+        eprintln!("note: {note}");
+    }
+    if trace.skipped > 0 {
+        eprintln!(
+            "note: skipped {} invalid records (--skip-invalid)",
+            trace.skipped
+        );
+    }
+}
+
 /// `print!` through [`out`].
 macro_rules! out {
     ($($t:tt)*) => {

@@ -78,9 +78,7 @@ impl SplitArgs {
 pub fn load_trace(input: &InputArgs) -> anyhow::Result<Trace> {
     let mut trace = read_trace(&input.input_file, &input.read_options())?;
     input.infer(&mut trace);
-    for note in &trace.notes {
-        eprintln!("note: {note}");
-    }
+    crate::output::print_read_notes(&trace);
     if !trace.has_reuse_info() {
         bail!(
             "{} carries no prefix-reuse information: there is nothing to learn or tune",

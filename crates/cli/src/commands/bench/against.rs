@@ -85,22 +85,8 @@ fn build_workload(
                     true,
                 ));
             }
-            let trace = read_trace(
-                path,
-                &ReadOptions {
-                    format: args.input_format,
-                    skip_invalid: args.skip_invalid,
-                },
-            )?;
-            for note in &trace.notes {
-                eprintln!("note: {note}");
-            }
-            if trace.skipped > 0 {
-                eprintln!(
-                    "note: skipped {} invalid records (--skip-invalid)",
-                    trace.skipped
-                );
-            }
+            let trace = read_trace(path, &args.read_options())?;
+            crate::output::print_read_notes(&trace);
             if trace.requests.is_empty() {
                 bail!("{}: no requests", path.display());
             }

@@ -228,3 +228,13 @@ fn parse_metrics_interval(s: &str) -> Result<Seconds, String> {
     }
     Ok(v)
 }
+
+impl BenchArgs {
+    /// How to read `--input-file` (`--input-format`, `--skip-invalid`).
+    pub fn read_options(&self) -> inferencelab_trace::ReadOptions {
+        inferencelab_trace::ReadOptions {
+            format: self.input_format,
+            skip_invalid: self.skip_invalid,
+        }
+    }
+}

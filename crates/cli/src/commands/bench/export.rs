@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use inferencelab_emu::tokenizer::{self, Tokenizer, WordTokenizer};
 use inferencelab_trace::rng::splitmix64;
-use inferencelab_trace::{read_trace, Content, Format, ReadOptions};
+use inferencelab_trace::{read_trace, Content, Format};
 
 use super::BenchArgs;
 
@@ -67,13 +67,7 @@ pub fn run(args: &BenchArgs, out_path: &Path) -> anyhow::Result<()> {
         Some(spec) => tokenizer::load(spec).map_err(|e| anyhow::anyhow!("--tokenizer {e}"))?,
         None => Arc::new(WordTokenizer::default()),
     };
-    let trace = read_trace(
-        path,
-        &ReadOptions {
-            format: args.input_format,
-            skip_invalid: args.skip_invalid,
-        },
-    )?;
+    let trace = read_trace(path, &args.read_options())?;
     if trace.requests.is_empty() {
         bail!("{}: no requests", path.display());
     }

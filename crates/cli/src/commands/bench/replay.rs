@@ -307,11 +307,7 @@ fn print_windows(row: &ResultRow, measured: &[u64]) -> Vec<serde_json::Value> {
 
 pub fn run(mut args: ReplayArgs) -> anyhow::Result<()> {
     let (base, input) = check_args(&mut args)?;
-    let opts = ReadOptions {
-        format: args.bench.input_format,
-        skip_invalid: args.bench.skip_invalid,
-    };
-    let trace = read_trace(&input, &opts)?;
+    let trace = read_trace(&input, &args.bench.read_options())?;
     if !trace.has_reuse_info() {
         bail!(
             "{} carries no prefix-reuse information: nothing to compare",

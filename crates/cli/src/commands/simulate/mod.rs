@@ -72,15 +72,7 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
     let (mut trace, lookup) = lookup::read(args, &opts)?;
     args.input.infer(&mut trace);
     let read_seconds = read_started.elapsed().as_secs_f64();
-    for note in &trace.notes {
-        eprintln!("note: {note}");
-    }
-    if trace.skipped > 0 {
-        eprintln!(
-            "note: skipped {} invalid records (--skip-invalid)",
-            trace.skipped
-        );
-    }
+    output::print_read_notes(&trace);
     if !trace.has_reuse_info() {
         eprintln!(
             "note: {} carries no prefix-reuse information (lengths and timing only): every \
