@@ -324,103 +324,121 @@ pub fn summary_table(
     );
     stat_block(&mut o, "Inter-token Latency", "ITL", &s.itl);
     stat_block(&mut o, "End-to-end Latency", "E2EL", &s.e2el);
-    header(&mut o, "KV cache (usage.cached_tokens)", '-');
-    line(&mut o, "Prompt tokens:", s.total_input_tokens);
-    line(&mut o, "Cached prompt tokens:", s.total_cached_tokens);
+    kv_cache(&mut o, s);
+    if let Some(sc) = scrape {
+        server_metrics(&mut o, sc);
+    }
+    client_and_failures(&mut o, outcome, s);
+    o.push_str(&"=".repeat(50));
+    o.push('\n');
+    o
+}
+
+/// The prompt tokens the API reported cached (`usage.prompt_tokens_details.cached_tokens`).
+fn kv_cache(o: &mut String, s: &Summary) {
+    header(o, "KV cache (usage.cached_tokens)", '-');
+    line(o, "Prompt tokens:", s.total_input_tokens);
+    line(o, "Cached prompt tokens:", s.total_cached_tokens);
     line(
-        &mut o,
+        o,
         "Cached tokens (% of prompt):",
         format!("{:.2}", s.cached_token_ratio * 100.0),
     );
     line(
-        &mut o,
+        o,
         "Requests with a cache hit:",
         format!("{} of {}", s.requests_with_cache_hit, s.completed),
     );
     if s.completed > 0 && s.requests_with_usage < s.completed {
         line(
-            &mut o,
+            o,
             "Requests without usage:",
             s.completed - s.requests_with_usage,
         );
     }
-    if let Some(sc) = scrape {
-        header(&mut o, "Server /metrics (change over the run)", '-');
-        let ratio = |h: &str, q: &str| match (sc.delta(h), sc.delta(q)) {
-            (Some(h), Some(q)) if q > 0.0 => Some((h, q, h / q * 100.0)),
-            _ => None,
-        };
-        // Every figure says what it divides by: vLLM's "external" rate is over the tokens the
-        // GPU missed, LMCache's own hit count includes tokens the GPU already had, and both
-        // differ from the share of the prompt LMCache supplied (issue 15).
-        if let Some((h, q, r)) = ratio(
-            "vllm:prefix_cache_hits_total",
-            "vllm:prefix_cache_queries_total",
-        ) {
-            line(
-                &mut o,
-                "GPU prefix cache hits (% of prompt):",
-                format!("{r:.2} ({h:.0}/{q:.0})"),
-            );
-        }
-        if let Some((h, q, r)) = ratio(
-            "vllm:external_prefix_cache_hits_total",
-            "vllm:prompt_tokens_total",
-        ) {
-            line(
-                &mut o,
-                "LMCache loaded (% of prompt):",
-                format!("{r:.2} ({h:.0}/{q:.0})"),
-            );
-        }
-        if let Some((h, q, r)) = ratio(
-            "vllm:external_prefix_cache_hits_total",
-            "vllm:external_prefix_cache_queries_total",
-        ) {
-            line(
-                &mut o,
-                "LMCache loaded (% of GPU misses):",
-                format!("{r:.2} ({h:.0}/{q:.0}; vLLM's external hit rate)"),
-            );
-        }
-        if let Some(h) = sc.delta("lmcache:num_hit_tokens_total") {
-            line(
-                &mut o,
-                "LMCache lookup hits, GPU-held too:",
-                format!("{h:.0} (lmcache:num_hit_tokens)"),
-            );
-        }
+}
+
+/// What the server's `/metrics` counted over the run.
+fn server_metrics(o: &mut String, sc: &ScrapeSummary) {
+    header(o, "Server /metrics (change over the run)", '-');
+    let ratio = |h: &str, q: &str| match (sc.delta(h), sc.delta(q)) {
+        (Some(h), Some(q)) if q > 0.0 => Some((h, q, h / q * 100.0)),
+        _ => None,
+    };
+    // Every figure says what it divides by: vLLM's "external" rate is over the tokens the
+    // GPU missed, LMCache's own hit count includes tokens the GPU already had, and both
+    // differ from the share of the prompt LMCache supplied (issue 15).
+    if let Some((h, q, r)) = ratio(
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_queries_total",
+    ) {
         line(
-            &mut o,
-            "Scrapes (failed):",
-            format!("{} ({})", sc.scrapes, sc.failures),
+            o,
+            "GPU prefix cache hits (% of prompt):",
+            format!("{r:.2} ({h:.0}/{q:.0})"),
         );
     }
-    header(&mut o, "Client", '-');
+    if let Some((h, q, r)) = ratio(
+        "vllm:external_prefix_cache_hits_total",
+        "vllm:prompt_tokens_total",
+    ) {
+        line(
+            o,
+            "LMCache loaded (% of prompt):",
+            format!("{r:.2} ({h:.0}/{q:.0})"),
+        );
+    }
+    if let Some((h, q, r)) = ratio(
+        "vllm:external_prefix_cache_hits_total",
+        "vllm:external_prefix_cache_queries_total",
+    ) {
+        line(
+            o,
+            "LMCache loaded (% of GPU misses):",
+            format!("{r:.2} ({h:.0}/{q:.0}; vLLM's external hit rate)"),
+        );
+    }
+    if let Some(h) = sc.delta("lmcache:num_hit_tokens_total") {
+        line(
+            o,
+            "LMCache lookup hits, GPU-held too:",
+            format!("{h:.0} (lmcache:num_hit_tokens)"),
+        );
+    }
     line(
-        &mut o,
+        o,
+        "Scrapes (failed):",
+        format!("{} ({})", sc.scrapes, sc.failures),
+    );
+}
+
+/// The client's own figures (lag, sent, cut) and the failures by kind.
+fn client_and_failures(o: &mut String, outcome: &RunOutcome, s: &Summary) {
+    header(o, "Client", '-');
+    line(
+        o,
         "Mean client lag (ms):",
         format!("{:.2}", s.client_lag.mean),
     );
     if let Some((p, v)) = s.client_lag.percentiles.last() {
         line(
-            &mut o,
+            o,
             &format!("P{} client lag (ms):", percentile_word(*p)),
             format!("{v:.2}"),
         );
     }
-    line(&mut o, "Requests sent:", outcome.sent);
+    line(o, "Requests sent:", outcome.sent);
     if outcome.cancelled > 0 {
         let why = match outcome.stop {
             StopReason::Duration => "Cut by the duration limit:",
             _ => "Cut by interrupt:",
         };
-        line(&mut o, why, outcome.cancelled);
+        line(o, why, outcome.cancelled);
     }
     if !s.errors_by_kind.is_empty() {
-        header(&mut o, "Failures", '-');
+        header(o, "Failures", '-');
         for (k, n) in &s.errors_by_kind {
-            line(&mut o, &format!("{k}:"), n);
+            line(o, &format!("{k}:"), n);
         }
         if let Some(r) = outcome.records.iter().find(|r| !r.success) {
             o.push_str(&format!(
@@ -430,9 +448,6 @@ pub fn summary_table(
             ));
         }
     }
-    o.push_str(&"=".repeat(50));
-    o.push('\n');
-    o
 }
 
 #[cfg(test)]
