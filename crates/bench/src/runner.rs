@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::arrival::Arrival;
-use crate::executor::{Executor, Outcome, PreparedRequest};
+use crate::executor::{Endpoint, Executor, Outcome, PreparedRequest};
 use crate::record::RequestRecord;
 use crate::workload::{build_body, BodyOptions, Prompt, Workload};
 use inferencelab_trace::rng::{splitmix64, Xoshiro256};
@@ -313,33 +313,7 @@ pub async fn run<E: Executor>(
             permit = semaphore.clone().acquire_owned(), if pending.is_some() => {
                 let permit = permit.expect("the semaphore is never closed");
                 let due = pending.take().expect("guarded by the branch condition");
-                let ready = workload.prepare(due.key);
-                let prompt_tokens = match &ready.prompt {
-                    Prompt::Tokens(t) => Some(t.len() as u64),
-                    _ => None,
-                };
-                let body = build_body(endpoint, &ready.prompt, ready.max_tokens, &cfg.body);
-                let (request_id, header) = cfg
-                    .request_id_header
-                    .ids(format!("{}{}", cfg.request_id_prefix, sent));
-                let meta = Meta {
-                    index: sent,
-                    key: due.key,
-                    request_id,
-                    scheduled_s: due.scheduled.saturating_duration_since(start).as_secs_f64(),
-                    max_tokens: ready.max_tokens,
-                    prompt_tokens,
-                    source_id: ready.source_id,
-                    conversation: ready.conversation,
-                    turn: ready.turn,
-                };
-                let req = PreparedRequest {
-                    request_id: header.unwrap_or_default(),
-                    endpoint,
-                    body: Bytes::from(body),
-                    max_tokens: ready.max_tokens,
-                    prompt_tokens,
-                };
+                let (meta, req) = request_of(workload, &due, endpoint, cfg, sent, start);
                 let exec = executor.clone();
                 let tx = tx.clone();
                 tasks.spawn(async move {
@@ -392,6 +366,45 @@ pub async fn run<E: Executor>(
         started_unix_s: start_unix,
     })
 }
+/// The `index`-th request: the workload's next prompt for `due`, its body and ids.
+fn request_of(
+    workload: &mut dyn Workload,
+    due: &Due,
+    endpoint: Endpoint,
+    cfg: &RunConfig,
+    index: u64,
+    start: Instant,
+) -> (Meta, PreparedRequest) {
+    let ready = workload.prepare(due.key);
+    let prompt_tokens = match &ready.prompt {
+        Prompt::Tokens(t) => Some(t.len() as u64),
+        _ => None,
+    };
+    let body = build_body(endpoint, &ready.prompt, ready.max_tokens, &cfg.body);
+    let (request_id, header) = cfg
+        .request_id_header
+        .ids(format!("{}{}", cfg.request_id_prefix, index));
+    let meta = Meta {
+        index,
+        key: due.key,
+        request_id,
+        scheduled_s: due.scheduled.saturating_duration_since(start).as_secs_f64(),
+        max_tokens: ready.max_tokens,
+        prompt_tokens,
+        source_id: ready.source_id,
+        conversation: ready.conversation,
+        turn: ready.turn,
+    };
+    let req = PreparedRequest {
+        request_id: header.unwrap_or_default(),
+        endpoint,
+        body: Bytes::from(body),
+        max_tokens: ready.max_tokens,
+        prompt_tokens,
+    };
+    (meta, req)
+}
+
 /// Seconds from now as a [`Duration`], clamped to [0, a year]: a trace timestamp of 1e300
 /// (or a NaN from a broken workload) must neither panic `Duration::from_secs_f64` nor overflow
 /// `Instant + Duration`; a send a year out is past any `--duration` anyway.
