@@ -35,9 +35,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HitSemantics, LmcacheRules, SimConfig};
+use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::driver::{effective_schedule, Prepared, RequestHits};
-use crate::engine_run::{Describe, EngineTier, Lmcache, Served};
+use crate::engine_run::{Describe, EngineTier, Lmcache, Served, TierTotals};
 use crate::error::{SimError, SimResult};
 use crate::result::ratio;
 
@@ -227,18 +227,11 @@ pub fn run_observed(
     let started = Instant::now();
     let pooled = router.pooled();
     let n = if pooled { 1 } else { cluster.replicas };
-    let mut cfg = config.clone();
-    if pooled {
-        let x = cluster.replicas as u64;
-        cfg.gpu.capacity = cfg.gpu.capacity.saturating_mul(x);
-        if let Some(c) = cfg.cpu.as_mut() {
-            c.capacity = c.capacity.saturating_mul(x);
-        }
-        if let Some(d) = cfg.disk.as_mut() {
-            d.capacity = d.capacity.saturating_mul(x);
-        }
-    }
-    let cfg = &cfg;
+    let cfg = &if pooled {
+        pooled_config(config, cluster.replicas as u64)
+    } else {
+        config.clone()
+    };
     prepared.annotate_for(cfg);
     let trace = prepared.trace;
     let reqs = &trace.requests;
@@ -342,6 +335,57 @@ pub fn run_observed(
         take(&mut buf, &mut finishes, &mut served, &assigned);
     }
 
+    let run = FleetRun {
+        assigned,
+        served,
+        totals,
+        urls,
+    };
+    figures(cfg, cluster, prepared.trace, run, schedule, started)
+}
+
+/// What the fleet did, request by request.
+struct FleetRun {
+    /// `assigned[i]`: the replica request i was routed to.
+    assigned: Vec<usize>,
+    /// Request i's hits and finish time.
+    served: Vec<Option<(RequestHits, f64)>>,
+    /// Per replica: its engine's totals.
+    totals: Vec<TierTotals>,
+    urls: Vec<String>,
+}
+
+/// `ideal_pool`'s one replica: every tier `replicas` times as large.
+fn pooled_config(config: &SimConfig, replicas: u64) -> SimConfig {
+    let mut cfg = config.clone();
+    cfg.gpu.capacity = cfg.gpu.capacity.saturating_mul(replicas);
+    if let Some(c) = cfg.cpu.as_mut() {
+        c.capacity = c.capacity.saturating_mul(replicas);
+    }
+    if let Some(d) = cfg.disk.as_mut() {
+        d.capacity = d.capacity.saturating_mul(replicas);
+    }
+    cfg
+}
+
+/// The run's figures, per replica and for the fleet: hits, busy time, imbalance, queueing and
+/// TTFT percentiles from the time model.
+fn figures(
+    cfg: &SimConfig,
+    cluster: &ClusterConfig,
+    trace: &inferencelab_trace::Trace,
+    fleet: FleetRun,
+    schedule: Schedule,
+    started: Instant,
+) -> SimResult<ClusterResult> {
+    let FleetRun {
+        assigned,
+        served,
+        totals,
+        urls,
+    } = fleet;
+    let reqs = &trace.requests;
+    let n = totals.len();
     // figures, in request order
     let mut per: Vec<ReplicaFigures> = (0..n)
         .map(|k| ReplicaFigures {
