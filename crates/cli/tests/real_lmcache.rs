@@ -1,8 +1,9 @@
 //! `simulate --lmcache-mode mp` against a real LMCache (issue 24): the golden copy of
 //! `scripts/real_lmcache_check.sh`. The CPU vLLM 0.32 (tiny random Qwen2, 385 blocks of 32)
-//! with LMCache 0.5.6's multi-process server (`lmcache server`, LMCacheMPConnector) at three L1
-//! sizes (1 GiB: no eviction; 0.01 GiB = 40 chunks of 256 KiB: evicting; 0.0025 GiB = 10:
-//! tiny), one fresh pair each, served a 60-request multi-turn replay from `inferencelab bench`.
+//! with LMCache 0.5.6's multi-process server (`lmcache server`, LMCacheMPConnector) at four L1
+//! sizes (1 GiB: no eviction; 0.01 GiB = 40 chunks of 256 KiB and 0.005 = 20: evicting;
+//! 0.0025 GiB = 10: tiny), one fresh pair each, served a 60-request multi-turn replay from
+//! `inferencelab bench` (`L1_SIZES_GB="1 0.01 0.005 0.0025"`).
 //! tests/fixtures/real_lmcache holds vLLM's request-logger lines (gzipped), the model's
 //! config.json, and per size the real counters over the run (vLLM's
 //! `vllm:{,external_}prefix_cache_hits_total`, LMCache's `lmcache_mp_*`), every request's
@@ -10,8 +11,9 @@
 //!
 //! Asserted: simulate's figures as recorded (a snapshot: a moved number fails), the issue's bars
 //! where they hold (total hit and LMCache hit within 1 point of the real counters at every size;
-//! at 1 GiB every count and every request equal), and the gaps where they do not, so that a
-//! change that closes or widens them shows here.
+//! per-request `cached_tokens` equal for at least 95 %; at 1 GiB every count and every request
+//! equal), and the gaps where they do not (L1 writes and evictions), so that a change that
+//! closes or widens them shows here.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -137,6 +139,13 @@ fn check(gb: &str) -> Check {
         pct(ours[1]),
         pct(real[1])
     );
+    // the refused (all-or-nothing) stores: LMCache's log has one `Failed to batched allocate`
+    // warning per refused store (not in the fixture; counted from lmcache.log when it was made)
+    assert_eq!(
+        u(mp, "refused_stores"),
+        u(o, "refused_stores"),
+        "{gb} GB: refused stores moved"
+    );
     Check {
         real,
         ours,
@@ -155,21 +164,31 @@ fn without_eviction_every_count_and_every_request_equal_lmcache() {
     assert_eq!(c.prompt_tokens, 69212);
 }
 
-/// With eviction the bars on hits hold but the L1 counts do not: LMCache's eviction pass runs
-/// once a second in a background thread and ours after every store that reaches the watermark,
-/// and LMCache read-locks a lookup's run, which we do not (docs/semantics.md, "multi-process").
-/// These are the gaps as measured; the test fails if they move.
+/// With eviction, LMCache's eviction loop on the clock (a pass a second, not one after each
+/// store; docs/semantics.md, "multi-process"): hits within a point and 95 % of the requests
+/// exact at every size, and the refused stores equal LMCache's `Failed to batched allocate`
+/// warnings (0, 12, 33); the L1 writes and evictions are not equal (the bench replays
+/// conversations concurrently; see docs/semantics.md for what is left). These are the gaps as
+/// measured; the test fails if they move.
 #[test]
-fn with_eviction_hits_are_within_a_point_and_the_l1_counts_are_off_by_what_was_measured() {
-    let c = check("0.01");
+fn with_eviction_hits_and_requests_meet_the_bars_and_the_l1_counts_are_off_by_what_was_measured() {
+    let at_least_95 = |c: &Check| 100 * c.exact >= 95 * c.requests;
     // GPU hits, LMCache hits, lookup hits, writes, evictions
-    assert_eq!(c.real, [47360, 1568, 22528, 143, 111]);
-    assert_eq!(c.ours, [47360, 1152, 21248, 154, 122]);
-    assert_eq!((c.exact, c.requests), (56, 60));
+    let c = check("0.01");
+    assert_eq!(c.real, [52928, 0, 25600, 142, 111]);
+    assert_eq!(c.ours, [52928, 544, 28928, 128, 96]);
+    assert_eq!((c.exact, c.requests), (59, 60));
+    assert!(at_least_95(&c));
+    let c = check("0.005");
+    assert_eq!(c.real, [50752, 800, 11264, 125, 109]);
+    assert_eq!(c.ours, [50784, 928, 12544, 110, 94]);
+    assert_eq!((c.exact, c.requests), (57, 60));
+    assert!(at_least_95(&c));
     let c = check("0.0025");
-    assert_eq!(c.real, [49152, 1632, 8704, 34, 26]);
-    assert_eq!(c.ours, [49248, 1376, 8704, 38, 30]);
-    assert_eq!((c.exact, c.requests), (56, 60));
+    assert_eq!(c.real, [49120, 1472, 9472, 35, 27]);
+    assert_eq!(c.ours, [49152, 1536, 10240, 34, 26]);
+    assert_eq!((c.exact, c.requests), (59, 60));
+    assert!(at_least_95(&c));
 }
 
 /// The issue's trap: this log (a tiny model with o200k token ids) under the default `--model

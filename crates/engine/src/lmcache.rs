@@ -21,7 +21,7 @@
 
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
 
-use crate::lmcache_mp::{LmcacheMode, MpCounters};
+use crate::lmcache_mp::{LmcacheMode, MpCounters, LOOP_PERIOD_S, LOOP_PHASE_S};
 use crate::pool::MakeAccess;
 
 /// What one lookup found.
@@ -317,6 +317,9 @@ pub struct Connector<P> {
     pub mode: LmcacheMode,
     /// The multi-process L1's counters (zero in-process).
     pub mp: MpCounters,
+    /// Multi-process mode: when the eviction loop ticks next, in the caller's seconds (`None`
+    /// until the first [`advance_to`](Connector::advance_to)).
+    mp_next_tick_s: Option<f64>,
 }
 
 impl<P: EvictionPolicy> Connector<P> {
@@ -327,6 +330,46 @@ impl<P: EvictionPolicy> Connector<P> {
             counters: Counters::default(),
             mode: LmcacheMode::InProcess,
             mp: MpCounters::default(),
+            mp_next_tick_s: None,
+        }
+    }
+
+    /// The clock reached `now_s` (seconds, any origin, never going back): in multi-process mode
+    /// LMCache's eviction loop runs the ticks due at or before it ([`crate::lmcache_mp`]: one
+    /// every [`LOOP_PERIOD_S`], the first [`LOOP_PHASE_S`] after the first call). A caller
+    /// calls it before every event it passes to the connector. In-process mode: nothing.
+    pub fn advance_to(&mut self, now_s: f64) {
+        let LmcacheMode::Mp(eviction) = self.mode else {
+            return;
+        };
+        let next = self.mp_next_tick_s.get_or_insert(now_s + LOOP_PHASE_S);
+        while *next <= now_s {
+            if self.tier.evict_tick_mp(eviction) {
+                self.mp.eviction_passes += 1;
+                *next += LOOP_PERIOD_S;
+            } else {
+                // below the watermark nothing changes until the next event: skip to the
+                // first tick after `now_s`
+                *next += ((now_s - *next) / LOOP_PERIOD_S).floor() * LOOP_PERIOD_S + LOOP_PERIOD_S;
+            }
+        }
+    }
+
+    /// The run is over: the eviction loop ticks until L1 is below the watermark, as LMCache's
+    /// does while the server idles (multi-process mode; nothing in-process).
+    pub fn settle(&mut self) {
+        let LmcacheMode::Mp(eviction) = self.mode else {
+            return;
+        };
+        loop {
+            let held = self.tier.cpu.len();
+            if !self.tier.evict_tick_mp(eviction) || self.tier.cpu.len() == held {
+                break;
+            }
+            self.mp.eviction_passes += 1;
+            if let Some(t) = self.mp_next_tick_s.as_mut() {
+                *t += LOOP_PERIOD_S;
+            }
         }
     }
 
@@ -468,9 +511,9 @@ impl<P: EvictionPolicy> Connector<P> {
         let access = |k: ObjId, d: usize, t: u64| src.access(req, k, d, t);
         let stored = match self.mode {
             LmcacheMode::InProcess => self.tier.store(keys, from, to, &access),
-            LmcacheMode::Mp(eviction) => {
+            LmcacheMode::Mp(_) => {
                 // the connector counts the chunks as stored when it schedules the store,
-                // written or not
+                // written or not; no eviction here: the loop's ticks (`advance_to`) do it
                 st.saved_tokens = to as u64 * c;
                 let stored = match self.tier.store_mp(keys, from, to, &access) {
                     Some(n) => n,
@@ -481,9 +524,6 @@ impl<P: EvictionPolicy> Connector<P> {
                     }
                 };
                 self.mp.l1_write_chunks += stored;
-                if self.tier.evict_tick_mp(eviction) {
-                    self.mp.eviction_passes += 1;
-                }
                 stored
             }
         };
@@ -646,5 +686,75 @@ mod tests {
         // 5 evicts 1 (without the lookup's refresh: 3)
         t.store(&[5], 0, 1, &acc);
         assert!(!on_disk(&t, 1) && on_disk(&t, 3));
+    }
+
+    /// Requests of `chunks[r]` chunks of 4 tokens each, prompt = the chunks' tokens.
+    struct Prompts(Vec<Vec<ObjId>>);
+    impl ChunkSource for Prompts {
+        fn chunks(&self, req: usize) -> &[ObjId] {
+            &self.0[req]
+        }
+        fn prompt_tokens(&self, req: usize) -> u64 {
+            self.0[req].len() as u64 * 4
+        }
+        fn access(&self, _req: usize, obj: ObjId, _depth: usize, clock: u64) -> Access {
+            Access::at(obj, clock)
+        }
+    }
+
+    /// One request served at `t`: lookup, load, its prefill's store, its end.
+    fn serve_at(c: &mut Connector<AnyPolicy>, src: &Prompts, req: usize, t: f64) {
+        c.advance_to(t);
+        let n = src.prompt_tokens(req);
+        c.matched(src, req, n, 0);
+        c.admitted(src, req, 0);
+        c.computed(src, req, n);
+        c.forget(req);
+    }
+
+    #[test]
+    fn the_multi_process_loop_evicts_once_a_second_not_at_each_store() {
+        use crate::lmcache_mp::MpEviction;
+        // L1 of 10 chunks, watermark 0.8, ratio 0.2; ticks at 0.5, 1.5, 2.5, ... s
+        let mut c = Connector::new(tier(10, None, PolicyConfig::Lru))
+            .with_mode(LmcacheMode::Mp(MpEviction::default()));
+        let src = Prompts(vec![
+            vec![1, 2, 3, 4],
+            vec![5, 6, 7, 8],
+            vec![9, 10, 11],
+            vec![1, 2, 3, 4],
+            vec![12, 13],
+        ]);
+        // three stores inside the first half second: 4 + 4 written (8 of 10 = 0.8), then 3
+        // more do not fit in the 2 free slots: refused whole, nothing written
+        serve_at(&mut c, &src, 0, 0.0);
+        serve_at(&mut c, &src, 1, 0.1);
+        serve_at(&mut c, &src, 2, 0.2);
+        assert_eq!(c.mp.l1_write_chunks, 8);
+        assert_eq!((c.mp.refused_stores, c.mp.refused_chunks), (1, 3));
+        assert_eq!(c.tier.cpu.evictions, 0);
+        // the tick at 0.5 s (before an event at 1.0 s) evicts int(8 x 0.2) = 1 key, the least
+        // recent: the first request's end touched 4,3,2,1 then the second's 8,7,6,5, so 4 goes.
+        // Its lookup still finds [1,2,3] (3 chunks): the store writes 4 again (8 of 10)
+        serve_at(&mut c, &src, 3, 1.0);
+        assert_eq!(c.tier.cpu.evictions, 1);
+        assert_eq!(c.mp.eviction_passes, 1);
+        assert_eq!(c.mp.lookup_hit_tokens, 12);
+        assert_eq!((c.mp.l1_write_chunks, c.tier.cpu.len()), (9, 8));
+        // one tick per second: by 3.0 s the tick at 1.5 (8 held: evicts 1) and the one at 2.5
+        // (7 held = 0.7, below the watermark: nothing) have run
+        c.advance_to(3.0);
+        assert_eq!((c.tier.cpu.evictions, c.mp.eviction_passes), (2, 2));
+        assert_eq!(c.tier.cpu.len(), 7);
+        // an idle hour below the watermark changes nothing
+        c.advance_to(3600.0);
+        assert_eq!(c.mp.eviction_passes, 2);
+        // 2 more chunks: 9 held; the run's end settles L1 below the watermark: 9 -> 8 (0.8,
+        // still at the watermark) -> 7
+        serve_at(&mut c, &src, 4, 3600.2);
+        assert_eq!(c.tier.cpu.len(), 9);
+        c.settle();
+        assert_eq!((c.tier.cpu.len(), c.mp.eviction_passes), (7, 4));
+        c.tier.cpu.validate().unwrap();
     }
 }

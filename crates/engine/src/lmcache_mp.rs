@@ -17,20 +17,38 @@
 //!   LRU order last chunk first, so the head ends most recent (`eviction_policy/lru.py:72-92`).
 //! - End of a request (`lookup.py:462-497`, `end_session`): every full prompt chunk of the
 //!   request still in L1 is touched, last chunk first (`lru.py:94-110`).
-//! - Eviction (`storage_controllers/eviction_controller.py:160-192`): a background loop wakes
-//!   once a second; when L1 usage >= `trigger_watermark` (0.8) it evicts
-//!   `max(1, int(tracked_keys * eviction_ratio))` (0.2) least recent unlocked keys
-//!   (`lru.py:128-204`). Nothing evicts at allocation time.
+//! - Eviction (`v1/distributed/storage_controllers/eviction_controller.py:160-192`): a
+//!   background thread loops `time.sleep(1)`, then reads L1's usage; at usage >=
+//!   `trigger_watermark` (0.8) it evicts `max(1, int(tracked_keys * eviction_ratio))` (0.2)
+//!   least recent unlocked keys (`lru.py:128-204`), else does nothing. Nothing evicts at
+//!   allocation time: a store that arrives while L1 is above the watermark but before the next
+//!   tick is allocated from what is free, and refused whole when that is too little (above).
+//!   One tick runs per second however far above the watermark L1 is.
 //!
-//! Deviation: we have no wall clock here, so the loop's tick runs after every store that
-//! leaves usage at or above the watermark (one pass per store, as one tick per second does
-//! when stores are over a second apart, as on the CPU vLLM). A burst of stores inside one
-//! second fills L1 further in LMCache (and may hit the all-or-nothing refusal) than here.
+//! The loop in virtual time ([`Connector::advance_to`](crate::lmcache::Connector::advance_to)):
+//! ticks [`LOOP_PERIOD_S`] apart, the first [`LOOP_PHASE_S`] after the connector's first event
+//! (the first request's arrival). Every connector event (lookup, load, store, end of request)
+//! first runs the ticks due at or before its time. The loop's phase against the requests is
+//! not in a vLLM log (its stamps are whole seconds); half a second puts each tick after every
+//! event logged in its second and before the next second's, which is where LMCache's log put
+//! most of its ticks on the CPU vLLM (`triggering eviction` lines .64 to .94 s past the
+//! second in scripts/real_lmcache_check.sh's runs; the phase drifts ~2 ms a tick, as each pass
+//! takes a moment on top of the sleep). At the end of a run the ticks go on until L1 is below
+//! the watermark ([`Connector::settle`](crate::lmcache::Connector::settle)), as the real
+//! server's do while it idles before its counters are read.
 
 use inferencelab_cache::{BlockCache, EvictionPolicy, ObjId, Outcome};
 
 use crate::lmcache::{LmcacheTier, Lookup, Retrieved};
 use crate::pool::MakeAccess;
+
+/// Seconds between two ticks of LMCache's L1 eviction loop (`time.sleep(1)`,
+/// `eviction_controller.py:165`).
+pub const LOOP_PERIOD_S: f64 = 1.0;
+
+/// When the loop's first tick comes after the connector's first event, in seconds (see the
+/// module comment: the phase is unknown; half a period).
+pub const LOOP_PHASE_S: f64 = 0.5;
 
 /// The `lmcache server` eviction flags.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -467,6 +467,7 @@ fn replay_block_stream(
         let (mut cpu_hit_tokens, mut disk_hit_tokens) = (0, 0);
         if let Some(lm) = lm.as_mut() {
             let budget = config.engine.max_num_batched_tokens as u64;
+            lm.at(r.timestamp);
             (cpu_hit_tokens, disk_hit_tokens) = lm.serve_alone(i, len, gpu_hit_tokens, budget);
         }
         let h = RequestHits {
@@ -487,7 +488,8 @@ fn replay_block_stream(
     row.gpu_evictions = gpu.cache.evictions;
     row.gpu_rejections = gpu.cache.rejections;
     row.usable_gpu_blocks = config.gpu.capacity;
-    if let Some(lm) = &lm {
+    if let Some(lm) = lm.as_mut() {
+        lm.settle();
         lm.report(row);
     }
 }

@@ -185,6 +185,18 @@ impl<'a> Lmcache<'a> {
         (got.cpu_hit_tokens, got.disk_hit_tokens)
     }
 
+    /// The clock reached `now` (trace seconds): LMCache's multi-process eviction loop runs the
+    /// ticks due by then (`Connector::advance_to`). Called before every connector event.
+    pub fn at(&mut self, now: f64) {
+        self.conn.advance_to(now);
+    }
+
+    /// The run is over: the multi-process eviction loop ticks until L1 is below its watermark
+    /// (`Connector::settle`).
+    pub fn settle(&mut self) {
+        self.conn.settle();
+    }
+
     /// What the request's first admission loaded.
     pub fn first(&self, req: usize) -> (u64, u64) {
         first_loaded(self.conn.state(req))
@@ -378,23 +390,44 @@ pub(crate) struct TraceTier<'a, 'b> {
     totals: TierTotals,
     in_use: u64,
     bs: u64,
-    /// LMCache stores of admitted prefills, done before the first event after their stamp:
-    /// (admitted at, request, tokens already computed, prompt tokens).
-    pending_stores: Vec<(f64, usize, u64, u64)>,
+    /// LMCache stores of admitted prefills, run when they are due ([`PendingStore::due`]).
+    pending_stores: Vec<PendingStore>,
+}
+
+/// An admitted prefill's LMCache stores, not run yet.
+struct PendingStore {
+    /// The admission, or the end of the prefill's step (its first token's time, from the log).
+    at: f64,
+    /// `at` is the step's end: events at that instant (the next `schedule()`) see the stores;
+    /// at an admission's stamp they do not (a request admitted in the same step).
+    step_end: bool,
+    req: usize,
+    computed: u64,
+    len: u64,
+}
+
+impl PendingStore {
+    fn due(&self, now: f64) -> bool {
+        self.at < now || (self.step_end && self.at <= now)
+    }
 }
 
 impl TraceTier<'_, '_> {
-    /// Run the LMCache stores of prefills admitted before `now`.
+    /// Run the LMCache stores due by `now` ([`PendingStore::due`]).
     fn flush_stores(&mut self, now: f64) {
-        if self.pending_stores.iter().all(|p| p.0 >= now) {
+        if !self.pending_stores.iter().any(|p| p.due(now)) {
             return;
         }
         let budget = self.config.engine.max_num_batched_tokens as u64;
-        let (due, later): (Vec<_>, Vec<_>) = self.pending_stores.drain(..).partition(|p| p.0 < now);
+        let (mut due, later): (Vec<_>, Vec<_>) =
+            self.pending_stores.drain(..).partition(|p| p.due(now));
         self.pending_stores = later;
+        // in time order (stable: admissions of one instant keep their order)
+        due.sort_by(|a, b| a.at.total_cmp(&b.at));
         if let Some(lm) = self.lm.as_deref_mut() {
-            for (_, j, computed, len) in due {
-                lm.store_prefill(j, computed, len, budget);
+            for p in due {
+                lm.at(p.at);
+                lm.store_prefill(p.req, p.computed, p.len, budget);
             }
         }
     }
@@ -437,7 +470,10 @@ impl TraceTier<'_, '_> {
         // keeps its lookup (and pins) until it is admitted (`vllm_v1_adapter.py`)
         let local = hits as u64 * self.bs;
         let external = match self.lm.as_deref_mut() {
-            Some(lm) => lm.matched(j, len, local).min(len - local),
+            Some(lm) => {
+                lm.at(now);
+                lm.matched(j, len, local).min(len - local)
+            }
             None => 0,
         };
         if new + evictable > self.pool.free_blocks() {
@@ -455,8 +491,21 @@ impl TraceTier<'_, '_> {
             lm.admitted(j, local, external);
             if self.config.pinning {
                 // LMCache stores after the step's forward pass: a request admitted in the same
-                // step (same stamp) does not see them (`vllm_v1_adapter.py:1104-1259`)
-                self.pending_stores.push((now, j, local + external, len));
+                // step (same stamp) does not see them (`vllm_v1_adapter.py:1104-1259`). When
+                // the log has per-token times the prefill's last step ended when its first
+                // token was sampled: the stores are timed there (LMCache's multi-process
+                // eviction loop runs on that clock; `Lmcache::at`)
+                let first_token = self
+                    .output_times(j)
+                    .and_then(|t| t.first().copied())
+                    .filter(|&t| generated == 0 && t > now);
+                self.pending_stores.push(PendingStore {
+                    at: first_token.unwrap_or(now),
+                    step_end: first_token.is_some(),
+                    req: j,
+                    computed: local + external,
+                    len,
+                });
             } else {
                 let budget = self.config.engine.max_num_batched_tokens as u64;
                 lm.store_prefill(j, local + external, len, budget);
@@ -701,6 +750,7 @@ impl TraceTier<'_, '_> {
         self.pool.free(&run.slots);
         self.in_use -= run.slots.len() as u64;
         if let Some(lm) = self.lm.as_deref_mut() {
+            lm.at(now);
             lm.released(j);
         }
         self.epoch[j] += 1;
@@ -729,6 +779,7 @@ impl TraceTier<'_, '_> {
         self.pool.cache.policy.on_time(run.finish);
         self.pool.free(&slots);
         if let Some(lm) = self.lm.as_deref_mut() {
+            lm.at(run.finish);
             lm.released(j);
         }
         let mut hits = self.hits[j].expect("admitted");
@@ -912,6 +963,9 @@ impl<'a, 'b> TraceTier<'a, 'b> {
     pub(crate) fn close(mut self, serve: &mut dyn FnMut(Served)) -> TierTotals {
         self.run_until(f64::INFINITY, serve);
         self.flush_stores(f64::INFINITY);
+        if let Some(lm) = self.lm.as_deref_mut() {
+            lm.settle();
+        }
         self.totals.evictions = self.pool.cache.evictions;
         self.totals
     }
@@ -999,7 +1053,10 @@ impl<'a, 'b> VllmTier<'a, 'b> {
         let reqs = &self.view.describe.trace.requests;
         let mut none = inferencelab_engine::NoConnector;
         let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
-            Some(l) => l,
+            Some(l) => {
+                l.at(self.now);
+                l
+            }
             None => &mut none,
         };
         let plan = self.sched.schedule(&self.view, conn);
@@ -1031,7 +1088,10 @@ impl<'a, 'b> VllmTier<'a, 'b> {
                 0.0
             };
         let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
-            Some(l) => l,
+            Some(l) => {
+                l.at(self.now);
+                l
+            }
             None => &mut none,
         };
         // finished requests free their blocks at the step's end (learned policies' clock)
@@ -1060,6 +1120,9 @@ impl<'a, 'b> VllmTier<'a, 'b> {
     pub(crate) fn close(mut self, serve: &mut dyn FnMut(Served)) -> TierTotals {
         while self.sched.has_unfinished() {
             self.step(serve);
+        }
+        if let Some(lm) = self.lm.as_deref_mut() {
+            lm.settle();
         }
         self.totals.evictions = self.sched.pool.cache.evictions;
         self.totals.preemptions = self.sched.num_preemptions;
