@@ -701,24 +701,7 @@ impl HttpExecutor {
             self.checkin(c).await;
         }
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&error_text[..error_text.len().min(2048)]);
-            let reason = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/error/message")
-                        .or_else(|| v.get("message"))
-                        .and_then(|m| m.as_str().map(str::to_string))
-                })
-                .unwrap_or_else(|| text.into_owned());
-            return out.fail(
-                ErrorKind::Http,
-                format!(
-                    "HTTP {} {}: {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or(""),
-                    reason.trim()
-                ),
-            );
+            return out.fail(ErrorKind::Http, http_error(status, &error_text));
         }
         let at = Instant::now();
         parser.finish(&mut |ev| handle_event(out, ev, at));
@@ -841,6 +824,25 @@ impl Executor for FakeExecutor {
     }
 }
 
+/// A failed request's error: the status and the server's message (OpenAI's `error.message`,
+/// or a top-level `message`, else the body's first 2 KiB).
+fn http_error(status: hyper::StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
+    let reason = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| text.into_owned());
+    format!(
+        "HTTP {} {}: {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reason.trim()
+    )
+}
 #[cfg(test)]
 mod tests {
     use super::*;
