@@ -14,8 +14,8 @@
 #   scripts/real_lmcache_check.sh simulate   only simulate + compare, on the logs of an earlier run
 #   scripts/real_lmcache_check.sh fixture    copy an earlier run into crates/cli/tests/fixtures/real_lmcache
 #
-# Settings (environment): OUT (/tmp/real_lmcache), L1_SIZES_GB ("1 0.01 0.0025": 4096, 40 and 10
-# chunks of 256 tokens of the tiny model, 256 KiB each: no eviction, evicting, tiny),
+# Settings (environment): OUT (/tmp/real_lmcache), L1_SIZES_GB ("1 0.01 0.005 0.0025": 4096, 40, 20
+# and 10 chunks of 256 tokens of the tiny model, 256 KiB each: no eviction, evicting, tiny),
 # NUM_GPU_BLOCKS (385: vLLM evicts on this workload, so LMCache serves prefixes vLLM lost),
 # PORT (18950; LMCache's ZMQ port is PORT+1, its HTTP port PORT+2), INFERENCELAB
 # (target/release/inferencelab), CONVERSATIONS (10), TURNS (6), SEED (24), HEALTH_WAIT_S (900),
@@ -24,7 +24,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/real_lmcache}
-L1_SIZES_GB=${L1_SIZES_GB:-"1 0.01 0.0025"}
+L1_SIZES_GB=${L1_SIZES_GB:-"1 0.01 0.005 0.0025"}
 NUM_GPU_BLOCKS=${NUM_GPU_BLOCKS:-385}
 PORT=${PORT:-18950}
 LMC_PORT=$((PORT + 1))
@@ -200,6 +200,8 @@ for g in sizes:
             "l1_evicted_chunks": dl("lmcache_mp_l1_evicted_chunks_total"),
             "l1_read_chunks": dl("lmcache_mp_l1_read_chunks_total"),
             "sum_cached_tokens": sum(r["cached_tokens"] for r in ok),
+            # all-or-nothing stores LMCache refused (l1_manager.py reserve_write: OUT_OF_MEMORY)
+            "refused_stores": sum(1 for l in open(f"{d}/lmcache.log") if "Failed to batched allocate" in l),
         },
         "ours": {
             "prompt_tokens": row["prompt_tokens"],
@@ -220,15 +222,16 @@ for g in sizes:
 
 pct = lambda x, q: 100 * x / q if q else 0.0
 print("| L1 GB | requests | GPU hits real / ours | LMCache hits real / ours (% of prompt) | total % real / ours "
-      "| lookup hits real / ours | L1 writes real / ours | evictions real / ours | requests exact |")
-print("|---|---:|---|---|---|---|---|---|---:|")
+      "| lookup hits real / ours | L1 writes real / ours | evictions real / ours | refused stores real / ours | requests exact |")
+print("|---|---:|---|---|---|---|---|---|---|---:|")
 for r in rows:
     a, o, q = r["real"], r["ours"], r["prompt_tokens"]
     print(f"| {r['l1_size_gb']:g} | {r['requests']} | {a['gpu_hit_tokens']} / {o['gpu_hit_tokens']} "
           f"| {a['lmcache_hit_tokens']} / {o['lmcache_hit_tokens']} ({pct(a['lmcache_hit_tokens'], q):.2f} / {pct(o['lmcache_hit_tokens'], q):.2f}) "
           f"| {pct(a['gpu_hit_tokens'] + a['lmcache_hit_tokens'], q):.2f} / {pct(o['gpu_hit_tokens'] + o['lmcache_hit_tokens'], q):.2f} "
           f"| {a['lookup_hit_tokens']} / {o['lookup_hit_tokens']} | {a['l1_write_chunks']} / {o['l1_write_chunks']} "
-          f"| {a['l1_evicted_chunks']} / {o['l1_evicted_chunks']} | {r['exact_requests']} of {r['requests']} |")
+          f"| {a['l1_evicted_chunks']} / {o['l1_evicted_chunks']} | {a['refused_stores']} / {o['refused_stores']} "
+          f"| {r['exact_requests']} of {r['requests']} |")
 EOF
 }
 

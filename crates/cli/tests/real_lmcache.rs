@@ -139,12 +139,17 @@ fn check(gb: &str) -> Check {
         pct(ours[1]),
         pct(real[1])
     );
-    // the refused (all-or-nothing) stores: LMCache's log has one `Failed to batched allocate`
-    // warning per refused store (not in the fixture; counted from lmcache.log when it was made)
+    // the refused (all-or-nothing) stores, and LMCache's: one `Failed to batched allocate`
+    // warning in its log per refused store (counted from lmcache.log when the fixture was made)
     assert_eq!(
         u(mp, "refused_stores"),
         u(o, "refused_stores"),
         "{gb} GB: refused stores moved"
+    );
+    assert_eq!(
+        u(mp, "refused_stores"),
+        u(r, "refused_stores"),
+        "{gb} GB: refused stores vs LMCache's allocation failures"
     );
     Check {
         real,
