@@ -8,10 +8,14 @@
 //! default size (40 trees of 16 leaves, trained here on the Mooncake stream's first half).
 //!
 //! `cargo bench -p inferencelab-learn --bench learned_policies [-- FILTER]`
+//!
+//! On a shared machine wall time measures the neighbours too: with `LEARNED_POLICIES_CPU_TIME=1`
+//! the same runs are timed in this thread's CPU time instead (`/proc/thread-self/stat`, Linux,
+//! 10 ms ticks; each figure sums at least 2 s of CPU) and printed as a table, without criterion.
 
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use inferencelab_cache::learned::features::{FEATURE_NAMES, PREFIX_MONOTONE};
 use inferencelab_cache::policy::conversation_aware::{ConversationAware, ScorerConfig};
 use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
@@ -82,6 +86,114 @@ fn run<P: EvictionPolicy>(policy: P, capacity: u64, refs: &[Access]) -> u64 {
         .count() as u64
 }
 
+/// This thread's CPU time (user + system) in seconds, from `/proc/thread-self/stat` (Linux).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("Linux /proc");
+    // fields after the command name (which is in parentheses and may hold spaces)
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 11 and 12 after the name
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+/// Block refs per CPU-second of `run`, repeated until it has used at least 2 s of CPU.
+fn refs_per_cpu_second(mut run: impl FnMut() -> u64, refs: usize) -> f64 {
+    std::hint::black_box(run()); // warm up
+    let start = thread_cpu_seconds();
+    let mut n = 0u64;
+    loop {
+        std::hint::black_box(run());
+        n += 1;
+        let used = thread_cpu_seconds() - start;
+        if used >= 2.0 {
+            return n as f64 * refs as f64 / used;
+        }
+    }
+}
+
+/// Every data set, capacity and policy of [`policies`], setup included.
+type Case = (String, Box<dyn Fn() -> u64>, usize);
+
+fn cases() -> Vec<Case> {
+    let fixture = LightGbmConfig::load(
+        &root().join("crates/cache/tests/fixtures/lightgbm/model_regression.txt"),
+    )
+    .expect("fixture model");
+    let tuned: ScorerConfig = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("configs/scorer_weka.yaml")).unwrap(),
+    )
+    .unwrap();
+    let (m_trace, m_blocked) = load("data/traces/mooncake/synthetic_trace.jsonl", 512);
+    let trained = trained_model(&m_trace, &m_blocked);
+    let (w_trace, w_blocked) = load("data/traces/weka-agentic", 64);
+    let mut out: Vec<Case> = Vec::new();
+    for (name, refs, capacities) in [
+        ("mooncake", stream(&m_trace, &m_blocked), [1_000u64, 10_000]),
+        ("weka", stream(&w_trace, &w_blocked), [1_000u64, 3_000]),
+    ] {
+        let refs = std::rc::Rc::new(refs);
+        let n = refs.len();
+        for cap in capacities {
+            let r = refs.clone();
+            out.push((
+                format!("{name}/lru/{cap}"),
+                Box::new(move || run(Lru::default(), cap, &r)),
+                n,
+            ));
+            for (label, scorer) in [
+                ("conversation_aware", ScorerConfig::default()),
+                ("conversation_aware_tuned", tuned.clone()),
+                (
+                    "conversation_aware_alone",
+                    ScorerConfig {
+                        adaptive: false,
+                        ..Default::default()
+                    },
+                ),
+            ] {
+                let r = refs.clone();
+                out.push((
+                    format!("{name}/{label}/{cap}"),
+                    Box::new(move || run(ConversationAware::new(&scorer), cap, &r)),
+                    n,
+                ));
+            }
+            for (label, model) in [
+                ("lightgbm_fixture", fixture.clone()),
+                ("lightgbm_trained", trained.clone()),
+                (
+                    "lightgbm_trained_alone",
+                    LightGbmConfig {
+                        adaptive: false,
+                        ..trained.clone()
+                    },
+                ),
+            ] {
+                let r = refs.clone();
+                out.push((
+                    format!("{name}/{label}/{cap}"),
+                    Box::new(move || run(LightGbm::new(&model), cap, &r)),
+                    n,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn cpu_time_table() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!("| case | M block refs per CPU-second |\n|---|---:|");
+    for (name, run, refs) in cases() {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let rate = refs_per_cpu_second(run, refs);
+        println!("| {name} | {:.2} |", rate / 1e6);
+    }
+}
+
 fn policies(c: &mut Criterion) {
     let fixture = LightGbmConfig::load(
         &root().join("crates/cache/tests/fixtures/lightgbm/model_regression.txt"),
@@ -131,4 +243,11 @@ criterion_group! {
     config = Criterion::default().sample_size(10);
     targets = policies
 }
-criterion_main!(benches);
+fn main() {
+    if std::env::var_os("LEARNED_POLICIES_CPU_TIME").is_some() {
+        cpu_time_table();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

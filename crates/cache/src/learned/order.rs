@@ -104,7 +104,7 @@ pub struct NextUseOrder {
     resident: usize,
     /// With LRU as a second expert: every evictable entry by its last touch or unpin, the
     /// object of each entry, the current reference, and the shadows that judge the experts.
-    lru: BTreeSet<(u64, EntryId)>,
+    lru: Recency,
     obj: Vec<ObjId>,
     current: (ObjId, u32),
     pub shadows: Option<Box<Shadows>>,
@@ -144,6 +144,11 @@ impl NextUseOrder {
                 self.obj[e as usize] = a.obj;
             }
         }
+    }
+
+    /// One more than the largest entry id seen.
+    pub fn ids(&self) -> usize {
+        self.state.len()
     }
 
     /// Entries tracked (evictable or pinned).
@@ -193,7 +198,7 @@ impl NextUseOrder {
             _ => return,
         }
         if self.shadows.is_some() {
-            self.lru.remove(&(self.order[i], e));
+            self.lru.remove(e);
         }
     }
 
@@ -203,7 +208,8 @@ impl NextUseOrder {
         self.future.insert((self.sort_key(i), self.depth[i], e));
         self.state[i] = FUTURE;
         if self.shadows.is_some() {
-            self.lru.insert((self.order[i], e));
+            // every link follows a new touch or unpin: the entry is the most recent
+            self.lru.push_back(e);
         }
     }
 
@@ -319,8 +325,7 @@ impl NextUseOrder {
                     let lru = self
                         .lru
                         .first()
-                        .expect("the LRU set holds every evictable entry")
-                        .1;
+                        .expect("the LRU list holds every evictable entry");
                     if lru == predicted {
                         predicted
                     } else if sh.follow_prediction() {
@@ -409,6 +414,9 @@ impl NextUseOrder {
                 self.resident
             ));
         }
+        if self.shadows.is_some() && self.lru.iter().count() != self.lru.len() {
+            return Err("the LRU list's links and length disagree".into());
+        }
         if self.shadows.is_some() && self.lru.len() != in_future + in_overdue {
             return Err(format!(
                 "the LRU set holds {} entries, the order {}",
@@ -424,6 +432,91 @@ impl NextUseOrder {
             ));
         }
         Ok(())
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+/// A recency list over dense ids (head = least recent): an intrusive doubly linked list, O(1)
+/// per operation (a `BTreeSet` by sequence number cost two tree operations per reference).
+#[derive(Debug, Clone, Default)]
+pub struct Recency {
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    linked: Vec<bool>,
+    head: Option<u32>,
+    tail: Option<u32>,
+    len: usize,
+}
+
+impl Recency {
+    /// Append `e` as the most recent (it must not be linked).
+    #[inline]
+    pub fn push_back(&mut self, e: u32) {
+        let i = e as usize;
+        if self.linked.len() <= i {
+            self.prev.resize(i + 1, NIL);
+            self.next.resize(i + 1, NIL);
+            self.linked.resize(i + 1, false);
+        }
+        debug_assert!(!self.linked[i], "{e} is already linked");
+        self.prev[i] = self.tail.unwrap_or(NIL);
+        self.next[i] = NIL;
+        match self.tail {
+            Some(t) => self.next[t as usize] = e,
+            None => self.head = Some(e),
+        }
+        self.tail = Some(e);
+        self.linked[i] = true;
+        self.len += 1;
+    }
+
+    /// Unlink `e` if it is linked.
+    #[inline]
+    pub fn remove(&mut self, e: u32) {
+        let i = e as usize;
+        if !self.linked.get(i).copied().unwrap_or(false) {
+            return;
+        }
+        let (p, n) = (self.prev[i], self.next[i]);
+        if p == NIL {
+            self.head = (n != NIL).then_some(n);
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n == NIL {
+            self.tail = (p != NIL).then_some(p);
+        } else {
+            self.prev[n as usize] = p;
+        }
+        self.linked[i] = false;
+        self.len -= 1;
+    }
+
+    /// The least recent entry.
+    #[inline]
+    pub fn first(&self) -> Option<u32> {
+        self.head
+    }
+
+    pub fn contains(&self, e: u32) -> bool {
+        self.linked.get(e as usize).copied().unwrap_or(false)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// From the least recent to the most recent.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(self.head, |&e| {
+            let n = self.next[e as usize];
+            (n != NIL).then_some(n)
+        })
     }
 }
 

@@ -5,8 +5,13 @@
 //! with more hits lately, so when the prediction loses it hands the cache to LRU.
 //!
 //! This is set dueling (Qureshi et al., "Adaptive insertion policies", ISCA'07: DIP) with
-//! whole-cache shadows instead of sampled sets, in the form of miniature simulations
-//! (Waldspurger et al., ATC'17) at sampling rate 1. The experts are judged by what they would
+//! shadows of the whole cache instead of dedicated sets, in the form of miniature simulations
+//! (Waldspurger et al., ATC'17): each shadow simulates only the blocks whose hashed id falls
+//! under a threshold (SHARDS' spatial sampling, Waldspurger et al., FAST'15) in a cache scaled
+//! by the same rate, [`sampling_rate`]: 1 up to [`MIN_SHADOW_BLOCKS`], an eighth from 2,048
+//! blocks on, so the judge costs a fraction of a second simulation per reference. A request's
+//! run is followed through its sampled blocks (an unsampled block can neither end nor extend
+//! it). The experts are judged by what they would
 //! earn, hits of leading runs, so the prefix structure is part of the verdict: an expert that
 //! evicts the middle of a prefix loses every hit behind it. (The first judge compared victims
 //! pairwise, whichever of two blocks was referenced first, as Belady would: that verdict is
@@ -16,13 +21,14 @@
 //! - The shadows see the references the real cache sees (a block the real cache holds beyond a
 //!   request's leading run is not referenced by the engine, so a shadow cannot count it); a
 //!   request's run ends at a skipped depth.
-//! - Each shadow holds as many blocks as the real cache held when it last had to evict (the
-//!   policy is not told the capacity; before the first eviction the shadows hold what the real
-//!   cache holds). Blocks a running request holds without a hash are not modelled.
+//! - The real cache's size is taken as the most blocks it held when it had to evict (the policy
+//!   is not told the capacity); the sampling rate is fixed at its first eviction (before, the
+//!   shadows hold every block the real cache holds). Blocks a running request holds without a
+//!   hash are not modelled.
 //! - Pins are mirrored by object: a block pinned in the real cache is pinned in each shadow that
 //!   holds it. When every block of a shadow is pinned, it overflows until one is freed.
 //! - LRU is the incumbent: the prediction decides only while its lead is significant. The
-//!   references are cut into batches of one cache fill (`capacity` references); each batch
+//!   sampled references are cut into batches of one shadow fill; each batch
 //!   gives the difference of the two shadows' hits, and the prediction decides while the decayed
 //!   mean of those differences is more than [`LEAD_STANDARD_ERRORS`] standard errors above zero
 //!   (batch means, the usual test for a correlated series: one request's blocks hit or miss
@@ -31,7 +37,7 @@
 //!
 //! [`NextUseOrder::adaptive`]: super::order::NextUseOrder::adaptive
 
-use super::order::NextUseOrder;
+use super::order::{NextUseOrder, Recency};
 use crate::policy::api::{ObjId, Pins};
 
 /// About how many cache fills of references the judge remembers (module docs). A priori: the
@@ -43,116 +49,84 @@ pub const EVIDENCE_FILLS: f64 = 16.0;
 /// docs): the textbook two.
 pub const LEAD_STANDARD_ERRORS: f64 = 2.0;
 
-const NIL: u32 = u32::MAX;
-const ABSENT: u8 = 0;
-const LISTED: u8 = 1;
-const HELD: u8 = 2;
-
-/// A shadow LRU over object ids: an intrusive list (head = least recent), O(1) per reference.
+/// A shadow LRU over object ids (least recent first); pinned objects are held out of the list.
 #[derive(Debug, Clone, Default)]
 struct ShadowLru {
-    prev: Vec<u32>,
-    next: Vec<u32>,
-    state: Vec<u8>,
-    head: u32,
-    tail: u32,
-    /// resident objects, pinned ones included
+    list: Recency,
+    held: Vec<bool>,
+    /// resident objects, held ones included
     len: usize,
 }
 
 impl ShadowLru {
-    fn new() -> Self {
-        ShadowLru {
-            head: NIL,
-            tail: NIL,
-            ..Default::default()
-        }
-    }
-
     #[inline]
-    fn grow(&mut self, o: ObjId) {
-        let n = o as usize + 1;
-        if self.state.len() < n {
-            self.prev.resize(n, NIL);
-            self.next.resize(n, NIL);
-            self.state.resize(n, ABSENT);
-        }
+    fn is_held(&self, o: ObjId) -> bool {
+        self.held.get(o as usize).copied().unwrap_or(false)
     }
 
     #[inline]
     fn contains(&self, o: ObjId) -> bool {
-        self.state.get(o as usize).is_some_and(|&s| s != ABSENT)
-    }
-
-    #[inline]
-    fn unlink(&mut self, o: ObjId) {
-        let i = o as usize;
-        let (p, n) = (self.prev[i], self.next[i]);
-        if p == NIL {
-            self.head = n;
-        } else {
-            self.next[p as usize] = n;
-        }
-        if n == NIL {
-            self.tail = p;
-        } else {
-            self.prev[n as usize] = p;
-        }
-    }
-
-    #[inline]
-    fn push_back(&mut self, o: ObjId) {
-        let i = o as usize;
-        self.prev[i] = self.tail;
-        self.next[i] = NIL;
-        if self.tail == NIL {
-            self.head = o;
-        } else {
-            self.next[self.tail as usize] = o;
-        }
-        self.tail = o;
-        self.state[i] = LISTED;
+        self.list.contains(o) || self.is_held(o)
     }
 
     /// Reference `o`: most recent (a held block stays held).
     #[inline]
     fn touch(&mut self, o: ObjId) {
-        self.grow(o);
-        match self.state[o as usize] {
-            LISTED => self.unlink(o),
-            HELD => return,
-            _ => self.len += 1,
+        if self.is_held(o) {
+            return;
         }
-        self.push_back(o);
+        if self.list.contains(o) {
+            self.list.remove(o);
+        } else {
+            self.len += 1;
+        }
+        self.list.push_back(o);
     }
 
     #[inline]
     fn pop_lru(&mut self) -> bool {
-        if self.head == NIL {
-            return false;
+        match self.list.first() {
+            Some(o) => {
+                self.list.remove(o);
+                self.len -= 1;
+                true
+            }
+            None => false,
         }
-        let o = self.head;
-        self.unlink(o);
-        self.state[o as usize] = ABSENT;
-        self.len -= 1;
-        true
     }
 
     #[inline]
     fn pin(&mut self, o: ObjId) {
-        if self.state.get(o as usize) == Some(&LISTED) {
-            self.unlink(o);
-            self.state[o as usize] = HELD;
+        if self.list.contains(o) {
+            self.list.remove(o);
+            if self.held.len() <= o as usize {
+                self.held.resize(o as usize + 1, false);
+            }
+            self.held[o as usize] = true;
         }
     }
 
     /// A freed block counts as most recent (vLLM appends it to the free queue).
     #[inline]
     fn unpin(&mut self, o: ObjId) {
-        if self.state.get(o as usize) == Some(&HELD) {
-            self.push_back(o);
+        if self.is_held(o) {
+            self.held[o as usize] = false;
+            self.list.push_back(o);
         }
     }
+}
+
+/// Shadows hold at least this many blocks (sampling rate 1 for caches up to this size): a
+/// miniature simulation needs a few hundred entries to behave like the full cache (Waldspurger
+/// et al. ATC'17 recommend a minimum size). A priori.
+pub const MIN_SHADOW_BLOCKS: f64 = 256.0;
+/// The lowest sampling rate (caches of 2,048 blocks and more): the shadows then cost an eighth
+/// of a full simulation per reference. A priori, for speed.
+pub const MIN_SAMPLING_RATE: f64 = 1.0 / 8.0;
+
+/// The share of objects the shadows simulate for a cache of `capacity` blocks.
+pub fn sampling_rate(capacity: usize) -> f64 {
+    (MIN_SHADOW_BLOCKS / capacity.max(1) as f64).clamp(MIN_SAMPLING_RATE, 1.0)
 }
 
 /// Per request: the next depth expected and whether each shadow's leading run is still alive.
@@ -169,8 +143,13 @@ pub struct Shadows {
     lru: ShadowLru,
     predicted: NextUseOrder,
     runs: Vec<Run>,
-    /// Blocks each shadow may hold (0 until the real cache first evicts).
+    /// Blocks the real cache holds when it must evict (0 until it first does).
     capacity: usize,
+    /// Blocks each shadow may hold: `capacity` times the sampling rate.
+    shadow_capacity: usize,
+    /// Objects whose hash is below this are sampled (all until the rate is fixed).
+    threshold: u64,
+    rate_fixed: bool,
     /// The current batch: references and hit difference (prediction - LRU).
     batch_refs: usize,
     batch_lead: f64,
@@ -190,10 +169,13 @@ pub struct Shadows {
 impl Shadows {
     pub fn new(overdue_factor: f64, ranking: super::order::Ranking) -> Self {
         Shadows {
-            lru: ShadowLru::new(),
+            lru: ShadowLru::default(),
             predicted: NextUseOrder::with_ranking(overdue_factor, ranking),
             runs: Vec::new(),
             capacity: 0,
+            shadow_capacity: 0,
+            threshold: u64::MAX,
+            rate_fixed: false,
             batch_refs: 0,
             batch_lead: 0.0,
             batches: 0.0,
@@ -207,11 +189,59 @@ impl Shadows {
         }
     }
 
-    /// The real cache holds `resident` blocks and must evict: the shadows may hold as many.
+    /// The real cache holds `resident` blocks and must evict. At its first eviction the
+    /// sampling rate is fixed from its size and the shadows drop the objects not sampled.
     #[inline]
     pub fn observe_capacity(&mut self, resident: usize) {
-        if resident > self.capacity {
-            self.capacity = resident;
+        if resident <= self.capacity {
+            return;
+        }
+        self.capacity = resident;
+        if !self.rate_fixed {
+            self.rate_fixed = true;
+            let rate = sampling_rate(resident);
+            self.threshold = if rate >= 1.0 {
+                u64::MAX
+            } else {
+                (rate * u64::MAX as f64) as u64
+            };
+            self.drop_unsampled();
+        }
+        let rate = if self.threshold == u64::MAX {
+            1.0
+        } else {
+            self.threshold as f64 / u64::MAX as f64
+        };
+        self.shadow_capacity = ((resident as f64 * rate).round() as usize).max(1);
+    }
+
+    /// SHARDS' spatial sampling: a fixed hash of the object id against the threshold.
+    #[inline]
+    fn sampled(&self, obj: ObjId) -> bool {
+        self.threshold == u64::MAX
+            || (obj as u64 ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                < self.threshold
+    }
+
+    fn drop_unsampled(&mut self) {
+        let listed: Vec<ObjId> = self.lru.list.iter().collect();
+        for o in listed {
+            if !self.sampled(o) {
+                self.lru.list.remove(o);
+                self.lru.len -= 1;
+            }
+        }
+        for o in 0..self.lru.held.len() {
+            if self.lru.held[o] && !self.sampled(o as ObjId) {
+                self.lru.held[o] = false;
+                self.lru.len -= 1;
+            }
+        }
+        for o in 0..self.predicted.ids() {
+            let o = o as ObjId;
+            if self.predicted.is_tracked(o) && !self.sampled(o) {
+                self.predicted.remove(o);
+            }
         }
     }
 
@@ -250,6 +280,7 @@ impl Shadows {
         if self.runs.len() <= r {
             self.runs.resize(r + 1, Run::default());
         }
+        let sampled = self.sampled(obj);
         let run = &mut self.runs[r];
         if depth == 0 {
             run.lru_alive = true;
@@ -259,29 +290,33 @@ impl Shadows {
             run.predicted_alive = false;
         }
         run.next_depth = depth + 1;
+        if !sampled {
+            return;
+        }
         let lru_hit = run.lru_alive && self.lru.contains(obj);
         let predicted_hit = run.predicted_alive && self.predicted.is_tracked(obj);
         run.lru_alive = lru_hit;
         run.predicted_alive = predicted_hit;
         self.batch_lead += predicted_hit as u8 as f64 - lru_hit as u8 as f64;
-        if self.capacity > 0 {
+        if self.shadow_capacity > 0 {
             self.batch_refs += 1;
-            if self.batch_refs >= self.capacity {
+            if self.batch_refs >= self.shadow_capacity {
                 self.close_batch();
             }
         }
         self.lru_hits += lru_hit as u64;
         self.predicted_hits += predicted_hit as u64;
 
-        if !self.lru.contains(obj) && self.capacity > 0 {
+        let cap = self.shadow_capacity;
+        if !self.lru.contains(obj) && cap > 0 {
             // more than one when it overflowed while every block was pinned
-            while self.lru.len >= self.capacity && self.lru.pop_lru() {}
+            while self.lru.len >= cap && self.lru.pop_lru() {}
         }
         self.lru.touch(obj);
-        if !self.predicted.is_tracked(obj) && self.capacity > 0 {
-            while self.predicted.resident() >= self.capacity
-                && self.predicted.evict(Pins(&[]), now).is_some()
-            {}
+        if !self.predicted.is_tracked(obj) && cap > 0 {
+            while self.predicted.resident() >= cap && self.predicted.evict(Pins(&[]), now).is_some()
+            {
+            }
         }
         self.predicted.touch(obj, next_use, now, depth);
     }
@@ -307,19 +342,12 @@ impl Shadows {
     /// The shadows' own invariants: the LRU list agrees with its states and length, the
     /// predicted shadow's sets with its own.
     pub fn validate(&self) -> Result<(), String> {
-        let mut listed = 0usize;
-        let mut o = self.lru.head;
-        while o != NIL {
-            listed += 1;
-            if listed > self.lru.len {
-                return Err("the shadow LRU list is longer than its length".into());
-            }
-            o = self.lru.next[o as usize];
-        }
-        let held = self.lru.state.iter().filter(|&&s| s == HELD).count();
-        if listed + held != self.lru.len {
+        let listed = self.lru.list.iter().count();
+        let held = self.lru.held.iter().filter(|&&h| h).count();
+        if listed != self.lru.list.len() || listed + held != self.lru.len {
             return Err(format!(
-                "shadow LRU: {listed} listed + {held} held != {}",
+                "shadow LRU: {listed} listed ({} counted) + {held} held != {}",
+                self.lru.list.len(),
                 self.lru.len
             ));
         }
@@ -343,6 +371,30 @@ mod tests {
             sh.close_batch();
         }
         sh
+    }
+
+    #[test]
+    fn large_caches_are_judged_on_a_sample() {
+        assert_eq!(sampling_rate(100), 1.0);
+        assert_eq!(sampling_rate(512), 0.5);
+        assert_eq!(sampling_rate(10_000), 1.0 / 8.0);
+        let mut sh = Shadows::new(1.0, Ranking::NextUse);
+        for obj in 0..4096 {
+            sh.reference(obj, obj, 0, 0.0, 100.0);
+        }
+        // the real cache is full at 4,096 blocks: rate 1/8, about 512 sampled blocks stay
+        sh.observe_capacity(4096);
+        assert_eq!(sh.shadow_capacity, 512);
+        assert!((448..=576).contains(&sh.lru.len), "{}", sh.lru.len);
+        assert_eq!(sh.lru.len, sh.predicted.resident());
+        sh.validate().unwrap();
+        // new blocks: only sampled ones enter, and the shadows stay within their capacity
+        for obj in 4096..20_000 {
+            sh.reference(obj, obj, 0, 1.0, 100.0);
+        }
+        assert!(sh.lru.len <= 512 && sh.predicted.resident() <= 512);
+        assert!(sh.lru.len >= 500, "{}", sh.lru.len);
+        sh.validate().unwrap();
     }
 
     #[test]
