@@ -103,7 +103,7 @@ fn read(path: &Path, opts: &ReadOptions, hash_block: Option<u32>) -> TraceResult
     };
     if format == Format::VllmLog {
         let mut text_bytes = 0u64;
-        let mut stream = std::io::BufReader::with_capacity(1 << 20, head.as_slice().chain(reader));
+        let mut stream = head.as_slice().chain(reader);
         let mut trace =
             vllm_log::parse_reader(path, &mut stream, opts, None, hash_block, &mut text_bytes)?;
         trace.format = Some(format);

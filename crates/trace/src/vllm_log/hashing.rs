@@ -158,10 +158,14 @@ impl Hasher {
                 .map(|&(j, _)| j)
                 .collect()
         };
-        self.recent.push_back((me, tokens.to_vec()));
-        if self.recent.len() > WINDOW {
-            self.recent.pop_front();
-        }
+        // the oldest prompt's buffer takes this one's tokens
+        let mut kept = match self.recent.len() {
+            WINDOW => self.recent.pop_front().map(|(_, t)| t).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        kept.clear();
+        kept.extend_from_slice(tokens);
+        self.recent.push_back((me, kept));
         let seq = self.seq;
         self.seq += 1;
         let hashed = HashedPrompt {

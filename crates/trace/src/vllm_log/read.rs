@@ -42,6 +42,7 @@
 //! requests at exactly the longest length, prompt text cut at the same length, LMCache seeing
 //! more tokens than were logged) and reported in `Trace::notes`.
 
+use std::ops::Range;
 use std::path::Path;
 
 use memchr::memmem;
@@ -146,6 +147,7 @@ fn to_common_year(t: i128) -> i128 {
 }
 
 /// `MM-DD HH:MM:SS[.f]` of a line.
+#[derive(Clone, Copy)]
 struct Stamp {
     month: u32,
     day: u32,
@@ -299,17 +301,30 @@ fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
         Some(&q @ (b'\'' | b'"')) => q,
         _ => return Err("the prompt is not a quoted string".into()),
     };
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x80 * ONES;
+    // a byte of `w` is `c` (exact: any borrow starts at a byte equal to `c`)
+    let has = |w: u64, c: u8| {
+        let x = w ^ (c as u64 * ONES);
+        x.wrapping_sub(ONES) & !x & TOPS != 0
+    };
     let mut i = 1;
     let mut chars = 0usize;
-    while i < b.len() {
-        // jump to the next quote or backslash, counting the characters (UTF-8 lead bytes) on
-        // the way
-        let Some(skip) = memchr::memchr2(q, b'\\', &b[i..]) else {
+    loop {
+        // eight bytes at a time up to the next quote or backslash, counting the characters
+        // (UTF-8 lead bytes: all but 10xxxxxx) on the way
+        while let Some(w) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if has(w, q) || has(w, b'\\') {
+                break;
+            }
+            let continuation = w & !(w << 1) & TOPS;
+            chars += 8 - continuation.count_ones() as usize;
+            i += 8;
+        }
+        let Some(&c) = b.get(i) else {
             break;
         };
-        chars += b[i..i + skip].iter().filter(|&&c| c & 0xC0 != 0x80).count();
-        i += skip;
-        let c = b[i];
         if c == b'\\' {
             i += match b.get(i + 1) {
                 Some(b'x') => 4,
@@ -331,14 +346,95 @@ fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
     Err("the quoted string does not end on this line (a cut line?)".into())
 }
 
-/// Parse `[1, 2, 3]` (or `None`) at the start of `s` into `ids` (cleared first): `(bytes used,
-/// whether it was a list)`.
-fn parse_id_list(s: &str, what: &str, ids: &mut Vec<u32>) -> Result<(usize, bool), String> {
-    ids.clear();
+/// Parse `[1, 2, 3]` (or `None`) at the start of `s`, appending the ids to `arena`: `(bytes
+/// used, the ids' range in the arena)`, no range for `None`. Nothing is appended on an error.
+fn parse_id_list(
+    s: &str,
+    what: &str,
+    arena: &mut Vec<u32>,
+) -> Result<(usize, Option<Range<usize>>), String> {
     if s.starts_with("None") {
-        return Ok((4, false));
+        return Ok((4, None));
     }
-    let b = s.as_bytes();
+    let start = arena.len();
+    // Python's `str(list)` (`[1, 2, 3]`) in one pass; anything else, and every error, from the
+    // start again by the careful parser
+    if let Some(used) = parse_ids_fast(s.as_bytes(), arena) {
+        return Ok((used, Some(start..arena.len())));
+    }
+    arena.truncate(start);
+    match parse_ids_checked(s.as_bytes(), what, arena) {
+        Ok(used) => Ok((used, Some(start..arena.len()))),
+        Err(e) => {
+            arena.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// `[1, 2, 3]` exactly as Python prints a list of ints (`, ` between them, no other spaces,
+/// at most 9 digits each), read eight bytes at a time; `None` for anything else.
+fn parse_ids_fast(b: &[u8], ids: &mut Vec<u32>) -> Option<usize> {
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    if b.get(1) == Some(&b']') {
+        return Some(2);
+    }
+    let mut i = 1;
+    loop {
+        let (v, n) = match b.get(i..i + 8) {
+            Some(w) => digits8(u64::from_le_bytes(w.try_into().ok()?))?,
+            None => {
+                // the line's last bytes: one digit at a time
+                let n = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if n == 0 || n > 9 {
+                    return None;
+                }
+                let v = b[i..i + n]
+                    .iter()
+                    .fold(0u32, |v, &c| v * 10 + (c - b'0') as u32);
+                (v, n)
+            }
+        };
+        ids.push(v);
+        i += n;
+        match b.get(i) {
+            Some(b',') if b.get(i + 1) == Some(&b' ') => i += 2,
+            Some(b']') => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The number written by the leading digits of the eight bytes `word` (little-endian: its
+/// first byte is the first character) and how many digits it has; `None` when it does not
+/// start with a digit or all eight are digits.
+#[inline]
+fn digits8(word: u64) -> Option<(u32, usize)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let d = word.wrapping_sub(b'0' as u64 * ONES);
+    // a byte's top bit is set in `d` (below '0': borrowed) or in `d + 0x76` (above '9'); a
+    // borrow or carry only reaches later bytes, so the first set top bit is the first
+    // non-digit
+    let non_digit = (d | d.wrapping_add(0x76 * ONES)) & (0x80 * ONES);
+    let n = (non_digit.trailing_zeros() / 8) as usize;
+    if n == 0 || n == 8 {
+        return None;
+    }
+    // the n digits to the top bytes, zeros (leading zeros of the number) below them, then
+    // pairs, quads and the eight combined, first byte most significant
+    let v = d << (8 * (8 - n));
+    let v = ((v & 0x0f00_0f00_0f00_0f00) >> 8) + (v & 0x000f_000f_000f_000f) * 10;
+    let v = ((v & 0x00ff_0000_00ff_0000) >> 16) + (v & 0x0000_00ff_0000_00ff) * 100;
+    let v = ((v & 0x0000_ffff_0000_0000) >> 32) + (v & 0x0000_0000_0000_ffff) * 10_000;
+    Some((v as u32, n))
+}
+
+/// [`parse_id_list`]'s careful parser: any spaces around the ids and commas, errors that say
+/// what is wrong.
+fn parse_ids_checked(b: &[u8], what: &str, ids: &mut Vec<u32>) -> Result<usize, String> {
+    let first = ids.len();
     if b.first() != Some(&b'[') {
         return Err(format!("{what} is not a list of token ids"));
     }
@@ -348,7 +444,7 @@ fn parse_id_list(s: &str, what: &str, ids: &mut Vec<u32>) -> Result<(usize, bool
             i += 1;
         }
         match b.get(i) {
-            Some(b']') if ids.is_empty() => return Ok((i + 1, true)),
+            Some(b']') if ids.len() == first => return Ok(i + 1),
             Some(c) if c.is_ascii_digit() => {}
             Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
             None => return Err(format!("{what} is cut off (a cut line?)")),
@@ -373,7 +469,7 @@ fn parse_id_list(s: &str, what: &str, ids: &mut Vec<u32>) -> Result<(usize, bool
         }
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b']') => return Ok((i + 1, true)),
+            Some(b']') => return Ok(i + 1),
             Some(_) => return Err(format!("{what} has a bad token id at byte {i}")),
             None => return Err(format!("{what} is cut off (a cut line?)")),
         }
@@ -470,26 +566,23 @@ struct Collected {
     runs: Runs,
     /// Set when token ids are hashed as they are read.
     hasher: Option<Hasher>,
-    /// The last id list parsed.
-    ids: Vec<u32>,
 }
 
 impl Collected {
-    /// Entry `i`'s prompt: the id list just parsed into `self.ids` (`logged`: it was a list,
-    /// not `None`), kept or hashed.
-    fn set_prompt(&mut self, i: usize, logged: bool) {
+    /// Entry `i`'s prompt (`None`: not logged, the log says `None`), kept or hashed.
+    fn set_prompt(&mut self, i: usize, ids: Option<&[u32]>) {
         let e = &mut self.entries[i];
         e.tokens = None;
         e.hashed = None;
-        if !logged {
-            return;
-        }
-        let Some(h) = self.hasher.as_mut() else {
-            // exact capacity: a 100k-request log keeps every list until the trace is built
-            e.tokens = Some(self.ids.as_slice().to_vec());
+        let Some(ids) = ids else {
             return;
         };
-        let (p, earlier) = h.prompt(&self.ids, i);
+        let Some(h) = self.hasher.as_mut() else {
+            // exact capacity: a 100k-request log keeps every list until the trace is built
+            e.tokens = Some(ids.to_vec());
+            return;
+        };
+        let (p, earlier) = h.prompt(ids, i);
         for j in earlier {
             if let Some(pj) = self.entries[j].hashed.as_mut() {
                 if !pj.extends.contains(&p.prompt) {
@@ -504,30 +597,30 @@ impl Collected {
         e.hashed = Some(Box::new(p));
     }
 
-    /// Output ids (in `self.ids`) of entry `i`: appended (`delta`) or replacing the earlier ones.
-    fn add_output(&mut self, i: usize, delta: bool) {
+    /// Output ids of entry `i`: appended (`delta`) or replacing the earlier ones.
+    fn add_output(&mut self, i: usize, delta: bool, ids: &[u32]) {
         let e = &mut self.entries[i];
         match self.hasher.as_mut() {
             None => match (delta, e.output_tokens.as_mut()) {
-                (true, Some(sofar)) => sofar.extend_from_slice(&self.ids),
-                _ => e.output_tokens = Some(self.ids.as_slice().to_vec()),
+                (true, Some(sofar)) => sofar.extend_from_slice(ids),
+                _ => e.output_tokens = Some(ids.to_vec()),
             },
             Some(h) => {
                 let a = e.answer.get_or_insert_default();
-                h.answer(a, e.hashed.as_deref(), &self.ids, delta);
+                h.answer(a, e.hashed.as_deref(), ids, delta);
             }
         }
     }
 
     /// The entry a request line for `id` fills: the current one unless it already has this kind
     /// of line (then the id was reused by a new request).
-    fn entry_for(&mut self, id: &str, is_details: bool) -> &mut Pending {
+    fn entry_for(&mut self, id: String, is_details: bool) -> &mut Pending {
         let i = self.entry_index(id, is_details);
         &mut self.entries[i]
     }
 
-    fn entry_index(&mut self, id: &str, is_details: bool) -> usize {
-        let reuse = match self.by_id.get(id) {
+    fn entry_index(&mut self, id: String, is_details: bool) -> usize {
+        let reuse = match self.by_id.get(&id) {
             Some(&i) => {
                 let e = &self.entries[i];
                 let taken = if is_details {
@@ -542,41 +635,63 @@ impl Collected {
         match reuse {
             Some(i) => i,
             None => {
+                let i = self.entries.len();
+                self.by_id.insert(id.clone(), i);
                 self.entries.push(Pending {
-                    id: id.to_string(),
+                    id,
                     ..Default::default()
                 });
-                let i = self.entries.len() - 1;
-                self.by_id.insert(id.to_string(), i);
                 i
             }
         }
     }
 }
 
-/// Handle one request-related message. `Ok(false)`: not a request line.
-fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, String> {
+/// A request-logger message, parsed; its id lists are ranges of the arena they were parsed
+/// into (`None`: the log says `None` or has no list).
+enum Message {
+    /// `Request ID details: prompt: ..., prompt_token_ids: [...]`.
+    Details {
+        id: String,
+        prompt_chars: Option<usize>,
+        ids: Option<Range<usize>>,
+    },
+    /// `Received request ID: ...`; `prompt`: the old format's prompt (characters, ids).
+    Received {
+        id: String,
+        max_tokens: Option<u32>,
+        prompt: Option<(Option<usize>, Option<Range<usize>>)>,
+    },
+    /// `Generated response ID ...`.
+    Generated {
+        id: String,
+        delta: bool,
+        ids: Option<Range<usize>>,
+    },
+}
+
+/// Parse one request-related message, its id lists appended to `arena`. `Ok(None)`: not a
+/// request line.
+fn parse_message(msg: &str, arena: &mut Vec<u32>) -> Result<Option<Message>, String> {
     if let Some(rest) = msg.strip_prefix("Request ") {
         // Request ID details: prompt: ..., prompt_token_ids: [...], prompt_embeds shape: ...
         let Some(sp) = rest.find(' ') else {
-            return Ok(false);
+            return Ok(None);
         };
         let (id, after) = (&rest[..sp], &rest[sp..]);
         let Some(body) = after.strip_prefix(" details: prompt: ") else {
-            return Ok(false);
+            return Ok(None);
         };
         let (used, prompt_chars) = scan_repr(body)?;
         let Some(list) = body[used..].strip_prefix(", prompt_token_ids: ") else {
             return Err("no \", prompt_token_ids: \" after the prompt".into());
         };
-        let (_, logged) = parse_id_list(list, "prompt_token_ids", &mut c.ids)?;
-        let i = c.entry_index(id, true);
-        c.set_prompt(i, logged);
-        let e = &mut c.entries[i];
-        e.has_details = true;
-        e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
-        e.prompt_chars = prompt_chars;
-        return Ok(true);
+        let (_, ids) = parse_id_list(list, "prompt_token_ids", arena)?;
+        return Ok(Some(Message::Details {
+            id: id.to_string(),
+            prompt_chars,
+            ids,
+        }));
     }
     if let Some(rest) = msg.strip_prefix("Received request ") {
         let Some(colon) = rest.find(": ") else {
@@ -589,28 +704,22 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
             let after = &prompt[used..];
             let marker = memmem::rfind(after.as_bytes(), b"prompt_token_ids: ")
                 .ok_or("no prompt_token_ids after the prompt")?;
-            let (_, logged) = parse_id_list(
+            let (_, ids) = parse_id_list(
                 &after[marker + "prompt_token_ids: ".len()..],
                 "prompt_token_ids",
-                &mut c.ids,
+                arena,
             )?;
-            let max = max_tokens(&after[..marker]);
-            let i = c.entry_index(id, false);
-            c.set_prompt(i, logged);
-            let e = &mut c.entries[i];
-            e.has_received = true;
-            e.has_details = true;
-            e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
-            e.prompt_chars = prompt_chars;
-            e.max_tokens = max;
-        } else {
-            let max = max_tokens(body);
-            let e = c.entry_for(id, false);
-            e.has_received = true;
-            e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
-            e.max_tokens = max;
+            return Ok(Some(Message::Received {
+                id: id.to_string(),
+                max_tokens: max_tokens(&after[..marker]),
+                prompt: Some((prompt_chars, ids)),
+            }));
         }
-        return Ok(true);
+        return Ok(Some(Message::Received {
+            id: id.to_string(),
+            max_tokens: max_tokens(body),
+            prompt: None,
+        }));
     }
     if let Some(rest) = msg.strip_prefix("Generated response ") {
         let end = rest
@@ -625,32 +734,84 @@ fn handle_message(c: &mut Collected, msg: &str, time: Tick) -> Result<bool, Stri
         } else if let Some(b) = body.strip_prefix(" (streaming complete)") {
             body = b;
         }
-        let logged = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
-            parse_id_list(list, "output_token_ids", &mut c.ids)?.1
+        let ids = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
+            parse_id_list(list, "output_token_ids", arena)?.1
         } else if let Some(out) = body.strip_prefix(": output: ") {
             let (used, _) = scan_repr(out)?;
             match out[used..].strip_prefix(", output_token_ids: ") {
-                Some(list) => parse_id_list(list, "output_token_ids", &mut c.ids)?.1,
-                None => false,
+                Some(list) => parse_id_list(list, "output_token_ids", arena)?.1,
+                None => None,
             }
         } else {
-            return Ok(false);
+            return Ok(None);
         };
-        let Some(&i) = c.by_id.get(id) else {
-            c.orphan_responses += 1;
-            return Ok(true);
-        };
-        let e = &mut c.entries[i];
-        e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
-        if logged {
-            if delta {
-                e.deltas.push((time, c.ids.len() as u32));
-            }
-            c.add_output(i, delta);
-        }
-        return Ok(true);
+        return Ok(Some(Message::Generated {
+            id: id.to_string(),
+            delta,
+            ids,
+        }));
     }
-    Ok(false)
+    Ok(None)
+}
+
+impl Collected {
+    /// Apply a parsed request message logged at `time` (its id lists in `arena`).
+    fn apply(&mut self, m: Message, arena: &[u32], time: Tick) {
+        let arrive = |e: &mut Pending| e.arrival = Some(e.arrival.map_or(time, |a| a.min(time)));
+        match m {
+            Message::Details {
+                id,
+                prompt_chars,
+                ids,
+            } => {
+                let i = self.entry_index(id, true);
+                self.set_prompt(i, ids.map(|r| &arena[r]));
+                let e = &mut self.entries[i];
+                e.has_details = true;
+                arrive(e);
+                e.prompt_chars = prompt_chars;
+            }
+            Message::Received {
+                id,
+                max_tokens,
+                prompt: Some((prompt_chars, ids)),
+            } => {
+                let i = self.entry_index(id, false);
+                self.set_prompt(i, ids.map(|r| &arena[r]));
+                let e = &mut self.entries[i];
+                e.has_received = true;
+                e.has_details = true;
+                arrive(e);
+                e.prompt_chars = prompt_chars;
+                e.max_tokens = max_tokens;
+            }
+            Message::Received {
+                id,
+                max_tokens,
+                prompt: None,
+            } => {
+                let e = self.entry_for(id, false);
+                e.has_received = true;
+                arrive(e);
+                e.max_tokens = max_tokens;
+            }
+            Message::Generated { id, delta, ids } => {
+                let Some(&i) = self.by_id.get(&id) else {
+                    self.orphan_responses += 1;
+                    return;
+                };
+                let e = &mut self.entries[i];
+                e.finish = Some(e.finish.map_or(time, |f| f.max(time)));
+                if let Some(r) = ids {
+                    let ids = &arena[r];
+                    if delta {
+                        e.deltas.push((time, ids.len() as u32));
+                    }
+                    self.add_output(i, delta, ids);
+                }
+            }
+        }
+    }
 }
 
 pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> {
@@ -660,8 +821,11 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
         memmem::find(text.as_bytes(), b" 02-29 ").is_some(),
         None,
     );
+    let mut arena = Vec::new();
     for (line_no, raw) in numbered_lines(text) {
-        p.line(line_no, raw)?;
+        arena.clear();
+        let line = parse_line(line_no, raw, &mut arena);
+        p.apply(line, &arena)?;
     }
     p.finish()
 }
@@ -674,9 +838,14 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
 /// `text_bytes` counts the bytes read.
 /// With `hash_block`, token ids are hashed into blocks of that many tokens as they are read and
 /// never kept ([`Content::Hashed`]).
+///
+/// Two threads share the work: one reads the text in chunks of a few MB, splits it into lines
+/// and parses each line on its own (stamp, request id, token id lists: [`parse_line`]); this
+/// one takes the parsed lines in order and does what needs the lines before (the clock, the
+/// requests, hashing). At most [`CHUNKS_IN_FLIGHT`] chunks wait between them.
 pub fn parse_reader(
     path: &Path,
-    reader: &mut dyn std::io::BufRead,
+    reader: &mut (dyn std::io::Read + Send),
     opts: &ReadOptions,
     leap_day: Option<bool>,
     hash_block: Option<u32>,
@@ -684,49 +853,247 @@ pub fn parse_reader(
 ) -> TraceResult<Trace> {
     let mut p = LineParser::new(path, opts, leap_day.unwrap_or(true), hash_block);
     p.find_leap_day = leap_day.is_none();
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut line_no = 0usize;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| TraceError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        *text_bytes += n as u64;
-        line_no += 1;
-        let line = match std::str::from_utf8(&buf) {
-            Ok(l) => l,
-            Err(_) => {
-                return Err(TraceError::invalid(
-                    path,
-                    line_no,
-                    "is not UTF-8 text: this looks like a binary file, not a trace",
-                ))
-            }
-        };
-        if line.contains('\0') {
-            return Err(TraceError::invalid(
-                path,
-                line_no,
-                "contains NUL bytes: this looks like a binary file, not a trace",
-            ));
-        }
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        p.line(line_no, line)?;
-    }
+    read_lines(&mut p, reader, CHUNK_BYTES, text_bytes)?;
     if p.lines == 0 {
         return Err(TraceError::invalid(path, 0, "the file is empty"));
     }
     p.finish()
 }
 
-/// The line loop of [`parse`] and [`parse_reader`]: one line at a time, then [`Self::finish`].
+/// [`parse_reader`]'s two threads: the lines of `reader`, read `chunk_bytes` at a time, into
+/// `p`.
+fn read_lines(
+    p: &mut LineParser,
+    reader: &mut (dyn std::io::Read + Send),
+    chunk_bytes: usize,
+    text_bytes: &mut u64,
+) -> TraceResult<()> {
+    let path = p.path;
+    std::thread::scope(|s| -> TraceResult<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
+        let splitter = std::thread::Builder::new()
+            .name("vllm-log-lines".into())
+            .spawn_scoped(s, move || {
+                split_lines(path, reader, chunk_bytes, &tx, &back_rx)
+            })
+            .map_err(|e| TraceError::io(path, e))?;
+        let mut result = Ok(());
+        'chunks: for mut chunk in &rx {
+            for line in chunk.lines.drain(..) {
+                if let Err(e) = p.apply(line, &chunk.ids) {
+                    result = Err(e);
+                    break 'chunks;
+                }
+            }
+            if let Some(e) = chunk.end.take() {
+                result = Err(e);
+                break;
+            }
+            // the reader thread may have finished: then the chunk is not needed back
+            let _ = back_tx.send(chunk);
+        }
+        // a stop on an error drops the channel: the reader thread's next send fails and it ends
+        drop(rx);
+        match splitter.join() {
+            Ok(bytes) => *text_bytes += bytes,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        result
+    })
+}
+
+/// Chunks of parsed lines on their way from the reader thread ([`parse_reader`]).
+const CHUNKS_IN_FLIGHT: usize = 2;
+/// Bytes of text read at a time by the reader thread (more for a longer line).
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Lines parsed by the reader thread, in order; their id lists in `ids`.
+#[derive(Default)]
+struct Chunk {
+    lines: Vec<ParsedLine>,
+    ids: Vec<u32>,
+    /// The error that stopped reading, after `lines`.
+    end: Option<TraceError>,
+}
+
+/// The reader thread of [`parse_reader`]: read `reader` in `chunk_bytes` pieces, split them
+/// into lines, parse each one ([`parse_line`]) and send them on in chunks (taking emptied ones
+/// back from `recycled`). Returns the bytes read. Stops at the end of the text, at the first
+/// line that is not text (not UTF-8, a NUL byte: sent as the chunk's `end`), or when `tx`'s
+/// receiver is gone.
+fn split_lines(
+    path: &Path,
+    reader: &mut (dyn std::io::Read + Send),
+    chunk_bytes: usize,
+    tx: &std::sync::mpsc::SyncSender<Chunk>,
+    recycled: &std::sync::mpsc::Receiver<Chunk>,
+) -> u64 {
+    let mut buf = vec![0u8; chunk_bytes.max(1)];
+    // buf[..end] holds text read and not yet split (the start of an unfinished line first)
+    let mut end = 0usize;
+    let mut line_no = 0usize;
+    let mut bytes = 0u64;
+    let mut eof = false;
+    while !eof {
+        // read at least once (what is left is an unfinished line), then up to half the buffer
+        // or more: a read then asks for at least half of it, so a `BufReader` underneath
+        // (1 MiB) hands large reads straight through
+        let mut reads = 0;
+        while reads == 0 || end < buf.len().div_ceil(2) {
+            reads += 1;
+            if end == buf.len() {
+                // one line longer than the buffer
+                buf.resize(buf.len() * 2, 0);
+            }
+            match reader.read(&mut buf[end..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let chunk = Chunk {
+                        end: Some(TraceError::io(path, e)),
+                        ..Default::default()
+                    };
+                    let _ = tx.send(chunk);
+                    return bytes;
+                }
+            }
+        }
+        // whole lines (at the end of the text, the last one without its newline too)
+        let whole = if eof {
+            end
+        } else {
+            match memchr::memrchr(b'\n', &buf[..end]) {
+                Some(nl) => nl + 1,
+                None => continue,
+            }
+        };
+        let mut chunk = recycled.try_recv().unwrap_or_default();
+        chunk.lines.clear();
+        chunk.ids.clear();
+        // the lines up to the first one that is not text, then that line's error
+        let (text, bad) = text_lines(&buf[..whole]);
+        let good = text.len();
+        let mut pos = 0;
+        while pos < good {
+            let nl = memchr::memchr(b'\n', &text.as_bytes()[pos..]).map_or(good, |n| pos + n);
+            line_no += 1;
+            let line = text[pos..nl].trim_end_matches('\r');
+            if !line.trim().is_empty() {
+                chunk.lines.push(parse_line(line_no, line, &mut chunk.ids));
+            }
+            pos = nl + 1;
+        }
+        bytes += good as u64;
+        if let Some(reason) = bad {
+            chunk.end = Some(TraceError::invalid(path, line_no + 1, reason));
+            let _ = tx.send(chunk);
+            return bytes;
+        }
+        if tx.send(chunk).is_err() {
+            return bytes;
+        }
+        buf.copy_within(whole..end, 0);
+        end -= whole;
+    }
+    bytes
+}
+
+/// The text of `text` (whole lines) up to the first line that is not UTF-8 or holds a NUL
+/// byte, and why that line is not text (`None`: all of it is).
+fn text_lines(text: &[u8]) -> (&str, Option<&'static str>) {
+    let line_start = |at: usize| memchr::memrchr(b'\n', &text[..at]).map_or(0, |n| n + 1);
+    let (valid, utf8_bad) = match std::str::from_utf8(text) {
+        Ok(t) => (t, None),
+        Err(e) => {
+            let upto = e.valid_up_to();
+            let valid = std::str::from_utf8(&text[..upto]).unwrap_or_default();
+            (valid, Some(line_start(upto)))
+        }
+    };
+    let nul_bad = memchr::memchr(0, valid.as_bytes()).map(line_start);
+    const NOT_UTF8: &str = "is not UTF-8 text: this looks like a binary file, not a trace";
+    const NUL: &str = "contains NUL bytes: this looks like a binary file, not a trace";
+    let (cut, reason) = match (utf8_bad, nul_bad) {
+        // a line that is both is reported as not UTF-8 (the check made first)
+        (Some(u), Some(n)) if n < u => (n, NUL),
+        (None, Some(n)) => (n, NUL),
+        (Some(u), _) => (u, NOT_UTF8),
+        (None, None) => return (valid, None),
+    };
+    (&valid[..cut], Some(reason))
+}
+
+/// What one line says, parsed on its own (no state of the lines before): what the reader
+/// thread of [`parse_reader`] does. Its id lists are in the arena it was parsed with.
+struct ParsedLine {
+    line_no: usize,
+    /// Stamped 02-29.
+    leap_day: bool,
+    kind: LineKind,
+    /// An `LMCache ... Reqid:` line (looked for on every line but a request message).
+    lmcache: Option<Result<(String, LmcacheLookup), String>>,
+}
+
+enum LineKind {
+    Other,
+    /// A request-logger line whose prefix cannot be read.
+    BadPrefix,
+    /// A message that starts like a request-logger one: its stamp counts in the log's order
+    /// whether it parses or not.
+    Request(Stamp, Result<Option<Message>, String>),
+}
+
+/// Parse one non-blank line (`\r` and `\n` removed), 1-based `line_no`, its id lists appended
+/// to `arena`.
+fn parse_line(line_no: usize, raw: &str, arena: &mut Vec<u32>) -> ParsedLine {
+    let cleaned;
+    let line = if memchr::memchr(b'\x1b', raw.as_bytes()).is_some() {
+        cleaned = strip_ansi(raw);
+        cleaned.as_str()
+    } else {
+        raw
+    };
+    let prefix = parse_prefix(line);
+    let leap_day = prefix
+        .as_ref()
+        .is_some_and(|l| l.stamp.month == 2 && l.stamp.day == 29);
+    let kind = match prefix {
+        // a request line whose level and time cannot be read would be lost silently (and its
+        // request then blamed on VLLM_LOGGING_LEVEL)
+        None if looks_like_request_line(line) => LineKind::BadPrefix,
+        Some(l)
+            if l.msg.starts_with("Request ")
+                || l.msg.starts_with("Received request ")
+                || l.msg.starts_with("Generated response ") =>
+        {
+            LineKind::Request(l.stamp, parse_message(l.msg, arena))
+        }
+        _ => LineKind::Other,
+    };
+    let lmcache = match &kind {
+        LineKind::Other | LineKind::Request(_, Ok(None))
+            if memmem::find(line.as_bytes(), b"Reqid: ").is_some()
+                && memmem::find(line.as_bytes(), b"LMCache").is_some() =>
+        {
+            Some(parse_lmcache(line))
+        }
+        _ => None,
+    };
+    ParsedLine {
+        line_no,
+        leap_day,
+        kind,
+        lmcache,
+    }
+}
+
+/// The line loop of [`parse`] and [`parse_reader`]: one parsed line at a time, in order, then
+/// [`Self::finish`].
 struct LineParser<'a> {
     path: &'a Path,
     opts: &'a ReadOptions,
@@ -764,58 +1131,42 @@ impl<'a> LineParser<'a> {
         }
     }
 
-    /// One non-blank line (`\r` and `\n` removed), 1-based `line_no`.
-    fn line(&mut self, line_no: usize, raw: &str) -> TraceResult<()> {
+    /// One parsed non-blank line, its id lists in `arena`.
+    fn apply(&mut self, line: ParsedLine, arena: &[u32]) -> TraceResult<()> {
         let (path, opts) = (self.path, self.opts);
+        let line_no = line.line_no;
         self.lines += 1;
-        let cleaned;
-        let line = if raw.contains('\x1b') {
-            cleaned = strip_ansi(raw);
-            cleaned.as_str()
-        } else {
-            raw
-        };
-        let prefix = parse_prefix(line);
-        if let Some(l) = &prefix {
-            self.leap_day_stamped |= l.stamp.month == 2 && l.stamp.day == 29;
-        }
-        if prefix.is_none() && looks_like_request_line(line) {
-            // a request line whose level and time cannot be read would be lost silently (and
-            // its request then blamed on VLLM_LOGGING_LEVEL)
-            let err = TraceError::invalid(
-                path,
-                line_no,
-                "a request line whose prefix is not `[(APIServer pid=N) ]LEVEL MM-DD \
-                 HH:MM:SS[.f] [file.py:N] `: fix or remove the line (or --skip-invalid)",
-            );
-            return opts.skip_or_fail(&mut self.trace, err);
-        }
-        if let Some(l) = prefix {
-            let msg = l.msg;
-            if msg.starts_with("Request ")
-                || msg.starts_with("Received request ")
-                || msg.starts_with("Generated response ")
-            {
+        self.leap_day_stamped |= line.leap_day;
+        match line.kind {
+            LineKind::BadPrefix => {
+                let err = TraceError::invalid(
+                    path,
+                    line_no,
+                    "a request line whose prefix is not `[(APIServer pid=N) ]LEVEL MM-DD \
+                     HH:MM:SS[.f] [file.py:N] `: fix or remove the line (or --skip-invalid)",
+                );
+                return opts.skip_or_fail(&mut self.trace, err);
+            }
+            LineKind::Request(stamp, message) => {
                 self.clock.line = line_no;
-                let time = self
-                    .c
-                    .runs
-                    .tick(self.clock.at(&l.stamp), l.stamp.resolution);
-                match handle_message(&mut self.c, msg, time) {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {}
+                let time = self.c.runs.tick(self.clock.at(&stamp), stamp.resolution);
+                match message {
+                    Ok(Some(m)) => {
+                        self.c.apply(m, arena, time);
+                        return Ok(());
+                    }
+                    Ok(None) => {}
                     Err(reason) => {
                         let err = TraceError::invalid(path, line_no, reason);
                         return opts.skip_or_fail(&mut self.trace, err);
                     }
                 }
             }
+            LineKind::Other => {}
         }
-        if memmem::find(line.as_bytes(), b"Reqid: ").is_some()
-            && memmem::find(line.as_bytes(), b"LMCache").is_some()
-        {
+        if let Some(lookup) = line.lmcache {
             self.lmcache_lines += 1;
-            match parse_lmcache(line) {
+            match lookup {
                 Ok(r) => self.c.lmcache.push(r),
                 Err(reason) => {
                     let err = TraceError::invalid(path, line_no, reason);
@@ -1576,5 +1927,207 @@ mod tests {
         let t = read(&[line("0"), line("5")].concat()).unwrap();
         assert_eq!(t.requests.len(), 2);
         assert_eq!(t.requests[1].timestamp, 5.0);
+    }
+
+    /// A list read by `parse_id_list`, by the careful parser alone.
+    type Both = (
+        Result<(usize, Option<Vec<u32>>), String>,
+        Result<Vec<u32>, String>,
+    );
+
+    /// `parse_id_list` on `s`, and what the careful parser alone gives.
+    fn both_ways(s: &str) -> Both {
+        let mut arena = vec![7];
+        let fast = parse_id_list(s, "ids", &mut arena)
+            .map(|(used, r)| (used, r.map(|r| arena[r].to_vec())));
+        assert_eq!(arena[0], 7, "{s}: the arena's earlier ids are kept");
+        if fast.is_err() {
+            assert_eq!(arena.len(), 1, "{s}: nothing is left behind on an error");
+        }
+        let mut ids = Vec::new();
+        let careful = parse_ids_checked(s.as_bytes(), "ids", &mut ids).map(|_| ids);
+        (fast, careful)
+    }
+
+    #[test]
+    fn id_lists_read_eight_bytes_at_a_time_read_as_the_careful_parser_does() {
+        let cases = [
+            "[]",
+            "[0]",
+            "[1, 2, 3]",
+            "[151644, 8948, 198]",
+            "[01, 007]",
+            "[4294967295]",
+            "[1234567, 12345678, 123456789, 1234567890]",
+            "[4294967296]",
+            "[12345678901]",
+            "[ 1 ,2 ]",
+            "[1,2]",
+            "[1, ]",
+            "[",
+            "[1, 2",
+            "[1, 2, x]",
+            "[-1]",
+            "x",
+            "[1]]",
+            "[1, 2], tail",
+            "[99999999, 9], prompt_embeds shape: None.",
+        ];
+        for s in cases {
+            let (fast, careful) = both_ways(s);
+            match (fast, careful) {
+                (Ok((_, Some(a))), Ok(b)) => assert_eq!(a, b, "{s}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{s}"),
+                (a, b) => panic!("{s}: {a:?} vs {b:?}"),
+            }
+        }
+        assert_eq!(both_ways("None, x").0, Ok((4, None)));
+        // every digit count at every distance from the end of the text, and after it
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for len in 0..40 {
+            let ids: Vec<u32> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let digits = 1 + (i + len) % 10;
+                    (x % 10u64.pow(digits as u32)).min(u32::MAX as u64) as u32
+                })
+                .collect();
+            let list = format!("{ids:?}");
+            for tail in ["", "]", ", finish_reason: stop", "9"] {
+                let s = format!("{list}{tail}");
+                let (fast, _) = both_ways(&s);
+                assert_eq!(fast, Ok((list.len(), Some(ids.clone()))), "{s}");
+            }
+        }
+    }
+
+    fn fixture(name: &str) -> String {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    /// [`parse_reader`]'s threads reading `chunk_bytes` at a time.
+    fn read_in_chunks(text: &str, chunk_bytes: usize, opts: &ReadOptions) -> TraceResult<Trace> {
+        let mut p = LineParser::new(Path::new(P), opts, true, None);
+        p.find_leap_day = true;
+        let mut bytes = 0;
+        read_lines(&mut p, &mut text.as_bytes(), chunk_bytes, &mut bytes)?;
+        assert_eq!(bytes, text.len() as u64, "every byte is counted");
+        p.finish()
+    }
+
+    #[test]
+    fn the_reader_thread_splits_lines_across_chunks_as_the_whole_text_is() {
+        for name in [
+            "vllm_new_small.log",
+            "vllm_old_small.log",
+            "vllm_lmcache.log",
+        ] {
+            let text = fixture(name);
+            let whole = format!("{:?}", read(&text).unwrap());
+            // lines cut at every kind of place, lines longer than a chunk, no final newline
+            for chunk in [1, 7, 100, 4096, 1 << 20] {
+                for text in [text.clone(), text.trim_end().replace('\n', "\r\n")] {
+                    let t = read_in_chunks(&text, chunk, &ReadOptions::default()).unwrap();
+                    assert_eq!(format!("{t:?}"), whole, "{name} in {chunk}-byte chunks");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_thread_reports_the_first_bad_line() {
+        let good = "DEBUG 01-01 00:00:00 [l.py:1] Request a details: prompt: 'p', prompt_token_ids: [1], prompt_embeds shape: None.\n";
+        let cut = "DEBUG 01-01 00:00:01 [l.py:1] Request b details: prompt: 'p', prompt_token_ids: [1, 2\n";
+        let strict = ReadOptions::default();
+        let skip = ReadOptions {
+            skip_invalid: true,
+            ..Default::default()
+        };
+        for chunk in [5, 64, 1 << 20] {
+            let err = |text: &str, opts: &ReadOptions| {
+                read_in_chunks(text, chunk, opts).unwrap_err().to_string()
+            };
+            // a bad line before a line that is not text is reported first
+            let text = format!("{good}\n{cut}x\0y\n{good}");
+            assert!(err(&text, &strict).contains("v.log:3: prompt_token_ids is cut off"));
+            assert!(err(&text, &skip).contains("v.log:4: contains NUL bytes"));
+            let bytes = [good.as_bytes(), b"\xff\xfe\n", good.as_bytes()].concat();
+            let mut p = LineParser::new(Path::new(P), &strict, true, None);
+            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, &mut 0).unwrap_err();
+            assert!(e.to_string().contains("v.log:2: is not UTF-8"), "{e}");
+            // a NUL before a bad byte on the same line: not UTF-8, as when read whole
+            let bytes = [good.as_bytes(), b"\0\xff\n"].concat();
+            let mut p = LineParser::new(Path::new(P), &strict, true, None);
+            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, &mut 0).unwrap_err();
+            assert!(e.to_string().contains("v.log:2: is not UTF-8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn prompt_text_scanned_eight_bytes_at_a_time_counts_as_one_at_a_time() {
+        // the same scan, one byte at a time
+        fn slow(s: &str) -> Result<(usize, usize), ()> {
+            let b = s.as_bytes();
+            let q = b[0];
+            let (mut i, mut chars) = (1, 0);
+            while let Some(&c) = b.get(i) {
+                if c == b'\\' {
+                    i += match b.get(i + 1).ok_or(())? {
+                        b'x' => 4,
+                        b'u' => 6,
+                        b'U' => 10,
+                        _ => 2,
+                    };
+                    chars += 1;
+                } else if c == q {
+                    return Ok((i + 1, chars));
+                } else {
+                    chars += (c & 0xC0 != 0x80) as usize;
+                    i += 1;
+                }
+            }
+            Err(())
+        }
+        let pieces = [
+            "a",
+            "é",
+            "€",
+            "😀",
+            "\\n",
+            "\\'",
+            "\\\\",
+            "\\x0b",
+            "\\u2028",
+            "\\U0001f600",
+            "\"",
+            " ",
+            "'",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for n in 0..400 {
+            let q = if n % 2 == 0 { '\'' } else { '"' };
+            let mut s = q.to_string();
+            for _ in 0..n % 37 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let p = pieces[(x % pieces.len() as u64) as usize];
+                if !p.contains(q) || p.starts_with('\\') {
+                    s.push_str(p);
+                }
+            }
+            for end in [
+                format!("{q}, prompt_token_ids: [1]"),
+                String::new(),
+                "\\".into(),
+            ] {
+                let text = format!("{s}{end}");
+                let fast = scan_repr(&text).map(|(used, chars)| (used, chars.unwrap()));
+                assert_eq!(fast.map_err(|_| ()), slow(&text), "{text}");
+            }
+        }
     }
 }
