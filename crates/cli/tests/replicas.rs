@@ -365,3 +365,25 @@ fn plot_draws_several_simulate_fleet_runs_as_lines_per_router() {
     let html = std::fs::read_to_string(plots.join("report.html")).unwrap();
     assert!(html.contains("3 fleet rows"), "{html}");
 }
+
+#[test]
+fn serve_refuses_a_kv_events_config_vllm_would_not_take() {
+    for (json, want) in [
+        (r#"{"enable_kv_cache_event": true}"#, "unknown field"),
+        (
+            r#"{"enable_kv_cache_events": true, "publisher": "kafka"}"#,
+            "expected zmq or null",
+        ),
+    ] {
+        let out = common::bin()
+            .args(["serve", "--port", "0", "--kv-events-config", json])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{json}");
+        assert!(
+            err.contains("--kv-events-config") && err.contains(want),
+            "{err}"
+        );
+    }
+}

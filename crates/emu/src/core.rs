@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use crate::engine::{Engine, Prompt, ReqKey, StepReport, SubmitError};
+use crate::kv_events::{KvEvent, KvEventBatch, KvEventTracker};
 use crate::metrics::Metrics;
 use crate::tokenizer::Tokenizer;
 use inferencelab_trace::vllm_log::write::{LogFormat, RequestInfo, Stamp};
@@ -199,6 +200,8 @@ pub struct Core {
     window_prompt: u64,
     window_generation: u64,
     last_window_nonzero: bool,
+    /// `--kv-events-config`: the pool's changes, sent to the publisher task after each step.
+    kv: Option<(KvEventTracker, UnboundedSender<KvEventBatch>)>,
 }
 
 /// How long before a step's end the core stops sleeping and spins (sleeping threads wake late by
@@ -234,6 +237,24 @@ impl Core {
             window_prompt: 0,
             window_generation: 0,
             last_window_nonzero: false,
+            kv: None,
+        }
+    }
+
+    /// Publish vLLM's KV cache events of every step to `to` (`--kv-events-config`).
+    pub fn with_kv_events(mut self, to: UnboundedSender<KvEventBatch>) -> Self {
+        let tracker = KvEventTracker::new(self.engine.config().block_size);
+        self.kv = Some((tracker, to));
+        self
+    }
+
+    fn send_kv(&mut self, events: Vec<KvEvent>, at_us: u64) {
+        if let (Some((_, to)), false) = (&self.kv, events.is_empty()) {
+            let _ = to.send(KvEventBatch {
+                ts: (self.cfg.epoch_us + at_us) as f64 / 1e6,
+                events,
+                data_parallel_rank: None,
+            });
         }
     }
 
@@ -280,6 +301,7 @@ impl Core {
                     Vec::new()
                 };
                 let prompt_len = s.prompt.len() as u64;
+                let kv_prompt = self.kv.as_ref().map(|_| s.prompt.tokens.clone());
                 // the answer's token ids, drawn up front: the engine caches its blocks
                 let mut rng = s
                     .sample_seed
@@ -312,8 +334,11 @@ impl Core {
                         finish_reason,
                         stop_reason,
                     });
-                if let Ok(Accepted { key, .. }) = &result {
+                if let Ok(Accepted { key, output, .. }) = &result {
                     let key = *key;
+                    if let (Some((kv, _)), Some(p)) = (self.kv.as_mut(), &kv_prompt) {
+                        kv.submitted(key, p, output);
+                    }
                     // vLLM's RequestLogger writes the request when the API server gets it
                     if self.cfg.log_requests {
                         let text = self
@@ -347,7 +372,12 @@ impl Core {
                 true
             }
             Command::ResetPrefixCache(reply) => {
-                let _ = reply.send(self.engine.reset_prefix_cache());
+                let done = self.engine.reset_prefix_cache();
+                if let Some((kv, _)) = self.kv.as_mut().filter(|_| done) {
+                    let events = kv.cleared();
+                    self.send_kv(events, self.engine.now_us());
+                }
+                let _ = reply.send(done);
                 true
             }
             Command::Cancel => false,
@@ -356,6 +386,9 @@ impl Core {
 
     fn abort(&mut self, key: ReqKey) {
         self.engine.abort(key);
+        if let Some((kv, _)) = self.kv.as_mut() {
+            kv.forget(key);
+        }
         if self.streams.remove(&key).is_some() {
             if let Ok(mut m) = self.metrics.lock() {
                 m.count_finish("abort");
@@ -410,6 +443,10 @@ impl Core {
             self.publish(Some((&rep, &itl)));
             self.send(&tokens, deadline);
             self.after_step(&rep);
+            if let Some((kv, _)) = self.kv.as_mut() {
+                let events = kv.after_step(&self.engine, &rep);
+                self.send_kv(events, rep.end_us);
+            }
             for key in std::mem::take(&mut self.deferred_aborts) {
                 self.abort(key);
             }

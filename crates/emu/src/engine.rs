@@ -469,6 +469,14 @@ impl Engine {
         self.sched.pool.cache.evictions
     }
 
+    /// Whether the GPU cache holds the block of chained hash `hash` now (`--kv-events-config`
+    /// diffs this step to step to publish vLLM's `BlockStored` / `BlockRemoved`).
+    pub fn gpu_block_cached(&self, hash: u64) -> bool {
+        self.gpu_ids
+            .get(&hash)
+            .is_some_and(|&id| self.sched.pool.cache.contains(id))
+    }
+
     /// LMCache's CPU tier: chunks held and chunks evicted.
     pub fn cpu_chunks(&self) -> Option<(u64, u64)> {
         self.lm

@@ -17,11 +17,24 @@
 //!   `BlockRemoved {block_hashes, medium}`, `AllBlocksCleared {}`. Block hashes are integers
 //!   (vLLM's `ExternalBlockHash` is `bytes | int`; the emulator's are 64-bit ints).
 //!
-//! Not yet (issue 21, partial): the replay socket (`replay_endpoint`) is refused, and
-//! `serve` does not publish yet (this module is the format and the publisher; wiring it into
-//! the engine's block pool comes with the emulator's server split).
+//! What `serve --kv-events-config` publishes ([`KvEventTracker`]): after every engine step, the
+//! blocks the GPU pool lost (`BlockRemoved`, one event per step) and the blocks it gained
+//! (`BlockStored`, one event per request and run of new consecutive blocks, with their tokens
+//! and the parent's hash), in one batch stamped with the step's end. Hashes are the emulator's
+//! chained 64-bit block hashes (vLLM's are sha256 of its own chain: a consumer that recomputes
+//! hashes from token ids, rather than reading the events', sees other numbers).
+//!
+//! Deviations from vLLM, which emits an event inside the step as the pool changes: a block
+//! evicted and cached again within one step is in neither list (the diff sees no change), and
+//! the order inside a step is removals first, then stores.
+//!
+//! Not yet (issue 21, partial): the replay socket (`replay_endpoint`) is refused.
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, ReqKey, StepReport};
+use inferencelab_trace::hash::chained_block_hashes;
 
 /// `--kv-events-config`, vLLM's `KVEventsConfig`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -217,6 +230,147 @@ impl ZmqPublisher {
     }
 }
 
+/// One request as the tracker follows it: its cached sequence (prompt + output - 1 tokens, as
+/// the engine caches it), its full blocks' hashes, the first block not yet seen cached.
+struct Tracked {
+    tokens: Vec<u32>,
+    hashes: Vec<u64>,
+    next: usize,
+    admitted: bool,
+}
+
+/// The GPU pool's changes, step by step, as vLLM's KV events (see the module's top).
+pub struct KvEventTracker {
+    block_size: usize,
+    requests: FxHashMap<ReqKey, Tracked>,
+    /// Blocks announced stored and not removed since.
+    stored: FxHashSet<u64>,
+    evictions: u64,
+}
+
+impl KvEventTracker {
+    pub fn new(block_size: u32) -> Self {
+        KvEventTracker {
+            block_size: block_size.max(1) as usize,
+            requests: FxHashMap::default(),
+            stored: FxHashSet::default(),
+            evictions: 0,
+        }
+    }
+
+    /// The engine took request `key` with this prompt and answer (drawn up front).
+    pub fn submitted(&mut self, key: ReqKey, prompt: &[u32], output: &[u32]) {
+        let mut tokens = prompt.to_vec();
+        tokens.extend_from_slice(&output[..output.len().saturating_sub(1)]);
+        let hashes = chained_block_hashes(&tokens, self.block_size);
+        self.requests.insert(
+            key,
+            Tracked {
+                tokens,
+                hashes,
+                next: 0,
+                admitted: false,
+            },
+        );
+    }
+
+    /// The request left without finishing (aborted).
+    pub fn forget(&mut self, key: ReqKey) {
+        self.requests.remove(&key);
+    }
+
+    /// The prefix cache was reset: everything is gone.
+    pub fn cleared(&mut self) -> Vec<KvEvent> {
+        self.stored.clear();
+        for t in self.requests.values_mut() {
+            t.next = 0;
+        }
+        vec![KvEvent::AllBlocksCleared {}]
+    }
+
+    /// The events of the step `rep` just ran on `engine`.
+    pub fn after_step(&mut self, engine: &Engine, rep: &StepReport) -> Vec<KvEvent> {
+        let mut events = Vec::new();
+        // removals: only a step that evicted can have lost a block
+        if engine.gpu_evictions() != self.evictions
+            || engine.gpu_cached_blocks() < self.stored.len() as u64
+        {
+            self.evictions = engine.gpu_evictions();
+            let mut gone: Vec<u64> = self
+                .stored
+                .iter()
+                .copied()
+                .filter(|&h| !engine.gpu_block_cached(h))
+                .collect();
+            if !gone.is_empty() {
+                gone.sort_unstable();
+                let set: FxHashSet<u64> = gone.iter().copied().collect();
+                for h in &gone {
+                    self.stored.remove(h);
+                }
+                // a request that had such a block cached may cache it again
+                for t in self.requests.values_mut() {
+                    if let Some(i) = t.hashes[..t.next].iter().position(|x| set.contains(x)) {
+                        t.next = i;
+                    }
+                }
+                events.push(KvEvent::BlockRemoved {
+                    block_hashes: gone,
+                    medium: Some("GPU".into()),
+                });
+            }
+        }
+        for a in &rep.admitted {
+            if let Some(t) = self.requests.get_mut(&a.key) {
+                t.admitted = true;
+            }
+        }
+        // stores: the running requests' blocks from the first one not yet seen cached
+        let bs = self.block_size;
+        let mut keys: Vec<ReqKey> = self
+            .requests
+            .iter()
+            .filter(|(_, t)| t.admitted && t.next < t.hashes.len())
+            .map(|(&k, _)| k)
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            let t = self.requests.get_mut(&key).expect("listed");
+            let mut run: Option<(usize, usize)> = None;
+            let mut flush = |run: &mut Option<(usize, usize)>, t: &Tracked| {
+                if let Some((from, to)) = run.take() {
+                    events.push(KvEvent::BlockStored {
+                        block_hashes: t.hashes[from..to].to_vec(),
+                        parent_block_hash: from.checked_sub(1).map(|p| t.hashes[p]),
+                        token_ids: t.tokens[from * bs..to * bs].to_vec(),
+                        block_size: bs as u32,
+                        lora_id: None,
+                        medium: Some("GPU".into()),
+                        lora_name: None,
+                    });
+                }
+            };
+            while t.next < t.hashes.len() && engine.gpu_block_cached(t.hashes[t.next]) {
+                let h = t.hashes[t.next];
+                if self.stored.insert(h) {
+                    match &mut run {
+                        Some((_, to)) => *to = t.next + 1,
+                        None => run = Some((t.next, t.next + 1)),
+                    }
+                } else {
+                    flush(&mut run, t);
+                }
+                t.next += 1;
+            }
+            flush(&mut run, t);
+        }
+        for f in &rep.finished {
+            self.requests.remove(&f.key);
+        }
+        events
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +415,98 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(ours, vllm);
+    }
+
+    /// Drive an engine with a small pool (evicting) and check after every step that the
+    /// events, replayed, give exactly the blocks the pool holds (among every block any request
+    /// could cache), that stored blocks carry their tokens and parent, and that removals happen.
+    #[test]
+    fn the_events_replayed_are_the_pool_step_by_step() {
+        use crate::engine::tests::{answer, config};
+        use crate::engine::Prompt;
+        let mut engine = Engine::new(config(40, None));
+        let bs = engine.config().block_size as usize;
+        let mut tracker = KvEventTracker::new(engine.config().block_size);
+        let mut every: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        let mut held: FxHashSet<u64> = FxHashSet::default();
+        let (mut stores, mut removes) = (0, 0);
+        let mut now = 0u64;
+        for round in 0..12u32 {
+            // conversations of 3 turns over 4 shared system prompts: hits, evictions
+            let sys = round % 4;
+            let prompt: Vec<u32> = (0..(64 + 16 * (round % 3)))
+                .map(|i| {
+                    if i < 48 {
+                        sys * 1000 + i
+                    } else {
+                        50_000 + round * 100 + i
+                    }
+                })
+                .collect();
+            let out = answer(20 + round);
+            let key = engine
+                .submit(
+                    Prompt::for_config(prompt.clone(), engine.config()),
+                    out.clone(),
+                    now,
+                )
+                .unwrap();
+            tracker.submitted(key, &prompt, &out);
+            let mut seq = prompt.clone();
+            seq.extend_from_slice(&out[..out.len() - 1]);
+            for (h, blk) in chained_block_hashes(&seq, bs)
+                .into_iter()
+                .zip(seq.chunks_exact(bs))
+            {
+                every.insert(h, blk.to_vec());
+            }
+            while let Some(rep) = engine.step(now) {
+                now = rep.end_us;
+                for e in tracker.after_step(&engine, &rep) {
+                    match e {
+                        KvEvent::BlockStored {
+                            block_hashes,
+                            parent_block_hash,
+                            token_ids,
+                            ..
+                        } => {
+                            stores += 1;
+                            assert_eq!(token_ids.len(), block_hashes.len() * bs);
+                            for (h, blk) in block_hashes.iter().zip(token_ids.chunks(bs)) {
+                                assert_eq!(every[h], blk, "a stored block's tokens");
+                                assert!(held.insert(*h), "stored twice without a removal");
+                            }
+                            if let Some(p) = parent_block_hash {
+                                assert!(every.contains_key(&p));
+                            }
+                        }
+                        KvEvent::BlockRemoved { block_hashes, .. } => {
+                            removes += 1;
+                            for h in block_hashes {
+                                assert!(held.remove(&h), "removed a block never stored");
+                            }
+                        }
+                        KvEvent::AllBlocksCleared {} => held.clear(),
+                    }
+                }
+                let cached: FxHashSet<u64> = every
+                    .keys()
+                    .copied()
+                    .filter(|&h| engine.gpu_block_cached(h))
+                    .collect();
+                assert_eq!(
+                    held, cached,
+                    "round {round}: the events replayed are the pool"
+                );
+                if engine.is_idle() {
+                    break;
+                }
+            }
+        }
+        assert!(engine.gpu_evictions() > 0 && removes > 0 && stores > 10);
+        // a reset clears everything
+        assert!(engine.reset_prefix_cache());
+        assert_eq!(tracker.cleared(), [KvEvent::AllBlocksCleared {}]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use inferencelab_cache::PolicyConfig;
 use inferencelab_emu::engine::{
     EngineConfig, LmcacheMode as EngineLmcacheMode, LmcacheTier, MpEviction,
 };
+use inferencelab_emu::kv_events::KvEventsConfig;
 use inferencelab_emu::server::{self, ServerConfig};
 use inferencelab_emu::timing::{GpuProfile, Timing};
 use inferencelab_models as models;
@@ -59,6 +60,13 @@ struct ServeOpts {
     /// LOG_FILE's `STEM.replicaK.EXT`. For a router in front (docs/replicas.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     replicas: u16,
+    /// vLLM's --kv-events-config JSON: publish the GPU cache's BlockStored / BlockRemoved /
+    /// AllBlocksCleared events on ZMQ in vLLM's wire format (docs/replicas.md), e.g.
+    /// '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557", "topic": "kv-events"}'.
+    /// With --replicas, replica k publishes on the endpoint's port + k. Hashes are the
+    /// emulator's 64-bit chained block hashes, not vLLM's sha256.
+    #[arg(long, value_parser = parse_kv_events)]
+    kv_events_config: Option<KvEventsConfig>,
     /// Name clients use in `model` (default: the model as given).
     #[arg(long)]
     served_model_name: Option<String>,
@@ -338,6 +346,7 @@ pub fn run(raw: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or(Seconds::try_from(5.0).map_err(anyhow::Error::msg)?),
     };
     cfg.keep_alive_timeout = (keep_alive.get() > 0.0).then(|| keep_alive.duration());
+    cfg.kv_events = o.kv_events_config.clone();
     cfg.log = Some(match &o.log_file {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -409,7 +418,12 @@ fn serve_replicas(o: &ServeOpts, cfg: ServerConfig) -> anyhow::Result<()> {
             }
             None => Box::new(std::io::stdout()),
         };
-        configs.push(cfg.replica(Some(log)));
+        let mut c = cfg.replica(Some(log));
+        c.kv_events = match &cfg.kv_events {
+            Some(kv) => Some(replica_endpoint(kv, k)?),
+            None => None,
+        };
+        configs.push(c);
     }
     configs.insert(0, cfg);
     server::serve_replicas_blocking(&o.host, &ports, configs, |k, addr| {
@@ -418,6 +432,42 @@ fn serve_replicas(o: &ServeOpts, cfg: ServerConfig) -> anyhow::Result<()> {
         let _ = std::io::stderr().flush();
     })
     .context("inferencelab serve --replicas")
+}
+
+fn parse_kv_events(s: &str) -> Result<KvEventsConfig, String> {
+    KvEventsConfig::parse(s)
+}
+
+/// Replica `k`'s KV events endpoint: the given one's port + k (`tcp://*:5557` -> `:5558` for
+/// replica 1); an endpoint without a port number (`ipc://`) cannot be shared.
+fn replica_endpoint(kv: &KvEventsConfig, k: u16) -> anyhow::Result<KvEventsConfig> {
+    let mut c = kv.clone();
+    if !kv.publishes() {
+        return Ok(c);
+    }
+    let (head, port) = kv
+        .endpoint
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .with_context(|| {
+            format!(
+                "--kv-events-config endpoint {} with --replicas: give a tcp endpoint with a \
+                 port (replica k publishes on port + k)",
+                kv.endpoint
+            )
+        })?;
+    let p = if port == 0 {
+        0
+    } else {
+        port.checked_add(k).with_context(|| {
+            format!(
+                "--kv-events-config endpoint {}: port + {k} passes 65535",
+                kv.endpoint
+            )
+        })?
+    };
+    c.endpoint = format!("{head}:{p}");
+    Ok(c)
 }
 
 /// vLLM's `num_gpu_blocks`: given, or from GiB of KV memory, or what is left of the GPU's

@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub tokenizer: Arc<dyn Tokenizer>,
     /// Record, per streamed token, when it was due, queued and sent (pacing measurements).
     pub pacing: Option<PacingLog>,
+    /// vLLM's `--kv-events-config`: publish the GPU pool's block events (`kv_events.rs`).
+    pub kv_events: Option<crate::kv_events::KvEventsConfig>,
 }
 
 impl ServerConfig {
@@ -111,6 +113,8 @@ impl ServerConfig {
             keep_alive_timeout: self.keep_alive_timeout,
             tokenizer: self.tokenizer.clone(),
             pacing: None,
+            // each replica publishes on its own endpoint: the caller sets it
+            kv_events: None,
         }
     }
     /// vLLM's defaults around an engine: port-independent settings only, real-time pacing,
@@ -141,6 +145,7 @@ impl ServerConfig {
             keep_alive_timeout: Some(Duration::from_secs(5)),
             tokenizer: Arc::new(crate::tokenizer::WordTokenizer::default()),
             pacing: None,
+            kv_events: None,
         }
     }
 }
@@ -250,6 +255,24 @@ pub async fn run(
     });
     let startup = startup::startup_lines(&format, Stamp(epoch_us), &config, addr);
     let engine = Engine::new(config.engine.clone());
+    // `--kv-events-config`: bind (or connect) before serving, as vLLM does at start-up
+    let kv_publisher = match config.kv_events.as_ref().filter(|k| k.publishes()) {
+        Some(kv) => {
+            let p = crate::kv_events::ZmqPublisher::start(kv)
+                .await
+                .map_err(std::io::Error::other)?;
+            let line = format.info(
+                Stamp(epoch_us),
+                "distributed/kv_events.py",
+                &format!(
+                    "KV cache events published on {} (topic '{}'; emulator block hashes)",
+                    p.endpoint, kv.topic
+                ),
+            );
+            Some((p, line))
+        }
+        None => None,
+    };
     let core_cfg = CoreConfig {
         clock,
         seed: config.seed,
@@ -263,6 +286,18 @@ pub async fn run(
     };
     let mut core = Core::new(engine, core_cfg, config.log.take(), metrics);
     core.write_log(&startup);
+    if let Some((mut publisher, line)) = kv_publisher {
+        core.write_log(&line);
+        let (to, mut from) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(batch) = from.recv().await {
+                if publisher.publish(&batch).await.is_err() {
+                    break;
+                }
+            }
+        });
+        core = core.with_kv_events(to);
+    }
     let core_thread = std::thread::Builder::new()
         .name("engine-core".into())
         .spawn(move || core.run(rx))?;
