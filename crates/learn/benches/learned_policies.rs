@@ -97,9 +97,10 @@ fn thread_cpu_seconds() -> f64 {
     ticks / 100.0 // USER_HZ
 }
 
-/// Block refs per CPU-second of `run`, repeated until it has used at least 2 s of CPU.
-fn refs_per_cpu_second(mut run: impl FnMut() -> u64, refs: usize) -> f64 {
-    std::hint::black_box(run()); // warm up
+/// Block refs per CPU-second of `run`, repeated until it has used at least 2 s of CPU, and
+/// its hits (a policy that misses more evicts more, which costs more per reference).
+fn refs_per_cpu_second(mut run: impl FnMut() -> u64, refs: usize) -> (f64, u64) {
+    let hits = std::hint::black_box(run()); // warm up
     let start = thread_cpu_seconds();
     let mut n = 0u64;
     loop {
@@ -107,7 +108,7 @@ fn refs_per_cpu_second(mut run: impl FnMut() -> u64, refs: usize) -> f64 {
         n += 1;
         let used = thread_cpu_seconds() - start;
         if used >= 2.0 {
-            return n as f64 * refs as f64 / used;
+            return (n as f64 * refs as f64 / used, hits);
         }
     }
 }
@@ -184,13 +185,13 @@ fn cases() -> Vec<Case> {
 
 fn cpu_time_table() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    println!("| case | M block refs per CPU-second |\n|---|---:|");
+    println!("| case | M block refs per CPU-second | hits |\n|---|---:|---:|");
     for (name, run, refs) in cases() {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let rate = refs_per_cpu_second(run, refs);
-        println!("| {name} | {:.2} |", rate / 1e6);
+        let (rate, hits) = refs_per_cpu_second(run, refs);
+        println!("| {name} | {:.2} | {hits} |", rate / 1e6);
     }
 }
 
