@@ -21,7 +21,8 @@ simulator takes on traces without conversations (Mooncake): the block's own reus
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
 probability that such a block is used again (`w_probability`), all learned online. For the
 same reason the shadows count hits per chunk, not per leading run of a request, and ignore
-pins; each holds as many chunks as the real cache held when it last had to evict.
+pins. As in Rust they simulate a hashed sample of the chunks (all of them up to 256 chunks of
+cache, an eighth from 2,048 on) in caches scaled alike.
 
 Registration: `register()` adds the policy to LMCache's `POLICY_MAPPING` as
 CONVERSATION_AWARE, so `cache_policy: conversation_aware` (or LMCACHE_CACHE_POLICY) selects it.
@@ -56,9 +57,24 @@ DEFAULTS = {
     "ranking": "next_use",
     "adaptive": True,
 }
-# crates/cache/src/learned/shadow.rs EVIDENCE_FILLS and LEAD_STANDARD_ERRORS
+# crates/cache/src/learned/shadow.rs EVIDENCE_FILLS, LEAD_STANDARD_ERRORS, MIN_SHADOW_BLOCKS and
+# MIN_SAMPLING_RATE
 EVIDENCE_FILLS = 16.0
 LEAD_STANDARD_ERRORS = 2.0
+MIN_SHADOW_BLOCKS = 256.0
+MIN_SAMPLING_RATE = 1.0 / 8.0
+
+
+def sampling_rate(capacity: int) -> float:
+    """The share of chunks the shadows simulate for a cache of `capacity` chunks."""
+    return min(max(MIN_SHADOW_BLOCKS / max(capacity, 1), MIN_SAMPLING_RATE), 1.0)
+
+
+def _sample_hash(key: Any) -> float:
+    """A fixed hash of a chunk key in [0, 1) (stable when PYTHONHASHSEED is fixed, as LMCache's
+    chunk keys need anyway)."""
+    h = (hash(key) ^ 0x5851F42D4C957F2D) & 0xFFFFFFFFFFFFFFFF
+    return ((h * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) / 2.0**64
 # smoothing of the online typical gaps (the simulator's tracker uses EWMAs too)
 EWMA = 0.1
 
@@ -123,6 +139,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self.shadow_lru: "OrderedDict[Any, None]" = OrderedDict()
         self.shadow_predicted: Dict[Any, None] = {}
         self.capacity = 0
+        self.shadow_capacity = 0
+        self.rate = 1.0
         self.lru_hits = 0
         self.predicted_hits = 0
         self.batch_refs = 0
@@ -152,7 +170,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self, cache_dict: "OrderedDict[Any, Any]", num_candidates: int = 1
     ) -> list:
         now = self.clock()
-        self.capacity = max(self.capacity, len(cache_dict))
+        if self.cfg["adaptive"]:
+            self._observe_capacity(len(cache_dict))
         evictable = [k for k, v in cache_dict.items() if getattr(v, "can_evict", True)]
         out = []
         while evictable and len(out) < num_candidates:
@@ -222,25 +241,44 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         return at if at > now else now + self.cfg["overdue_factor"] * idle
 
     # --- the shadows that judge the prediction against LRU (crates/cache/src/learned/shadow.rs)
+    def _observe_capacity(self, resident: int) -> None:
+        """The real cache is full at `resident` chunks; at its first eviction the sampling rate
+        is fixed and the shadows drop the chunks not sampled."""
+        if resident <= self.capacity:
+            return
+        if self.capacity == 0:
+            self.rate = sampling_rate(resident)
+            for shadow in (self.shadow_lru, self.shadow_predicted):
+                for k in [k for k in shadow if not self._sampled(k)]:
+                    del shadow[k]
+        self.capacity = resident
+        self.shadow_capacity = max(round(resident * self.rate), 1)
+
+    def _sampled(self, key: Any) -> bool:
+        return self.rate >= 1.0 or _sample_hash(key) < self.rate
+
     def _shadow_reference(self, key: Any, now: float) -> None:
+        if not self._sampled(key):
+            return
         lru_hit = key in self.shadow_lru
         predicted_hit = key in self.shadow_predicted
         self.lru_hits += lru_hit
         self.predicted_hits += predicted_hit
         self.batch_lead += float(predicted_hit) - float(lru_hit)
-        if self.capacity:
+        cap = self.shadow_capacity
+        if cap:
             self.batch_refs += 1
-            if self.batch_refs >= self.capacity:
+            if self.batch_refs >= cap:
                 self._close_batch()
         # serve the reference in each shadow, evicting first when full
         if lru_hit:
             self.shadow_lru.move_to_end(key)
         else:
-            while self.capacity and len(self.shadow_lru) >= self.capacity:
+            while cap and len(self.shadow_lru) >= cap:
                 self.shadow_lru.popitem(last=False)
             self.shadow_lru[key] = None
         if not predicted_hit:
-            while self.capacity and len(self.shadow_predicted) >= self.capacity:
+            while cap and len(self.shadow_predicted) >= cap:
                 victim = max(self.shadow_predicted, key=lambda k: self._effective(k, now))
                 del self.shadow_predicted[victim]
             self.shadow_predicted[key] = None

@@ -83,10 +83,20 @@ def main():
           f"by the prediction {pol.decided_by_prediction}, by LRU {pol.decided_by_lru}")
     assert sum(lru) < sum(len(p) for _, p in workload()) * 0.9, "the workload must evict"
     assert pol.capacity > 0 and pol.lru_hits > 0, "the shadows must have judged"
+    assert pol.rate == 1.0 and pol.shadow_capacity == pol.capacity, "a small cache: no sampling"
     assert pol.decided_by_prediction + pol.decided_by_lru > 0, "the experts must disagree"
     # the judge follows the prediction only with a lead in its shadow
     if pol.decided_by_prediction:
         assert pol.predicted_hits > pol.lru_hits
+    # sampling (crates/cache/src/learned/shadow.rs): a large cache keeps about the rate's share
+    assert icp.sampling_rate(100) == 1.0 and icp.sampling_rate(512) == 0.5
+    assert icp.sampling_rate(10_000) == 1.0 / 8.0
+    big = icp.ConversationAwareCachePolicy(dict(icp.DEFAULTS), clock=lambda: 0.0)
+    for k in range(4096):
+        big.update_on_put(("chunk", k))
+    big._observe_capacity(4096)
+    assert big.shadow_capacity == 512 and 400 <= len(big.shadow_lru) <= 624, len(big.shadow_lru)
+    assert set(big.shadow_lru) == set(big.shadow_predicted)
     print("ok")
 
 
