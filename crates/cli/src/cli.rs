@@ -254,6 +254,11 @@ pub struct SimulateArgs {
     /// One LMCache tier for the whole fleet (not implemented yet: refused).
     #[arg(long, requires = "replicas")]
     pub lmcache_shared: bool,
+    /// A fleet's logs (issue 21): --input-file is replica 0's vLLM log, these the others', in
+    /// the router's worker order (as --router-worker-urls); merged by time, and the report adds
+    /// the assignment that actually happened (docs/replicas.md).
+    #[arg(long, num_args = 1.., requires = "replicas")]
+    pub replica_logs: Vec<PathBuf>,
 }
 
 fn parse_replicas(s: &str) -> Result<usize, String> {

@@ -99,3 +99,118 @@ fn cache_aware_agreement_is_what_the_script_measured() {
     // the bar is 95 %; the recorded run's figure (docs/replicas.md) is pinned, met or not
     check("cache_aware");
 }
+
+/// The request id in a log line (`cmpl-bench-...` or `chatcmpl-bench-...`), if any.
+fn line_id(line: &str) -> Option<&str> {
+    let at = line.find("cmpl-bench-")?;
+    let start = if line[..at].ends_with("chat") {
+        at - 4
+    } else {
+        at
+    };
+    let end = line[at..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .map_or(line.len(), |i| at + i);
+    Some(&line[start..end])
+}
+
+/// `simulate --replica-logs` on the golden run's logs split back per replica (by the router's
+/// real assignment; the startup lines go to every log): the simulation merges them itself and
+/// finds the agreement and the per-replica hits the script measured on its own merge.
+#[test]
+fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
+    use std::io::{Read, Write};
+    for policy in ["round_robin", "consistent_hash", "cache_aware"] {
+        let dir = common::fixture(&format!("router_check/{policy}"));
+        let order: Vec<String> = std::fs::read_to_string(dir.join("worker_order.txt"))
+            .unwrap()
+            .trim()
+            .split(',')
+            .map(String::from)
+            .collect();
+        let actual: HashMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("actual.json")).unwrap())
+                .unwrap();
+        let golden: Value = serde_json::from_str(
+            &std::fs::read_to_string(common::fixture("router_check/summary.json")).unwrap(),
+        )
+        .unwrap();
+        let golden = &golden[policy];
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.join("merged.log.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = (0..4)
+            .map(|k| tmp.path().join(format!("replica{k}.log")))
+            .collect();
+        let mut files: Vec<_> = paths
+            .iter()
+            .map(|p| std::fs::File::create(p).unwrap())
+            .collect();
+        for line in text.lines() {
+            let owner = line_id(line)
+                .and_then(|id| actual.get(id))
+                .map(|url| order.iter().position(|u| u == url).unwrap());
+            for (k, f) in files.iter_mut().enumerate() {
+                if owner.is_none_or(|o| o == k) {
+                    writeln!(f, "{line}").unwrap();
+                }
+            }
+        }
+        drop(files);
+        let per = tmp.path().join("per.jsonl");
+        let summary = tmp.path().join("sim.json");
+        let out = common::bin()
+            .args(["simulate", "-i"])
+            .arg(&paths[0])
+            .arg("--replica-logs")
+            .args(&paths[1..])
+            .args([
+                "--gpu-blocks",
+                "600",
+                "--no-cpu-tier",
+                "-q",
+                "--replicas",
+                "4",
+            ])
+            .args(["--router", policy, "--router-worker-urls", &order.join(",")])
+            .arg("--per-request")
+            .arg(&per)
+            .arg("-o")
+            .arg(&summary)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let a = &doc["points"][0]["actual"];
+        assert_eq!(a["requests"], golden["requests"], "{policy}");
+        assert_eq!(a["same_replica"], golden["same_replica"], "{policy}");
+        let real: Vec<u64> = order
+            .iter()
+            .map(|u| golden["requests_per_replica_real"][u].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            a["requests_per_replica_actual"],
+            serde_json::json!(real),
+            "{policy}"
+        );
+        let mut hits = [0u64; 4];
+        for l in std::fs::read_to_string(&per).unwrap().lines() {
+            let r: Value = serde_json::from_str(l).unwrap();
+            hits[r["replica"].as_u64().unwrap() as usize] += r["gpu_hit_tokens"].as_u64().unwrap();
+            assert!(r["actual_replica"].is_u64());
+        }
+        for (k, url) in order.iter().enumerate() {
+            assert_eq!(
+                hits[k],
+                golden["hit_tokens_simulated"][url].as_u64().unwrap(),
+                "{policy} {url}"
+            );
+        }
+    }
+}

@@ -15,12 +15,14 @@
 //! from the time model (queueing + the uncached prompt tokens at `prefill_tokens_per_s`; the
 //! schedulers do not track the first token's step).
 //!
-//! Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is refused; a real
-//! fleet's logs must be merged into one trace first (`scripts/router_check.sh` does it).
+//! A real fleet's logs are merged into one trace, with each request's actual replica, by
+//! [`fleet_logs`]. Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is
+//! refused.
 
 pub mod cache_aware;
 pub mod consistent_hash;
 pub mod fbi_hash;
+pub mod fleet_logs;
 pub mod ideal_pool;
 pub mod kv_aware;
 pub mod power_of_two;

@@ -1,6 +1,8 @@
 //! `simulate --replicas N --router P`: the fleet of `inferencelab_sim::cluster` on every point
 //! of the grid (issue 21; docs/replicas.md). A table per point, one summary JSON, and with
-//! `--per-request` one JSON line per request naming its replica.
+//! `--per-request` one JSON line per request naming its replica. With `--replica-logs`, the
+//! fleet's own logs are read together and the assignment that happened is reported beside the
+//! simulated one.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,10 +17,64 @@ use serde_json::json;
 use crate::cli::SimulateArgs;
 use crate::output::print_table;
 
+/// `--input-file` and `--replica-logs`: every replica's vLLM log (token ids kept), merged by
+/// time (`cluster::fleet_logs`).
+pub(super) fn read_logs(args: &SimulateArgs) -> anyhow::Result<super::Input> {
+    let started = std::time::Instant::now();
+    let opts = args.input.read_options();
+    let mut parts = Vec::new();
+    let paths = std::iter::once(&args.input.input_file).chain(&args.replica_logs);
+    for (k, path) in paths.enumerate() {
+        let what = || format!("replica {k}'s log {}", path.display());
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut inferencelab_trace::input::open(path)
+                .with_context(what)?
+                .reader,
+            &mut text,
+        )
+        .with_context(what)?;
+        // a replica the router never picked logged no request: an empty part
+        let Some(first) = cluster::fleet_logs::first_request_stamp(text.as_bytes()) else {
+            eprintln!(
+                "note: {} has no `Received request` line: no request went there",
+                what()
+            );
+            parts.push((
+                Trace {
+                    source: path.clone(),
+                    ..Trace::default()
+                },
+                f64::INFINITY,
+            ));
+            continue;
+        };
+        let trace = inferencelab_trace::vllm_log::parse(path, &text, &opts).with_context(what)?;
+        parts.push((trace, first));
+    }
+    let merged = cluster::fleet_logs::merge(parts).map_err(anyhow::Error::msg)?;
+    let mut trace = merged.trace;
+    args.input.infer(&mut trace);
+    crate::output::print_read_notes(&trace);
+    eprintln!(
+        "fleet logs: {} requests from {} replica logs, merged by time (same second: the \
+         client's index when the ids carry one)",
+        trace.requests.len(),
+        1 + args.replica_logs.len()
+    );
+    Ok(super::Input {
+        trace,
+        actual: Some(merged.actual),
+        lookup: None,
+        read_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// Run the fleet on every point and report.
 pub(crate) fn run(
     args: &SimulateArgs,
     trace: &Trace,
+    actual: Option<&[usize]>,
     prepared: &Prepared<'_>,
     configs: &[SimConfig],
     replicas: usize,
@@ -36,13 +92,34 @@ pub(crate) fn run(
         )),
         None => None,
     };
+    if actual.is_some() && 1 + args.replica_logs.len() != replicas {
+        anyhow::bail!(
+            "--replicas {replicas} with {} replica logs (--input-file and --replica-logs): give \
+             one log per replica",
+            1 + args.replica_logs.len()
+        );
+    }
     let mut results: Vec<ClusterResult> = Vec::new();
+    let mut agreements: Vec<serde_json::Value> = Vec::new();
     for cfg in configs {
         let mut routed = Vec::new();
         let r = cluster::run_observed(prepared, cfg, &fleet, |x| routed.push(x))
             .with_context(|| format!("{} replicas, router {}", replicas, fleet.router))?;
+        routed.sort_by_key(|x| x.req);
+        if let Some(actual) = actual {
+            let same = routed.iter().filter(|x| actual[x.req] == x.replica).count();
+            let mut per = vec![0u64; replicas];
+            for &k in actual {
+                per[k] += 1;
+            }
+            agreements.push(json!({
+                "requests": routed.len(),
+                "same_replica": same,
+                "same_replica_share": if routed.is_empty() { 0.0 } else { same as f64 / routed.len() as f64 },
+                "requests_per_replica_actual": per,
+            }));
+        }
         if let Some(out) = lines.as_mut() {
-            routed.sort_by_key(|x| x.req);
             for x in routed {
                 let q = &trace.requests[x.req];
                 let line = json!({
@@ -56,6 +133,10 @@ pub(crate) fn run(
                     "policy": cfg.gpu.policy.name(),
                     "gpu_blocks": cfg.gpu.capacity,
                 });
+                let mut line = line;
+                if let Some(a) = actual {
+                    line["actual_replica"] = json!(a[x.req]);
+                }
                 writeln!(out, "{line}")?;
             }
         }
@@ -70,10 +151,11 @@ pub(crate) fn run(
         "input": { "path": crate::commands::path_text(&args.input.input_file), "requests": trace.requests.len() },
         "fleet": fleet,
         "partial": "issue 21: per-replica LMCache only (no --lmcache-shared); TTFT from the time model",
-        "points": configs.iter().zip(&results).map(|(c, r)| json!({
+        "points": configs.iter().zip(&results).enumerate().map(|(i, (c, r))| json!({
             "policy": c.gpu.policy.name(),
             "gpu_blocks_per_replica": c.gpu.capacity,
             "result": r,
+            "actual": agreements.get(i),
         })).collect::<Vec<_>>(),
         // the same points as rows, for `plot` (several runs drawn together: one line per router)
         "results": configs.iter().zip(&results).map(|(c, r)| cluster::result_row(c, r)).collect::<Vec<_>>(),
@@ -135,6 +217,18 @@ pub(crate) fn run(
                 ]);
             }
             print_table(&table);
+            if let Some(a) =
+                agreements.get(results.iter().position(|x| std::ptr::eq(x, r)).unwrap_or(0))
+            {
+                println!(
+                    "the logs' own assignment: requests per replica {}; the simulation picked \
+                     the same replica for {} of {} requests ({:.1} %)",
+                    a["requests_per_replica_actual"],
+                    a["same_replica"],
+                    a["requests"],
+                    a["same_replica_share"].as_f64().unwrap_or(0.0) * 100.0
+                );
+            }
         }
     }
     eprintln!("wrote {}", out_path.display());

@@ -61,12 +61,17 @@ fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<
 /// long reading took.
 struct Input {
     trace: inferencelab_trace::Trace,
+    /// `--replica-logs`: each request's replica in the fleet's logs.
+    actual: Option<Vec<usize>>,
     lookup: Option<lookup::Lookup>,
     read_seconds: f64,
 }
 
 /// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
 fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
+    if !args.replica_logs.is_empty() {
+        return fleet::read_logs(args);
+    }
     let read_started = Instant::now();
     let opts = args.input.read_options();
     let (mut trace, lookup) = lookup::read(args, &opts)?;
@@ -83,6 +88,7 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
 
     Ok(Input {
         trace,
+        actual: None,
         lookup,
         read_seconds,
     })
@@ -393,7 +399,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let grid = plan_grid(&args, &files, policies, &input, &model)?;
     if let Some(n) = args.replicas {
-        return fleet::run(&args, &input.trace, &grid.prepared, &grid.configs, n);
+        let actual = input.actual.as_deref();
+        return fleet::run(
+            &args,
+            &input.trace,
+            actual,
+            &grid.prepared,
+            &grid.configs,
+            n,
+        );
     }
     let (rows, wall) = run_points(&args, &input.trace, &grid)?;
 
