@@ -161,6 +161,9 @@ impl<'t> Split<'t> {
         let prepared = if n < trace.requests.len() {
             cut = Trace {
                 requests: trace.requests[..n].to_vec(),
+                // ids hashed at read time index the whole trace's ids
+                hashing: trace.hashing,
+                hashed_max_token_id: trace.hashed_max_token_id,
                 block_size: trace.block_size,
                 partial_last_block: trace.partial_last_block,
                 format: trace.format,
