@@ -18,7 +18,7 @@ use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TimingModel};
 use inferencelab_trace::checked::NonNegative;
 use inferencelab_trace::fsutil::write_json;
-use inferencelab_trace::{read_trace, Format, ReadOptions, Trace};
+use inferencelab_trace::{read_trace_hashed, Format, ReadOptions, Trace};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -863,12 +863,34 @@ fn load_traces(cfg: &BatchConfig, pending: &[&Point]) -> Vec<(PathBuf, Result<Tr
                 },
                 skip_invalid: *skip,
             };
-            (
-                path.clone(),
-                read_trace(path, &opts).map_err(|e| e.to_string()),
-            )
+            let hashed = read_trace_hashed(path, &opts, hash_block(pending, path));
+            (path.clone(), hashed.map_err(|e| e.to_string()))
         })
         .collect()
+}
+
+/// The block size a trace's token ids are hashed at as they are read (issue 19): the gcd of
+/// the GPU block and LMCache chunk sizes of its points (vLLM's 16 and LMCache's 256 when not
+/// given), so every point cuts its blocks and chunks from the same hashes.
+fn hash_block(pending: &[&Point], path: &Path) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    pending
+        .iter()
+        .filter(|p| p.trace_path == path)
+        .flat_map(|p| {
+            [
+                p.block_size.unwrap_or(plan::VLLM_DEFAULT_BLOCK),
+                p.chunk_size.unwrap_or(plan::LMCACHE_DEFAULT_CHUNK),
+            ]
+        })
+        .fold(0, gcd)
+        .max(1)
 }
 
 /// Resolve a point against its loaded trace: sizes, capacities and policies
