@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
 use inferencelab_sim::{plan, EngineModel, Prepared};
-use inferencelab_trace::{read_trace, Trace};
+use inferencelab_trace::{read_trace, read_trace_hashed, Trace};
 
 use crate::cli::InputArgs;
 
@@ -46,7 +46,11 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The trace, read as `simulate` reads it (conversations inferred when asked).
     pub fn trace(&self) -> anyhow::Result<Trace> {
-        load_trace(&self.input)
+        // a vLLM log's token ids hashed as they are read (issue 19), at 16 tokens: the keys
+        // --infer-conversations compares are then those of the tokens; a GPU block size that
+        // is not a multiple of 16 keeps the ids
+        let bs = self.block_size.unwrap_or(plan::VLLM_DEFAULT_BLOCK);
+        load_trace(&self.input, bs.is_multiple_of(16).then_some(16))
     }
 
     /// Its train/validation/test split.
@@ -75,8 +79,12 @@ impl SplitArgs {
 }
 
 /// Read a trace as `simulate` does, printing the reader's notes.
-pub fn load_trace(input: &InputArgs) -> anyhow::Result<Trace> {
-    let mut trace = read_trace(&input.input_file, &input.read_options())?;
+pub fn load_trace(input: &InputArgs, hash_block: Option<u32>) -> anyhow::Result<Trace> {
+    let opts = input.read_options();
+    let mut trace = match hash_block {
+        Some(g) => read_trace_hashed(&input.input_file, &opts, g)?,
+        None => read_trace(&input.input_file, &opts)?,
+    };
     input.infer(&mut trace);
     crate::output::print_read_notes(&trace);
     if !trace.has_reuse_info() {

@@ -11,7 +11,7 @@ use inferencelab_models as models;
 use inferencelab_sim::mrc::{log_spaced_capacities, lru_curve};
 use inferencelab_sim::plan;
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
-use inferencelab_trace::{read_trace, Format, ReadOptions};
+use inferencelab_trace::{read_trace_hashed, Format, ReadOptions};
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -53,12 +53,14 @@ pub struct MrcArgs {
 }
 
 pub fn run(args: MrcArgs) -> anyhow::Result<()> {
-    let trace = read_trace(
+    // a vLLM log's token ids hashed as they are read, at the GPU block size (issue 19)
+    let trace = read_trace_hashed(
         &args.input_file,
         &ReadOptions {
             format: args.input_format,
             skip_invalid: args.skip_invalid,
         },
+        args.block_size.unwrap_or(plan::VLLM_DEFAULT_BLOCK).max(1),
     )?;
     for note in &trace.notes {
         eprintln!("note: {note}");
