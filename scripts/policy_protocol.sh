@@ -19,6 +19,11 @@ OUT=outputs/simulation/protocol
 mkdir -p "$OUT" outputs/logs
 $B convert data/test_data.csv qwen-8b --tokens-per-second 100 --output-dir outputs/logs/ >/dev/null
 printf 'adaptive: false\n' >"$OUT/prediction_alone.yaml"
+# the bundled lightgbm without LRU as a second expert: a copy of the model with its calibration
+# and `adaptive: false` beside it (train reads the YAML that names the model)
+cp configs/lightgbm_default.txt "$OUT/lightgbm_alone.txt"
+sed -e "s|^model: .*|model: $OUT/lightgbm_alone.txt|" -e 's/^adaptive: .*/adaptive: false/' \
+  configs/lightgbm_default.yaml >"$OUT/lightgbm_alone.yaml"
 # name|path|flags (Azure's CSVs carry no reuse: nothing to evict for)
 TRACES=(
   "demo log|outputs/logs/server_qwen-8b.log|"
@@ -39,6 +44,9 @@ for spec in "${TRACES[@]}"; do
   # shellcheck disable=SC2086
   $B train -i "$path" $flags --model bundled --as-is -q \
     --output "$OUT/$tag.lightgbm.txt.unused" >"$OUT/$tag.lightgbm.txt" 2>>"$OUT/$tag.log"
+  # shellcheck disable=SC2086
+  $B train -i "$path" $flags --model "$OUT/lightgbm_alone.txt" --as-is -q \
+    --output "$OUT/$tag.lightgbm_alone.txt.unused" >"$OUT/$tag.lightgbm_alone.txt" 2>>"$OUT/$tag.log"
   echo "$name: done" >&2
 done
 python3 - "$OUT" "${TRACES[@]}" <<'PY'
@@ -51,8 +59,8 @@ def test_rows(path):
         if len(f) >= 9 and f[2] == "test" and f[1].isdigit():
             rows[int(f[1])] = f
     return rows
-lines = ["| trace | capacity | LRU/ideal | LRU | Belady | conversation_aware | gap closed | prediction alone | gap closed | lightgbm | gap closed |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+lines = ["| trace | capacity | LRU/ideal | LRU | Belady | conversation_aware | gap closed | prediction alone | gap closed | lightgbm | gap closed | lightgbm alone | gap closed |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 gaps, worst = [], 0.0
 for spec in specs:
     name = spec.split("|")[0]
@@ -60,8 +68,9 @@ for spec in specs:
     ca = test_rows(f"{out}/{tag}.conversation_aware.txt")
     alone = test_rows(f"{out}/{tag}.prediction_alone.txt")
     lg = test_rows(f"{out}/{tag}.lightgbm.txt")
+    lg_alone = test_rows(f"{out}/{tag}.lightgbm_alone.txt")
     for cap in sorted(ca):
-        c, a, l = ca[cap], alone.get(cap), lg.get(cap)
+        c, a, l, la = ca[cap], alone.get(cap), lg.get(cap), lg_alone.get(cap)
         lru, bel = float(c[4].rstrip("%")), float(c[5].rstrip("%"))
         cell = lambda r: (r[3], r[8]) if r else ("-", "-")
         for r in (c, l):
@@ -71,7 +80,8 @@ for spec in specs:
                 if r[8] != "-":
                     gaps.append(float(r[8].rstrip("%")))
         lines.append(f"| {name} | {cap} | {c[7]} | {c[4]} | {c[5]} | {cell(c)[0]} | {cell(c)[1]} | "
-                     f"{cell(a)[0]} | {cell(a)[1]} | {cell(l)[0]} | {cell(l)[1]} |")
+                     f"{cell(a)[0]} | {cell(a)[1]} | {cell(l)[0]} | {cell(l)[1]} | "
+                     f"{cell(la)[0]} | {cell(la)[1]} |")
 lines.append("")
 lines.append(f"Defaults (conversation_aware and lightgbm): mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% "
              f"over {len(gaps)} cells; worst difference to LRU {worst:+.2f} points.")
