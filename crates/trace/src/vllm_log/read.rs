@@ -44,6 +44,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memchr::memmem;
 use rustc_hash::FxHashMap;
@@ -349,21 +350,21 @@ fn scan_repr(s: &str) -> Result<(usize, Option<usize>), String> {
 /// Parse `[1, 2, 3]` (or `None`) at the start of `s`, appending the ids to `arena`: `(bytes
 /// used, the ids' range in the arena)`, no range for `None`. Nothing is appended on an error.
 fn parse_id_list(
-    s: &str,
+    s: &[u8],
     what: &str,
     arena: &mut Vec<u32>,
 ) -> Result<(usize, Option<Range<usize>>), String> {
-    if s.starts_with("None") {
+    if s.starts_with(b"None") {
         return Ok((4, None));
     }
     let start = arena.len();
     // Python's `str(list)` (`[1, 2, 3]`) in one pass; anything else, and every error, from the
     // start again by the careful parser
-    if let Some(used) = parse_ids_fast(s.as_bytes(), arena) {
+    if let Some(used) = parse_ids_fast(s, arena) {
         return Ok((used, Some(start..arena.len())));
     }
     arena.truncate(start);
-    match parse_ids_checked(s.as_bytes(), what, arena) {
+    match parse_ids_checked(s, what, arena) {
         Ok(used) => Ok((used, Some(start..arena.len()))),
         Err(e) => {
             arena.truncate(start);
@@ -647,32 +648,104 @@ impl Collected {
     }
 }
 
-/// A request-logger message, parsed; its id lists are ranges of the arena they were parsed
-/// into (`None`: the log says `None` or has no list).
-enum Message {
+/// A request-logger message, parsed; its id lists are `L`s (`None`: the log says `None` or has
+/// no list): [`IdList`]s as the line is parsed, ranges of the id arena once they are read.
+enum Message<L = Range<usize>> {
     /// `Request ID details: prompt: ..., prompt_token_ids: [...]`.
     Details {
         id: String,
         prompt_chars: Option<usize>,
-        ids: Option<Range<usize>>,
+        ids: Option<L>,
     },
     /// `Received request ID: ...`; `prompt`: the old format's prompt (characters, ids).
     Received {
         id: String,
         max_tokens: Option<u32>,
-        prompt: Option<(Option<usize>, Option<Range<usize>>)>,
+        prompt: Option<(Option<usize>, Option<L>)>,
     },
     /// `Generated response ID ...`.
     Generated {
         id: String,
         delta: bool,
-        ids: Option<Range<usize>>,
+        ids: Option<L>,
     },
 }
 
-/// Parse one request-related message, its id lists appended to `arena`. `Ok(None)`: not a
-/// request line.
-fn parse_message(msg: &str, arena: &mut Vec<u32>) -> Result<Option<Message>, String> {
+/// An id list of a parsed line: read (a range of the id arena), or its text kept for the
+/// thread that applies the line to read (a range of the chunk's list text; which list it is).
+enum IdList {
+    At(Range<usize>),
+    Text(Range<usize>, &'static str),
+}
+
+impl Message<IdList> {
+    /// Read the id lists whose text was kept (`text`) into `arena`: the message as applied.
+    /// An error is the one reading the list where it was would have given.
+    fn read_lists(self, arena: &mut Vec<u32>, text: &[u8]) -> Result<Message, String> {
+        let mut read = |l: Option<IdList>| match l {
+            None => Ok(None),
+            Some(IdList::At(r)) => Ok(Some(r)),
+            Some(IdList::Text(r, what)) => parse_id_list(&text[r], what, arena).map(|(_, r)| r),
+        };
+        Ok(match self {
+            Message::Details {
+                id,
+                prompt_chars,
+                ids,
+            } => Message::Details {
+                id,
+                prompt_chars,
+                ids: read(ids)?,
+            },
+            Message::Received {
+                id,
+                max_tokens,
+                prompt,
+            } => Message::Received {
+                id,
+                max_tokens,
+                prompt: match prompt {
+                    Some((chars, ids)) => Some((chars, read(ids)?)),
+                    None => None,
+                },
+            },
+            Message::Generated { id, delta, ids } => Message::Generated {
+                id,
+                delta,
+                ids: read(ids)?,
+            },
+        })
+    }
+}
+
+/// The id list at the start of `s` (`[1, 2]` or `None`): read into `arena`, or, with `text`,
+/// its bytes up to the first `]` (the line's end without one) copied there for later: reading
+/// them gives what reading `s` gives (the parsers stop at the first `]`).
+fn id_list(
+    s: &str,
+    what: &'static str,
+    arena: &mut Vec<u32>,
+    text: Option<&mut Vec<u8>>,
+) -> Result<Option<IdList>, String> {
+    match text {
+        Some(text) if !s.starts_with("None") => {
+            let b = s.as_bytes();
+            let end = memchr::memchr(b']', b).map_or(b.len(), |i| i + 1);
+            let start = text.len();
+            text.extend_from_slice(&b[..end]);
+            Ok(Some(IdList::Text(start..text.len(), what)))
+        }
+        _ => Ok(parse_id_list(s.as_bytes(), what, arena)?.1.map(IdList::At)),
+    }
+}
+
+/// Parse one request-related message, its id lists read into `arena` (or, with `text`, kept
+/// there: [`id_list`]). `Ok(None)`: not a request line.
+fn parse_message(
+    msg: &str,
+    arena: &mut Vec<u32>,
+    text: Option<&mut Vec<u8>>,
+) -> Result<Option<Message<IdList>>, String> {
     if let Some(rest) = msg.strip_prefix("Request ") {
         // Request ID details: prompt: ..., prompt_token_ids: [...], prompt_embeds shape: ...
         let Some(sp) = rest.find(' ') else {
@@ -686,7 +759,7 @@ fn parse_message(msg: &str, arena: &mut Vec<u32>) -> Result<Option<Message>, Str
         let Some(list) = body[used..].strip_prefix(", prompt_token_ids: ") else {
             return Err("no \", prompt_token_ids: \" after the prompt".into());
         };
-        let (_, ids) = parse_id_list(list, "prompt_token_ids", arena)?;
+        let ids = id_list(list, "prompt_token_ids", arena, text)?;
         return Ok(Some(Message::Details {
             id: id.to_string(),
             prompt_chars,
@@ -704,10 +777,11 @@ fn parse_message(msg: &str, arena: &mut Vec<u32>) -> Result<Option<Message>, Str
             let after = &prompt[used..];
             let marker = memmem::rfind(after.as_bytes(), b"prompt_token_ids: ")
                 .ok_or("no prompt_token_ids after the prompt")?;
-            let (_, ids) = parse_id_list(
+            let ids = id_list(
                 &after[marker + "prompt_token_ids: ".len()..],
                 "prompt_token_ids",
                 arena,
+                text,
             )?;
             return Ok(Some(Message::Received {
                 id: id.to_string(),
@@ -735,11 +809,11 @@ fn parse_message(msg: &str, arena: &mut Vec<u32>) -> Result<Option<Message>, Str
             body = b;
         }
         let ids = if let Some(list) = body.strip_prefix(" details: output_token_ids: ") {
-            parse_id_list(list, "output_token_ids", arena)?.1
+            id_list(list, "output_token_ids", arena, text)?
         } else if let Some(out) = body.strip_prefix(": output: ") {
             let (used, _) = scan_repr(out)?;
             match out[used..].strip_prefix(", output_token_ids: ") {
-                Some(list) => parse_id_list(list, "output_token_ids", arena)?.1,
+                Some(list) => id_list(list, "output_token_ids", arena, text)?,
                 None => None,
             }
         } else {
@@ -824,8 +898,8 @@ pub fn parse(path: &Path, text: &str, opts: &ReadOptions) -> TraceResult<Trace> 
     let mut arena = Vec::new();
     for (line_no, raw) in numbered_lines(text) {
         arena.clear();
-        let line = parse_line(line_no, raw, &mut arena);
-        p.apply(line, &arena)?;
+        let line = parse_line(line_no, raw, &mut arena, None);
+        p.apply(line, &mut arena, &[])?;
     }
     p.finish()
 }
@@ -853,7 +927,7 @@ pub fn parse_reader(
 ) -> TraceResult<Trace> {
     let mut p = LineParser::new(path, opts, leap_day.unwrap_or(true), hash_block);
     p.find_leap_day = leap_day.is_none();
-    read_lines(&mut p, reader, CHUNK_BYTES, text_bytes)?;
+    read_lines(&mut p, reader, CHUNK_BYTES, None, text_bytes)?;
     if p.lines == 0 {
         return Err(TraceError::invalid(path, 0, "the file is empty"));
     }
@@ -861,27 +935,34 @@ pub fn parse_reader(
 }
 
 /// [`parse_reader`]'s two threads: the lines of `reader`, read `chunk_bytes` at a time, into
-/// `p`.
+/// `p`. `keep_lists`: whether the reader thread leaves the id lists to this one (`None`: for
+/// the chunks it parses while this thread waits for one, so the slower thread sheds work).
 fn read_lines(
     p: &mut LineParser,
     reader: &mut (dyn std::io::Read + Send),
     chunk_bytes: usize,
+    keep_lists: Option<bool>,
     text_bytes: &mut u64,
 ) -> TraceResult<()> {
     let path = p.path;
+    // chunks sent and not yet taken
+    let waiting = AtomicUsize::new(0);
+    let waiting = &waiting;
     std::thread::scope(|s| -> TraceResult<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
         let splitter = std::thread::Builder::new()
             .name("vllm-log-lines".into())
             .spawn_scoped(s, move || {
-                split_lines(path, reader, chunk_bytes, &tx, &back_rx)
+                let keep = || keep_lists.unwrap_or_else(|| waiting.load(Ordering::Relaxed) == 0);
+                split_lines(path, reader, chunk_bytes, &keep, &tx, &back_rx, waiting)
             })
             .map_err(|e| TraceError::io(path, e))?;
         let mut result = Ok(());
         'chunks: for mut chunk in &rx {
+            waiting.fetch_sub(1, Ordering::Relaxed);
             for line in chunk.lines.drain(..) {
-                if let Err(e) = p.apply(line, &chunk.ids) {
+                if let Err(e) = p.apply(line, &mut chunk.ids, &chunk.lists) {
                     result = Err(e);
                     break 'chunks;
                 }
@@ -908,26 +989,31 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// Bytes of text read at a time by the reader thread (more for a longer line).
 const CHUNK_BYTES: usize = 4 << 20;
 
-/// Lines parsed by the reader thread, in order; their id lists in `ids`.
+/// Lines parsed by the reader thread, in order; their id lists in `ids`, or their text in
+/// `lists` (left for the other thread to read, [`IdList`]).
 #[derive(Default)]
 struct Chunk {
     lines: Vec<ParsedLine>,
     ids: Vec<u32>,
+    lists: Vec<u8>,
     /// The error that stopped reading, after `lines`.
     end: Option<TraceError>,
 }
 
 /// The reader thread of [`parse_reader`]: read `reader` in `chunk_bytes` pieces, split them
 /// into lines, parse each one ([`parse_line`]) and send them on in chunks (taking emptied ones
-/// back from `recycled`). Returns the bytes read. Stops at the end of the text, at the first
-/// line that is not text (not UTF-8, a NUL byte: sent as the chunk's `end`), or when `tx`'s
-/// receiver is gone.
+/// back from `recycled`; `waiting` counts the chunks sent). A chunk's id lists are left as
+/// text when `keep_lists()` says so as it starts. Returns the bytes read. Stops at the end of
+/// the text, at the first line that is not text (not UTF-8, a NUL byte: sent as the chunk's
+/// `end`), or when `tx`'s receiver is gone.
 fn split_lines(
     path: &Path,
     reader: &mut (dyn std::io::Read + Send),
     chunk_bytes: usize,
+    keep_lists: &dyn Fn() -> bool,
     tx: &std::sync::mpsc::SyncSender<Chunk>,
     recycled: &std::sync::mpsc::Receiver<Chunk>,
+    waiting: &AtomicUsize,
 ) -> u64 {
     let mut buf = vec![0u8; chunk_bytes.max(1)];
     // buf[..end] holds text read and not yet split (the start of an unfinished line first)
@@ -958,6 +1044,7 @@ fn split_lines(
                         end: Some(TraceError::io(path, e)),
                         ..Default::default()
                     };
+                    waiting.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(chunk);
                     return bytes;
                 }
@@ -975,6 +1062,8 @@ fn split_lines(
         let mut chunk = recycled.try_recv().unwrap_or_default();
         chunk.lines.clear();
         chunk.ids.clear();
+        chunk.lists.clear();
+        let keep = keep_lists();
         // the lines up to the first one that is not text, then that line's error
         let (text, bad) = text_lines(&buf[..whole]);
         let good = text.len();
@@ -984,16 +1073,21 @@ fn split_lines(
             line_no += 1;
             let line = text[pos..nl].trim_end_matches('\r');
             if !line.trim().is_empty() {
-                chunk.lines.push(parse_line(line_no, line, &mut chunk.ids));
+                let lists = keep.then_some(&mut chunk.lists);
+                chunk
+                    .lines
+                    .push(parse_line(line_no, line, &mut chunk.ids, lists));
             }
             pos = nl + 1;
         }
         bytes += good as u64;
         if let Some(reason) = bad {
             chunk.end = Some(TraceError::invalid(path, line_no + 1, reason));
+            waiting.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(chunk);
             return bytes;
         }
+        waiting.fetch_add(1, Ordering::Relaxed);
         if tx.send(chunk).is_err() {
             return bytes;
         }
@@ -1045,12 +1139,17 @@ enum LineKind {
     BadPrefix,
     /// A message that starts like a request-logger one: its stamp counts in the log's order
     /// whether it parses or not.
-    Request(Stamp, Result<Option<Message>, String>),
+    Request(Stamp, Result<Option<Message<IdList>>, String>),
 }
 
 /// Parse one non-blank line (`\r` and `\n` removed), 1-based `line_no`, its id lists appended
 /// to `arena`.
-fn parse_line(line_no: usize, raw: &str, arena: &mut Vec<u32>) -> ParsedLine {
+fn parse_line(
+    line_no: usize,
+    raw: &str,
+    arena: &mut Vec<u32>,
+    lists: Option<&mut Vec<u8>>,
+) -> ParsedLine {
     let cleaned;
     let line = if memchr::memchr(b'\x1b', raw.as_bytes()).is_some() {
         cleaned = strip_ansi(raw);
@@ -1071,7 +1170,7 @@ fn parse_line(line_no: usize, raw: &str, arena: &mut Vec<u32>) -> ParsedLine {
                 || l.msg.starts_with("Received request ")
                 || l.msg.starts_with("Generated response ") =>
         {
-            LineKind::Request(l.stamp, parse_message(l.msg, arena))
+            LineKind::Request(l.stamp, parse_message(l.msg, arena, lists))
         }
         _ => LineKind::Other,
     };
@@ -1132,7 +1231,7 @@ impl<'a> LineParser<'a> {
     }
 
     /// One parsed non-blank line, its id lists in `arena`.
-    fn apply(&mut self, line: ParsedLine, arena: &[u32]) -> TraceResult<()> {
+    fn apply(&mut self, line: ParsedLine, arena: &mut Vec<u32>, lists: &[u8]) -> TraceResult<()> {
         let (path, opts) = (self.path, self.opts);
         let line_no = line.line_no;
         self.lines += 1;
@@ -1150,7 +1249,7 @@ impl<'a> LineParser<'a> {
             LineKind::Request(stamp, message) => {
                 self.clock.line = line_no;
                 let time = self.c.runs.tick(self.clock.at(&stamp), stamp.resolution);
-                match message {
+                match message.and_then(|m| m.map(|m| m.read_lists(arena, lists)).transpose()) {
                     Ok(Some(m)) => {
                         self.c.apply(m, arena, time);
                         return Ok(());
@@ -1938,7 +2037,7 @@ mod tests {
     /// `parse_id_list` on `s`, and what the careful parser alone gives.
     fn both_ways(s: &str) -> Both {
         let mut arena = vec![7];
-        let fast = parse_id_list(s, "ids", &mut arena)
+        let fast = parse_id_list(s.as_bytes(), "ids", &mut arena)
             .map(|(used, r)| (used, r.map(|r| arena[r].to_vec())));
         assert_eq!(arena[0], 7, "{s}: the arena's earlier ids are kept");
         if fast.is_err() {
@@ -2008,12 +2107,24 @@ mod tests {
         std::fs::read_to_string(dir.join(name)).unwrap()
     }
 
-    /// [`parse_reader`]'s threads reading `chunk_bytes` at a time.
-    fn read_in_chunks(text: &str, chunk_bytes: usize, opts: &ReadOptions) -> TraceResult<Trace> {
+    /// [`parse_reader`]'s threads reading `chunk_bytes` at a time, the id lists read by the
+    /// reader thread, by the other one, or as they balance (`keep_lists`).
+    fn read_in_chunks(
+        text: &str,
+        chunk_bytes: usize,
+        keep_lists: Option<bool>,
+        opts: &ReadOptions,
+    ) -> TraceResult<Trace> {
         let mut p = LineParser::new(Path::new(P), opts, true, None);
         p.find_leap_day = true;
         let mut bytes = 0;
-        read_lines(&mut p, &mut text.as_bytes(), chunk_bytes, &mut bytes)?;
+        read_lines(
+            &mut p,
+            &mut text.as_bytes(),
+            chunk_bytes,
+            keep_lists,
+            &mut bytes,
+        )?;
         assert_eq!(bytes, text.len() as u64, "every byte is counted");
         p.finish()
     }
@@ -2030,8 +2141,11 @@ mod tests {
             // lines cut at every kind of place, lines longer than a chunk, no final newline
             for chunk in [1, 7, 100, 4096, 1 << 20] {
                 for text in [text.clone(), text.trim_end().replace('\n', "\r\n")] {
-                    let t = read_in_chunks(&text, chunk, &ReadOptions::default()).unwrap();
-                    assert_eq!(format!("{t:?}"), whole, "{name} in {chunk}-byte chunks");
+                    for keep in [Some(false), Some(true), None] {
+                        let t = read_in_chunks(&text, chunk, keep, &ReadOptions::default());
+                        let what = format!("{name} in {chunk}-byte chunks, lists kept {keep:?}");
+                        assert_eq!(format!("{:?}", t.unwrap()), whole, "{what}");
+                    }
                 }
             }
         }
@@ -2046,9 +2160,11 @@ mod tests {
             skip_invalid: true,
             ..Default::default()
         };
-        for chunk in [5, 64, 1 << 20] {
+        for (chunk, keep) in [(5, None), (64, Some(true)), (1 << 20, Some(false))] {
             let err = |text: &str, opts: &ReadOptions| {
-                read_in_chunks(text, chunk, opts).unwrap_err().to_string()
+                read_in_chunks(text, chunk, keep, opts)
+                    .unwrap_err()
+                    .to_string()
             };
             // a bad line before a line that is not text is reported first
             let text = format!("{good}\n{cut}x\0y\n{good}");
@@ -2056,13 +2172,33 @@ mod tests {
             assert!(err(&text, &skip).contains("v.log:4: contains NUL bytes"));
             let bytes = [good.as_bytes(), b"\xff\xfe\n", good.as_bytes()].concat();
             let mut p = LineParser::new(Path::new(P), &strict, true, None);
-            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, &mut 0).unwrap_err();
+            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, keep, &mut 0).unwrap_err();
             assert!(e.to_string().contains("v.log:2: is not UTF-8"), "{e}");
             // a NUL before a bad byte on the same line: not UTF-8, as when read whole
             let bytes = [good.as_bytes(), b"\0\xff\n"].concat();
             let mut p = LineParser::new(Path::new(P), &strict, true, None);
-            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, &mut 0).unwrap_err();
+            let e = read_lines(&mut p, &mut bytes.as_slice(), chunk, keep, &mut 0).unwrap_err();
             assert!(e.to_string().contains("v.log:2: is not UTF-8"), "{e}");
+        }
+        // a bad id list left to the other thread gives the error reading it in place gives
+        let line = |list: &str| {
+            format!("DEBUG 01-01 00:00:00 [l.py:1] Request a details: prompt: 'p', prompt_token_ids: {list}, prompt_embeds shape: None.\n")
+        };
+        for list in [
+            "[1, x]",
+            "[1, 2",
+            "[99999999999]",
+            "[1 , 2]]",
+            "junk",
+            "[]",
+            "None",
+        ] {
+            let text = line(list);
+            let whole = format!("{:?}", read(&text));
+            for keep in [Some(true), Some(false)] {
+                let t = read_in_chunks(&text, 1 << 20, keep, &strict);
+                assert_eq!(format!("{t:?}"), whole, "{list}, lists kept {keep:?}");
+            }
         }
     }
 
