@@ -320,3 +320,121 @@ fn compressed_rotated_and_piped_inputs_give_the_golden_figures() {
         want["converted_log"]["rows"][0]["gpu_hit_tokens"]
     );
 }
+
+/// `batch`, `mrc` and `sweep` read a vLLM log hashed at read time too (issue 19). On the bundled
+/// log: mrc's LRU curve (block sizes 16 and 32) and batch's LRU figures (block sizes 16 and 32
+/// from one read hashed at their gcd, LMCache chunks of 256 and 512 tokens) as the token read
+/// gave them (taken with the build before the switch, 2026-12-04); and sweep, which replays cut
+/// copies of the hashed trace (successive halving), runs.
+#[test]
+fn batch_mrc_and_sweep_read_a_vllm_log_hashed_as_the_token_read_did() {
+    let log = repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log");
+    let run = |args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = common::bin()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, out.stdout)
+    };
+    let log_arg = log.to_str().unwrap();
+    for (bs, caps, want) in [
+        ("16", "100,1000,5000", vec![70_144, 205_088, 229_088]),
+        ("32", "100,1000", vec![111_040, 227_840]),
+    ] {
+        let args = ["mrc", "--input-file", log_arg, "--json", "--block-size", bs];
+        let (_dir, stdout) = run(&[&args[..], &["--gpu-blocks", caps]].concat());
+        let doc: Value = serde_json::from_slice(&stdout).unwrap();
+        let hits: Vec<u64> = doc["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["gpu_hit_tokens"].as_u64().unwrap())
+            .collect();
+        assert_eq!(hits, want, "mrc at block size {bs}");
+    }
+    let grid = tempfile::tempdir().unwrap();
+    let yaml = grid.path().join("grid.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: t\ntraces:\n  - path: {}\n    name: vlog\ngpu_blocks: [200, 1000]\n\
+             cpu_cache_gb: [0, 1]\nblock_sizes: [16, 32]\nchunk_sizes: [256, 512]\n\
+             policies: [lru]\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out_dir = grid.path().join("out");
+    let (_dir, _) = run(&[
+        "batch",
+        "--no-plot",
+        "-q",
+        "--yaml",
+        yaml.to_str().unwrap(),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    let rows = std::fs::read_to_string(out_dir.join("results.jsonl")).unwrap();
+    let mut got: Vec<(u64, u64, bool, u64, u64, u64)> = rows
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            assert!(r["error"].is_null(), "{l}");
+            let n = |k: &str| r[k].as_u64().unwrap();
+            let cpu = !r["cpu_cache_gb"].is_null();
+            let chunk = n("requested_chunk_size");
+            let (bs, gpu) = (n("block_size"), n("gpu_blocks"));
+            (
+                bs,
+                chunk,
+                cpu,
+                gpu,
+                n("gpu_hit_tokens"),
+                n("cpu_hit_tokens"),
+            )
+        })
+        .collect();
+    got.sort();
+    // (block size, chunk size, CPU tier, GPU blocks, GPU hit tokens, CPU hit tokens)
+    let mut want = Vec::new();
+    for (bs, gpu_hits) in [(16, [93_744, 218_832]), (32, [154_816, 253_888])] {
+        for chunk in [256, 512] {
+            let cpu_hit = match (bs, chunk) {
+                (16, 256) => 58_096,
+                (16, _) => 52_512,
+                (_, 256) => 13_984,
+                _ => 14_208,
+            };
+            for cpu in [false, true] {
+                want.push((
+                    bs,
+                    chunk,
+                    cpu,
+                    200,
+                    gpu_hits[0],
+                    if cpu { cpu_hit } else { 0 },
+                ));
+                want.push((bs, chunk, cpu, 1000, gpu_hits[1], 0));
+            }
+        }
+    }
+    want.sort();
+    assert_eq!(got, want, "batch's LRU figures");
+    let (dir, _) = run(&[
+        "sweep",
+        "--input-file",
+        log_arg,
+        "--infer-conversations",
+        "--budget",
+        "2",
+        "-q",
+    ]);
+    drop(dir);
+}
