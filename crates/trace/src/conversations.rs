@@ -30,8 +30,8 @@ pub struct Inferred {
 }
 
 /// The chained keys of a request's prompt: the ids of an id trace, or chained hashes of
-/// `TOKEN_BLOCK`-token chunks.
-fn keys(content: &Content) -> Vec<u64> {
+/// `TOKEN_BLOCK`-token chunks (`hashed`: the block size of ids hashed at read time).
+fn keys(content: &Content, hashed: Option<u32>) -> Vec<u64> {
     match content {
         Content::HashIds(ids) => ids.clone(),
         Content::Tokens(t) => {
@@ -45,9 +45,18 @@ fn keys(content: &Content) -> Vec<u64> {
                 })
                 .collect()
         }
-        // hashed at read time (`Trace::hashing`): block ids, equal at equal positions exactly
-        // when the prefixes are (at 16 tokens, the default, the same keys as the tokens give)
-        Content::Hashed(h) => h.blocks.iter().map(|&id| id as u64).collect(),
+        // hashed at read time (`Trace::hashing`) at g tokens: block ids, equal at equal
+        // positions exactly when the prefixes are; every (TOKEN_BLOCK / g)-th is the id of the
+        // prefix the tokens' key stands for, so g dividing TOKEN_BLOCK gives the tokens' keys
+        // (any other g keeps its own blocks)
+        Content::Hashed(h) => {
+            let k = match hashed {
+                Some(g) if g > 0 && TOKEN_BLOCK % g as usize == 0 => TOKEN_BLOCK / g as usize,
+                _ => 1,
+            };
+            let ids = h.blocks.iter().skip(k - 1).step_by(k);
+            ids.map(|&id| id as u64).collect()
+        }
         Content::None => Vec::new(),
     }
 }
@@ -55,6 +64,7 @@ fn keys(content: &Content) -> Vec<u64> {
 /// Give every request an inferred conversation id and turn, when the trace has no conversation
 /// ids at all and carries prompt content. Returns `None` (and changes nothing) otherwise.
 pub fn infer_conversations(trace: &mut Trace) -> Option<Inferred> {
+    let hashed = trace.hashing.map(|h| h.block_size);
     let reqs = &mut trace.requests;
     if reqs.iter().any(|r| r.conversation.is_some())
         || !reqs.iter().any(|r| !matches!(r.content, Content::None))
@@ -71,7 +81,7 @@ pub fn infer_conversations(trace: &mut Trace) -> Option<Inferred> {
         follow_ups: 0,
     };
     for i in 0..reqs.len() {
-        let k: Vec<(u32, u64)> = keys(&reqs[i].content)
+        let k: Vec<(u32, u64)> = keys(&reqs[i].content, hashed)
             .into_iter()
             .enumerate()
             .map(|(p, x)| (p as u32, x))

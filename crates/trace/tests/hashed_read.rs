@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use inferencelab_trace::{
-    read_trace, read_trace_hashed, AnswerBlocks, BlockedTrace, Blocking, Content, ReadOptions,
-    SequenceBlocks, Trace,
+    infer_conversations, read_trace, read_trace_hashed, AnswerBlocks, BlockedTrace, Blocking,
+    Content, ReadOptions, SequenceBlocks, Trace,
 };
 
 fn repo() -> PathBuf {
@@ -212,4 +212,46 @@ fn outputs_logged_before_their_prompt_and_whole_block_prompts_match() {
         ("12:00:05", details("e", &[])),
     ]);
     check_text("early", &text);
+}
+
+/// `--infer-conversations` on ids hashed at read time at any g dividing 16 finds what it finds
+/// from the token ids (its keys are 16-token prefixes): on every vLLM log, and on prompts that
+/// share 24 of 48 tokens (a follow-up in 8-token blocks, not in 16-token ones).
+#[test]
+fn conversations_inferred_from_hashed_ids_are_those_of_the_tokens() {
+    let dir = std::env::temp_dir().join(format!("hashed_read_{}_conv", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shared = dir.join("server.log");
+    let a: Vec<u32> = (0..48).collect();
+    let b: Vec<u32> = (0..24).chain(100..124).collect();
+    let text = log(&[
+        ("12:00:01", details("a", &a)),
+        ("12:00:02", details("b", &b)),
+    ]);
+    std::fs::write(&shared, text).unwrap();
+    let mut logs = all_logs();
+    logs.push(shared.clone());
+    let turns = |t: &Trace| -> Vec<(Option<u64>, u32)> {
+        t.requests
+            .iter()
+            .map(|r| (r.conversation, r.turn))
+            .collect()
+    };
+    for path in &logs {
+        let opts = ReadOptions::default();
+        let Ok(mut tokens) = read_trace(path, &opts) else {
+            continue;
+        };
+        let want = infer_conversations(&mut tokens);
+        for g in [16, 8, 4, 1] {
+            let mut hashed = read_trace_hashed(path, &opts, g).unwrap();
+            let got = infer_conversations(&mut hashed);
+            let what = format!("{} hashed at {g}", path.display());
+            assert_eq!(got, want, "{what}");
+            assert_eq!(turns(&hashed), turns(&tokens), "{what}");
+        }
+    }
+    let mut t = read_trace(&shared, &ReadOptions::default()).unwrap();
+    assert_eq!(infer_conversations(&mut t).unwrap().follow_ups, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
