@@ -52,13 +52,20 @@ fn hash_block(args: &SimulateArgs) -> u32 {
     let block = args
         .block_size
         .unwrap_or(inferencelab_sim::plan::VLLM_DEFAULT_BLOCK);
-    if args.no_cpu_tier {
-        return block.max(1);
-    }
-    let chunk = args
-        .chunk_size
-        .unwrap_or(inferencelab_sim::plan::LMCACHE_DEFAULT_CHUNK);
-    gcd(block, chunk).max(1)
+    let chunk = match args.no_cpu_tier {
+        true => 0,
+        false => args
+            .chunk_size
+            .unwrap_or(inferencelab_sim::plan::LMCACHE_DEFAULT_CHUNK),
+    };
+    // --infer-conversations compares 16-token prefixes: hashed at a divisor of 16, it finds
+    // what it finds from the tokens
+    let conversations = if args.input.infer_conversations {
+        16
+    } else {
+        0
+    };
+    gcd(gcd(block, chunk), conversations).max(1)
 }
 
 /// Read the input: a lookup log with its filter and chunk bytes, or any other trace.
