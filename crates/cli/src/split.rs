@@ -46,11 +46,14 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The trace, read as `simulate` reads it (conversations inferred when asked).
     pub fn trace(&self) -> anyhow::Result<Trace> {
-        // a vLLM log's token ids hashed as they are read (issue 19), at 16 tokens: the keys
-        // --infer-conversations compares are then those of the tokens; a GPU block size that
-        // is not a multiple of 16 keeps the ids
-        let bs = self.block_size.unwrap_or(plan::VLLM_DEFAULT_BLOCK);
-        load_trace(&self.input, bs.is_multiple_of(16).then_some(16))
+        // a vLLM log's token ids hashed as they are read (issue 19), at the gcd of the block
+        // size and 16: --infer-conversations compares 16-token prefixes, and finds from ids
+        // hashed at a divisor of 16 what it finds from the tokens
+        let (mut g, mut b) = (16, self.block_size.unwrap_or(plan::VLLM_DEFAULT_BLOCK));
+        while b != 0 {
+            (g, b) = (b, g % b);
+        }
+        load_trace(&self.input, Some(g))
     }
 
     /// Its train/validation/test split.
