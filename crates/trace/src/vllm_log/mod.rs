@@ -9,6 +9,7 @@
 //!   log) and the emulator (`serve`'s log), and by the synthetic log generator of
 //!   `scripts/scale_bench.sh`. A test reads back what it writes.
 
+mod chunks;
 mod hashing;
 pub mod read;
 pub mod write;
