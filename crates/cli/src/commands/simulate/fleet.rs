@@ -175,62 +175,66 @@ pub(crate) fn run(
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        for (c, r) in configs.iter().zip(&results) {
-            println!(
-                "{} replicas, router {}, {} at {} GPU blocks each: token hit ratio {:.4} (GPU \
-                 {:.4}), imbalance {:.2}, queueing p50/p90 {:.3}/{:.3} s, TTFT p50/p90 \
-                 {:.3}/{:.3} s (time model){}",
-                r.replicas,
-                r.router,
-                c.gpu.policy.name(),
-                c.gpu.capacity,
-                r.token_hit_ratio,
-                r.gpu_token_hit_ratio,
-                r.imbalance,
-                r.queue_delay_p50_s,
-                r.queue_delay_p90_s,
-                r.ttft_p50_s,
-                r.ttft_p90_s,
-                r.compute_saved_ratio
-                    .map_or(String::new(), |x| format!(", compute saved {x:.4}")),
-            );
-            let mut table = vec![[
-                "replica",
-                "requests",
-                "prompt tok",
-                "GPU hit",
-                "CPU hit",
-                "hit ratio",
-                "busy s",
-            ]
-            .map(String::from)
-            .to_vec()];
-            for p in &r.per_replica {
-                table.push(vec![
-                    p.replica.to_string(),
-                    p.requests.to_string(),
-                    p.prompt_tokens.to_string(),
-                    p.gpu_hit_tokens.to_string(),
-                    p.cpu_hit_tokens.to_string(),
-                    format!("{:.4}", p.token_hit_ratio),
-                    format!("{:.1}", p.busy_s),
-                ]);
-            }
-            print_table(&table);
-            if let Some(a) =
-                agreements.get(results.iter().position(|x| std::ptr::eq(x, r)).unwrap_or(0))
-            {
-                println!(
-                    "the logs' own assignment: requests per replica {}; the simulation picked \
-                     the same replica for {} of {} requests ({:.1} %)",
-                    a["requests_per_replica_actual"],
-                    a["same_replica"],
-                    a["requests"],
-                    a["same_replica_share"].as_f64().unwrap_or(0.0) * 100.0
-                );
-            }
+        for (i, (c, r)) in configs.iter().zip(&results).enumerate() {
+            print_point(c, r, agreements.get(i));
         }
     }
     eprintln!("wrote {}", out_path.display());
     Ok(())
+}
+
+/// One point's figures: the fleet's line, the per-replica table, and the logs' own assignment
+/// beside the simulated one (`--replica-logs`).
+fn print_point(c: &SimConfig, r: &ClusterResult, agreement: Option<&serde_json::Value>) {
+    println!(
+        "{} replicas, router {}, {} at {} GPU blocks each: token hit ratio {:.4} (GPU \
+         {:.4}), imbalance {:.2}, queueing p50/p90 {:.3}/{:.3} s, TTFT p50/p90 \
+         {:.3}/{:.3} s (time model){}",
+        r.replicas,
+        r.router,
+        c.gpu.policy.name(),
+        c.gpu.capacity,
+        r.token_hit_ratio,
+        r.gpu_token_hit_ratio,
+        r.imbalance,
+        r.queue_delay_p50_s,
+        r.queue_delay_p90_s,
+        r.ttft_p50_s,
+        r.ttft_p90_s,
+        r.compute_saved_ratio
+            .map_or(String::new(), |x| format!(", compute saved {x:.4}")),
+    );
+    let mut table = vec![[
+        "replica",
+        "requests",
+        "prompt tok",
+        "GPU hit",
+        "CPU hit",
+        "hit ratio",
+        "busy s",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for p in &r.per_replica {
+        table.push(vec![
+            p.replica.to_string(),
+            p.requests.to_string(),
+            p.prompt_tokens.to_string(),
+            p.gpu_hit_tokens.to_string(),
+            p.cpu_hit_tokens.to_string(),
+            format!("{:.4}", p.token_hit_ratio),
+            format!("{:.1}", p.busy_s),
+        ]);
+    }
+    print_table(&table);
+    if let Some(a) = agreement {
+        println!(
+            "the logs' own assignment: requests per replica {}; the simulation picked \
+             the same replica for {} of {} requests ({:.1} %)",
+            a["requests_per_replica_actual"],
+            a["same_replica"],
+            a["requests"],
+            a["same_replica_share"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
 }
