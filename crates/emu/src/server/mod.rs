@@ -256,23 +256,7 @@ pub async fn run(
     let startup = startup::startup_lines(&format, Stamp(epoch_us), &config, addr);
     let engine = Engine::new(config.engine.clone());
     // `--kv-events-config`: bind (or connect) before serving, as vLLM does at start-up
-    let kv_publisher = match config.kv_events.as_ref().filter(|k| k.publishes()) {
-        Some(kv) => {
-            let p = crate::kv_events::ZmqPublisher::start(kv)
-                .await
-                .map_err(std::io::Error::other)?;
-            let line = format.info(
-                Stamp(epoch_us),
-                "distributed/kv_events.py",
-                &format!(
-                    "KV cache events published on {} (topic '{}'; emulator block hashes)",
-                    p.endpoint, kv.topic
-                ),
-            );
-            Some((p, line))
-        }
-        None => None,
-    };
+    let kv_publisher = kv_publisher(config.kv_events.as_ref(), &format, epoch_us).await?;
     let core_cfg = CoreConfig {
         clock,
         seed: config.seed,
@@ -286,17 +270,9 @@ pub async fn run(
     };
     let mut core = Core::new(engine, core_cfg, config.log.take(), metrics);
     core.write_log(&startup);
-    if let Some((mut publisher, line)) = kv_publisher {
+    if let Some((publisher, line)) = kv_publisher {
         core.write_log(&line);
-        let (to, mut from) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(batch) = from.recv().await {
-                if publisher.publish(&batch).await.is_err() {
-                    break;
-                }
-            }
-        });
-        core = core.with_kv_events(to);
+        core = core.with_kv_events(publish_task(publisher));
     }
     let core_thread = std::thread::Builder::new()
         .name("engine-core".into())
@@ -364,6 +340,46 @@ pub async fn run(
             ))
         })?;
     result.map_err(std::io::Error::other)?
+}
+
+/// `--kv-events-config`'s publisher, started, and the log line that says where it publishes
+/// (`None`: no events asked for).
+async fn kv_publisher(
+    kv: Option<&crate::kv_events::KvEventsConfig>,
+    format: &LogFormat,
+    epoch_us: u64,
+) -> std::io::Result<Option<(crate::kv_events::ZmqPublisher, String)>> {
+    let Some(kv) = kv.filter(|k| k.publishes()) else {
+        return Ok(None);
+    };
+    let p = crate::kv_events::ZmqPublisher::start(kv)
+        .await
+        .map_err(std::io::Error::other)?;
+    let line = format.info(
+        Stamp(epoch_us),
+        "distributed/kv_events.py",
+        &format!(
+            "KV cache events published on {} (topic '{}'; emulator block hashes)",
+            p.endpoint, kv.topic
+        ),
+    );
+    Ok(Some((p, line)))
+}
+
+/// A task that publishes the engine core's event batches in order (it ends when the core
+/// drops its sender or the socket fails); the core's end of the channel.
+fn publish_task(
+    mut publisher: crate::kv_events::ZmqPublisher,
+) -> tokio::sync::mpsc::UnboundedSender<crate::kv_events::KvEventBatch> {
+    let (to, mut from) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(batch) = from.recv().await {
+            if publisher.publish(&batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    to
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
