@@ -580,21 +580,7 @@ pub fn run(
         .filter(|r| r.ok)
         .map(|r| r.point_id)
         .collect();
-    let config_digest = format!(
-        "{:016x}",
-        xxh3_64(serde_json::to_string(cfg).unwrap_or_default().as_bytes())
-    );
-    let meta_file = out_dir.join("batch_meta.json");
-    let config_changed = std::fs::read(&meta_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|m| m["config_digest"].as_str().map(|d| d != config_digest))
-        .unwrap_or(false);
-    write_json(
-        &meta_file,
-        &json!({"config_digest": config_digest, "name": cfg.name(), "shard": shard.map(|s| format!("{}/{}", s.index, s.count))}),
-    )
-    .map_err(|e| RunnerError::io(&meta_file, e))?;
+    let config_changed = record_config(cfg, &out_dir, shard)?;
     let pending: Vec<&Point> = mine
         .iter()
         .copied()
@@ -667,16 +653,7 @@ pub fn run(
                     Some(Err(e)) => return Err(e.clone()),
                     None => return Err("not prepared".into()),
                 };
-                // a bug in one point must not take the grid down: turn a panic into an error row
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_point(p, prep, c)))
-                    .map_err(|p| {
-                        let msg = p
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
-                        format!("internal error (panic): {msg}")
-                    })?
+                run_guarded(p, prep, c)
             });
         let (row, error) = match outcome {
             Ok(v) => (row_of(p, Some(v), None, specs.get(&p.trace_path)), None),
@@ -721,6 +698,42 @@ pub fn run(
         stale_rows: stale,
         config_changed,
     })
+}
+
+/// Write `batch_meta.json` (the config's digest, name and shard) and say whether the digest
+/// differs from the one an earlier run left there (its rows were made by another config).
+fn record_config(cfg: &BatchConfig, out_dir: &Path, shard: Option<Shard>) -> RunnerResult<bool> {
+    let config_digest = format!(
+        "{:016x}",
+        xxh3_64(serde_json::to_string(cfg).unwrap_or_default().as_bytes())
+    );
+    let meta_file = out_dir.join("batch_meta.json");
+    let config_changed = std::fs::read(&meta_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|m| m["config_digest"].as_str().map(|d| d != config_digest))
+        .unwrap_or(false);
+    write_json(
+        &meta_file,
+        &json!({"config_digest": config_digest, "name": cfg.name(), "shard": shard.map(|s| format!("{}/{}", s.index, s.count))}),
+    )
+    .map_err(|e| RunnerError::io(&meta_file, e))?;
+    Ok(config_changed)
+}
+
+/// [`run_point`], a panic turned into an error row: a bug in one point must not take the grid
+/// down.
+fn run_guarded(p: &Point, prep: &Prepared<'_>, c: &SimConfig) -> Result<Value, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_point(p, prep, c))).map_err(
+        |p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("internal error (panic): {msg}")
+        },
+    )?
 }
 
 /// One point's figures as a row: a single server's `ResultRow`, or the fleet's
