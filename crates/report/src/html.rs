@@ -432,27 +432,7 @@ pub(crate) fn report(
         out.push_str("</ul></nav>\n");
     }
     if !a.failed.is_empty() {
-        let _ = write!(
-            out,
-            "<h2 id=\"failed\">Failed points ({})</h2>\n<p class=\"note\">These points \
-             did not run; they have no figures and are in no chart.</p>\n",
-            a.failed.len()
-        );
-        // the distinct reasons first: a grid often fails many points for one reason
-        let mut reasons: Vec<(String, usize)> = Vec::new();
-        for &i in &a.failed {
-            let e = rows[i].get("error").map(short_value).unwrap_or_default();
-            match reasons.iter_mut().find(|(r, _)| *r == e) {
-                Some((_, n)) => *n += 1,
-                None => reasons.push((e, 1)),
-            }
-        }
-        out.push_str("<ul>");
-        for (reason, n) in &reasons {
-            let _ = write!(out, "<li>{n} &times; <code>{}</code></li>", esc(reason));
-        }
-        out.push_str("</ul>\n");
-        failed_table(&mut out, rows, &a.failed);
+        failed_section(&mut out, rows, &a.failed);
     }
     if !a.skipped.is_empty() {
         out.push_str("<h3>Rows that could not be plotted</h3><ul>");
@@ -516,6 +496,32 @@ pub(crate) fn report(
     out.push_str(fleet_html);
     let _ = write!(out, "<script>{JS}</script>\n</main></body></html>\n");
     out
+}
+
+/// The failed points: their distinct reasons first (a grid often fails many points for one
+/// reason), then their table.
+fn failed_section(out: &mut String, rows: &[Value], failed: &[usize]) {
+    let _ = write!(
+        out,
+        "<h2 id=\"failed\">Failed points ({})</h2>\n<p class=\"note\">These points \
+         did not run; they have no figures and are in no chart.</p>\n",
+        failed.len()
+    );
+    // the distinct reasons first: a grid often fails many points for one reason
+    let mut reasons: Vec<(String, usize)> = Vec::new();
+    for &i in failed {
+        let e = rows[i].get("error").map(short_value).unwrap_or_default();
+        match reasons.iter_mut().find(|(r, _)| *r == e) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((e, 1)),
+        }
+    }
+    out.push_str("<ul>");
+    for (reason, n) in &reasons {
+        let _ = write!(out, "<li>{n} &times; <code>{}</code></li>", esc(reason));
+    }
+    out.push_str("</ul>\n");
+    failed_table(out, rows, failed);
 }
 
 fn section_heading(i: usize, s: &Section, n: usize) -> String {
