@@ -1146,38 +1146,7 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
         .into_iter()
         .filter(|e| e.arrival.is_some())
         .collect();
-    if logged.is_empty() {
-        return Err(TraceError::invalid(
-            path,
-            0,
-            format!(
-                "no request lines (\"Received request ...\", \"Request ... details\") found{}: start \
-                 vLLM with --enable-log-requests and VLLM_LOGGING_LEVEL=DEBUG so it logs every \
-                 prompt's token ids",
-                if lmcache_lines > 0 {
-                    " (only LMCache lines)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    let without_tokens = logged
-        .iter()
-        .filter(|e| e.tokens.is_none() && e.hashed.is_none())
-        .count();
-    if without_tokens == logged.len() {
-        return Err(TraceError::invalid(
-            path,
-            0,
-            format!(
-                "{} requests are logged but none with its prompt_token_ids: vLLM >= 0.10 logs \
-                 them at DEBUG level only. Restart vLLM with VLLM_LOGGING_LEVEL=DEBUG and \
-                 --enable-log-requests, and log the workload again",
-                logged.len()
-            ),
-        ));
-    }
+    let without_tokens = check_logged(path, &logged, lmcache_lines)?;
     let base = logged
         .iter()
         .filter_map(|e| e.arrival)
@@ -1304,6 +1273,44 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
         trace.notes.push(note);
     }
     Ok(())
+}
+
+/// The requests a log holds are enough to simulate: some request lines, some with token ids.
+/// The count of those without (left out, with a note).
+fn check_logged(path: &Path, logged: &[Pending], lmcache_lines: usize) -> TraceResult<usize> {
+    if logged.is_empty() {
+        return Err(TraceError::invalid(
+            path,
+            0,
+            format!(
+                "no request lines (\"Received request ...\", \"Request ... details\") found{}: start \
+                 vLLM with --enable-log-requests and VLLM_LOGGING_LEVEL=DEBUG so it logs every \
+                 prompt's token ids",
+                if lmcache_lines > 0 {
+                    " (only LMCache lines)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let without_tokens = logged
+        .iter()
+        .filter(|e| e.tokens.is_none() && e.hashed.is_none())
+        .count();
+    if without_tokens == logged.len() {
+        return Err(TraceError::invalid(
+            path,
+            0,
+            format!(
+                "{} requests are logged but none with its prompt_token_ids: vLLM >= 0.10 logs \
+                 them at DEBUG level only. Restart vLLM with VLLM_LOGGING_LEVEL=DEBUG and \
+                 --enable-log-requests, and log the workload again",
+                logged.len()
+            ),
+        ));
+    }
+    Ok(without_tokens)
 }
 
 /// Resolve LMCache `Reqid`s to request ids (exact, or the API id plus `-suffix`s the engine
