@@ -679,60 +679,7 @@ impl Engine {
         };
 
         // --- first admissions: their cache outcome
-        self.book.first_admission_us.get_or_insert(start);
-        let mut loaded = 0u64;
-        for &req in &plan.admitted {
-            let e = self
-                .book
-                .entries
-                .get_mut(&req)
-                .expect("admitted request is known");
-            if e.index.is_some() {
-                continue; // resumed after a preemption
-            }
-            let s = self
-                .sched
-                .running()
-                .iter()
-                .find(|r| r.req == req)
-                .expect("admitted request runs");
-            let gpu_hit_tokens = s.gpu_hit_tokens;
-            let loaded_tokens = s.external_hit_tokens;
-            e.index = Some(self.admitted);
-            self.admitted += 1;
-            e.admitted_us = start;
-            e.cached_tokens = gpu_hit_tokens + loaded_tokens;
-            let len = e.prompt_len;
-            let lmcache = self
-                .lm
-                .as_ref()
-                .and_then(|c| c.state(req))
-                .map(|st| LmcacheLookup {
-                    hit_tokens: st.hit_tokens,
-                    need_to_load: st.hit_tokens as i64 - gpu_hit_tokens as i64,
-                    chunks: e.chunk_keys.len() as u64,
-                    new_chunks: 0,
-                });
-            if let Some(st) = self.lm.as_ref().and_then(|c| c.state(req)) {
-                loaded += st.first.map_or(0, |f| f.loaded_tokens);
-            }
-            let c = &mut self.counters;
-            c.prompt_tokens += len;
-            c.prefix_cache_queries += len;
-            c.prefix_cache_hits += gpu_hit_tokens;
-            if lmcache.is_some() {
-                c.external_prefix_cache_queries += len - gpu_hit_tokens;
-                c.external_prefix_cache_hits += loaded_tokens;
-            }
-            report.admitted.push(Admission {
-                key: req as ReqKey,
-                index: e.index.expect("just set"),
-                prompt_tokens: len,
-                gpu_hit_tokens,
-                loaded_tokens,
-                lmcache,
-            });
-        }
+        let loaded = self.admit(&plan.admitted, start, &mut report);
 
         // --- the step's duration
         let t = &self.config.timing;
@@ -833,6 +780,67 @@ impl Engine {
         plan.scheduled.clear();
         self.now_us = end;
         Some(report)
+    }
+
+    /// Record the step's first admissions (a resumed preemption is not one): each request's
+    /// index, GPU and LMCache hits, the counters, and its line in `report`. The tokens LMCache
+    /// loads for them, which the step's duration pays for.
+    fn admit(&mut self, admitted: &[usize], start: u64, report: &mut StepReport) -> u64 {
+        self.book.first_admission_us.get_or_insert(start);
+        let mut loaded = 0u64;
+        for &req in admitted {
+            let e = self
+                .book
+                .entries
+                .get_mut(&req)
+                .expect("admitted request is known");
+            if e.index.is_some() {
+                continue; // resumed after a preemption
+            }
+            let s = self
+                .sched
+                .running()
+                .iter()
+                .find(|r| r.req == req)
+                .expect("admitted request runs");
+            let gpu_hit_tokens = s.gpu_hit_tokens;
+            let loaded_tokens = s.external_hit_tokens;
+            e.index = Some(self.admitted);
+            self.admitted += 1;
+            e.admitted_us = start;
+            e.cached_tokens = gpu_hit_tokens + loaded_tokens;
+            let len = e.prompt_len;
+            let lmcache = self
+                .lm
+                .as_ref()
+                .and_then(|c| c.state(req))
+                .map(|st| LmcacheLookup {
+                    hit_tokens: st.hit_tokens,
+                    need_to_load: st.hit_tokens as i64 - gpu_hit_tokens as i64,
+                    chunks: e.chunk_keys.len() as u64,
+                    new_chunks: 0,
+                });
+            if let Some(st) = self.lm.as_ref().and_then(|c| c.state(req)) {
+                loaded += st.first.map_or(0, |f| f.loaded_tokens);
+            }
+            let c = &mut self.counters;
+            c.prompt_tokens += len;
+            c.prefix_cache_queries += len;
+            c.prefix_cache_hits += gpu_hit_tokens;
+            if lmcache.is_some() {
+                c.external_prefix_cache_queries += len - gpu_hit_tokens;
+                c.external_prefix_cache_hits += loaded_tokens;
+            }
+            report.admitted.push(Admission {
+                key: req as ReqKey,
+                index: e.index.expect("just set"),
+                prompt_tokens: len,
+                gpu_hit_tokens,
+                loaded_tokens,
+                lmcache,
+            });
+        }
+        loaded
     }
 
     /// Check the engine's invariants (tests call it after every step).
