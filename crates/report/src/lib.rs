@@ -66,31 +66,7 @@ pub fn plot_results(
         } else {
             String::new()
         };
-        let dir = out_dir.join(&sub);
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
-        let mut figures = Vec::new();
-        for chart in charts::charts_for(g, &label) {
-            let png = dir.join(format!("{}.png", chart.name));
-            chart::render_png(&chart, &png)?;
-            let svg = chart::render_svg(&chart)?;
-            let svg_path = dir.join(format!("{}.svg", chart.name));
-            std::fs::write(&svg_path, &svg).map_err(|e| ReportError::io(&svg_path, e))?;
-            let rel = |ext: &str| {
-                if sub.is_empty() {
-                    format!("{}.{ext}", chart.name)
-                } else {
-                    format!("{sub}/{}.{ext}", chart.name)
-                }
-            };
-            figures.push(html::Figure {
-                title: chart.title.clone(),
-                svg,
-                png: rel("png"),
-                svg_file: rel("svg"),
-            });
-            written.push(png);
-            written.push(svg_path);
-        }
+        let figures = draw(charts::charts_for(g, &label), out_dir, &sub, &mut written)?;
         sections.push(html::Section {
             group: g,
             label,
@@ -108,31 +84,7 @@ pub fn plot_results(
         } else {
             String::new()
         };
-        let dir = out_dir.join(&sub);
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
-        let mut figures = Vec::new();
-        for chart in fleet::charts(g, &label) {
-            let png = dir.join(format!("{}.png", chart.name));
-            chart::render_png(&chart, &png)?;
-            let svg = chart::render_svg(&chart)?;
-            let svg_path = dir.join(format!("{}.svg", chart.name));
-            std::fs::write(&svg_path, &svg).map_err(|e| ReportError::io(&svg_path, e))?;
-            let rel = |ext: &str| {
-                if sub.is_empty() {
-                    format!("{}.{ext}", chart.name)
-                } else {
-                    format!("{sub}/{}.{ext}", chart.name)
-                }
-            };
-            figures.push(html::Figure {
-                title: chart.title.clone(),
-                svg,
-                png: rel("png"),
-                svg_file: rel("svg"),
-            });
-            written.push(png);
-            written.push(svg_path);
-        }
+        let figures = draw(fleet::charts(g, &label), out_dir, &sub, &mut written)?;
         html::fleet_section(&mut fleet_html, rows, &fleets, i, &label, &figures);
     }
     let report = out_dir.join(REPORT_FILE);
@@ -144,6 +96,42 @@ pub fn plot_results(
 
 /// A directory name from a group label: `trace=mooncake · model=qwen-8b` ->
 /// `trace-mooncake-model-qwen-8b` (at most 80 characters).
+/// Draw `charts` into `out_dir/sub` as PNG and SVG (added to `written`): the report's figures,
+/// their files named relative to the report.
+fn draw(
+    charts: Vec<chart::Chart>,
+    out_dir: &Path,
+    sub: &str,
+    written: &mut Vec<PathBuf>,
+) -> Result<Vec<html::Figure>, ReportError> {
+    let dir = out_dir.join(sub);
+    std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
+    let mut figures = Vec::new();
+    for chart in charts {
+        let png = dir.join(format!("{}.png", chart.name));
+        chart::render_png(&chart, &png)?;
+        let svg = chart::render_svg(&chart)?;
+        let svg_path = dir.join(format!("{}.svg", chart.name));
+        std::fs::write(&svg_path, &svg).map_err(|e| ReportError::io(&svg_path, e))?;
+        let rel = |ext: &str| {
+            if sub.is_empty() {
+                format!("{}.{ext}", chart.name)
+            } else {
+                format!("{sub}/{}.{ext}", chart.name)
+            }
+        };
+        figures.push(html::Figure {
+            title: chart.title.clone(),
+            svg,
+            png: rel("png"),
+            svg_file: rel("svg"),
+        });
+        written.push(png);
+        written.push(svg_path);
+    }
+    Ok(figures)
+}
+
 fn slug(label: &str) -> String {
     let mut out = String::new();
     for c in label.chars() {
