@@ -4,7 +4,7 @@
 //! replicas (each as a process group: SIGTERM, then SIGKILL).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::commands::{fleet_bench_command, router_command, server_command};
@@ -12,7 +12,7 @@ use super::config::ExperimentConfig;
 use super::diagnose::{failure_reason, lmcache_check};
 use super::grid::ExpPoint;
 use super::health::{http_get, wait_healthy, wait_http};
-use super::process::{spawn_logged, stop, wait_port_free, PORT_FREE_TIMEOUT};
+use super::process::{run_logged, spawn_logged, stop, wait_port_free, PORT_FREE_TIMEOUT};
 use super::results::{replica_log_path, PointOutcome, ReplicaRun};
 use super::RunOptions;
 
@@ -109,16 +109,7 @@ pub(super) fn run_fleet_point(
         std::fs::create_dir_all(&bench_dir).map_err(|e| format!("{}: {e}", bench_dir.display()))?;
         let argv = fleet_bench_command(cfg, p, &opts.bench_exe, &bench_dir);
         let bench_log = bench_dir.join("bench.log");
-        let bl = std::fs::File::create(&bench_log)
-            .map_err(|e| format!("{}: {e}", bench_log.display()))?;
-        let bl2 = bl.try_clone().map_err(|e| e.to_string())?;
-        let status = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(bl)
-            .stderr(bl2)
-            .status()
-            .map_err(|e| format!("cannot run bench ({}): {e}", argv[0]))?;
+        let status = run_logged(&argv, &bench_log)?;
         for r in &replicas {
             if let Ok(m) = http_get(r.port, "/metrics", Duration::from_secs(10)) {
                 let _ = std::fs::write(&r.metrics, m);

@@ -2,7 +2,7 @@
 //! the servers stopped, and the outcome row.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::commands::{bench_command, server_command};
@@ -10,7 +10,7 @@ use super::config::ExperimentConfig;
 use super::diagnose::{failure_reason, lmcache_check};
 use super::grid::ExpPoint;
 use super::health::{http_body, http_get, wait_healthy, wait_http};
-use super::process::{spawn_logged, stop, wait_port_free, PORT_FREE_TIMEOUT};
+use super::process::{run_logged, spawn_logged, stop, wait_port_free, PORT_FREE_TIMEOUT};
 use super::results::{lmcache_log_path, PointOutcome};
 use super::RunOptions;
 
@@ -94,16 +94,7 @@ pub(super) fn run_point(
             lmc_metrics("lmcache_metrics_start.prom");
             let argv = bench_command(cfg, p, sc.port, &opts.bench_exe, &bench_dir);
             let bench_log = bench_dir.join("bench.log");
-            let bl = std::fs::File::create(&bench_log)
-                .map_err(|e| format!("{}: {e}", bench_log.display()))?;
-            let bl2 = bl.try_clone().map_err(|e| e.to_string())?;
-            let status = Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .stdout(bl)
-                .stderr(bl2)
-                .status()
-                .map_err(|e| format!("cannot run bench ({}): {e}", argv[0]))?;
+            let status = run_logged(&argv, &bench_log)?;
             if let Ok(m) = http_get(sc.port, "/metrics", Duration::from_secs(10)) {
                 let _ = std::fs::write(bench_dir.join("metrics_final.prom"), m);
             }

@@ -27,6 +27,20 @@ pub(super) fn spawn_logged(
         .map_err(|e| format!("cannot start {}: {e}", argv[0]))
 }
 
+/// Run `argv` to its end (the point's bench: in the runner's process group, so an interrupt
+/// reaches it), stdout and stderr to `log`.
+pub(super) fn run_logged(argv: &[String], log: &Path) -> Result<std::process::ExitStatus, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .map_err(|e| format!("cannot run bench ({}): {e}", argv[0]))
+}
+
 /// How long a point waits for its port to be released (by the previous point's server, or by a
 /// server of a killed run that is still shutting down) before it fails.
 pub(super) const PORT_FREE_TIMEOUT: Duration = Duration::from_secs(10);
