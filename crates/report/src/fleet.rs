@@ -118,7 +118,7 @@ pub(crate) fn analyze(rows: &[Value]) -> Vec<FleetGroup> {
             hit,
             ttft_p90_s: ttft,
         };
-        let params = params_of(row);
+        let params = crate::group::params_of(row, NOT_GROUP_KEYS, NUMBER_PARAMS);
         let g = match groups.iter().position(|g| g.params == params) {
             Some(g) => g,
             None => {
@@ -140,25 +140,6 @@ pub(crate) fn analyze(rows: &[Value]) -> Vec<FleetGroup> {
         }
     }
     groups
-}
-
-fn params_of(row: &Value) -> BTreeMap<String, Value> {
-    let mut params = BTreeMap::new();
-    let Some(obj) = row.as_object() else {
-        return params;
-    };
-    for (k, v) in obj {
-        if v.is_null() || NOT_GROUP_KEYS.contains(&k.as_str()) {
-            continue;
-        }
-        if k == "trace_path" && obj.contains_key("trace") {
-            continue;
-        }
-        if v.is_string() || v.is_boolean() || NUMBER_PARAMS.contains(&k.as_str()) {
-            params.insert(k.clone(), v.clone());
-        }
-    }
-    params
 }
 
 /// `policy=lru · gpu_blocks=2000`: the parameters that differ between fleet groups (empty with

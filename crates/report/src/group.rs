@@ -311,19 +311,25 @@ fn series_label(row: &Value, policy: &str) -> String {
 }
 
 fn group_params(row: &Value) -> BTreeMap<String, Value> {
+    params_of(row, NOT_GROUP_KEYS, NON_STRING_PARAMS)
+}
+
+/// A row's parameters that tell its group: its strings and booleans, and the `numbers` keys,
+/// less the `skip` keys (figures, ids) and a `trace_path` beside a `trace` name.
+pub(crate) fn params_of(row: &Value, skip: &[&str], numbers: &[&str]) -> BTreeMap<String, Value> {
     let mut params = BTreeMap::new();
     let Some(obj) = row.as_object() else {
         return params;
     };
     for (k, v) in obj {
-        if v.is_null() || NOT_GROUP_KEYS.contains(&k.as_str()) {
+        if v.is_null() || skip.contains(&k.as_str()) {
             continue;
         }
         // the trace's name says it; its path would only repeat it
         if k == "trace_path" && obj.contains_key("trace") {
             continue;
         }
-        if v.is_string() || v.is_boolean() || NON_STRING_PARAMS.contains(&k.as_str()) {
+        if v.is_string() || v.is_boolean() || numbers.contains(&k.as_str()) {
             params.insert(k.clone(), v.clone());
         }
     }
