@@ -28,29 +28,9 @@ fn check(policy: &str) -> (u64, u64) {
     let golden = &golden[policy];
     let tmp = tempfile::tempdir().unwrap();
     let per = tmp.path().join("per.jsonl");
-    let out = common::bin()
-        .args(["simulate", "-i"])
-        .arg(dir.join("merged.log.gz"))
-        .args([
-            "--gpu-blocks",
-            "600",
-            "--no-cpu-tier",
-            "-q",
-            "--replicas",
-            "4",
-        ])
-        .args(["--router", policy, "--router-worker-urls", &order.join(",")])
-        .arg("--per-request")
-        .arg(&per)
-        .arg("-o")
-        .arg(tmp.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = common::bin();
+    cmd.args(["simulate", "-i"]).arg(dir.join("merged.log.gz"));
+    simulate_fleet(cmd, policy, &order, &per, &tmp.path().join("sim.json"));
     let rows: Vec<Value> = std::fs::read_to_string(&per)
         .unwrap()
         .lines()
@@ -161,31 +141,12 @@ fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
         drop(files);
         let per = tmp.path().join("per.jsonl");
         let summary = tmp.path().join("sim.json");
-        let out = common::bin()
-            .args(["simulate", "-i"])
+        let mut cmd = common::bin();
+        cmd.args(["simulate", "-i"])
             .arg(&paths[0])
             .arg("--replica-logs")
-            .args(&paths[1..])
-            .args([
-                "--gpu-blocks",
-                "600",
-                "--no-cpu-tier",
-                "-q",
-                "--replicas",
-                "4",
-            ])
-            .args(["--router", policy, "--router-worker-urls", &order.join(",")])
-            .arg("--per-request")
-            .arg(&per)
-            .arg("-o")
-            .arg(&summary)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .args(&paths[1..]);
+        simulate_fleet(cmd, policy, &order, &per, &summary);
         let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
         let a = &doc["points"][0]["actual"];
         assert_eq!(a["requests"], golden["requests"], "{policy}");
@@ -213,4 +174,37 @@ fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
             );
         }
     }
+}
+
+/// Run `cmd` (`simulate` on the fleet's logs) as the script does: 600 GPU blocks per replica,
+/// no LMCache tier, 4 replicas behind `policy` with the real router's worker order; the
+/// per-request rows to `per`, the summary to `summary`.
+fn simulate_fleet(
+    mut cmd: assert_cmd::Command,
+    policy: &str,
+    order: &[String],
+    per: &std::path::Path,
+    summary: &std::path::Path,
+) {
+    let out = cmd
+        .args([
+            "--gpu-blocks",
+            "600",
+            "--no-cpu-tier",
+            "-q",
+            "--replicas",
+            "4",
+        ])
+        .args(["--router", policy, "--router-worker-urls", &order.join(",")])
+        .arg("--per-request")
+        .arg(per)
+        .arg("-o")
+        .arg(summary)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
