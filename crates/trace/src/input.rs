@@ -171,12 +171,24 @@ fn decompressing(
     Ok((reader, kind))
 }
 
+/// Piped input: ask Linux for a 1 MiB pipe (the default 64 KiB makes the writer and the reader
+/// take turns a read at a time; issue 19's piped 20 GB log read 384 MB/s with it, 563 with
+/// 1 MiB). Not a pipe, not Linux, or a lower `/proc/sys/fs/pipe-max-size`: left as it is.
+fn widen_stdin_pipe() {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fcntl, FcntlArg};
+        let _ = fcntl(io::stdin(), FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
+}
+
 /// Open `path` for reading its text: `-` is stdin; a directory is read as its rotated log files
 /// ([`rotated_files`]) one after the other; anything else must be a regular file
 /// ([`crate::fsutil::check_regular`]). Compression is told by the magic bytes of each file.
 pub fn open(path: &Path) -> io::Result<Input> {
     let raw_bytes = Counter::default();
     if path.as_os_str() == "-" {
+        widen_stdin_pipe();
         let (reader, compression) = decompressing(io::stdin(), &raw_bytes)?;
         return Ok(Input {
             reader,

@@ -73,9 +73,6 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
         return fleet::read_logs(args);
     }
     let read_started = Instant::now();
-    if args.input.input_file.as_os_str() == "-" {
-        widen_stdin_pipe();
-    }
     let opts = args.input.read_options();
     let (mut trace, lookup) = lookup::read(args, &opts)?;
     args.input.infer(&mut trace);
@@ -95,17 +92,6 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
         lookup,
         read_seconds,
     })
-}
-
-/// `--input-file -` from a pipe: ask Linux for a 1 MiB pipe (the default 64 KiB makes the
-/// generator and the reader take turns a read at a time; issue 19's piped log read 384 MB/s
-/// with it). Not a pipe, not Linux, or a lower `/proc/sys/fs/pipe-max-size`: left as it is.
-fn widen_stdin_pipe() {
-    #[cfg(target_os = "linux")]
-    {
-        use nix::fcntl::{fcntl, FcntlArg};
-        let _ = fcntl(std::io::stdin(), FcntlArg::F_SETPIPE_SZ(1 << 20));
-    }
 }
 
 /// What the engine model did (vLLM's rules): schedule, answer blocks, requests that never fit,
