@@ -65,11 +65,7 @@ fn shards_merged_equal_one_unsharded_run() {
     assert_eq!(rows(&whole.join("summary.json")).len(), 20);
     for i in 0..3 {
         let out = batch(&yaml, &sharded, &["--shard", &format!("{i}/3")]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
     }
     let out = common::bin()
         .args(["batch", "merge", "--no-plot", "--yaml"])
@@ -78,11 +74,7 @@ fn shards_merged_equal_one_unsharded_run() {
         .arg(&sharded)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let a = rows(&whole.join("summary.json"));
     let b = rows(&sharded.join("summary.json"));
     assert_eq!(a.len(), 20);
@@ -137,11 +129,7 @@ fn killed_midway_then_rerun_equals_an_uninterrupted_run() {
     );
 
     let out = batch(&yaml, &killed, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already done (resumed)"), "{stderr}");
     assert_eq!(
@@ -239,11 +227,7 @@ fn the_slurm_array_script_runs_shards_that_merge_into_the_whole() {
         .arg(&yaml)
         .output()
         .unwrap();
-    assert!(
-        merged.status.success(),
-        "{}",
-        String::from_utf8_lossy(&merged.stderr)
-    );
+    common::assert_ok(&merged);
     let whole = dir.path().join("whole");
     assert!(batch(&yaml, &whole, &[]).status.success());
     assert_eq!(
@@ -264,11 +248,7 @@ fn batch_draws_plots_and_the_report_at_the_end_unless_told_not_to() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::assert_ok(&run);
     let report = out.join("plots/report.html");
     let html = std::fs::read_to_string(&report).expect("batch writes plots/report.html");
     assert!(html.contains("<svg"), "the report inlines its charts");

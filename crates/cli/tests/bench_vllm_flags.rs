@@ -275,11 +275,7 @@ fn the_issue_command_line_runs_against_serve_with_vllm_result_keys() {
         .unwrap();
     serve.kill().unwrap();
     let _ = serve.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("vllm.json")).unwrap()).unwrap();
     for key in [
@@ -305,11 +301,7 @@ fn the_issue_command_line_runs_against_serve_with_vllm_result_keys() {
     }
     assert_eq!(doc["completed"], 12);
     // ShareGPT: conv-a's two human turns and conv-b's one; the entry without one is skipped
-    assert!(
-        sharegpt.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sharegpt.stderr)
-    );
+    common::assert_ok(&sharegpt);
     let rows = std::fs::read_to_string(dir.path().join("sharegpt/requests.jsonl")).unwrap();
     assert_eq!(rows.lines().count(), 3);
 }

@@ -136,11 +136,7 @@ fn lmcache_tier_equals_lmcaches_own_storage_classes() {
             cmd.args(["--disk-cache-gb", d]);
         }
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
         let ours = jsonl(&per);
         assert_eq!(ours.len(), truth.len(), "{name}");
         let mut hits = 0;

@@ -60,11 +60,7 @@ fn a_stray_new_year_stamp_does_not_make_a_year_of_windows() {
     ]
     .concat();
     let out = simulate(&log);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let notes = doc["input"]["notes"].to_string();
     assert!(notes.contains("half a year"), "{notes}");

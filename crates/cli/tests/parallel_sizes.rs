@@ -20,11 +20,7 @@ fn sizes(args: &[&str]) -> (u64, u64) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let row = &doc["results"][0];
     (

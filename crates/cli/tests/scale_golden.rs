@@ -309,11 +309,7 @@ fn compressed_rotated_and_piped_inputs_give_the_golden_figures() {
         .write_stdin(gzip(log.as_bytes()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         doc["results"][0]["gpu_hit_tokens"],

@@ -269,11 +269,7 @@ fn replay_against_a_fresh_server(server_log: bool) -> (Vec<(u64, u64)>, serde_js
         .unwrap();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     child.wait().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let r: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("replay/replay.json")).unwrap(),
     )

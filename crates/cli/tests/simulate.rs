@@ -192,11 +192,7 @@ fn without_a_gpu_size_fractions_of_the_working_set_are_simulated_and_named() {
         .arg(repo(MOONCAKE))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("no --gpu-blocks/--gpu-cache-gb given"),
@@ -254,11 +250,7 @@ fn table_output_names_policies_and_capacities() {
         .arg(dir.path().join("s.json"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // 8 GiB of Qwen3-8B KV at 512-token blocks = 8 * 2^30 / (147456 * 512) = 113 blocks
     assert!(stdout.contains("lru") && stdout.contains("113"), "{stdout}");
@@ -292,11 +284,7 @@ fn mrc_one_pass_curve_agrees_with_point_simulations() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         let got: Vec<f64> = doc["curve"]
             .as_array()

@@ -24,11 +24,7 @@ fn sweep_writes_the_best_config_and_reports_beside_lru_and_belady() {
         .arg(&best)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     for col in ["lru_hit", "belady_hit", "gap_closed", "train", "test"] {
         assert!(table.contains(col), "no {col} in:\n{table}");
@@ -58,11 +54,7 @@ fn sweep_writes_the_best_config_and_reports_beside_lru_and_belady() {
         .arg(dir.path().join("again.yaml"))
         .output()
         .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    common::assert_ok(&again);
 }
 
 #[test]

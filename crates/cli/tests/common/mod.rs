@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Stdio};
+use std::process::{Child, ChildStderr, Output, Stdio};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -25,6 +25,16 @@ pub fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(path)
+}
+
+/// Panic, with the command's stderr, unless it exited successfully.
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `inferencelab` as an assert_cmd command.
@@ -84,11 +94,7 @@ pub fn simulate_per_request(mut cmd: std::process::Command) -> (Value, Vec<Value
         .arg(dir.path().join("sim.json"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     (doc, jsonl(&per))
 }
