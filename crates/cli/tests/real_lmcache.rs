@@ -170,28 +170,29 @@ fn without_eviction_every_count_and_every_request_equal_lmcache() {
 }
 
 /// With eviction, LMCache's eviction loop on the clock (a pass a second, not one after each
-/// store; docs/semantics.md, "multi-process"): hits within a point and 95 % of the requests
-/// exact at every size, and the refused stores equal LMCache's `Failed to batched allocate`
-/// warnings (0, 12, 33); the L1 writes and evictions are not equal (the bench replays
-/// conversations concurrently; see docs/semantics.md for what is left). These are the gaps as
-/// measured; the test fails if they move.
+/// store) and its lookup touching the run it finds (docs/semantics.md, "multi-process"): hits
+/// within a point (LMCache hits equal) and 95 % of the requests exact at every size, and the
+/// refused stores equal LMCache's `Failed to batched allocate` warnings (0, 12, 33); the L1
+/// writes and evictions are not equal on these logs, whose stamps are whole seconds (where in
+/// its second a store came against the loop's tick is not in them; see docs/semantics.md).
+/// These are the gaps as measured; the test fails if they move.
 #[test]
 fn with_eviction_hits_and_requests_meet_the_bars_and_the_l1_counts_are_off_by_what_was_measured() {
     let at_least_95 = |c: &Check| 100 * c.exact >= 95 * c.requests;
     // GPU hits, LMCache hits, lookup hits, writes, evictions
     let c = check("0.01");
     assert_eq!(c.real, [52928, 0, 25600, 142, 111]);
-    assert_eq!(c.ours, [52928, 544, 28928, 128, 96]);
-    assert_eq!((c.exact, c.requests), (59, 60));
+    assert_eq!(c.ours, [52928, 0, 27392, 137, 105]);
+    assert_eq!((c.exact, c.requests), (60, 60));
     assert!(at_least_95(&c));
     let c = check("0.005");
     assert_eq!(c.real, [50752, 800, 11264, 125, 109]);
-    assert_eq!(c.ours, [50784, 928, 12544, 110, 94]);
+    assert_eq!(c.ours, [50784, 800, 11776, 123, 107]);
     assert_eq!((c.exact, c.requests), (57, 60));
     assert!(at_least_95(&c));
     let c = check("0.0025");
     assert_eq!(c.real, [49120, 1472, 9472, 35, 27]);
-    assert_eq!(c.ours, [49152, 1536, 10240, 34, 26]);
+    assert_eq!(c.ours, [49152, 1472, 8960, 40, 32]);
     assert_eq!((c.exact, c.requests), (59, 60));
     assert!(at_least_95(&c));
 }

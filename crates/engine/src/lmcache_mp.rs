@@ -4,9 +4,12 @@
 //!
 //! - Lookup (`v1/multiprocess/modules/lookup.py`, the prefetch of the leading run): the
 //!   leading run of full prompt chunks resident in L1; the run is read-locked until the
-//!   retrieve (`l1_manager.py:291`, `reserve_read`) and is **not** touched: reading does not
-//!   move the LRU order (`v1/distributed/eviction.py:191-198`). We do not lock it (see
-//!   [`LmcacheTier::lookup_mp`]).
+//!   retrieve (`l1_manager.py:291`, `reserve_read`) and **touched**, last chunk first, so the
+//!   head ends most recent: with no L2 the prefetch finishes on the lookup's own thread
+//!   (`storage_controllers/prefetch_controller.py:588-593`) and its `_finish_request` touches
+//!   the hit keys (`prefetch_controller.py:1542-1545`; `eviction_policy/lru.py:94-110`). The
+//!   read lock itself moves nothing (`v1/distributed/eviction.py:191-198`). We do not lock the
+//!   run (see [`LmcacheTier::lookup_mp`]).
 //! - Store (`integration/vllm/lmcache_mp_metadata.py:225-320`,
 //!   `v1/multiprocess/modules/lmcache_driven_transfer.py:750-790`): per forward step, the
 //!   prompt chunks the step completed, from the chunk the LMCache hit ends in; chunks already
@@ -37,7 +40,7 @@
 //! the watermark ([`Connector::settle`](crate::lmcache::Connector::settle)), as the real
 //! server's do while it idles before its counters are read.
 
-use inferencelab_cache::{BlockCache, EvictionPolicy, ObjId, Outcome};
+use inferencelab_cache::{Access, BlockCache, EvictionPolicy, ObjId, Outcome};
 
 use crate::lmcache::{LmcacheTier, Lookup, Retrieved};
 use crate::pool::MakeAccess;
@@ -121,12 +124,14 @@ pub fn usage_ratio<P: EvictionPolicy>(cpu: &BlockCache<P>, l1_size_chunks: f64) 
 }
 
 impl<P: EvictionPolicy> LmcacheTier<P> {
-    /// The multi-process lookup: the leading run in L1, not touched. LMCache read-locks the
-    /// run until the retrieve; we do not (our policies re-append an entry when it is unpinned,
-    /// a refresh LMCache's L1 does not make), so a tick between a lookup and its retrieve may
-    /// evict chunks LMCache would have kept.
+    /// The multi-process lookup: the leading run in L1, touched last chunk first (the
+    /// prefetch's `_finish_request` touches its hit keys, `prefetch_controller.py:1542-1545`).
+    /// LMCache also read-locks the run until the retrieve; we do not (our policies re-append an
+    /// entry when it is unpinned, a refresh LMCache's L1 does not make), so a tick between a
+    /// lookup and its retrieve may evict chunks LMCache would have kept.
     pub fn lookup_mp(&mut self, keys: &[ObjId]) -> Lookup {
         let run = keys.iter().take_while(|&&k| self.cpu.contains(k)).count();
+        self.touch_mp(&keys[..run], &|k, _, t| Access::at(k, t));
         Lookup::from_run(run)
     }
 
@@ -275,8 +280,9 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_does_not_touch_its_run() {
-        // [1,2] then [3,4]: order 2,1,4,3. Look up [1,2,9]: a run of 2, nothing refreshed.
+    fn a_lookup_touches_its_run_head_last() {
+        // [1,2] then [3,4]: order 2,1,4,3. Look up [1,2,9]: a run of 2, touched 2 then 1:
+        // order 4,3,2,1.
         let mut t = tier(4);
         t.store_mp(&[1, 2], 0, 2, &acc);
         t.store_mp(&[3, 4], 0, 2, &acc);
@@ -285,13 +291,17 @@ mod tests {
         // the retrieve past a GPU hit of 5 tokens: chunk 1 on (4 tokens a chunk): 4 loaded
         let r = t.retrieve_mp(l, 5, 8);
         assert_eq!((r.cpu_hit_tokens, r.loaded_tokens), (3, 4));
-        // a tick at 4 of 4 evicts int(4 * 0.5) = 2, the least recent: 2 and 1
+        // a tick at 4 of 4 evicts int(4 * 0.5) = 2, the least recent: 4 and 3 (without the
+        // lookup's touch it would have been 2 and 1)
         let half = MpEviction {
             eviction_ratio: 0.5,
             ..MpEviction::default()
         };
         assert!(t.evict_tick_mp(half));
-        assert!(!t.cpu.contains(1) && !t.cpu.contains(2) && t.cpu.contains(3));
+        assert!(t.cpu.contains(1) && t.cpu.contains(2));
+        assert!(!t.cpu.contains(3) && !t.cpu.contains(4));
+        // a lookup that misses its head finds (and touches) nothing: [9,1] has a run of 0
+        assert_eq!(t.lookup_mp(&[9, 1]).chunks(), 0);
         t.cpu.validate().unwrap();
     }
 }
