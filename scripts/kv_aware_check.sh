@@ -115,7 +115,11 @@ if [ -n "$FIXTURE" ]; then
   mkdir -p "$FIXTURE"
   cp "$OUT/worker_urls.txt" "$OUT/summary.json" "$FIXTURE/"
   grep "KV prefix decision" "$OUT/router.out" | sed 's/\x1b\[[0-9;]*m//g' > "$FIXTURE/router.out"
-  for f in "$OUT"/replica*.log "$OUT/events.jsonl" "$OUT/requests.jsonl"; do
+  # the replicas' logs: only the lines the check reads
+  for f in "$OUT"/replica*.log; do
+    grep -E "Received request|details: prompt|Generated response .*: output" "$f" | gzip -9 -n > "$FIXTURE/$(basename "$f").gz" || true
+  done
+  for f in "$OUT/events.jsonl" "$OUT/requests.jsonl"; do
     gzip -9 -n -c "$f" > "$FIXTURE/$(basename "$f").gz"
   done
   echo "wrote $FIXTURE"
