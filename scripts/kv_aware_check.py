@@ -21,9 +21,10 @@ block 0 held there, at most (prompt tokens - 1) / 16 blocks (vLLM never hits the
 router credits the same). A request "lands right" when its replica's prefix is the longest of
 all replicas' (ties included: with nothing cached anywhere every replica is right). Every other
 request is an exception, printed with what explains it:
-  load         the chosen replica had fewer requests in flight (from the logs) than every replica
-               holding a longer prefix: the router's cost is (new prefill tokens + in-flight
-               prefill tokens) x (requests in flight + 1), not the prefix alone;
+  load         the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
+               flight + 1), computed with the requests in flight per the logs (their in-flight
+               prefill tokens are not in the logs: taken as 0), is no higher on the chosen replica
+               than on every replica holding a longer prefix: load outweighed the prefix;
   fresh        the blocks that made the longer prefix (or the removals that shortened the chosen
                one) were published less than FRESH_MS (emulated) before the arrival: stored after
                the router's decision, or not yet received by it (its subscriber polls every 10 ms);
@@ -81,7 +82,7 @@ def capture(endpoints, out):
 STAMP = re.compile(r"(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d(?:\.\d+)?) \[")
 RECEIVED = re.compile(r"Received request ((?:chatcmpl|cmpl)-\S+?):")
 DETAILS = re.compile(r"Request ((?:chatcmpl|cmpl)-\S+) details: .*prompt_token_ids: \[([0-9, ]*)\]")
-FINISHED = re.compile(r"Generated response ((?:chatcmpl|cmpl)-\S+?):")
+FINISHED = re.compile(r"Generated response ((?:chatcmpl|cmpl)-[^\s:]+)(?: \(streaming complete\))?: output: ")
 INDEX = re.compile(r"bench-[0-9a-f]+-(\d+)$")
 DECISION = re.compile(r'KV prefix decision outcome="([a-z_]+)" worker="([^"]+)" input_tokens=(\d+) '
                       r'new_prefill_tokens=(\d+) credited_prefix_tokens=(\d+)')
@@ -204,9 +205,12 @@ def analyze(d):
         chosen = r["replica"]
         inflight = [sum(1 for q in reqs if q["replica"] == k and q["arrival"] < r["arrival"]
                         and (q.get("finish") is None or q["finish"] > r["arrival"])) for k in range(len(urls))]
+        # the router's cost with the logs' in-flight counts (its in-flight prefill tokens are not
+        # in the logs: left out)
+        cost = [(len(r["tokens"]) - BLOCK * pre[k]) * (inflight[k] + 1) for k in range(len(urls))]
         row = {"index": r["index"], "id": r["id"], "replica": chosen, "arrival": r["arrival"],
                "prompt_tokens": len(r["tokens"]), "prefix_blocks": pre, "in_flight": inflight,
-               "right": pre[chosen] == best}
+               "cost": cost, "cost_agrees": cost[chosen] == min(cost), "right": pre[chosen] == best}
         dec = decisions[i] if i < len(decisions) else None
         if dec is not None:
             row["router"] = {"worker": dec["worker"], "credited_tokens": dec["credited"],
@@ -220,7 +224,7 @@ def analyze(d):
             gone = [(r["arrival"] - oracle.removed_at[chosen][n]) * 1e3 for n in nodes[pre[chosen]:best]
                     if n in oracle.removed_at[chosen]]
             youngest = min(ages + gone) if ages + gone else None
-            if all(inflight[chosen] < inflight[k] for k in longer):
+            if all(cost[chosen] <= cost[k] for k in longer):
                 cause = "load"
             elif youngest is not None and youngest < FRESH_MS:
                 cause = "fresh"
@@ -246,6 +250,7 @@ def analyze(d):
         "exception_causes": causes,
         "decisive_requests": len(decisive),
         "decisive_landed_right": sum(r["right"] for r in decisive),
+        "cost_model_agrees": sum(r["cost_agrees"] for r in rows),
         "router_decisions": len(decisions),
         "router_decisions_matched": len(matched),
         "router_credit_equals_oracle": credited_equal,
@@ -258,6 +263,8 @@ def analyze(d):
           f"({n - right} exceptions: {causes}); {len(decisive)} decisive (some replica held more "
           f"than another), {summary['decisive_landed_right']} of them right; requests per replica "
           f"{summary['requests_per_replica']}")
+    print(f"the router's cost formula with the logs' in-flight counts picks (one of) its choice for "
+          f"{summary['cost_model_agrees']}/{n}")
     print(f"router decisions {len(decisions)}, matched to requests {len(matched)}, router's credited "
           f"prefix = the oracle's on the chosen replica for {credited_equal}; event batches {gaps}; "
           f"unplaced blocks {oracle.unplaced}")
@@ -265,7 +272,7 @@ def analyze(d):
         if not r["right"]:
             print(f"  exception: request {r['index']} ({r['prompt_tokens']} tokens) on replica "
                   f"{r['replica']}: prefix blocks per replica {r['prefix_blocks']}, in flight "
-                  f"{r['in_flight']}, router credited {r.get('router', {}).get('credited_tokens')} "
+                  f"{r['in_flight']}, cost {r['cost']}, router credited {r.get('router', {}).get('credited_tokens')} "
                   f"tokens; cause {r['cause']} (youngest block {r['youngest_block_ms']} ms)")
     return summary
 

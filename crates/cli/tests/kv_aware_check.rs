@@ -5,8 +5,8 @@
 //! and the router's decision lines. This test replays the events again, independently of the
 //! script's Python, and checks every figure the script recorded: on how many requests the router
 //! chose a replica whose emulated GPU cache held the request's longest prefix at its arrival,
-//! the cause of each exception, and that the router's credited prefix (its debug log) is the
-//! events' own on the replica it chose.
+//! the cause of each exception, that the router's credited prefix (its debug log) is the events'
+//! own on the replica it chose, and that its cost formula with the logs' loads picks its choice.
 
 mod common;
 
@@ -236,8 +236,12 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                     .map(|x| x.trim().parse().unwrap())
                     .collect();
                 *have.entry(id.to_string()).or_insert(0) += 2;
-            } else if let Some(id) = id_after(&line, "Generated response ", ":") {
-                reqs.entry(id.to_string()).or_default().finish = t;
+            } else if let Some(rest) = line.split_once("Generated response ").map(|x| x.1) {
+                // `ID: output: ...` or `ID (streaming complete): output: ...`
+                if rest.contains(": output: ") {
+                    let id = rest.split([' ', ':']).next().unwrap();
+                    reqs.entry(id.to_string()).or_default().finish = t;
+                }
             }
         }
     }
@@ -279,7 +283,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
         ..Default::default()
     };
     let mut next = 0;
-    let (mut right, mut matched, mut credit_equal) = (0, 0, 0);
+    let (mut right, mut matched, mut credit_equal, mut cost_agrees) = (0, 0, 0, 0);
     let mut causes: HashMap<&str, u64> = HashMap::new();
     let mut decisive = (0, 0);
     let mut per_replica = vec![0u64; n];
@@ -304,16 +308,23 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                 credit_equal += (*credited == BLOCK * pre[r.replica]) as u64;
             }
         }
-        if !ok {
-            let in_flight = |k: usize| {
-                reqs.iter()
+        // the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
+        // flight + 1), with the logs' in-flight counts (in-flight prefill tokens left out)
+        let cost: Vec<usize> = (0..n)
+            .map(|k| {
+                let in_flight = reqs
+                    .iter()
                     .filter(|q| {
                         q.replica == k
                             && q.arrival < r.arrival
                             && q.finish.is_none_or(|f| f > r.arrival)
                     })
-                    .count()
-            };
+                    .count();
+                (r.tokens.len() - BLOCK * pre[k]) * (in_flight + 1)
+            })
+            .collect();
+        cost_agrees += (cost[r.replica] == *cost.iter().min().unwrap()) as u64;
+        if !ok {
             let longer: Vec<usize> = (0..n).filter(|&k| pre[k] > pre[r.replica]).collect();
             let mut ages: Vec<f64> = Vec::new();
             for &k in &longer {
@@ -327,7 +338,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                 }
             }
             let youngest = ages.iter().copied().reduce(f64::min);
-            let cause = if longer.iter().all(|&k| in_flight(r.replica) < in_flight(k)) {
+            let cause = if longer.iter().all(|&k| cost[r.replica] <= cost[k]) {
                 "load"
             } else if youngest.is_some_and(|y| y < FRESH_MS) {
                 "fresh"
@@ -366,6 +377,11 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
         credit_equal,
         golden["router_credit_equals_oracle"].as_u64().unwrap()
     );
+    assert_eq!(
+        cost_agrees,
+        golden["cost_model_agrees"].as_u64().unwrap(),
+        "the router's cost formula with the logs' loads picks its choice"
+    );
     let golden_per: Vec<u64> = golden["requests_per_replica"]
         .as_array()
         .unwrap()
@@ -379,6 +395,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     assert_eq!(matched, reqs.len() as u64);
     assert_eq!(credit_equal, matched);
     assert_eq!(causes.get("unexplained").copied().unwrap_or(0), 0);
+    assert_eq!(cost_agrees, reqs.len() as u64);
     assert!(
         decisive.0 > reqs.len() as u64 / 2,
         "the trace exercises prefixes"
