@@ -22,9 +22,11 @@ router credits the same). A request "lands right" when its replica's prefix is t
 all replicas' (ties included: with nothing cached anywhere every replica is right). Every other
 request is an exception, printed with what explains it:
   load         the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
-               flight + 1), computed with the requests in flight per the logs (their in-flight
-               prefill tokens are not in the logs: taken as 0), is no higher on the chosen replica
-               than on every replica holding a longer prefix: load outweighed the prefix;
+               flight + 1), computed with the requests in flight per the logs, is no higher on the
+               chosen replica than on every replica holding a longer prefix: load outweighed the
+               prefix. The in-flight prefill tokens (requests before their first token) are not in
+               the logs: the rule holds with none of them counted, or with all (each in-flight
+               request's new prefill tokens at its arrival);
   fresh        the blocks that made the longer prefix (or the removals that shortened the chosen
                one) were published less than FRESH_MS (emulated) before the arrival: stored after
                the router's decision, or not yet received by it (its subscriber polls every 10 ms);
@@ -203,14 +205,21 @@ def analyze(d):
         pre = [oracle.prefix(k, nodes) for k in range(len(urls))]
         best = max(pre)
         chosen = r["replica"]
-        inflight = [sum(1 for q in reqs if q["replica"] == k and q["arrival"] < r["arrival"]
-                        and (q.get("finish") is None or q["finish"] > r["arrival"])) for k in range(len(urls))]
-        # the router's cost with the logs' in-flight counts (its in-flight prefill tokens are not
-        # in the logs: left out)
+        busy = [[q for q in rows if q["replica"] == k and q["arrival"] < r["arrival"]
+                 and (q["finish"] is None or q["finish"] > r["arrival"])] for k in range(len(urls))]
+        inflight = [len(b) for b in busy]
+        # the router's cost with the logs' in-flight counts; its in-flight prefill tokens (those of
+        # requests before their first token) are not in the logs: bounded by none of them (cost)
+        # and all of them, each request's new prefill tokens at its arrival (cost_hi)
         cost = [(len(r["tokens"]) - BLOCK * pre[k]) * (inflight[k] + 1) for k in range(len(urls))]
+        cost_hi = [(len(r["tokens"]) - BLOCK * pre[k] + sum(q["new_prefill"] for q in busy[k]))
+                   * (inflight[k] + 1) for k in range(len(urls))]
         row = {"index": r["index"], "id": r["id"], "replica": chosen, "arrival": r["arrival"],
-               "prompt_tokens": len(r["tokens"]), "prefix_blocks": pre, "in_flight": inflight,
-               "cost": cost, "cost_agrees": cost[chosen] == min(cost), "right": pre[chosen] == best}
+               "finish": r.get("finish"), "prompt_tokens": len(r["tokens"]), "prefix_blocks": pre,
+               "new_prefill": len(r["tokens"]) - BLOCK * pre[chosen], "in_flight": inflight,
+               "cost": cost, "cost_hi": cost_hi,
+               "cost_agrees": cost[chosen] == min(cost) or cost_hi[chosen] == min(cost_hi),
+               "right": pre[chosen] == best}
         dec = decisions[i] if i < len(decisions) else None
         if dec is not None:
             row["router"] = {"worker": dec["worker"], "credited_tokens": dec["credited"],
@@ -224,7 +233,7 @@ def analyze(d):
             gone = [(r["arrival"] - oracle.removed_at[chosen][n]) * 1e3 for n in nodes[pre[chosen]:best]
                     if n in oracle.removed_at[chosen]]
             youngest = min(ages + gone) if ages + gone else None
-            if all(cost[chosen] <= cost[k] for k in longer):
+            if all(cost[chosen] <= cost[k] for k in longer) or all(cost_hi[chosen] <= cost_hi[k] for k in longer):
                 cause = "load"
             elif youngest is not None and youngest < FRESH_MS:
                 cause = "fresh"
@@ -263,7 +272,7 @@ def analyze(d):
           f"({n - right} exceptions: {causes}); {len(decisive)} decisive (some replica held more "
           f"than another), {summary['decisive_landed_right']} of them right; requests per replica "
           f"{summary['requests_per_replica']}")
-    print(f"the router's cost formula with the logs' in-flight counts picks (one of) its choice for "
+    print(f"the router's cost formula with the logs' in-flight counts (in-flight prefill tokens none or all) picks its choice for "
           f"{summary['cost_model_agrees']}/{n}")
     print(f"router decisions {len(decisions)}, matched to requests {len(matched)}, router's credited "
           f"prefix = the oracle's on the chosen replica for {credited_equal}; event batches {gaps}; "

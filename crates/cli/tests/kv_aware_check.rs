@@ -287,6 +287,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     let mut causes: HashMap<&str, u64> = HashMap::new();
     let mut decisive = (0, 0);
     let mut per_replica = vec![0u64; n];
+    let mut new_prefill: Vec<usize> = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
         while next < batches.len() && batches[next]["ts"].as_f64().unwrap() < r.arrival {
             oracle.apply(&batches[next]);
@@ -309,21 +310,31 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
             }
         }
         // the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
-        // flight + 1), with the logs' in-flight counts (in-flight prefill tokens left out)
-        let cost: Vec<usize> = (0..n)
+        // flight + 1), with the logs' in-flight requests; their prefill tokens still in flight
+        // (before their first token) are not in the logs: none (`cost`) or all (`cost_hi`)
+        let busy: Vec<Vec<usize>> = (0..n)
             .map(|k| {
-                let in_flight = reqs
-                    .iter()
-                    .filter(|q| {
-                        q.replica == k
-                            && q.arrival < r.arrival
-                            && q.finish.is_none_or(|f| f > r.arrival)
+                (0..i)
+                    .filter(|&j| {
+                        reqs[j].replica == k
+                            && reqs[j].arrival < r.arrival
+                            && reqs[j].finish.is_none_or(|f| f > r.arrival)
                     })
-                    .count();
-                (r.tokens.len() - BLOCK * pre[k]) * (in_flight + 1)
+                    .collect()
             })
             .collect();
-        cost_agrees += (cost[r.replica] == *cost.iter().min().unwrap()) as u64;
+        let cost: Vec<usize> = (0..n)
+            .map(|k| (r.tokens.len() - BLOCK * pre[k]) * (busy[k].len() + 1))
+            .collect();
+        let cost_hi: Vec<usize> = (0..n)
+            .map(|k| {
+                let in_prefill: usize = busy[k].iter().map(|&j| new_prefill[j]).sum();
+                (r.tokens.len() - BLOCK * pre[k] + in_prefill) * (busy[k].len() + 1)
+            })
+            .collect();
+        new_prefill.push(r.tokens.len() - BLOCK * pre[r.replica]);
+        cost_agrees += (cost[r.replica] == *cost.iter().min().unwrap()
+            || cost_hi[r.replica] == *cost_hi.iter().min().unwrap()) as u64;
         if !ok {
             let longer: Vec<usize> = (0..n).filter(|&k| pre[k] > pre[r.replica]).collect();
             let mut ages: Vec<f64> = Vec::new();
@@ -338,7 +349,9 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                 }
             }
             let youngest = ages.iter().copied().reduce(f64::min);
-            let cause = if longer.iter().all(|&k| cost[r.replica] <= cost[k]) {
+            let cause = if longer.iter().all(|&k| cost[r.replica] <= cost[k])
+                || longer.iter().all(|&k| cost_hi[r.replica] <= cost_hi[k])
+            {
                 "load"
             } else if youngest.is_some_and(|y| y < FRESH_MS) {
                 "fresh"
