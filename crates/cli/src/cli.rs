@@ -237,8 +237,8 @@ pub struct SimulateArgs {
     #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Many replicas behind a router (issue 21, partial: docs/replicas.md): N replicas, each
-    /// with its own GPU prefix cache, scheduler and LMCache tier; every point of the grid is
-    /// the size of ONE replica.
+    /// with its own GPU prefix cache, scheduler and LMCache tier (one for the fleet with
+    /// --lmcache-shared); every point of the grid is the size of ONE replica.
     #[arg(long, value_parser = parse_replicas)]
     pub replicas: Option<usize>,
     /// The router in front of --replicas (vllm-router's --policy names, plus kv_aware and
@@ -251,9 +251,17 @@ pub struct SimulateArgs {
     /// sticky_least_loaded hash them), comma separated; default http://127.0.0.1:8001, ...
     #[arg(long, value_delimiter = ',', requires = "replicas")]
     pub router_worker_urls: Vec<String>,
-    /// One LMCache tier for the whole fleet (not implemented yet: refused).
+    /// One LMCache tier of the configured size for the whole fleet (LMCache's remote backend):
+    /// every replica stores to it and loads from it over the network (docs/replicas.md).
+    /// Default: one tier per replica.
     #[arg(long, requires = "replicas")]
     pub lmcache_shared: bool,
+    /// --lmcache-shared: the network's bandwidth to the shared tier, Gbit/s [default: 100]
+    #[arg(long, requires = "lmcache_shared", value_name = "GBIT_PER_S")]
+    pub lmcache_network_gbps: Option<f64>,
+    /// --lmcache-shared: the latency of one load from the shared tier, ms [default: 0.5]
+    #[arg(long, requires = "lmcache_shared", value_name = "MS")]
+    pub lmcache_network_latency_ms: Option<f64>,
     /// A fleet's logs (issue 21): --input-file is replica 0's vLLM log, these the others', in
     /// the router's worker order (as --router-worker-urls); merged by time, and the report adds
     /// the assignment that actually happened (docs/replicas.md).

@@ -80,6 +80,90 @@ fn a_fleet_reports_every_replica_and_names_what_is_partial() {
     assert!(r["gpu_hit_tokens"].as_u64().unwrap() < one);
 }
 
+/// Per request of a `--per-request` file: (replica, GPU hit tokens, CPU hit tokens).
+fn per_request(path: &std::path::Path) -> Vec<(u64, u64, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let n = |k: &str| v[k].as_u64().unwrap();
+            (n("replica"), n("gpu_hit_tokens"), n("cpu_hit_tokens"))
+        })
+        .collect()
+}
+
+#[test]
+fn one_shared_lmcache_tier_serves_what_another_replica_stored() {
+    let log = repo(LOG);
+    let log = log.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "-i",
+        log,
+        "--gpu-blocks",
+        "600",
+        "-q",
+        "--router",
+        "round_robin",
+    ];
+    let run = |replicas: &str, extra: &[&str], name: &str| {
+        let lines = dir.path().join(name);
+        let mut args = base.to_vec();
+        args.extend([
+            "--replicas",
+            replicas,
+            "--per-request",
+            lines.to_str().unwrap(),
+        ]);
+        args.extend(extra);
+        let doc = simulate_json(&args);
+        (doc["points"][0]["result"].clone(), per_request(&lines))
+    };
+    // one replica: the shared tier is its own tier (free network: every figure equal; the
+    // log's times keep every hit with the default network too, which only adds to TTFT)
+    let (own, own_req) = run("1", &[], "own1.jsonl");
+    let free = ["--lmcache-shared", "--lmcache-network-gbps", "inf"];
+    let free = [&free[..], &["--lmcache-network-latency-ms", "0"]].concat();
+    let (one, one_req) = run("1", &free, "one1.jsonl");
+    assert_eq!(one["per_replica"], own["per_replica"]);
+    assert_eq!(one["ttft_p90_s"], own["ttft_p90_s"]);
+    assert_eq!(one_req, own_req);
+    assert!(own["cpu_hit_tokens"].as_u64().unwrap() > 0, "LMCache hits");
+    let (paid, paid_req) = run("1", &["--lmcache-shared"], "paid1.jsonl");
+    assert_eq!(paid_req, own_req);
+    assert!(paid["lmcache_load_s"].as_f64().unwrap() > 0.0);
+    assert!(paid["ttft_p90_s"].as_f64().unwrap() >= own["ttft_p90_s"].as_f64().unwrap());
+
+    // 4 replicas dealt in turn: requests whose own replica had nothing of them (no GPU and
+    // no LMCache hit) hit the shared tier, filled by the other replicas
+    let (own, own_req) = run("4", &[], "own4.jsonl");
+    let (one, one_req) = run("4", &["--lmcache-shared"], "one4.jsonl");
+    assert_eq!(one["lmcache_shared"], true);
+    let rescued = own_req
+        .iter()
+        .zip(&one_req)
+        .filter(|(o, s)| o.0 == s.0 && o.1 + o.2 == 0 && s.2 > 0)
+        .count();
+    assert!(
+        rescued > 0,
+        "no request hit the shared tier where its own had nothing"
+    );
+    assert!(one["cpu_hit_tokens"].as_u64().unwrap() > own["cpu_hit_tokens"].as_u64().unwrap());
+    // the figures add up
+    let per = one["per_replica"].as_array().unwrap();
+    let sum = |k: &str| per.iter().map(|p| p[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum("cpu_hit_tokens"),
+        one["cpu_hit_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        one_req.iter().map(|r| r.2).sum::<u64>(),
+        one["cpu_hit_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(sum("requests"), 200);
+}
+
 #[test]
 fn unimplemented_and_wrong_flags_are_refused_with_the_fix() {
     let log = repo(LOG);
@@ -99,7 +183,17 @@ fn unimplemented_and_wrong_flags_are_refused_with_the_fix() {
         assert!(!out.status.success(), "{extra:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    assert!(run(&["--replicas", "2", "--lmcache-shared"]).contains("not implemented yet"));
+    assert!(run(&["--replicas", "2", "--lmcache-shared", "--no-cpu-tier"]).contains("drop one"));
+    assert!(run(&[
+        "--replicas",
+        "2",
+        "--lmcache-shared",
+        "--lmcache-network-gbps",
+        "0"
+    ])
+    .contains("bandwidth above 0"));
+    // the network's flags belong to a shared tier
+    assert!(run(&["--replicas", "2", "--lmcache-network-gbps", "10"]).contains("--lmcache-shared"));
     assert!(run(&["--router", "round_robin"]).contains("--replicas"));
     assert!(run(&["--replicas", "2", "--router", "nearest"]).contains("cache_aware"));
     assert!(run(&["--replicas", "0"]).contains("from 1 to 4096"));

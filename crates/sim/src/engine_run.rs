@@ -51,7 +51,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use inferencelab_cache::{Access, AnyPolicy, BlockCache, EvictionPolicy, ObjId, NEVER};
 use inferencelab_engine::lmcache::{ChunkSource, Connector, LmcacheTier, RequestState};
 use inferencelab_engine::pool::{KvPool, Slot};
-use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences};
+use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences, StepPlan};
 use inferencelab_trace::{BlockedTrace, SequenceBlocks, Trace};
 
 use crate::config::{Schedule, SimConfig, TierConfig};
@@ -282,6 +282,29 @@ impl Served {
     }
 }
 
+/// What loading KV from LMCache costs in time, when the run charges it: a shared LMCache tier
+/// is LMCache's remote backend, its loads cross the network (`crate::cluster`, `--lmcache-shared`).
+/// A replica's own tier (and a single server's) is not charged: its PCIe copies are left out of
+/// simulate's time model, as they always were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LoadCost {
+    /// Bytes of KV per token (the model's).
+    pub kv_bytes_per_token: u64,
+    pub bytes_per_s: f64,
+    /// Per load (one request's retrieve).
+    pub latency_s: f64,
+}
+
+impl LoadCost {
+    /// Seconds to load `tokens` tokens of KV in one retrieve; 0 when nothing is loaded.
+    pub fn seconds(&self, tokens: u64) -> f64 {
+        if tokens == 0 {
+            return 0.0;
+        }
+        self.latency_s + (tokens * self.kv_bytes_per_token) as f64 / self.bytes_per_s
+    }
+}
+
 /// Totals of a GPU-tier replay beyond the per-request hits.
 #[derive(Default)]
 pub(crate) struct TierTotals {
@@ -392,6 +415,8 @@ pub(crate) struct TraceTier<'a, 'b> {
     bs: u64,
     /// LMCache stores of admitted prefills, run when they are due ([`PendingStore::due`]).
     pending_stores: Vec<PendingStore>,
+    /// Loads from LMCache take this long (a shared tier), else they are free.
+    load_cost: Option<LoadCost>,
 }
 
 /// An admitted prefill's LMCache stores, not run yet.
@@ -414,7 +439,7 @@ impl PendingStore {
 
 impl TraceTier<'_, '_> {
     /// Run the LMCache stores due by `now` ([`PendingStore::due`]).
-    fn flush_stores(&mut self, now: f64) {
+    pub(crate) fn flush_stores(&mut self, now: f64) {
         if !self.pending_stores.iter().any(|p| p.due(now)) {
             return;
         }
@@ -526,7 +551,14 @@ impl TraceTier<'_, '_> {
             let late = now - r.timestamp;
             self.finish[j] = match r.finish_time {
                 Some(f) => f.max(now),
-                None => self.config.timing.finish_time(r, hits.total()) + late,
+                None => match self.load_cost {
+                    // the load comes before its prefill
+                    Some(c) => {
+                        let load = c.seconds(cpu_hit_tokens + disk_hit_tokens);
+                        self.config.timing.finish_time(r, hits.total()) + late + load
+                    }
+                    None => self.config.timing.finish_time(r, hits.total()) + late,
+                },
             };
             self.hits[j] = Some(hits);
         }
@@ -833,53 +865,63 @@ impl TraceTier<'_, '_> {
     /// Run every event before `now` (those at `now` see a request that arrives then).
     pub(crate) fn run_until(&mut self, now: f64, serve: &mut dyn FnMut(Served)) {
         while let Some(t) = self.events.peek().map(|e| e.time).filter(|&t| t < now) {
-            self.flush_stores(t);
-            // Every event of this instant at once: finishes, then the running requests' block
-            // allocations, then admissions (the heap orders kinds so). vLLM frees finished
-            // requests at a step's end; the next `schedule()` allocates for running requests
-            // first and admits only if it preempted nobody. (A log with fine stamps gives a
-            // step's lines one instant; see the vLLM log reader.)
-            let (mut freed, mut admit, mut preempted) = (false, false, false);
-            while self.events.peek().is_some_and(|e| e.time == t) {
-                let e = self.events.pop().expect("peeked");
-                if e.kind == EventKind::Admit {
-                    admit = true;
-                    continue;
-                }
-                if e.epoch != self.epoch[e.req] {
-                    continue;
-                }
-                match e.kind {
-                    EventKind::Grow => {
-                        // without per-token times a block allocation marks a step boundary;
-                        // with them the step's end is an `Admit` event
-                        let timed = self.output_times(e.req).is_some();
-                        if !self.grow(e.req, t) {
-                            preempted = true;
-                        } else if !timed {
-                            admit = true;
-                        }
-                    }
-                    EventKind::Finish => {
-                        let i = self
-                            .running
-                            .iter()
-                            .position(|r| r.req == e.req)
-                            .expect("running");
-                        let run = self.running.remove(i);
-                        self.in_use -= run.slots.len() as u64;
-                        let served = self.end(run);
-                        serve(served);
-                        freed = true;
-                    }
-                    EventKind::Admit => unreachable!("handled above"),
-                }
+            self.instant(t, serve);
+        }
+    }
+
+    /// The time of the next event ([`instant`](TraceTier::instant)), if any.
+    pub(crate) fn next_time(&self) -> Option<f64> {
+        self.events.peek().map(|e| e.time)
+    }
+
+    /// Run the events of instant `t`, the earliest planned ([`next_time`](TraceTier::next_time)).
+    pub(crate) fn instant(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        self.flush_stores(t);
+        // Every event of this instant at once: finishes, then the running requests' block
+        // allocations, then admissions (the heap orders kinds so). vLLM frees finished
+        // requests at a step's end; the next `schedule()` allocates for running requests
+        // first and admits only if it preempted nobody. (A log with fine stamps gives a
+        // step's lines one instant; see the vLLM log reader.)
+        let (mut freed, mut admit, mut preempted) = (false, false, false);
+        while self.events.peek().is_some_and(|e| e.time == t) {
+            let e = self.events.pop().expect("peeked");
+            if e.kind == EventKind::Admit {
+                admit = true;
+                continue;
             }
-            // a finish freed blocks; otherwise a head that did not fit still does not
-            let retry = freed || (admit && !self.head_waits_for_room);
-            if retry && !preempted && !self.waiting.is_empty() {
-                self.admit_waiting(t, serve);
+            if e.epoch != self.epoch[e.req] {
+                continue;
             }
+            match e.kind {
+                EventKind::Grow => {
+                    // without per-token times a block allocation marks a step boundary;
+                    // with them the step's end is an `Admit` event
+                    let timed = self.output_times(e.req).is_some();
+                    if !self.grow(e.req, t) {
+                        preempted = true;
+                    } else if !timed {
+                        admit = true;
+                    }
+                }
+                EventKind::Finish => {
+                    let i = self
+                        .running
+                        .iter()
+                        .position(|r| r.req == e.req)
+                        .expect("running");
+                    let run = self.running.remove(i);
+                    self.in_use -= run.slots.len() as u64;
+                    let served = self.end(run);
+                    serve(served);
+                    freed = true;
+                }
+                EventKind::Admit => unreachable!("handled above"),
+            }
+        }
+        // a finish freed blocks; otherwise a head that did not fit still does not
+        let retry = freed || (admit && !self.head_waits_for_room);
+        if retry && !preempted && !self.waiting.is_empty() {
+            self.admit_waiting(t, serve);
         }
     }
 }
@@ -912,6 +954,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
             in_use: 0,
             bs,
             pending_stores: Vec::new(),
+            load_cost: None,
         }
     }
 
@@ -980,8 +1023,13 @@ pub(crate) struct VllmTier<'a, 'b> {
     lm: Option<&'b mut Lmcache<'a>>,
     totals: TierTotals,
     admitted_at: Vec<f64>,
-    /// The virtual clock: the start of the next step.
+    /// The virtual clock: the start of the next step (or, with a step in flight, its end).
     now: f64,
+    /// A step scheduled whose end (`now`) has not been run yet: only when the cluster steps
+    /// replicas instant by instant ([`instant`](VllmTier::instant)).
+    in_flight: Option<StepPlan>,
+    /// Loads from LMCache take this long (a shared tier), else they are free.
+    load_cost: Option<LoadCost>,
 }
 
 impl<'a, 'b> VllmTier<'a, 'b> {
@@ -1010,12 +1058,15 @@ impl<'a, 'b> VllmTier<'a, 'b> {
             totals: TierTotals::default(),
             admitted_at: vec![f64::NAN; n],
             now: f64::NEG_INFINITY,
+            in_flight: None,
+            load_cost: None,
         }
     }
 
     /// Run steps that start before `t` (a request arriving at `t` joins the first step
     /// starting at or after it).
     pub(crate) fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        self.finish_in_flight(serve);
         while self.sched.has_unfinished() && self.now < t {
             self.step(serve);
         }
@@ -1050,6 +1101,41 @@ impl<'a, 'b> VllmTier<'a, 'b> {
 
     /// One `schedule()` + forward step + `update()`.
     fn step(&mut self, serve: &mut dyn FnMut(Served)) {
+        if let Some(plan) = self.begin(serve) {
+            self.end(plan, serve);
+        }
+    }
+
+    /// The time of the next instant: a step's start, or the end of the step in flight.
+    pub(crate) fn next_time(&self) -> Option<f64> {
+        (self.in_flight.is_some() || self.sched.has_unfinished()).then_some(self.now)
+    }
+
+    /// Run the next instant ([`next_time`](VllmTier::next_time)): start a step (its lookups and
+    /// loads), or end the one in flight (its stores, its finishes). A fleet with one LMCache
+    /// steps its replicas so, in time order.
+    pub(crate) fn instant(&mut self, serve: &mut dyn FnMut(Served)) {
+        match self.in_flight.take() {
+            Some(plan) => self.end(plan, serve),
+            None => self.in_flight = self.begin(serve),
+        }
+    }
+
+    /// The end of the step in flight, if one is.
+    pub(crate) fn in_flight_end(&self) -> Option<f64> {
+        self.in_flight.as_ref().map(|_| self.now)
+    }
+
+    /// End the step in flight, if one is.
+    pub(crate) fn finish_in_flight(&mut self, serve: &mut dyn FnMut(Served)) {
+        if let Some(plan) = self.in_flight.take() {
+            self.end(plan, serve);
+        }
+    }
+
+    /// `schedule()` at `now` and the clock moved to the step's end; None when nothing was
+    /// scheduled.
+    fn begin(&mut self, serve: &mut dyn FnMut(Served)) -> Option<StepPlan> {
         let reqs = &self.view.describe.trace.requests;
         let mut none = inferencelab_engine::NoConnector;
         let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
@@ -1059,7 +1145,18 @@ impl<'a, 'b> VllmTier<'a, 'b> {
             }
             None => &mut none,
         };
-        let plan = self.sched.schedule(&self.view, conn);
+        let (plan, load_s) = match self.load_cost {
+            None => (self.sched.schedule(&self.view, conn), 0.0),
+            Some(cost) => {
+                let mut timed = TimedLoads {
+                    inner: conn,
+                    cost,
+                    seconds: 0.0,
+                };
+                let plan = self.sched.schedule(&self.view, &mut timed);
+                (plan, timed.seconds)
+            }
+        };
         if plan.scheduled.is_empty() {
             // nothing running and the head cannot fit: it never will
             if self.sched.num_running() == 0 {
@@ -1068,7 +1165,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
                     serve(Served::rejected(r.req));
                 }
             }
-            return;
+            return None;
         }
         for &req in &plan.admitted {
             if self.admitted_at[req].is_nan() {
@@ -1087,6 +1184,16 @@ impl<'a, 'b> VllmTier<'a, 'b> {
             } else {
                 0.0
             };
+        if self.load_cost.is_some() {
+            // LMCache loads before the forward pass (synchronously, vLLM's default)
+            self.now += load_s;
+        }
+        Some(plan)
+    }
+
+    /// The step's end (`now`): `update()`, stores, finishes.
+    fn end(&mut self, plan: StepPlan, serve: &mut dyn FnMut(Served)) {
+        let mut none = inferencelab_engine::NoConnector;
         let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
             Some(l) => {
                 l.at(self.now);
@@ -1118,6 +1225,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
 
     /// Run to the end: every request finishes (or is refused).
     pub(crate) fn close(mut self, serve: &mut dyn FnMut(Served)) -> TierTotals {
+        self.finish_in_flight(serve);
         while self.sched.has_unfinished() {
             self.step(serve);
         }
@@ -1127,6 +1235,30 @@ impl<'a, 'b> VllmTier<'a, 'b> {
         self.totals.evictions = self.sched.pool.cache.evictions;
         self.totals.preemptions = self.sched.num_preemptions;
         self.totals
+    }
+}
+
+/// A connector that times the loads it is asked for ([`LoadCost`]): one retrieve per admission
+/// with external tokens.
+struct TimedLoads<'c> {
+    inner: &'c mut dyn KvConnector,
+    cost: LoadCost,
+    seconds: f64,
+}
+
+impl KvConnector for TimedLoads<'_> {
+    fn matched(&mut self, req: usize, num_tokens: u64, local_hit_tokens: u64) -> u64 {
+        self.inner.matched(req, num_tokens, local_hit_tokens)
+    }
+    fn admitted(&mut self, req: usize, local_hit_tokens: u64, external_tokens: u64) {
+        self.seconds += self.cost.seconds(external_tokens);
+        self.inner.admitted(req, local_hit_tokens, external_tokens);
+    }
+    fn computed(&mut self, req: usize, before: u64, after: u64) {
+        self.inner.computed(req, before, after);
+    }
+    fn released(&mut self, req: usize) {
+        self.inner.released(req);
     }
 }
 
@@ -1178,6 +1310,68 @@ impl<'a, 'b> EngineTier<'a, 'b> {
         match self {
             EngineTier::Trace(x) => x.close(serve),
             EngineTier::Vllm(x) => x.close(serve),
+        }
+    }
+
+    /// Give the engine an LMCache tier to use until [`take_lm`](EngineTier::take_lm): a fleet
+    /// with one LMCache lends it to the replica it steps. An engine holds its tier for its life
+    /// otherwise (a single server, a replica with its own).
+    pub(crate) fn lend_lm(&mut self, lm: Option<&'b mut Lmcache<'a>>) {
+        match self {
+            EngineTier::Trace(x) => x.lm = lm,
+            EngineTier::Vllm(x) => x.lm = lm,
+        }
+    }
+
+    /// The LMCache tier lent by [`lend_lm`](EngineTier::lend_lm), back.
+    pub(crate) fn take_lm(&mut self) -> Option<&'b mut Lmcache<'a>> {
+        match self {
+            EngineTier::Trace(x) => x.lm.take(),
+            EngineTier::Vllm(x) => x.lm.take(),
+        }
+    }
+
+    /// Loads from LMCache take time ([`LoadCost`]): a shared tier's network transfers.
+    pub(crate) fn charge_loads(&mut self, cost: LoadCost) {
+        match self {
+            EngineTier::Trace(x) => x.load_cost = Some(cost),
+            EngineTier::Vllm(x) => x.load_cost = Some(cost),
+        }
+    }
+
+    /// When the engine next does anything by itself (an event, a step's start or end).
+    pub(crate) fn next_time(&self) -> Option<f64> {
+        match self {
+            EngineTier::Trace(x) => x.next_time(),
+            EngineTier::Vllm(x) => x.next_time(),
+        }
+    }
+
+    /// Run that instant ([`next_time`](EngineTier::next_time)).
+    pub(crate) fn instant(&mut self, serve: &mut dyn FnMut(Served)) {
+        match self {
+            EngineTier::Trace(x) => {
+                if let Some(t) = x.next_time() {
+                    x.instant(t, serve);
+                }
+            }
+            EngineTier::Vllm(x) => x.instant(serve),
+        }
+    }
+
+    /// The end of a step in flight (the `vllm` schedule stepped instant by instant).
+    pub(crate) fn in_flight_end(&self) -> Option<f64> {
+        match self {
+            EngineTier::Trace(_) => None,
+            EngineTier::Vllm(x) => x.in_flight_end(),
+        }
+    }
+
+    /// LMCache stores due by `now` that the engine holds back (the `trace` schedule's prefill
+    /// stores), run now: a shared tier must hold them before another replica looks it up.
+    pub(crate) fn flush_stores(&mut self, now: f64) {
+        if let EngineTier::Trace(x) = self {
+            x.flush_stores(now);
         }
     }
 }

@@ -16,8 +16,19 @@
 //! schedulers do not track the first token's step).
 //!
 //! A real fleet's logs are merged into one trace, with each request's actual replica, by
-//! [`fleet_logs`]. Not yet (issue 21, partial): one shared LMCache (`--lmcache-shared`) is
-//! refused.
+//! [`fleet_logs`].
+//!
+//! One LMCache for the fleet (`lmcache_shared`, `--lmcache-shared`: LMCache's remote backend,
+//! one tier of the configured size that every replica stores to and loads from): the engines
+//! hold no tier of their own; the driver steps the replicas instant by instant in time order
+//! (an event of the `trace` schedule, a step's start or end under `vllm`; equal times by
+//! replica) and lends the one tier to the replica it steps, so replica B's lookup sees what
+//! replica A stored before it. Held-back prefill stores (`trace` schedule) of every replica are
+//! run before any replica's instant. Loads from it cross the network ([`LmcacheNetwork`]):
+//! they lengthen the step that admits the request (`vllm`), the request's time-model finish
+//! when the trace has none, and its TTFT estimate. Deviation: a step in flight when a request
+//! arrives is run to its end before the router looks (as without sharing), so its stores can
+//! reach the shared tier up to one step before another replica's lookups that come earlier.
 
 pub mod cache_aware;
 pub mod consistent_hash;
@@ -39,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::driver::{effective_schedule, Prepared, RequestHits};
-use crate::engine_run::{Describe, EngineTier, Lmcache, Served, TierTotals};
+use crate::engine_run::{Describe, EngineTier, Lmcache, LoadCost, Served, TierTotals};
 use crate::error::{SimError, SimResult};
 use crate::result::ratio;
 
@@ -59,8 +70,52 @@ pub struct ClusterConfig {
     /// Seed of the random routers.
     pub seed: u64,
     pub cache_aware: CacheAwareConfig,
-    /// One LMCache shared by every replica (not yet supported: refused).
+    /// One LMCache tier (the configured size) shared by every replica: LMCache's remote
+    /// backend. Default: each replica has its own.
     pub lmcache_shared: bool,
+    /// The shared tier's network (ignored without `lmcache_shared`).
+    pub lmcache_network: LmcacheNetwork,
+}
+
+/// The network between the replicas and a shared LMCache (its remote backend): a load of T
+/// tokens takes `latency_ms + T x kv_bytes_per_token / (gbit_per_s x 1e9 / 8)`, once per
+/// request admitted with LMCache hits. Defaults: a 100 Gbit/s link (a common datacenter NIC
+/// and the line rate a remote KV store gets at best; LMCache's own remote connectors
+/// (`lm://` server, Redis, Mooncake store) run over it), and 0.5 ms, a round trip within a
+/// datacenter ("Latency numbers every programmer should know": 500 us). Per-replica tiers are
+/// not charged (their PCIe copies are outside simulate's time model, as for a single server;
+/// at 25 GB/s PCIe they would cost half of the 100 Gbit/s network's time per token).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LmcacheNetwork {
+    pub gbit_per_s: f64,
+    pub latency_ms: f64,
+}
+
+impl Default for LmcacheNetwork {
+    fn default() -> Self {
+        LmcacheNetwork {
+            gbit_per_s: 100.0,
+            latency_ms: 0.5,
+        }
+    }
+}
+
+/// KV bytes per token of the load cost when the run has no model: Qwen3-8B's (36 layers x 8
+/// KV heads x 128 x 2 x bf16), the 8B model the default time model describes.
+pub const DEFAULT_KV_BYTES_PER_TOKEN: u64 = 147_456;
+
+impl LmcacheNetwork {
+    fn cost(&self, config: &SimConfig) -> LoadCost {
+        LoadCost {
+            kv_bytes_per_token: config
+                .model
+                .as_ref()
+                .map_or(DEFAULT_KV_BYTES_PER_TOKEN, |m| m.kv_bytes_per_token()),
+            bytes_per_s: self.gbit_per_s * 1e9 / 8.0,
+            latency_s: self.latency_ms / 1000.0,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +127,7 @@ impl Default for ClusterConfig {
             seed: 0,
             cache_aware: CacheAwareConfig::default(),
             lmcache_shared: false,
+            lmcache_network: LmcacheNetwork::default(),
         }
     }
 }
@@ -127,6 +183,10 @@ pub struct ClusterResult {
     pub queue_delay_p90_s: f64,
     pub ttft_p50_s: f64,
     pub ttft_p90_s: f64,
+    /// One LMCache tier for the fleet (`--lmcache-shared`).
+    pub lmcache_shared: bool,
+    /// Seconds of network loads from the shared tier, summed over requests (0 without one).
+    pub lmcache_load_s: f64,
     pub per_replica: Vec<ReplicaFigures>,
     pub sim_seconds: f64,
 }
@@ -190,11 +250,13 @@ fn check(config: &SimConfig, cluster: &ClusterConfig) -> SimResult<()> {
     if cluster.replicas == 0 {
         return refuse("--replicas 0: a fleet needs at least one replica");
     }
-    if cluster.lmcache_shared {
-        return refuse(
-            "--lmcache-shared is not implemented yet (issue 21, partial): each replica has its \
-             own LMCache tier; drop the flag",
-        );
+    let net = &cluster.lmcache_network;
+    if cluster.lmcache_shared && !(net.gbit_per_s > 0.0 && net.latency_ms >= 0.0) {
+        return Err(SimError::Config(format!(
+            "--lmcache-network-gbps {} / --lmcache-network-latency-ms {}: give a bandwidth above \
+             0 and a latency of 0 or more",
+            net.gbit_per_s, net.latency_ms
+        )));
     }
     if config.hit_semantics != HitSemantics::Prefix || !config.engine.rules {
         return refuse(
@@ -229,8 +291,9 @@ pub fn run_observed(
     let started = Instant::now();
     let pooled = router.pooled();
     let n = if pooled { 1 } else { cluster.replicas };
+    let shared = cluster.lmcache_shared;
     let cfg = &if pooled {
-        pooled_config(config, cluster.replicas as u64)
+        pooled_config(config, cluster.replicas as u64, shared)
     } else {
         config.clone()
     };
@@ -246,9 +309,15 @@ pub fn run_observed(
         )));
     }
     let cpu_oracle = prepared.cpu_next_by_request_slice();
-    let mut lms: Vec<Option<Lmcache<'_>>> = (0..n)
+    // one tier per replica, or one for the fleet that the replicas borrow in turn
+    let mut lms: Vec<Option<Lmcache<'_>>> = (0..if shared { 0 } else { n })
         .map(|_| Lmcache::new(cfg, prepared, cpu_oracle))
         .collect();
+    let mut one = if shared {
+        Lmcache::new(cfg, prepared, cpu_oracle)
+    } else {
+        None
+    };
     let usable = if cfg.gpu.policy.is_unbounded() {
         u64::MAX
     } else {
@@ -261,10 +330,22 @@ pub fn run_observed(
         blocks: &seq.blocks,
         oracle: None,
     };
-    let mut tiers: Vec<EngineTier<'_, '_>> = lms
-        .iter_mut()
-        .map(|lm| EngineTier::new(schedule, cfg, seq, describe(), lm.as_mut(), usable))
-        .collect();
+    let mut tiers: Vec<EngineTier<'_, '_>> = if shared {
+        (0..n)
+            .map(|_| EngineTier::new(schedule, cfg, seq, describe(), None, usable))
+            .collect()
+    } else {
+        lms.iter_mut()
+            .map(|lm| EngineTier::new(schedule, cfg, seq, describe(), lm.as_mut(), usable))
+            .collect()
+    };
+    let mut lent = one.as_mut();
+    if shared && lent.is_some() {
+        let cost = cluster.lmcache_network.cost(cfg);
+        for tier in tiers.iter_mut() {
+            tier.charge_loads(cost);
+        }
+    }
     let urls: Vec<String> = (0..n).map(|k| cluster.worker_url(k)).collect();
     let bs = prepared.gpu.block_size as u64;
 
@@ -295,8 +376,13 @@ pub fn run_observed(
         }
     };
     for (i, r) in reqs.iter().enumerate() {
-        for tier in tiers.iter_mut() {
-            tier.run_until(r.timestamp, &mut |s| buf.push(s));
+        if shared {
+            let mut serve = |s| buf.push(s);
+            Shared(&mut tiers, &mut lent).run_until(r.timestamp, &mut serve);
+        } else {
+            for tier in tiers.iter_mut() {
+                tier.run_until(r.timestamp, &mut |s| buf.push(s));
+            }
         }
         take(&mut buf, &mut finishes, &mut served, &assigned);
         // the router's in-flight counts: a request leaves when it finishes
@@ -327,7 +413,25 @@ pub fn run_observed(
         }
         assigned[i] = k;
         loads[k] += 1;
-        tiers[k].arrive(i, &mut |s| buf.push(s));
+        if shared {
+            let mut fleet = Shared(&mut tiers, &mut lent);
+            fleet.flush_stores(r.timestamp);
+            fleet.with(k, |t| t.arrive(i, &mut |s| buf.push(s)));
+        } else {
+            tiers[k].arrive(i, &mut |s| buf.push(s));
+        }
+        take(&mut buf, &mut finishes, &mut served, &assigned);
+    }
+    if shared {
+        // every replica to its end, in time order; then closing them has nothing left to do
+        // with the tier
+        let mut serve = |s| buf.push(s);
+        let mut fleet = Shared(&mut tiers, &mut lent);
+        fleet.run_until(f64::INFINITY, &mut serve);
+        fleet.flush_stores(f64::INFINITY);
+        if let Some(lm) = lent.take() {
+            lm.settle();
+        }
         take(&mut buf, &mut finishes, &mut served, &assigned);
     }
     let mut totals = Vec::with_capacity(n);
@@ -342,8 +446,56 @@ pub fn run_observed(
         served,
         totals,
         urls,
+        load_cost: (shared && one.is_some()).then(|| cluster.lmcache_network.cost(cfg)),
     };
     figures(cfg, cluster, prepared.trace, run, schedule, started)
+}
+
+/// The replicas with one LMCache tier, lent to the one that runs.
+struct Shared<'x, 'a, 'b>(
+    &'x mut [EngineTier<'a, 'b>],
+    &'x mut Option<&'b mut Lmcache<'a>>,
+);
+
+impl Shared<'_, '_, '_> {
+    /// Run `f` on replica `k` with the tier lent to it.
+    fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut EngineTier<'_, '_>) -> R) -> R {
+        let tier = &mut self.0[k];
+        tier.lend_lm(self.1.take());
+        let r = f(tier);
+        *self.1 = tier.take_lm();
+        r
+    }
+
+    /// Every replica's held-back stores due by `now` (the `trace` schedule's).
+    fn flush_stores(&mut self, now: f64) {
+        for k in 0..self.0.len() {
+            self.with(k, |t| t.flush_stores(now));
+        }
+    }
+
+    /// Every replica to `t`, as `EngineTier::run_until` takes one, but instant by instant
+    /// across the fleet in time order (equal times: the lower replica first), so the tier
+    /// sees the replicas' lookups, loads and stores in the order they happen.
+    fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
+        loop {
+            let next = (0..self.0.len())
+                .filter_map(|k| self.0[k].next_time().map(|x| (x, k)))
+                .filter(|&(x, _)| x < t)
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let Some((x, k)) = next else { break };
+            self.flush_stores(x);
+            self.with(k, |tier| tier.instant(serve));
+        }
+        // steps that started before `t` run to their end (`run_until`'s rule), in end order
+        loop {
+            let next = (0..self.0.len())
+                .filter_map(|k| self.0[k].in_flight_end().map(|x| (x, k)))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let Some((_, k)) = next else { break };
+            self.with(k, |tier| tier.instant(serve));
+        }
+    }
 }
 
 /// What the fleet did, request by request.
@@ -355,12 +507,18 @@ struct FleetRun {
     /// Per replica: its engine's totals.
     totals: Vec<TierTotals>,
     urls: Vec<String>,
+    /// What a load from LMCache cost (a shared tier).
+    load_cost: Option<LoadCost>,
 }
 
-/// `ideal_pool`'s one replica: every tier `replicas` times as large.
-fn pooled_config(config: &SimConfig, replicas: u64) -> SimConfig {
+/// `ideal_pool`'s one replica: every tier `replicas` times as large, but a shared LMCache
+/// (`shared`) stays the one tier it is.
+fn pooled_config(config: &SimConfig, replicas: u64, shared: bool) -> SimConfig {
     let mut cfg = config.clone();
     cfg.gpu.capacity = cfg.gpu.capacity.saturating_mul(replicas);
+    if shared {
+        return cfg;
+    }
     if let Some(c) = cfg.cpu.as_mut() {
         c.capacity = c.capacity.saturating_mul(replicas);
     }
@@ -385,7 +543,9 @@ fn figures(
         served,
         totals,
         urls,
+        load_cost,
     } = fleet;
+    let mut load_total = 0.0;
     let reqs = &trace.requests;
     let n = totals.len();
     // figures, in request order
@@ -425,7 +585,9 @@ fn figures(
         busy[k].push((h.admitted_s, finish.max(h.admitted_s)));
         let wait = (h.admitted_s - r.timestamp).max(0.0);
         queue.push(wait);
-        ttft.push(wait + len.saturating_sub(h.total()) as f64 / tps);
+        let load = load_cost.map_or(0.0, |c| c.seconds(h.cpu_hit_tokens + h.disk_hit_tokens));
+        load_total += load;
+        ttft.push(wait + load + len.saturating_sub(h.total()) as f64 / tps);
     }
     for (p, spans) in per.iter_mut().zip(busy.iter_mut()) {
         p.token_hit_ratio = ratio(
@@ -466,6 +628,8 @@ fn figures(
         queue_delay_p90_s: percentile(&mut queue, 90.0),
         ttft_p50_s: percentile(&mut ttft, 50.0),
         ttft_p90_s: percentile(&mut ttft, 90.0),
+        lmcache_shared: cluster.lmcache_shared,
+        lmcache_load_s: load_total,
         per_replica: per,
         sim_seconds: started.elapsed().as_secs_f64(),
     })

@@ -98,7 +98,8 @@ fn one_replica_is_the_single_server_for_every_router() {
         let trace = multi_turn(6, 4, with_finish);
         let p = Prepared::new(&trace, 16, Some(32)).unwrap();
         for schedule in [Schedule::Trace, Schedule::Vllm] {
-            for cpu in [None, Some(6)] {
+            // 40 chunks: LMCache hits (6 never did on this trace: the GPU held all it had)
+            for cpu in [None, Some(40)] {
                 let c = config(20, cpu, schedule);
                 let (want, row) = single(&p, &c);
                 for name in registry::names() {
@@ -118,6 +119,7 @@ fn one_replica_is_the_single_server_for_every_router() {
                 }
                 // the small pool made the comparison mean something
                 assert!(row.gpu_evictions > 0 && row.gpu_hit_tokens > 0);
+                assert_eq!(row.cpu_hit_tokens > 0, cpu.is_some());
             }
         }
     }
@@ -269,8 +271,146 @@ fn refusals_name_the_fix() {
     assert!(err(cluster(2, "nearest")).contains("expected one of: round_robin"));
     let mut k = cluster(2, "round_robin");
     k.lmcache_shared = true;
-    assert!(err(k).contains("not implemented yet"));
+    k.lmcache_network.gbit_per_s = 0.0;
+    assert!(err(k).contains("--lmcache-network-gbps 0"));
     assert!(err(cluster(0, "round_robin")).contains("at least one replica"));
+}
+
+/// A fleet with one LMCache tier; `free`: its loads cost nothing (for the comparisons that
+/// must be exact: the network only changes time).
+fn shared(replicas: usize, router: &str, free: bool) -> ClusterConfig {
+    let mut k = cluster(replicas, router);
+    k.lmcache_shared = true;
+    if free {
+        k.lmcache_network = LmcacheNetwork {
+            gbit_per_s: f64::INFINITY,
+            latency_ms: 0.0,
+        };
+    }
+    k
+}
+
+#[test]
+fn one_replica_with_a_shared_tier_is_the_single_server() {
+    for with_finish in [true, false] {
+        let trace = multi_turn(6, 4, with_finish);
+        let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+        for schedule in [Schedule::Trace, Schedule::Vllm] {
+            let c = config(20, Some(40), schedule);
+            let (want, row) = single(&p, &c);
+            for name in registry::names() {
+                let label = format!("{name} {schedule} finish {with_finish}");
+                let (_, own) = fleet(&p, &c, &cluster(1, name));
+                let (got, res) = fleet(&p, &c, &shared(1, name, true));
+                for (i, g) in got.iter().enumerate() {
+                    assert_eq!(g.hits, want[i], "{label}: request {i}");
+                }
+                assert_eq!(res.cpu_hit_tokens, row.cpu_hit_tokens, "{label}");
+                assert_eq!(res.per_replica, own.per_replica, "{label}");
+                assert_eq!(res.ttft_p90_s, own.ttft_p90_s, "{label}");
+                assert_eq!(res.lmcache_load_s, 0.0, "{label}");
+                // with the network's cost: logged times keep every hit, the TTFT grows by the
+                // loads
+                if with_finish && schedule == Schedule::Trace {
+                    let (got, res) = fleet(&p, &c, &shared(1, name, false));
+                    assert!(got.iter().zip(&want).all(|(g, w)| g.hits == *w), "{label}");
+                    assert!(res.lmcache_load_s > 0.0, "{label}");
+                    assert!(res.ttft_p90_s >= own.ttft_p90_s, "{label}");
+                }
+            }
+            assert!(row.cpu_hit_tokens > 0 && row.gpu_evictions > 0);
+        }
+    }
+}
+
+#[test]
+fn a_turn_routed_away_from_its_history_hits_the_shared_tier() {
+    // round_robin over 2 replicas deals c0t0 c1t0 c2t0 | c0t1 c1t1 c2t1 to 0 1 0 | 1 0 1: c0t1
+    // (request 3) lands on replica 1, which holds only c1t0 (the other system prompt); c1t1
+    // (request 4) on replica 0, which holds c0t0 and c2t0. Their own replica has nothing of
+    // them; the shared tier has their first chunk (32 tokens of system prompt + history),
+    // stored by the other replica
+    let trace = multi_turn(3, 2, true);
+    let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+    for schedule in [Schedule::Trace, Schedule::Vllm] {
+        let c = config(100, Some(100), schedule);
+        let (own, own_res) = fleet(&p, &c, &cluster(2, "round_robin"));
+        let (one, res) = fleet(&p, &c, &shared(2, "round_robin", false));
+        for i in [3, 4] {
+            assert_eq!(one[i].replica, own[i].replica);
+            assert_eq!(own[i].hits.total(), 0, "{schedule}: request {i}");
+            assert_eq!(one[i].hits.gpu_hit_tokens, 0, "{schedule}: request {i}");
+            assert_eq!(one[i].hits.cpu_hit_tokens, 32, "{schedule}: request {i}");
+        }
+        assert!(res.token_hit_ratio > own_res.token_hit_ratio);
+        // the figures add up: the fleet's hits are its replicas', each request's counted once
+        let sum = |f: fn(&ReplicaFigures) -> u64| res.per_replica.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|r| r.cpu_hit_tokens), res.cpu_hit_tokens);
+        assert_eq!(sum(|r| r.gpu_hit_tokens), res.gpu_hit_tokens);
+        assert_eq!(
+            one.iter().map(|r| r.hits.cpu_hit_tokens).sum::<u64>(),
+            res.cpu_hit_tokens
+        );
+        // every load pays 0.5 ms + its bytes at 100 Gbit/s (no model: Qwen3-8B's 144 KiB a
+        // token)
+        let loads: Vec<u64> = one
+            .iter()
+            .map(|r| r.hits.cpu_hit_tokens)
+            .filter(|&t| t > 0)
+            .collect();
+        let want: f64 = loads
+            .iter()
+            .map(|&t| 0.5e-3 + (t * DEFAULT_KV_BYTES_PER_TOKEN) as f64 / 12.5e9)
+            .sum();
+        assert!((res.lmcache_load_s - want).abs() < 1e-12, "{schedule}");
+        assert!(res.lmcache_shared && !own_res.lmcache_shared);
+    }
+}
+
+#[test]
+fn ideal_pool_with_a_shared_tier_has_n_times_the_blocks_and_the_one_tier() {
+    // ideal_pool is the fleet's memory in one replica: N x the GPU blocks, and the LMCache the
+    // fleet has, which is one tier when it is shared (N x when each replica has its own)
+    // (10 chunks, one tier: 32 CPU hit tokens on this trace; 4 x 10 would give 256)
+    let trace = multi_turn(8, 3, false);
+    let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+    for schedule in [Schedule::Trace, Schedule::Vllm] {
+        let c = config(5, Some(10), schedule);
+        let mut big = c.clone();
+        big.gpu.capacity = 20;
+        let (want, row) = single(&p, &big);
+        let (got, res) = fleet(&p, &c, &shared(4, "ideal_pool", true));
+        assert!(
+            got.iter().zip(&want).all(|(g, w)| g.hits == *w),
+            "{schedule}"
+        );
+        assert_eq!(
+            res.gpu_hit_tokens + res.cpu_hit_tokens,
+            row.prefill_tokens_saved
+        );
+        assert_eq!(res.cpu_hit_tokens, 32, "{schedule}");
+        assert_eq!(res.per_replica.len(), 1);
+        // each replica with its own tier: ideal_pool has 4 x 10 chunks
+        let (_, own) = fleet(&p, &c, &cluster(4, "ideal_pool"));
+        assert_eq!(own.cpu_hit_tokens, 256, "{schedule}");
+    }
+}
+
+#[test]
+fn the_network_lengthens_the_steps_that_load() {
+    // vllm schedule: a load from the shared tier lengthens the step that admits the request,
+    // so TTFT and finishes move; the hits of this trace do not
+    let trace = multi_turn(3, 2, false);
+    let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+    let c = config(100, Some(100), Schedule::Vllm);
+    let (free, free_res) = fleet(&p, &c, &shared(2, "round_robin", true));
+    let mut slow = shared(2, "round_robin", false);
+    slow.lmcache_network.gbit_per_s = 0.001; // 147 KB a token at 125 KB/s: over a second each
+    let (paid, paid_res) = fleet(&p, &c, &slow);
+    assert_eq!(free[3].hits.cpu_hit_tokens, 32);
+    assert_eq!(paid[3].hits.cpu_hit_tokens, 32);
+    assert!(paid[3].finish_s > free[3].finish_s + 30.0);
+    assert!(paid_res.ttft_p90_s > free_res.ttft_p90_s);
 }
 
 #[test]

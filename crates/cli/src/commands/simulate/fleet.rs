@@ -79,13 +79,24 @@ pub(crate) fn run(
     configs: &[SimConfig],
     replicas: usize,
 ) -> anyhow::Result<()> {
-    let fleet = ClusterConfig {
+    let mut fleet = ClusterConfig {
         replicas,
         router: args.router.clone(),
         worker_urls: args.router_worker_urls.clone(),
         lmcache_shared: args.lmcache_shared,
         ..Default::default()
     };
+    if let Some(g) = args.lmcache_network_gbps {
+        fleet.lmcache_network.gbit_per_s = g;
+    }
+    if let Some(ms) = args.lmcache_network_latency_ms {
+        fleet.lmcache_network.latency_ms = ms;
+    }
+    if fleet.lmcache_shared && configs.iter().all(|c| c.cpu.is_none()) {
+        anyhow::bail!(
+            "--lmcache-shared with the LMCache tier off (--no-cpu-tier): drop one of the two"
+        );
+    }
     let mut lines = match &args.per_request {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("--per-request {}", p.display()))?,
@@ -150,7 +161,7 @@ pub(crate) fn run(
         "command": "simulate",
         "input": { "path": crate::commands::path_text(&args.input.input_file), "requests": trace.requests.len() },
         "fleet": fleet,
-        "partial": "issue 21: per-replica LMCache only (no --lmcache-shared); TTFT from the time model",
+        "partial": "issue 21: TTFT and queueing from the time model; a shared LMCache's loads are charged at the network's bandwidth and latency, a replica's own tier's PCIe loads are not charged",
         "points": configs.iter().zip(&results).enumerate().map(|(i, (c, r))| json!({
             "policy": c.gpu.policy.name(),
             "gpu_blocks_per_replica": c.gpu.capacity,
@@ -189,7 +200,7 @@ fn print_point(c: &SimConfig, r: &ClusterResult, agreement: Option<&serde_json::
     println!(
         "{} replicas, router {}, {} at {} GPU blocks each: token hit ratio {:.4} (GPU \
          {:.4}), imbalance {:.2}, queueing p50/p90 {:.3}/{:.3} s, TTFT p50/p90 \
-         {:.3}/{:.3} s (time model){}",
+         {:.3}/{:.3} s (time model){}{}",
         r.replicas,
         r.router,
         c.gpu.policy.name(),
@@ -203,6 +214,14 @@ fn print_point(c: &SimConfig, r: &ClusterResult, agreement: Option<&serde_json::
         r.ttft_p90_s,
         r.compute_saved_ratio
             .map_or(String::new(), |x| format!(", compute saved {x:.4}")),
+        if r.lmcache_shared {
+            format!(
+                "; one shared LMCache tier, {:.3} s of network loads",
+                r.lmcache_load_s
+            )
+        } else {
+            String::new()
+        },
     );
     let mut table = vec![[
         "replica",
