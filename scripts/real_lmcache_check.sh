@@ -19,9 +19,14 @@
 # NUM_GPU_BLOCKS (385: vLLM evicts on this workload, so LMCache serves prefixes vLLM lost),
 # PORT (18950; LMCache's ZMQ port is LMC_PORT, default PORT+1, its HTTP port LMC_HTTP_PORT, default PORT+2), INFERENCELAB
 # (target/release/inferencelab), CONVERSATIONS (10), TURNS (6), SEED (24), HEALTH_WAIT_S (900),
-# BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR, LOG_MS (0; 1:
+# BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR, LOG_MS (1:
 # vLLM logs millisecond stamps through VLLM_LOGGING_CONFIG_PATH, which simulate reads as they are;
-# docs/semantics.md, "multi-process", has what that run showed).
+# 0: vLLM's own whole-second stamps, which lose the order of stores and LMCache's eviction ticks
+# within a second; docs/semantics.md, "multi-process", has what each gave).
+# The table's timing line per size: the vLLM log's stamps, and where in the second LMCache's
+# eviction loop ticked (its "triggering eviction" lines; the loop's phase is not in vLLM's log,
+# simulate assumes half a second after the first request). scripts/lmcache_mp_trace.py traces
+# the server event by event (VENV= its instrumented copy, H24_TRACE=) and replays the trace.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +42,7 @@ BASE_VENV=${BASE_VENV:-/work/venvs/vllm-cpu}
 VENV=${VENV:-/work/venvs/vllm-cpu-lmcache}
 MODEL_DIR=${MODEL_DIR:-/work/venvs/vllm-cpu-model}
 HEALTH_WAIT_S=${HEALTH_WAIT_S:-900}
-LOG_MS=${LOG_MS:-0}
+LOG_MS=${LOG_MS:-1}
 CHUNK_SIZE=256
 BLOCK_SIZE=32
 export LMCACHE_TRACK_USAGE=false DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 PYTHONHASHSEED=0
@@ -229,6 +234,15 @@ for g in sizes:
             "refused_stores": mp.get("refused_stores"),
         },
         "exact_requests": exact,
+        # the timing the model cannot see: the vLLM log's stamps, and where in the second
+        # LMCache's eviction loop ticked when it evicted (its "triggering eviction" lines)
+        "timing": {
+            "vllm_log_stamps": "ms" if any(re.search(r" \d\d:\d\d:\d\d\.\d{3} \[request_logger", l)
+                                           for l in open(f"{d}/server.log")) else "s",
+            "lmcache_evicting_ticks_s_past_second": sorted(
+                round(float("0." + m.group(1)), 3) for l in open(f"{d}/lmcache.log")
+                if "triggering eviction" in l and (m := re.search(r"\d\d:\d\d:\d\d,(\d{3})\]", l))),
+        },
         "cached_tokens": {r["response_id"]: r["cached_tokens"] for r in ok},
     }
     json.dump(rec, open(f"{d}/compare.json", "w"), indent=1)
@@ -246,6 +260,13 @@ for r in rows:
           f"| {a['lookup_hit_tokens']} / {o['lookup_hit_tokens']} | {a['l1_write_chunks']} / {o['l1_write_chunks']} "
           f"| {a['l1_evicted_chunks']} / {o['l1_evicted_chunks']} | {a['refused_stores']} / {o['refused_stores']} "
           f"| {r['exact_requests']} of {r['requests']} |")
+print()
+for r in rows:
+    t = r["timing"]
+    ticks = t["lmcache_evicting_ticks_s_past_second"]
+    where = f"{len(ticks)} evicting ticks, .{int(ticks[0] * 1000):03d} to .{int(ticks[-1] * 1000):03d} s past the second" if ticks else "no evicting tick"
+    print(f"- {r['l1_size_gb']:g} GB timing: vLLM log stamps in {'milliseconds' if t['vllm_log_stamps'] == 'ms' else 'whole seconds'}; "
+          f"LMCache's eviction loop: {where} (ours: ticks 1 s apart, the first half a second after the first request)")
 EOF
 }
 
