@@ -208,8 +208,7 @@ fn main() {
                 (lru[i] / bs as u64) as usize,
                 (bel[i].div_ceil(bs as u64) as usize).min(sharing_at[i].len()),
             );
-            for d in lo..hi {
-                let (convs, age) = sharing_at[i][d];
+            for &(convs, age) in &sharing_at[i][lo..hi] {
                 let w = bs as u64;
                 by_share[(convs >= 2) as usize] += w;
                 by_turn[(turn[i] > 0) as usize] += w;

@@ -111,6 +111,8 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         },
         // not drawn: LRU as a second expert is the safety net of every trial
         adaptive: true,
+        // not drawn: inferring conversations only adds information (traces without ids)
+        infer_conversations: true,
     }
 }
 

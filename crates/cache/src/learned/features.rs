@@ -330,9 +330,38 @@ impl Tracker {
             self.use_reach[k] += 1;
         }
         let s = self.objs[o];
-        let (log_kind_gap, p_kind) = match self.kind_requests.get(a.kind as usize) {
+        let mut snap = Snapshot {
+            timestamp: t,
+            depth: a.depth,
+            uses: s.uses,
+            gaps: s.gaps.map(|g| g as f64),
+            age: t - s.first,
+            gap_ewma: s.gap_ewma as f64,
+            edc: s.edc.map(|c| c as f64),
+            sharing: s.sharing.max(1),
+            p_reuse: rate(&self.use_reach, s.uses as usize),
+            conv_requests: 0,
+            conv_gap_ewma: f64::NAN,
+            conv_since_prev: f64::NAN,
+            p_continue: f64::NAN,
+            log_conv_gap_prior: f64::NAN,
+            log_reuse_gap_prior: self.reuse_gap_prior.log_value(),
+            log_reuse_gap_by_uses: self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)]
+                .log_value(),
+            log_kind_gap: f64::NAN,
+            p_kind: f64::NAN,
+        };
+        self.conversation_fields(conv, a.kind, &mut snap);
+        snap
+    }
+
+    /// Fill the conversation fields of `s` from conversation `conv` (dense index or NONE)
+    /// and the request type `kind`.
+    #[inline]
+    fn conversation_fields(&self, conv: u32, kind: u32, s: &mut Snapshot) {
+        let (log_kind_gap, p_kind) = match self.kind_requests.get(kind as usize) {
             Some(&n) if conv != NONE => {
-                let k = a.kind as usize;
+                let k = kind as usize;
                 (
                     self.kind_gap[k].log_value(),
                     (self.kind_continued[k] as f64 + 1.0) / (n as f64 + 2.0),
@@ -359,27 +388,24 @@ impl Tracker {
                 rate(&self.conv_reach, c.requests as usize),
             )
         };
-        Snapshot {
-            timestamp: t,
-            depth: a.depth,
-            uses: s.uses,
-            gaps: s.gaps.map(|g| g as f64),
-            age: t - s.first,
-            gap_ewma: s.gap_ewma as f64,
-            edc: s.edc.map(|c| c as f64),
-            sharing: s.sharing.max(1),
-            p_reuse: rate(&self.use_reach, s.uses as usize),
-            conv_requests,
-            conv_gap_ewma,
-            conv_since_prev,
-            p_continue,
-            log_conv_gap_prior: self.conv_gap_prior.log_value(),
-            log_reuse_gap_prior: self.reuse_gap_prior.log_value(),
-            log_reuse_gap_by_uses: self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)]
-                .log_value(),
-            log_kind_gap,
-            p_kind,
+        s.log_kind_gap = log_kind_gap;
+        s.p_kind = p_kind;
+        s.conv_requests = conv_requests;
+        s.conv_gap_ewma = conv_gap_ewma;
+        s.conv_since_prev = conv_since_prev;
+        s.p_continue = p_continue;
+        s.log_conv_gap_prior = self.conv_gap_prior.log_value();
+    }
+
+    /// Record request `a.request` of conversation `a.conversation` (not `u64::MAX`) and fill
+    /// the conversation fields of `s`, a snapshot taken when the conversation was not known
+    /// yet (`conversation_aware` infers conversations once it has seen a request's blocks).
+    pub fn observe_conversation(&mut self, a: &Access, s: &mut Snapshot) {
+        if a.timestamp > self.now {
+            self.now = a.timestamp;
         }
+        let conv = self.conversation(a);
+        self.conversation_fields(conv, a.kind, s);
     }
 
     /// The dense index of `a`'s conversation (updated with `a`'s request), or NONE.

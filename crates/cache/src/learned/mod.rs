@@ -8,8 +8,9 @@ pub mod order;
 pub mod shadow;
 
 /// The `EvictionPolicy` of a policy that predicts each touched block's next use: a type with
-/// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), a `stats: Tracker` and an
-/// `order: NextUseOrder`. Pins leave the order; unpins happen at the finish time of their request
+/// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), `fn revised_next_use(&mut
+/// self, EntryId) -> Option<f64>` (a prediction revised since the touch, taken at the unpin), a
+/// `stats: Tracker` and an `order: NextUseOrder`. Pins leave the order; unpins happen at the finish time of their request
 /// (`on_time`), evictions at the latest trace time seen.
 macro_rules! predicted_next_use_policy {
     ($policy:ty) => {
@@ -54,7 +55,8 @@ macro_rules! predicted_next_use_policy {
 
             #[inline]
             fn on_unpin(&mut self, e: $crate::policy::api::EntryId, _now: u64) {
-                self.order.unpin(e, self.stats.now);
+                let next_use = self.revised_next_use(e);
+                self.order.unpin_rekeyed(e, self.stats.now, next_use);
             }
 
             #[inline]

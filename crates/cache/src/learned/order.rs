@@ -260,6 +260,15 @@ impl NextUseOrder {
     /// `ExpectedWait` its idle time starts now (it was in use until then).
     #[inline]
     pub fn unpin(&mut self, e: EntryId, now: f64) {
+        self.unpin_rekeyed(e, now, None);
+    }
+
+    /// [`unpin`](NextUseOrder::unpin), with the prediction made at the entry's last touch
+    /// replaced by `next_use` when given (a prediction that needed the whole request: the
+    /// conversation `conversation_aware` infers from the request's blocks), here and in the
+    /// prediction's shadow.
+    #[inline]
+    pub fn unpin_rekeyed(&mut self, e: EntryId, now: f64, next_use: Option<f64>) {
         self.grow(e);
         self.unlink(e);
         if self.state[e as usize] == UNTRACKED {
@@ -267,8 +276,13 @@ impl NextUseOrder {
         }
         if let Some(sh) = &mut self.shadows {
             if let Some(&o) = self.obj.get(e as usize) {
-                sh.unpin(o, now);
+                sh.unpin(o, now, next_use);
             }
+        }
+        if let Some(n) = next_use {
+            let i = e as usize;
+            self.gap[i] = n - self.touched[i];
+            self.key[i] = n;
         }
         self.seq += 1;
         self.order[e as usize] = self.seq;

@@ -330,12 +330,12 @@ impl Shadows {
         }
     }
 
-    /// The real cache freed `obj` at trace time `now`.
+    /// The real cache freed `obj` at trace time `now` (with a revised prediction, when given).
     #[inline]
-    pub fn unpin(&mut self, obj: ObjId, now: f64) {
+    pub fn unpin(&mut self, obj: ObjId, now: f64, next_use: Option<f64>) {
         self.lru.unpin(obj);
         if self.predicted.is_pinned(obj) {
-            self.predicted.unpin(obj, now);
+            self.predicted.unpin_rekeyed(obj, now, next_use);
         }
     }
 
@@ -440,7 +440,7 @@ mod tests {
             sh.reference(obj, 4 + i as u32, 0, 4.0, 100.0);
         }
         assert!(sh.lru.contains(10) && sh.predicted.is_tracked(10));
-        sh.unpin(10, 5.0);
+        sh.unpin(10, 5.0, None);
         sh.validate().unwrap();
     }
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::learned::features::{Snapshot, Tracker};
 use crate::learned::order::{NextUseOrder, Ranking};
-use crate::policy::api::{Access, EntryId};
+use crate::policy::api::{Access, EntryId, ObjId};
 
 /// The scorer's weights and switches (`--scorer-config FILE`, YAML). Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +75,13 @@ pub struct ScorerConfig {
     /// the victim where they disagree (`learned::order`, "LRU as a second expert"); false =
     /// the prediction alone.
     pub adaptive: bool,
+    /// References without a conversation id (vLLM logs, Mooncake): infer each request's
+    /// conversation from its blocks, by the rule of `--infer-conversations` (the request joins
+    /// the conversation of the deepest block it repeats when the repeated run covers at least
+    /// half of that conversation's latest prompt), once the request's blocks have all been
+    /// seen, and revise their predictions when the request finishes (its unpin; without pins
+    /// the predictions stay those made without a conversation).
+    pub infer_conversations: bool,
 }
 
 impl Default for ScorerConfig {
@@ -92,6 +99,7 @@ impl Default for ScorerConfig {
             overdue_factor: 1.0,
             ranking: Ranking::NextUse,
             adaptive: true,
+            infer_conversations: true,
         }
     }
 }
@@ -239,6 +247,33 @@ pub struct ConversationAware {
     uses_pow: PowTable,
     sharing_pow: PowTable,
     depth_pow: PowTable,
+    inferred: Box<Inferred>,
+}
+
+const NO_CONV: u32 = u32::MAX;
+/// Inferred conversation ids are passed to the tracker from here on (the driver's ids are
+/// dense from 0, and a trace has either ids or none).
+const INFERRED_BASE: u64 = 1 << 62;
+
+/// Online conversation inference for references without a conversation id
+/// (`ScorerConfig::infer_conversations`): causal, from the request's own blocks and the past.
+#[derive(Debug, Clone, Default)]
+struct Inferred {
+    /// per object: the inferred conversation of the latest request that referenced it
+    obj_conv: Vec<u32>,
+    /// per conversation: blocks of its latest request
+    conv_len: Vec<u32>,
+    /// the request being seen, its time and type, and its touches (entry, object, snapshot
+    /// without a conversation)
+    request: Option<u32>,
+    timestamp: f64,
+    kind: u32,
+    touches: Vec<(EntryId, ObjId, Snapshot)>,
+    /// its deepest block seen before (depth, conversation) and its number of blocks
+    deepest_seen: Option<(u32, u32)>,
+    blocks: u32,
+    /// per entry: the next use predicted with the conversation, taken at the unpin (NaN: none)
+    revised: Vec<f64>,
 }
 
 impl ConversationAware {
@@ -252,6 +287,7 @@ impl ConversationAware {
             // sharing^-w = (1 + (sharing - 1))^-w
             sharing_pow: PowTable::new(-config.w_sharing),
             depth_pow: PowTable::new(config.w_depth),
+            inferred: Box::default(),
         }
     }
 
@@ -277,9 +313,93 @@ impl ConversationAware {
 
     #[inline]
     fn touch(&mut self, e: EntryId, a: &Access) {
+        let infer = self.config.infer_conversations && a.conversation == u64::MAX;
+        if infer && self.inferred.request != Some(a.request) {
+            self.finish_request();
+            self.inferred.request = Some(a.request);
+            self.inferred.timestamp = a.timestamp;
+            self.inferred.kind = a.kind;
+        }
         let s = self.stats.observe(a);
         let next = a.timestamp + self.predicted_gap(&s);
         self.order.touch(e, next, a.timestamp, a.depth);
+        if let Some(r) = self.inferred.revised.get_mut(e as usize) {
+            *r = f64::NAN;
+        }
+        if infer {
+            let inf = &mut self.inferred;
+            let conv = inf.obj_conv.get(a.obj as usize).copied().unwrap_or(NO_CONV);
+            if conv != NO_CONV && inf.deepest_seen.is_none_or(|(d, _)| a.depth >= d) {
+                inf.deepest_seen = Some((a.depth, conv));
+            }
+            inf.blocks = inf.blocks.max(a.depth + 1);
+            inf.touches.push((e, a.obj, s));
+        }
+    }
+
+    /// The request whose blocks were being seen is complete: infer its conversation, record
+    /// it, and revise the predictions of its blocks (taken at their unpin).
+    fn finish_request(&mut self) {
+        let Some(request) = self.inferred.request.take() else {
+            return;
+        };
+        let inf = &mut self.inferred;
+        let conv = match inf.deepest_seen.take() {
+            Some((d, c)) if 2 * (d + 1) >= inf.conv_len[c as usize] => c,
+            _ => {
+                inf.conv_len.push(0);
+                (inf.conv_len.len() - 1) as u32
+            }
+        };
+        inf.conv_len[conv as usize] = std::mem::take(&mut inf.blocks);
+        let a = Access {
+            timestamp: inf.timestamp,
+            request,
+            conversation: INFERRED_BASE + conv as u64,
+            kind: inf.kind,
+            ..Access::at(0, 0)
+        };
+        let mut touches = std::mem::take(&mut inf.touches);
+        // one request of the conversation: its state, then the fields of every block's snapshot
+        let mut conv_fields = match touches.first() {
+            Some(&(_, _, s)) => s,
+            None => return,
+        };
+        self.stats.observe_conversation(&a, &mut conv_fields);
+        for (e, obj, s) in touches.iter_mut() {
+            let inf = &mut self.inferred;
+            let o = *obj as usize;
+            if inf.obj_conv.len() <= o {
+                inf.obj_conv.resize(o + 1, NO_CONV);
+            }
+            inf.obj_conv[o] = conv;
+            s.conv_requests = conv_fields.conv_requests;
+            s.conv_gap_ewma = conv_fields.conv_gap_ewma;
+            s.conv_since_prev = conv_fields.conv_since_prev;
+            s.p_continue = conv_fields.p_continue;
+            s.log_conv_gap_prior = conv_fields.log_conv_gap_prior;
+            s.log_kind_gap = conv_fields.log_kind_gap;
+            s.p_kind = conv_fields.p_kind;
+            let next = s.timestamp + self.predicted_gap(s);
+            let inf = &mut self.inferred;
+            if inf.revised.len() <= *e as usize {
+                inf.revised.resize(*e as usize + 1, f64::NAN);
+            }
+            inf.revised[*e as usize] = next;
+        }
+        touches.clear();
+        self.inferred.touches = touches;
+    }
+
+    /// The prediction revised since the touch (an inferred conversation), if any.
+    #[inline]
+    fn revised_next_use(&mut self, e: EntryId) -> Option<f64> {
+        if self.inferred.request.is_some() {
+            self.finish_request();
+        }
+        let r = self.inferred.revised.get_mut(e as usize)?;
+        let next = std::mem::replace(r, f64::NAN);
+        (!next.is_nan()).then_some(next)
     }
 }
 
@@ -324,6 +444,67 @@ mod tests {
                 "{fast} vs {slow}"
             );
         }
+    }
+
+    /// Without ids, the conversations inferred from the blocks give, once a request's blocks
+    /// are unpinned, the predictions the same trace gets with its conversation ids; before the
+    /// unpin (and with `infer_conversations: false`) they are the predictions without.
+    #[test]
+    fn inferred_conversations_give_the_predictions_of_the_ids() {
+        use crate::policy::api::EvictionPolicy;
+        // conversation 0 grows its prompt turn by turn; conversation 1 is one request; blocks
+        // are their own entry ids
+        let requests: [(f64, u64, &[u32]); 5] = [
+            (0.0, 0, &[1, 2]),
+            (5.0, 1, &[9]),
+            (10.0, 0, &[1, 2, 3]),
+            (30.0, 0, &[1, 2, 3, 4]),
+            (34.0, 0, &[1, 2, 3, 4, 5]),
+        ];
+        let run = |ids: bool, infer: bool| {
+            let config = ScorerConfig {
+                infer_conversations: infer,
+                ..Default::default()
+            };
+            let mut p = ConversationAware::new(&config);
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for (i, &(t, conv, blocks)) in requests.iter().enumerate() {
+                for (d, &b) in blocks.iter().enumerate() {
+                    let a = Access {
+                        timestamp: t,
+                        request: i as u32,
+                        conversation: if ids { conv } else { u64::MAX },
+                        depth: d as u32,
+                        ..Access::at(b, i as u64)
+                    };
+                    if seen.insert(b) {
+                        p.on_insert(b, &a);
+                    } else {
+                        p.on_hit(b, &a);
+                    }
+                    p.on_pin(b);
+                }
+                let before: Vec<f64> = blocks.iter().map(|&b| p.predicted_next_use(b)).collect();
+                p.on_time(t + 1.0);
+                for &b in blocks.iter().rev() {
+                    p.on_unpin(b, 0);
+                }
+                let after: Vec<f64> = blocks.iter().map(|&b| p.predicted_next_use(b)).collect();
+                out.push((before, after));
+            }
+            out
+        };
+        let with_ids = run(true, true);
+        let inferred = run(false, true);
+        let without = run(false, false);
+        for (k, ((w, i), n)) in with_ids.iter().zip(&inferred).zip(&without).enumerate() {
+            assert_eq!(w.1, i.1, "request {k}: after the unpin, as with the ids");
+            assert_eq!(i.0, n.0, "request {k}: before it, as without conversations");
+            assert_eq!(n.0, n.1, "request {k}: no inference, no revision");
+        }
+        // the conversation made a difference (its gap, not the blocks' typical reuse gap)
+        assert_ne!(with_ids[3].1, without[3].1);
     }
 
     #[test]

@@ -318,6 +318,14 @@ impl LightGbm {
     }
 }
 
+impl LightGbm {
+    /// The model's prediction is made at the touch and never revised.
+    #[inline]
+    fn revised_next_use(&mut self, _e: EntryId) -> Option<f64> {
+        None
+    }
+}
+
 crate::learned::predicted_next_use_policy!(LightGbm);
 
 impl super::Registered for LightGbm {
