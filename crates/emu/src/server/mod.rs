@@ -5,6 +5,7 @@
 //! format, `stream_options.include_usage`, `usage.prompt_tokens_details.cached_tokens` with
 //! `enable_prompt_tokens_details`; or one JSON response), `GET /v1/models`, `GET /health`,
 //! `GET /version`, `GET /metrics`, `POST /tokenize`, `POST /detokenize`,
+//! `POST /v1/completions/render`, `POST /v1/chat/completions/render` (token ids only, `render.rs`),
 //! `POST /reset_prefix_cache`. Errors are OpenAI-style JSON (`{"error": {"message", "type",
 //! "param", "code"}}`) with the status vLLM uses. With an API key, `/v1/*` needs
 //! `Authorization: Bearer KEY` (compared in constant time, as vLLM's middleware guards `/v1`).
@@ -17,6 +18,7 @@ mod error;
 mod info;
 mod openai;
 mod prompt;
+mod render;
 mod response;
 mod sse;
 mod startup;
@@ -393,6 +395,8 @@ fn router(state: AppState, max_request_bytes: usize) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(completions::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/chat/completions/render", post(render::render_chat))
+        .route("/v1/completions/render", post(render::render_completion))
         .route("/v1/models", get(info::models))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
