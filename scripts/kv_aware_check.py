@@ -31,6 +31,10 @@ request is an exception, printed with what explains it:
                one) were published less than FRESH_MS (emulated) before the arrival: stored after
                the router's decision, or not yet received by it (its subscriber polls every 10 ms);
   unexplained  neither.
+The router's debug line for each request (matched by replica and prompt length, in order) gives
+its credited prefix on the replica it chose; where it differs from the events' at arrival, the
+view was `stale` when the blocks in between were stored or removed less than FRESH_MS before the
+arrival, else `unexplained`.
 """
 import datetime
 import glob
@@ -196,7 +200,7 @@ def analyze(d):
                                   "input_tokens": int(m.group(3)), "credited": int(m.group(5))})
     oracle = Oracle(len(urls))
     bi = 0
-    rows, causes = [], {"load": 0, "fresh": 0, "unexplained": 0}
+    rows, causes, used = [], {"load": 0, "fresh": 0, "unexplained": 0}, set()
     for i, r in enumerate(reqs):
         while bi < len(batches) and batches[bi]["ts"] < r["arrival"]:
             oracle.apply(batches[bi])
@@ -220,11 +224,28 @@ def analyze(d):
                "cost": cost, "cost_hi": cost_hi,
                "cost_agrees": cost[chosen] == min(cost) or cost_hi[chosen] == min(cost_hi),
                "right": pre[chosen] == best}
-        dec = decisions[i] if i < len(decisions) else None
+        # the router's decision line for this request: the next unused one within 3 places of
+        # its arrival rank with its replica and prompt length (decisions made within a few ms
+        # can reach the replicas in the other order)
+        dec = next((j for j in range(max(0, i - 3), min(len(decisions), i + 4))
+                    if j not in used and decisions[j]["worker"] == urls[chosen]
+                    and decisions[j]["input_tokens"] == len(r["tokens"])), None)
         if dec is not None:
-            row["router"] = {"worker": dec["worker"], "credited_tokens": dec["credited"],
-                             "outcome": dec["outcome"],
-                             "matches": dec["worker"] == urls[chosen] and dec["input_tokens"] == len(r["tokens"])}
+            used.add(dec)
+            dl = decisions[dec]
+            row["router"] = {"worker": dl["worker"], "credited_tokens": dl["credited"],
+                             "outcome": dl["outcome"], "matches": True}
+            rb = dl["credited"] // BLOCK
+            if dl["credited"] != BLOCK * pre[chosen]:
+                # the router's view of the chosen replica differs from the events at arrival:
+                # stale when the blocks in between were stored or removed just before
+                lo, hi = min(rb, pre[chosen]), max(rb, pre[chosen])
+                ts = [oracle.held[chosen].get(n, oracle.removed_at[chosen].get(n))
+                      for n in nodes[lo:hi]]
+                young = [(r["arrival"] - t) * 1e3 for t in ts if t is not None]
+                stale = len(nodes) >= hi and young and min(young) < FRESH_MS
+                row["router"]["view"] = "stale" if stale else "unexplained"
+                row["router"]["youngest_ms"] = round(min(young), 1) if young else None
         if not row["right"]:
             longer = [k for k in range(len(urls)) if pre[k] > pre[chosen]]
             ages = []
@@ -263,6 +284,8 @@ def analyze(d):
         "router_decisions": len(decisions),
         "router_decisions_matched": len(matched),
         "router_credit_equals_oracle": credited_equal,
+        "router_credit_differs": {v: sum(1 for r in matched if r["router"].get("view") == v)
+                                  for v in ("stale", "unexplained")},
         "event_batches": gaps,
         "unplaced_blocks": oracle.unplaced,
         "fresh_ms": FRESH_MS,
@@ -275,7 +298,8 @@ def analyze(d):
     print(f"the router's cost formula with the logs' in-flight counts (in-flight prefill tokens none or all) picks its choice for "
           f"{summary['cost_model_agrees']}/{n}")
     print(f"router decisions {len(decisions)}, matched to requests {len(matched)}, router's credited "
-          f"prefix = the oracle's on the chosen replica for {credited_equal}; event batches {gaps}; "
+          f"prefix = the oracle's on the chosen replica for {credited_equal} (differs: "
+          f"{summary['router_credit_differs']}); event batches {gaps}; "
           f"unplaced blocks {oracle.unplaced}")
     for r in rows:
         if not r["right"]:
