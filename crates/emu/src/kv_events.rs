@@ -24,6 +24,13 @@
 //! chained 64-bit block hashes (vLLM's are sha256 of its own chain: a consumer that recomputes
 //! hashes from token ids, rather than reading the events', sees other numbers).
 //!
+//! vllm-router 0.1.17's `kv_aware` (read from its sdist, checked against its binary;
+//! docs/replicas.md) does not read these hashes as keys: it hashes each block of the events'
+//! `token_ids` itself (sha256 of the u32 ids, little-endian) and uses `block_hashes` /
+//! `parent_block_hash` only to name and chain its index's nodes, so the emulator's events work
+//! unchanged. Its static `--kv-event-source` subscribes with topic `""` and skips frames of any
+//! other topic: leave `topic` unset for it.
+//!
 //! Deviations from vLLM, which emits an event inside the step as the pool changes: a block
 //! evicted and cached again within one step is in neither list (the diff sees no change), and
 //! the order inside a step is removals first, then stores.
@@ -72,7 +79,7 @@ impl KvEventsConfig {
             format!(
                 "--kv-events-config: {e}; expected vLLM's JSON, e.g. \
                  '{{\"enable_kv_cache_events\": true, \"publisher\": \"zmq\", \
-                 \"endpoint\": \"tcp://*:5557\", \"topic\": \"kv-events\"}}'"
+                 \"endpoint\": \"tcp://*:5557\"}}'"
             )
         })?;
         match c.publisher() {
