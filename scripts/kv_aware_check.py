@@ -22,11 +22,12 @@ router credits the same). A request "lands right" when its replica's prefix is t
 all replicas' (ties included: with nothing cached anywhere every replica is right). Every other
 request is an exception, printed with what explains it:
   load         the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
-               flight + 1), computed with the requests in flight per the logs, is no higher on the
-               chosen replica than on every replica holding a longer prefix: load outweighed the
-               prefix. The in-flight prefill tokens (requests before their first token) are not in
-               the logs: the rule holds with none of them counted, or with all (each in-flight
-               request's new prefill tokens at its arrival);
+               flight + 1), is no higher on the chosen replica than on every replica holding a
+               longer prefix: load outweighed the prefix. In flight: requests the router sent there
+               before this one (its decision lines' order) that had not finished when this one
+               arrived. Their prefill tokens still counted (before their first token) are not in
+               the logs: the rule holds with none of them counted, or with all (the new prefill
+               tokens of the router's decision line);
   fresh        the blocks that made the longer prefix (or the removals that shortened the chosen
                one) were published less than FRESH_MS (emulated) before the arrival: stored after
                the router's decision, or not yet received by it (its subscriber polls every 10 ms);
@@ -197,7 +198,8 @@ def analyze(d):
             m = DECISION.search(ANSI.sub("", line))
             if m:
                 decisions.append({"outcome": m.group(1), "worker": m.group(2),
-                                  "input_tokens": int(m.group(3)), "credited": int(m.group(5))})
+                                  "input_tokens": int(m.group(3)), "new_prefill": int(m.group(4)),
+                                  "credited": int(m.group(5))})
     oracle = Oracle(len(urls))
     bi = 0
     rows, causes, used = [], {"load": 0, "fresh": 0, "unexplained": 0}, set()
@@ -209,20 +211,9 @@ def analyze(d):
         pre = [oracle.prefix(k, nodes) for k in range(len(urls))]
         best = max(pre)
         chosen = r["replica"]
-        busy = [[q for q in rows if q["replica"] == k and q["arrival"] < r["arrival"]
-                 and (q["finish"] is None or q["finish"] > r["arrival"])] for k in range(len(urls))]
-        inflight = [len(b) for b in busy]
-        # the router's cost with the logs' in-flight counts; its in-flight prefill tokens (those of
-        # requests before their first token) are not in the logs: bounded by none of them (cost)
-        # and all of them, each request's new prefill tokens at its arrival (cost_hi)
-        cost = [(len(r["tokens"]) - BLOCK * pre[k]) * (inflight[k] + 1) for k in range(len(urls))]
-        cost_hi = [(len(r["tokens"]) - BLOCK * pre[k] + sum(q["new_prefill"] for q in busy[k]))
-                   * (inflight[k] + 1) for k in range(len(urls))]
         row = {"index": r["index"], "id": r["id"], "replica": chosen, "arrival": r["arrival"],
                "finish": r.get("finish"), "prompt_tokens": len(r["tokens"]), "prefix_blocks": pre,
-               "new_prefill": len(r["tokens"]) - BLOCK * pre[chosen], "in_flight": inflight,
-               "cost": cost, "cost_hi": cost_hi,
-               "cost_agrees": cost[chosen] == min(cost) or cost_hi[chosen] == min(cost_hi),
+               "new_prefill": len(r["tokens"]) - BLOCK * pre[chosen], "decision": None,
                "right": pre[chosen] == best}
         # the router's decision line for this request: the next unused one within 3 places of
         # its arrival rank with its replica and prompt length (decisions made within a few ms
@@ -233,6 +224,9 @@ def analyze(d):
         if dec is not None:
             used.add(dec)
             dl = decisions[dec]
+            row["decision"] = dec
+            # the router counts the new prefill tokens it computed while the request is in prefill
+            row["new_prefill"] = dl["new_prefill"]
             row["router"] = {"worker": dl["worker"], "credited_tokens": dl["credited"],
                              "outcome": dl["outcome"], "matches": True}
             rb = dl["credited"] // BLOCK
@@ -253,7 +247,30 @@ def analyze(d):
                 ages += [(r["arrival"] - oracle.held[k][n]) * 1e3 for n in nodes[pre[chosen]:pre[k]]]
             gone = [(r["arrival"] - oracle.removed_at[chosen][n]) * 1e3 for n in nodes[pre[chosen]:best]
                     if n in oracle.removed_at[chosen]]
-            youngest = min(ages + gone) if ages + gone else None
+            row["youngest_block_ms"] = round(min(ages + gone), 1) if ages + gone else None
+        rows.append(row)
+    # the router's cost per replica, with the requests in flight there when it decided: routed
+    # before this one (in its decision order; in arrival order for a request without a decision
+    # line) and not finished at this one's arrival. Their prefill tokens still counted by the
+    # router (before their first token) are not in the logs: none of them (cost) or all of
+    # them (cost_hi).
+    def before(q, r):
+        if q["decision"] is not None and r["decision"] is not None:
+            return q["decision"] < r["decision"]
+        return q["arrival"] < r["arrival"]
+    for r in rows:
+        chosen, pre, n_tok = r["replica"], r["prefix_blocks"], r["prompt_tokens"]
+        busy = [[q for q in rows if q is not r and q["replica"] == k and before(q, r)
+                 and (q["finish"] is None or q["finish"] > r["arrival"])] for k in range(len(urls))]
+        inflight = [len(b) for b in busy]
+        cost = [(n_tok - BLOCK * pre[k]) * (inflight[k] + 1) for k in range(len(urls))]
+        cost_hi = [(n_tok - BLOCK * pre[k] + sum(q["new_prefill"] for q in busy[k])) * (inflight[k] + 1)
+                   for k in range(len(urls))]
+        r.update(in_flight=inflight, cost=cost, cost_hi=cost_hi,
+                 cost_agrees=cost[chosen] == min(cost) or cost_hi[chosen] == min(cost_hi))
+        if not r["right"]:
+            longer = [k for k in range(len(urls)) if pre[k] > pre[chosen]]
+            youngest = r["youngest_block_ms"]
             if all(cost[chosen] <= cost[k] for k in longer) or all(cost_hi[chosen] <= cost_hi[k] for k in longer):
                 cause = "load"
             elif youngest is not None and youngest < FRESH_MS:
@@ -261,8 +278,7 @@ def analyze(d):
             else:
                 cause = "unexplained"
             causes[cause] += 1
-            row.update(cause=cause, youngest_block_ms=round(youngest, 1) if youngest is not None else None)
-        rows.append(row)
+            r["cause"] = cause
     with open(os.path.join(d, "requests.jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")

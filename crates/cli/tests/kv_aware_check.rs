@@ -158,6 +158,11 @@ impl Oracle {
     }
 }
 
+/// One request as seen at its arrival: prefix blocks per replica, its decision line's index,
+/// its new prefill tokens (the router's, else the events'), the youngest block's age (ms) of an
+/// exception.
+type Seen = (Vec<usize>, Option<usize>, usize, Option<f64>);
+
 #[test]
 fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     let dir = common::fixture("kv_aware_check");
@@ -257,8 +262,8 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     });
     assert_eq!(reqs.len() as u64, golden["requests"].as_u64().unwrap());
 
-    // the router's decisions, in its order: worker, input tokens, credited tokens
-    let decisions: Vec<(String, usize, usize)> = lines(&dir.join("router.out"))
+    // the router's decisions, in its order: worker, input tokens, credited tokens, new prefill
+    let decisions: Vec<(String, usize, usize, usize)> = lines(&dir.join("router.out"))
         .iter()
         .filter_map(|l| {
             let field = |name: &str| {
@@ -269,6 +274,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                 field("worker=\"")?,
                 field("input_tokens=")?.parse().ok()?,
                 field("credited_prefix_tokens=")?.parse().ok()?,
+                field("new_prefill_tokens=")?.parse().ok()?,
             ))
         })
         .collect();
@@ -287,7 +293,9 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     let mut causes: HashMap<&str, u64> = HashMap::new();
     let mut decisive = (0, 0);
     let mut per_replica = vec![0u64; n];
-    let mut new_prefill: Vec<usize> = Vec::new();
+    // per request (arrival order): prefix blocks per replica, decision index, new prefill
+    // tokens (the router's, else the events'), youngest block age of an exception
+    let mut seen: Vec<Seen> = Vec::new();
     let mut used = vec![false; decisions.len()];
     let mut credit_differs: HashMap<&str, u64> = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
@@ -309,9 +317,11 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
         let dec = (i.saturating_sub(3)..(i + 4).min(decisions.len())).find(|&j| {
             !used[j] && decisions[j].0 == urls[r.replica] && decisions[j].1 == r.tokens.len()
         });
+        let mut new_prefill = r.tokens.len() - BLOCK * pre[r.replica];
         if let Some(j) = dec {
             used[j] = true;
             matched += 1;
+            new_prefill = decisions[j].3;
             let credited = decisions[j].2;
             if credited == BLOCK * pre[r.replica] {
                 credit_equal += 1;
@@ -336,15 +346,40 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                     .or_default() += 1;
             }
         }
-        // the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in
-        // flight + 1), with the logs' in-flight requests; their prefill tokens still in flight
-        // (before their first token) are not in the logs: none (`cost`) or all (`cost_hi`)
+        let mut youngest = None;
+        if !ok {
+            let mut ages: Vec<f64> = Vec::new();
+            for k in (0..n).filter(|&k| pre[k] > pre[r.replica]) {
+                for node in &nodes[pre[r.replica]..pre[k]] {
+                    ages.push((r.arrival - oracle.held[k][node]) * 1e3);
+                }
+            }
+            for node in &nodes[pre[r.replica]..best] {
+                if let Some(t) = oracle.removed_at[r.replica].get(node) {
+                    ages.push((r.arrival - t) * 1e3);
+                }
+            }
+            youngest = ages.iter().copied().reduce(f64::min);
+        }
+        seen.push((pre, dec, new_prefill, youngest));
+    }
+    // the router's cost, (new prefill tokens + in-flight prefill tokens) x (requests in flight
+    // + 1), with the requests it sent to a replica before this one (its decision order) that had
+    // not finished at this one's arrival; their prefill tokens still counted (before their first
+    // token) are not in the logs: none (`cost`) or all (`cost_hi`)
+    for (i, r) in reqs.iter().enumerate() {
+        let (pre, dec, _, youngest) = &seen[i];
+        let before = |j: usize| match (seen[j].1, dec) {
+            (Some(a), Some(b)) => a < *b,
+            _ => reqs[j].arrival < r.arrival,
+        };
         let busy: Vec<Vec<usize>> = (0..n)
             .map(|k| {
-                (0..i)
+                (0..reqs.len())
                     .filter(|&j| {
-                        reqs[j].replica == k
-                            && reqs[j].arrival < r.arrival
+                        j != i
+                            && reqs[j].replica == k
+                            && before(j)
                             && reqs[j].finish.is_none_or(|f| f > r.arrival)
                     })
                     .collect()
@@ -355,27 +390,14 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
             .collect();
         let cost_hi: Vec<usize> = (0..n)
             .map(|k| {
-                let in_prefill: usize = busy[k].iter().map(|&j| new_prefill[j]).sum();
+                let in_prefill: usize = busy[k].iter().map(|&j| seen[j].2).sum();
                 (r.tokens.len() - BLOCK * pre[k] + in_prefill) * (busy[k].len() + 1)
             })
             .collect();
-        new_prefill.push(r.tokens.len() - BLOCK * pre[r.replica]);
         cost_agrees += (cost[r.replica] == *cost.iter().min().unwrap()
             || cost_hi[r.replica] == *cost_hi.iter().min().unwrap()) as u64;
-        if !ok {
+        if pre[r.replica] != *pre.iter().max().unwrap() {
             let longer: Vec<usize> = (0..n).filter(|&k| pre[k] > pre[r.replica]).collect();
-            let mut ages: Vec<f64> = Vec::new();
-            for &k in &longer {
-                for node in &nodes[pre[r.replica]..pre[k]] {
-                    ages.push((r.arrival - oracle.held[k][node]) * 1e3);
-                }
-            }
-            for node in &nodes[pre[r.replica]..best] {
-                if let Some(t) = oracle.removed_at[r.replica].get(node) {
-                    ages.push((r.arrival - t) * 1e3);
-                }
-            }
-            let youngest = ages.iter().copied().reduce(f64::min);
             let cause = if longer.iter().all(|&k| cost[r.replica] <= cost[k])
                 || longer.iter().all(|&k| cost_hi[r.replica] <= cost_hi[k])
             {
