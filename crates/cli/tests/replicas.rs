@@ -288,6 +288,78 @@ fn serve_replicas_listen_apart_with_their_own_caches() {
 }
 
 #[test]
+fn batch_has_lmcache_shared_as_an_axis_with_simulates_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("shared.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "name: shared\ntraces:\n  - path: {}\n    name: vllm200\ngpu_blocks: [600]\n\
+             cpu_cache_gb: [5]\npolicies: [lru]\nreplicas: [2]\nrouters: [round_robin]\n\
+             lmcache_shared: [false, true]\n",
+            repo(LOG).display()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = common::bin()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&yaml)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let rows = doc["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let row = |shared: bool| {
+        rows.iter()
+            .find(|r| r["lmcache_shared"] == shared)
+            .unwrap_or_else(|| panic!("no row with lmcache_shared {shared}"))
+    };
+    let log = repo(LOG);
+    let log = log.to_str().unwrap();
+    for shared in [false, true] {
+        let mut args = vec![
+            "-i",
+            log,
+            "--gpu-blocks",
+            "600",
+            "--cpu-cache-gb",
+            "5",
+            "-q",
+            "--replicas",
+            "2",
+            "--router",
+            "round_robin",
+        ];
+        if shared {
+            args.push("--lmcache-shared");
+        }
+        let sim = simulate_json(&args);
+        let r = &sim["points"][0]["result"];
+        for k in [
+            "cpu_hit_tokens",
+            "gpu_hit_tokens",
+            "ttft_p90_s",
+            "lmcache_load_s",
+        ] {
+            assert_eq!(row(shared)[k], r[k], "{k} shared {shared}");
+        }
+    }
+    assert!(
+        row(true)["cpu_hit_tokens"].as_u64().unwrap()
+            > row(false)["cpu_hit_tokens"].as_u64().unwrap()
+    );
+}
+
+#[test]
 fn batch_grids_over_replicas_and_routers_and_plot_draws_them_per_router() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("fleet.yaml");

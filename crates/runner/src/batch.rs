@@ -129,6 +129,10 @@ pub struct BatchConfig {
     /// vllm-router's default).
     #[serde(default, alias = "router")]
     pub routers: Vec<String>,
+    /// One LMCache tier for the fleet (`simulate --lmcache-shared`) or one per replica: an axis
+    /// of fleet points, e.g. [false, true]. Default: [false].
+    #[serde(default)]
+    pub lmcache_shared: Vec<bool>,
 }
 
 /// One point of the grid, with every parameter (they are copied into its result row).
@@ -157,6 +161,9 @@ pub struct Point {
     pub replicas: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<String>,
+    /// The fleet has one LMCache tier (only written when true).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lmcache_shared: bool,
 }
 
 /// A `--shard i/N` slice: point `k` of the grid belongs to shard `k mod N`.
@@ -233,6 +240,11 @@ impl BatchConfig {
                     .into(),
             );
         }
+        if self.replicas.is_empty() && !self.lmcache_shared.is_empty() {
+            return err(
+                "`lmcache_shared` needs `replicas` (one server has one LMCache tier anyway)".into(),
+            );
+        }
         if let Some(n) = self.replicas.iter().find(|&&n| n == 0 || n > MAX_REPLICAS) {
             return err(format!(
                 "`replicas`: {n} is not a fleet size; give numbers from 1 to {MAX_REPLICAS}"
@@ -286,6 +298,7 @@ impl BatchConfig {
             (gpu_key, gpus),
             ("replicas", self.replicas.len().max(1)),
             ("routers", self.routers.len().max(1)),
+            ("lmcache_shared", self.lmcache_shared.len().max(1)),
         ]
     }
 
@@ -348,19 +361,30 @@ impl BatchConfig {
             self.pinning.clone()
         };
         let timing = self.timing.unwrap_or_default();
-        // (replicas, router) of each fleet point; one server when `replicas` is not given
-        let fleets: Vec<(Option<usize>, Option<String>)> = if self.replicas.is_empty() {
-            vec![(None, None)]
+        // (replicas, router, shared LMCache) of each fleet point; one server when `replicas` is
+        // not given
+        let fleets: Vec<(Option<usize>, Option<String>, bool)> = if self.replicas.is_empty() {
+            vec![(None, None, false)]
         } else {
             let routers = if self.routers.is_empty() {
                 vec![DEFAULT_ROUTER.to_string()]
             } else {
                 self.routers.clone()
             };
-            self.replicas
-                .iter()
-                .flat_map(|&n| routers.iter().map(move |r| (Some(n), Some(r.clone()))))
-                .collect()
+            let shared = if self.lmcache_shared.is_empty() {
+                vec![false]
+            } else {
+                self.lmcache_shared.clone()
+            };
+            let mut fleets = Vec::new();
+            for &n in &self.replicas {
+                for r in &routers {
+                    for &sh in &shared {
+                        fleets.push((Some(n), Some(r.clone()), sh));
+                    }
+                }
+            }
+            fleets
         };
         let mut points = Vec::new();
         let mut seen = HashSet::new();
@@ -380,7 +404,7 @@ impl BatchConfig {
                                 for &sem in &semantics {
                                     for &pin in &pinning {
                                         for policy in &self.policies {
-                                            for (&gpu, (replicas, router)) in gpus
+                                            for (&gpu, (replicas, router, shared)) in gpus
                                                 .iter()
                                                 .flat_map(|g| fleets.iter().map(move |f| (g, f)))
                                             {
@@ -403,6 +427,7 @@ impl BatchConfig {
                                                     window_seconds: self.window_seconds,
                                                     replicas: *replicas,
                                                     router: router.clone(),
+                                                    lmcache_shared: *shared,
                                                 };
                                                 p.point_id = point_id(&p, &digests[ti], &spec);
                                                 // a value listed twice on an axis is one point
@@ -504,6 +529,10 @@ fn point_id(p: &Point, digest: &str, spec: &TraceSpec) -> String {
     if let (Some(n), Some(r)) = (p.replicas, &p.router) {
         key["replicas"] = json!(n);
         key["router"] = json!(r);
+        // only when shared: per-replica fleet points keep their ids
+        if p.lmcache_shared {
+            key["lmcache_shared"] = json!(true);
+        }
     }
     format!("{:016x}", xxh3_64(key.to_string().as_bytes()))
 }
@@ -744,6 +773,7 @@ fn run_point(p: &Point, prep: &Prepared<'_>, c: &SimConfig) -> Result<Value, Str
             let fleet = ClusterConfig {
                 replicas,
                 router: router.clone(),
+                lmcache_shared: p.lmcache_shared,
                 ..ClusterConfig::default()
             };
             cluster::run(prep, c, &fleet)
@@ -1155,6 +1185,34 @@ mod tests {
         let p = grid("replicas: [4]\n").points(100).unwrap();
         assert_eq!(p[0].router.as_deref(), Some(DEFAULT_ROUTER));
         assert_eq!(p[0].replicas, Some(4));
+    }
+
+    #[test]
+    fn lmcache_shared_is_an_axis_of_fleet_points_that_keeps_per_replica_ids() {
+        let own = grid("replicas: [2]\nrouters: [round_robin]\n")
+            .points(100)
+            .unwrap();
+        let both = grid("replicas: [2]\nrouters: [round_robin]\nlmcache_shared: [false, true]\n")
+            .points(100)
+            .unwrap();
+        // 2 policies x (own tiers, one shared)
+        assert_eq!(both.len(), 4);
+        let own_ids: Vec<&str> = own.iter().map(|p| p.point_id.as_str()).collect();
+        let kept: Vec<&str> = both
+            .iter()
+            .filter(|p| !p.lmcache_shared)
+            .map(|p| p.point_id.as_str())
+            .collect();
+        assert_eq!(kept, own_ids);
+        assert!(both
+            .iter()
+            .filter(|p| p.lmcache_shared)
+            .all(|p| !own_ids.contains(&p.point_id.as_str())));
+        let e = grid("lmcache_shared: [true]\n")
+            .validate(Path::new("g.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`lmcache_shared` needs `replicas`"), "{e}");
     }
 
     #[test]
