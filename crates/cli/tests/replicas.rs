@@ -357,6 +357,10 @@ fn batch_has_lmcache_shared_as_an_axis_with_simulates_figures() {
         row(true)["cpu_hit_tokens"].as_u64().unwrap()
             > row(false)["cpu_hit_tokens"].as_u64().unwrap()
     );
+    // a shared row carries its network; a per-replica row has none
+    assert_eq!(row(true)["lmcache_network_gbit_per_s"], 100.0);
+    assert_eq!(row(true)["lmcache_network_latency_ms"], 0.5);
+    assert!(row(false)["lmcache_network_gbit_per_s"].is_null());
 }
 
 #[test]

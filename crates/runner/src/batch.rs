@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use inferencelab_cache::PolicyConfig;
 use inferencelab_models as models;
-use inferencelab_sim::cluster::{self, ClusterConfig};
+use inferencelab_sim::cluster::{self, ClusterConfig, LmcacheNetwork};
 use inferencelab_sim::plan::{self, Capacity};
 use inferencelab_sim::resolve::{self, PointSpec, TierPolicy};
 use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TimingModel};
@@ -133,6 +133,9 @@ pub struct BatchConfig {
     /// of fleet points, e.g. [false, true]. Default: [false].
     #[serde(default)]
     pub lmcache_shared: Vec<bool>,
+    /// The shared tier's network (`{gbit_per_s, latency_ms}`; default 100 Gbit/s, 0.5 ms).
+    #[serde(default)]
+    pub lmcache_network: LmcacheNetwork,
 }
 
 /// One point of the grid, with every parameter (they are copied into its result row).
@@ -164,6 +167,9 @@ pub struct Point {
     /// The fleet has one LMCache tier (only written when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lmcache_shared: bool,
+    /// Its network (only with `lmcache_shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache_network: Option<LmcacheNetwork>,
 }
 
 /// A `--shard i/N` slice: point `k` of the grid belongs to shard `k mod N`.
@@ -244,6 +250,14 @@ impl BatchConfig {
             return err(
                 "`lmcache_shared` needs `replicas` (one server has one LMCache tier anyway)".into(),
             );
+        }
+        let net = &self.lmcache_network;
+        if !(net.gbit_per_s > 0.0 && net.latency_ms >= 0.0) {
+            return err(format!(
+                "`lmcache_network`: gbit_per_s {} and latency_ms {}: give a bandwidth above 0 \
+                 and a latency of 0 or more",
+                net.gbit_per_s, net.latency_ms
+            ));
         }
         if let Some(n) = self.replicas.iter().find(|&&n| n == 0 || n > MAX_REPLICAS) {
             return err(format!(
@@ -428,6 +442,8 @@ impl BatchConfig {
                                                     replicas: *replicas,
                                                     router: router.clone(),
                                                     lmcache_shared: *shared,
+                                                    lmcache_network: shared
+                                                        .then_some(self.lmcache_network),
                                                 };
                                                 p.point_id = point_id(&p, &digests[ti], &spec);
                                                 // a value listed twice on an axis is one point
@@ -532,6 +548,7 @@ fn point_id(p: &Point, digest: &str, spec: &TraceSpec) -> String {
         // only when shared: per-replica fleet points keep their ids
         if p.lmcache_shared {
             key["lmcache_shared"] = json!(true);
+            key["lmcache_network"] = json!(p.lmcache_network);
         }
     }
     format!("{:016x}", xxh3_64(key.to_string().as_bytes()))
@@ -774,6 +791,7 @@ fn run_point(p: &Point, prep: &Prepared<'_>, c: &SimConfig) -> Result<Value, Str
                 replicas,
                 router: router.clone(),
                 lmcache_shared: p.lmcache_shared,
+                lmcache_network: p.lmcache_network.unwrap_or_default(),
                 ..ClusterConfig::default()
             };
             cluster::run(prep, c, &fleet)
@@ -1208,6 +1226,17 @@ mod tests {
             .iter()
             .filter(|p| p.lmcache_shared)
             .all(|p| !own_ids.contains(&p.point_id.as_str())));
+        // the shared tier's network is a parameter of its points
+        let slow = grid(
+            "replicas: [2]\nrouters: [round_robin]\nlmcache_shared: [false, true]\n\
+             lmcache_network: {gbit_per_s: 10}\n",
+        )
+        .points(100)
+        .unwrap();
+        assert_eq!(slow[0].point_id, both[0].point_id);
+        assert_ne!(slow[1].point_id, both[1].point_id);
+        assert_eq!(slow[1].lmcache_network.unwrap().gbit_per_s, 10.0);
+        assert_eq!(slow[1].lmcache_network.unwrap().latency_ms, 0.5);
         let e = grid("lmcache_shared: [true]\n")
             .validate(Path::new("g.yaml"))
             .unwrap_err()

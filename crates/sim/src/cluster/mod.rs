@@ -86,7 +86,7 @@ pub struct ClusterConfig {
 /// not charged (their PCIe copies are outside simulate's time model, as for a single server;
 /// at 25 GB/s PCIe they would cost half of the 100 Gbit/s network's time per token).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LmcacheNetwork {
     pub gbit_per_s: f64,
     pub latency_ms: f64,
@@ -187,6 +187,9 @@ pub struct ClusterResult {
     pub lmcache_shared: bool,
     /// Seconds of network loads from the shared tier, summed over requests (0 without one).
     pub lmcache_load_s: f64,
+    /// The shared tier's network (`None` without one).
+    pub lmcache_network_gbit_per_s: Option<f64>,
+    pub lmcache_network_latency_ms: Option<f64>,
     pub per_replica: Vec<ReplicaFigures>,
     pub sim_seconds: f64,
 }
@@ -630,6 +633,12 @@ fn figures(
         ttft_p90_s: percentile(&mut ttft, 90.0),
         lmcache_shared: cluster.lmcache_shared,
         lmcache_load_s: load_total,
+        lmcache_network_gbit_per_s: cluster
+            .lmcache_shared
+            .then_some(cluster.lmcache_network.gbit_per_s),
+        lmcache_network_latency_ms: cluster
+            .lmcache_shared
+            .then_some(cluster.lmcache_network.latency_ms),
         per_replica: per,
         sim_seconds: started.elapsed().as_secs_f64(),
     })
