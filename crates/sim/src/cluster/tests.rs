@@ -397,6 +397,36 @@ fn ideal_pool_with_a_shared_tier_has_n_times_the_blocks_and_the_one_tier() {
 }
 
 #[test]
+fn the_shared_tier_sees_the_replicas_in_time_order() {
+    // trace schedule: r0 (replica 0) and r1 (replica 1) send the same 64-token prompt. r0's
+    // store runs after the instant of its admission, so r1 admitted in the same instant finds
+    // nothing, and a microsecond later both chunks (63 tokens: the last is recomputed)
+    let prompt: Vec<u32> = (0..64).collect();
+    let two = |dt: f64| {
+        let mut t = multi_turn(2, 1, true);
+        for (i, r) in t.requests.iter_mut().enumerate() {
+            r.timestamp = i as f64 * dt;
+            r.finish_time = Some(5.0);
+            r.input_length = 64;
+            r.content = Content::Tokens(prompt.clone());
+        }
+        t
+    };
+    let c = config(100, Some(10), Schedule::Trace);
+    for (dt, want) in [(0.0, 0), (1e-6, 63)] {
+        let trace = two(dt);
+        let p = Prepared::new(&trace, 16, Some(32)).unwrap();
+        let (got, _) = fleet(&p, &c, &shared(2, "round_robin", true));
+        assert_eq!(got[1].replica, 1);
+        assert_eq!(got[1].hits.gpu_hit_tokens, 0);
+        assert_eq!(got[1].hits.cpu_hit_tokens, want, "dt {dt}");
+        // each with its own tier: never
+        let (own, _) = fleet(&p, &c, &cluster(2, "round_robin"));
+        assert_eq!(own[1].hits.total(), 0, "dt {dt}");
+    }
+}
+
+#[test]
 fn the_network_lengthens_the_steps_that_load() {
     // vllm schedule: a load from the shared tier lengthens the step that admits the request,
     // so TTFT and finishes move; the hits of this trace do not
