@@ -78,7 +78,8 @@ pub struct ClusterConfig {
 }
 
 /// The network between the replicas and a shared LMCache (its remote backend): a load of T
-/// tokens takes `latency_ms + T x kv_bytes_per_token / (gbit_per_s x 1e9 / 8)`, once per
+/// tokens takes `latency_ms + T x kv_bytes_per_token / (gbit_per_s x 1e9 / 8)` (one rank's
+/// bytes with tensor or pipeline parallelism: each rank loads its share), once per
 /// request admitted with LMCache hits. Defaults: a 100 Gbit/s link (a common datacenter NIC
 /// and the line rate a remote KV store gets at best; LMCache's own remote connectors
 /// (`lm://` server, Redis, Mooncake store) run over it), and 0.5 ms, a round trip within a
