@@ -343,13 +343,15 @@ pub fn run_observed(
             .map(|lm| EngineTier::new(schedule, cfg, seq, describe(), lm.as_mut(), usable))
             .collect()
     };
-    let mut lent = one.as_mut();
-    if shared && lent.is_some() {
-        let cost = cluster.lmcache_network.cost(cfg);
+    // without an LMCache tier at all there is nothing to share: the replicas run apart
+    let stepped = one.is_some();
+    let load_cost = stepped.then(|| cluster.lmcache_network.cost(cfg));
+    if let Some(cost) = load_cost {
         for tier in tiers.iter_mut() {
             tier.charge_loads(cost);
         }
     }
+    let mut lent = one.as_mut();
     let urls: Vec<String> = (0..n).map(|k| cluster.worker_url(k)).collect();
     let bs = prepared.gpu.block_size as u64;
 
@@ -380,7 +382,7 @@ pub fn run_observed(
         }
     };
     for (i, r) in reqs.iter().enumerate() {
-        if shared {
+        if stepped {
             let mut serve = |s| buf.push(s);
             Shared(&mut tiers, &mut lent).run_until(r.timestamp, &mut serve);
         } else {
@@ -417,7 +419,7 @@ pub fn run_observed(
         }
         assigned[i] = k;
         loads[k] += 1;
-        if shared {
+        if stepped {
             let mut fleet = Shared(&mut tiers, &mut lent);
             fleet.flush_stores(r.timestamp);
             fleet.with(k, |t| t.arrive(i, &mut |s| buf.push(s)));
@@ -426,7 +428,7 @@ pub fn run_observed(
         }
         take(&mut buf, &mut finishes, &mut served, &assigned);
     }
-    if shared {
+    if stepped {
         // every replica to its end, in time order; then closing them has nothing left to do
         // with the tier
         let mut serve = |s| buf.push(s);
@@ -450,7 +452,7 @@ pub fn run_observed(
         served,
         totals,
         urls,
-        load_cost: (shared && one.is_some()).then(|| cluster.lmcache_network.cost(cfg)),
+        load_cost,
     };
     figures(cfg, cluster, prepared.trace, run, schedule, started)
 }
