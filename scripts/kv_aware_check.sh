@@ -10,8 +10,13 @@
 # with --fixture DIR a small copy (events, logs, router decisions) for tests/kv_aware_check.rs.
 #
 #   scripts/kv_aware_check.sh [--router-venv DIR] [--python PY] [--bin PATH] [--out DIR]
-#                             [--replicas N] [--prompts N] [--time-scale X] [--blocks B]
-#                             [--input FILE] [--fixture DIR]
+#                             [--replicas N] [--prompts N] [--time-scale X] [--bench-time-scale Y]
+#                             [--max-concurrency C] [--blocks B] [--input FILE] [--fixture DIR]
+#
+# --time-scale paces both the replicas and the client; --bench-time-scale Y (default X) paces the
+# client alone: Y < X sends the trace's requests more slowly than the replicas serve them (less
+# load); --max-concurrency C: bench's, at most C requests in flight (1: one at a time, the
+# router always decides on an idle fleet).
 #
 # Needs: vllm-router 0.1.17 in a venv (python3 -m venv DIR && DIR/bin/pip install
 # vllm-router==0.1.17), a Python with pyzmq and msgspec for the subscriber (default
@@ -26,6 +31,8 @@ OUT=/tmp/kv_aware_check
 N=4
 PROMPTS=120
 SCALE=10
+BSCALE=""
+CONC=()
 BLOCKS=600
 INPUT=$ROOT/data/test_data.csv
 FIXTURE=""
@@ -38,6 +45,8 @@ while [ $# -gt 0 ]; do
     --replicas) N=$2; shift 2;;
     --prompts) PROMPTS=$2; shift 2;;
     --time-scale) SCALE=$2; shift 2;;
+    --bench-time-scale) BSCALE=$2; shift 2;;
+    --max-concurrency) CONC=(--max-concurrency "$2"); shift 2;;
     --blocks) BLOCKS=$2; shift 2;;
     --input) INPUT=$2; shift 2;;
     --fixture) FIXTURE=$2; shift 2;;
@@ -102,7 +111,7 @@ RPID=$(ss -ltnpH "sport = :19000" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 |
 sleep 1
 
 "$BIN" bench --base-url http://127.0.0.1:19000 --input-file "$INPUT" --num-prompts "$PROMPTS" \
-  --time-scale "$SCALE" --model qwen-8b --result-dir "$OUT/bench" --metrics-interval 0 \
+  --time-scale "${BSCALE:-$SCALE}" --model qwen-8b --result-dir "$OUT/bench" --metrics-interval 0 "${CONC[@]}" \
   >"$OUT/bench.out" 2>&1
 sleep 1
 curl -s http://127.0.0.1:19009/metrics > "$OUT/router_metrics.prom" || true
