@@ -1367,6 +1367,14 @@ impl<'a, 'b> EngineTier<'a, 'b> {
         }
     }
 
+    /// The engine holds back LMCache stores ([`flush_stores`](EngineTier::flush_stores)).
+    pub(crate) fn holds_stores(&self) -> bool {
+        match self {
+            EngineTier::Trace(x) => !x.pending_stores.is_empty(),
+            EngineTier::Vllm(_) => false,
+        }
+    }
+
     /// LMCache stores due by `now` that the engine holds back (the `trace` schedule's prefill
     /// stores), run now: a shared tier must hold them before another replica looks it up.
     pub(crate) fn flush_stores(&mut self, now: f64) {

@@ -225,7 +225,7 @@ impl Fleet for View<'_, '_, '_> {
     }
 }
 
-/// A finish time in a min-heap.
+/// A time and a replica in a min-heap: the earliest first, then the lower replica.
 #[derive(PartialEq)]
 struct Finish(f64, usize);
 impl Eq for Finish {}
@@ -352,6 +352,7 @@ pub fn run_observed(
         }
     }
     let mut lent = one.as_mut();
+    let mut stepper = Stepper::new(n);
     let urls: Vec<String> = (0..n).map(|k| cluster.worker_url(k)).collect();
     let bs = prepared.gpu.block_size as u64;
 
@@ -384,7 +385,7 @@ pub fn run_observed(
     for (i, r) in reqs.iter().enumerate() {
         if stepped {
             let mut serve = |s| buf.push(s);
-            Shared(&mut tiers, &mut lent).run_until(r.timestamp, &mut serve);
+            stepper.run_until(&mut tiers, &mut lent, r.timestamp, &mut serve);
         } else {
             for tier in tiers.iter_mut() {
                 tier.run_until(r.timestamp, &mut |s| buf.push(s));
@@ -420,9 +421,10 @@ pub fn run_observed(
         assigned[i] = k;
         loads[k] += 1;
         if stepped {
-            let mut fleet = Shared(&mut tiers, &mut lent);
-            fleet.flush_stores(r.timestamp);
-            fleet.with(k, |t| t.arrive(i, &mut |s| buf.push(s)));
+            stepper.flush_stores(&mut tiers, &mut lent, r.timestamp);
+            stepper.with(&mut tiers, &mut lent, k, |t| {
+                t.arrive(i, &mut |s| buf.push(s))
+            });
         } else {
             tiers[k].arrive(i, &mut |s| buf.push(s));
         }
@@ -432,9 +434,8 @@ pub fn run_observed(
         // every replica to its end, in time order; then closing them has nothing left to do
         // with the tier
         let mut serve = |s| buf.push(s);
-        let mut fleet = Shared(&mut tiers, &mut lent);
-        fleet.run_until(f64::INFINITY, &mut serve);
-        fleet.flush_stores(f64::INFINITY);
+        stepper.run_until(&mut tiers, &mut lent, f64::INFINITY, &mut serve);
+        stepper.flush_stores(&mut tiers, &mut lent, f64::INFINITY);
         if let Some(lm) = lent.take() {
             lm.settle();
         }
@@ -457,49 +458,113 @@ pub fn run_observed(
     figures(cfg, cluster, prepared.trace, run, schedule, started)
 }
 
-/// The replicas with one LMCache tier, lent to the one that runs.
-struct Shared<'x, 'a, 'b>(
-    &'x mut [EngineTier<'a, 'b>],
-    &'x mut Option<&'b mut Lmcache<'a>>,
-);
+/// How a fleet with one LMCache tier runs its replicas: instant by instant in time order
+/// (equal times: the lower replica first), the tier lent to the replica that runs, so it sees
+/// the replicas' lookups, loads and stores in the order they happen. The replicas' next
+/// instants wait in a min-heap (lazily: an entry is checked against its replica when it comes
+/// up), so a step costs O(log N), not a scan of the fleet.
+struct Stepper {
+    next: BinaryHeap<Finish>,
+    /// Replicas holding back prefill stores (the `trace` schedule's), in replica order.
+    holding: Vec<usize>,
+    /// Replicas that may have a `vllm` step in flight (`in_flight[k]`: listed).
+    flying: Vec<usize>,
+    in_flight: Vec<bool>,
+}
 
-impl Shared<'_, '_, '_> {
-    /// Run `f` on replica `k` with the tier lent to it.
-    fn with<R>(&mut self, k: usize, f: impl FnOnce(&mut EngineTier<'_, '_>) -> R) -> R {
-        let tier = &mut self.0[k];
-        tier.lend_lm(self.1.take());
-        let r = f(tier);
-        *self.1 = tier.take_lm();
+/// Run `f` on replica `k` with the one tier lent to it.
+fn lend<'a, 'b, R>(
+    tiers: &mut [EngineTier<'a, 'b>],
+    lent: &mut Option<&'b mut Lmcache<'a>>,
+    k: usize,
+    f: impl FnOnce(&mut EngineTier<'a, 'b>) -> R,
+) -> R {
+    let tier = &mut tiers[k];
+    tier.lend_lm(lent.take());
+    let r = f(tier);
+    *lent = tier.take_lm();
+    r
+}
+
+impl Stepper {
+    fn new(replicas: usize) -> Self {
+        Stepper {
+            next: BinaryHeap::new(),
+            holding: Vec::new(),
+            flying: Vec::new(),
+            in_flight: vec![false; replicas],
+        }
+    }
+
+    /// Run `f` on replica `k` with the tier lent to it, then note what it has to do next.
+    fn with<'a, 'b, R>(
+        &mut self,
+        tiers: &mut [EngineTier<'a, 'b>],
+        lent: &mut Option<&'b mut Lmcache<'a>>,
+        k: usize,
+        f: impl FnOnce(&mut EngineTier<'a, 'b>) -> R,
+    ) -> R {
+        let r = lend(tiers, lent, k, f);
+        let tier = &tiers[k];
+        if let Some(x) = tier.next_time() {
+            self.next.push(Finish(x, k));
+        }
+        if tier.holds_stores() {
+            if let Err(at) = self.holding.binary_search(&k) {
+                self.holding.insert(at, k);
+            }
+        }
+        if tier.in_flight_end().is_some() && !self.in_flight[k] {
+            self.in_flight[k] = true;
+            self.flying.push(k);
+        }
         r
     }
 
-    /// Every replica's held-back stores due by `now` (the `trace` schedule's).
-    fn flush_stores(&mut self, now: f64) {
-        for k in 0..self.0.len() {
-            self.with(k, |t| t.flush_stores(now));
+    /// Every replica's held-back stores due by `now`, replica by replica (stores change no
+    /// replica's next instant).
+    fn flush_stores<'a, 'b>(
+        &mut self,
+        tiers: &mut [EngineTier<'a, 'b>],
+        lent: &mut Option<&'b mut Lmcache<'a>>,
+        now: f64,
+    ) {
+        for &k in &self.holding {
+            lend(tiers, lent, k, |t| t.flush_stores(now));
         }
+        self.holding.retain(|&k| tiers[k].holds_stores());
     }
 
-    /// Every replica to `t`, as `EngineTier::run_until` takes one, but instant by instant
-    /// across the fleet in time order (equal times: the lower replica first), so the tier
-    /// sees the replicas' lookups, loads and stores in the order they happen.
-    fn run_until(&mut self, t: f64, serve: &mut dyn FnMut(Served)) {
-        loop {
-            let next = (0..self.0.len())
-                .filter_map(|k| self.0[k].next_time().map(|x| (x, k)))
-                .filter(|&(x, _)| x < t)
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let Some((x, k)) = next else { break };
-            self.flush_stores(x);
-            self.with(k, |tier| tier.instant(serve));
+    /// Every replica to `t`, as `EngineTier::run_until` takes one.
+    fn run_until<'a, 'b>(
+        &mut self,
+        tiers: &mut [EngineTier<'a, 'b>],
+        lent: &mut Option<&'b mut Lmcache<'a>>,
+        t: f64,
+        serve: &mut dyn FnMut(Served),
+    ) {
+        while let Some(&Finish(x, k)) = self.next.peek() {
+            if x >= t {
+                break;
+            }
+            self.next.pop();
+            if tiers[k].next_time() != Some(x) {
+                continue; // planned again since
+            }
+            self.flush_stores(tiers, lent, x);
+            self.with(tiers, lent, k, |tier| tier.instant(serve));
         }
         // steps that started before `t` run to their end (`run_until`'s rule), in end order
-        loop {
-            let next = (0..self.0.len())
-                .filter_map(|k| self.0[k].in_flight_end().map(|x| (x, k)))
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let Some((_, k)) = next else { break };
-            self.with(k, |tier| tier.instant(serve));
+        for &k in &self.flying {
+            self.in_flight[k] = false;
+        }
+        let mut flying: Vec<(f64, usize)> = std::mem::take(&mut self.flying)
+            .into_iter()
+            .filter_map(|k| tiers[k].in_flight_end().map(|x| (x, k)))
+            .collect();
+        flying.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, k) in flying {
+            self.with(tiers, lent, k, |tier| tier.instant(serve));
         }
     }
 }
