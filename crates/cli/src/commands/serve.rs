@@ -62,9 +62,10 @@ struct ServeOpts {
     replicas: u16,
     /// vLLM's --kv-events-config JSON: publish the GPU cache's BlockStored / BlockRemoved /
     /// AllBlocksCleared events on ZMQ in vLLM's wire format (docs/replicas.md), e.g.
-    /// '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557", "topic": "kv-events"}'.
-    /// With --replicas, replica k publishes on the endpoint's port + k. Hashes are the
-    /// emulator's 64-bit chained block hashes, not vLLM's sha256.
+    /// '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}'. With --replicas, replica
+    /// k publishes on the endpoint's port + k. Hashes are the emulator's 64-bit chained block
+    /// hashes, not vLLM's sha256; vllm-router's kv_aware works with them (it hashes the events'
+    /// token ids itself) when `topic` is left unset (its --kv-event-source reads topic "" only).
     #[arg(long, value_parser = parse_kv_events)]
     kv_events_config: Option<KvEventsConfig>,
     /// Name clients use in `model` (default: the model as given).
