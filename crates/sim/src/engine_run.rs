@@ -1135,6 +1135,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
 
     /// `schedule()` at `now` and the clock moved to the step's end; None when nothing was
     /// scheduled.
+    #[inline(always)]
     fn begin(&mut self, serve: &mut dyn FnMut(Served)) -> Option<StepPlan> {
         let reqs = &self.view.describe.trace.requests;
         let mut none = inferencelab_engine::NoConnector;
@@ -1192,6 +1193,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
     }
 
     /// The step's end (`now`): `update()`, stores, finishes.
+    #[inline(always)]
     fn end(&mut self, plan: StepPlan, serve: &mut dyn FnMut(Served)) {
         let mut none = inferencelab_engine::NoConnector;
         let conn: &mut dyn KvConnector = match self.lm.as_deref_mut() {
