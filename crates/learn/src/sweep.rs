@@ -111,8 +111,9 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         },
         // not drawn: LRU as a second expert is the safety net of every trial
         adaptive: true,
-        // not drawn: inferring conversations only adds information (traces without ids)
-        infer_conversations: true,
+        // not drawn (kept every seed's other draws): the defaults
+        infer_conversations: false,
+        reuse_model_for_conversations: true,
     }
 }
 

@@ -129,6 +129,7 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
     ))
     .unwrap();
     // WEKA has session ids; Mooncake has none, so it runs with inferred conversations too
+    let mut inference_mattered = false;
     for (trace, cuts, infer) in [
         (weka(), [600.0, 2_000.0], false),
         (mooncake_head(600), [60.0, 120.0], false),
@@ -144,9 +145,12 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
             // with LRU as a second expert (its shadows see only the past too) and, so that the
             // predictions themselves decide, without
             let adaptive = ranking == Ranking::NextUse;
+            // conversations inferred online where the trace has no ids (Mooncake uncut by
+            // `--infer-conversations`): settled from each request's own blocks, when it ends
             let scorer = ScorerConfig {
                 ranking,
                 adaptive,
+                infer_conversations: true,
                 ..Default::default()
             };
             let lgbm = LightGbmConfig {
@@ -157,6 +161,14 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
             let ca = || ConversationAware::new(&scorer);
             let lg = || LightGbm::new(&lgbm);
             let full_ca = victims(&trace, end, ca(), pinning, infer);
+            if !infer && pinning && trace.requests[0].conversation.is_none() {
+                let without = ScorerConfig {
+                    infer_conversations: false,
+                    ..scorer.clone()
+                };
+                let plain = victims(&trace, end, ConversationAware::new(&without), true, false);
+                inference_mattered |= plain != full_ca;
+            }
             let full_lg = victims(&trace, end, lg(), pinning, infer);
             assert!(!full_ca.is_empty() && !full_lg.is_empty());
             for t in cuts {
@@ -174,6 +186,10 @@ fn no_peeking_truncated_traces_make_the_same_decisions() {
             }
         }
     }
+    assert!(
+        inference_mattered,
+        "conversations inferred online must change some victim on Mooncake"
+    );
 }
 
 /// `victims` for `lightgbm` retraining online: the schedule is computed from the cut trace, so
