@@ -279,6 +279,30 @@ def analyze(d):
                 cause = "unexplained"
             causes[cause] += 1
             r["cause"] = cause
+    # ties: the router takes the first of the cheapest in its own worker order (fixed for a run,
+    # not --worker-urls'). On an idle fleet (nothing in flight anywhere, no bound needed) every
+    # tie says the chosen replica comes before the others tied with it; those constraints must
+    # fit one order (no cycle). Idle for the router too: no request finished less than FRESH_MS
+    # before (the router releases a request when its stream has passed through, after the
+    # replica logged its end)
+    after = {k: set() for k in range(len(urls))}
+    ties = 0
+    for r in rows:
+        if any(r["in_flight"]) or not r["cost_agrees"] or any(
+                q["finish"] is not None and 0 <= (r["arrival"] - q["finish"]) * 1e3 < FRESH_MS for q in rows):
+            continue
+        tied = [k for k in range(len(urls)) if r["cost"][k] == min(r["cost"])]
+        if len(tied) > 1:
+            ties += 1
+            after[r["replica"]].update(k for k in tied if k != r["replica"])
+    order, left = [], set(after)
+    while left:
+        first = sorted(k for k in left if not any(k in after[j] for j in left))
+        if not first:
+            break
+        order.append(first[0])
+        left.discard(first[0])
+    tie_order = order if not left else None
     with open(os.path.join(d, "requests.jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -297,6 +321,8 @@ def analyze(d):
         "decisive_requests": len(decisive),
         "decisive_landed_right": sum(r["right"] for r in decisive),
         "cost_model_agrees": sum(r["cost_agrees"] for r in rows),
+        "idle_ties": ties,
+        "idle_ties_fit_one_order": tie_order is not None,
         "router_decisions": len(decisions),
         "router_decisions_matched": len(matched),
         "router_credit_equals_oracle": credited_equal,
@@ -313,6 +339,8 @@ def analyze(d):
           f"{summary['requests_per_replica']}")
     print(f"the router's cost formula with the logs' in-flight counts (in-flight prefill tokens none or all) picks its choice for "
           f"{summary['cost_model_agrees']}/{n}")
+    print(f"ties on an idle fleet: {ties}, broken in one worker order: "
+          f"{'yes, ' + str(tie_order) if tie_order is not None else 'NO (a cycle)'}")
     print(f"router decisions {len(decisions)}, matched to requests {len(matched)}, router's credited "
           f"prefix = the oracle's on the chosen replica for {credited_equal} (differs: "
           f"{summary['router_credit_differs']}); event batches {gaps}; "

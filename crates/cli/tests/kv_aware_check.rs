@@ -297,6 +297,7 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
     // tokens (the router's, else the events'), youngest block age of an exception
     let mut seen: Vec<Seen> = Vec::new();
     let mut used = vec![false; decisions.len()];
+    let (mut ties, mut before_in_order) = (0u64, Vec::<(usize, usize)>::new());
     let mut credit_differs: HashMap<&str, u64> = HashMap::new();
     for (i, r) in reqs.iter().enumerate() {
         while next < batches.len() && batches[next]["ts"].as_f64().unwrap() < r.arrival {
@@ -394,8 +395,25 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
                 (r.tokens.len() - BLOCK * pre[k] + in_prefill) * (busy[k].len() + 1)
             })
             .collect();
-        cost_agrees += (cost[r.replica] == *cost.iter().min().unwrap()
-            || cost_hi[r.replica] == *cost_hi.iter().min().unwrap()) as u64;
+        let agrees = cost[r.replica] == *cost.iter().min().unwrap()
+            || cost_hi[r.replica] == *cost_hi.iter().min().unwrap();
+        cost_agrees += agrees as u64;
+        // a tie on a fleet idle for the router too (nothing in flight, nothing finished less
+        // than FRESH_MS before): the chosen replica comes first in the router's worker order
+        let idle = busy.iter().all(Vec::is_empty)
+            && !reqs.iter().any(|q| {
+                q.finish
+                    .is_some_and(|f| (0.0..FRESH_MS).contains(&((r.arrival - f) * 1e3)))
+            });
+        let tied: Vec<usize> = (0..n)
+            .filter(|&k| cost[k] == *cost.iter().min().unwrap())
+            .collect();
+        if idle && agrees && tied.len() > 1 {
+            ties += 1;
+            for &k in tied.iter().filter(|&&k| k != r.replica) {
+                before_in_order.push((r.replica, k));
+            }
+        }
         if pre[r.replica] != *pre.iter().max().unwrap() {
             let longer: Vec<usize> = (0..n).filter(|&k| pre[k] > pre[r.replica]).collect();
             let cause = if longer.iter().all(|&k| cost[r.replica] <= cost[k])
@@ -450,6 +468,25 @@ fn kv_aware_lands_where_the_emulators_caches_hold_the_longest_prefix() {
         cost_agrees,
         golden["cost_model_agrees"].as_u64().unwrap(),
         "the router's cost formula with the logs' loads picks its choice"
+    );
+    // the ties' constraints fit one worker order: peel replicas nothing must precede
+    let mut left: Vec<usize> = (0..n).collect();
+    while let Some(at) = left.iter().position(|&k| {
+        !before_in_order
+            .iter()
+            .any(|&(a, b)| b == k && left.contains(&a))
+    }) {
+        left.remove(at);
+    }
+    assert_eq!(ties, golden["idle_ties"].as_u64().unwrap(), "idle ties");
+    assert_eq!(
+        left.is_empty(),
+        golden["idle_ties_fit_one_order"].as_bool().unwrap(),
+        "the router breaks ties in one worker order"
+    );
+    assert!(
+        left.is_empty(),
+        "tie-breaks in no single order: {before_in_order:?}"
     );
     let golden_per: Vec<u64> = golden["requests_per_replica"]
         .as_array()
