@@ -14,7 +14,8 @@ compares every tick's evicted keys and the counts with what the server did.
                                             instrumented copy of lmcache in its site-packages,
                                             bin/lmcache and bin/vllm
   scripts/lmcache_mp_trace.py replay TRACE [--no-lookup-touch] [--lock] [--verbose]
-                                            [--l1-gb 0.01] [--chunk-kib 256]
+                                            [--l1-gb G (default: the size its ticks state)]
+                                            [--chunk-kib 256]
 
 Then, e.g.: OUT=/tmp/t VENV=DIR H24_TRACE=/tmp/t/trace LOG_MS=1 L1_SIZES_GB=0.01
 scripts/real_lmcache_check.sh run; scripts/lmcache_mp_trace.py replay /tmp/t/trace.<pid>.
@@ -137,10 +138,7 @@ def make_venv(dest):
     print(f"lmcache_mp_trace: instrumented venv at {dest}")
 
 
-def replay(path, lookup_touch=True, lock=False, verbose=False, l1_gb=0.01, chunk_kib=256):
-    chunk_bytes = chunk_kib * 1024
-    size = l1_gb * 2**30 / chunk_bytes  # usage is bytes over bytes
-    whole = int(size)
+def load(path):
     kinds = {"LOOKUP", "END", "TICK", "RW", "FW", "DEL", "TOUCH", "RR", "FR"}
     events = []
     for line in open(path):
@@ -148,6 +146,22 @@ def replay(path, lookup_touch=True, lock=False, verbose=False, l1_gb=0.01, chunk
         i = next((j for j in range(1, len(p)) if p[j] in kinds), None)
         if i is not None:
             events.append((float(p[0]), " ".join(p[1:i]), p[i], p[i + 1:]))
+    return events
+
+
+def l1_bytes(events):
+    """The L1's size in bytes, as every tick of the trace states it (None: no tick)."""
+    return next((int(f[1]) for _, _, kind, f in events if kind == "TICK"), None)
+
+
+def replay(path, lookup_touch=True, lock=False, verbose=False, l1_gb=None, chunk_kib=256):
+    chunk_bytes = chunk_kib * 1024
+    events = load(path)
+    total = l1_gb * 2**30 if l1_gb else l1_bytes(events)
+    if total is None:
+        sys.exit(f"lmcache_mp_trace: {path} has no tick; pass --l1-gb")
+    size = total / chunk_bytes  # usage is bytes over bytes
+    whole = int(size)
 
     hashes, name, reqno = {}, {}, {}
     nm = lambda h: name.get(h, h[:6])
@@ -234,7 +248,8 @@ def replay(path, lookup_touch=True, lock=False, verbose=False, l1_gb=0.01, chunk
             real["writes"] += len(keys)
     if verbose:
         print("\n".join(out))
-    print(f"rules: lookup touches its run={lookup_touch}, lookup locks until the end={lock}: "
+    print(f"{path} (L1 {total / 2**30:g} GiB): lookup touches its run={lookup_touch}, "
+          f"lookup locks until the end={lock}: "
           f"writes ours {ours['writes']} / LMCache {real['writes']}, evictions ours {ours['evictions']} / "
           f"LMCache {real['evictions']}, refused stores ours {ours['refused']}")
     print("first divergence:", first_div or "none")
@@ -248,7 +263,7 @@ def main(argv):
         def opt(name, default):
             return float(argv[argv.index(name) + 1]) if name in argv else default
         ok = replay(argv[1], lookup_touch="--no-lookup-touch" not in argv, lock="--lock" in argv,
-                    verbose="--verbose" in argv, l1_gb=opt("--l1-gb", 0.01),
+                    verbose="--verbose" in argv, l1_gb=opt("--l1-gb", None),
                     chunk_kib=opt("--chunk-kib", 256))
         sys.exit(0 if ok else 1)
     else:

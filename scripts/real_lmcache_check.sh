@@ -26,7 +26,8 @@
 # The table's timing line per size: the vLLM log's stamps, and where in the second LMCache's
 # eviction loop ticked (its "triggering eviction" lines; the loop's phase is not in vLLM's log,
 # simulate assumes half a second after the first request). scripts/lmcache_mp_trace.py traces
-# the server event by event (VENV= its instrumented copy, H24_TRACE=) and replays the trace.
+# the server event by event (VENV= its instrumented copy, H24_TRACE=$OUT/trace); `simulate` and
+# the full run then print each trace's replay through our rules under the table.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -270,6 +271,19 @@ for r in rows:
 EOF
 }
 
+# With an instrumented LMCache (VENV made by scripts/lmcache_mp_trace.py venv, H24_TRACE=$OUT/trace):
+# the server's own event order replayed through our rules, per trace (one per size): the counts
+# simulate would give if it knew the order of events, so the table's gaps split into rules and
+# timing.
+replay_traces() {
+    local t
+    for t in "$OUT"/trace.*; do
+        [ -f "$t" ] || continue
+        echo
+        python3 "$ROOT/scripts/lmcache_mp_trace.py" replay "$t" | sed 's/^/- replay: /' || true
+    done
+}
+
 # The golden copy for crates/cli/tests/real_lmcache.rs: each size's request-logger lines and
 # per-step batch lines (what the vLLM log reader takes), gzipped, and the compare records.
 fixture() {
@@ -308,10 +322,12 @@ case "${1:-all}" in
         for g in $L1_SIZES_GB; do run_size "$g"; done
         for g in $L1_SIZES_GB; do simulate_size "$g"; done
         compare | tee "$OUT/table.md"
+        replay_traces | tee -a "$OUT/table.md"
         ;;
     simulate)
         for g in $L1_SIZES_GB; do simulate_size "$g"; done
         compare | tee "$OUT/table.md"
+        replay_traces | tee -a "$OUT/table.md"
         ;;
     fixture) fixture ;;
     *) echo "usage: $0 [install|run|all|simulate|fixture]" >&2; exit 2 ;;
