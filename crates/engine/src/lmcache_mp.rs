@@ -32,11 +32,13 @@
 //! ticks [`LOOP_PERIOD_S`] apart, the first [`LOOP_PHASE_S`] after the connector's first event
 //! (the first request's arrival). Every connector event (lookup, load, store, end of request)
 //! first runs the ticks due at or before its time. The loop's phase against the requests is
-//! not in a vLLM log (its stamps are whole seconds); half a second puts each tick after every
-//! event logged in its second and before the next second's, which is where LMCache's log put
-//! most of its ticks on the CPU vLLM (`triggering eviction` lines .64 to .94 s past the
-//! second in scripts/real_lmcache_check.sh's runs; the phase drifts ~2 ms a tick, as each pass
-//! takes a moment on top of the sleep). At the end of a run the ticks go on until L1 is below
+//! not in a vLLM log: it is the server's start, and LMCache's log shows it only through its
+//! evicting ticks (`triggering eviction`, anywhere from .2 to .9 s past the second in
+//! scripts/real_lmcache_check.sh's runs; the period is 1.0004 to 1.0018 s, as each pass takes a
+//! moment on top of the sleep). Half a second is no fit: on whole-second stamps it puts each
+//! tick after every event logged in its second; with millisecond stamps which side of a tick an
+//! event falls is a race the log cannot settle (docs/semantics.md has what that costs, measured
+//! against an instrumented LMCache). At the end of a run the ticks go on until L1 is below
 //! the watermark ([`Connector::settle`](crate::lmcache::Connector::settle)), as the real
 //! server's do while it idles before its counters are read.
 
