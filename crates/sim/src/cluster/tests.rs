@@ -427,6 +427,67 @@ fn the_shared_tier_sees_the_replicas_in_time_order() {
 }
 
 #[test]
+fn the_shared_tier_sees_a_step_s_stores_at_its_end() {
+    // vllm schedule, one request running at a time per replica (max_num_seqs 1), 10k prefill
+    // tokens/s, 20 ms a decode step; round_robin deals r0 r2 to replica 0, r1 r3 to replica 1:
+    //   replica 0: r0 (500 tokens) 0.00-0.05; r2 (prompt P, 8000 tokens) 0.05-0.85, its
+    //              chunks stored at 0.85
+    //   replica 1: r1 (5000 tokens) from 0.01, done at 0.51 (1 output token) or after 19
+    //              decode steps at 0.89 (20); then r3 (P + 100 tokens) looks P up
+    // at 0.51 the step storing P is still running: nothing; at 0.89 it is done: P's chunks.
+    // (No request arrives after 0.03, so no step is cut short by an arrival.)
+    let p_tokens: Vec<u32> = (0..8000).collect();
+    let req = |i: usize, t: f64, prompt: Vec<u32>, out: u32| Request {
+        id: format!("r{i}"),
+        timestamp: t,
+        finish_time: None,
+        conversation: None,
+        turn: 0,
+        input_length: prompt.len() as u32,
+        output_length: out,
+        kind: None,
+        content: Content::Tokens(prompt),
+        output_tokens: None,
+        output_times: None,
+    };
+    let mut c = config(2000, Some(100), Schedule::Vllm);
+    c.engine.max_num_seqs = 1;
+    for (r1_out, want_hit) in [(1, false), (20, true)] {
+        let mut p3 = p_tokens.clone();
+        p3.extend(100_000..100_100);
+        let trace = Trace {
+            requests: vec![
+                req(0, 0.0, (50_000..50_500).collect(), 1),
+                req(1, 0.01, (60_000..65_000).collect(), r1_out),
+                req(2, 0.02, p_tokens.clone(), 1),
+                req(3, 0.03, p3, 1),
+            ],
+            ..Default::default()
+        };
+        let p = Prepared::new(&trace, 16, Some(256)).unwrap();
+        let (got, _) = fleet(&p, &c, &shared(2, "round_robin", true));
+        assert_eq!(got[3].replica, 1);
+        let label = format!("r1 with {r1_out} output tokens");
+        assert!(
+            (got[2].finish_s - 0.85).abs() < 1e-9,
+            "{label}: {}",
+            got[2].finish_s
+        );
+        assert_eq!(
+            got[3].hits.cpu_hit_tokens > 0,
+            want_hit,
+            "{label}: {:?}",
+            got[3]
+        );
+        if want_hit {
+            assert!(got[3].hits.admitted_s > got[2].finish_s, "{label}");
+        } else {
+            assert!(got[3].hits.admitted_s < got[2].finish_s, "{label}");
+        }
+    }
+}
+
+#[test]
 fn the_network_lengthens_the_steps_that_load() {
     // vllm schedule: a load from the shared tier lengthens the step that admits the request,
     // so TTFT and finishes move; the hits of this trace do not
