@@ -35,7 +35,8 @@ request is an exception, printed with what explains it:
 The router's debug line for each request (matched by replica and prompt length, in order) gives
 its credited prefix on the replica it chose; where it differs from the events' at arrival, the
 view was `stale` when the blocks in between were stored or removed less than FRESH_MS before the
-arrival, else `unexplained`.
+arrival, else `unexplained`. Ties on a fleet idle for the router must fit one worker order (the
+router takes the first of the cheapest in its own order).
 """
 import datetime
 import glob
