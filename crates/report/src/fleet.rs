@@ -204,7 +204,7 @@ fn lines(g: &FleetGroup, metric: impl Fn(&FleetPoint) -> f64) -> Vec<Series> {
         .enumerate()
         .map(|(i, r)| Series {
             label: if r == IDEAL_POOL {
-                "ideal_pool (one replica, N x memory)".into()
+                ideal_pool_label(g)
             } else {
                 r.clone()
             },
@@ -218,6 +218,16 @@ fn lines(g: &FleetGroup, metric: impl Fn(&FleetPoint) -> f64) -> Vec<Series> {
             max_gap: None,
         })
         .collect()
+}
+
+/// The bound's legend: with one shared LMCache tier (`lmcache_shared`), `ideal_pool` has N x the
+/// GPU blocks but the one tier, not N x every tier.
+fn ideal_pool_label(g: &FleetGroup) -> String {
+    if g.params.get("lmcache_shared") == Some(&Value::Bool(true)) {
+        "ideal_pool (one replica, N x GPU memory, the one LMCache tier)".into()
+    } else {
+        "ideal_pool (one replica, N x memory)".into()
+    }
 }
 
 fn top_of(series: &[Series], percent: bool) -> f64 {
@@ -366,5 +376,30 @@ mod tests {
         assert_eq!(l.series[0].points, [(2.0, 10.0), (4.0, 20.0)]);
         assert_eq!(l.series[1].points, [(2.0, 30.0)]);
         assert_eq!(l.x.ticks, [2.0, 4.0]);
+    }
+
+    #[test]
+    fn the_bound_says_what_it_pools_with_a_shared_lmcache_tier() {
+        let mut shared = row("ideal_pool", 2, 0.5, 100);
+        shared["lmcache_shared"] = json!(true);
+        let mut own = row("ideal_pool", 2, 0.4, 100);
+        own["lmcache_shared"] = json!(false);
+        let gs = analyze(&[shared, own]);
+        assert_eq!(
+            gs.len(),
+            2,
+            "shared and per-replica tiers are separate groups"
+        );
+        let legend = |g: &FleetGroup| {
+            let Body::Lines(l) = &charts(g, "")[0].body else {
+                panic!("lines")
+            };
+            l.series[0].label.clone()
+        };
+        assert_eq!(
+            legend(&gs[0]),
+            "ideal_pool (one replica, N x GPU memory, the one LMCache tier)"
+        );
+        assert_eq!(legend(&gs[1]), "ideal_pool (one replica, N x memory)");
     }
 }
