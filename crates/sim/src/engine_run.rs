@@ -1315,6 +1315,14 @@ impl<'a, 'b> EngineTier<'a, 'b> {
         }
     }
 
+    /// When request `i` was first admitted (its first schedule), if it has been.
+    pub(crate) fn admitted_s(&self, i: usize) -> Option<f64> {
+        match self {
+            EngineTier::Trace(x) => x.hits[i].map(|h| h.admitted_s),
+            EngineTier::Vllm(x) => Some(x.admitted_at[i]).filter(|t| !t.is_nan()),
+        }
+    }
+
     /// Give the engine an LMCache tier to use until [`take_lm`](EngineTier::take_lm): a fleet
     /// with one LMCache lends it to the replica it steps. An engine holds its tier for its life
     /// otherwise (a single server, a replica with its own).

@@ -208,6 +208,8 @@ struct View<'x, 'a, 'b> {
     tiers: &'x [EngineTier<'a, 'b>],
     loads: &'x [usize],
     urls: &'x [String],
+    served: &'x [Option<(RequestHits, f64)>],
+    prefill_tokens_per_s: f64,
 }
 
 impl Fleet for View<'_, '_, '_> {
@@ -222,6 +224,14 @@ impl Fleet for View<'_, '_, '_> {
     }
     fn worker_url(&self, k: usize) -> &str {
         &self.urls[k]
+    }
+    fn first_token_s(&self, k: usize, req: usize, new_tokens: u64) -> Option<f64> {
+        let prefill = new_tokens as f64 / self.prefill_tokens_per_s;
+        match self.served[req] {
+            Some((h, _)) if h.rejected => Some(f64::NEG_INFINITY),
+            Some((h, finish)) if !finish.is_nan() => Some((h.admitted_s + prefill).min(finish)),
+            _ => self.tiers[k].admitted_s(req).map(|t| t + prefill),
+        }
     }
 }
 
@@ -410,6 +420,8 @@ pub fn run_observed(
             tiers: &tiers,
             loads: &loads,
             urls: &urls,
+            served: &served,
+            prefill_tokens_per_s: cfg.timing.prefill_tokens_per_s,
         };
         let k = router.route(&route, &view);
         if k >= n {

@@ -38,6 +38,10 @@ pub trait Fleet {
     fn load(&self, k: usize) -> usize;
     /// Prompt tokens of request `req` replica `k`'s GPU prefix cache holds now.
     fn cached_prefix_tokens(&self, k: usize, req: usize) -> u64;
+    /// When request `req`, routed to replica `k` with `new_tokens` prompt tokens to prefill,
+    /// has its first token in the time model: its admission + `new_tokens` /
+    /// `prefill_tokens_per_s` (at the latest its finish); `None` while it waits for admission.
+    fn first_token_s(&self, k: usize, req: usize, new_tokens: u64) -> Option<f64>;
     /// Replica `k`'s URL as the router knows it (the hash routers hash it).
     fn worker_url(&self, k: usize) -> &str;
 }
