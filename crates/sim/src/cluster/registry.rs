@@ -26,7 +26,7 @@ pub const ROUTERS: &[(&str, Build)] = &[
     ("cache_aware", |c| {
         Box::new(cache_aware::CacheAware::new(c.cache_aware))
     }),
-    ("kv_aware", |_| Box::new(kv_aware::KvAware)),
+    ("kv_aware", |_| Box::new(kv_aware::KvAware::default())),
     ("ideal_pool", |_| Box::new(ideal_pool::IdealPool)),
 ];
 

@@ -242,6 +242,57 @@ fn kv_aware_follows_the_replica_that_holds_the_prefix() {
 }
 
 #[test]
+fn kv_aware_is_the_router_s_cost_not_the_longest_prefix() {
+    // 2 replicas, logged finishes, 10,000 prefill tokens/s; every prompt 320 tokens (20
+    // blocks), from one family: A's tokens, then a request's own. vllm-router 0.1.17's cost per
+    // replica: (320 - credited + in-flight prefill) x (in flight + 1), first on ties.
+    let family: Vec<u32> = (0..320).collect();
+    let req = |i: u32, t: f64, finish: f64, shared: usize| {
+        let mut prompt = family[..shared].to_vec();
+        prompt.extend((shared as u32..320).map(|x| 10_000 * (i + 1) + x));
+        Request {
+            id: format!("r{i}"),
+            timestamp: t,
+            finish_time: Some(finish),
+            conversation: None,
+            turn: 0,
+            input_length: 320,
+            output_length: 4,
+            kind: None,
+            content: Content::Tokens(prompt),
+            output_tokens: None,
+            output_times: None,
+        }
+    };
+    let trace = Trace {
+        requests: vec![
+            req(0, 0.0, 5.0, 320),
+            req(1, 0.01, 0.5, 160),
+            req(2, 1.0, 1.2, 192),
+            req(3, 1.5, 2.0, 288),
+        ],
+        ..Default::default()
+    };
+    let p = Prepared::new(&trace, 16, None).unwrap();
+    let c = config(1000, None, Schedule::Trace);
+    let (got, _) = fleet(&p, &c, &cluster(2, "kv_aware"));
+    // r0 at 0: nothing cached, both idle: 320 x 1 each -> the first, 0.
+    // r1 at 0.01 (A's first 160 tokens): replica 0 credits 160, but r0 (320 new tokens, first
+    //   token at 0.032) is in flight and still in prefill: (160 + 320) x 2 = 960; replica 1:
+    //   320 x 1 -> 1. (Without the in-flight prefill tokens: 320 each, a tie -> 0.)
+    // r2 at 1.0 (A's first 192): replica 0 credits 192 with r0 in flight: 128 x 2 = 256;
+    //   replica 1 credits 160 (r1's first 10 blocks are A's), r1 finished: 160 x 1 -> 1.
+    // r3 at 1.5 (A's first 288): replica 0: 32 x 2 = 64; replica 1 (192 from r2): 128 -> 0.
+    // "The longest prefix first" would send all four to replica 0.
+    assert_eq!(
+        got.iter().map(|r| r.replica).collect::<Vec<_>>(),
+        vec![0, 1, 1, 0]
+    );
+    assert_eq!(got[2].hits.gpu_hit_tokens, 160);
+    assert_eq!(got[3].hits.gpu_hit_tokens, 288);
+}
+
+#[test]
 fn figures_add_up() {
     let trace = multi_turn(10, 3, false);
     let p = Prepared::new(&trace, 16, Some(32)).unwrap();
