@@ -9,7 +9,8 @@
 # (`train --model bundled --as-is`: no training, no calibration). Nothing here is random
 # except the bundled model's row sample (seed 1, `train --seed`), so one run is the result.
 # Writes outputs/simulation/protocol/{*.txt,table.md}; a few minutes on 2 cores.
-# --check-model also retrains the bundled model with its documented command and compares.
+# --check-model also retrains the bundled model with its documented command and compares;
+# --variants also runs conversation_aware's opt-in settings on the logs (variants.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # INFERENCELAB_BIN: an inferencelab binary already built (default: build target/release/)
@@ -88,7 +89,46 @@ lines.append(f"Defaults (conversation_aware and lightgbm): mean gap closed {sum(
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
-if [ "${1:-}" = --check-model ]; then
+# --variants: conversation_aware's opt-in settings (docs/policies.md, "Opt-in variants"), judged
+# and alone, on the traces they change (the two logs: WEKA has ids, Mooncake's prediction stays
+# LRU's order); not the defaults, not in the bar
+if [[ " $* " == *" --variants "* ]]; then
+  printf 'infer_conversations: true\n' >"$OUT/infer.yaml"
+  printf 'infer_conversations: true\nreuse_model_for_conversations: false\n' >"$OUT/infer_no_reuse.yaml"
+  for v in infer infer_no_reuse; do
+    printf 'adaptive: false\n' | cat "$OUT/$v.yaml" - >"$OUT/${v}_alone.yaml"
+  done
+  for spec in "${TRACES[@]:0:2}"; do
+    IFS='|' read -r name path flags <<<"$spec"
+    tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
+    for v in infer infer_alone infer_no_reuse infer_no_reuse_alone; do
+      # shellcheck disable=SC2086
+      $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
+        --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
+    done
+  done
+  python3 - "$OUT" "${TRACES[@]:0:2}" <<'PY'
+import re, sys
+out, specs = sys.argv[1], sys.argv[2:]
+def test_rows(path):
+    return {int(f[1]): f for f in (l.split() for l in open(path))
+            if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
+lines = ["| trace | capacity | LRU | Belady | infer: judged | gap | infer: alone | gap | infer, no reuse model: judged | gap | ... alone | gap |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for spec in specs:
+    name = spec.split("|")[0]
+    tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
+    runs = [test_rows(f"{out}/{tag}.{v}.txt")
+            for v in ("infer", "infer_alone", "infer_no_reuse", "infer_no_reuse_alone")]
+    for cap in sorted(runs[0]):
+        c = runs[0][cap]
+        cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
+        lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
+open(f"{out}/variants.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+fi
+if [[ " $* " == *" --check-model "* ]]; then
   $B train -i outputs/logs/server_qwen-8b.log --no-retrain -q --output "$OUT/lightgbm_default.txt" \
     >/dev/null 2>&1
   if cmp -s "$OUT/lightgbm_default.txt" configs/lightgbm_default.txt; then
