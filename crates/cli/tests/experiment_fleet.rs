@@ -97,7 +97,7 @@ fn dry_run_of_a_fleet_prints_every_replica_the_router_and_the_bench_through_it()
             "{b}"
         );
     }
-    // one GPU cannot hold two replicas; kv_aware and mp are refused with the reason
+    // one GPU cannot hold two replicas
     let out = runner(dir.path(), &yaml, 1, &[])
         .arg("--dry-run")
         .output()
@@ -107,13 +107,52 @@ fn dry_run_of_a_fleet_prints_every_replica_the_router_and_the_bench_through_it()
         !out.status.success() && err.contains("needs 2 GPU slots"),
         "{err}"
     );
+    // kv_aware: each replica publishes its KV events on its own port (after the router's
+    // two), no topic; the router subscribes to each, with vLLM's block size and the model's name
     let yaml = write_yaml(dir.path(), 18470, "[kv_aware]");
     let out = runner(dir.path(), &yaml, 2, &[])
         .arg("--dry-run")
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for (port, events) in [(18470, 18474), (18471, 18475)] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(" serve ") && l.contains(&format!("--port {port} ")))
+            .unwrap_or_else(|| panic!("no replica on {port}: {stdout}"));
+        let publish = format!(
+            "--kv-events-config '{{\"enable_kv_cache_events\":true,\"endpoint\":\
+             \"tcp://*:{events}\",\"publisher\":\"zmq\"}}'"
+        );
+        assert!(line.contains(&publish), "{publish}\n{line}");
+    }
+    assert!(
+        stdout.contains(
+            "--policy kv_aware --worker-urls http://127.0.0.1:18470 http://127.0.0.1:18471 \
+             --kv-event-source http://127.0.0.1:18470=tcp://127.0.0.1:18474 \
+             --kv-event-source http://127.0.0.1:18471=tcp://127.0.0.1:18475 \
+             --kv-event-block-size 16 --kv-event-model qwen-8b"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("topic"), "{stdout}");
+    // a KV event port on a replica's is refused, naming the key
+    let clash = dir.path().join("clash.yaml");
+    std::fs::write(
+        &clash,
+        std::fs::read_to_string(&yaml).unwrap() + "  kv_events_port: 18471\n",
+    )
+    .unwrap();
+    let out = runner(dir.path(), &clash, 2, &[])
+        .arg("--dry-run")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("KV events"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("fleet.kv_events_port"),
+        "{err}"
+    );
 }
 
 /// Where vllm-router is: `VLLM_ROUTER_BIN`'s directory, else /work/venvs/router/bin.
@@ -174,5 +213,91 @@ fn standin_vllm_fleet_behind_the_real_router_keeps_every_replicas_log() {
         let m = std::fs::read_to_string(r["metrics"].as_str().unwrap()).unwrap();
         assert!(m.contains("vllm:prefix_cache_queries_total"));
     }
+    assert!(row["router_stop"].as_str().unwrap().starts_with("exited"));
+}
+
+#[test]
+#[ignore = "needs vllm-router 0.1.17 (pip install vllm-router==0.1.17; VLLM_ROUTER_BIN or \
+            /work/venvs/router/bin); run with --ignored"]
+fn kv_aware_fleet_behind_the_real_router_routes_on_the_replicas_kv_events() {
+    assert!(
+        router_dir().join("vllm-router").is_file(),
+        "no vllm-router in {}",
+        router_dir().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = write_yaml(dir.path(), 19040, "[kv_aware]");
+    // one request every 0.25 s (each done long before the next: no pacing), the router's
+    // decisions in its log
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "request_rates: [.inf]",
+        "request_rates: [4]\n  bench_args: [--burstiness, inf]",
+    ) + "  extra_args: [--log-level, debug]\n";
+    std::fs::write(&yaml, text).unwrap();
+    let out = runner(
+        dir.path(),
+        &yaml,
+        2,
+        &[repo("scripts/vllm-standin"), router_dir()],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let exp = dir.path().join("exp");
+    let row: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(exp.join("points.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(row["status"], "ok", "{row}");
+    // the router's decisions: it credited the replica's cached prefix, from its KV events
+    // (the 8 prompts share their first 1,024 tokens, 64 blocks of 16)
+    let router_log = std::fs::read_to_string(row["router_log"].as_str().unwrap()).unwrap();
+    // the router colours its log (ESC [ ... m) even into a file
+    let mut plain = String::with_capacity(router_log.len());
+    let mut chars = router_log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let decisions: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("KV prefix decision"))
+        .collect();
+    let credited: Vec<u64> = decisions
+        .iter()
+        .filter_map(|l| {
+            let v = l.split("credited_prefix_tokens=").nth(1)?;
+            v.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(credited.len(), 8, "{decisions:#?}");
+    assert_eq!(credited[0], 0, "{router_log}");
+    assert!(
+        credited[1..].iter().all(|&c| c >= 1024),
+        "{credited:?}\n{plain}"
+    );
+    // an idle fleet and the prefix on one replica: every request there
+    let received = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .matches("Received request")
+            .count()
+    };
+    let mut counts: Vec<usize> = row["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| received(Path::new(r["log"].as_str().unwrap())))
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [0, 8], "{row}");
     assert!(row["router_stop"].as_str().unwrap().starts_with("exited"));
 }

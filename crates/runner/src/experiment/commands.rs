@@ -142,6 +142,19 @@ pub fn server_command(
             r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.into(),
         ]);
     }
+    if p.router.as_deref() == Some("kv_aware") {
+        // vLLM's flag (vllm/config/kv_events.py): `*` binds; no topic, as vllm-router 0.1.17's
+        // static `--kv-event-source` subscribes with topic "" and skips every other
+        argv.extend([
+            "--kv-events-config".into(),
+            json!({
+                "enable_kv_cache_events": true,
+                "publisher": "zmq",
+                "endpoint": format!("tcp://*:{}", kv_events_port(cfg, slot)),
+            })
+            .to_string(),
+        ]);
+    }
     argv.extend(cfg.vllm.extra_args.iter().cloned());
     let mut env = vec![
         ("CUDA_VISIBLE_DEVICES".to_string(), devices.join(",")),
@@ -179,6 +192,12 @@ pub fn server_command(
         port,
         lmcache: mp,
     }
+}
+
+/// Where the replica on `slot` of a `kv_aware` point publishes its KV events (replica k is on
+/// slot k).
+fn kv_events_port(cfg: &ExperimentConfig, slot: usize) -> u16 {
+    (cfg.kv_events_port() as usize + slot).min(u16::MAX as usize) as u16
 }
 
 /// What a point runs, for the runner's output: LMCache or not, and the arrival process.
@@ -248,7 +267,10 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// vLLM's router in front of a fleet point's replicas (`vllm-router` 0.1.17's flags:
-/// `--host --port --worker-urls URL... --policy P --prometheus-port`).
+/// `--host --port --worker-urls URL... --policy P --prometheus-port`; with `kv_aware`, one
+/// `--kv-event-source URL=tcp://127.0.0.1:PORT` per replica, `--kv-event-block-size` (vLLM's
+/// `--block-size`) and `--kv-event-model` (the served name: only the index's identity, the
+/// router asks the workers to tokenize)).
 #[derive(Debug, Clone, Serialize)]
 pub struct RouterCommand {
     pub argv: Vec<String>,
@@ -271,6 +293,23 @@ pub fn router_command(cfg: &ExperimentConfig, p: &ExpPoint, worker_ports: &[u16]
         "--worker-urls".into(),
     ]);
     argv.extend(worker_ports.iter().map(|q| format!("http://127.0.0.1:{q}")));
+    if p.router.as_deref() == Some("kv_aware") {
+        for (k, q) in worker_ports.iter().enumerate() {
+            argv.extend([
+                "--kv-event-source".into(),
+                format!(
+                    "http://127.0.0.1:{q}=tcp://127.0.0.1:{}",
+                    kv_events_port(cfg, k)
+                ),
+            ]);
+        }
+        argv.extend([
+            "--kv-event-block-size".into(),
+            cfg.vllm.block_size.to_string(),
+            "--kv-event-model".into(),
+            cfg.served_name(),
+        ]);
+    }
     if let Some(f) = fleet {
         argv.extend(f.extra_args.iter().cloned());
     }

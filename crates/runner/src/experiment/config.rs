@@ -216,13 +216,15 @@ fn default_router_command() -> Vec<String> {
 }
 
 /// vllm-router's `--policy` values (0.1.17, `vllm-router --help`) the runner starts.
-pub const ROUTER_POLICIES: [&str; 6] = [
+/// `kv_aware` also gets the replicas' KV events ([`FleetSection::kv_events_port`]).
+pub const ROUTER_POLICIES: [&str; 7] = [
     "random",
     "round_robin",
     "cache_aware",
     "power_of_two",
     "consistent_hash",
     "sticky_least_loaded",
+    "kv_aware",
 ];
 
 /// Many replicas behind a router (issue 21, docs/replicas.md): each point of a fleet size N
@@ -236,7 +238,8 @@ pub struct FleetSection {
     /// Fleet sizes (an axis).
     pub replicas: Vec<usize>,
     /// Router `--policy` values (an axis; default [cache_aware], vllm-router's default).
-    /// `kv_aware` is refused: the replicas would have to publish KV events.
+    /// `kv_aware`: every replica publishes vLLM's KV cache events (`--kv-events-config`, ZMQ on
+    /// its own port, topic `""`) and the router subscribes to each (`--kv-event-source`).
     #[serde(default = "default_routers")]
     pub routers: Vec<String>,
     /// The router executable and leading arguments (default `["vllm-router"]`: PyPI
@@ -250,6 +253,10 @@ pub struct FleetSection {
     /// More router arguments, verbatim.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// `kv_aware` points: replica k publishes its KV events on this port + k (default: the
+    /// port after the router's Prometheus exporter, i.e. router port + 2).
+    #[serde(default)]
+    pub kv_events_port: Option<u16>,
 }
 
 /// The experiment file (`configs/qwen-8b.yaml`).
@@ -462,6 +469,28 @@ impl ExperimentConfig {
                     router + 1
                 )));
             }
+            let kv = self.kv_events_port() as usize;
+            if self.kv_aware() && kv + need - 1 > u16::MAX as usize {
+                return Err(RunnerError::Config(format!(
+                    "kv_aware: the replicas' KV event ports {kv}..{} pass 65535: lower \
+                     fleet.kv_events_port (or fleet.port, vllm.port_base)",
+                    kv + need - 1
+                )));
+            }
+            let base = self.vllm.port_base as usize;
+            let overlaps = |lo: usize, hi: usize| kv < hi && lo < kv + need;
+            if self.kv_aware()
+                && (overlaps(base, base + slots * per) || overlaps(router, router + 2))
+            {
+                return Err(RunnerError::Config(format!(
+                    "kv_aware: the replicas' KV event ports {kv}..{} overlap the replicas' \
+                     ({base}..{}) or the router's ({router}, {}): set fleet.kv_events_port \
+                     past them",
+                    kv + need - 1,
+                    base + slots * per - 1,
+                    router + 1
+                )));
+            }
         }
         let last = self.vllm.port_base as usize + slots * per - 1;
         if last > u16::MAX as usize {
@@ -489,6 +518,22 @@ impl ExperimentConfig {
             let after = self.vllm.port_base as usize + self.max_replicas() * self.ports_per_slot();
             after.min(u16::MAX as usize) as u16
         })
+    }
+
+    /// Where replica 0 of a `kv_aware` point publishes its KV events (replica k: + k):
+    /// `fleet.kv_events_port`, else the port after the router's Prometheus exporter.
+    pub fn kv_events_port(&self) -> u16 {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.kv_events_port)
+            .unwrap_or_else(|| (self.router_port() as usize + 2).min(u16::MAX as usize) as u16)
+    }
+
+    /// Whether any point of the grid routes with `kv_aware`.
+    pub(super) fn kv_aware(&self) -> bool {
+        self.fleet
+            .as_ref()
+            .is_some_and(|f| f.routers.iter().any(|r| r == "kv_aware"))
     }
 
     pub(super) fn served_name(&self) -> String {
@@ -649,9 +694,7 @@ fn check_fleet(f: &FleetSection, mp: bool) -> Result<(), String> {
         .find(|r| !ROUTER_POLICIES.contains(&r.as_str()))
     {
         return Err(format!(
-            "fleet.routers: '{r}' is not a policy the runner starts; use one of {} \
-                 (kv_aware needs the replicas' KV events, not wired in the runner yet: \
-                 issue 21)",
+            "fleet.routers: '{r}' is not a policy the runner starts; use one of {}",
             ROUTER_POLICIES.join(", ")
         ));
     }

@@ -80,10 +80,16 @@ pub(super) fn run_fleet_point(
                 slots.len()
             ));
         }
+        // kv_aware: the replicas' KV event ports too
+        let kv_ports = (p.router.as_deref() == Some("kv_aware"))
+            .then(|| (0..n).map(|k| cfg.kv_events_port().saturating_add(k as u16)))
+            .into_iter()
+            .flatten();
         for port in ports
             .iter()
             .copied()
             .chain([rc.port, rc.port.saturating_add(1)])
+            .chain(kv_ports)
         {
             wait_port_free(port, PORT_FREE_TIMEOUT)?;
         }
