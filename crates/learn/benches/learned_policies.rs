@@ -12,6 +12,9 @@
 //! On a shared machine wall time measures the neighbours too: with `LEARNED_POLICIES_CPU_TIME=1`
 //! the same runs are timed in this thread's CPU time instead (`/proc/thread-self/stat`, Linux,
 //! 10 ms ticks; each figure sums at least 2 s of CPU) and printed as a table, without criterion.
+//! With `LEARNED_POLICIES_ONCE=1` each case runs once and prints its hits and a fingerprint of
+//! every decision (for `valgrind --tool=callgrind`, whose instruction counts do not depend on
+//! the load, and to check that a faster version evicts exactly as before).
 
 use std::path::Path;
 
@@ -80,10 +83,39 @@ fn trained_model(trace: &Trace, blocked: &BlockedTrace) -> LightGbmConfig {
 }
 
 fn run<P: EvictionPolicy>(policy: P, capacity: u64, refs: &[Access]) -> u64 {
+    if fingerprinting() {
+        return run_fingerprint(policy, capacity, refs);
+    }
     let mut cache = BlockCache::new(capacity, policy);
     refs.iter()
         .filter(|a| matches!(cache.access(a, false), Outcome::Hit(_)))
         .count() as u64
+}
+
+/// `LEARNED_POLICIES_ONCE=1`: every case runs once and reports a fingerprint of its decisions.
+fn fingerprinting() -> bool {
+    std::env::var_os("LEARNED_POLICIES_ONCE").is_some()
+}
+
+/// One run whose result is an FNV-1a hash of every outcome (hit or insert, and the entry: a
+/// new block takes its victim's entry, so the hash changes with any eviction), with the hits in
+/// the top 20 bits: two versions of a policy that decide alike give the same number.
+#[inline(never)]
+fn run_fingerprint<P: EvictionPolicy>(policy: P, capacity: u64, refs: &[Access]) -> u64 {
+    let mut cache = BlockCache::new(capacity, policy);
+    let (mut hash, mut hits) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    for a in refs {
+        let code = match cache.access(a, false) {
+            Outcome::Hit(e) => {
+                hits += 1;
+                (e as u64) << 2
+            }
+            Outcome::Inserted(e) => (e as u64) << 2 | 1,
+            Outcome::Rejected => 2,
+        };
+        hash = (hash ^ code).wrapping_mul(0x0100_0000_01b3);
+    }
+    (hits << 44) | (hash >> 20)
 }
 
 /// This thread's CPU time (user + system) in seconds, from `/proc/thread-self/stat` (Linux).
@@ -185,6 +217,18 @@ fn cases() -> Vec<Case> {
 
 fn cpu_time_table() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if fingerprinting() {
+        // for callgrind and for checking that a change keeps every decision
+        println!("| case | hits | decisions' fingerprint |\n|---|---:|---|");
+        for (name, run, _) in cases() {
+            if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+                continue;
+            }
+            let f = run();
+            println!("| {name} | {} | {:011x} |", f >> 44, f & ((1 << 44) - 1));
+        }
+        return;
+    }
     println!("| case | M block refs per CPU-second | hits |\n|---|---:|---:|");
     for (name, run, refs) in cases() {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
@@ -245,7 +289,7 @@ criterion_group! {
     targets = policies
 }
 fn main() {
-    if std::env::var_os("LEARNED_POLICIES_CPU_TIME").is_some() {
+    if std::env::var_os("LEARNED_POLICIES_CPU_TIME").is_some() || fingerprinting() {
         cpu_time_table();
         return;
     }

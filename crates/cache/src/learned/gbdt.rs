@@ -149,6 +149,186 @@ impl Tree {
     }
 }
 
+/// A node of [`FlatModel`]: one split, its children as global indices (`>= 0` a node, `< 0`
+/// the leaf `!child`, at most [`FLAT_SLOW`] a node decided by [`Tree::decide`]).
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    threshold: f64,
+    /// index into the prediction's values (`FlatModel::predict`): the feature's value as given
+    /// (a split whose missing values go right: a NaN fails `v <= threshold`), with NaN as -inf
+    /// (missing values go left), or with NaN as 0 (a split without missing values)
+    value: u32,
+    /// left, right
+    children: [i32; 2],
+}
+
+/// Features a [`FlatModel`] reads directly (beyond, it predicts through [`Model::predict`]).
+const FLAT_MAX_FEATURES: usize = 32;
+/// Children at most this are nodes decided by [`Tree::decide`] (categorical splits and
+/// missing-as-zero): `FLAT_SLOW - child` indexes `FlatModel::slow`.
+const FLAT_SLOW: i32 = i32::MIN / 2;
+
+/// A [`Model`]'s trees flattened for prediction: every tree's nodes in one array of structs (a
+/// split's threshold, value index and children together, where [`Tree`] keeps six vectors),
+/// every leaf value in another, and a numerical split decided by one comparison, `v <=
+/// threshold`, on one of three versions of the feature computed once per prediction (as given,
+/// NaN as -inf, NaN as 0: `Tree::decide`'s three missing-value rules). [`FlatModel::predict`]
+/// gives exactly [`Model::predict`]'s number, bit for bit: the same decisions, the leaves summed
+/// in the same order. Built once per policy (and per model switch of an online schedule).
+#[derive(Debug, Clone)]
+pub struct FlatModel {
+    nodes: Vec<FlatNode>,
+    leaves: Vec<f64>,
+    /// per tree: its root (a node, or `!leaf` for a tree that is one leaf)
+    roots: Vec<i32>,
+    /// features read: the prediction's values are these three times (module docs)
+    features: usize,
+    /// nodes decided by [`Tree::decide`]: (tree, node within the tree)
+    slow: Vec<(u32, u32)>,
+    /// per tree: where its nodes and leaves start (to translate [`Tree::decide`]'s children)
+    offsets: Vec<(i32, i32)>,
+    /// predict through the model (a feature index beyond [`FLAT_MAX_FEATURES`], a NaN
+    /// threshold, an empty tree, more nodes than the encoding holds)
+    fallback: bool,
+    model: std::sync::Arc<Model>,
+}
+
+impl FlatModel {
+    pub fn new(model: std::sync::Arc<Model>) -> Self {
+        let features = model
+            .trees
+            .iter()
+            .flat_map(|t| t.split_feature.iter())
+            .map(|&f| f as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut f = FlatModel {
+            nodes: Vec::new(),
+            leaves: Vec::new(),
+            roots: Vec::new(),
+            features,
+            slow: Vec::new(),
+            offsets: Vec::new(),
+            fallback: features > FLAT_MAX_FEATURES
+                || model
+                    .trees
+                    .iter()
+                    .any(|t| t.leaf_value.is_empty() || t.threshold.iter().any(|x| x.is_nan()))
+                || model
+                    .trees
+                    .iter()
+                    .map(|t| t.leaf_value.len() + t.split_feature.len())
+                    .sum::<usize>()
+                    >= 1 << 29,
+            model: model.clone(),
+        };
+        if f.fallback {
+            return f;
+        }
+        for (ti, t) in model.trees.iter().enumerate() {
+            let (no, lo) = (f.nodes.len() as i32, f.leaves.len() as i32);
+            f.offsets.push((no, lo));
+            let global = |c: i32| if c >= 0 { no + c } else { !(lo + !c) };
+            // `Tree::leaf_index`: a tree of one leaf is its leaf 0
+            f.roots.push(if t.leaf_value.len() <= 1 { !lo } else { no });
+            f.leaves.extend_from_slice(&t.leaf_value);
+            if t.leaf_value.len() <= 1 {
+                continue;
+            }
+            for node in 0..t.split_feature.len() {
+                let dt = t.decision_type[node];
+                let missing = (dt >> 2) & 3;
+                let slow = dt & CATEGORICAL_MASK != 0 || missing == MISSING_ZERO;
+                if slow {
+                    f.slow.push((ti as u32, node as u32));
+                }
+                let feature = t.split_feature[node] as usize;
+                let value = match (missing, dt & DEFAULT_LEFT_MASK != 0) {
+                    (MISSING_NAN, false) => feature,
+                    (MISSING_NAN, true) => features + feature,
+                    _ => 2 * features + feature,
+                };
+                let slow_child = FLAT_SLOW - (f.slow.len() as i32 - 1);
+                f.nodes.push(FlatNode {
+                    threshold: t.threshold[node],
+                    value: value as u32,
+                    children: if slow {
+                        [slow_child, slow_child]
+                    } else {
+                        [global(t.left_child[node]), global(t.right_child[node])]
+                    },
+                });
+            }
+        }
+        f
+    }
+
+    /// The model it was built from.
+    pub fn model(&self) -> &std::sync::Arc<Model> {
+        &self.model
+    }
+
+    #[cold]
+    fn decide_slow(&self, i: usize, x: &[f64]) -> i32 {
+        let (t, node) = self.slow[i];
+        let (no, lo) = self.offsets[t as usize];
+        let c = self.model.trees[t as usize].decide(node as usize, x);
+        if c >= 0 {
+            no + c
+        } else {
+            !(lo + !c)
+        }
+    }
+
+    /// [`Model::predict`], bit for bit.
+    #[inline]
+    pub fn predict(&self, x: &[f64]) -> f64 {
+        if self.fallback {
+            return self.model.predict(x);
+        }
+        // each feature (NaN when missing) as given, with NaN as -inf, with NaN as 0
+        let mut values = [0.0f64; 4 * FLAT_MAX_FEATURES];
+        let n = self.features;
+        for i in 0..n {
+            let v = x.get(i).copied().unwrap_or(f64::NAN);
+            let nan = v.is_nan();
+            values[i] = v;
+            values[n + i] = if nan { f64::NEG_INFINITY } else { v };
+            values[2 * n + i] = if nan { 0.0 } else { v };
+        }
+        let mut s = 0.0;
+        for &root in &self.roots {
+            let mut node = root;
+            loop {
+                while node >= 0 {
+                    let nd = &self.nodes[node as usize];
+                    let v = values[nd.value as usize % values.len()];
+                    node = if v <= nd.threshold {
+                        nd.children[0]
+                    } else {
+                        nd.children[1]
+                    };
+                }
+                if node > FLAT_SLOW {
+                    break;
+                }
+                node = self.decide_slow((FLAT_SLOW - node) as usize, x);
+            }
+            s += self.leaves[!node as usize];
+        }
+        let m = &*self.model;
+        if m.average_output && !m.trees.is_empty() {
+            s /= m.trees.len() as f64;
+        }
+        match m.output {
+            Output::Identity => s,
+            Output::Sigmoid(k) => 1.0 / (1.0 + (-k * s).exp()),
+            Output::Logistic => 1.0 / (1.0 + (-s).exp()),
+            Output::Exp => s.exp(),
+        }
+    }
+}
+
 /// How LightGBM turns the raw score into the prediction (`ConvertOutput`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Output {
@@ -596,6 +776,75 @@ is_linear=0\nshrinkage=1\n\n\nend of trees\n";
         assert_eq!(m.predict(&[f64::NAN, 0.0]), 1.25);
         // b = NaN with missing NaN goes the default way (right)
         assert_eq!(m.predict(&[0.0, f64::NAN]), 3.25);
+    }
+
+    #[test]
+    fn the_flat_model_predicts_bit_for_bit() {
+        let m = std::sync::Arc::new(Model::parse(TINY).unwrap());
+        let flat = FlatModel::new(m.clone());
+        let values = [f64::NAN, -1.0, -1e-36, 0.0, 1e-36, 0.5, 0.7, 2.5, 3.0];
+        for a in values {
+            for b in values {
+                let x = [a, b];
+                assert_eq!(flat.predict(&x).to_bits(), m.predict(&x).to_bits(), "{x:?}");
+            }
+        }
+        // a missing feature (beyond x) counts as NaN in both
+        assert_eq!(flat.predict(&[0.0]).to_bits(), m.predict(&[0.0]).to_bits());
+        // missing-as-zero splits and a categorical split (categories 1 and 33 go left)
+        let mut m = (*m).clone();
+        m.trees[0].decision_type = vec![2 | 1 << 2, 1];
+        m.trees[0].threshold = vec![0.5, 0.0];
+        m.trees[0].cat_boundaries = vec![0, 2];
+        m.trees[0].cat_threshold = vec![1 << 1, 1 << 1];
+        let t = m.trees[0].clone();
+        m.trees.push(Tree {
+            decision_type: vec![1 << 2, 8],
+            ..t
+        });
+        let m = std::sync::Arc::new(m);
+        let flat = FlatModel::new(m.clone());
+        let values = [
+            f64::NAN,
+            -1.0,
+            -1e-36,
+            0.0,
+            1e-36,
+            0.5,
+            1.0,
+            2.0,
+            33.0,
+            34.0,
+        ];
+        for a in values {
+            for b in values {
+                let x = [a, b];
+                assert_eq!(flat.predict(&x).to_bits(), m.predict(&x).to_bits(), "{x:?}");
+            }
+        }
+        // the fixture models of Python LightGBM on their rows, and on rows with holes
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lightgbm");
+        let rows = std::fs::read_to_string(dir.join("rows.csv")).unwrap();
+        for file in ["model_regression.txt", "model_binary.txt"] {
+            let m = std::sync::Arc::new(Model::load(&dir.join(file)).unwrap());
+            let flat = FlatModel::new(m.clone());
+            for (i, line) in rows.lines().skip(1).enumerate() {
+                let mut x: Vec<f64> = line
+                    .split(',')
+                    .map(|v| v.parse().unwrap_or(f64::NAN))
+                    .collect();
+                for _ in 0..2 {
+                    assert_eq!(
+                        flat.predict(&x).to_bits(),
+                        m.predict(&x).to_bits(),
+                        "{file} {x:?}"
+                    );
+                    let n = x.len();
+                    x[i % n] = f64::NAN;
+                    x[(i * 7 + 3) % n] = 0.0;
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::learned::features::{Tracker, NUM_FEATURES};
-use crate::learned::gbdt::Model;
+use crate::learned::gbdt::{FlatModel, Model};
 use crate::learned::order::{NextUseOrder, Ranking};
 use crate::policy::api::{Access, EntryId};
 
@@ -269,7 +269,8 @@ impl LightGbmConfig {
 
 #[derive(Debug, Clone)]
 pub struct LightGbm {
-    model: Arc<Model>,
+    /// the model in use, flattened for prediction (the same numbers)
+    model: FlatModel,
     schedule: Option<Arc<Schedule>>,
     /// index of the next model of `schedule`
     next_model: usize,
@@ -281,7 +282,7 @@ pub struct LightGbm {
 impl LightGbm {
     pub fn new(config: &LightGbmConfig) -> Self {
         LightGbm {
-            model: config.model.model().clone(),
+            model: FlatModel::new(config.model.model().clone()),
             schedule: config.schedule.clone(),
             next_model: 0,
             scale: config.scale,
@@ -303,7 +304,7 @@ impl LightGbm {
                 if a.timestamp < *from {
                     break;
                 }
-                self.model = m.clone();
+                self.model = FlatModel::new(m.clone());
                 self.next_model += 1;
             }
         }
