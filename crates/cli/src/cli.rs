@@ -264,7 +264,9 @@ pub struct SimulateArgs {
     pub lmcache_network_latency_ms: Option<f64>,
     /// A fleet's logs (issue 21): --input-file is replica 0's vLLM log, these the others', in
     /// the router's worker order (as --router-worker-urls); merged by time, and the report adds
-    /// the assignment that actually happened (docs/replicas.md).
+    /// the assignment that actually happened (docs/replicas.md). One directory: the
+    /// STEM.replicaK.log files in it, K = 1, 2, ... (as `serve --replicas` and the experiment
+    /// runner name them beside replica 0's STEM.log).
     #[arg(long, num_args = 1.., requires = "replicas")]
     pub replica_logs: Vec<PathBuf>,
 }

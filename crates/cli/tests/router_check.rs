@@ -121,8 +121,14 @@ fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
             .read_to_string(&mut text)
             .unwrap();
         let tmp = tempfile::tempdir().unwrap();
+        // named as `serve --replicas` and the experiment runner name them
+        let logs = tmp.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
         let paths: Vec<_> = (0..4)
-            .map(|k| tmp.path().join(format!("replica{k}.log")))
+            .map(|k| match k {
+                0 => tmp.path().join("replica.log"),
+                k => logs.join(format!("replica.replica{k}.log")),
+            })
             .collect();
         let mut files: Vec<_> = paths
             .iter()
@@ -148,6 +154,23 @@ fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
             .args(&paths[1..]);
         simulate_fleet(cmd, policy, &order, &per, &summary);
         let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        // the directory holding replica.replicaK.log is the same list
+        let mut by_dir = common::bin();
+        by_dir
+            .args(["simulate", "-i"])
+            .arg(&paths[0])
+            .arg("--replica-logs")
+            .arg(&logs);
+        let dir_summary = tmp.path().join("sim_dir.json");
+        let dir_per = tmp.path().join("per_dir.jsonl");
+        simulate_fleet(by_dir, policy, &order, &dir_per, &dir_summary);
+        let by_dir: Value = serde_json::from_slice(&std::fs::read(&dir_summary).unwrap()).unwrap();
+        let figures = |d: &Value| {
+            let mut p = d["points"].clone();
+            p[0]["result"]["sim_seconds"] = Value::Null; // wall time
+            p
+        };
+        assert_eq!(figures(&by_dir), figures(&doc), "{policy}");
         let a = &doc["points"][0]["actual"];
         assert_eq!(a["requests"], golden["requests"], "{policy}");
         assert_eq!(a["same_replica"], golden["same_replica"], "{policy}");
@@ -207,4 +230,40 @@ fn simulate_fleet(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--replica-logs DIR` names what is missing: no STEM.replicaK.log, or a gap in K.
+#[test]
+fn a_replica_log_directory_names_what_it_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("point.log");
+    std::fs::copy(repo_log(), &first).unwrap();
+    let run = || {
+        let out = common::bin()
+            .args([
+                "simulate",
+                "-q",
+                "--replicas",
+                "3",
+                "--gpu-blocks",
+                "600",
+                "-i",
+            ])
+            .arg(&first)
+            .arg("--replica-logs")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run();
+    assert!(err.contains("no point.replicaK.log in it"), "{err}");
+    std::fs::copy(repo_log(), tmp.path().join("point.replica2.log")).unwrap();
+    let err = run();
+    assert!(err.contains("point.replica1.log is missing"), "{err}");
+}
+
+fn repo_log() -> std::path::PathBuf {
+    common::repo("data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log")
 }

@@ -23,7 +23,8 @@ pub(super) fn read_logs(args: &SimulateArgs) -> anyhow::Result<super::Input> {
     let started = std::time::Instant::now();
     let opts = args.input.read_options();
     let mut parts = Vec::new();
-    let paths = std::iter::once(&args.input.input_file).chain(&args.replica_logs);
+    let others = replica_logs(args)?;
+    let paths = std::iter::once(&args.input.input_file).chain(&others);
     for (k, path) in paths.enumerate() {
         let what = || format!("replica {k}'s log {}", path.display());
         let mut text = String::new();
@@ -60,7 +61,7 @@ pub(super) fn read_logs(args: &SimulateArgs) -> anyhow::Result<super::Input> {
         "fleet logs: {} requests from {} replica logs, merged by time (same second: the \
          client's index when the ids carry one)",
         trace.requests.len(),
-        1 + args.replica_logs.len()
+        1 + others.len()
     );
     Ok(super::Input {
         trace,
@@ -68,6 +69,60 @@ pub(super) fn read_logs(args: &SimulateArgs) -> anyhow::Result<super::Input> {
         lookup: None,
         read_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The other replicas' logs: `--replica-logs` as given, or, when it is one directory, the files
+/// in it named as `serve --replicas` and the experiment runner name them beside replica 0's
+/// `STEM.log`: `STEM.replica1.log`, `STEM.replica2.log`, ... (consecutive from 1).
+pub(super) fn replica_logs(args: &SimulateArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let [dir] = args.replica_logs.as_slice() else {
+        return Ok(args.replica_logs.clone());
+    };
+    if !dir.is_dir() {
+        return Ok(args.replica_logs.clone());
+    }
+    let first = &args.input.input_file;
+    let name = first.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name.strip_suffix(".log").unwrap_or(name);
+    let mut found: Vec<(usize, PathBuf)> = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("--replica-logs {}", dir.display()))?
+    {
+        let path = entry?.path();
+        let k = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| {
+                n.strip_prefix(stem)?
+                    .strip_prefix(".replica")?
+                    .strip_suffix(".log")
+            })
+            .and_then(|k| k.parse::<usize>().ok());
+        if let Some(k) = k {
+            found.push((k, path));
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        anyhow::bail!(
+            "--replica-logs {}: no {stem}.replicaK.log in it (the names `serve --replicas` and \
+             the experiment runner give replica K's log beside replica 0's {name}); give the \
+             other replicas' logs as files instead",
+            dir.display()
+        );
+    }
+    for (i, (k, _)) in found.iter().enumerate() {
+        if *k != i + 1 {
+            anyhow::bail!(
+                "--replica-logs {}: {stem}.replica{}.log is missing (found up to \
+                 {stem}.replica{}.log); every replica from 1 needs its log",
+                dir.display(),
+                i + 1,
+                found.last().map_or(0, |f| f.0)
+            );
+        }
+    }
+    Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
 /// Run the fleet on every point and report.
@@ -103,12 +158,14 @@ pub(crate) fn run(
         )),
         None => None,
     };
-    if actual.is_some() && 1 + args.replica_logs.len() != replicas {
-        anyhow::bail!(
-            "--replicas {replicas} with {} replica logs (--input-file and --replica-logs): give \
-             one log per replica",
-            1 + args.replica_logs.len()
-        );
+    if actual.is_some() {
+        let logs = 1 + replica_logs(args)?.len();
+        if logs != replicas {
+            anyhow::bail!(
+                "--replicas {replicas} with {logs} replica logs (--input-file and --replica-logs): \
+                 give one log per replica"
+            );
+        }
     }
     let mut results: Vec<ClusterResult> = Vec::new();
     let mut agreements: Vec<serde_json::Value> = Vec::new();
