@@ -10,7 +10,8 @@
 //! `now + overdue_factor * (now - last_touch)`: the longest-idle overdue entry is the first to
 //! go, and it is compared with the farthest-predicted one. Overdue entries are moved (lazily, at
 //! eviction) from the `future` set, ordered by predicted time, to the `overdue` set, ordered by
-//! the logical time of the last touch or unpin, so every operation is O(log n).
+//! the logical time of the last touch or unpin, so every operation is O(log n) (amortized: the
+//! sets are binary heaps whose items a touch leaves behind, dropped later, `NextUseOrder::future`).
 //!
 //! With a predicted gap of zero every entry is overdue at once and the order is exactly LRU's
 //! (vLLM's free queue, `policy/lru.rs`, including "unpinned = most recent"): LRU is one point of
@@ -37,7 +38,8 @@
 //! judged by hits rather than by ghost-list regret. Everything is learned from references
 //! already seen (no peeking).
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use super::shadow::Shadows;
 use crate::policy::api::{Access, EntryId, ObjId, Pins};
@@ -91,10 +93,22 @@ pub struct NextUseOrder {
     order: Vec<u64>,
     depth: Vec<u32>,
     state: Vec<u8>,
-    /// (predicted next use, depth, entry): the last is the farthest, deepest among equals
-    future: BTreeSet<(u64, u32, EntryId)>,
-    /// (sequence number of the last touch or unpin, entry): the first is the longest idle
-    overdue: BTreeSet<(u64, EntryId)>,
+    /// The `future` set by its largest: ((predicted next use, depth, entry) packed into one
+    /// integer, `future_key`; the sequence number of the touch or unpin that linked it), the
+    /// top is the farthest, deepest among equals. The sets are heaps with lazy deletion: an
+    /// item is live while its entry is in that set with that sequence number (`order`); a
+    /// touch leaves the old item behind, to be dropped when it reaches the top or when dead
+    /// items outnumber live ones (one push per touch where a `BTreeSet` took a removal and an
+    /// insertion).
+    future: BinaryHeap<(u128, u64)>,
+    /// The `future` set by its smallest (`NextUse` only): (predicted next use, sequence
+    /// number, entry), for moving the overdue ones.
+    future_min: BinaryHeap<Reverse<(u64, u64, EntryId)>>,
+    /// (sequence number of the last touch or unpin, entry): the top is the longest idle
+    overdue: BinaryHeap<Reverse<(u64, EntryId)>>,
+    /// live items of `future` and `overdue`
+    in_future: usize,
+    in_overdue: usize,
     /// own sequence of touches and unpins: the driver frees a request's blocks at one logical
     /// time, and their order (chain tail first) must survive
     seq: u64,
@@ -161,6 +175,65 @@ impl NextUseOrder {
         self.state.get(e as usize) == Some(&PINNED)
     }
 
+    /// The packed key of entry `i` in `future`: the tuple (sort key, depth, entry), in the same
+    /// order.
+    #[inline]
+    fn future_key(&self, i: usize) -> u128 {
+        (self.sort_key(i) as u128) << 64 | (self.depth[i] as u128) << 32 | i as u128
+    }
+
+    /// Whether an item of `future` (or `future_min`) linked by `seq` is live.
+    #[inline]
+    fn live_future(&self, e: EntryId, seq: u64) -> bool {
+        let i = e as usize;
+        self.state[i] == FUTURE && self.order[i] == seq
+    }
+
+    /// Whether an item of `overdue` is live.
+    #[inline]
+    fn live_overdue(&self, e: EntryId, seq: u64) -> bool {
+        let i = e as usize;
+        self.state[i] == OVERDUE && self.order[i] == seq
+    }
+
+    /// Drop the dead items at the tops of `future` and `overdue`.
+    #[inline]
+    fn clean_tops(&mut self) {
+        while let Some(&(key, seq)) = self.future.peek() {
+            if self.live_future(key as u32, seq) {
+                break;
+            }
+            self.future.pop();
+        }
+        while let Some(&Reverse((seq, e))) = self.overdue.peek() {
+            if self.live_overdue(e, seq) {
+                break;
+            }
+            self.overdue.pop();
+        }
+    }
+
+    /// Rebuild a heap without its dead items when they outnumber the live ones.
+    #[inline]
+    fn compact(&mut self) {
+        const SLACK: usize = 1024;
+        if self.future.len() > 2 * self.in_future + SLACK {
+            let mut f = std::mem::take(&mut self.future);
+            f.retain(|&(key, seq)| self.live_future(key as u32, seq));
+            self.future = f;
+        }
+        if self.future_min.len() > 2 * self.in_future + SLACK {
+            let mut f = std::mem::take(&mut self.future_min);
+            f.retain(|&Reverse((_, seq, e))| self.live_future(e, seq));
+            self.future_min = f;
+        }
+        if self.overdue.len() > 2 * self.in_overdue + SLACK {
+            let mut o = std::mem::take(&mut self.overdue);
+            o.retain(|&Reverse((seq, e))| self.live_overdue(e, seq));
+            self.overdue = o;
+        }
+    }
+
     /// The sort key of `future` for entry `i`.
     #[inline]
     fn sort_key(&self, i: usize) -> u64 {
@@ -188,13 +261,10 @@ impl NextUseOrder {
     #[inline]
     fn unlink(&mut self, e: EntryId) {
         let i = e as usize;
+        // the items stay, dead once the caller changes the state or the sequence number
         match self.state[i] {
-            FUTURE => {
-                self.future.remove(&(self.sort_key(i), self.depth[i], e));
-            }
-            OVERDUE => {
-                self.overdue.remove(&(self.order[i], e));
-            }
+            FUTURE => self.in_future -= 1,
+            OVERDUE => self.in_overdue -= 1,
             _ => return,
         }
         if self.shadows.is_some() {
@@ -205,8 +275,14 @@ impl NextUseOrder {
     #[inline]
     fn link(&mut self, e: EntryId) {
         let i = e as usize;
-        self.future.insert((self.sort_key(i), self.depth[i], e));
+        let seq = self.order[i];
+        self.future.push((self.future_key(i), seq));
+        if self.ranking == Ranking::NextUse {
+            self.future_min.push(Reverse((bits(self.key[i]), seq, e)));
+        }
         self.state[i] = FUTURE;
+        self.in_future += 1;
+        self.compact();
         if self.shadows.is_some() {
             // every link follows a new touch or unpin: the entry is the most recent
             self.lru.push_back(e);
@@ -316,22 +392,25 @@ impl NextUseOrder {
     #[inline]
     pub fn evict(&mut self, pins: Pins<'_>, now: f64) -> Option<EntryId> {
         let now_bits = bits(now);
-        while let Some(&(k, _, e)) = self
-            .future
-            .first()
-            .filter(|_| self.ranking == Ranking::NextUse)
-        {
+        while let Some(&Reverse((k, seq, e))) = self.future_min.peek() {
+            if !self.live_future(e, seq) {
+                self.future_min.pop();
+                continue;
+            }
             if k > now_bits {
                 break;
             }
-            self.future.pop_first();
-            self.overdue.insert((self.order[e as usize], e));
+            self.future_min.pop();
+            self.overdue.push(Reverse((seq, e)));
             self.state[e as usize] = OVERDUE;
+            self.in_future -= 1;
+            self.in_overdue += 1;
         }
         if let Some(sh) = &mut self.shadows {
             sh.observe_capacity(self.resident);
         }
         loop {
+            self.clean_tops();
             let predicted = self.predicted_victim(now)?;
             let e = match &mut self.shadows {
                 None => predicted,
@@ -364,16 +443,19 @@ impl NextUseOrder {
     }
 
     /// The prediction's victim (not removed): the farthest predicted entry or the longest-idle
-    /// overdue one, whichever is later.
+    /// overdue one, whichever is later. The tops must be clean (`clean_tops`).
     #[inline]
     fn predicted_victim(&self, now: f64) -> Option<EntryId> {
-        let far = self.future.last().copied();
-        let idle = self.overdue.first().copied();
+        let far = self
+            .future
+            .peek()
+            .map(|&(key, _)| ((key >> 64) as u64, key as u32));
+        let idle = self.overdue.peek().map(|&Reverse((_, e))| e);
         match (far, idle) {
             (None, None) => None,
-            (Some((_, _, e)), None) => Some(e),
-            (None, Some((_, e))) => Some(e),
-            (Some((k, _, f)), Some((_, e))) => {
+            (Some((_, e)), None) => Some(e),
+            (None, Some(e)) => Some(e),
+            (Some((k, f)), Some(e)) => {
                 let idle_for = (now - self.touched[e as usize]).max(0.0);
                 let effective = now + self.overdue_factor * idle_for;
                 Some(if bits(effective) >= k { e } else { f })
@@ -391,6 +473,25 @@ impl NextUseOrder {
     /// The tracked set must be exactly the entries for which `live` is true, and the sets must
     /// agree with the per-entry state.
     pub fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
+        // live items per entry: exactly one in each set its state names, with its current key
+        let n = self.state.len();
+        let (mut far, mut by_time, mut idle) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
+        for &(key, seq) in &self.future {
+            let e = key as u32;
+            if self.live_future(e, seq) && key == self.future_key(e as usize) {
+                far[e as usize] += 1;
+            }
+        }
+        for &Reverse((k, seq, e)) in &self.future_min {
+            if self.live_future(e, seq) && k == bits(self.key[e as usize]) {
+                by_time[e as usize] += 1;
+            }
+        }
+        for &Reverse((seq, e)) in &self.overdue {
+            if self.live_overdue(e, seq) {
+                idle[e as usize] += 1;
+            }
+        }
         let mut in_future = 0usize;
         let mut in_overdue = 0usize;
         for (i, &s) in self.state.iter().enumerate() {
@@ -398,14 +499,26 @@ impl NextUseOrder {
             match s {
                 FUTURE => {
                     in_future += 1;
-                    if !self.future.contains(&(self.sort_key(i), self.depth[i], e)) {
-                        return Err(format!("entry {e} is marked future but not in the set"));
+                    if far[i] != 1 {
+                        return Err(format!(
+                            "entry {e} is marked future and is in the set {} times",
+                            far[i]
+                        ));
+                    }
+                    if self.ranking == Ranking::NextUse && by_time[i] != 1 {
+                        return Err(format!(
+                            "entry {e} is marked future and is in the set by time {} times",
+                            by_time[i]
+                        ));
                     }
                 }
                 OVERDUE => {
                     in_overdue += 1;
-                    if !self.overdue.contains(&(self.order[i], e)) {
-                        return Err(format!("entry {e} is marked overdue but not in the set"));
+                    if idle[i] != 1 {
+                        return Err(format!(
+                            "entry {e} is marked overdue and is in the set {} times",
+                            idle[i]
+                        ));
                     }
                 }
                 _ => {}
@@ -438,11 +551,10 @@ impl NextUseOrder {
                 in_future + in_overdue
             ));
         }
-        if in_future != self.future.len() || in_overdue != self.overdue.len() {
+        if (in_future, in_overdue) != (self.in_future, self.in_overdue) {
             return Err(format!(
-                "sets hold {}+{} entries, states say {in_future}+{in_overdue}",
-                self.future.len(),
-                self.overdue.len()
+                "{in_future}+{in_overdue} entries are marked future+overdue, {}+{} counted",
+                self.in_future, self.in_overdue
             ));
         }
         Ok(())
@@ -563,6 +675,41 @@ mod tests {
         // at t=44: e3 idle 44 s -> 88 > e4's 45 -> e3
         assert_eq!(o.evict(no_pins, 44.0), Some(3));
         o.validate(&|e| e == 4).unwrap();
+    }
+
+    #[test]
+    fn the_heaps_drop_what_touches_leave_behind() {
+        // 4 entries touched 3,000 times each: the dead items are compacted away, the order
+        // stays exact
+        let mut o = NextUseOrder::new(1.0);
+        for round in 0..3_000u32 {
+            for e in 0..4u32 {
+                let now = round as f64;
+                o.touch(e, now + 10.0 + ((e + round) % 4) as f64, now, 0);
+            }
+            if round % 500 == 0 {
+                o.validate(&|e| e < 4).unwrap();
+            }
+        }
+        assert!(o.future.len() <= 2 * 4 + 1024 + 1, "{}", o.future.len());
+        assert!(o.future_min.len() <= 2 * 4 + 1024 + 1);
+        o.validate(&|e| e < 4).unwrap();
+        // last round 2999: entry e predicted at 2999 + 10 + (e + 3) % 4: 3012, 3009, 3010, 3011
+        let now = 2999.0;
+        let victims: Vec<_> = (0..4).map(|_| o.evict(Pins(&[]), now).unwrap()).collect();
+        assert_eq!(victims, vec![0, 3, 2, 1]);
+        // overdue ones leave by idle time
+        for e in 0..4u32 {
+            o.touch(e, 5000.0 + e as f64, 4000.0 + e as f64, 0);
+        }
+        for e in 0..4u32 {
+            o.touch(e, 5000.0 + e as f64, 4000.0 + e as f64, 0);
+        }
+        let victims: Vec<_> = (0..4)
+            .map(|_| o.evict(Pins(&[]), 9000.0).unwrap())
+            .collect();
+        assert_eq!(victims, vec![0, 1, 2, 3]);
+        o.validate(&|_| false).unwrap();
     }
 
     #[test]
