@@ -127,7 +127,7 @@ impl ScorerConfig {
         if self.scale == 0.0 {
             return 0.0;
         }
-        let mut g = self.scale * self.reference_gap(s);
+        let mut g = self.scale * self.reference_gap(s, &mut |_, x| x.exp_m1());
         if self.w_uses != 0.0 {
             g *= (1.0 + s.uses as f64).powf(-self.w_uses);
         }
@@ -137,21 +137,22 @@ impl ScorerConfig {
         if self.w_depth != 0.0 {
             g *= (1.0 + s.depth as f64).powf(self.w_depth);
         }
-        g * self.probability_term(s)
+        g * self.probability_term(s, &mut |p, w| p.powf(w))
     }
 
     /// `g_ref`: the smallest enabled estimate of the time to the next use (at least 1 ms).
+    /// `exp_m1(site, x)` is `x.exp_m1()` (the policy remembers each site's last result).
     #[inline]
-    fn reference_gap(&self, s: &Snapshot) -> f64 {
+    fn reference_gap(&self, s: &Snapshot, exp_m1: &mut impl FnMut(usize, f64) -> f64) -> f64 {
         let conv = self.use_conversation && s.conv_requests > 0;
         let mut g_ref = f64::INFINITY;
         if conv {
             let g = if s.conv_gap_ewma.is_finite() {
                 s.conv_gap_ewma
             } else if self.use_request_type && s.log_kind_gap.is_finite() {
-                s.log_kind_gap.exp_m1()
+                exp_m1(0, s.log_kind_gap)
             } else {
-                s.log_conv_gap_prior.exp_m1()
+                exp_m1(1, s.log_conv_gap_prior)
             };
             if g.is_finite() {
                 g_ref = g;
@@ -164,14 +165,14 @@ impl ScorerConfig {
             && (!conv || self.reuse_model_for_conversations)
             && s.log_reuse_gap_by_uses.is_finite()
         {
-            let g = s.log_reuse_gap_by_uses.exp_m1();
+            let g = exp_m1(2, s.log_reuse_gap_by_uses);
             if g < g_ref {
                 g_ref = g;
             }
         }
         if !g_ref.is_finite() {
             g_ref = if s.log_reuse_gap_prior.is_finite() {
-                s.log_reuse_gap_prior.exp_m1()
+                exp_m1(3, s.log_reuse_gap_prior)
             } else {
                 1.0
             };
@@ -179,9 +180,9 @@ impl ScorerConfig {
         g_ref.max(1e-3)
     }
 
-    /// `p^-w_probability`.
+    /// `p^-w_probability`; `powf(p, w)` is `p.powf(w)` (the policy remembers its last result).
     #[inline]
-    fn probability_term(&self, s: &Snapshot) -> f64 {
+    fn probability_term(&self, s: &Snapshot, powf: &mut impl FnMut(f64, f64) -> f64) -> f64 {
         if self.w_probability == 0.0 {
             return 1.0;
         }
@@ -193,7 +194,7 @@ impl ScorerConfig {
         } else {
             s.p_continue
         };
-        p.clamp(1e-6, 1.0).powf(-self.w_probability)
+        powf(p.clamp(1e-6, 1.0), -self.w_probability)
     }
 
     /// Check ranges (a message names the field).
@@ -253,9 +254,36 @@ impl PowTable {
     }
 }
 
+/// The last argument and result of a function of one `f64` (consecutive references often ask
+/// the same: a request's blocks share their conversation's continuation probability). The
+/// same function on the same bits: the same result.
+#[derive(Debug, Clone, Copy)]
+struct Memo {
+    x: u64,
+    y: f64,
+}
+
+impl Memo {
+    fn new(f: impl Fn(f64) -> f64) -> Self {
+        Memo { x: 0, y: f(0.0) }
+    }
+
+    #[inline]
+    fn get(&mut self, x: f64, f: impl Fn(f64) -> f64) -> f64 {
+        if x.to_bits() != self.x {
+            self.x = x.to_bits();
+            self.y = f(x);
+        }
+        self.y
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConversationAware {
     config: ScorerConfig,
+    /// `exp_m1` at each site of `reference_gap`, and `p^-w_probability`
+    exp_m1_memo: [Memo; 4],
+    pow_memo: Memo,
     stats: Tracker,
     order: NextUseOrder,
     uses_pow: PowTable,
@@ -305,8 +333,11 @@ struct Inferred {
 
 impl ConversationAware {
     pub fn new(config: &ScorerConfig) -> Self {
+        let w = -config.w_probability;
         ConversationAware {
             config: config.clone(),
+            exp_m1_memo: [Memo::new(f64::exp_m1); 4],
+            pow_memo: Memo::new(|p| p.powf(w)),
             stats: Tracker::without_counters(),
             order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
                 .adaptive(config.adaptive),
@@ -318,19 +349,23 @@ impl ConversationAware {
         }
     }
 
-    /// [`ScorerConfig::predicted_gap`] with the integer powers looked up.
+    /// [`ScorerConfig::predicted_gap`] with the integer powers looked up and the last
+    /// `exp_m1` and `powf` remembered (the same numbers).
     #[inline]
-    fn predicted_gap(&self, s: &Snapshot) -> f64 {
+    fn predicted_gap(&mut self, s: &Snapshot) -> f64 {
         let c = &self.config;
         if c.scale == 0.0 {
             return 0.0;
         }
+        let memo = &mut self.exp_m1_memo;
+        let pow_memo = &mut self.pow_memo;
+        let w = c.w_probability;
         c.scale
-            * c.reference_gap(s)
+            * c.reference_gap(s, &mut |site, x| memo[site].get(x, f64::exp_m1))
             * self.uses_pow.get(s.uses)
             * self.sharing_pow.get(s.sharing.max(1) - 1)
             * self.depth_pow.get(s.depth)
-            * c.probability_term(s)
+            * c.probability_term(s, &mut |p, _| pow_memo.get(p, |p| p.powf(-w)))
     }
 
     /// The predicted next use (trace seconds) of a tracked entry.
@@ -458,7 +493,7 @@ mod tests {
             w_probability: 0.9,
             ..Default::default()
         };
-        let policy = ConversationAware::new(&config);
+        let mut policy = ConversationAware::new(&config);
         let mut tracker = Tracker::without_counters();
         // depths beyond the table, shared blocks, conversations and none
         for i in 0..20_000u32 {
@@ -471,10 +506,8 @@ mod tests {
             };
             let s = tracker.observe(&a);
             let (fast, slow) = (policy.predicted_gap(&s), config.predicted_gap(&s));
-            assert!(
-                (fast - slow).abs() <= 1e-12 * slow.abs().max(1.0),
-                "{fast} vs {slow}"
-            );
+            // the same number, bit for bit (tables of `powf`, remembered `exp_m1` and `powf`)
+            assert_eq!(fast.to_bits(), slow.to_bits(), "{fast} vs {slow}");
         }
     }
 
