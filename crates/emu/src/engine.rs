@@ -364,7 +364,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         assert!(config.block_size > 0, "block size must be positive");
         assert!(config.max_num_batched_tokens > 0 && config.max_num_seqs > 0);
-        let sched = Scheduler::new(
+        let mut sched = Scheduler::new(
             SchedulerConfig {
                 block_size: config.block_size,
                 max_num_batched_tokens: config.max_num_batched_tokens,
@@ -372,6 +372,13 @@ impl Engine {
                 ..Default::default()
             },
             gpu_pool(&config),
+        );
+        // LMCache's multi-process connector: blocks freed when the stores are reported done
+        sched.delay_free_until_sent(
+            config
+                .lmcache
+                .as_ref()
+                .is_some_and(|l| matches!(l.mode, LmcacheMode::Mp(_))),
         );
         let lm = config.lmcache.as_ref().map(|l| {
             Connector::new(Storage::new(

@@ -177,6 +177,10 @@ pub struct Scheduler<P> {
     running: Vec<SeqState>,
     pub stats: PrefixCacheStats,
     pub num_preemptions: u64,
+    /// Finished requests' blocks are freed one step late ([`Scheduler::delay_free_until_sent`]).
+    delay_free: bool,
+    /// The blocks of requests that finished in the last step, freed at the end of the next.
+    held: Vec<Vec<Slot>>,
 }
 
 /// The sequence keys of a request (full blocks of prompt + answer, head first) and how a block
@@ -197,6 +201,29 @@ impl<P: EvictionPolicy> Scheduler<P> {
             running: Vec::new(),
             stats: PrefixCacheStats::default(),
             num_preemptions: 0,
+            delay_free: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Keep a finished request's blocks until the end of the next step, as vLLM does with a
+    /// connector that sends asynchronously: `_free_request` skips `_free_blocks` when the
+    /// connector's `request_finished` returns true (`vllm/v1/core/sched/scheduler.py:2723-2742`;
+    /// LMCache's multi-process connector does whenever it stores, `lmcache_mp_connector.py:
+    /// 1578-1580`), and the worker reports the request's stores done from the next step's
+    /// `get_finished(finished_req_ids)`, whose `update_from_output` frees the blocks after
+    /// that step's own finishes (`_update_from_kv_xfer_finished`, `scheduler.py:3209-3235`).
+    /// Assumed: the request's stores completed by then (its prompt's were sent steps before).
+    /// When nothing runs the next step has no forward pass and ends at once: `schedule()`
+    /// frees held blocks first when no request is running.
+    pub fn delay_free_until_sent(&mut self, on: bool) {
+        self.delay_free = on;
+    }
+
+    /// Free the blocks of requests whose send was reported done.
+    fn free_held(&mut self) {
+        for slots in std::mem::take(&mut self.held) {
+            self.pool.free(&slots);
         }
     }
 
@@ -256,6 +283,10 @@ impl<P: EvictionPolicy> Scheduler<P> {
         let bs = self.config.block_size as u64;
         // full blocks to hash once `tokens` are computed (capped by the known keys)
         let cacheable = |tokens: u64, keys: usize| ((tokens / bs) as usize).min(keys);
+        if self.running.is_empty() && !self.held.is_empty() {
+            // the step after the finishes ran no forward pass ([`delay_free_until_sent`])
+            self.free_held();
+        }
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_num_batched_tokens as u64;
 
@@ -391,6 +422,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
         produced: &mut Vec<Produced>,
     ) -> Vec<SeqState> {
         let mut finished = Vec::new();
+        let mut newly_held = Vec::new();
         // `plan.scheduled` lists running requests in running order (preemption only pops
         // requests not yet scheduled, admissions are pushed at the end), so one cursor walks
         // both; finished requests leave in one pass at the end.
@@ -425,7 +457,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
                 if done {
                     // freed now, in the step's order (the free queue's order depends on it)
                     let slots = std::mem::take(&mut r.slots);
-                    self.pool.free(&slots);
+                    if self.delay_free {
+                        newly_held.push(slots.clone());
+                    } else {
+                        self.pool.free(&slots);
+                    }
                     conn.released(r.req);
                     let mut done = r.clone();
                     done.slots = slots;
@@ -437,6 +473,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
         }
         if any_finished {
             self.running.retain(|r| r.max_tokens != 0);
+        }
+        if self.delay_free {
+            // the last step's finished requests, after this step's finishes
+            self.free_held();
+            self.held = newly_held;
         }
         finished
     }
@@ -462,9 +503,15 @@ impl<P: EvictionPolicy> Scheduler<P> {
         &self.running
     }
 
-    /// Blocks held by running requests (vLLM's `kv_cache_usage` numerator).
+    /// Blocks held by running requests and by finished ones not freed yet (vLLM's
+    /// `kv_cache_usage` numerator).
     pub fn blocks_in_use(&self) -> u64 {
-        self.running.iter().map(|r| r.slots.len() as u64).sum()
+        let held: usize = self.held.iter().map(Vec::len).sum();
+        self.running
+            .iter()
+            .map(|r| r.slots.len() as u64)
+            .sum::<u64>()
+            + held as u64
     }
 
     /// Check the pool and the requests' blocks against each other.
@@ -474,6 +521,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
             .running
             .iter()
             .flat_map(|r| &r.slots)
+            .chain(self.held.iter().flatten())
             .filter(|s| **s == Slot::Raw)
             .count() as u64;
         if raw != self.pool.cache.reserved() {
@@ -570,6 +618,38 @@ mod tests {
         let order: Vec<usize> = done.iter().map(|r| r.req).collect();
         assert_eq!(order, vec![0, 1]);
         assert_eq!(s.num_preemptions, 0);
+    }
+
+    #[test]
+    fn with_delayed_frees_a_finished_requests_blocks_are_held_one_more_step() {
+        // 6 usable blocks of 4 tokens. r0 (8 tokens, 8 outputs) and r1 (8 tokens, 2 outputs)
+        // are admitted in step 1 (2 blocks each) and take a decode block each in step 2, where
+        // r1 finishes; r2 (12 tokens, 3 blocks) waits for room.
+        //   freed at the finish:  step 3 admits r2 (r1's 3 blocks free)
+        //   delayed (LMCache mp): r1's blocks stay held through step 3 (in use: 6), freed at
+        //                         its end; step 4 admits r2
+        let keys = Keys(vec![vec![1, 2, 3], vec![8, 9], vec![11, 12, 13]]);
+        let steps = |delay: bool| {
+            let mut s = scheduler(6, 64);
+            s.delay_free_until_sent(delay);
+            s.add_request(0, 8, 8);
+            s.add_request(1, 8, 2);
+            s.add_request(2, 12, 1);
+            let mut in_use = Vec::new();
+            for step in 1.. {
+                let plan = s.schedule(&keys, &mut NoConnector);
+                if plan.admitted.contains(&2) {
+                    return (step, in_use);
+                }
+                s.update(&plan, &mut NoConnector);
+                s.validate().unwrap();
+                in_use.push(s.blocks_in_use());
+                assert!(step < 10, "r2 never admitted");
+            }
+            unreachable!()
+        };
+        assert_eq!(steps(false), (3, vec![4, 3]));
+        assert_eq!(steps(true), (4, vec![4, 6, 3]));
     }
 
     #[test]

@@ -340,6 +340,9 @@ struct Running {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum EventKind {
     Finish,
+    /// A finished request's blocks are freed, its KV send reported done (LMCache's
+    /// multi-process connector; [`TraceTier::kv_sent_at`]).
+    Release,
     Grow,
     /// The end of the step in flight when a request arrived, known from the running requests'
     /// per-token times: the next `schedule()` admits, after the running requests' blocks.
@@ -417,6 +420,9 @@ pub(crate) struct TraceTier<'a, 'b> {
     pending_stores: Vec<PendingStore>,
     /// Loads from LMCache take this long (a shared tier), else they are free.
     load_cost: Option<LoadCost>,
+    /// Finished requests whose blocks vLLM still holds until their KV send is reported done,
+    /// in finish order: (when they are freed, blocks).
+    held: Vec<(f64, Vec<Slot>)>,
 }
 
 /// An admitted prefill's LMCache stores, not run yet.
@@ -795,6 +801,20 @@ impl TraceTier<'_, '_> {
     /// A request finishes: its blocks up to its whole sequence (as far as the pool allows, if
     /// it could not grow) are hashed and freed tail first.
     fn end(&mut self, run: Running) -> Served {
+        let (j, finish) = (run.req, run.finish);
+        let slots = self.hash_final(run);
+        self.pool.cache.policy.on_time(finish);
+        self.pool.free(&slots);
+        if let Some(lm) = self.lm.as_deref_mut() {
+            lm.at(finish);
+            lm.released(j);
+        }
+        self.served(j, finish)
+    }
+
+    /// A finishing request's blocks, allocated up to its whole sequence as far as the pool
+    /// allows (if it could not grow) and hashed.
+    fn hash_final(&mut self, run: Running) -> Vec<Slot> {
         let j = run.req;
         let keys = self.seq.request(j);
         let mut slots = run.slots;
@@ -808,19 +828,75 @@ impl TraceTier<'_, '_> {
         let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
         self.pool
             .cache_blocks(&mut slots, keys, run.hashed, upto, &access);
-        self.pool.cache.policy.on_time(run.finish);
-        self.pool.free(&slots);
-        if let Some(lm) = self.lm.as_deref_mut() {
-            lm.at(run.finish);
-            lm.released(j);
-        }
+        slots
+    }
+
+    fn served(&self, j: usize, finish: f64) -> Served {
         let mut hits = self.hits[j].expect("admitted");
         hits.preemptions = self.preemptions[j];
         Served {
             req: j,
             hits,
-            finish_s: run.finish,
+            finish_s: finish,
         }
+    }
+
+    /// vLLM keeps a finished request's blocks until its connector reports the request's KV
+    /// sent: `_free_request` skips `_free_blocks` when `request_finished` returns true
+    /// (`vllm/v1/core/sched/scheduler.py:2723-2742`), which LMCache's multi-process connector
+    /// does whenever it stores (`kv_both`; `lmcache_mp_connector.py:1578-1580`, its
+    /// `_can_store`); the in-process one returns false (`vllm_v1_adapter.py:1939`). Only with
+    /// pinning (without it nothing overlaps).
+    fn delays_free(&self) -> bool {
+        self.config.pinning
+            && self.config.cpu.is_some()
+            && self.config.engine.lmcache_mode == crate::config::LmcacheMode::Mp
+    }
+
+    /// When vLLM frees the blocks of a request finished at `finish` (its last token's step,
+    /// step N, ended then). The connector's worker reports the request's stores done from the
+    /// next step's `get_finished(scheduler_output.finished_req_ids)` (its prompt's stores have
+    /// long completed), and the scheduler frees the blocks in that step's `update_from_output`
+    /// (`_update_from_kv_xfer_finished`, `scheduler.py:3209-3235`, which logs `Finished sending
+    /// KV transfer for request ...` at DEBUG): the end of step N + 1, when the last of the
+    /// other running requests has sampled its token of that step. One step's lines are logged
+    /// together, so a request's token of step N is the one nearest the finish (before or just
+    /// after it), and its next one is step N + 1's. A request in a prefill tells only when no
+    /// decoding one does and its prompt took one step (as for an arrival, [`step_end_after`]):
+    /// its admission in the log is less sure than a decode's tokens. When no running request
+    /// tells (none runs, or the log has no per-token times), step N + 1 runs no forward pass
+    /// (`kv_connector_no_forward`) and ends at once: the blocks are freed at the finish.
+    fn kv_sent_at(&self, finish: f64) -> f64 {
+        // (from decoding requests, from prefills)
+        let (mut end, mut prefill_end): (Option<f64>, Option<f64>) = (None, None);
+        for run in &self.running {
+            let Some(times) = self.output_times(run.req) else {
+                continue;
+            };
+            // its tokens around the finish: the last before (or its admission, for a prefill
+            // of one step) and the first after
+            let k = times.partition_point(|&t| t <= finish);
+            let Some(&after) = times.get(k) else {
+                continue;
+            };
+            let before = match k.checked_sub(1) {
+                Some(b) => times[b],
+                None if run.one_step_prefill && run.start < finish => run.start,
+                None => continue,
+            };
+            // the nearer one was sampled in step N (one step's lines are logged together)
+            let next = if after - finish < finish - before {
+                match times.get(k + 1) {
+                    Some(&t) => t,
+                    None => continue,
+                }
+            } else {
+                after
+            };
+            let e = if k > 0 { &mut end } else { &mut prefill_end };
+            *e = Some(e.map_or(next, |e: f64| e.max(next)));
+        }
+        end.or(prefill_end).map_or(finish, |e| e.max(finish))
     }
 
     /// One `schedule()` call's admissions at `now`: waiting requests FCFS while the step's
@@ -903,6 +979,34 @@ impl TraceTier<'_, '_> {
                         admit = true;
                     }
                 }
+                EventKind::Finish if self.delays_free() => {
+                    let i = self
+                        .running
+                        .iter()
+                        .position(|r| r.req == e.req)
+                        .expect("running");
+                    let run = self.running.remove(i);
+                    let (j, finish, held) = (run.req, run.finish, run.slots.len());
+                    let slots = self.hash_final(run);
+                    // blocks taken at the finish (a request that could not grow) are held too
+                    self.in_use += (slots.len() - held) as u64;
+                    self.totals.max_in_use = self.totals.max_in_use.max(self.in_use);
+                    if let Some(lm) = self.lm.as_deref_mut() {
+                        lm.at(finish);
+                        lm.released(j);
+                    }
+                    let release = self.kv_sent_at(finish);
+                    self.held.push((release, slots));
+                    self.events.push(Event {
+                        time: release,
+                        kind: EventKind::Release,
+                        req: j,
+                        epoch: self.epoch[j],
+                    });
+                    serve(self.served(j, finish));
+                    // a step's end: the next `schedule()` runs with one request fewer
+                    admit = true;
+                }
                 EventKind::Finish => {
                     let i = self
                         .running
@@ -914,6 +1018,21 @@ impl TraceTier<'_, '_> {
                     let served = self.end(run);
                     serve(served);
                     freed = true;
+                }
+                EventKind::Release => {
+                    // every send of this instant, in finish order (vLLM frees them in one
+                    // pass, `_update_from_kv_xfer_finished`); the other events find none
+                    let (due, later): (Vec<_>, Vec<_>) =
+                        self.held.drain(..).partition(|h| h.0 <= t);
+                    self.held = later;
+                    if !due.is_empty() {
+                        self.pool.cache.policy.on_time(t);
+                    }
+                    for (_, slots) in due {
+                        self.in_use -= slots.len() as u64;
+                        self.pool.free(&slots);
+                        freed = true;
+                    }
                 }
                 EventKind::Admit => unreachable!("handled above"),
             }
@@ -955,6 +1074,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
             bs,
             pending_stores: Vec::new(),
             load_cost: None,
+            held: Vec::new(),
         }
     }
 
@@ -1041,7 +1161,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
         usable: u64,
     ) -> Self {
         let n = describe.trace.requests.len();
-        let sched = Scheduler::new(
+        let mut sched = Scheduler::new(
             SchedulerConfig {
                 block_size: seq.blocks.block_size,
                 max_num_batched_tokens: config.engine.max_num_batched_tokens.max(1),
@@ -1049,6 +1169,10 @@ impl<'a, 'b> VllmTier<'a, 'b> {
                 ..Default::default()
             },
             gpu_pool(&config.gpu, usable),
+        );
+        // LMCache's multi-process connector: blocks freed when the stores are reported done
+        sched.delay_free_until_sent(
+            config.cpu.is_some() && config.engine.lmcache_mode == crate::config::LmcacheMode::Mp,
         );
         VllmTier {
             config,
@@ -1418,7 +1542,7 @@ mod tests {
     use inferencelab_cache::PolicyConfig;
     use inferencelab_trace::{Content, Request, Trace};
 
-    use crate::config::{HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
+    use crate::config::{HitSemantics, LmcacheMode, Schedule, SimConfig, TierConfig, TimingModel};
     use crate::driver::{run_observed, Prepared, RequestHits};
     use crate::result::ResultRow as Row;
 
@@ -1470,10 +1594,49 @@ mod tests {
 
     /// Each request's outcome by index, and the run's totals.
     fn run(t: &Trace, c: &SimConfig) -> (Vec<RequestHits>, Row) {
-        let p = Prepared::new(t, 16, None).unwrap();
+        // LMCache chunks of 2 blocks when there is a CPU tier
+        let p = Prepared::new(t, 16, c.cpu.as_ref().map(|_| 32)).unwrap();
         let mut out = vec![RequestHits::default(); t.requests.len()];
         let row = run_observed(&p, c, |i, h| out[i] = h).unwrap();
         (out, row)
+    }
+
+    #[test]
+    fn lmcache_mp_holds_a_finished_requests_blocks_until_the_next_step_ends() {
+        // 6 usable blocks of 16 tokens, per-token times. r0 decodes a token every 0.1 s; r1
+        // (admitted at r0's step end 0.1) samples its 2 tokens at 0.9 and 1.0 and finishes at
+        // 1.0 with 3 blocks (33 tokens), r0 then holds 2 (26 tokens). r2 (64 tokens, 4
+        // blocks) arrives at 0.2 and waits for room.
+        //   inprocess / no LMCache: r1's blocks are freed at 1.0, r2 is admitted at 1.0
+        //   mp: r1's KV send is reported done at the end of the next step, when r0 samples its
+        //       token of 1.1 (r0's 1.0 token came with r1's last one): r2 is admitted at 1.1
+        let tenths: Vec<f64> = (1..=20).map(|k| k as f64 / 10.0).collect();
+        let mut t = trace(&[
+            (0.0, 2.0, 16, 20, &[3]),
+            (0.05, 1.0, 32, 2, &[1, 2]),
+            (0.2, 1.3, 64, 1, &[5, 6, 7, 8]),
+        ]);
+        t.requests[0].output_times = Some(tenths);
+        t.requests[1].output_times = Some(vec![0.9, 1.0]);
+        t.requests[2].output_times = Some(vec![1.3]);
+        let mut c = config(7);
+        let admitted =
+            |c: &SimConfig| -> Vec<f64> { run(&t, c).0.iter().map(|h| h.admitted_s).collect() };
+        assert_eq!(admitted(&c), vec![0.0, 0.1, 1.0]);
+        c.cpu = Some(TierConfig {
+            capacity: 100,
+            policy: PolicyConfig::Lru,
+        });
+        assert_eq!(admitted(&c), vec![0.0, 0.1, 1.0]);
+        c.engine.lmcache_mode = LmcacheMode::Mp;
+        assert_eq!(admitted(&c), vec![0.0, 0.1, 1.1]);
+        // without per-token times nothing tells when the next step ends: freed at the finish
+        let mut untimed = t.clone();
+        for r in &mut untimed.requests {
+            r.output_times = None;
+        }
+        let (hits, _) = run(&untimed, &c);
+        assert_eq!(hits[2].admitted_s, 1.0);
     }
 
     #[test]
