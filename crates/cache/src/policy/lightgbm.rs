@@ -277,6 +277,22 @@ pub struct LightGbm {
     scale: f64,
     stats: Tracker,
     order: NextUseOrder,
+    memo: Memo,
+}
+
+/// The latest predicted gap of a block's first use without a conversation, by depth: its
+/// features are then the same at the same depth (one use, no gaps, counters at 1, no
+/// conversation), so is the prediction. Each slot keeps the feature vector (bits) it was
+/// computed for and serves only that one: the same model on the same bits, the same number.
+/// Emptied when the model changes.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    slots: Vec<Option<([u64; NUM_FEATURES], f64)>>,
+}
+
+impl Memo {
+    /// Depths remembered.
+    const DEPTHS: usize = 4096;
 }
 
 impl LightGbm {
@@ -289,6 +305,7 @@ impl LightGbm {
             stats: Tracker::default(),
             order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
                 .adaptive(config.adaptive),
+            memo: Memo::default(),
         }
     }
 
@@ -305,15 +322,36 @@ impl LightGbm {
                     break;
                 }
                 self.model = FlatModel::new(m.clone());
+                self.memo = Memo::default();
                 self.next_model += 1;
             }
         }
         let s = self.stats.observe(a);
-        let log_gap = self.model.predict(&s.features());
-        let gap = if log_gap.is_nan() {
-            f64::INFINITY
+        let x = s.features();
+        let predict = |model: &FlatModel| {
+            let log_gap = model.predict(&x);
+            if log_gap.is_nan() {
+                f64::INFINITY
+            } else {
+                self.scale * log_gap.max(0.0).exp_m1()
+            }
+        };
+        let d = a.depth as usize;
+        let gap = if s.uses == 1 && s.conv_requests == 0 && d < Memo::DEPTHS {
+            let bits = x.map(f64::to_bits);
+            if self.memo.slots.len() <= d {
+                self.memo.slots.resize(d + 1, None);
+            }
+            match self.memo.slots[d] {
+                Some((b, gap)) if b == bits => gap,
+                _ => {
+                    let gap = predict(&self.model);
+                    self.memo.slots[d] = Some((bits, gap));
+                    gap
+                }
+            }
         } else {
-            self.scale * log_gap.max(0.0).exp_m1()
+            predict(&self.model)
         };
         self.order.touch(e, a.timestamp + gap, a.timestamp, a.depth);
     }
@@ -333,5 +371,53 @@ impl super::Registered for LightGbm {
     type Config = LightGbmConfig;
     fn build(config: &Self::Config, _capacity: u64) -> Self {
         LightGbm::new(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::api::EvictionPolicy;
+
+    /// Remembered predictions (first uses by depth) and flattened trees give the model's own
+    /// predictions, reference by reference.
+    #[test]
+    fn predictions_are_the_model_s() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lightgbm/model_regression.txt");
+        let config = LightGbmConfig::load(&path).unwrap();
+        let model = config.model.model().clone();
+        let mut policy = LightGbm::new(&config);
+        let mut tracker = Tracker::default();
+        let mut seen = std::collections::HashSet::new();
+        // requests of 1-6 blocks at depths 0.., new blocks and old ones, with and without
+        // conversations
+        let mut obj = 0u32;
+        for r in 0..400u32 {
+            for d in 0..(r % 6 + 1) {
+                let o = if (r + d) % 3 == 0 {
+                    d + (r % 5) * 7
+                } else {
+                    1000 + obj
+                };
+                obj += 1;
+                let a = Access {
+                    timestamp: r as f64 * 1.5,
+                    request: r,
+                    conversation: if r % 4 == 0 { (r % 3) as u64 } else { u64::MAX },
+                    depth: d,
+                    ..Access::at(o, r as u64)
+                };
+                if seen.insert(o) {
+                    policy.on_insert(o, &a);
+                } else {
+                    policy.on_hit(o, &a);
+                }
+                let log_gap = model.predict(&tracker.observe(&a).features());
+                let want = a.timestamp + log_gap.max(0.0).exp_m1();
+                assert_eq!(policy.predicted_next_use(o).to_bits(), want.to_bits());
+            }
+        }
+        assert!(policy.memo.slots.iter().any(|s| s.is_some()));
     }
 }
