@@ -166,33 +166,9 @@ fn router_dir() -> PathBuf {
 #[ignore = "needs vllm-router 0.1.17 (pip install vllm-router==0.1.17; VLLM_ROUTER_BIN or \
             /work/venvs/router/bin); run with --ignored"]
 fn standin_vllm_fleet_behind_the_real_router_keeps_every_replicas_log() {
-    assert!(
-        router_dir().join("vllm-router").is_file(),
-        "no vllm-router in {}",
-        router_dir().display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let yaml = write_yaml(dir.path(), 18480, "[round_robin]");
-    let out = runner(
-        dir.path(),
-        &yaml,
-        2,
-        &[repo("scripts/vllm-standin"), router_dir()],
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let exp = dir.path().join("exp");
-    let row: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(exp.join("points.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(row["status"], "ok", "{row}");
+    let row = real_router_point(dir.path(), &yaml);
     assert_eq!(row["point"]["replicas"], 2);
     assert_eq!(row["router_port"], 18482);
     let received = |p: &Path| {
@@ -220,11 +196,6 @@ fn standin_vllm_fleet_behind_the_real_router_keeps_every_replicas_log() {
 #[ignore = "needs vllm-router 0.1.17 (pip install vllm-router==0.1.17; VLLM_ROUTER_BIN or \
             /work/venvs/router/bin); run with --ignored"]
 fn kv_aware_fleet_behind_the_real_router_routes_on_the_replicas_kv_events() {
-    assert!(
-        router_dir().join("vllm-router").is_file(),
-        "no vllm-router in {}",
-        router_dir().display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let yaml = write_yaml(dir.path(), 19040, "[kv_aware]");
     // one request every 0.25 s (each done long before the next: no pacing), the router's
@@ -234,26 +205,7 @@ fn kv_aware_fleet_behind_the_real_router_routes_on_the_replicas_kv_events() {
         "request_rates: [4]\n  bench_args: [--burstiness, inf]",
     ) + "  extra_args: [--log-level, debug]\n";
     std::fs::write(&yaml, text).unwrap();
-    let out = runner(
-        dir.path(),
-        &yaml,
-        2,
-        &[repo("scripts/vllm-standin"), router_dir()],
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let exp = dir.path().join("exp");
-    let row: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(exp.join("points.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(row["status"], "ok", "{row}");
+    let row = real_router_point(dir.path(), &yaml);
     // the router's decisions: it credited the replica's cached prefix, from its KV events
     // (the 8 prompts share their first 1,024 tokens, 64 blocks of 16)
     let router_log = std::fs::read_to_string(row["router_log"].as_str().unwrap()).unwrap();
@@ -300,4 +252,32 @@ fn kv_aware_fleet_behind_the_real_router_routes_on_the_replicas_kv_events() {
     counts.sort();
     assert_eq!(counts, [0, 8], "{row}");
     assert!(row["router_stop"].as_str().unwrap().starts_with("exited"));
+}
+
+/// Run the experiment `yaml` (in `dir`, output `dir/exp`) with the stand-in vLLM and the real
+/// vllm-router on PATH: its one point's row, checked `ok`.
+fn real_router_point(dir: &Path, yaml: &Path) -> serde_json::Value {
+    assert!(
+        router_dir().join("vllm-router").is_file(),
+        "no vllm-router in {}",
+        router_dir().display()
+    );
+    let out = runner(dir, yaml, 2, &[repo("scripts/vllm-standin"), router_dir()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("exp/points.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(row["status"], "ok", "{row}");
+    row
 }

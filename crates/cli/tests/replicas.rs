@@ -290,32 +290,16 @@ fn serve_replicas_listen_apart_with_their_own_caches() {
 #[test]
 fn batch_has_lmcache_shared_as_an_axis_with_simulates_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = dir.path().join("shared.yaml");
-    std::fs::write(
-        &yaml,
+    let (doc, _) = batch_summary(
+        dir.path(),
+        "shared",
         format!(
             "name: shared\ntraces:\n  - path: {}\n    name: vllm200\ngpu_blocks: [600]\n\
              cpu_cache_gb: [5]\npolicies: [lru]\nreplicas: [2]\nrouters: [round_robin]\n\
              lmcache_shared: [false, true]\n",
             repo(LOG).display()
         ),
-    )
-    .unwrap();
-    let out_dir = dir.path().join("out");
-    let out = common::bin()
-        .args(["batch", "-q", "--yaml"])
-        .arg(&yaml)
-        .arg("--output-dir")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     let rows = doc["results"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let row = |shared: bool| {
@@ -366,31 +350,15 @@ fn batch_has_lmcache_shared_as_an_axis_with_simulates_figures() {
 #[test]
 fn batch_grids_over_replicas_and_routers_and_plot_draws_them_per_router() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = dir.path().join("fleet.yaml");
-    std::fs::write(
-        &yaml,
+    let (doc, out_dir) = batch_summary(
+        dir.path(),
+        "fleet",
         format!(
             "name: fleet\ntraces:\n  - path: {}\n    name: vllm200\ngpu_blocks: [300]\n\
              policies: [lru]\nreplicas: [1, 2]\nrouters: [round_robin, ideal_pool]\n",
             repo(LOG).display()
         ),
-    )
-    .unwrap();
-    let out_dir = dir.path().join("out");
-    let out = common::bin()
-        .args(["batch", "-q", "--yaml"])
-        .arg(&yaml)
-        .arg("--output-dir")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     let rows = doc["results"].as_array().unwrap();
     let at = |n: u64, r: &str| {
         rows.iter()
@@ -455,6 +423,7 @@ fn batch_grids_over_replicas_and_routers_and_plot_draws_them_per_router() {
     assert!(html.contains("4 fleet rows"), "report names the fleet rows");
 
     // a router the registry does not know is refused with the list, naming the file
+    let yaml = dir.path().join("fleet.yaml");
     std::fs::write(
         &yaml,
         "traces: [t.jsonl]\ngpu_blocks: [300]\npolicies: [lru]\nreplicas: [2]\nrouters: [nearest]\n",
@@ -509,11 +478,7 @@ fn plot_draws_several_simulate_fleet_runs_as_lines_per_router() {
             .arg(&out_file)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
         files.push(out_file);
     }
     let plots = dir.path().join("plots");
@@ -525,11 +490,7 @@ fn plot_draws_several_simulate_fleet_runs_as_lines_per_router() {
         .arg(&plots)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let svg = std::fs::read_to_string(plots.join("fleet_hit_ratio_vs_replicas.svg")).unwrap();
     assert!(svg.contains("round_robin") && svg.contains("cache_aware"));
     let html = std::fs::read_to_string(plots.join("report.html")).unwrap();
@@ -556,4 +517,27 @@ fn serve_refuses_a_kv_events_config_vllm_would_not_take() {
             "{err}"
         );
     }
+}
+
+/// `batch -q --yaml DIR/NAME.yaml --output-dir DIR/out` with `yaml` as the file: the summary
+/// JSON and the output directory.
+fn batch_summary(
+    dir: &std::path::Path,
+    name: &str,
+    yaml: String,
+) -> (serde_json::Value, std::path::PathBuf) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    let out_dir = dir.join("out");
+    let out = common::bin()
+        .args(["batch", "-q", "--yaml"])
+        .arg(&file)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let doc =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    (doc, out_dir)
 }

@@ -225,11 +225,7 @@ fn simulate_fleet(
         .arg(summary)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
 }
 
 /// `--replica-logs DIR` names what is missing: no STEM.replicaK.log, or a gap in K.

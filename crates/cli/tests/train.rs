@@ -24,11 +24,7 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
         .arg(&csv)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
         table.contains("lightgbm") && table.contains("gap_closed"),
@@ -58,11 +54,7 @@ fn train_exports_features_writes_a_model_and_simulate_runs_it() {
         ])
         .output()
         .unwrap();
-    assert!(
-        sim.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sim.stderr)
-    );
+    common::assert_ok(&sim);
     // the calibration `train` wrote beside the model (ranking included) is what simulate runs
     let yaml = std::fs::read_to_string(model.with_extension("yaml")).unwrap();
     let ranking = yaml
@@ -145,11 +137,7 @@ fn the_bundled_models_summary_goes_to_outputs_models() {
         .args(["--no-pinning", "-q"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert!(dir
         .path()
         .join("outputs/models/train_weka-agentic.json")
