@@ -853,8 +853,9 @@ impl TraceTier<'_, '_> {
             && self.config.engine.lmcache_mode == crate::config::LmcacheMode::Mp
     }
 
-    /// When vLLM frees the blocks of a request finished at `finish` (its last token's step,
-    /// step N, ended then). The connector's worker reports the request's stores done from the
+    /// When vLLM frees the blocks of request `j`, finished at `finish` (its last token's step,
+    /// step N, ended then): its `Finished sending KV transfer` line when the log has one
+    /// (`Trace::kv_sent_s`), else the end of the next step, as follows. The connector's worker reports the request's stores done from the
     /// next step's `get_finished(scheduler_output.finished_req_ids)` (its prompt's stores have
     /// long completed), and the scheduler frees the blocks in that step's `update_from_output`
     /// (`_update_from_kv_xfer_finished`, `scheduler.py:3209-3235`, which logs `Finished sending
@@ -866,7 +867,11 @@ impl TraceTier<'_, '_> {
     /// its admission in the log is less sure than a decode's tokens. When no running request
     /// tells (none runs, or the log has no per-token times), step N + 1 runs no forward pass
     /// (`kv_connector_no_forward`) and ends at once: the blocks are freed at the finish.
-    fn kv_sent_at(&self, finish: f64) -> f64 {
+    fn kv_sent_at(&self, j: usize, finish: f64) -> f64 {
+        let trace = self.describe.trace;
+        if let Some(&t) = trace.kv_sent_s.get(&trace.requests[j].id) {
+            return t.max(finish);
+        }
         // (from decoding requests, from prefills)
         let (mut end, mut prefill_end): (Option<f64>, Option<f64>) = (None, None);
         for run in &self.running {
@@ -995,7 +1000,7 @@ impl TraceTier<'_, '_> {
                         lm.at(finish);
                         lm.released(j);
                     }
-                    let release = self.kv_sent_at(finish);
+                    let release = self.kv_sent_at(j, finish);
                     self.held.push((release, slots));
                     self.events.push(Event {
                         time: release,
@@ -1630,6 +1635,10 @@ mod tests {
         assert_eq!(admitted(&c), vec![0.0, 0.1, 1.0]);
         c.engine.lmcache_mode = LmcacheMode::Mp;
         assert_eq!(admitted(&c), vec![0.0, 0.1, 1.1]);
+        // the log's `Finished sending KV transfer` line for r1, when it has one
+        let mut logged = t.clone();
+        logged.kv_sent_s.insert("r1".into(), 1.25);
+        assert_eq!(run(&logged, &c).0[2].admitted_s, 1.25);
         // without per-token times nothing tells when the next step ends: freed at the finish
         let mut untimed = t.clone();
         for r in &mut untimed.requests {

@@ -158,6 +158,11 @@ pub struct Trace {
     /// What LMCache logged about requests (vLLM logs with LMCache attached), for comparing
     /// measured hits with simulated ones. Empty for every other input.
     pub lmcache: Vec<LmcacheLookup>,
+    /// vLLM's `Finished sending KV transfer for request ID` lines (DEBUG; a connector that
+    /// stores asynchronously, LMCache's multi-process one): when vLLM freed the finished
+    /// request's blocks, seconds on the requests' clock, by request id. Empty for every other
+    /// input.
+    pub kv_sent_s: std::collections::HashMap<String, f64>,
     /// Bytes read from the input's files or pipe, as stored (compressed for `.gz`/`.zst`);
     /// 0 when the trace was not read by [`crate::read_trace`].
     pub input_bytes: u64,

@@ -14,6 +14,10 @@
 //!   [output_token_ids: [...], ]finish_reason: X` (INFO). Deltas add up.
 //! - LMCache (any prefix): `LMCache INFO: Reqid: ID, Total tokens N, [Inference Engine computed
 //!   tokens: G, ]LMCache hit tokens: L, need to load: K`, kept in `Trace::lmcache`.
+//! - the scheduler, DEBUG: `Finished sending KV transfer for request ID-XXXXXXXX` (the engine's
+//!   id: the API's id and a random suffix), when a finished request's blocks were freed after
+//!   its connector reported its stores done, kept in `Trace::kv_sent_s` (a request line for the
+//!   order within a stamp).
 //!
 //! Every other line is ignored.
 //!
@@ -61,6 +65,8 @@ use crate::time::{
 /// would overflow `i64` after ~300 wraps.
 const NS: i128 = 1_000_000_000;
 const HALF_YEAR_NS: i128 = 182 * 86_400 * NS;
+/// vLLM's scheduler frees a finished request's blocks its connector held (`scheduler.py:3233`).
+const KV_SENT: &str = "Finished sending KV transfer for request ";
 /// What separates two request lines that share a stamp: they stay in file order, a microsecond
 /// apart.
 const ORDER_STEP_NS: i128 = 1_000;
@@ -75,6 +81,8 @@ struct Pending {
     /// First `details`/`Received` line on the unwrapped log clock.
     arrival: Option<Tick>,
     finish: Option<Tick>,
+    /// Its `Finished sending KV transfer` line.
+    kv_sent: Option<Tick>,
     tokens: Option<Vec<u32>>,
     /// Characters in the logged prompt string (None: not logged, `None` or elided).
     prompt_chars: Option<usize>,
@@ -669,6 +677,8 @@ enum Message<L = Range<usize>> {
         delta: bool,
         ids: Option<L>,
     },
+    /// `Finished sending KV transfer for request ID` (the engine's id).
+    KvSent { id: String },
 }
 
 /// An id list of a parsed line: read (a range of the id arena), or its text kept for the
@@ -714,6 +724,7 @@ impl Message<IdList> {
                 delta,
                 ids: read(ids)?,
             },
+            Message::KvSent { id } => Message::KvSent { id },
         })
     }
 }
@@ -825,6 +836,11 @@ fn parse_message(
             ids,
         }));
     }
+    if let Some(id) = msg.strip_prefix(KV_SENT) {
+        return Ok(Some(Message::KvSent {
+            id: id.trim_end().to_string(),
+        }));
+    }
     Ok(None)
 }
 
@@ -868,6 +884,17 @@ impl Collected {
                 e.has_received = true;
                 arrive(e);
                 e.max_tokens = max_tokens;
+            }
+            Message::KvSent { id } => {
+                // the engine's id is the API's plus `-` and a random suffix (vLLM >= 0.11)
+                let i = self.by_id.get(&id).or_else(|| {
+                    let (api, _) = id.rsplit_once('-')?;
+                    self.by_id.get(api)
+                });
+                if let Some(&i) = i {
+                    let e = &mut self.entries[i];
+                    e.kv_sent = Some(e.kv_sent.map_or(time, |t| t.max(time)));
+                }
             }
             Message::Generated { id, delta, ids } => {
                 let Some(&i) = self.by_id.get(&id) else {
@@ -980,7 +1007,8 @@ pub(super) fn parse_line(
         Some(l)
             if l.msg.starts_with("Request ")
                 || l.msg.starts_with("Received request ")
-                || l.msg.starts_with("Generated response ") =>
+                || l.msg.starts_with("Generated response ")
+                || l.msg.starts_with(KV_SENT) =>
         {
             LineKind::Request(l.stamp, parse_message(l.msg, arena, lists))
         }
@@ -1106,7 +1134,11 @@ impl<'a> LineParser<'a> {
         } = self;
         if find_leap_day && !leap_day_stamped {
             for e in &mut c.entries {
-                let ticks = e.arrival.iter_mut().chain(&mut e.finish);
+                let ticks = e
+                    .arrival
+                    .iter_mut()
+                    .chain(&mut e.finish)
+                    .chain(&mut e.kv_sent);
                 for t in ticks.chain(e.deltas.iter_mut().map(|(t, _)| t)) {
                     t.time = to_common_year(t.time);
                 }
@@ -1209,6 +1241,11 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
                 .collect()
         });
         prompt_chars.push(e.prompt_chars);
+        if let Some(t) = e.kv_sent {
+            trace
+                .kv_sent_s
+                .insert(e.id.clone(), secs(runs.ns(t).max(arrival)));
+        }
         requests.push(Request {
             id: e.id,
             timestamp: secs(arrival),

@@ -658,3 +658,25 @@ fn prompt_text_scanned_eight_bytes_at_a_time_counts_as_one_at_a_time() {
         }
     }
 }
+
+#[test]
+fn finished_sending_lines_are_matched_to_requests_by_the_engines_id() {
+    // the engine's id is the API's plus a random suffix; a line for an unknown request and one
+    // naming the API id itself are taken as they match
+    let text = format!(
+        "(APIServer pid=7) DEBUG 12-05 00:40:05.000 [request_logger.py:55] Request chatcmpl-bench-1 details: prompt: 'x', prompt_token_ids: [1, 2], prompt_embeds shape: None.\n\
+         (APIServer pid=7) INFO 12-05 00:40:05.000 [request_logger.py:65] Received request chatcmpl-bench-1: params: {SP}, lora_request: None.\n\
+         (APIServer pid=7) DEBUG 12-05 00:40:05.100 [request_logger.py:55] Request b details: prompt: 'y', prompt_token_ids: [3], prompt_embeds shape: None.\n\
+         (APIServer pid=7) INFO 12-05 00:40:06.467 [request_logger.py:108] Generated response chatcmpl-bench-1 (streaming complete): output: 'z', finish_reason: length\n\
+         (EngineCore pid=8) DEBUG 12-05 00:40:06.494 [v1/core/sched/scheduler.py:3233] Finished sending KV transfer for request chatcmpl-bench-1-b99578e2\n\
+         (EngineCore pid=8) DEBUG 12-05 00:40:06.600 [v1/core/sched/scheduler.py:3233] Finished sending KV transfer for request gone-12345678\n\
+         (EngineCore pid=8) DEBUG 12-05 00:40:06.700 [v1/core/sched/scheduler.py:3233] Finished sending KV transfer for request b\n"
+    );
+    let t = read(&text).unwrap();
+    assert_eq!(t.requests.len(), 2);
+    assert_eq!(t.requests[0].finish_time, Some(1.467));
+    let sent = |id: &str| t.kv_sent_s.get(id).map(|s| (s * 1000.0).round());
+    assert_eq!(sent("chatcmpl-bench-1"), Some(1494.0));
+    assert_eq!(sent("b"), Some(1700.0));
+    assert_eq!(t.kv_sent_s.len(), 2);
+}
