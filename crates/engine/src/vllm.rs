@@ -478,6 +478,10 @@ impl<P: EvictionPolicy> Scheduler<P> {
             // the last step's finished requests, after this step's finishes
             self.free_held();
             self.held = newly_held;
+            if self.running.is_empty() && self.waiting.is_empty() {
+                // nothing to run: the next step is an empty one and ends at once
+                self.free_held();
+            }
         }
         finished
     }
@@ -650,6 +654,14 @@ mod tests {
         };
         assert_eq!(steps(false), (3, vec![4, 3]));
         assert_eq!(steps(true), (4, vec![4, 6, 3]));
+        // alone: nothing runs or waits after it, the next step is empty and frees at once
+        let mut s = scheduler(6, 64);
+        s.delay_free_until_sent(true);
+        s.add_request(0, 8, 1);
+        let plan = s.schedule(&keys, &mut NoConnector);
+        assert_eq!(s.update(&plan, &mut NoConnector).len(), 1);
+        assert_eq!(s.blocks_in_use(), 0);
+        s.validate().unwrap();
     }
 
     #[test]
