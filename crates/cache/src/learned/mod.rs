@@ -4,6 +4,7 @@
 
 pub mod features;
 pub mod gbdt;
+pub mod heap;
 pub mod order;
 pub mod shadow;
 

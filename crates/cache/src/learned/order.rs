@@ -11,7 +11,8 @@
 //! go, and it is compared with the farthest-predicted one. Overdue entries are moved (lazily, at
 //! eviction) from the `future` set, ordered by predicted time, to the `overdue` set, ordered by
 //! the logical time of the last touch or unpin, so every operation is O(log n) (amortized: the
-//! sets are binary heaps whose items a touch leaves behind, dropped later, `NextUseOrder::future`).
+//! sets are 4-ary heaps, `learned/heap.rs`, whose items a touch leaves behind, dropped later,
+//! `NextUseOrder::future`).
 //!
 //! With a predicted gap of zero every entry is overdue at once and the order is exactly LRU's
 //! (vLLM's free queue, `policy/lru.rs`, including "unpinned = most recent"): LRU is one point of
@@ -39,8 +40,8 @@
 //! already seen (no peeking).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
+use super::heap::QuadHeap;
 use super::shadow::Shadows;
 use crate::policy::api::{Access, EntryId, ObjId, Pins};
 
@@ -100,12 +101,12 @@ pub struct NextUseOrder {
     /// touch leaves the old item behind, to be dropped when it reaches the top or when dead
     /// items outnumber live ones (one push per touch where a `BTreeSet` took a removal and an
     /// insertion).
-    future: BinaryHeap<(u128, u64)>,
+    future: QuadHeap<(u128, u64)>,
     /// The `future` set by its smallest (`NextUse` only): (predicted next use, sequence
     /// number, entry), for moving the overdue ones.
-    future_min: BinaryHeap<Reverse<(u64, u64, EntryId)>>,
+    future_min: QuadHeap<Reverse<(u64, u64, EntryId)>>,
     /// (sequence number of the last touch or unpin, entry): the top is the longest idle
-    overdue: BinaryHeap<Reverse<(u64, EntryId)>>,
+    overdue: QuadHeap<Reverse<(u64, EntryId)>>,
     /// live items of `future` and `overdue`
     in_future: usize,
     in_overdue: usize,
@@ -476,18 +477,18 @@ impl NextUseOrder {
         // live items per entry: exactly one in each set its state names, with its current key
         let n = self.state.len();
         let (mut far, mut by_time, mut idle) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
-        for &(key, seq) in &self.future {
+        for &(key, seq) in self.future.iter() {
             let e = key as u32;
             if self.live_future(e, seq) && key == self.future_key(e as usize) {
                 far[e as usize] += 1;
             }
         }
-        for &Reverse((k, seq, e)) in &self.future_min {
+        for &Reverse((k, seq, e)) in self.future_min.iter() {
             if self.live_future(e, seq) && k == bits(self.key[e as usize]) {
                 by_time[e as usize] += 1;
             }
         }
-        for &Reverse((seq, e)) in &self.overdue {
+        for &Reverse((seq, e)) in self.overdue.iter() {
             if self.live_overdue(e, seq) {
                 idle[e as usize] += 1;
             }
