@@ -566,35 +566,47 @@ const NIL: u32 = u32::MAX;
 
 /// A recency list over dense ids (head = least recent): an intrusive doubly linked list, O(1)
 /// per operation (a `BTreeSet` by sequence number cost two tree operations per reference).
+/// Each id's links are one struct, so an operation reads one cache line per id it touches.
 #[derive(Debug, Clone, Default)]
 pub struct Recency {
-    prev: Vec<u32>,
-    next: Vec<u32>,
-    linked: Vec<bool>,
+    links: Vec<Link>,
     head: Option<u32>,
     tail: Option<u32>,
     len: usize,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+    linked: bool,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+    linked: false,
+};
 
 impl Recency {
     /// Append `e` as the most recent (it must not be linked).
     #[inline]
     pub fn push_back(&mut self, e: u32) {
         let i = e as usize;
-        if self.linked.len() <= i {
-            self.prev.resize(i + 1, NIL);
-            self.next.resize(i + 1, NIL);
-            self.linked.resize(i + 1, false);
+        if self.links.len() <= i {
+            self.links.resize(i + 1, UNLINKED);
         }
-        debug_assert!(!self.linked[i], "{e} is already linked");
-        self.prev[i] = self.tail.unwrap_or(NIL);
-        self.next[i] = NIL;
+        debug_assert!(!self.links[i].linked, "{e} is already linked");
+        self.links[i] = Link {
+            prev: self.tail.unwrap_or(NIL),
+            next: NIL,
+            linked: true,
+        };
         match self.tail {
-            Some(t) => self.next[t as usize] = e,
+            Some(t) => self.links[t as usize].next = e,
             None => self.head = Some(e),
         }
         self.tail = Some(e);
-        self.linked[i] = true;
         self.len += 1;
     }
 
@@ -602,21 +614,25 @@ impl Recency {
     #[inline]
     pub fn remove(&mut self, e: u32) {
         let i = e as usize;
-        if !self.linked.get(i).copied().unwrap_or(false) {
+        let Some(&Link {
+            prev: p,
+            next: n,
+            linked: true,
+        }) = self.links.get(i)
+        else {
             return;
-        }
-        let (p, n) = (self.prev[i], self.next[i]);
+        };
         if p == NIL {
             self.head = (n != NIL).then_some(n);
         } else {
-            self.next[p as usize] = n;
+            self.links[p as usize].next = n;
         }
         if n == NIL {
             self.tail = (p != NIL).then_some(p);
         } else {
-            self.prev[n as usize] = p;
+            self.links[n as usize].prev = p;
         }
-        self.linked[i] = false;
+        self.links[i].linked = false;
         self.len -= 1;
     }
 
@@ -627,7 +643,7 @@ impl Recency {
     }
 
     pub fn contains(&self, e: u32) -> bool {
-        self.linked.get(e as usize).copied().unwrap_or(false)
+        self.links.get(e as usize).is_some_and(|l| l.linked)
     }
 
     pub fn len(&self) -> usize {
@@ -641,7 +657,7 @@ impl Recency {
     /// From the least recent to the most recent.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::successors(self.head, |&e| {
-            let n = self.next[e as usize];
+            let n = self.links[e as usize].next;
             (n != NIL).then_some(n)
         })
     }
