@@ -94,14 +94,14 @@ pub struct NextUseOrder {
     order: Vec<u64>,
     depth: Vec<u32>,
     state: Vec<u8>,
-    /// The `future` set by its largest: ((predicted next use, depth, entry) packed into one
+    /// The `future` set by its largest: (predicted next use, depth and entry packed into one
     /// integer, `future_key`; the sequence number of the touch or unpin that linked it), the
     /// top is the farthest, deepest among equals. The sets are heaps with lazy deletion: an
     /// item is live while its entry is in that set with that sequence number (`order`); a
     /// touch leaves the old item behind, to be dropped when it reaches the top or when dead
     /// items outnumber live ones (one push per touch where a `BTreeSet` took a removal and an
     /// insertion).
-    future: QuadHeap<(u128, u64)>,
+    future: QuadHeap<(u64, u64, u64)>,
     /// The `future` set by its smallest (`NextUse` only): (predicted next use, sequence
     /// number, entry), for moving the overdue ones.
     future_min: QuadHeap<Reverse<(u64, u64, EntryId)>>,
@@ -176,11 +176,11 @@ impl NextUseOrder {
         self.state.get(e as usize) == Some(&PINNED)
     }
 
-    /// The packed key of entry `i` in `future`: the tuple (sort key, depth, entry), in the same
-    /// order.
+    /// The key of entry `i` in `future`: (sort key, depth and entry in one integer), the tuple
+    /// (sort key, depth, entry) in the same order.
     #[inline]
-    fn future_key(&self, i: usize) -> u128 {
-        (self.sort_key(i) as u128) << 64 | (self.depth[i] as u128) << 32 | i as u128
+    fn future_key(&self, i: usize) -> (u64, u64) {
+        (self.sort_key(i), (self.depth[i] as u64) << 32 | i as u64)
     }
 
     /// Whether an item of `future` (or `future_min`) linked by `seq` is live.
@@ -200,8 +200,8 @@ impl NextUseOrder {
     /// Drop the dead items at the tops of `future` and `overdue`.
     #[inline]
     fn clean_tops(&mut self) {
-        while let Some(&(key, seq)) = self.future.peek() {
-            if self.live_future(key as u32, seq) {
+        while let Some(&(_, de, seq)) = self.future.peek() {
+            if self.live_future(de as u32, seq) {
                 break;
             }
             self.future.pop();
@@ -220,7 +220,7 @@ impl NextUseOrder {
         const SLACK: usize = 1024;
         if self.future.len() > 2 * self.in_future + SLACK {
             let mut f = std::mem::take(&mut self.future);
-            f.retain(|&(key, seq)| self.live_future(key as u32, seq));
+            f.retain(|&(_, de, seq)| self.live_future(de as u32, seq));
             self.future = f;
         }
         if self.future_min.len() > 2 * self.in_future + SLACK {
@@ -277,7 +277,8 @@ impl NextUseOrder {
     fn link(&mut self, e: EntryId) {
         let i = e as usize;
         let seq = self.order[i];
-        self.future.push((self.future_key(i), seq));
+        let (k, de) = self.future_key(i);
+        self.future.push((k, de, seq));
         if self.ranking == Ranking::NextUse {
             self.future_min.push(Reverse((bits(self.key[i]), seq, e)));
         }
@@ -447,10 +448,7 @@ impl NextUseOrder {
     /// overdue one, whichever is later. The tops must be clean (`clean_tops`).
     #[inline]
     fn predicted_victim(&self, now: f64) -> Option<EntryId> {
-        let far = self
-            .future
-            .peek()
-            .map(|&(key, _)| ((key >> 64) as u64, key as u32));
+        let far = self.future.peek().map(|&(k, de, _)| (k, de as u32));
         let idle = self.overdue.peek().map(|&Reverse((_, e))| e);
         match (far, idle) {
             (None, None) => None,
@@ -477,9 +475,9 @@ impl NextUseOrder {
         // live items per entry: exactly one in each set its state names, with its current key
         let n = self.state.len();
         let (mut far, mut by_time, mut idle) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
-        for &(key, seq) in self.future.iter() {
-            let e = key as u32;
-            if self.live_future(e, seq) && key == self.future_key(e as usize) {
+        for &(k, de, seq) in self.future.iter() {
+            let e = de as u32;
+            if self.live_future(e, seq) && (k, de) == self.future_key(e as usize) {
                 far[e as usize] += 1;
             }
         }
