@@ -39,8 +39,14 @@ impl<T: Ord + Copy> QuadHeap<T> {
 
     #[inline]
     pub fn push(&mut self, x: T) {
-        let mut i = self.data.len();
+        let i = self.data.len();
         self.data.push(x);
+        self.sift_up(i, x);
+    }
+
+    /// Put `x` in the hole at `i` and move it up to its place.
+    #[inline]
+    fn sift_up(&mut self, mut i: usize, x: T) {
         while i > 0 {
             let parent = (i - 1) / ARITY;
             if self.data[parent] >= x {
@@ -80,15 +86,7 @@ impl<T: Ord + Copy> QuadHeap<T> {
             self.data[i] = self.data[best];
             i = best;
         }
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            if self.data[parent] >= x {
-                break;
-            }
-            self.data[i] = self.data[parent];
-            i = parent;
-        }
-        self.data[i] = x;
+        self.sift_up(i, x);
     }
 
     /// Put `x` in the hole at `i` and move it down to its place.
