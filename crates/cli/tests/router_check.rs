@@ -11,21 +11,44 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-fn check(policy: &str) -> (u64, u64) {
+/// What the script recorded for one router: its fixture directory, the real router's worker
+/// order, each request's real replica (URL) and the script's figures.
+struct Recorded {
+    dir: std::path::PathBuf,
+    order: Vec<String>,
+    actual: HashMap<String, String>,
+    golden: Value,
+}
+
+fn recorded(policy: &str) -> Recorded {
     let dir = common::fixture(&format!("router_check/{policy}"));
-    let order: Vec<String> = std::fs::read_to_string(dir.join("worker_order.txt"))
+    let order = std::fs::read_to_string(dir.join("worker_order.txt"))
         .unwrap()
         .trim()
         .split(',')
         .map(String::from)
         .collect();
-    let actual: HashMap<String, String> =
+    let actual =
         serde_json::from_str(&std::fs::read_to_string(dir.join("actual.json")).unwrap()).unwrap();
-    let golden: Value = serde_json::from_str(
+    let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixture("router_check/summary.json")).unwrap(),
     )
     .unwrap();
-    let golden = &golden[policy];
+    Recorded {
+        dir,
+        order,
+        actual,
+        golden: summary[policy].clone(),
+    }
+}
+
+fn check(policy: &str) -> (u64, u64) {
+    let Recorded {
+        dir,
+        order,
+        actual,
+        golden,
+    } = recorded(policy);
     let tmp = tempfile::tempdir().unwrap();
     let per = tmp.path().join("per.jsonl");
     let mut cmd = common::bin();
@@ -101,21 +124,12 @@ fn line_id(line: &str) -> Option<&str> {
 fn simulate_merges_the_replicas_logs_itself_and_reports_the_real_assignment() {
     use std::io::{Read, Write};
     for policy in ["round_robin", "consistent_hash", "cache_aware"] {
-        let dir = common::fixture(&format!("router_check/{policy}"));
-        let order: Vec<String> = std::fs::read_to_string(dir.join("worker_order.txt"))
-            .unwrap()
-            .trim()
-            .split(',')
-            .map(String::from)
-            .collect();
-        let actual: HashMap<String, String> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("actual.json")).unwrap())
-                .unwrap();
-        let golden: Value = serde_json::from_str(
-            &std::fs::read_to_string(common::fixture("router_check/summary.json")).unwrap(),
-        )
-        .unwrap();
-        let golden = &golden[policy];
+        let Recorded {
+            dir,
+            order,
+            actual,
+            golden,
+        } = recorded(policy);
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::fs::File::open(dir.join("merged.log.gz")).unwrap())
             .read_to_string(&mut text)
