@@ -702,6 +702,16 @@ impl TraceTier<'_, '_> {
         (g + done).min(o.saturating_sub(1))
     }
 
+    /// Remove the running request `j` (it finished) from the running list.
+    fn take_running(&mut self, j: usize) -> Running {
+        let i = self
+            .running
+            .iter()
+            .position(|r| r.req == j)
+            .expect("running");
+        self.running.remove(i)
+    }
+
     /// A step starts at `now` for the running request `j`: its full blocks are hashed and,
     /// when its next token needs one, a block is allocated; false if that preempted.
     fn grow(&mut self, j: usize, now: f64) -> bool {
@@ -985,12 +995,7 @@ impl TraceTier<'_, '_> {
                     }
                 }
                 EventKind::Finish if self.delays_free() => {
-                    let i = self
-                        .running
-                        .iter()
-                        .position(|r| r.req == e.req)
-                        .expect("running");
-                    let run = self.running.remove(i);
+                    let run = self.take_running(e.req);
                     let (j, finish, held) = (run.req, run.finish, run.slots.len());
                     let slots = self.hash_final(run);
                     // blocks taken at the finish (a request that could not grow) are held too
@@ -1013,12 +1018,7 @@ impl TraceTier<'_, '_> {
                     admit = true;
                 }
                 EventKind::Finish => {
-                    let i = self
-                        .running
-                        .iter()
-                        .position(|r| r.req == e.req)
-                        .expect("running");
-                    let run = self.running.remove(i);
+                    let run = self.take_running(e.req);
                     self.in_use -= run.slots.len() as u64;
                     let served = self.end(run);
                     serve(served);
