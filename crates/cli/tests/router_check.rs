@@ -242,7 +242,8 @@ fn simulate_fleet(
     common::assert_ok(&out);
 }
 
-/// `--replica-logs DIR` names what is missing: no STEM.replicaK.log, or a gap in K.
+/// `--replica-logs DIR` names what is wrong: no STEM.replicaK.log, a gap in K, or a count
+/// that is not `--replicas`.
 #[test]
 fn a_replica_log_directory_names_what_it_lacks() {
     let tmp = tempfile::tempdir().unwrap();
@@ -272,6 +273,14 @@ fn a_replica_log_directory_names_what_it_lacks() {
     std::fs::copy(repo_log(), tmp.path().join("point.replica2.log")).unwrap();
     let err = run();
     assert!(err.contains("point.replica1.log is missing"), "{err}");
+    // four logs for three replicas: refused before any is read
+    std::fs::copy(repo_log(), tmp.path().join("point.replica1.log")).unwrap();
+    std::fs::copy(repo_log(), tmp.path().join("point.replica3.log")).unwrap();
+    let err = run();
+    assert!(
+        err.contains("--replicas 3 with 4 replica logs") && err.contains("one log per replica"),
+        "{err}"
+    );
 }
 
 fn repo_log() -> std::path::PathBuf {

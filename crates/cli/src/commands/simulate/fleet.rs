@@ -24,6 +24,13 @@ pub(super) fn read_logs(args: &SimulateArgs) -> anyhow::Result<super::Input> {
     let opts = args.input.read_options();
     let mut parts = Vec::new();
     let others = replica_logs(args)?;
+    let logs = 1 + others.len();
+    if let Some(replicas) = args.replicas.filter(|&n| n != logs) {
+        anyhow::bail!(
+            "--replicas {replicas} with {logs} replica logs (--input-file and --replica-logs): \
+             give one log per replica"
+        );
+    }
     let paths = std::iter::once(&args.input.input_file).chain(&others);
     for (k, path) in paths.enumerate() {
         let what = || format!("replica {k}'s log {}", path.display());
@@ -158,15 +165,6 @@ pub(crate) fn run(
         )),
         None => None,
     };
-    if actual.is_some() {
-        let logs = 1 + replica_logs(args)?.len();
-        if logs != replicas {
-            anyhow::bail!(
-                "--replicas {replicas} with {logs} replica logs (--input-file and --replica-logs): \
-                 give one log per replica"
-            );
-        }
-    }
     let mut results: Vec<ClusterResult> = Vec::new();
     let mut agreements: Vec<serde_json::Value> = Vec::new();
     for cfg in configs {
