@@ -94,8 +94,13 @@ pub fn merge(parts: Vec<(Trace, f64)>) -> Result<FleetTrace, String> {
         .all(|(t, _)| t.requests.iter().all(|r| bench_index(&r.id).is_some()));
     // (time, client index, replica, position)
     let mut order: Vec<(f64, u64, usize, usize)> = Vec::new();
+    // each log's first request time on its own clock
+    let t0s: Vec<f64> = parts
+        .iter()
+        .map(|(t, _)| t.requests.first().map_or(0.0, |r| r.timestamp))
+        .collect();
     for (k, (t, first)) in parts.iter().enumerate() {
-        let t0 = t.requests.first().map_or(0.0, |r| r.timestamp);
+        let t0 = t0s[k];
         for (i, r) in t.requests.iter().enumerate() {
             let at = first - origin + (r.timestamp - t0);
             let index = if with_index {
@@ -155,7 +160,14 @@ pub fn merge(parts: Vec<(Trace, f64)>) -> Result<FleetTrace, String> {
         merged.requests.push(r);
         actual.push(k);
     }
-    for (k, (t, _)) in parts.into_iter().enumerate() {
+    for (k, (t, first)) in parts.into_iter().enumerate() {
+        // vLLM's `Finished sending KV transfer` times (LMCache's mp connector), on the one clock
+        let t0 = t0s[k];
+        merged.kv_sent_s.extend(
+            t.kv_sent_s
+                .into_iter()
+                .map(|(id, s)| (id, first - origin + (s - t0))),
+        );
         merged
             .notes
             .extend(t.notes.into_iter().map(|n| format!("replica {k}: {n}")));
@@ -220,8 +232,10 @@ mod tests {
     #[test]
     fn logs_merge_on_one_clock_and_same_second_requests_by_the_clients_index() {
         // replica 0 started 2 s after replica 1; both logged whole seconds
-        let a = trace(vec![req("cmpl-bench-1-3", 0.0), req("cmpl-bench-1-5", 1.0)]);
+        let mut a = trace(vec![req("cmpl-bench-1-3", 0.0), req("cmpl-bench-1-5", 1.0)]);
         let b = trace(vec![req("cmpl-bench-1-0", 0.0), req("cmpl-bench-1-4", 2.0)]);
+        // vLLM's `Finished sending KV transfer` time of 1-5, on replica 0's clock
+        a.kv_sent_s.insert("cmpl-bench-1-5".into(), 1.75);
         let f = merge(vec![(a, 102.0), (b, 100.0)]).unwrap();
         let ids: Vec<&str> = f.trace.requests.iter().map(|r| r.id.as_str()).collect();
         // 1-3 and 1-4 share second 102: the client's index orders them
@@ -238,6 +252,8 @@ mod tests {
         let ts: Vec<f64> = f.trace.requests.iter().map(|r| r.timestamp).collect();
         assert_eq!(ts, [0.0, 2.0, 2.0, 3.0]);
         assert_eq!(f.trace.requests[3].finish_time, Some(3.5));
+        // moved with its request (1.0 -> 3.0)
+        assert_eq!(f.trace.kv_sent_s.get("cmpl-bench-1-5"), Some(&3.75));
         // hashed ids are refused
         let mut h = trace(vec![req("x", 0.0)]);
         h.requests[0].content = Content::Hashed(inferencelab_trace::HashedTokens {
