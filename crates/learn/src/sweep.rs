@@ -114,6 +114,8 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         // not drawn (kept every seed's other draws): the defaults
         infer_conversations: false,
         reuse_model_for_conversations: true,
+        gap_by_turn: false,
+        served_time: false,
     }
 }
 

@@ -78,6 +78,8 @@ const PRIOR_NEW: f64 = 0.02;
 /// Use counts and turn counts are bucketed up to this for the continuation rates.
 const MAX_BUCKET: usize = 63;
 const NONE: u32 = u32::MAX;
+/// Turns are bucketed up to this for the per-turn gap (later turns share the last bucket).
+const TURN_BUCKETS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct ObjState {
@@ -189,6 +191,9 @@ pub struct Snapshot {
     /// Learned online: the share of requests of this type whose conversation had another (NaN
     /// without a type or conversations).
     pub p_kind: f64,
+    /// `ln(1 + typical gap from a conversation's `conv_requests`-th request to its next)`,
+    /// learned online per turn (NaN without conversations or before any such gap).
+    pub log_turn_gap: f64,
 }
 
 impl Snapshot {
@@ -242,6 +247,8 @@ pub struct Tracker {
     kind_gap: Vec<LogPrior>,
     kind_requests: Vec<u64>,
     kind_continued: Vec<u64>,
+    /// typical gap from a conversation's `k`-th request to its next (per turn)
+    turn_gap: [LogPrior; TURN_BUCKETS],
     /// keep the decayed counters (`lightgbm` reads them, `conversation_aware` does not)
     pub with_counters: bool,
     /// latest trace time seen
@@ -263,6 +270,7 @@ impl Default for Tracker {
             kind_gap: Vec::new(),
             kind_requests: Vec::new(),
             kind_continued: Vec::new(),
+            turn_gap: [LogPrior::new(); TURN_BUCKETS],
             with_counters: true,
             now: 0.0,
         }
@@ -350,6 +358,7 @@ impl Tracker {
                 .log_value(),
             log_kind_gap: f64::NAN,
             p_kind: f64::NAN,
+            log_turn_gap: f64::NAN,
         };
         self.conversation_fields(conv, a.kind, &mut snap);
         snap
@@ -395,6 +404,11 @@ impl Tracker {
         s.conv_since_prev = conv_since_prev;
         s.p_continue = p_continue;
         s.log_conv_gap_prior = self.conv_gap_prior.log_value();
+        s.log_turn_gap = if conv_requests == 0 {
+            f64::NAN
+        } else {
+            self.turn_gap[(conv_requests as usize).min(TURN_BUCKETS - 1)].log_value()
+        };
     }
 
     /// Record request `a.request` of conversation `a.conversation` (not `u64::MAX`) and fill
@@ -458,6 +472,8 @@ impl Tracker {
                     c.gap_ewma + EWMA_NEW * (gap - c.gap_ewma)
                 };
                 self.conv_gap_prior.add_log(gap.ln_1p());
+                // the gap that followed the conversation's `requests`-th request
+                self.turn_gap[(c.requests as usize).min(TURN_BUCKETS - 1)].add_log(gap.ln_1p());
             }
             c.prev_ts = c.last_ts;
             c.last_ts = a.timestamp;

@@ -92,6 +92,18 @@ pub struct ScorerConfig {
     /// the predictions stay those made without a conversation). Off by default
     /// (docs/policies.md: the judge did not keep it within half a point of LRU everywhere).
     pub infer_conversations: bool,
+    /// A block of a conversation is predicted from the typical gap that followed requests of
+    /// its conversation's turn (learned online per turn; issue 17's diagnosis: on Mooncake later
+    /// turns come back much sooner), not from its own last reuse gap nor the population's
+    /// typical reuse gap (reuses inside bursts, which make every prediction overdue). Off by
+    /// default (docs/policies.md, "Predictions by turn").
+    pub gap_by_turn: bool,
+    /// A reference happens when the engine serves it, not when its request arrived: its time
+    /// is the later of the two (the latest time the policy was told, `on_time`), for the
+    /// statistics and the predictions alike. Under a backlog (the protocol's Mooncake cells:
+    /// admitted a median 900-3,500 s after arrival) predictions made from arrival times have all
+    /// passed when the engine evicts, so the order is LRU's whatever they say. Off by default.
+    pub served_time: bool,
 }
 
 impl Default for ScorerConfig {
@@ -111,6 +123,8 @@ impl Default for ScorerConfig {
             ranking: Ranking::NextUse,
             adaptive: true,
             infer_conversations: false,
+            gap_by_turn: false,
+            served_time: false,
         }
     }
 }
@@ -146,6 +160,9 @@ impl ScorerConfig {
     fn reference_gap(&self, s: &Snapshot, exp_m1: &mut impl FnMut(usize, f64) -> f64) -> f64 {
         let conv = self.use_conversation && s.conv_requests > 0;
         let mut g_ref = f64::INFINITY;
+        if conv && self.gap_by_turn && s.log_turn_gap.is_finite() {
+            return exp_m1(0, s.log_turn_gap).max(1e-3);
+        }
         if conv {
             let g = if s.conv_gap_ewma.is_finite() {
                 s.conv_gap_ewma
@@ -375,6 +392,16 @@ impl ConversationAware {
 
     #[inline]
     fn touch(&mut self, e: EntryId, a: &Access) {
+        let served;
+        let a = if self.config.served_time && self.stats.now > a.timestamp {
+            served = Access {
+                timestamp: self.stats.now,
+                ..*a
+            };
+            &served
+        } else {
+            a
+        };
         let s = self.stats.observe(a);
         let next = a.timestamp + self.predicted_gap(&s);
         self.order.touch(e, next, a.timestamp, a.depth);
@@ -570,6 +597,63 @@ mod tests {
         }
         // the conversation made a difference (its gap, not the blocks' typical reuse gap)
         assert_ne!(with_ids[3].1, without[3].1);
+    }
+
+    #[test]
+    fn gap_by_turn_predicts_the_gap_after_requests_of_the_turn() {
+        let mut tracker = Tracker::without_counters();
+        let a = |obj: u32, t: f64, request: u32, conversation: u64| Access {
+            timestamp: t,
+            request,
+            conversation,
+            ..Access::at(obj, request as u64)
+        };
+        // conversation 1: its first request is followed after 100 s, its second after 2 s
+        for (obj, t, req) in [(1, 0.0, 0), (2, 100.0, 1), (3, 102.0, 2)] {
+            tracker.observe(&a(obj, t, req, 1));
+        }
+        let by_turn = ScorerConfig {
+            gap_by_turn: true,
+            w_probability: 0.0,
+            ..Default::default()
+        };
+        // conversation 2's first and second requests: the gaps that followed those turns
+        let first = tracker.observe(&a(4, 200.0, 3, 2));
+        assert!((by_turn.predicted_gap(&first) - 100.0).abs() < 1e-9);
+        let second = tracker.observe(&a(5, 300.0, 4, 2));
+        assert!((by_turn.predicted_gap(&second) - 2.0).abs() < 1e-9);
+        // a turn no conversation has gone past yet: the conversation's own gap, as without
+        let third = tracker.observe(&a(6, 301.0, 5, 2));
+        let without = ScorerConfig {
+            gap_by_turn: false,
+            ..by_turn.clone()
+        };
+        assert_eq!(by_turn.predicted_gap(&third), without.predicted_gap(&third));
+    }
+
+    #[test]
+    fn served_time_counts_a_reference_from_the_engine_s_clock() {
+        use crate::policy::api::EvictionPolicy;
+        let run = |served_time: bool| {
+            let mut p = ConversationAware::new(&ScorerConfig {
+                served_time,
+                ..Default::default()
+            });
+            // the engine is at 50 s when it serves a request that arrived at 10 s
+            p.on_time(50.0);
+            let a = Access {
+                timestamp: 10.0,
+                ..Access::at(7, 0)
+            };
+            p.on_insert(0, &a);
+            p.predicted_next_use(0)
+        };
+        let (arrival, served) = (run(false), run(true));
+        assert!(arrival < 50.0, "predicted from the arrival: {arrival}");
+        assert!(
+            (served - 50.0 - (arrival - 10.0)).abs() < 1e-9,
+            "{served} vs {arrival}"
+        );
     }
 
     #[test]
