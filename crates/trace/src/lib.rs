@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hash;
 pub mod input;
+pub mod lmcache_log;
 pub mod model;
 pub mod readers;
 pub mod rng;

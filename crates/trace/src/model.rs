@@ -163,6 +163,12 @@ pub struct Trace {
     /// request's blocks, seconds on the requests' clock, by request id. Empty for every other
     /// input.
     pub kv_sent_s: std::collections::HashMap<String, f64>,
+    /// vLLM logs: the wall-clock stamp of time 0 (the earliest request's first line), to put
+    /// other logs of the same run on the requests' clock ([`crate::lmcache_log`]).
+    pub clock_origin: Option<crate::lmcache_log::MonthDayTime>,
+    /// `simulate --lmcache-log`: the ticks of LMCache's L1 eviction loop that evicted, seconds
+    /// on the requests' clock, as the server logged them. Empty: not known.
+    pub lmcache_evicting_ticks_s: Vec<f64>,
     /// Bytes read from the input's files or pipe, as stored (compressed for `.gz`/`.zst`);
     /// 0 when the trace was not read by [`crate::read_trace`].
     pub input_bytes: u64,

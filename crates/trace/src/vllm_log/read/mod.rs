@@ -1186,6 +1186,9 @@ fn build(path: &Path, trace: &mut Trace, c: Collected, lmcache_lines: usize) -> 
         .min()
         .unwrap_or(0);
     let secs = |t: i128| (t - base) as f64 / NS as f64;
+    if !logged.is_empty() {
+        trace.clock_origin = Some(crate::lmcache_log::MonthDayTime::from_unix_ns(base));
+    }
     let mut max_tokens_used = 0usize;
     let mut requests = Vec::with_capacity(logged.len());
     // (prompt chars, tokens) per request, aligned with `requests`, for truncation detection.
