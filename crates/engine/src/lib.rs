@@ -8,6 +8,6 @@ pub mod pool;
 pub mod vllm;
 
 pub use lmcache::{Bound, ChunkSource, Connector, LmcacheTier, Lookup, Retrieved};
-pub use lmcache_mp::{LmcacheMode, MpCounters, MpEviction};
+pub use lmcache_mp::{LmcacheMode, LoggedLoop, MpCounters, MpEviction};
 pub use pool::{KvPool, Slot};
 pub use vllm::{KvConnector, NoConnector, Scheduler, SchedulerConfig, SeqState, StepPlan};

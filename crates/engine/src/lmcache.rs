@@ -21,7 +21,7 @@
 
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
 
-use crate::lmcache_mp::{LmcacheMode, MpCounters, LOOP_PERIOD_S, LOOP_PHASE_S};
+use crate::lmcache_mp::{LmcacheMode, LoggedLoop, MpCounters, LOOP_PERIOD_S, LOOP_PHASE_S};
 use crate::pool::MakeAccess;
 
 /// What one lookup found.
@@ -320,6 +320,11 @@ pub struct Connector<P> {
     /// Multi-process mode: when the eviction loop ticks next, in the caller's seconds (`None`
     /// until the first [`advance_to`](Connector::advance_to)).
     mp_next_tick_s: Option<f64>,
+    /// Multi-process mode: the loop's ticks from LMCache's own log instead of the assumed
+    /// phase and period ([`with_logged_loop`](Connector::with_logged_loop)).
+    mp_loop: Option<LoggedLoop>,
+    /// With [`mp_loop`](Connector::mp_loop): the number of the loop's next tick.
+    mp_next_k: Option<i64>,
 }
 
 impl<P: EvictionPolicy> Connector<P> {
@@ -331,7 +336,17 @@ impl<P: EvictionPolicy> Connector<P> {
             mode: LmcacheMode::InProcess,
             mp: MpCounters::default(),
             mp_next_tick_s: None,
+            mp_loop: None,
+            mp_next_k: None,
         }
+    }
+
+    /// Multi-process mode: LMCache's eviction loop ticks when its log says
+    /// ([`LoggedLoop`]) instead of [`LOOP_PERIOD_S`] apart from [`LOOP_PHASE_S`] after the
+    /// first event. `None`: the assumed clock.
+    pub fn with_logged_loop(mut self, ticks: Option<LoggedLoop>) -> Self {
+        self.mp_loop = ticks;
+        self
     }
 
     /// The clock reached `now_s` (seconds, any origin, never going back): in multi-process mode
@@ -342,6 +357,22 @@ impl<P: EvictionPolicy> Connector<P> {
         let LmcacheMode::Mp(eviction) = self.mode else {
             return;
         };
+        if let Some(ticks) = &self.mp_loop {
+            // the loop's ticks before the first event found an empty L1
+            let k = self
+                .mp_next_k
+                .get_or_insert_with(|| ticks.first_after(now_s));
+            while ticks.time(*k) <= now_s {
+                if self.tier.evict_tick_mp(eviction) {
+                    self.mp.eviction_passes += 1;
+                    *k += 1;
+                } else {
+                    // below the watermark nothing changes until the next event
+                    *k = ticks.first_after(now_s);
+                }
+            }
+            return;
+        }
         let next = self.mp_next_tick_s.get_or_insert(now_s + LOOP_PHASE_S);
         while *next <= now_s {
             if self.tier.evict_tick_mp(eviction) {
@@ -369,6 +400,9 @@ impl<P: EvictionPolicy> Connector<P> {
             self.mp.eviction_passes += 1;
             if let Some(t) = self.mp_next_tick_s.as_mut() {
                 *t += LOOP_PERIOD_S;
+            }
+            if let Some(k) = self.mp_next_k.as_mut() {
+                *k += 1;
             }
         }
     }
@@ -756,5 +790,37 @@ mod tests {
         c.settle();
         assert_eq!((c.tier.cpu.len(), c.mp.eviction_passes), (7, 4));
         c.tier.cpu.validate().unwrap();
+    }
+
+    #[test]
+    fn a_logged_loop_ticks_at_the_logged_times_and_between_them() {
+        use crate::lmcache_mp::{LoggedLoop, MpEviction};
+        let src = Prompts(vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]]);
+        // L1 of 10 chunks: 8 held after two requests (0.8); the logged ticks at 0.05 and 2.07
+        // (an unlogged one at 1.06 between them)
+        let run = |ticks: Option<LoggedLoop>, then: f64| {
+            let mut c = Connector::new(tier(10, None, PolicyConfig::Lru))
+                .with_mode(LmcacheMode::Mp(MpEviction::default()))
+                .with_logged_loop(ticks);
+            serve_at(&mut c, &src, 0, 0.0);
+            serve_at(&mut c, &src, 1, 0.01);
+            serve_at(&mut c, &src, 2, 0.45);
+            c.advance_to(then);
+            (c.tier.cpu.evictions, c.tier.cpu.len())
+        };
+        let logged = || LoggedLoop::new(&[0.05, 2.07]);
+        // the assumed loop ticks at 0.5 s: the store at 0.45 s finds 8 held, 2 free: 10 held
+        assert_eq!(run(None, 0.45), (0, 10));
+        // the logged one ticked at 0.05 s: int(8 x 0.2) = 1 evicted before the store
+        assert_eq!(run(logged(), 0.45), (1, 9));
+        // the unlogged tick at 1.06 s finds 9 held (0.9): one more; the one at 2.07 8 (0.8): one
+        assert_eq!(run(logged(), 1.2), (2, 8));
+        assert_eq!(run(logged(), 2.07), (3, 7));
+        // the first event's time: ticks before it are not run (L1 was empty)
+        let mut c = Connector::new(tier(10, None, PolicyConfig::Lru))
+            .with_mode(LmcacheMode::Mp(MpEviction::default()))
+            .with_logged_loop(logged());
+        c.advance_to(50.0);
+        assert_eq!(c.mp.eviction_passes, 0);
     }
 }

@@ -55,6 +55,100 @@ pub const LOOP_PERIOD_S: f64 = 1.0;
 /// module comment: the phase is unknown; half a period).
 pub const LOOP_PHASE_S: f64 = 0.5;
 
+/// The longest gap between two logged ticks whose count of periods is read with
+/// [`LOOP_PERIOD_S`] (a period drifts 0.4 to 1.8 ms from it: under 0.2 s over this gap); longer
+/// gaps are counted with the mean period of these ([`LoggedLoop::new`]).
+const SHORT_GAP_S: f64 = 100.0;
+
+/// LMCache's eviction loop as its own log shows it (`simulate --lmcache-log`,
+/// `inferencelab_trace::lmcache_log`): the ticks that evicted at their logged times; between two
+/// of them, the whole number of periods nearest their gap, evenly spaced (the ticks that found
+/// L1 below the watermark are not logged); before the first and after the last, the mean period
+/// of the logged ones (or [`LOOP_PERIOD_S`] when one tick was logged). Ticks are numbered, 0 the
+/// first logged one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedLoop {
+    /// The logged ticks, seconds on the requests' clock, increasing.
+    at: Vec<f64>,
+    /// Each logged tick's number.
+    k: Vec<i64>,
+    /// Seconds between two ticks before the first logged one and after the last.
+    period: f64,
+}
+
+impl LoggedLoop {
+    /// The loop through `ticks` (seconds on the requests' clock, any order; equal ones are one
+    /// tick). `None` without a finite tick.
+    pub fn new(ticks: &[f64]) -> Option<Self> {
+        let mut at: Vec<f64> = ticks.iter().copied().filter(|t| t.is_finite()).collect();
+        at.sort_by(f64::total_cmp);
+        at.dedup();
+        if at.is_empty() {
+            return None;
+        }
+        let gaps: Vec<f64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        // the period from the short gaps, whose count of periods 1 s tells without doubt
+        let (sum, n) = gaps
+            .iter()
+            .filter(|&&g| g <= SHORT_GAP_S)
+            .fold((0.0, 0i64), |(s, n), &g| {
+                (s + g, n + (g / LOOP_PERIOD_S).round().max(1.0) as i64)
+            });
+        let short = if n > 0 { sum / n as f64 } else { LOOP_PERIOD_S };
+        let mut k = vec![0i64];
+        for g in &gaps {
+            let last = *k.last().unwrap();
+            k.push(last + (g / short).round().max(1.0) as i64);
+        }
+        let periods = *k.last().unwrap();
+        let period = if periods > 0 {
+            (at[at.len() - 1] - at[0]) / periods as f64
+        } else {
+            LOOP_PERIOD_S
+        };
+        Some(LoggedLoop { at, k, period })
+    }
+
+    /// The mean period (seconds), the one used before the first logged tick and after the last.
+    pub fn period(&self) -> f64 {
+        self.period
+    }
+
+    /// The logged ticks (seconds on the requests' clock, increasing).
+    pub fn logged(&self) -> &[f64] {
+        &self.at
+    }
+
+    /// When tick `k` comes.
+    pub fn time(&self, k: i64) -> f64 {
+        let last = self.at.len() - 1;
+        if k <= 0 {
+            return self.at[0] + k as f64 * self.period;
+        }
+        if k >= self.k[last] {
+            return self.at[last] + (k - self.k[last]) as f64 * self.period;
+        }
+        // the logged tick at or before k, and the next
+        let i = self.k.partition_point(|&x| x <= k) - 1;
+        let (a, b) = (self.at[i], self.at[i + 1]);
+        let (ka, kb) = (self.k[i], self.k[i + 1]);
+        a + (b - a) * (k - ka) as f64 / (kb - ka) as f64
+    }
+
+    /// The first tick after `t` (strictly).
+    pub fn first_after(&self, t: f64) -> i64 {
+        // a guess from the mean period, then the exact step (times increase with k)
+        let mut k = ((t - self.at[0]) / self.period).floor() as i64;
+        while self.time(k) > t {
+            k -= 1;
+        }
+        while self.time(k) <= t {
+            k += 1;
+        }
+        k
+    }
+}
+
 /// The `lmcache server` eviction flags.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MpEviction {
@@ -279,6 +373,36 @@ mod tests {
         t.store_mp(&[99], 0, 1, &acc);
         assert!(t.evict_tick_mp(e));
         assert_eq!(t.cpu.len(), 27);
+    }
+
+    #[test]
+    fn the_logged_loop_interpolates_whole_periods_and_extrapolates_the_mean() {
+        // ticks logged at 10.2, 12.204 (one unlogged tick between) and 15.21 (two between)
+        let l = LoggedLoop::new(&[12.204, 10.2, 15.21]).unwrap();
+        assert_eq!(l.logged(), &[10.2, 12.204, 15.21]);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(l.time(0), 10.2) && near(l.time(2), 12.204) && near(l.time(5), 15.21));
+        assert!(near(l.time(1), 11.202));
+        assert!(near(l.time(3), 13.206) && near(l.time(4), 14.208));
+        // mean period (15.21 - 10.2) / 5 before and after
+        assert!(near(l.period(), 1.002));
+        assert!(near(l.time(-2), 10.2 - 2.004) && near(l.time(7), 15.21 + 2.004));
+        // the first tick strictly after a time
+        assert_eq!(l.first_after(0.0), -10);
+        assert_eq!(l.first_after(10.2), 1);
+        assert_eq!(l.first_after(10.19), 0);
+        assert_eq!(l.first_after(14.3), 5);
+        assert_eq!(l.first_after(100.0), 90);
+        // one tick: 1 s either side; none: no loop
+        let one = LoggedLoop::new(&[3.5]).unwrap();
+        assert!(near(one.time(2), 5.5) && near(one.time(-3), 0.5));
+        assert!(LoggedLoop::new(&[]).is_none());
+        assert!(LoggedLoop::new(&[f64::NAN]).is_none());
+        // a long gap is counted in the short gaps' mean period: 300 gaps of 1.002 s read as 1 s
+        // would be 301 periods; in 1.002 s periods it is 300
+        let l = LoggedLoop::new(&[0.0, 1.002, 2.004, 2.004 + 300.0 * 1.002]).unwrap();
+        assert!(near(l.time(302), 2.004 + 300.0 * 1.002));
+        assert!(near(l.time(3), 3.006));
     }
 
     #[test]

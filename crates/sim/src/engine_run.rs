@@ -150,7 +150,11 @@ impl<'a> Lmcache<'a> {
             config.disk.as_ref().map(|d| build_tier(d, d.capacity)),
         );
         Some(Lmcache {
-            conn: Connector::new(tier).with_mode(config.engine.lmcache_engine_mode()),
+            conn: Connector::new(tier)
+                .with_mode(config.engine.lmcache_engine_mode())
+                .with_logged_loop(inferencelab_engine::LoggedLoop::new(
+                    &prepared.trace.lmcache_evicting_ticks_s,
+                )),
             describe: Describe {
                 trace: prepared.trace,
                 kinds: prepared.kinds(),
