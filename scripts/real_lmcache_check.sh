@@ -46,6 +46,7 @@ VENV=${VENV:-/work/venvs/vllm-cpu-lmcache}
 MODEL_DIR=${MODEL_DIR:-/work/venvs/vllm-cpu-model}
 HEALTH_WAIT_S=${HEALTH_WAIT_S:-900}
 LOG_MS=${LOG_MS:-1}
+LMCACHE_LOG=${LMCACHE_LOG:-1}
 CHUNK_SIZE=256
 BLOCK_SIZE=32
 export LMCACHE_TRACK_USAGE=false DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 PYTHONHASHSEED=0
@@ -172,10 +173,17 @@ simulate_size() {
     # the server's own scheduler limits, as its log states them
     mbt=$(grep -oE "max_num_batched_tokens(=| to )[0-9]+" "$dir/server.log" | head -n1 | grep -oE "[0-9]+$" || true)
     mns=$(grep -oE "max_num_seqs(=| to )[0-9]+" "$dir/server.log" | head -n1 | grep -oE "[0-9]+$" || true)
+    # LMCache's own log times its eviction loop (its evicting ticks); LMCACHE_LOG=0: the assumed
+    # clock (1 s apart from half a second after the first request)
+    local lmc_log=""
+    if [ "$LMCACHE_LOG" = 1 ] && [ -s "$dir/lmcache.log" ]; then
+        lmc_log=$dir/lmcache.log
+    fi
     "$INFERENCELAB" simulate --input-file "$dir/server.log" --model "$MODEL_DIR/config.json" \
         --block-size $BLOCK_SIZE --gpu-blocks "$NUM_GPU_BLOCKS" --chunk-size $CHUNK_SIZE \
         --cpu-cache-gb "$g" --lmcache-mode mp --eviction-policy lru --schedule trace \
         ${mbt:+--max-num-batched-tokens "$mbt"} ${mns:+--max-num-seqs "$mns"} \
+        ${lmc_log:+--lmcache-log "$lmc_log"} \
         --per-request "$dir/per_request.jsonl" --json -q -o "$dir/simulate.json" \
         > "$dir/simulate_stdout.json"
 }

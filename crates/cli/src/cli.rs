@@ -201,6 +201,11 @@ pub struct SimulateArgs {
     /// --lmcache-mode mp: `lmcache server --eviction-ratio` (share of L1's keys a pass evicts).
     #[arg(long, default_value = "0.2", value_parser = unit_interval)]
     pub lmcache_eviction_ratio: f64,
+    /// --lmcache-mode mp with a vLLM log: the same run's `lmcache server` log (plain or .gz).
+    /// Its eviction loop then ticks when that log's `triggering eviction` lines say (and whole
+    /// periods between them) instead of 1 s apart from 0.5 s after the first request.
+    #[arg(long, value_name = "FILE")]
+    pub lmcache_log: Option<PathBuf>,
     /// LMCache lookup-hash logs: keep only the lookups of this model_name (LMCache's
     /// simulator's --model).
     #[arg(long, value_name = "NAME")]

@@ -2,6 +2,7 @@
 //! parallel, print a table (or one JSON document) and write the summary JSON.
 
 mod fleet;
+mod lmcache_log;
 mod lookup;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ struct Input {
 
 /// Read `--input-file` (a trace, a log or an LMCache lookup log), printing the reader's notes.
 fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
+    lmcache_log::check_args(args)?;
     if !args.replica_logs.is_empty() {
         return fleet::read_logs(args);
     }
@@ -78,6 +80,7 @@ fn read_input(args: &SimulateArgs) -> anyhow::Result<Input> {
     args.input.infer(&mut trace);
     let read_seconds = read_started.elapsed().as_secs_f64();
     output::print_read_notes(&trace);
+    lmcache_log::attach(args, &mut trace)?;
     if !trace.has_reuse_info() {
         eprintln!(
             "note: {} carries no prefix-reuse information (lengths and timing only): every \
