@@ -128,6 +128,51 @@ open(f"{out}/variants.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 fi
+# --variants also: issue 17's third-session candidate (docs/policies.md, "Predictions by turn,
+# served time"), chosen on the validation parts by crates/learn/examples/candidate_probe.rs,
+# judged and alone, on every trace; not the defaults unless the table says so
+if [[ " $* " == *" --variants "* ]]; then
+  printf 'served_time: true\ninfer_conversations: true\ngap_by_turn: true\nranking: expected_wait\noverdue_factor: 0.3\nw_probability: 2.0\n' \
+    >"$OUT/turn_served.yaml"
+  printf 'adaptive: false\n' | cat "$OUT/turn_served.yaml" - >"$OUT/turn_served_alone.yaml"
+  for spec in "${TRACES[@]}"; do
+    IFS='|' read -r name path flags <<<"$spec"
+    tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
+    for v in turn_served turn_served_alone; do
+      # shellcheck disable=SC2086
+      $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
+        --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
+    done
+  done
+  python3 - "$OUT" "${TRACES[@]}" <<'PY'
+import re, sys
+out, specs = sys.argv[1], sys.argv[2:]
+def test_rows(path):
+    return {int(f[1]): f for f in (l.split() for l in open(path))
+            if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
+lines = ["| trace | capacity | LRU | Belady | defaults: judged | gap | turn+served: judged | gap | turn+served: alone | gap |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+gaps, worst = [], 0.0
+for spec in specs:
+    name = spec.split("|")[0]
+    tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
+    runs = [test_rows(f"{out}/{tag}.{v}.txt")
+            for v in ("conversation_aware", "turn_served", "turn_served_alone")]
+    for cap in sorted(runs[0]):
+        c = runs[0][cap]
+        v = runs[1][cap]
+        worst = min(worst, float(v[3].rstrip("%")) - float(c[4].rstrip("%")))
+        if v[8] != "-":
+            gaps.append(float(v[8].rstrip("%")))
+        cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
+        lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
+lines.append("")
+lines.append(f"turn+served, judged: mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% over {len(gaps)} cells; "
+             f"worst difference to LRU {worst:+.2f} points.")
+open(f"{out}/variants_turn_served.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+fi
 if [[ " $* " == *" --check-model "* ]]; then
   $B train -i outputs/logs/server_qwen-8b.log --no-retrain -q --output "$OUT/lightgbm_default.txt" \
     >/dev/null 2>&1

@@ -64,6 +64,9 @@ fn main() {
     }
     let mut cands: Vec<(String, ScorerConfig)> = vec![("default".into(), ScorerConfig::default())];
     cands.extend(args.iter().map(|a| parse_candidate(a)));
+    // per candidate: validation gaps closed (cells where Belady beats LRU there), worst
+    // validation difference to LRU (points)
+    let mut summary: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); cands.len()];
     for (tname, path, infer) in TRACES {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == tname)) {
             continue;
@@ -113,6 +116,17 @@ fn main() {
                     gap_closed(f(p), f(lru), f(bel))
                         .map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x))
                 };
+                let sm = &mut summary[j];
+                if let Some(x) = gap_closed(
+                    p.validation.token_hit_ratio(),
+                    lru.validation.token_hit_ratio(),
+                    bel.validation.token_hit_ratio(),
+                ) {
+                    sm.0.push(100.0 * x);
+                }
+                sm.1 = sm.1.min(
+                    100.0 * (p.validation.token_hit_ratio() - lru.validation.token_hit_ratio()),
+                );
                 println!(
                     "  {name:>24}: train {:.2} ({:>7}, {:+.2} pts)  valid {:.2} ({:>7}, {:+.2} pts)",
                     100.0 * p.train.token_hit_ratio(),
@@ -124,6 +138,15 @@ fn main() {
                 );
             }
         }
+    }
+    println!("summary (validation parts): candidate, mean gap closed over cells, worst difference to LRU");
+    for ((name, _), (g, w)) in cands.iter().zip(&summary) {
+        println!(
+            "  {name:>24}: {:6.1}% over {} cells, worst {:+.2} pts",
+            g.iter().sum::<f64>() / g.len().max(1) as f64,
+            g.len(),
+            w
+        );
     }
 }
 
