@@ -24,10 +24,12 @@
 # vLLM logs millisecond stamps through VLLM_LOGGING_CONFIG_PATH, which simulate reads as they are;
 # 0: vLLM's own whole-second stamps, which lose the order of stores and LMCache's eviction ticks
 # within a second; docs/semantics.md, "multi-process", has what each gave). BENCH_ARGS: more
-# bench flags (e.g. "--max-concurrency 1": one request at a time).
+# bench flags (e.g. "--max-concurrency 1": one request at a time). LMCACHE_LOG (1: simulate reads
+# each size's lmcache.log with --lmcache-log, so LMCache's eviction loop ticks when the server
+# logged it, and the table adds the figures without it; 0: the assumed clock only).
 # The table's timing line per size: the vLLM log's stamps, and where in the second LMCache's
-# eviction loop ticked (its "triggering eviction" lines; the loop's phase is not in vLLM's log,
-# simulate assumes half a second after the first request). scripts/lmcache_mp_trace.py traces
+# eviction loop ticked (its "triggering eviction" lines; the loop's phase is not in vLLM's log:
+# simulate takes it from lmcache.log, or assumes half a second after the first request). scripts/lmcache_mp_trace.py traces
 # the server event by event (VENV= its instrumented copy, H24_TRACE=$OUT/trace); `simulate` and
 # the full run then print each trace's replay through our rules under the table.
 set -euo pipefail
@@ -179,20 +181,25 @@ simulate_size() {
     if [ "$LMCACHE_LOG" = 1 ] && [ -s "$dir/lmcache.log" ]; then
         lmc_log=$dir/lmcache.log
     fi
-    "$INFERENCELAB" simulate --input-file "$dir/server.log" --model "$MODEL_DIR/config.json" \
-        --block-size $BLOCK_SIZE --gpu-blocks "$NUM_GPU_BLOCKS" --chunk-size $CHUNK_SIZE \
-        --cpu-cache-gb "$g" --lmcache-mode mp --eviction-policy lru --schedule trace \
-        ${mbt:+--max-num-batched-tokens "$mbt"} ${mns:+--max-num-seqs "$mns"} \
-        ${lmc_log:+--lmcache-log "$lmc_log"} \
-        --per-request "$dir/per_request.jsonl" --json -q -o "$dir/simulate.json" \
-        > "$dir/simulate_stdout.json"
+    local sim=("$INFERENCELAB" simulate --input-file "$dir/server.log" --model "$MODEL_DIR/config.json"
+        --block-size $BLOCK_SIZE --gpu-blocks "$NUM_GPU_BLOCKS" --chunk-size $CHUNK_SIZE
+        --cpu-cache-gb "$g" --lmcache-mode mp --eviction-policy lru --schedule trace
+        ${mbt:+--max-num-batched-tokens "$mbt"} ${mns:+--max-num-seqs "$mns"} --json -q)
+    "${sim[@]}" ${lmc_log:+--lmcache-log "$lmc_log"} \
+        --per-request "$dir/per_request.jsonl" -o "$dir/simulate.json" > "$dir/simulate_stdout.json"
+    # the same without LMCache's log (the loop's assumed clock), for the table's second part
+    rm -f "$dir/per_request_assumed.jsonl" "$dir/simulate_assumed_stdout.json"
+    if [ -n "$lmc_log" ]; then
+        "${sim[@]}" --per-request "$dir/per_request_assumed.jsonl" -o "$dir/simulate_assumed.json" \
+            > "$dir/simulate_assumed_stdout.json"
+    fi
 }
 
 # Real counters (after - before) beside ours; per request, vLLM's cached_tokens (its GPU hit
 # plus what the connector loaded) beside our GPU + LMCache hit.
 compare() {
     python3 - "$OUT" $L1_SIZES_GB <<'EOF'
-import json, re, sys
+import json, os, re, sys
 
 out, sizes = sys.argv[1], sys.argv[2:]
 
@@ -212,12 +219,31 @@ for g in sizes:
     dv = lambda k: int(va.get(k, 0) - vb.get(k, 0))
     dl = lambda k: int(la.get(k, 0) - lb.get(k, 0))
     bench = [json.loads(l) for l in open(f"{d}/bench/requests.jsonl")]
-    ours = {json.loads(l)["request_id"]: json.loads(l) for l in open(f"{d}/per_request.jsonl")}
-    row = json.load(open(f"{d}/simulate_stdout.json"))["results"][0]
-    mp = row.get("lmcache_mp") or {}
     ok = [r for r in bench if r["success"]]
-    exact = sum(1 for r in ok if (o := ours.get(r["response_id"])) is not None
-                and o["gpu_hit_tokens"] + o["cpu_hit_tokens"] == r["cached_tokens"])
+
+    def simulated(per_request, stdout):
+        ours = {json.loads(l)["request_id"]: json.loads(l) for l in open(per_request)}
+        row = json.load(open(stdout))["results"][0]
+        exact = sum(1 for r in ok if (o := ours.get(r["response_id"])) is not None
+                    and o["gpu_hit_tokens"] + o["cpu_hit_tokens"] == r["cached_tokens"])
+        return row, row.get("lmcache_mp") or {}, exact
+
+    def figures(row, mp):
+        return {
+            "prompt_tokens": row["prompt_tokens"],
+            "gpu_hit_tokens": row["gpu_hit_tokens"],
+            "lmcache_hit_tokens": row["cpu_hit_tokens"],
+            "lookup_requested_tokens": mp.get("lookup_requested_tokens"),
+            "lookup_hit_tokens": mp.get("lookup_hit_tokens"),
+            "l1_write_chunks": mp.get("l1_write_chunks"),
+            "l1_evicted_chunks": mp.get("l1_evicted_chunks"),
+            "l1_read_chunks": mp.get("l1_read_chunks"),
+            "refused_stores": mp.get("refused_stores"),
+        }
+
+    row, mp, exact = simulated(f"{d}/per_request.jsonl", f"{d}/simulate_stdout.json")
+    # simulate --lmcache-log ran (LMCache's logged ticks), and the same without it
+    with_log = os.path.exists(f"{d}/simulate_assumed_stdout.json")
     q = dv("vllm:prefix_cache_queries_total")
     rec = {
         "l1_size_gb": float(g), "requests": len(ok), "prompt_tokens": q,
@@ -233,18 +259,9 @@ for g in sizes:
             # all-or-nothing stores LMCache refused (l1_manager.py reserve_write: OUT_OF_MEMORY)
             "refused_stores": sum(1 for l in open(f"{d}/lmcache.log") if "Failed to batched allocate" in l),
         },
-        "ours": {
-            "prompt_tokens": row["prompt_tokens"],
-            "gpu_hit_tokens": row["gpu_hit_tokens"],
-            "lmcache_hit_tokens": row["cpu_hit_tokens"],
-            "lookup_requested_tokens": mp.get("lookup_requested_tokens"),
-            "lookup_hit_tokens": mp.get("lookup_hit_tokens"),
-            "l1_write_chunks": mp.get("l1_write_chunks"),
-            "l1_evicted_chunks": mp.get("l1_evicted_chunks"),
-            "l1_read_chunks": mp.get("l1_read_chunks"),
-            "refused_stores": mp.get("refused_stores"),
-        },
+        "ours": figures(row, mp),
         "exact_requests": exact,
+        "lmcache_log": with_log,
         # the timing the model cannot see: the vLLM log's stamps, and where in the second
         # LMCache's eviction loop ticked when it evicted (its "triggering eviction" lines)
         "timing": {
@@ -256,6 +273,9 @@ for g in sizes:
         },
         "cached_tokens": {r["response_id"]: r["cached_tokens"] for r in ok},
     }
+    if with_log:
+        arow, amp, aexact = simulated(f"{d}/per_request_assumed.jsonl", f"{d}/simulate_assumed_stdout.json")
+        rec["ours_assumed_clock"] = dict(figures(arow, amp), exact_requests=aexact)
     json.dump(rec, open(f"{d}/compare.json", "w"), indent=1)
     rows.append(rec)
 
@@ -276,8 +296,21 @@ for r in rows:
     t = r["timing"]
     ticks = t["lmcache_evicting_ticks_s_past_second"]
     where = f"{len(ticks)} evicting ticks, .{int(ticks[0] * 1000):03d} to .{int(ticks[-1] * 1000):03d} s past the second" if ticks else "no evicting tick"
+    ours = ("ours: at those ticks, whole periods between them (--lmcache-log)" if r["lmcache_log"]
+            else "ours: ticks 1 s apart, the first half a second after the first request")
     print(f"- {r['l1_size_gb']:g} GB timing: vLLM log stamps in {'milliseconds' if t['vllm_log_stamps'] == 'ms' else 'whole seconds'}; "
-          f"LMCache's eviction loop: {where} (ours: ticks 1 s apart, the first half a second after the first request)")
+          f"LMCache's eviction loop: {where} ({ours})")
+assumed = [r for r in rows if "ours_assumed_clock" in r]
+if assumed:
+    print()
+    print("Without --lmcache-log (the loop 1 s apart from half a second after the first request), ours:")
+    print()
+    print("| L1 GB | GPU hits | LMCache hits | lookup hits | L1 writes | evictions | refused stores | requests exact |")
+    print("|---|---|---|---|---|---|---|---:|")
+    for r in assumed:
+        a = r["ours_assumed_clock"]
+        print(f"| {r['l1_size_gb']:g} | {a['gpu_hit_tokens']} | {a['lmcache_hit_tokens']} | {a['lookup_hit_tokens']} "
+              f"| {a['l1_write_chunks']} | {a['l1_evicted_chunks']} | {a['refused_stores']} | {a['exact_requests']} of {r['requests']} |")
 EOF
 }
 
@@ -303,6 +336,10 @@ fixture() {
     for g in $L1_SIZES_GB; do
         grep -E 'request_logger\.py:[0-9]+\]|Running batch with|max_num_batched_tokens|max_num_seqs' \
             "$OUT/l1_$g/server.log" | gzip -9n > "$dest/l1_$g.log.gz"
+        # LMCache's own log: the eviction loop's evicting ticks (simulate --lmcache-log)
+        if [ -s "$OUT/l1_$g/lmcache.log" ]; then
+            { grep -F 'triggering eviction' "$OUT/l1_$g/lmcache.log" || true; } | gzip -9n > "$dest/lmcache_l1_$g.log.gz"
+        fi
         cases+=("$OUT/l1_$g/compare.json")
     done
     local traced=""

@@ -10,7 +10,11 @@
 //! `vllm:{,external_}prefix_cache_hits_total`, LMCache's `lmcache_mp_*`), every request's
 //! `cached_tokens`, and what simulate gave when the fixture was made ("ours").
 //! tests/fixtures/real_lmcache_sequential holds the same for a run with one request at a time
-//! (`BENCH_ARGS="--max-concurrency 1"`, 0.01 and 0.005 GiB).
+//! (`BENCH_ARGS="--max-concurrency 1"`, 0.01 and 0.005 GiB, the stock LMCache), and
+//! tests/fixtures/real_lmcache_logged for a concurrent run of the stock LMCache at 0.01 GiB; both
+//! add LMCache's own log (`lmcache_l1_G.log.gz`, its eviction loop's `triggering eviction`
+//! lines), which `simulate --lmcache-log` reads, and what simulate gave without it
+//! ("ours_assumed_clock").
 //!
 //! Asserted: simulate's figures as recorded (a snapshot: a moved number fails), the issue's bars
 //! where they hold (total hit and LMCache hit within 1 point of the real counters at every size;
@@ -35,6 +39,19 @@ fn fixture_dir() -> PathBuf {
 /// `FIXTURE=real_lmcache_sequential`, 0.01 and 0.005 GiB).
 const SEQUENTIAL: &str = "real_lmcache_sequential";
 
+/// A concurrent replay of the stock LMCache with its log (`FIXTURE=real_lmcache_logged`, 0.01
+/// GiB).
+const LOGGED: &str = "real_lmcache_logged";
+
+/// How simulate times LMCache's eviction loop.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Clock {
+    /// 1 s apart from half a second after the first request (no `--lmcache-log`).
+    Assumed,
+    /// `--lmcache-log` with the fixture's `lmcache_l1_G.log.gz`.
+    Logged,
+}
+
 fn case(dir: &str, gb: f64) -> Value {
     let all: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixture(dir).join("lmcache.json")).unwrap(),
@@ -50,7 +67,7 @@ fn case(dir: &str, gb: f64) -> Value {
 }
 
 /// simulate on one size's log: its result row and per-request GPU + LMCache hits.
-fn simulate(dir: &str, gb: &str) -> (Value, HashMap<String, u64>) {
+fn simulate(dir: &str, gb: &str, clock: Clock) -> (Value, HashMap<String, u64>) {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("server.log");
     let mut text = String::new();
@@ -78,6 +95,11 @@ fn simulate(dir: &str, gb: &str) -> (Value, HashMap<String, u64>) {
         .args(["--eviction-policy", "lru", "--schedule", "trace"])
         // the server's limits, as its log states them
         .args(["--max-num-batched-tokens", "2048", "--max-num-seqs", "128"]);
+    if clock == Clock::Logged {
+        // read as it is stored (gzipped)
+        cmd.arg("--lmcache-log")
+            .arg(common::fixture(dir).join(format!("lmcache_l1_{gb}.log.gz")));
+    }
     let (v, rows) = common::simulate_per_request(cmd);
     (v["results"][0].clone(), common::hits_by_request(&rows))
 }
@@ -94,12 +116,12 @@ struct Check {
 }
 
 fn check(gb: &str) -> Check {
-    check_in("real_lmcache", gb)
+    check_in("real_lmcache", gb, Clock::Assumed)
 }
 
-fn check_in(dir: &str, gb: &str) -> Check {
+fn check_in(dir: &str, gb: &str, clock: Clock) -> Check {
     let c = case(dir, gb.parse().unwrap());
-    let (row, hits) = simulate(dir, gb);
+    let (row, hits) = simulate(dir, gb, clock);
     let mp = &row["lmcache_mp"];
     let r = &c["real"];
     let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
@@ -117,8 +139,20 @@ fn check_in(dir: &str, gb: &str) -> Check {
         u(mp, "l1_write_chunks"),
         u(mp, "l1_evicted_chunks"),
     ];
-    // the snapshot: what simulate gave when the fixture was made
-    let o = &c["ours"];
+    // the snapshot: what simulate gave when the fixture was made ("ours": with LMCache's log when
+    // the fixture has it, then "ours_assumed_clock" without)
+    let logged = c["lmcache_log"].as_bool() == Some(true);
+    let o = match clock {
+        Clock::Logged => {
+            assert!(
+                logged,
+                "{dir} {gb} GB: the fixture was made without LMCache's log"
+            );
+            &c["ours"]
+        }
+        Clock::Assumed if logged => &c["ours_assumed_clock"],
+        Clock::Assumed => &c["ours"],
+    };
     let recorded = [
         u(o, "gpu_hit_tokens"),
         u(o, "lmcache_hit_tokens"),
@@ -126,7 +160,10 @@ fn check_in(dir: &str, gb: &str) -> Check {
         u(o, "l1_write_chunks"),
         u(o, "l1_evicted_chunks"),
     ];
-    assert_eq!(ours, recorded, "{gb} GB: simulate's figures moved");
+    assert_eq!(
+        ours, recorded,
+        "{dir} {gb} GB {clock:?}: simulate's figures moved"
+    );
     let cached = c["cached_tokens"].as_object().unwrap();
     let exact = cached
         .iter()
@@ -209,24 +246,120 @@ fn with_eviction_hits_and_requests_meet_the_bars_and_the_l1_counts_are_off_by_wh
 }
 
 /// The issue's bar "writes and evictions equal where the run is sequential": the same 60
-/// requests one at a time (`--max-concurrency 1`; the instrumented LMCache saw at most one
-/// request open). At 0.01 GiB every count equals LMCache's, writes and evictions included; at
-/// 0.005 GiB writes and refused stores equal and evictions are one apart (89 real, 90 ours:
-/// one tick of LMCache's loop fell before a request's end and ours after it; the replay of
-/// that run's own event order gives 89, docs/semantics.md).
+/// requests one at a time (`--max-concurrency 1`, the stock LMCache, 2026-12-05 02:12). Every
+/// count equals LMCache's at both sizes, writes, evictions and refused stores included, with
+/// LMCache's log timing the eviction loop and (in this run) without it. The copy made before
+/// (an instrumented LMCache, 00:13) had 89 evictions real and 90 ours at 0.005 GiB, one tick
+/// of LMCache's loop between a request's store and its end with ours after the end; its
+/// LMCache log was not kept.
 #[test]
 fn one_request_at_a_time_writes_and_evictions_equal_lmcache() {
-    let c = check_in(SEQUENTIAL, "0.01");
-    assert_eq!(c.real, [55168, 0, 24576, 148, 117]);
+    for clock in [Clock::Logged, Clock::Assumed] {
+        // GPU hits, LMCache hits, lookup hits, writes, evictions
+        let c = check_in(SEQUENTIAL, "0.01", clock);
+        assert_eq!(c.real, [53408, 0, 17408, 176, 149]);
+        assert_eq!(c.ours, c.real, "{clock:?}");
+        assert_eq!(c.refused, [0, 0]);
+        assert_eq!((c.exact, c.requests), (60, 60));
+        assert_eq!(c.prompt_tokens, 69212);
+        let c = check_in(SEQUENTIAL, "0.005", clock);
+        assert_eq!(c.real, [55168, 0, 10752, 114, 98]);
+        assert_eq!(c.ours, c.real, "{clock:?}");
+        assert_eq!(c.refused, [14, 14]);
+        assert_eq!((c.exact, c.requests), (60, 60));
+    }
+}
+
+/// Where the loop's phase decides (a concurrent run of the stock LMCache, 2026-12-05 01:05, 0.01
+/// GiB): LMCache's loop ticked .575 to .592 s past the second, the assumed one ticks half a
+/// second after the first request. With the server's log every count equals LMCache's; without
+/// it ours writes 21 chunks and evicts 21 more, and finds 5,120 fewer lookup hit tokens.
+#[test]
+fn lmcache_s_own_log_puts_the_eviction_loop_where_it_ticked() {
+    let c = check_in(LOGGED, "0.01", Clock::Logged);
+    assert_eq!(c.real, [55168, 0, 36352, 98, 69]);
     assert_eq!(c.ours, c.real);
     assert_eq!(c.refused, [0, 0]);
     assert_eq!((c.exact, c.requests), (60, 60));
-    assert_eq!(c.prompt_tokens, 69212);
-    let c = check_in(SEQUENTIAL, "0.005");
-    assert_eq!(c.real, [55168, 0, 13056, 104, 89]);
-    assert_eq!(c.ours, [55168, 0, 15104, 104, 90]);
-    assert_eq!(c.refused, [15, 15]);
+    let c = check_in(LOGGED, "0.01", Clock::Assumed);
+    assert_eq!(c.ours, [55168, 0, 31232, 119, 90]);
     assert_eq!((c.exact, c.requests), (60, 60));
+}
+
+/// `--lmcache-log`: where the ticks were put (the note names the lines, the seconds after the
+/// first request and vLLM's stamp of it), and the refusals, each naming the fix.
+#[test]
+fn lmcache_log_says_where_the_ticks_went_and_refuses_what_cannot_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unzip = |dir: &str, name: &str| {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(common::fixture(dir).join(name)).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let p = tmp
+            .path()
+            .join(format!("{dir}_{name}").trim_end_matches(".gz"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let log = unzip(SEQUENTIAL, "l1_0.01.log.gz");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let out = Command::new(common::BIN)
+            .arg("simulate")
+            .arg("--input-file")
+            .arg(&log)
+            .arg("--model")
+            .arg(fixture_dir().join("config.json"))
+            .args([
+                "--gpu-blocks",
+                "385",
+                "--block-size",
+                "32",
+                "--cpu-cache-gb",
+                "0.01",
+            ])
+            .args(extra)
+            .arg("-q")
+            .arg("-o")
+            .arg(tmp.path().join("sim.json"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mp = std::ffi::OsStr::new("--lmcache-mode");
+    let flag = std::ffi::OsStr::new("--lmcache-log");
+    let own = unzip(SEQUENTIAL, "lmcache_l1_0.01.log.gz");
+    let (ok, err) = run(&[mp, "mp".as_ref(), flag, own.as_os_str()]);
+    assert!(ok, "{err}");
+    // the first request's first line is stamped 12-05 02:12:30.201; LMCache's first evicting
+    // tick 02:13:56,704
+    assert!(
+        err.contains(
+            "23 evicting ticks (lines 1 to 23), 86.503 to 164.740 s after the first request \
+             (vLLM's 12-05 02:12:30.201)"
+        ),
+        "{err}"
+    );
+    // in-process LMCache has no loop
+    let (ok, err) = run(&[flag, own.as_os_str()]);
+    assert!(!ok && err.contains("add --lmcache-mode mp"), "{err}");
+    // the 0.005 GiB server's log (the next run, two minutes later): no tick near these requests
+    let other = unzip(SEQUENTIAL, "lmcache_l1_0.005.log.gz");
+    let (ok, err) = run(&[mp, "mp".as_ref(), flag, other.as_os_str()]);
+    assert!(
+        !ok && err.contains("none of its 30 evicting ticks (2026-12-05 02:17:40,666")
+            && err.contains("give the LMCache log of the same run"),
+        "{err}"
+    );
+    // vLLM's log is not LMCache's
+    let (ok, err) = run(&[mp, "mp".as_ref(), flag, log.as_os_str()]);
+    assert!(
+        !ok && err.contains("not the log of `lmcache server`"),
+        "{err}"
+    );
 }
 
 /// The issue's trap: this log (a tiny model with o200k token ids) under the default `--model
