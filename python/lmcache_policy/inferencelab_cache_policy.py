@@ -15,8 +15,9 @@ prediction picks the victims only while its shadow's lead in hits is significant
 What LMCache's interface gives a policy: the chunk key (`CacheEngineKey`, a prefix-chained
 chunk hash), hits, puts and evictions, in wall-clock time. So the terms that need a request
 (conversation id, turn, request type, depth in the chain, sharing across conversations) are
-not available here and count as off: `use_conversation`, `use_request_type`, `w_sharing` and
-`w_depth` are ignored (a warning says so when they are set). What remains is the path the
+not available here and count as off: `use_conversation`, `reuse_model_for_conversations`,
+`use_request_type`, `w_sharing`, `w_depth` and `infer_conversations` are ignored (a warning
+says so when the last four are set). What remains is the path the
 simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
 probability that such a block is used again (`w_probability`), all learned online. For the
@@ -49,6 +50,7 @@ DEFAULTS = {
     "use_block_gap": True,
     "use_request_type": False,
     "use_reuse_model": True,
+    "reuse_model_for_conversations": True,
     "w_uses": 0.0,
     "w_sharing": 0.0,
     "w_depth": 0.0,
@@ -56,7 +58,12 @@ DEFAULTS = {
     "overdue_factor": 1.0,
     "ranking": "next_use",
     "adaptive": True,
+    "infer_conversations": False,
 }
+# Keys of the Rust ScorerConfig that need the request (module docs): accepted, so every scorer
+# YAML the simulator reads loads here too (crates/cache/tests/python_policy_keys.rs checks the
+# two key sets are equal), and ignored with a warning when set on.
+REQUEST_TERMS = ("use_request_type", "w_sharing", "w_depth", "infer_conversations")
 # crates/cache/src/learned/shadow.rs EVIDENCE_FILLS, LEAD_STANDARD_ERRORS, MIN_SHADOW_BLOCKS and
 # MIN_SAMPLING_RATE
 EVIDENCE_FILLS = 16.0
@@ -120,7 +127,7 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         )
         self.clock = clock
         # terms that need a request, which LMCache's interface does not give (module docs)
-        self.ignored = [k for k in ("use_request_type", "w_sharing", "w_depth") if self.cfg[k]]
+        self.ignored = [k for k in REQUEST_TERMS if self.cfg[k]]
         if self.ignored:
             import logging
 

@@ -52,6 +52,39 @@ def run(policy, cfg_path):
     return hits, pol
 
 
+def runner_environment():
+    """What the experiment runner does for `cache_policy: conversation_aware` (in-process
+    LMCache; crates/runner/src/experiment/commands.rs): the two files and the bundled scorer in
+    one folder, that folder on PYTHONPATH, LMCACHE_CACHE_POLICY=CONVERSATION_AWARE. A fresh
+    Python (as vLLM's would be) must get the policy from LMCache's own config and factory,
+    with no call to register(): sitecustomize.py does it at start-up."""
+    import shutil
+    import subprocess
+
+    d = Path(tempfile.mkdtemp()) / "lmcache_policy"
+    d.mkdir()
+    for f in ("inferencelab_cache_policy.py", "sitecustomize.py"):
+        shutil.copy(HERE / f, d / f)
+    shutil.copy(REPO / "configs/scorer_default.yaml", d / "scorer.yaml")
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(d),
+        LMCACHE_CACHE_POLICY="CONVERSATION_AWARE",
+        INFERENCELAB_SCORER_CONFIG=str(d / "scorer.yaml"),
+        LMCACHE_TRACK_USAGE="false",
+    )
+    probe = (
+        "from lmcache.v1.config import LMCacheEngineConfig\n"
+        "from lmcache.v1.storage_backend.cache_policy import get_cache_policy\n"
+        "p = get_cache_policy(LMCacheEngineConfig.from_env().cache_policy)\n"
+        "print('POLICY', type(p).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "POLICY ConversationAwareCachePolicy" in out.stdout, (out.stdout, out.stderr[-2000:])
+
+
 def main():
     lec._quiet_lmcache()
     icp.register()
@@ -63,7 +96,11 @@ def main():
     os.environ["INFERENCELAB_SCORER_CONFIG"] = str(REPO / "configs/scorer_default.yaml")
     p = get_cache_policy("conversation_aware")
     assert isinstance(p, icp.ConversationAwareCachePolicy), p
-    assert p.cfg["w_probability"] == 1.0 and p.cfg["adaptive"] is True
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "configs/scorer_default.yaml").read_text())
+    assert p.cfg["w_probability"] == shipped["w_probability"] and p.cfg["adaptive"] is True
+    runner_environment()
     bad = tmp / "bad.yaml"
     bad.write_text("sclae: 1\n")
     try:

@@ -1,12 +1,14 @@
 //! The exact commands of a point: `vllm serve` (flags and environment), `lmcache server` in
 //! multi-process mode, and the `inferencelab bench` replay; shell quoting for `--dry-run`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::config::{ExperimentConfig, LmcacheMode, LmcacheSection, KEEP_ALIVE_ENV};
+use super::config::{
+    ExperimentConfig, LmcacheMode, LmcacheSection, CONVERSATION_AWARE, KEEP_ALIVE_ENV,
+};
 use super::grid::{fmt_gb, fmt_rate, ExpPoint};
 
 /// The exact server command of a point on a slot.
@@ -76,11 +78,97 @@ fn lmcache_server_command(lm: &LmcacheSection, p: &ExpPoint, port: u16) -> Lmcac
     }
 }
 
+/// The folder, in the experiment's folder `dir`, that holds InferenceLab's LMCache policy
+/// ([`write_lmcache_policy`]): on `PYTHONPATH`, its `sitecustomize.py` registers
+/// `conversation_aware` in LMCache's `POLICY_MAPPING` when vLLM's Python starts.
+pub fn lmcache_policy_dir(dir: &Path) -> PathBuf {
+    std::path::absolute(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .join("lmcache_policy")
+}
+
+/// The policy's files, as shipped in `python/lmcache_policy/`, and the bundled scorer.
+const POLICY_FILES: [(&str, &str); 3] = [
+    (
+        "inferencelab_cache_policy.py",
+        include_str!("../../../../python/lmcache_policy/inferencelab_cache_policy.py"),
+    ),
+    (
+        "sitecustomize.py",
+        include_str!("../../../../python/lmcache_policy/sitecustomize.py"),
+    ),
+    (
+        "scorer.yaml",
+        include_str!("../../../../configs/scorer_default.yaml"),
+    ),
+];
+
+/// Whether a point's server runs InferenceLab's `conversation_aware` inside LMCache.
+fn uses_conversation_aware(cfg: &ExperimentConfig, p: &ExpPoint) -> bool {
+    p.lmcache
+        && p.cache_policy == CONVERSATION_AWARE
+        && cfg
+            .lmcache
+            .as_ref()
+            .is_some_and(|l| l.mode == LmcacheMode::Inprocess)
+}
+
+/// Write the policy's files into [`lmcache_policy_dir`] when a point of `points` uses it;
+/// the folder, or None when none does.
+pub fn write_lmcache_policy(
+    cfg: &ExperimentConfig,
+    points: &[ExpPoint],
+    dir: &Path,
+) -> std::io::Result<Option<PathBuf>> {
+    if !points.iter().any(|p| uses_conversation_aware(cfg, p)) {
+        return Ok(None);
+    }
+    let to = lmcache_policy_dir(dir);
+    std::fs::create_dir_all(&to)?;
+    for (name, text) in POLICY_FILES {
+        std::fs::write(to.join(name), text)?;
+    }
+    Ok(Some(to))
+}
+
+/// The environment that makes LMCache's in-process engine run `conversation_aware`: the
+/// policy's folder first on `PYTHONPATH` (before `inherited`, the one vLLM would have had),
+/// and its scorer.
+fn conversation_aware_env(
+    cfg: &ExperimentConfig,
+    dir: &Path,
+    inherited: Option<String>,
+) -> Vec<(String, String)> {
+    let policy = lmcache_policy_dir(dir);
+    let path = match inherited.filter(|s| !s.is_empty()) {
+        Some(rest) => format!("{}:{rest}", policy.display()),
+        None => policy.display().to_string(),
+    };
+    let scorer = cfg
+        .lmcache
+        .as_ref()
+        .and_then(|l| l.scorer_config.as_ref())
+        .map_or_else(
+            || policy.join("scorer.yaml"),
+            |f| std::path::absolute(f).unwrap_or_else(|_| f.clone()),
+        );
+    vec![
+        ("PYTHONPATH".into(), path),
+        (
+            "INFERENCELAB_SCORER_CONFIG".into(),
+            scorer.display().to_string(),
+        ),
+    ]
+}
+
+/// The server command of point `p` on `slot` (GPUs `devices`) of the experiment whose folder
+/// is `dir`.
 pub fn server_command(
     cfg: &ExperimentConfig,
     p: &ExpPoint,
     slot: usize,
     devices: &[String],
+    dir: &Path,
 ) -> ServerCommand {
     let port = cfg.vllm.port_base + (slot * cfg.ports_per_slot()) as u16;
     let mut argv = cfg.vllm.command.clone();
@@ -183,7 +271,20 @@ pub fn server_command(
             ));
         }
     }
+    if uses_conversation_aware(cfg, p) {
+        // the YAML's own PYTHONPATH, else the runner's, stays behind the policy's folder
+        let inherited = cfg
+            .vllm
+            .env
+            .get("PYTHONPATH")
+            .cloned()
+            .or_else(|| std::env::var("PYTHONPATH").ok());
+        env.extend(conversation_aware_env(cfg, dir, inherited));
+    }
     for (k, v) in &cfg.vllm.env {
+        if k == "PYTHONPATH" && uses_conversation_aware(cfg, p) {
+            continue;
+        }
         env.push((k.clone(), v.clone()));
     }
     ServerCommand {

@@ -136,6 +136,10 @@ impl std::fmt::Display for LmcacheMode {
 /// passes; `simulate --lmcache-mode mp` models LRU only.
 const MP_POLICIES: [&str; 2] = ["LRU", "ARC"];
 
+/// InferenceLab's policy for LMCache's in-process engine, as `cache_policy` names it
+/// (`python/lmcache_policy/inferencelab_cache_policy.py` registers it under this key).
+pub const CONVERSATION_AWARE: &str = "CONVERSATION_AWARE";
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LmcacheSection {
@@ -149,9 +153,15 @@ pub struct LmcacheSection {
     pub local_disk: Option<String>,
     #[serde(default)]
     pub max_local_disk_size: f64,
-    /// LMCache eviction policies (an axis): LRU, LFU, FIFO, MRU (`mode: mp`: LRU, ARC).
+    /// LMCache eviction policies (an axis): LRU, LFU, FIFO, MRU and InferenceLab's
+    /// `conversation_aware` (a `BaseCachePolicy` the runner registers: `PYTHONPATH`, issue 17);
+    /// `mode: mp`: LRU, ARC.
     #[serde(default = "default_policies")]
     pub cache_policy: Vec<String>,
+    /// `cache_policy: conversation_aware`: its scorer YAML (`configs/scorer_default.yaml`'s
+    /// keys, or a file `sweep` wrote); absent: the bundled defaults.
+    #[serde(default)]
+    pub scorer_config: Option<PathBuf>,
     /// `inprocess` (default: the connector inside vLLM) or `mp` (an `lmcache server` per
     /// point).
     #[serde(default)]
@@ -617,17 +627,46 @@ fn check_lmcache(lm: &LmcacheSection) -> Result<(), String> {
     }
     for p in &lm.cache_policy {
         let up = p.to_ascii_uppercase();
+        if lm.mode == LmcacheMode::Mp && up == CONVERSATION_AWARE {
+            return Err(
+                "lmcache.cache_policy: conversation_aware plugs into LMCache's in-process \
+                 engine (its BaseCachePolicy); `lmcache server` (lmcache.mode: mp) has its own \
+                 eviction policies: use LRU or ARC there, or mode: inprocess"
+                    .into(),
+            );
+        }
         if lm.mode == LmcacheMode::Mp && !MP_POLICIES.contains(&up.as_str()) {
             return Err(format!(
                 "lmcache.cache_policy: '{p}' is not a policy of `lmcache server` \
                      (lmcache.mode: mp); use LRU or ARC"
             ));
         }
-        if !["LRU", "LFU", "FIFO", "MRU", "ARC"].contains(&up.as_str())
+        if !["LRU", "LFU", "FIFO", "MRU", "ARC", CONVERSATION_AWARE].contains(&up.as_str())
             || (lm.mode == LmcacheMode::Inprocess && up == "ARC")
         {
             return Err(format!(
-                "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO or MRU"
+                "lmcache.cache_policy: '{p}' is not an LMCache policy; use LRU, LFU, FIFO, MRU \
+                 or conversation_aware"
+            ));
+        }
+    }
+    if let Some(f) = &lm.scorer_config {
+        if !lm
+            .cache_policy
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(CONVERSATION_AWARE))
+        {
+            return Err(
+                "lmcache.scorer_config is the scorer of cache_policy conversation_aware, \
+                 which the grid does not use: add conversation_aware or leave the key out"
+                    .into(),
+            );
+        }
+        if !f.is_file() {
+            return Err(format!(
+                "lmcache.scorer_config: {} is not a file (a scorer YAML such as \
+                 configs/scorer_default.yaml; relative paths are from where the runner starts)",
+                f.display()
             ));
         }
     }

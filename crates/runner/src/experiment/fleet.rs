@@ -32,7 +32,7 @@ pub(super) fn run_fleet_point(
     let mut replicas: Vec<ReplicaRun> = Vec::new();
     let mut commands = Vec::new();
     for (k, (slot, devs)) in slots.iter().take(n).enumerate() {
-        let sc = server_command(cfg, p, *slot, devs);
+        let sc = server_command(cfg, p, *slot, devs, dir);
         replicas.push(ReplicaRun {
             replica: k,
             slot: *slot,

@@ -52,8 +52,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 pub use commands::{
-    bench_command, fleet_bench_command, point_note, router_command, server_command, shell_quote,
-    LmcacheServerCommand, RouterCommand, ServerCommand,
+    bench_command, fleet_bench_command, lmcache_policy_dir, point_note, router_command,
+    server_command, shell_quote, write_lmcache_policy, LmcacheServerCommand, RouterCommand,
+    ServerCommand,
 };
 pub use config::{
     ExperimentConfig, FleetSection, LmcacheMode, LmcacheSection, ModelSection, TraceSection,
@@ -132,6 +133,15 @@ pub fn run(
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| RunnerError::io(&dir, e))?;
+    let policy_dir = lmcache_policy_dir(&dir);
+    if let Some(d) =
+        write_lmcache_policy(cfg, &points, &dir).map_err(|e| RunnerError::io(&policy_dir, e))?
+    {
+        say(format!(
+            "LMCache policy conversation_aware (issue 17): {} on the servers' PYTHONPATH",
+            d.display()
+        ));
+    }
     let results_path = dir.join(results_file_name(opts.shard));
     let earlier_text = match std::fs::read_to_string(&results_path) {
         Ok(t) => t,
@@ -203,13 +213,23 @@ fn print_dry_run(
         cfg.tensor_parallel_size,
         dir.display()
     ));
+    if points
+        .iter()
+        .any(|p| p.lmcache && p.cache_policy == config::CONVERSATION_AWARE)
+    {
+        say(format!(
+            "# the run writes LMCache's conversation_aware policy (python/lmcache_policy, the \
+             bundled scorer) into {}",
+            lmcache_policy_dir(dir).display()
+        ));
+    }
     for p in points {
         if let Some(n) = p.replicas {
             print_dry_run_fleet(cfg, opts, p, n, slots, dir, say);
             continue;
         }
         let slot = p.index % slots.len();
-        let sc = server_command(cfg, p, slot, &slots[slot]);
+        let sc = server_command(cfg, p, slot, &slots[slot], dir);
         let log = dir.join(format!("{}.log", p.stem));
         say(format!("\n# point {} (slot {slot}): {}", p.index, p.stem));
         if let Some(m) = &sc.lmcache {
@@ -301,7 +321,7 @@ fn print_dry_run_fleet(
     ));
     let mut ports = Vec::new();
     for (k, devs) in slots.iter().take(n).enumerate() {
-        let sc = server_command(cfg, p, k, devs);
+        let sc = server_command(cfg, p, k, devs, dir);
         say(line(&sc.argv, &sc.env, &replica_log_path(dir, p, k)));
         ports.push(sc.port);
     }

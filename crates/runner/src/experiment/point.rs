@@ -23,7 +23,7 @@ pub(super) fn run_point(
     dir: &Path,
 ) -> PointOutcome {
     let started = Instant::now();
-    let sc = server_command(cfg, p, slot, devs);
+    let sc = server_command(cfg, p, slot, devs, dir);
     let log_path = dir.join(format!("{}.log", p.stem));
     let lmc_log_path = lmcache_log_path(dir, p);
     let bench_dir = dir.join(&p.stem);

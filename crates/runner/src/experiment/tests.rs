@@ -42,7 +42,7 @@ fn slots_group_devices_by_tensor_parallel_size() {
 fn the_server_command_has_vllm_and_lmcache_settings() {
     let c = cfg();
     let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
-    let sc = server_command(&c, p, 1, &["2".into(), "3".into()]);
+    let sc = server_command(&c, p, 1, &["2".into(), "3".into()], Path::new("out"));
     let argv = sc.argv.join(" ");
     assert!(
         argv.starts_with("vllm serve Qwen/Qwen3-8B --host 127.0.0.1 --port 8101"),
@@ -69,10 +69,10 @@ fn prefix_caching_follows_the_yaml() {
     let mut c = cfg();
     let p = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0].clone();
     c.vllm.enable_prefix_caching = Some(false);
-    let argv = server_command(&c, &p, 0, &["0".into()]).argv;
+    let argv = server_command(&c, &p, 0, &["0".into()], Path::new("out")).argv;
     assert!(argv.contains(&"--no-enable-prefix-caching".to_string()));
     c.vllm.enable_prefix_caching = Some(true);
-    let argv = server_command(&c, &p, 0, &["0".into()]).argv;
+    let argv = server_command(&c, &p, 0, &["0".into()], Path::new("out")).argv;
     assert!(argv.contains(&"--enable-prefix-caching".to_string()));
 }
 
@@ -276,7 +276,7 @@ fn without_an_lmcache_section_no_point_gets_the_connector() {
     );
     for p in &points {
         assert!(!p.lmcache);
-        let sc = server_command(&c, p, 0, &["0".into()]);
+        let sc = server_command(&c, p, 0, &["0".into()], Path::new("out"));
         let argv = sc.argv.join(" ");
         assert!(!argv.contains("--kv-transfer-config"), "{argv}");
         assert!(
@@ -310,7 +310,7 @@ fn a_point_with_nowhere_to_store_runs_without_lmcache() {
         .collect();
     assert_eq!(with, [(0.0, false), (0.0, false), (2.0, true), (2.0, true)]);
     for p in c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap() {
-        let sc = server_command(&c, &p, 0, &["0".into()]);
+        let sc = server_command(&c, &p, 0, &["0".into()], Path::new("out"));
         assert_eq!(
             sc.argv.contains(&"--kv-transfer-config".to_string()),
             p.lmcache
@@ -327,7 +327,7 @@ fn a_point_with_nowhere_to_store_runs_without_lmcache() {
     );
     let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
     assert!(p.lmcache);
-    let env: HashMap<_, _> = server_command(&c, p, 0, &["0".into()])
+    let env: HashMap<_, _> = server_command(&c, p, 0, &["0".into()], Path::new("out"))
         .env
         .into_iter()
         .collect();
@@ -340,7 +340,7 @@ fn without_the_new_keys_the_command_is_unchanged() {
     let c = cfg();
     let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
     assert_eq!(p.num_gpu_blocks_override, None);
-    let sc = server_command(&c, p, 0, &["0".into()]);
+    let sc = server_command(&c, p, 0, &["0".into()], Path::new("out"));
     let argv = sc.argv.join(" ");
     assert!(!argv.contains("--num-gpu-blocks-override"), "{argv}");
     assert!(!argv.contains("--enable-log-outputs"), "{argv}");
@@ -614,7 +614,7 @@ fn mp_mode_starts_an_lmcache_server_per_point_on_the_slots_next_ports() {
     assert_eq!(stems, ["server_1.0gb_1rps_t", "server_0.01gb_1rps_t"]);
     assert_eq!(points[1].lmcache_mode, Some(LmcacheMode::Mp));
     // slot 1 of a 3-port stride: vLLM 18963, LMCache 18964 (requests) and 18965 (HTTP)
-    let sc = server_command(&c, &points[1], 1, &["1".into()]);
+    let sc = server_command(&c, &points[1], 1, &["1".into()], Path::new("out"));
     assert_eq!(sc.port, 18963);
     let m = sc.lmcache.as_ref().expect("an lmcache server in mode mp");
     assert_eq!(
@@ -645,7 +645,7 @@ fn mp_mode_starts_an_lmcache_server_per_point_on_the_slots_next_ports() {
     // in-process points keep their command (and now their digits)
     let mut c = c;
     c.lmcache.as_mut().unwrap().mode = LmcacheMode::Inprocess;
-    let sc = server_command(&c, &points[1], 1, &["1".into()]);
+    let sc = server_command(&c, &points[1], 1, &["1".into()], Path::new("out"));
     assert_eq!(sc.port, 18961);
     assert!(sc.lmcache.is_none());
     let env: HashMap<_, _> = sc.env.into_iter().collect();
@@ -684,4 +684,101 @@ fn shell_quoting_round_trips_json() {
     assert_eq!(shell_quote(r#"{"a":"b"}"#), r#"'{"a":"b"}'"#);
     assert_eq!(shell_quote("it's"), r#"'it'\''s'"#);
     assert_eq!(shell_quote("--port"), "--port");
+}
+
+#[test]
+fn conversation_aware_runs_inside_lmcache_with_its_policy_on_pythonpath() {
+    let c = load_with(
+        "env: {PYTHONPATH: /site/extra}",
+        "max_local_cpu_size: [1], cache_policy: [lru, conversation_aware]",
+        "",
+    )
+    .unwrap();
+    let points = c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap();
+    assert_eq!(points[1].cache_policy, "CONVERSATION_AWARE");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = lmcache_policy_dir(dir.path());
+    let sc = server_command(&c, &points[1], 0, &["0".into()], dir.path());
+    let env: HashMap<_, _> = sc.env.iter().cloned().collect();
+    assert_eq!(env["LMCACHE_CACHE_POLICY"], "CONVERSATION_AWARE");
+    // the policy's folder first, the YAML's own PYTHONPATH kept behind it, once
+    assert_eq!(
+        env["PYTHONPATH"],
+        format!("{}:/site/extra", policy.display())
+    );
+    assert_eq!(sc.env.iter().filter(|(k, _)| k == "PYTHONPATH").count(), 1);
+    assert_eq!(
+        env["INFERENCELAB_SCORER_CONFIG"],
+        policy.join("scorer.yaml").display().to_string()
+    );
+    // the LRU point runs LMCache's own policy and the YAML's PYTHONPATH as it is
+    let lru: HashMap<_, _> = server_command(&c, &points[0], 0, &["0".into()], dir.path())
+        .env
+        .into_iter()
+        .collect();
+    assert_eq!(lru["PYTHONPATH"], "/site/extra");
+    assert!(!lru.contains_key("INFERENCELAB_SCORER_CONFIG"));
+    // the run writes the shipped files, only when a point uses the policy
+    assert_eq!(
+        write_lmcache_policy(&c, &points, dir.path()).unwrap(),
+        Some(policy.clone())
+    );
+    let site = std::fs::read_to_string(policy.join("sitecustomize.py")).unwrap();
+    assert!(
+        site.contains("inferencelab_cache_policy.register()"),
+        "{site}"
+    );
+    let module = std::fs::read_to_string(policy.join("inferencelab_cache_policy.py")).unwrap();
+    assert!(module.contains(r#"POLICY_MAPPING["CONVERSATION_AWARE"]"#));
+    let scorer = std::fs::read_to_string(policy.join("scorer.yaml")).unwrap();
+    assert_eq!(
+        scorer,
+        std::fs::read_to_string("../../configs/scorer_default.yaml").unwrap()
+    );
+    let other = tempfile::tempdir().unwrap();
+    assert_eq!(
+        write_lmcache_policy(&c, &points[..1], other.path()).unwrap(),
+        None
+    );
+    assert!(!lmcache_policy_dir(other.path()).exists());
+}
+
+#[test]
+fn conversation_aware_keys_are_checked_and_name_the_fix() {
+    let e = mp_cfg("cache_policy: [conversation_aware]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("in-process") && e.contains("mode: inprocess"),
+        "{e}"
+    );
+    let e = load_with(
+        "",
+        "cache_policy: [conversation_aware], scorer_config: /nonexistent/s.yaml",
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/nonexistent/s.yaml is not a file"), "{e}");
+    let e = load_with("", "scorer_config: ../../configs/scorer_default.yaml", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not use"), "{e}");
+    // a scorer of the user's: its absolute path reaches the server
+    let c = load_with(
+        "",
+        "cache_policy: [conversation_aware], scorer_config: ../../configs/scorer_weka.yaml",
+        "",
+    )
+    .unwrap();
+    let p = &c.points(crate::batch::DEFAULT_MAX_POINTS).unwrap()[0];
+    let env: HashMap<_, _> = server_command(&c, p, 0, &["0".into()], Path::new("out"))
+        .env
+        .into_iter()
+        .collect();
+    let want = std::path::absolute("../../configs/scorer_weka.yaml").unwrap();
+    assert_eq!(
+        env["INFERENCELAB_SCORER_CONFIG"],
+        want.display().to_string()
+    );
 }
