@@ -38,9 +38,11 @@
 //! moment on top of the sleep). Half a second is no fit: on whole-second stamps it puts each
 //! tick after every event logged in its second; with millisecond stamps which side of a tick an
 //! event falls is a race the log cannot settle (docs/semantics.md has what that costs, measured
-//! against an instrumented LMCache). At the end of a run the ticks go on until L1 is below
-//! the watermark ([`Connector::settle`](crate::lmcache::Connector::settle)), as the real
-//! server's do while it idles before its counters are read.
+//! against an instrumented LMCache). With the server's own log (`simulate --lmcache-log`) the
+//! loop ticks where it logged its evicting ticks instead ([`LoggedLoop`]). At the end of a run
+//! the ticks go on until L1 is below the watermark
+//! ([`Connector::settle`](crate::lmcache::Connector::settle)), as the real server's do while it
+//! idles before its counters are read.
 
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, ObjId, Outcome};
 
