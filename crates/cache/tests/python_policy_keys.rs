@@ -14,7 +14,9 @@ fn python_defaults(source: &str) -> BTreeSet<String> {
         .find("\nDEFAULTS = {\n")
         .expect("the Python policy has a DEFAULTS literal");
     let body = &source[start + "\nDEFAULTS = {\n".len()..];
-    let end = body.find("\n}").expect("DEFAULTS ends with a closing brace");
+    let end = body
+        .find("\n}")
+        .expect("DEFAULTS ends with a closing brace");
     body[..end]
         .lines()
         .filter_map(|l| {
