@@ -10,9 +10,8 @@
 //! `now + overdue_factor * (now - last_touch)`: the longest-idle overdue entry is the first to
 //! go, and it is compared with the farthest-predicted one. Overdue entries are moved (lazily, at
 //! eviction) from the `future` set, ordered by predicted time, to the `overdue` set, ordered by
-//! the logical time of the last touch or unpin, so every operation is O(log n) (amortized: the
-//! sets are 4-ary heaps, `learned/heap.rs`, whose items a touch leaves behind, dropped later,
-//! `NextUseOrder::future`).
+//! the logical time of the last touch or unpin, so every operation is O(log n) (the sets are
+//! 4-ary heaps with one item per entry, moved in place by a touch, `learned/heap.rs`).
 //!
 //! With a predicted gap of zero every entry is overdue at once and the order is exactly LRU's
 //! (vLLM's free queue, `policy/lru.rs`, including "unpinned = most recent"): LRU is one point of
@@ -39,9 +38,7 @@
 //! judged by hits rather than by ghost-list regret. Everything is learned from references
 //! already seen (no peeking).
 
-use std::cmp::Reverse;
-
-use super::heap::QuadHeap;
+use super::heap::{Keyed, QuadHeap};
 use super::shadow::Shadows;
 use crate::policy::api::{Access, EntryId, ObjId, Pins};
 
@@ -85,6 +82,73 @@ fn bits(t: f64) -> u64 {
     }
 }
 
+/// An item of `future`: (sort key, depth and entry packed into one integer, `future_key`), the
+/// tuple (sort key, depth, entry) in the same order; the largest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Far(u64, u64);
+
+impl Keyed for Far {
+    #[inline]
+    fn id(&self) -> u32 {
+        self.1 as u32
+    }
+}
+
+/// An item of `future_min` (predicted next use, entry) or `overdue` (sequence number of the
+/// last touch or unpin, entry): the smallest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Earliest(u64, EntryId);
+
+impl Keyed for Earliest {
+    #[inline]
+    fn id(&self) -> u32 {
+        self.1
+    }
+}
+
+/// The items' orders: the tuples' (`Far`), or the tuples' reversed (`Earliest`: the smallest
+/// tuple is the largest item, the top of a max-heap), each comparison the tuples' own.
+macro_rules! order_as {
+    ($t:ty, |$a:ident, $b:ident| $key_a:expr, $key_b:expr) => {
+        impl Ord for $t {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let ($a, $b) = (self, other);
+                $key_a.cmp(&$key_b)
+            }
+        }
+        impl PartialOrd for $t {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+            #[inline]
+            fn lt(&self, other: &Self) -> bool {
+                let ($a, $b) = (self, other);
+                $key_a < $key_b
+            }
+            #[inline]
+            fn le(&self, other: &Self) -> bool {
+                let ($a, $b) = (self, other);
+                $key_a <= $key_b
+            }
+            #[inline]
+            fn gt(&self, other: &Self) -> bool {
+                let ($a, $b) = (self, other);
+                $key_a > $key_b
+            }
+            #[inline]
+            fn ge(&self, other: &Self) -> bool {
+                let ($a, $b) = (self, other);
+                $key_a >= $key_b
+            }
+        }
+    };
+}
+order_as!(Far, |a, b| (a.0, a.1), (b.0, b.1));
+// reversed: the smaller tuple is the larger item
+order_as!(Earliest, |a, b| (b.0, b.1), (a.0, a.1));
+
 #[derive(Debug, Clone, Default)]
 pub struct NextUseOrder {
     key: Vec<f64>,
@@ -94,22 +158,14 @@ pub struct NextUseOrder {
     order: Vec<u64>,
     depth: Vec<u32>,
     state: Vec<u8>,
-    /// The `future` set by its largest: (predicted next use, depth and entry packed into one
-    /// integer, `future_key`; the sequence number of the touch or unpin that linked it), the
-    /// top is the farthest, deepest among equals. The sets are heaps with lazy deletion: an
-    /// item is live while its entry is in that set with that sequence number (`order`); a
-    /// touch leaves the old item behind, to be dropped when it reaches the top or when dead
-    /// items outnumber live ones (one push per touch where a `BTreeSet` took a removal and an
-    /// insertion).
-    future: QuadHeap<(u64, u64, u64)>,
-    /// The `future` set by its smallest (`NextUse` only): (predicted next use, sequence
-    /// number, entry), for moving the overdue ones.
-    future_min: QuadHeap<Reverse<(u64, u64, EntryId)>>,
-    /// (sequence number of the last touch or unpin, entry): the top is the longest idle
-    overdue: QuadHeap<Reverse<(u64, EntryId)>>,
-    /// live items of `future` and `overdue`
-    in_future: usize,
-    in_overdue: usize,
+    /// The `future` set by its largest: the top is the farthest, deepest among equals. Each
+    /// set holds one item per entry in it, which a touch moves in place (before, heaps with
+    /// lazy deletion, whose dead items cost a pop each or a compaction).
+    future: QuadHeap<Far>,
+    /// The `future` set by its smallest (`NextUse` only), for moving the overdue ones.
+    future_min: QuadHeap<Earliest>,
+    /// The `overdue` set by the last touch or unpin: the top is the longest idle.
+    overdue: QuadHeap<Earliest>,
     /// own sequence of touches and unpins: the driver frees a request's blocks at one logical
     /// time, and their order (chain tail first) must survive
     seq: u64,
@@ -176,63 +232,10 @@ impl NextUseOrder {
         self.state.get(e as usize) == Some(&PINNED)
     }
 
-    /// The key of entry `i` in `future`: (sort key, depth and entry in one integer), the tuple
-    /// (sort key, depth, entry) in the same order.
+    /// The item of entry `i` in `future`.
     #[inline]
-    fn future_key(&self, i: usize) -> (u64, u64) {
-        (self.sort_key(i), (self.depth[i] as u64) << 32 | i as u64)
-    }
-
-    /// Whether an item of `future` (or `future_min`) linked by `seq` is live.
-    #[inline]
-    fn live_future(&self, e: EntryId, seq: u64) -> bool {
-        let i = e as usize;
-        self.state[i] == FUTURE && self.order[i] == seq
-    }
-
-    /// Whether an item of `overdue` is live.
-    #[inline]
-    fn live_overdue(&self, e: EntryId, seq: u64) -> bool {
-        let i = e as usize;
-        self.state[i] == OVERDUE && self.order[i] == seq
-    }
-
-    /// Drop the dead items at the tops of `future` and `overdue`.
-    #[inline]
-    fn clean_tops(&mut self) {
-        while let Some(&(_, de, seq)) = self.future.peek() {
-            if self.live_future(de as u32, seq) {
-                break;
-            }
-            self.future.pop();
-        }
-        while let Some(&Reverse((seq, e))) = self.overdue.peek() {
-            if self.live_overdue(e, seq) {
-                break;
-            }
-            self.overdue.pop();
-        }
-    }
-
-    /// Rebuild a heap without its dead items when they outnumber the live ones.
-    #[inline]
-    fn compact(&mut self) {
-        const SLACK: usize = 1024;
-        if self.future.len() > 2 * self.in_future + SLACK {
-            let mut f = std::mem::take(&mut self.future);
-            f.retain(|&(_, de, seq)| self.live_future(de as u32, seq));
-            self.future = f;
-        }
-        if self.future_min.len() > 2 * self.in_future + SLACK {
-            let mut f = std::mem::take(&mut self.future_min);
-            f.retain(|&Reverse((_, seq, e))| self.live_future(e, seq));
-            self.future_min = f;
-        }
-        if self.overdue.len() > 2 * self.in_overdue + SLACK {
-            let mut o = std::mem::take(&mut self.overdue);
-            o.retain(|&Reverse((seq, e))| self.live_overdue(e, seq));
-            self.overdue = o;
-        }
+    fn future_key(&self, i: usize) -> Far {
+        Far(self.sort_key(i), (self.depth[i] as u64) << 32 | i as u64)
     }
 
     /// The sort key of `future` for entry `i`.
@@ -259,13 +262,19 @@ impl NextUseOrder {
         }
     }
 
+    /// Take `e` out of the sets (the caller then sets its state).
     #[inline]
     fn unlink(&mut self, e: EntryId) {
-        let i = e as usize;
-        // the items stay, dead once the caller changes the state or the sequence number
-        match self.state[i] {
-            FUTURE => self.in_future -= 1,
-            OVERDUE => self.in_overdue -= 1,
+        match self.state[e as usize] {
+            FUTURE => {
+                self.future.remove(e);
+                if self.ranking == Ranking::NextUse {
+                    self.future_min.remove(e);
+                }
+            }
+            OVERDUE => {
+                self.overdue.remove(e);
+            }
             _ => return,
         }
         if self.shadows.is_some() {
@@ -273,18 +282,21 @@ impl NextUseOrder {
         }
     }
 
+    /// Put `e` in `future` with its current prediction, after a touch or unpin (its items move
+    /// in place when it is there already).
     #[inline]
     fn link(&mut self, e: EntryId) {
         let i = e as usize;
-        let seq = self.order[i];
-        let (k, de) = self.future_key(i);
-        self.future.push((k, de, seq));
+        match self.state[i] {
+            FUTURE if self.shadows.is_some() => self.lru.remove(e),
+            OVERDUE => self.unlink(e),
+            _ => {}
+        }
+        self.future.set(self.future_key(i));
         if self.ranking == Ranking::NextUse {
-            self.future_min.push(Reverse((bits(self.key[i]), seq, e)));
+            self.future_min.set(Earliest(bits(self.key[i]), e));
         }
         self.state[i] = FUTURE;
-        self.in_future += 1;
-        self.compact();
         if self.shadows.is_some() {
             // every link follows a new touch or unpin: the entry is the most recent
             self.lru.push_back(e);
@@ -296,7 +308,6 @@ impl NextUseOrder {
     #[inline]
     pub fn touch(&mut self, e: EntryId, next_use: f64, now: f64, depth: u32) {
         self.grow(e);
-        self.unlink(e);
         let i = e as usize;
         if self.state[i] == UNTRACKED {
             self.resident += 1;
@@ -348,7 +359,6 @@ impl NextUseOrder {
     #[inline]
     pub fn unpin_rekeyed(&mut self, e: EntryId, now: f64, next_use: Option<f64>) {
         self.grow(e);
-        self.unlink(e);
         if self.state[e as usize] == UNTRACKED {
             self.resident += 1;
         }
@@ -394,25 +404,19 @@ impl NextUseOrder {
     #[inline]
     pub fn evict(&mut self, pins: Pins<'_>, now: f64) -> Option<EntryId> {
         let now_bits = bits(now);
-        while let Some(&Reverse((k, seq, e))) = self.future_min.peek() {
-            if !self.live_future(e, seq) {
-                self.future_min.pop();
-                continue;
-            }
+        while let Some(&Earliest(k, e)) = self.future_min.peek() {
             if k > now_bits {
                 break;
             }
             self.future_min.pop();
-            self.overdue.push(Reverse((seq, e)));
+            self.future.remove(e);
+            self.overdue.set(Earliest(self.order[e as usize], e));
             self.state[e as usize] = OVERDUE;
-            self.in_future -= 1;
-            self.in_overdue += 1;
         }
         if let Some(sh) = &mut self.shadows {
             sh.observe_capacity(self.resident);
         }
         loop {
-            self.clean_tops();
             let predicted = self.predicted_victim(now)?;
             let e = match &mut self.shadows {
                 None => predicted,
@@ -445,11 +449,11 @@ impl NextUseOrder {
     }
 
     /// The prediction's victim (not removed): the farthest predicted entry or the longest-idle
-    /// overdue one, whichever is later. The tops must be clean (`clean_tops`).
+    /// overdue one, whichever is later.
     #[inline]
     fn predicted_victim(&self, now: f64) -> Option<EntryId> {
-        let far = self.future.peek().map(|&(k, de, _)| (k, de as u32));
-        let idle = self.overdue.peek().map(|&Reverse((_, e))| e);
+        let far = self.future.peek().map(|&Far(k, de)| (k, de as u32));
+        let idle = self.overdue.peek().map(|&x| x.id());
         match (far, idle) {
             (None, None) => None,
             (Some((_, e)), None) => Some(e),
@@ -472,55 +476,36 @@ impl NextUseOrder {
     /// The tracked set must be exactly the entries for which `live` is true, and the sets must
     /// agree with the per-entry state.
     pub fn validate(&self, live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
-        // live items per entry: exactly one in each set its state names, with its current key
-        let n = self.state.len();
-        let (mut far, mut by_time, mut idle) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
-        for &(k, de, seq) in self.future.iter() {
-            let e = de as u32;
-            if self.live_future(e, seq) && (k, de) == self.future_key(e as usize) {
-                far[e as usize] += 1;
-            }
+        for (name, check) in [
+            ("future", self.future.validate()),
+            ("future by time", self.future_min.validate()),
+            ("overdue", self.overdue.validate()),
+        ] {
+            check.map_err(|m| format!("the {name} set: {m}"))?;
         }
-        for &Reverse((k, seq, e)) in self.future_min.iter() {
-            if self.live_future(e, seq) && k == bits(self.key[e as usize]) {
-                by_time[e as usize] += 1;
-            }
-        }
-        for &Reverse((seq, e)) in self.overdue.iter() {
-            if self.live_overdue(e, seq) {
-                idle[e as usize] += 1;
-            }
-        }
-        let mut in_future = 0usize;
-        let mut in_overdue = 0usize;
+        // an entry is in the sets its state names, with its current key, and in no other
+        let (mut in_future, mut in_overdue) = (0usize, 0usize);
         for (i, &s) in self.state.iter().enumerate() {
             let e = i as EntryId;
-            match s {
-                FUTURE => {
-                    in_future += 1;
-                    if far[i] != 1 {
-                        return Err(format!(
-                            "entry {e} is marked future and is in the set {} times",
-                            far[i]
-                        ));
-                    }
-                    if self.ranking == Ranking::NextUse && by_time[i] != 1 {
-                        return Err(format!(
-                            "entry {e} is marked future and is in the set by time {} times",
-                            by_time[i]
-                        ));
-                    }
-                }
-                OVERDUE => {
-                    in_overdue += 1;
-                    if idle[i] != 1 {
-                        return Err(format!(
-                            "entry {e} is marked overdue and is in the set {} times",
-                            idle[i]
-                        ));
-                    }
-                }
-                _ => {}
+            let far = self.future.get(e).copied();
+            let by_time = self.future_min.get(e).copied();
+            let idle = self.overdue.get(e).copied();
+            let (want_far, want_by_time, want_idle) = match s {
+                FUTURE => (
+                    Some(self.future_key(i)),
+                    (self.ranking == Ranking::NextUse).then(|| Earliest(bits(self.key[i]), e)),
+                    None,
+                ),
+                OVERDUE => (None, None, Some(Earliest(self.order[i], e))),
+                _ => (None, None, None),
+            };
+            in_future += (s == FUTURE) as usize;
+            in_overdue += (s == OVERDUE) as usize;
+            if (far, by_time, idle) != (want_far, want_by_time, want_idle) {
+                return Err(format!(
+                    "entry {e} (state {s}): items {far:?} {by_time:?} {idle:?}, want \
+                     {want_far:?} {want_by_time:?} {want_idle:?}"
+                ));
             }
             if (s != UNTRACKED) != live(e) {
                 return Err(format!(
@@ -529,6 +514,14 @@ impl NextUseOrder {
                     live(e)
                 ));
             }
+        }
+        if (in_future, in_overdue) != (self.future.len(), self.overdue.len()) {
+            return Err(format!(
+                "{in_future}+{in_overdue} entries are marked future+overdue, the sets hold \
+                 {}+{}",
+                self.future.len(),
+                self.overdue.len()
+            ));
         }
         if let Some(sh) = &self.shadows {
             sh.validate()?;
@@ -548,12 +541,6 @@ impl NextUseOrder {
                 "the LRU set holds {} entries, the order {}",
                 self.lru.len(),
                 in_future + in_overdue
-            ));
-        }
-        if (in_future, in_overdue) != (self.in_future, self.in_overdue) {
-            return Err(format!(
-                "{in_future}+{in_overdue} entries are marked future+overdue, {}+{} counted",
-                self.in_future, self.in_overdue
             ));
         }
         Ok(())
@@ -693,9 +680,9 @@ mod tests {
     }
 
     #[test]
-    fn the_heaps_drop_what_touches_leave_behind() {
-        // 4 entries touched 3,000 times each: the dead items are compacted away, the order
-        // stays exact
+    fn touches_move_each_entry_s_item_in_place() {
+        // 4 entries touched 3,000 times each, their predictions moving up and down: one item
+        // per entry in each set, the order stays exact
         let mut o = NextUseOrder::new(1.0);
         for round in 0..3_000u32 {
             for e in 0..4u32 {
@@ -706,8 +693,7 @@ mod tests {
                 o.validate(&|e| e < 4).unwrap();
             }
         }
-        assert!(o.future.len() <= 2 * 4 + 1024 + 1, "{}", o.future.len());
-        assert!(o.future_min.len() <= 2 * 4 + 1024 + 1);
+        assert_eq!((o.future.len(), o.future_min.len()), (4, 4));
         o.validate(&|e| e < 4).unwrap();
         // last round 2999: entry e predicted at 2999 + 10 + (e + 3) % 4: 3012, 3009, 3010, 3011
         let now = 2999.0;
