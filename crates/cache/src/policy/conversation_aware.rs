@@ -35,6 +35,10 @@
 //! Deviations: request type (`Request::kind`) and "has the conversation's last answer
 //! finished" are not used, because the driver does not pass them in `Access` yet.
 
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::BinaryHeap;
+
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -318,6 +322,8 @@ const INFERRED_BASE: u64 = 1 << 62;
 /// oldest is settled with the blocks seen so far (only without pins, where no unpin settles
 /// them; vLLM runs at most 256 requests at once by default).
 const MAX_PENDING: usize = 1024;
+/// Touch lists kept for reuse.
+const SPARE_LISTS: usize = 64;
 
 /// A request whose blocks are being seen.
 #[derive(Debug, Clone, Default)]
@@ -342,6 +348,11 @@ struct Inferred {
     conv_len: Vec<u32>,
     /// requests not settled yet (the engine interleaves the blocks of running requests)
     pending: FxHashMap<u32, Pending>,
+    /// the ids of the pending requests, smallest first (and of some settled since, skipped):
+    /// the oldest one without scanning `pending`
+    pending_ids: BinaryHeap<Reverse<u32>>,
+    /// touch lists of settled requests, emptied, for new ones (no regrowing per request)
+    spare: Vec<Vec<(EntryId, ObjId, Snapshot)>>,
     /// per entry: the latest request that touched it, and the next use predicted with that
     /// request's conversation once settled (NaN: none), taken at the unpin
     entry_request: Vec<u32>,
@@ -417,19 +428,36 @@ impl ConversationAware {
         inf.revised[i] = f64::NAN;
         inf.entry_request[i] = a.request;
         let conv = inf.obj_conv.get(a.obj as usize).copied().unwrap_or(NO_CONV);
-        let p = inf.pending.entry(a.request).or_insert_with(|| Pending {
-            timestamp: a.timestamp,
-            kind: a.kind,
-            ..Default::default()
-        });
+        let p = match inf.pending.entry(a.request) {
+            Entry::Occupied(p) => p.into_mut(),
+            Entry::Vacant(v) => {
+                inf.pending_ids.push(Reverse(a.request));
+                v.insert(Pending {
+                    timestamp: a.timestamp,
+                    kind: a.kind,
+                    touches: inf.spare.pop().unwrap_or_default(),
+                    ..Default::default()
+                })
+            }
+        };
         if conv != NO_CONV && p.deepest_seen.is_none_or(|(d, _)| a.depth >= d) {
             p.deepest_seen = Some((a.depth, conv));
         }
         p.blocks = p.blocks.max(a.depth + 1);
         p.touches.push((e, a.obj, s));
         if inf.pending.len() > MAX_PENDING {
-            let oldest = *inf.pending.keys().min().expect("not empty");
+            // the smallest pending id (every pending id is in `pending_ids`)
+            let oldest = loop {
+                let Reverse(r) = inf.pending_ids.pop().expect("pending ids are listed");
+                if inf.pending.contains_key(&r) {
+                    break r;
+                }
+            };
             self.settle(oldest);
+        } else if inf.pending_ids.len() > 2 * MAX_PENDING {
+            // drop the ids settled by their unpins
+            let pending = &inf.pending;
+            inf.pending_ids.retain(|Reverse(r)| pending.contains_key(r));
         }
     }
 
@@ -481,6 +509,10 @@ impl ConversationAware {
             s.p_kind = c.p_kind;
             let next = s.timestamp + self.predicted_gap(s);
             self.inferred.revised[*e as usize] = next;
+        }
+        if self.inferred.spare.len() < SPARE_LISTS {
+            p.touches.clear();
+            self.inferred.spare.push(p.touches);
         }
     }
 
