@@ -89,12 +89,16 @@ lines.append(f"Defaults (conversation_aware and lightgbm): mean gap closed {sum(
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
-# --variants: conversation_aware's opt-in settings (docs/policies.md, "Opt-in variants"), judged
-# and alone, on the traces they change (the two logs: WEKA has ids, Mooncake's prediction stays
+# --variants: conversation_aware's second-session variants (docs/policies.md, "Opt-in variants"),
+# judged and alone, on the traces they change (the two logs: WEKA has ids, Mooncake's prediction stays
 # LRU's order); not the defaults, not in the bar
 if [[ " $* " == *" --variants "* ]]; then
-  printf 'infer_conversations: true\n' >"$OUT/infer.yaml"
-  printf 'infer_conversations: true\nreuse_model_for_conversations: false\n' >"$OUT/infer_no_reuse.yaml"
+  # the second session's defaults (next_use, overdue_factor 1, w_probability 1, arrival times)
+  # with conversations inferred online, as that session ran them
+  second='ranking: next_use\noverdue_factor: 1.0\nw_probability: 1.0\nserved_time: false\n'
+  printf "${second}infer_conversations: true\n" >"$OUT/infer.yaml"
+  printf "${second}infer_conversations: true\nreuse_model_for_conversations: false\n" \
+    >"$OUT/infer_no_reuse.yaml"
   for v in infer infer_no_reuse; do
     printf 'adaptive: false\n' | cat "$OUT/$v.yaml" - >"$OUT/${v}_alone.yaml"
   done
@@ -128,17 +132,17 @@ open(f"{out}/variants.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 fi
-# --variants also: issue 17's third-session candidate (docs/policies.md, "Predictions by turn,
-# served time"), chosen on the validation parts by crates/learn/examples/candidate_probe.rs,
-# judged and alone, on every trace; not the defaults unless the table says so
+# --variants also: the defaults with gap_by_turn (issue 17's third session, docs/policies.md,
+# "Predictions by turn, served time": off by default, it lost on the logs' validation parts),
+# judged and alone, on every trace
 if [[ " $* " == *" --variants "* ]]; then
-  printf 'served_time: true\ninfer_conversations: true\ngap_by_turn: true\nranking: expected_wait\noverdue_factor: 0.3\nw_probability: 2.0\n' \
-    >"$OUT/turn_served.yaml"
-  printf 'adaptive: false\n' | cat "$OUT/turn_served.yaml" - >"$OUT/turn_served_alone.yaml"
+  printf 'gap_by_turn: true\n' | cat configs/scorer_default.yaml - | grep -v '^gap_by_turn: false' \
+    >"$OUT/gap_by_turn.yaml"
+  printf 'adaptive: false\n' | cat "$OUT/gap_by_turn.yaml" - >"$OUT/gap_by_turn_alone.yaml"
   for spec in "${TRACES[@]}"; do
     IFS='|' read -r name path flags <<<"$spec"
     tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
-    for v in turn_served turn_served_alone; do
+    for v in gap_by_turn gap_by_turn_alone; do
       # shellcheck disable=SC2086
       $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
         --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
@@ -150,14 +154,14 @@ out, specs = sys.argv[1], sys.argv[2:]
 def test_rows(path):
     return {int(f[1]): f for f in (l.split() for l in open(path))
             if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
-lines = ["| trace | capacity | LRU | Belady | defaults: judged | gap | turn+served: judged | gap | turn+served: alone | gap |",
+lines = ["| trace | capacity | LRU | Belady | defaults: judged | gap | gap_by_turn: judged | gap | gap_by_turn: alone | gap |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 gaps, worst = [], 0.0
 for spec in specs:
     name = spec.split("|")[0]
     tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
     runs = [test_rows(f"{out}/{tag}.{v}.txt")
-            for v in ("conversation_aware", "turn_served", "turn_served_alone")]
+            for v in ("conversation_aware", "gap_by_turn", "gap_by_turn_alone")]
     for cap in sorted(runs[0]):
         c = runs[0][cap]
         v = runs[1][cap]
@@ -167,9 +171,9 @@ for spec in specs:
         cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
         lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
 lines.append("")
-lines.append(f"turn+served, judged: mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% over {len(gaps)} cells; "
+lines.append(f"gap_by_turn, judged: mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% over {len(gaps)} cells; "
              f"worst difference to LRU {worst:+.2f} points.")
-open(f"{out}/variants_turn_served.md", "w").write("\n".join(lines) + "\n")
+open(f"{out}/variants_gap_by_turn.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
 fi

@@ -93,20 +93,21 @@ pub struct ScorerConfig {
     /// the conversation of the deepest block it repeats when the repeated run covers at least
     /// half of that conversation's latest prompt), once the request's blocks have all been
     /// seen, and revise their predictions when the request finishes (its unpin; without pins
-    /// the predictions stay those made without a conversation). Off by default
-    /// (docs/policies.md: the judge did not keep it within half a point of LRU everywhere).
+    /// the predictions stay those made without a conversation). On by default since issue 17's
+    /// third session (docs/policies.md, "Predictions by turn, served time").
     pub infer_conversations: bool,
     /// A block of a conversation is predicted from the typical gap that followed requests of
     /// its conversation's turn (learned online per turn; issue 17's diagnosis: on Mooncake later
     /// turns come back much sooner), not from its own last reuse gap nor the population's
     /// typical reuse gap (reuses inside bursts, which make every prediction overdue). Off by
-    /// default (docs/policies.md, "Predictions by turn").
+    /// default: it lost on the logs' validation parts (docs/policies.md, "Predictions by turn,
+    /// served time").
     pub gap_by_turn: bool,
     /// A reference happens when the engine serves it, not when its request arrived: its time
     /// is the later of the two (the latest time the policy was told, `on_time`), for the
     /// statistics and the predictions alike. Under a backlog (the protocol's Mooncake cells:
     /// admitted a median 900-3,500 s after arrival) predictions made from arrival times have all
-    /// passed when the engine evicts, so the order is LRU's whatever they say. Off by default.
+    /// passed when the engine evicts, so the order is LRU's whatever they say. On by default.
     pub served_time: bool,
 }
 
@@ -122,13 +123,13 @@ impl Default for ScorerConfig {
             w_uses: 0.0,
             w_sharing: 0.0,
             w_depth: 0.0,
-            w_probability: 1.0,
-            overdue_factor: 1.0,
-            ranking: Ranking::NextUse,
+            w_probability: 2.0,
+            overdue_factor: 0.3,
+            ranking: Ranking::ExpectedWait,
             adaptive: true,
-            infer_conversations: false,
+            infer_conversations: true,
             gap_by_turn: false,
-            served_time: false,
+            served_time: true,
         }
     }
 }
@@ -367,8 +368,17 @@ impl ConversationAware {
             exp_m1_memo: [Memo::new(f64::exp_m1); 4],
             pow_memo: Memo::new(|p| p.powf(w)),
             stats: Tracker::without_counters(),
-            order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
-                .adaptive(config.adaptive),
+            // scale 0 is exactly LRU under `next_use` (every entry overdue at once, then LRU
+            // order); under `expected_wait` equal idle times would tie, so it takes `next_use`
+            order: NextUseOrder::with_ranking(
+                config.overdue_factor,
+                if config.scale == 0.0 {
+                    Ranking::NextUse
+                } else {
+                    config.ranking
+                },
+            )
+            .adaptive(config.adaptive),
             uses_pow: PowTable::new(-config.w_uses),
             // sharing^-w = (1 + (sharing - 1))^-w
             sharing_pow: PowTable::new(-config.w_sharing),
@@ -507,6 +517,7 @@ impl ConversationAware {
             s.log_conv_gap_prior = c.log_conv_gap_prior;
             s.log_kind_gap = c.log_kind_gap;
             s.p_kind = c.p_kind;
+            s.log_turn_gap = c.log_turn_gap;
             let next = s.timestamp + self.predicted_gap(s);
             self.inferred.revised[*e as usize] = next;
         }
@@ -578,12 +589,16 @@ mod tests {
         use crate::policy::api::EvictionPolicy;
         // conversation 0 grows its prompt turn by turn; conversation 1 is one request; blocks
         // are their own entry ids
-        let requests: [(f64, u64, &[u32]); 5] = [
+        // conversation 2 repeats conversation 0's turns later (its turns have a typical gap)
+        let requests: [(f64, u64, &[u32]); 8] = [
             (0.0, 0, &[1, 2]),
             (5.0, 1, &[9]),
             (10.0, 0, &[1, 2, 3]),
             (30.0, 0, &[1, 2, 3, 4]),
             (34.0, 0, &[1, 2, 3, 4, 5]),
+            (40.0, 2, &[11, 12]),
+            (47.0, 2, &[11, 12, 13]),
+            (60.0, 2, &[11, 12, 13, 14]),
         ];
         let run = |ids: bool, infer: bool| {
             let config = ScorerConfig {
@@ -710,6 +725,8 @@ mod tests {
         let only_conversation = ScorerConfig {
             use_block_gap: false,
             use_reuse_model: false,
+            // the type's gap, not the turn's
+            gap_by_turn: false,
             w_probability: 0.0,
             ..Default::default()
         };
