@@ -75,6 +75,8 @@ const EDC_HALF_LIFE: [f64; 4] = [10.0, 100.0, 1_000.0, 10_000.0];
 const EWMA_NEW: f64 = 0.5;
 /// Weight of the newest gap in the global (log-space) priors.
 const PRIOR_NEW: f64 = 0.02;
+/// `1 / n >= PRIOR_NEW` up to this `n` (checked by a test).
+const PLAIN_MEAN_UNTIL: u64 = 50;
 /// Use counts and turn counts are bucketed up to this for the continuation rates.
 const MAX_BUCKET: usize = 63;
 const NONE: u32 = u32::MAX;
@@ -135,8 +137,13 @@ impl LogPrior {
     }
     fn add_log(&mut self, l: f64) {
         self.n += 1;
-        // a plain mean for the first observations, then an EWMA (the workload drifts)
-        let w = (1.0 / self.n as f64).max(PRIOR_NEW);
+        // a plain mean for the first observations, then an EWMA (the workload drifts); past
+        // `PLAIN_MEAN_UNTIL` the larger is always `PRIOR_NEW` (no division)
+        let w = if self.n > PLAIN_MEAN_UNTIL {
+            PRIOR_NEW
+        } else {
+            (1.0 / self.n as f64).max(PRIOR_NEW)
+        };
         self.mean += w * (l - self.mean);
     }
     /// `ln(1 + typical value)`, NaN before any observation (the caller converts only what it
@@ -253,6 +260,9 @@ pub struct Tracker {
     pub with_counters: bool,
     /// latest trace time seen
     pub now: f64,
+    /// the last reuse gap's bits and its `ln_1p` (a request's blocks last used by the same
+    /// request share their gap)
+    last_ln_1p: (u64, f64),
 }
 
 impl Default for Tracker {
@@ -273,6 +283,7 @@ impl Default for Tracker {
             turn_gap: [LogPrior::new(); TURN_BUCKETS],
             with_counters: true,
             now: 0.0,
+            last_ln_1p: (0.0f64.to_bits(), 0.0f64.ln_1p()),
         }
     }
 }
@@ -323,7 +334,13 @@ impl Tracker {
                         *c = 1.0 + *c * (-gap / h).exp2() as f32;
                     }
                 }
-                let l = gap.ln_1p();
+                let l = if gap.to_bits() == self.last_ln_1p.0 {
+                    self.last_ln_1p.1
+                } else {
+                    let l = gap.ln_1p();
+                    self.last_ln_1p = (gap.to_bits(), l);
+                    l
+                };
                 self.reuse_gap_prior.add_log(l);
                 self.gap_by_uses[(s.uses as usize).min(MAX_BUCKET + 1)].add_log(l);
             }
@@ -497,6 +514,17 @@ mod tests {
             depth,
             ..Access::at(obj, request as u64)
         }
+    }
+
+    #[test]
+    fn the_plain_mean_ends_where_the_prior_weight_takes_over() {
+        // past `PLAIN_MEAN_UNTIL`, `add_log`'s weight without the division is the same number
+        // (1 / n only falls further)
+        for n in PLAIN_MEAN_UNTIL + 1..=100_000 {
+            let w = (1.0 / n as f64).max(PRIOR_NEW);
+            assert_eq!(w.to_bits(), PRIOR_NEW.to_bits(), "{n}");
+        }
+        assert!(1.0 / PLAIN_MEAN_UNTIL as f64 >= PRIOR_NEW);
     }
 
     #[test]
