@@ -112,10 +112,10 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         // not drawn: LRU as a second expert is the safety net of every trial
         adaptive: true,
         // not drawn (kept every seed's other draws): the defaults
-        infer_conversations: false,
+        infer_conversations: true,
         reuse_model_for_conversations: true,
         gap_by_turn: false,
-        served_time: false,
+        served_time: true,
     }
 }
 
