@@ -331,12 +331,64 @@ const SPARE_LISTS: usize = 64;
 struct Pending {
     timestamp: f64,
     kind: u32,
-    /// its touches: entry, object, snapshot (taken without a conversation)
-    touches: Vec<(EntryId, ObjId, Snapshot)>,
+    /// the snapshot of its first touch (taken without a conversation)
+    first: Option<Snapshot>,
+    /// its touches
+    touches: Vec<Touch>,
     /// its deepest block seen before it (depth, conversation)
     deepest_seen: Option<(u32, u32)>,
     /// its number of blocks (the deepest depth touched, plus one)
     blocks: u32,
+}
+
+/// A touch of a pending request: its entry and object, and the fields of its snapshot that a
+/// prediction reads and the conversation does not set (a third of a snapshot: a thousand
+/// requests may be pending, each with its blocks).
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    entry: EntryId,
+    obj: ObjId,
+    depth: u32,
+    uses: u32,
+    sharing: u32,
+    timestamp: f64,
+    gap1: f64,
+    p_reuse: f64,
+    log_reuse_gap_prior: f64,
+    log_reuse_gap_by_uses: f64,
+}
+
+impl Touch {
+    fn new(entry: EntryId, obj: ObjId, s: &Snapshot) -> Self {
+        Touch {
+            entry,
+            obj,
+            depth: s.depth,
+            uses: s.uses,
+            sharing: s.sharing,
+            timestamp: s.timestamp,
+            gap1: s.gaps[0],
+            p_reuse: s.p_reuse,
+            log_reuse_gap_prior: s.log_reuse_gap_prior,
+            log_reuse_gap_by_uses: s.log_reuse_gap_by_uses,
+        }
+    }
+
+    /// `c` (a snapshot with the conversation's fields) with this touch's own fields: what
+    /// [`ScorerConfig::predicted_gap`] reads of the touch's snapshot with the conversation's
+    /// fields (the test `settled_touches_predict_as_their_snapshots`).
+    fn with_conversation_of(&self, c: &Snapshot) -> Snapshot {
+        let mut s = *c;
+        s.depth = self.depth;
+        s.uses = self.uses;
+        s.sharing = self.sharing;
+        s.timestamp = self.timestamp;
+        s.gaps[0] = self.gap1;
+        s.p_reuse = self.p_reuse;
+        s.log_reuse_gap_prior = self.log_reuse_gap_prior;
+        s.log_reuse_gap_by_uses = self.log_reuse_gap_by_uses;
+        s
+    }
 }
 
 /// Online conversation inference for references without a conversation id
@@ -353,7 +405,7 @@ struct Inferred {
     /// the oldest one without scanning `pending`
     pending_ids: BinaryHeap<Reverse<u32>>,
     /// touch lists of settled requests, emptied, for new ones (no regrowing per request)
-    spare: Vec<Vec<(EntryId, ObjId, Snapshot)>>,
+    spare: Vec<Vec<Touch>>,
     /// per entry: the latest request that touched it, and the next use predicted with that
     /// request's conversation once settled (NaN: none), taken at the unpin
     entry_request: Vec<u32>,
@@ -454,7 +506,10 @@ impl ConversationAware {
             p.deepest_seen = Some((a.depth, conv));
         }
         p.blocks = p.blocks.max(a.depth + 1);
-        p.touches.push((e, a.obj, s));
+        if p.first.is_none() {
+            p.first = Some(s);
+        }
+        p.touches.push(Touch::new(e, a.obj, &s));
         if inf.pending.len() > MAX_PENDING {
             // the smallest pending id (every pending id is in `pending_ids`)
             let oldest = loop {
@@ -495,31 +550,24 @@ impl ConversationAware {
             ..Access::at(0, 0)
         };
         // one request of the conversation: its state, then the fields of every block's snapshot
-        let Some(&(_, _, mut c)) = p.touches.first() else {
+        let Some(mut c) = p.first else {
             return;
         };
         self.stats.observe_conversation(&a, &mut c);
-        for (e, obj, s) in p.touches.iter_mut() {
-            let o = *obj as usize;
+        for t in &p.touches {
+            let o = t.obj as usize;
             let inf = &mut self.inferred;
             if inf.obj_conv.len() <= o {
                 inf.obj_conv.resize(o + 1, NO_CONV);
             }
             inf.obj_conv[o] = conv;
-            if inf.entry_request[*e as usize] != request {
+            if inf.entry_request[t.entry as usize] != request {
                 // a later request touched it since: its prediction is that request's
                 continue;
             }
-            s.conv_requests = c.conv_requests;
-            s.conv_gap_ewma = c.conv_gap_ewma;
-            s.conv_since_prev = c.conv_since_prev;
-            s.p_continue = c.p_continue;
-            s.log_conv_gap_prior = c.log_conv_gap_prior;
-            s.log_kind_gap = c.log_kind_gap;
-            s.p_kind = c.p_kind;
-            s.log_turn_gap = c.log_turn_gap;
-            let next = s.timestamp + self.predicted_gap(s);
-            self.inferred.revised[*e as usize] = next;
+            let s = t.with_conversation_of(&c);
+            let next = s.timestamp + self.predicted_gap(&s);
+            self.inferred.revised[t.entry as usize] = next;
         }
         if self.inferred.spare.len() < SPARE_LISTS {
             p.touches.clear();
@@ -552,6 +600,62 @@ impl super::Registered for ConversationAware {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A settled touch predicts as its own snapshot with the conversation's fields (the old
+    /// way, which kept whole snapshots): `Touch` keeps every field a prediction reads.
+    #[test]
+    fn settled_touches_predict_as_their_snapshots() {
+        let mut tracker = Tracker::without_counters();
+        let mut snaps = Vec::new();
+        for i in 0..3_000u32 {
+            let a = Access {
+                timestamp: i as f64 * 0.7,
+                request: i / 5,
+                conversation: if i % 4 == 0 { u64::MAX } else { (i % 7) as u64 },
+                kind: i % 3,
+                depth: (i * 11) % 50,
+                ..Access::at(i % 97, i as u64)
+            };
+            snaps.push(tracker.observe(&a));
+        }
+        let mut configs = Vec::new();
+        for bits in 0..64u32 {
+            let on = |k: u32| bits & (1 << k) != 0;
+            configs.push(ScorerConfig {
+                use_conversation: on(0),
+                use_block_gap: on(1),
+                use_request_type: on(2),
+                use_reuse_model: on(3),
+                reuse_model_for_conversations: on(4),
+                gap_by_turn: on(5),
+                w_uses: 0.7,
+                w_sharing: 0.3,
+                w_depth: 0.2,
+                w_probability: 1.5,
+                ..Default::default()
+            });
+        }
+        for (i, s) in snaps.iter().enumerate() {
+            // the conversation's fields from a snapshot of a conversation, the rest from `s`
+            let c = snaps[(i * 7 + 1) % snaps.len()];
+            let c = if c.conv_requests > 0 { c } else { snaps[1] };
+            let mut old = *s;
+            old.conv_requests = c.conv_requests;
+            old.conv_gap_ewma = c.conv_gap_ewma;
+            old.conv_since_prev = c.conv_since_prev;
+            old.p_continue = c.p_continue;
+            old.log_conv_gap_prior = c.log_conv_gap_prior;
+            old.log_kind_gap = c.log_kind_gap;
+            old.p_kind = c.p_kind;
+            old.log_turn_gap = c.log_turn_gap;
+            let new = Touch::new(0, 0, s).with_conversation_of(&c);
+            for config in &configs {
+                let (a, b) = (config.predicted_gap(&old), config.predicted_gap(&new));
+                assert_eq!(a.to_bits(), b.to_bits(), "snapshot {i}: {a} vs {b}");
+            }
+            assert_eq!(old.timestamp, new.timestamp);
+        }
+    }
 
     #[test]
     fn table_lookup_equals_the_definition() {
