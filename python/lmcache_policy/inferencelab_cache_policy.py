@@ -17,8 +17,8 @@ chunk hash), hits, puts and evictions, in wall-clock time. So the terms that nee
 (conversation id, turn, request type, depth in the chain, sharing across conversations) are
 not available here and count as off: `use_conversation`, `reuse_model_for_conversations`,
 `use_request_type`, `w_sharing`, `w_depth`, `infer_conversations` and `gap_by_turn` are
-ignored (a warning says so when the last five are set). What remains is the path the
-simulator takes on traces without conversations (Mooncake): the block's own reuse gap
+ignored (a warning says so when one of the last five is on and that is not its default). What
+remains is the path the simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
 probability that such a block is used again (`w_probability`), all learned online. For the
 same reason the shadows count hits per chunk, not per leading run of a request, and ignore
@@ -54,17 +54,17 @@ DEFAULTS = {
     "w_uses": 0.0,
     "w_sharing": 0.0,
     "w_depth": 0.0,
-    "w_probability": 1.0,
-    "overdue_factor": 1.0,
-    "ranking": "next_use",
+    "w_probability": 2.0,
+    "overdue_factor": 0.3,
+    "ranking": "expected_wait",
     "adaptive": True,
-    "infer_conversations": False,
+    "infer_conversations": True,
     "gap_by_turn": False,
-    "served_time": False,
+    "served_time": True,
 }
-# Keys of the Rust ScorerConfig that need the request (module docs): accepted, so every scorer
-# YAML the simulator reads loads here too (crates/cache/tests/python_policy_keys.rs checks the
-# two key sets are equal), and ignored with a warning when set on.
+# The Rust ScorerConfig's keys and defaults (crates/cache/tests/python_policy_keys.rs checks
+# both are equal). Those that need the request (module docs) are accepted, so every scorer YAML
+# the simulator reads loads here too, and ignored, with a warning when set on.
 # (`served_time` needs nothing: LMCache calls the policy when the engine serves the request, and
 # the policy reads the clock then.)
 REQUEST_TERMS = ("use_request_type", "w_sharing", "w_depth", "infer_conversations", "gap_by_turn")
@@ -131,7 +131,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         )
         self.clock = clock
         # terms that need a request, which LMCache's interface does not give (module docs)
-        self.ignored = [k for k in REQUEST_TERMS if self.cfg[k]]
+        # (on by default, as `infer_conversations` is, it only says the simulator's default)
+        self.ignored = [k for k in REQUEST_TERMS if self.cfg[k] and self.cfg[k] != DEFAULTS[k]]
         if self.ignored:
             import logging
 
