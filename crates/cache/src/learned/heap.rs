@@ -12,6 +12,8 @@ const ABSENT: u32 = u32::MAX;
 /// An item that knows the entry it belongs to.
 pub trait Keyed: Ord + Copy {
     fn id(&self) -> u32;
+    /// The same item for entry `id` (for [`QuadHeap::renumber`]).
+    fn with_id(self, id: u32) -> Self;
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,20 @@ impl<T: Keyed> QuadHeap<T> {
         }
     }
 
+    /// Give every entry the id `new_id(id)`. `new_id` must be strictly increasing, so that
+    /// the items keep their order (the entry breaks ties) and the heap stays a heap.
+    pub fn renumber(&mut self, new_id: &dyn Fn(u32) -> u32) {
+        self.pos.clear();
+        for (p, x) in self.data.iter_mut().enumerate() {
+            *x = x.with_id(new_id(x.id()));
+            let id = x.id() as usize;
+            if self.pos.len() <= id {
+                self.pos.resize(id + 1, ABSENT);
+            }
+            self.pos[id] = p as u32;
+        }
+    }
+
     /// The heap property and the position index hold.
     pub fn validate(&self) -> Result<(), String> {
         for (i, x) in self.data.iter().enumerate() {
@@ -229,6 +245,9 @@ mod tests {
     impl Keyed for Item {
         fn id(&self) -> u32 {
             self.1
+        }
+        fn with_id(self, id: u32) -> Self {
+            Item(self.0, id)
         }
     }
 

@@ -92,6 +92,10 @@ impl Keyed for Far {
     fn id(&self) -> u32 {
         self.1 as u32
     }
+    #[inline]
+    fn with_id(self, id: u32) -> Self {
+        Far(self.0, (self.1 >> 32) << 32 | id as u64)
+    }
 }
 
 /// An item of `future_min` (predicted next use, entry) or `overdue` (sequence number of the
@@ -103,6 +107,10 @@ impl Keyed for Earliest {
     #[inline]
     fn id(&self) -> u32 {
         self.1
+    }
+    #[inline]
+    fn with_id(self, id: u32) -> Self {
+        Earliest(self.0, id)
     }
 }
 
@@ -260,6 +268,40 @@ impl NextUseOrder {
             self.depth.resize(n, 0);
             self.state.resize(n, UNTRACKED);
         }
+    }
+
+    /// Give entry `e` the id `new_id(e)`, for every entry below [`ids`](NextUseOrder::ids).
+    /// `new_id` must be strictly increasing: the entries then keep their order (an entry's id
+    /// breaks ties), so every later decision is the one the old ids would have given. For an
+    /// order without shadows (the shadows' own).
+    pub fn renumber(&mut self, new_id: &dyn Fn(EntryId) -> EntryId) {
+        assert!(self.shadows.is_none(), "renumber: an order with shadows");
+        let n = self.ids();
+        let Some(last) = n.checked_sub(1) else {
+            return;
+        };
+        fn moved<T: Copy>(
+            v: &mut Vec<T>,
+            len: usize,
+            fill: T,
+            new_id: &dyn Fn(EntryId) -> EntryId,
+        ) {
+            let mut out = vec![fill; len];
+            for (i, &x) in v.iter().enumerate() {
+                out[new_id(i as EntryId) as usize] = x;
+            }
+            *v = out;
+        }
+        let len = new_id(last as EntryId) as usize + 1;
+        moved(&mut self.key, len, 0.0, new_id);
+        moved(&mut self.gap, len, 0.0, new_id);
+        moved(&mut self.touched, len, 0.0, new_id);
+        moved(&mut self.order, len, 0, new_id);
+        moved(&mut self.depth, len, 0, new_id);
+        moved(&mut self.state, len, UNTRACKED, new_id);
+        self.future.renumber(new_id);
+        self.future_min.renumber(new_id);
+        self.overdue.renumber(new_id);
     }
 
     /// Take `e` out of the sets (the caller then sets its state).

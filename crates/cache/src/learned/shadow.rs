@@ -27,6 +27,14 @@
 //!   hash are not modelled.
 //! - Pins are mirrored by object: a block pinned in the real cache is pinned in each shadow that
 //!   holds it. When every block of a shadow is pinned, it overflows until one is freed.
+//! - The shadows index their state by a slot per object they have held, not by object id
+//!   (at large caches they sample an eighth of the objects, and state indexed by id touched
+//!   about 60 bytes of memory per object of the trace; now 4). Slots are given in the order
+//!   objects first enter the shadows, which is the order of their ids when the ids are given in
+//!   order of first reference (as `BlockCache` does); the slots then break ties exactly as the
+//!   ids did. When an object arrives with a smaller id than one that already has a slot, the
+//!   shadows go back to indexing by id (renumbering their state), so no decision depends on
+//!   the slots.
 //! - LRU is the incumbent: the prediction decides only while its lead is significant. The
 //!   sampled references are cut into batches of one shadow fill; each batch
 //!   gives the difference of the two shadows' hits, and the prediction decides while the decayed
@@ -129,6 +137,9 @@ pub fn sampling_rate(capacity: usize) -> f64 {
     (MIN_SHADOW_BLOCKS / capacity.max(1) as f64).clamp(MIN_SAMPLING_RATE, 1.0)
 }
 
+/// No slot (`Shadows::slot_of`).
+const NO_SLOT: u32 = u32::MAX;
+
 /// Per request: the next depth expected and whether each shadow's leading run is still alive.
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
@@ -140,6 +151,11 @@ struct Run {
 /// The two shadows and the judge (module docs).
 #[derive(Debug, Clone)]
 pub struct Shadows {
+    /// Both shadows' state is indexed by slot (module docs): `slot_of` per object id, the
+    /// object of each slot in `obj_of`; when `by_id`, the slot is the object id.
+    slot_of: Vec<u32>,
+    obj_of: Vec<ObjId>,
+    by_id: bool,
     lru: ShadowLru,
     predicted: NextUseOrder,
     runs: Vec<Run>,
@@ -169,6 +185,9 @@ pub struct Shadows {
 impl Shadows {
     pub fn new(overdue_factor: f64, ranking: super::order::Ranking) -> Self {
         Shadows {
+            slot_of: Vec::new(),
+            obj_of: Vec::new(),
+            by_id: false,
             lru: ShadowLru::default(),
             predicted: NextUseOrder::with_ranking(overdue_factor, ranking),
             runs: Vec::new(),
@@ -223,24 +242,91 @@ impl Shadows {
                 < self.threshold
     }
 
+    /// The slot of `obj`, if it has one.
+    #[inline]
+    fn slot(&self, obj: ObjId) -> Option<u32> {
+        if self.by_id {
+            return Some(obj);
+        }
+        match self.slot_of.get(obj as usize) {
+            Some(&s) if s != NO_SLOT => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The object of slot `s`.
+    #[inline]
+    fn obj(&self, s: u32) -> ObjId {
+        if self.by_id {
+            s
+        } else {
+            self.obj_of[s as usize]
+        }
+    }
+
+    /// The slot of `obj`, given one if it has none (module docs).
+    #[inline]
+    fn slot_or_new(&mut self, obj: ObjId) -> u32 {
+        if let Some(s) = self.slot(obj) {
+            return s;
+        }
+        if self.obj_of.last().is_some_and(|&last| obj < last) {
+            // a new slot would break ties unlike the id: index by id from now on
+            self.index_by_id();
+            return obj;
+        }
+        let s = self.obj_of.len() as u32;
+        self.obj_of.push(obj);
+        if self.slot_of.len() <= obj as usize {
+            self.slot_of.resize(obj as usize + 1, NO_SLOT);
+        }
+        self.slot_of[obj as usize] = s;
+        s
+    }
+
+    /// Renumber the shadows' state from slots to object ids (slots were given in increasing
+    /// id order, so the order of every set is kept).
+    fn index_by_id(&mut self) {
+        let obj_of = std::mem::take(&mut self.obj_of);
+        let to_id = |s: u32| obj_of[s as usize];
+        self.predicted.renumber(&to_id);
+        let listed: Vec<u32> = self.lru.list.iter().collect();
+        self.lru.list = Recency::default();
+        for s in listed {
+            self.lru.list.push_back(to_id(s));
+        }
+        let held = std::mem::take(&mut self.lru.held);
+        for (s, h) in held.into_iter().enumerate() {
+            if h {
+                let o = to_id(s as u32) as usize;
+                if self.lru.held.len() <= o {
+                    self.lru.held.resize(o + 1, false);
+                }
+                self.lru.held[o] = true;
+            }
+        }
+        self.slot_of = Vec::new();
+        self.by_id = true;
+    }
+
     fn drop_unsampled(&mut self) {
-        let listed: Vec<ObjId> = self.lru.list.iter().collect();
-        for o in listed {
-            if !self.sampled(o) {
-                self.lru.list.remove(o);
+        let listed: Vec<u32> = self.lru.list.iter().collect();
+        for s in listed {
+            if !self.sampled(self.obj(s)) {
+                self.lru.list.remove(s);
                 self.lru.len -= 1;
             }
         }
-        for o in 0..self.lru.held.len() {
-            if self.lru.held[o] && !self.sampled(o as ObjId) {
-                self.lru.held[o] = false;
+        for s in 0..self.lru.held.len() {
+            if self.lru.held[s] && !self.sampled(self.obj(s as u32)) {
+                self.lru.held[s] = false;
                 self.lru.len -= 1;
             }
         }
-        for o in 0..self.predicted.ids() {
-            let o = o as ObjId;
-            if self.predicted.is_tracked(o) && !self.sampled(o) {
-                self.predicted.remove(o);
+        for s in 0..self.predicted.ids() {
+            let s = s as u32;
+            if self.predicted.is_tracked(s) && !self.sampled(self.obj(s)) {
+                self.predicted.remove(s);
             }
         }
     }
@@ -293,8 +379,11 @@ impl Shadows {
         if !sampled {
             return;
         }
-        let lru_hit = run.lru_alive && self.lru.contains(obj);
-        let predicted_hit = run.predicted_alive && self.predicted.is_tracked(obj);
+        let (lru_alive, predicted_alive) = (run.lru_alive, run.predicted_alive);
+        let obj = self.slot_or_new(obj);
+        let lru_hit = lru_alive && self.lru.contains(obj);
+        let predicted_hit = predicted_alive && self.predicted.is_tracked(obj);
+        let run = &mut self.runs[r];
         run.lru_alive = lru_hit;
         run.predicted_alive = predicted_hit;
         self.batch_lead += predicted_hit as u8 as f64 - lru_hit as u8 as f64;
@@ -324,6 +413,9 @@ impl Shadows {
     /// The real cache pinned `obj` (its pin count rose from zero).
     #[inline]
     pub fn pin(&mut self, obj: ObjId) {
+        let Some(obj) = self.slot(obj) else {
+            return;
+        };
         self.lru.pin(obj);
         if self.predicted.is_tracked(obj) {
             self.predicted.pin(obj);
@@ -333,6 +425,9 @@ impl Shadows {
     /// The real cache freed `obj` at trace time `now` (with a revised prediction, when given).
     #[inline]
     pub fn unpin(&mut self, obj: ObjId, now: f64, next_use: Option<f64>) {
+        let Some(obj) = self.slot(obj) else {
+            return;
+        };
         self.lru.unpin(obj);
         if self.predicted.is_pinned(obj) {
             self.predicted.unpin_rekeyed(obj, now, next_use);
@@ -361,6 +456,14 @@ impl Shadows {
 mod tests {
     use super::*;
     use crate::learned::order::Ranking;
+
+    impl Shadows {
+        /// Both shadows hold `obj`.
+        fn holds(&self, obj: ObjId) -> bool {
+            self.slot(obj)
+                .is_some_and(|s| self.lru.contains(s) && self.predicted.is_tracked(s))
+        }
+    }
 
     /// Feed batches of one reference each (capacity 1) with the given hit differences.
     fn judge(leads: &[i32]) -> Shadows {
@@ -395,6 +498,68 @@ mod tests {
         assert!(sh.lru.len <= 512 && sh.predicted.resident() <= 512);
         assert!(sh.lru.len >= 500, "{}", sh.lru.len);
         sh.validate().unwrap();
+    }
+
+    /// Slots or ids, the shadows hold the same objects and count the same hits: with ids in
+    /// order of first reference (slots kept) and out of it (back to ids midway).
+    #[test]
+    fn slots_decide_as_ids() {
+        for shuffled in [false, true] {
+            let mut by_slot = Shadows::new(0.3, Ranking::ExpectedWait);
+            let mut by_id = Shadows::new(0.3, Ranking::ExpectedWait);
+            by_id.by_id = true;
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut next_new = 0u32;
+            for step in 0..60_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // mostly reuse among the last 3,000 objects, sometimes a new one
+                // the i-th object; with `shuffled`, those after the 8,000th in decreasing ids
+                let index = if next_new < 10 || x % 4 == 0 {
+                    next_new += 1;
+                    next_new - 1
+                } else {
+                    next_new - 1 - (x >> 8) as u32 % next_new.min(3000)
+                };
+                let obj = if shuffled && index > 8000 {
+                    2_000_000 - index
+                } else {
+                    index
+                };
+                let (request, depth) = (step / 4, step % 4);
+                let (now, next_use) = (step as f64, step as f64 + (x >> 40) as f64 % 5000.0);
+                for sh in [&mut by_slot, &mut by_id] {
+                    if step == 2000 {
+                        sh.observe_capacity(2048);
+                    }
+                    sh.reference(obj, request, depth, now, next_use);
+                    match x % 11 {
+                        0 => sh.pin(obj),
+                        1 => sh.unpin(obj, now, Some(next_use + 7.0)),
+                        _ => {}
+                    }
+                }
+                assert_eq!(
+                    (by_slot.lru_hits, by_slot.predicted_hits),
+                    (by_id.lru_hits, by_id.predicted_hits),
+                    "step {step}"
+                );
+                if step % 5000 == 0 {
+                    by_slot.validate().unwrap();
+                    for i in 0..next_new {
+                        let o = if shuffled && i > 8000 {
+                            2_000_000 - i
+                        } else {
+                            i
+                        };
+                        assert_eq!(by_slot.holds(o), by_id.holds(o), "step {step} object {o}");
+                    }
+                }
+            }
+            assert_eq!(by_slot.by_id, shuffled);
+            assert!(by_slot.lru_hits > 1000 && by_slot.predicted_hits > 1000);
+        }
     }
 
     #[test]
@@ -439,7 +604,7 @@ mod tests {
         for (i, obj) in [30, 31, 32].into_iter().enumerate() {
             sh.reference(obj, 4 + i as u32, 0, 4.0, 100.0);
         }
-        assert!(sh.lru.contains(10) && sh.predicted.is_tracked(10));
+        assert!(sh.holds(10));
         sh.unpin(10, 5.0, None);
         sh.validate().unwrap();
     }
