@@ -89,6 +89,57 @@ lines.append(f"Defaults (conversation_aware and lightgbm): mean gap closed {sum(
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+# sweep_variants N V...: sweep the first N traces (0: all) with each scorer $OUT/V.yaml
+sweep_variants() {
+  local n=$1 spec name path flags tag v
+  shift
+  local specs=("${TRACES[@]}")
+  [ "$n" = 0 ] || specs=("${TRACES[@]:0:$n}")
+  for spec in "${specs[@]}"; do
+    IFS='|' read -r name path flags <<<"$spec"
+    tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
+    for v in "$@"; do
+      # shellcheck disable=SC2086
+      $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
+        --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
+    done
+  done
+}
+# variants_table FILE SUMMARY 'v1=label 1;v2=label 2;...' SPEC...: the test parts of each
+# variant's sweep per trace and capacity, as a table in $OUT/FILE; SUMMARY (a variant, or "-")
+# adds its mean gap closed and worst difference to LRU
+variants_table() {
+  python3 - "$OUT" "$@" <<'PY'
+import re, sys
+out, file, summary, columns, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+variants = [c.split("=", 1) for c in columns.split(";")]
+def test_rows(path):
+    return {int(f[1]): f for f in (l.split() for l in open(path))
+            if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
+lines = ["| trace | capacity | LRU | Belady | " + " | ".join(f"{label} | gap" for _, label in variants) + " |",
+         "|---|---:|---:|---:|" + "---:|---:|" * len(variants)]
+gaps, worst = [], 0.0
+for spec in specs:
+    name = spec.split("|")[0]
+    tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
+    runs = [test_rows(f"{out}/{tag}.{v}.txt") for v, _ in variants]
+    for cap in sorted(runs[0]):
+        c = runs[0][cap]
+        for (v, _), r in zip(variants, runs):
+            if v == summary:
+                worst = min(worst, float(r[cap][3].rstrip("%")) - float(c[4].rstrip("%")))
+                if r[cap][8] != "-":
+                    gaps.append(float(r[cap][8].rstrip("%")))
+        cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
+        lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
+if summary != "-":
+    lines.append("")
+    lines.append(f"{summary}, judged: mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% over {len(gaps)} cells; "
+                 f"worst difference to LRU {worst:+.2f} points.")
+open(f"{out}/{file}", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+}
 # --variants: conversation_aware's second-session variants (docs/policies.md, "Opt-in variants"),
 # judged and alone, on the traces they change (the two logs: WEKA has ids, Mooncake's prediction stays
 # LRU's order); not the defaults, not in the bar
@@ -102,80 +153,19 @@ if [[ " $* " == *" --variants "* ]]; then
   for v in infer infer_no_reuse; do
     printf 'adaptive: false\n' | cat "$OUT/$v.yaml" - >"$OUT/${v}_alone.yaml"
   done
-  for spec in "${TRACES[@]:0:2}"; do
-    IFS='|' read -r name path flags <<<"$spec"
-    tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
-    for v in infer infer_alone infer_no_reuse infer_no_reuse_alone; do
-      # shellcheck disable=SC2086
-      $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
-        --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
-    done
-  done
-  python3 - "$OUT" "${TRACES[@]:0:2}" <<'PY'
-import re, sys
-out, specs = sys.argv[1], sys.argv[2:]
-def test_rows(path):
-    return {int(f[1]): f for f in (l.split() for l in open(path))
-            if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
-lines = ["| trace | capacity | LRU | Belady | infer: judged | gap | infer: alone | gap | infer, no reuse model: judged | gap | ... alone | gap |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for spec in specs:
-    name = spec.split("|")[0]
-    tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
-    runs = [test_rows(f"{out}/{tag}.{v}.txt")
-            for v in ("infer", "infer_alone", "infer_no_reuse", "infer_no_reuse_alone")]
-    for cap in sorted(runs[0]):
-        c = runs[0][cap]
-        cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
-        lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
-open(f"{out}/variants.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
-fi
-# --variants also: the defaults with gap_by_turn (issue 17's third session, docs/policies.md,
-# "Predictions by turn, served time": off by default, it lost on the logs' validation parts),
-# judged and alone, on every trace
-if [[ " $* " == *" --variants "* ]]; then
+  sweep_variants 2 infer infer_alone infer_no_reuse infer_no_reuse_alone
+  variants_table variants.md - "infer=infer: judged;infer_alone=infer: alone;infer_no_reuse=infer, no reuse model: judged;infer_no_reuse_alone=... alone" \
+    "${TRACES[@]:0:2}"
+  # the defaults with gap_by_turn (issue 17's third session, docs/policies.md, "Predictions by
+  # turn, served time": off by default, it lost on the logs' validation parts), judged and
+  # alone, on every trace
   printf 'gap_by_turn: true\n' | cat configs/scorer_default.yaml - | grep -v '^gap_by_turn: false' \
     >"$OUT/gap_by_turn.yaml"
   printf 'adaptive: false\n' | cat "$OUT/gap_by_turn.yaml" - >"$OUT/gap_by_turn_alone.yaml"
-  for spec in "${TRACES[@]}"; do
-    IFS='|' read -r name path flags <<<"$spec"
-    tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
-    for v in gap_by_turn gap_by_turn_alone; do
-      # shellcheck disable=SC2086
-      $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/$v.yaml" -q \
-        --output "$OUT/$tag.$v.yaml" >"$OUT/$tag.$v.txt" 2>>"$OUT/$tag.log"
-    done
-  done
-  python3 - "$OUT" "${TRACES[@]}" <<'PY'
-import re, sys
-out, specs = sys.argv[1], sys.argv[2:]
-def test_rows(path):
-    return {int(f[1]): f for f in (l.split() for l in open(path))
-            if len(f) >= 9 and f[2] == "test" and f[1].isdigit()}
-lines = ["| trace | capacity | LRU | Belady | defaults: judged | gap | gap_by_turn: judged | gap | gap_by_turn: alone | gap |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-gaps, worst = [], 0.0
-for spec in specs:
-    name = spec.split("|")[0]
-    tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
-    runs = [test_rows(f"{out}/{tag}.{v}.txt")
-            for v in ("conversation_aware", "gap_by_turn", "gap_by_turn_alone")]
-    for cap in sorted(runs[0]):
-        c = runs[0][cap]
-        v = runs[1][cap]
-        worst = min(worst, float(v[3].rstrip("%")) - float(c[4].rstrip("%")))
-        if v[8] != "-":
-            gaps.append(float(v[8].rstrip("%")))
-        cells = " | ".join(f"{r[cap][3]} | {r[cap][8]}" for r in runs)
-        lines.append(f"| {name} | {cap} | {c[4]} | {c[5]} | {cells} |")
-lines.append("")
-lines.append(f"gap_by_turn, judged: mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% over {len(gaps)} cells; "
-             f"worst difference to LRU {worst:+.2f} points.")
-open(f"{out}/variants_gap_by_turn.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+  sweep_variants 0 gap_by_turn gap_by_turn_alone
+  variants_table variants_gap_by_turn.md gap_by_turn \
+    "conversation_aware=defaults: judged;gap_by_turn=gap_by_turn: judged;gap_by_turn_alone=gap_by_turn: alone" \
+    "${TRACES[@]}"
 fi
 if [[ " $* " == *" --check-model "* ]]; then
   $B train -i outputs/logs/server_qwen-8b.log --no-retrain -q --output "$OUT/lightgbm_default.txt" \
