@@ -15,6 +15,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::chunked::Chunked;
 use crate::policy::api::Access;
 
 /// Number of features of [`Snapshot::features`].
@@ -236,7 +237,8 @@ impl Snapshot {
 /// The online statistics of one tier.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    objs: Vec<ObjState>,
+    /// per object id (chunked: growing never copies)
+    objs: Chunked<ObjState>,
     convs: Vec<ConvState>,
     conv_index: FxHashMap<u64, u32>,
     /// the last conversation looked up (consecutive references share it)
@@ -268,7 +270,7 @@ pub struct Tracker {
 impl Default for Tracker {
     fn default() -> Self {
         Tracker {
-            objs: Vec::new(),
+            objs: Chunked::new(ObjState::default()),
             convs: Vec::new(),
             conv_index: FxHashMap::default(),
             conv_cache: (u64::MAX, NONE),
@@ -312,10 +314,7 @@ impl Tracker {
         }
         let conv = self.conversation(a);
         let o = a.obj as usize;
-        if self.objs.len() <= o {
-            self.objs.resize(o + 1, ObjState::default());
-        }
-        let s = &mut self.objs[o];
+        let s = self.objs.get_mut(o);
         if s.last_request != a.request {
             // a new use of the object
             if s.uses == 0 {
@@ -354,7 +353,7 @@ impl Tracker {
             let k = (s.uses as usize).min(MAX_BUCKET + 1);
             self.use_reach[k] += 1;
         }
-        let s = self.objs[o];
+        let s = *s;
         let mut snap = Snapshot {
             timestamp: t,
             depth: a.depth,

@@ -2,6 +2,7 @@
 //! statistics of the reference stream (`features`), the eviction order by predicted next use
 //! (`order`) and LightGBM's text model format (`gbdt`).
 
+pub mod chunked;
 pub mod features;
 pub mod gbdt;
 pub mod heap;

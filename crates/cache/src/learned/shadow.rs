@@ -45,6 +45,7 @@
 //!
 //! [`NextUseOrder::adaptive`]: super::order::NextUseOrder::adaptive
 
+use super::chunked::Chunked;
 use super::order::{NextUseOrder, Recency};
 use crate::policy::api::{ObjId, Pins};
 
@@ -153,7 +154,7 @@ struct Run {
 pub struct Shadows {
     /// Both shadows' state is indexed by slot (module docs): `slot_of` per object id, the
     /// object of each slot in `obj_of`; when `by_id`, the slot is the object id.
-    slot_of: Vec<u32>,
+    slot_of: Chunked<u32>,
     obj_of: Vec<ObjId>,
     by_id: bool,
     lru: ShadowLru,
@@ -185,7 +186,7 @@ pub struct Shadows {
 impl Shadows {
     pub fn new(overdue_factor: f64, ranking: super::order::Ranking) -> Self {
         Shadows {
-            slot_of: Vec::new(),
+            slot_of: Chunked::new(NO_SLOT),
             obj_of: Vec::new(),
             by_id: false,
             lru: ShadowLru::default(),
@@ -248,10 +249,8 @@ impl Shadows {
         if self.by_id {
             return Some(obj);
         }
-        match self.slot_of.get(obj as usize) {
-            Some(&s) if s != NO_SLOT => Some(s),
-            _ => None,
-        }
+        let s = self.slot_of.get(obj as usize);
+        (s != NO_SLOT).then_some(s)
     }
 
     /// The object of slot `s`.
@@ -277,10 +276,7 @@ impl Shadows {
         }
         let s = self.obj_of.len() as u32;
         self.obj_of.push(obj);
-        if self.slot_of.len() <= obj as usize {
-            self.slot_of.resize(obj as usize + 1, NO_SLOT);
-        }
-        self.slot_of[obj as usize] = s;
+        *self.slot_of.get_mut(obj as usize) = s;
         s
     }
 
@@ -305,7 +301,7 @@ impl Shadows {
                 self.lru.held[o] = true;
             }
         }
-        self.slot_of = Vec::new();
+        self.slot_of = Chunked::new(NO_SLOT);
         self.by_id = true;
     }
 

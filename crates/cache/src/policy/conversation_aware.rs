@@ -42,6 +42,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::learned::chunked::Chunked;
 use crate::learned::features::{Snapshot, Tracker};
 use crate::learned::order::{NextUseOrder, Ranking};
 use crate::policy::api::{Access, EntryId, ObjId};
@@ -393,10 +394,10 @@ impl Touch {
 
 /// Online conversation inference for references without a conversation id
 /// (`ScorerConfig::infer_conversations`): causal, from the request's own blocks and the past.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Inferred {
     /// per object: the inferred conversation of the latest settled request that referenced it
-    obj_conv: Vec<u32>,
+    obj_conv: Chunked<u32>,
     /// per conversation: blocks of its latest request
     conv_len: Vec<u32>,
     /// requests not settled yet (the engine interleaves the blocks of running requests)
@@ -410,6 +411,21 @@ struct Inferred {
     /// request's conversation once settled (NaN: none), taken at the unpin
     entry_request: Vec<u32>,
     revised: Vec<f64>,
+}
+
+impl Default for Inferred {
+    fn default() -> Self {
+        Inferred {
+            obj_conv: Chunked::new(NO_CONV),
+            conv_len: Vec::new(),
+            // its most (settled beyond), reserved: growing rehashes, copying every entry
+            pending: FxHashMap::with_capacity_and_hasher(MAX_PENDING + 1, Default::default()),
+            pending_ids: BinaryHeap::new(),
+            spare: Vec::new(),
+            entry_request: Vec::new(),
+            revised: Vec::new(),
+        }
+    }
 }
 
 impl ConversationAware {
@@ -489,7 +505,7 @@ impl ConversationAware {
         }
         inf.revised[i] = f64::NAN;
         inf.entry_request[i] = a.request;
-        let conv = inf.obj_conv.get(a.obj as usize).copied().unwrap_or(NO_CONV);
+        let conv = inf.obj_conv.get(a.obj as usize);
         let p = match inf.pending.entry(a.request) {
             Entry::Occupied(p) => p.into_mut(),
             Entry::Vacant(v) => {
@@ -557,10 +573,7 @@ impl ConversationAware {
         for t in &p.touches {
             let o = t.obj as usize;
             let inf = &mut self.inferred;
-            if inf.obj_conv.len() <= o {
-                inf.obj_conv.resize(o + 1, NO_CONV);
-            }
-            inf.obj_conv[o] = conv;
+            *inf.obj_conv.get_mut(o) = conv;
             if inf.entry_request[t.entry as usize] != request {
                 // a later request touched it since: its prediction is that request's
                 continue;
