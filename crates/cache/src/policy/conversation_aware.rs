@@ -326,6 +326,10 @@ const INFERRED_BASE: u64 = 1 << 62;
 const MAX_PENDING: usize = 1024;
 /// Touch lists kept for reuse.
 const SPARE_LISTS: usize = 64;
+/// Only lists of at most this many touches are kept: a list keeps the capacity of the longest
+/// request it held, and a thousand pending requests in reused lists held several times the
+/// memory of their touches (each run faults its memory in again).
+const SPARE_CAPACITY: usize = 32;
 
 /// A request whose blocks are being seen.
 #[derive(Debug, Clone, Default)]
@@ -582,7 +586,7 @@ impl ConversationAware {
             let next = s.timestamp + self.predicted_gap(&s);
             self.inferred.revised[t.entry as usize] = next;
         }
-        if self.inferred.spare.len() < SPARE_LISTS {
+        if self.inferred.spare.len() < SPARE_LISTS && p.touches.capacity() <= SPARE_CAPACITY {
             p.touches.clear();
             self.inferred.spare.push(p.touches);
         }
