@@ -8,7 +8,9 @@
     scripts/experiment_lmcache_vs_simulate.py EXPERIMENT_DIR [--fixture DIR]
 
 Settings from the environment: INFERENCELAB (target/debug/inferencelab), MODEL_CONFIG
-(/work/venvs/vllm-cpu-model/config.json), BLOCK_SIZE (32), CHUNK_SIZE (256).
+(/work/venvs/vllm-cpu-model/config.json), BLOCK_SIZE (32), CHUNK_SIZE (256), LMCACHE_LOG (1:
+also simulate each point with `--lmcache-log <stem>.lmcache.log`, LMCache's logged eviction
+ticks, printed and kept as `ours_logged_ticks`; 0: not).
 --fixture DIR copies what crates/cli/tests/experiment_cpu_lmcache.rs needs: each point's log cut
 to the request lines (gzipped) and one points.json with the real counters, the cached_tokens and
 the figures simulate gave. Exits non-zero when a point failed or has no counters.
@@ -48,11 +50,13 @@ def limit(log, name):
     return None
 
 
-def simulate(log, gb, blocks, per_request):
+def simulate(log, gb, blocks, per_request, lmcache_log=None):
     args = [BIN, "simulate", "--input-file", log, "--model", MODEL, "--block-size", BLOCK,
             "--gpu-blocks", str(blocks), "--chunk-size", CHUNK, "--cpu-cache-gb", str(gb),
             "--lmcache-mode", "mp", "--eviction-policy", "lru", "--schedule", "trace",
             "--per-request", per_request, "--json", "-q", "-o", per_request + ".summary.json"]
+    if lmcache_log:
+        args += ["--lmcache-log", lmcache_log]
     for flag, name in [("--max-num-batched-tokens", "max_num_batched_tokens"),
                        ("--max-num-seqs", "max_num_seqs")]:
         v = limit(log, name)
@@ -133,6 +137,20 @@ def main():
             "exact_requests": exact,
             "cached_tokens": {b["response_id"]: b["cached_tokens"] for b in ok},
         }
+        # the same with the eviction loop on the ticks the point's lmcache server logged
+        # (simulate --lmcache-log, issue 24); `ours` stays the assumed clock, which the
+        # fixture's test re-runs (the fixture keeps no LMCache log)
+        lm_log = r["server_log"][: -len(".log")] + ".lmcache.log"
+        if os.environ.get("LMCACHE_LOG", "1") != "0" and os.path.exists(lm_log):
+            per_log = os.path.join(tmp, stem + ".logged.jsonl")
+            try:
+                mp_log = simulate(r["server_log"], p["cpu_gb"], p["num_gpu_blocks_override"],
+                                  per_log, lm_log).get("lmcache_mp") or {}
+                case["ours_logged_ticks"] = {k: mp_log.get(k) for k in (
+                    "lookup_hit_tokens", "l1_write_chunks", "l1_evicted_chunks")}
+            except subprocess.CalledProcessError as e:
+                # e.g. a log without a tick near the requests: say so, keep the rest
+                case["ours_logged_ticks"] = {"error": e.stderr.strip()[-300:]}
         cases.append(case)
         a, o = case["real"], case["ours"]
         print(f"| {stem} | {p['cpu_gb']:g} | ok | {a['gpu_hit_tokens']} / {o['gpu_hit_tokens']} "
@@ -142,6 +160,8 @@ def main():
               f"| {a['lookup_hit_tokens']} / {o['lookup_hit_tokens']} "
               f"| {a['l1_write_chunks']} / {o['l1_write_chunks']} "
               f"| {a['l1_evicted_chunks']} / {o['l1_evicted_chunks']} | {exact} of {len(ok)} |")
+        if "ours_logged_ticks" in case:
+            print(f"|   (ours on the lmcache server's logged ticks: {case['ours_logged_ticks']}) |")
         if fixture:
             os.makedirs(fixture, exist_ok=True)
             with gzip.GzipFile(os.path.join(fixture, stem + ".log.gz"), "wb", mtime=0) as z:
