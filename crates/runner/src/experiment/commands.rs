@@ -104,7 +104,7 @@ const POLICY_FILES: [(&str, &str); 3] = [
 ];
 
 /// Whether a point's server runs InferenceLab's `conversation_aware` inside LMCache.
-fn uses_conversation_aware(cfg: &ExperimentConfig, p: &ExpPoint) -> bool {
+pub(super) fn uses_conversation_aware(cfg: &ExperimentConfig, p: &ExpPoint) -> bool {
     p.lmcache
         && p.cache_policy == CONVERSATION_AWARE
         && cfg
@@ -271,7 +271,8 @@ pub fn server_command(
             ));
         }
     }
-    if uses_conversation_aware(cfg, p) {
+    let policy_on_path = uses_conversation_aware(cfg, p);
+    if policy_on_path {
         // the YAML's own PYTHONPATH, else the runner's, stays behind the policy's folder
         let inherited = cfg
             .vllm
@@ -282,7 +283,7 @@ pub fn server_command(
         env.extend(conversation_aware_env(cfg, dir, inherited));
     }
     for (k, v) in &cfg.vllm.env {
-        if k == "PYTHONPATH" && uses_conversation_aware(cfg, p) {
+        if k == "PYTHONPATH" && policy_on_path {
             continue;
         }
         env.push((k.clone(), v.clone()));

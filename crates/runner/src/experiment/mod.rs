@@ -215,7 +215,7 @@ fn print_dry_run(
     ));
     if points
         .iter()
-        .any(|p| p.lmcache && p.cache_policy == config::CONVERSATION_AWARE)
+        .any(|p| commands::uses_conversation_aware(cfg, p))
     {
         say(format!(
             "# the run writes LMCache's conversation_aware policy (python/lmcache_policy, the \
