@@ -16,8 +16,9 @@ What LMCache's interface gives a policy: the chunk key (`CacheEngineKey`, a pref
 chunk hash), hits, puts and evictions, in wall-clock time. So the terms that need a request
 (conversation id, turn, request type, depth in the chain, sharing across conversations) are
 not available here and count as off: `use_conversation`, `reuse_model_for_conversations`,
-`use_request_type`, `w_sharing`, `w_depth`, `infer_conversations` and `gap_by_turn` are
-ignored (a warning says so when one of the last five is on and that is not its default). What
+`use_request_type`, `w_sharing`, `w_depth`, `infer_conversations`, `gap_by_turn` and
+`use_output_length` (a request's answer length) are ignored (a warning says so when one of the
+last six is on and that is not its default). What
 remains is the path the simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
 probability that such a block is used again (`w_probability`), all learned online. For the
@@ -61,13 +62,21 @@ DEFAULTS = {
     "infer_conversations": True,
     "gap_by_turn": False,
     "served_time": True,
+    "use_output_length": True,
 }
 # The Rust ScorerConfig's keys and defaults (crates/cache/tests/python_policy_keys.rs checks
 # both are equal). Those that need the request (module docs) are accepted, so every scorer YAML
 # the simulator reads loads here too, and ignored, with a warning when set on.
 # (`served_time` needs nothing: LMCache calls the policy when the engine serves the request, and
 # the policy reads the clock then.)
-REQUEST_TERMS = ("use_request_type", "w_sharing", "w_depth", "infer_conversations", "gap_by_turn")
+REQUEST_TERMS = (
+    "use_request_type",
+    "w_sharing",
+    "w_depth",
+    "infer_conversations",
+    "gap_by_turn",
+    "use_output_length",
+)
 # crates/cache/src/learned/shadow.rs EVIDENCE_FILLS, LEAD_STANDARD_ERRORS, MIN_SHADOW_BLOCKS and
 # MIN_SAMPLING_RATE
 EVIDENCE_FILLS = 16.0

@@ -455,6 +455,8 @@ impl<P: EvictionPolicy> Scheduler<P> {
                     finished: done,
                 });
                 if done {
+                    // what it generated is known now, before its blocks are freed
+                    self.pool.cache.policy.on_finish(r.req as u32, r.generated);
                     // freed now, in the step's order (the free queue's order depends on it)
                     let slots = std::mem::take(&mut r.slots);
                     if self.delay_free {
@@ -680,5 +682,68 @@ mod tests {
         assert_eq!(r1.num_cached_tokens, Some(0));
         assert_eq!(s.stats.preempted_requests, 1);
         assert_eq!(s.pool.cache.reserved(), 0);
+    }
+
+    /// A policy that records what it is told (finishes and unpins), over LRU.
+    #[derive(Default)]
+    struct Spy {
+        lru: inferencelab_cache::policy::lru::Lru,
+        events: Vec<String>,
+    }
+
+    impl EvictionPolicy for Spy {
+        fn on_insert(&mut self, e: u32, a: &Access) {
+            self.lru.on_insert(e, a);
+        }
+        fn on_hit(&mut self, e: u32, a: &Access) {
+            self.lru.on_hit(e, a);
+        }
+        fn on_pin(&mut self, e: u32) {
+            self.lru.on_pin(e);
+        }
+        fn on_unpin(&mut self, e: u32, now: u64) {
+            self.events.push(format!("unpin {e}"));
+            self.lru.on_unpin(e, now);
+        }
+        fn on_finish(&mut self, request: u32, output_tokens: u32) {
+            self.events
+                .push(format!("finish {request} {output_tokens}"));
+        }
+        fn evict(&mut self, pins: inferencelab_cache::Pins<'_>) -> Option<u32> {
+            self.lru.evict(pins)
+        }
+        fn on_remove(&mut self, e: u32) {
+            self.lru.on_remove(e);
+        }
+    }
+
+    #[test]
+    fn the_policy_hears_of_a_finish_and_its_answer_before_the_unpins() {
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: 64,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(16, Spy::default())),
+        );
+        // request 0: 8 prompt tokens and 3 answer tokens (2 full blocks hashed, then its tail)
+        let keys = Keys(vec![vec![1, 2, 3]]);
+        s.add_request(0, 8, 3);
+        for _ in 0..100 {
+            if !s.has_unfinished() {
+                break;
+            }
+            let plan = s.schedule(&keys, &mut NoConnector);
+            s.update(&plan, &mut NoConnector);
+        }
+        assert!(!s.has_unfinished());
+        let events = &s.pool.cache.policy.events;
+        assert_eq!(
+            events.first().map(String::as_str),
+            Some("finish 0 3"),
+            "{events:?}"
+        );
+        assert!(events.len() > 1 && events[1..].iter().all(|e| e.starts_with("unpin")));
     }
 }

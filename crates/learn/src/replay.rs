@@ -106,7 +106,12 @@ pub fn replay<P: EvictionPolicy>(
             }
         }
         if config.pinning {
-            gpu.hold(config.timing.finish_time(r, hit_tokens), i as u64, pinned);
+            gpu.hold(
+                config.timing.finish_time(r, hit_tokens),
+                i as u64,
+                r.output_length,
+                pinned,
+            );
         }
     }
     debug_assert!(gpu.cache.validate().is_ok());
@@ -166,6 +171,9 @@ impl<P: EvictionPolicy> EvictionPolicy for Recording<P> {
     }
     fn on_time(&mut self, timestamp: f64) {
         self.inner.on_time(timestamp);
+    }
+    fn on_finish(&mut self, request: u32, output_tokens: u32) {
+        self.inner.on_finish(request, output_tokens);
     }
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
         let v = self.inner.evict(pins)?;

@@ -116,6 +116,7 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         reuse_model_for_conversations: true,
         gap_by_turn: false,
         served_time: true,
+        use_output_length: ScorerConfig::default().use_output_length,
     }
 }
 

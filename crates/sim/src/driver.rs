@@ -481,7 +481,12 @@ fn replay_block_stream(
         tally.record(row, r, keys.len() as u64, hits, &h);
         observe(i, h);
         if config.pinning {
-            gpu.hold(config.timing.finish_time(r, h.total()), i as u64, pinned);
+            gpu.hold(
+                config.timing.finish_time(r, h.total()),
+                i as u64,
+                r.output_length,
+                pinned,
+            );
             row.max_pinned_blocks = row.max_pinned_blocks.max(gpu.pinned_now());
         }
     }

@@ -818,6 +818,8 @@ impl TraceTier<'_, '_> {
         let (j, finish) = (run.req, run.finish);
         let slots = self.hash_final(run);
         self.pool.cache.policy.on_time(finish);
+        let output = self.describe.trace.requests[j].output_length;
+        self.pool.cache.policy.on_finish(j as u32, output);
         self.pool.free(&slots);
         if let Some(lm) = self.lm.as_deref_mut() {
             lm.at(finish);

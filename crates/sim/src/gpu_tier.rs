@@ -20,6 +20,8 @@ use crate::config::TimingModel;
 struct Running {
     finish: f64,
     seq: u64,
+    /// the tokens it generates (told to the policy when it finishes)
+    output_tokens: u32,
     /// entries pinned, head first
     entries: Vec<EntryId>,
 }
@@ -70,6 +72,9 @@ impl<P: EvictionPolicy> GpuTier<P> {
         while self.running.peek().is_some_and(|run| run.finish <= now) {
             let run = self.running.pop().unwrap();
             self.cache.policy.on_time(run.finish);
+            self.cache
+                .policy
+                .on_finish(run.seq as u32, run.output_tokens);
             for &e in run.entries.iter().rev() {
                 self.cache.unpin(e, self.clock);
             }
@@ -116,7 +121,7 @@ impl<P: EvictionPolicy> GpuTier<P> {
     }
 
     /// Hold `entries` pinned until `finish` (trace seconds); `seq` orders equal finishes.
-    pub fn hold(&mut self, finish: f64, seq: u64, entries: Vec<EntryId>) {
+    pub fn hold(&mut self, finish: f64, seq: u64, output_tokens: u32, entries: Vec<EntryId>) {
         if entries.is_empty() {
             return;
         }
@@ -124,6 +129,7 @@ impl<P: EvictionPolicy> GpuTier<P> {
         self.running.push(Running {
             finish,
             seq,
+            output_tokens,
             entries,
         });
     }

@@ -83,6 +83,31 @@ const MAX_BUCKET: usize = 63;
 const NONE: u32 = u32::MAX;
 /// Turns are bucketed up to this for the per-turn gap (later turns share the last bucket).
 const TURN_BUCKETS: usize = 16;
+/// Classes of the length of a request's answer (tokens generated): up to 16, 64, 256, 1,024,
+/// more ([`output_class`]). A priori: factors of four from a one-line answer.
+pub const OUTPUT_CLASSES: usize = 5;
+const NO_CLASS: u8 = u8::MAX;
+/// Weight, in requests, of the turn's continuation rate as the prior of a class's own rate: a
+/// class seen a few times is mostly its turn's rate, one seen a hundred times mostly its own.
+/// (4, 16 and 64 were compared on the protocol's validation parts: the same within noise.)
+const CLASS_PRIOR_REQUESTS: f64 = 16.0;
+
+/// The class of an answer of `tokens` tokens ([`OUTPUT_CLASSES`]).
+#[inline]
+pub fn output_class(tokens: u32) -> u8 {
+    match tokens {
+        0..=16 => 0,
+        17..=64 => 1,
+        65..=256 => 2,
+        257..=1024 => 3,
+        _ => 4,
+    }
+}
+
+#[inline]
+fn turn_bucket(requests: u32) -> usize {
+    (requests as usize).min(TURN_BUCKETS - 1)
+}
 
 #[derive(Debug, Clone, Copy)]
 struct ObjState {
@@ -123,6 +148,8 @@ struct ConvState {
     gap_ewma: f64,
     /// the type of its latest request
     last_kind: u32,
+    /// the answer class of its latest request, once it finished ([`Tracker::finished`])
+    last_class: u8,
 }
 
 /// A running mean of `ln(1 + x)`, reported back as `exp(mean) - 1` (robust to heavy tails).
@@ -258,6 +285,10 @@ pub struct Tracker {
     kind_continued: Vec<u64>,
     /// typical gap from a conversation's `k`-th request to its next (per turn)
     turn_gap: [LogPrior; TURN_BUCKETS],
+    /// per turn and answer class: finished requests, and those followed by another of their
+    /// conversation ([`Tracker::finished`])
+    class_requests: [[u64; OUTPUT_CLASSES]; TURN_BUCKETS],
+    class_continued: [[u64; OUTPUT_CLASSES]; TURN_BUCKETS],
     /// keep the decayed counters (`lightgbm` reads them, `conversation_aware` does not)
     pub with_counters: bool,
     /// latest trace time seen
@@ -283,6 +314,8 @@ impl Default for Tracker {
             kind_requests: Vec::new(),
             kind_continued: Vec::new(),
             turn_gap: [LogPrior::new(); TURN_BUCKETS],
+            class_requests: [[0; OUTPUT_CLASSES]; TURN_BUCKETS],
+            class_continued: [[0; OUTPUT_CLASSES]; TURN_BUCKETS],
             with_counters: true,
             now: 0.0,
             last_ln_1p: (0.0f64.to_bits(), 0.0f64.ln_1p()),
@@ -410,7 +443,7 @@ impl Tracker {
                 } else {
                     f64::NAN
                 },
-                rate(&self.conv_reach, c.requests as usize),
+                self.continuation(c),
             )
         };
         s.log_kind_gap = log_kind_gap;
@@ -425,6 +458,38 @@ impl Tracker {
         } else {
             self.turn_gap[(conv_requests as usize).min(TURN_BUCKETS - 1)].log_value()
         };
+    }
+
+    /// The probability that conversation `c` goes on after its latest request: the share of
+    /// conversations with as many requests that had another, or, once that request finished,
+    /// the share of finished requests of its turn and answer class that were followed (with the
+    /// turn's rate as a prior worth [`CLASS_PRIOR_REQUESTS`] requests).
+    #[inline]
+    fn continuation(&self, c: &ConvState) -> f64 {
+        let p = rate(&self.conv_reach, c.requests as usize);
+        if c.last_class == NO_CLASS {
+            return p;
+        }
+        let (t, k) = (turn_bucket(c.requests), c.last_class as usize);
+        let (n, f) = (self.class_requests[t][k], self.class_continued[t][k]);
+        (f as f64 + CLASS_PRIOR_REQUESTS * p) / (n as f64 + CLASS_PRIOR_REQUESTS)
+    }
+
+    /// Request `request` of conversation `conversation` finished after generating
+    /// `output_tokens` tokens: its answer class is known from now on (the continuation rate of
+    /// its conversation is its turn and class's). Nothing when the conversation is unknown or
+    /// has had another request since.
+    pub fn finished(&mut self, conversation: u64, request: u32, output_tokens: u32) {
+        let Some(&idx) = self.conv_index.get(&conversation) else {
+            return;
+        };
+        let c = &mut self.convs[idx as usize];
+        if c.last_request != request || c.last_class != NO_CLASS {
+            return;
+        }
+        let k = output_class(output_tokens);
+        c.last_class = k;
+        self.class_requests[turn_bucket(c.requests)][k as usize] += 1;
     }
 
     /// Record request `a.request` of conversation `a.conversation` (not `u64::MAX`) and fill
@@ -457,6 +522,7 @@ impl Tracker {
                     requests: 0,
                     gap_ewma: f64::NAN,
                     last_kind: NONE,
+                    last_class: NO_CLASS,
                 });
             }
             self.conv_cache = (a.conversation, idx);
@@ -470,6 +536,11 @@ impl Tracker {
                 self.kind_continued[k] += 1;
                 self.kind_gap[k].add_log((a.timestamp - c.last_ts).max(0.0).ln_1p());
             }
+            if c.requests >= 1 && c.last_class != NO_CLASS {
+                // the previous request's answer class: its conversation went on
+                self.class_continued[turn_bucket(c.requests)][c.last_class as usize] += 1;
+            }
+            c.last_class = NO_CLASS;
             c.last_kind = a.kind;
             if a.kind != NONE {
                 let k = a.kind as usize;
@@ -591,5 +662,80 @@ mod kind_tests {
         assert!(s.log_kind_gap.is_nan() && s.p_kind.is_nan());
         let s = tr.observe(&acc(5, 60.0, 4, u64::MAX, 0));
         assert!(s.log_kind_gap.is_nan() && s.p_kind.is_nan());
+    }
+}
+
+#[cfg(test)]
+mod answer_class_tests {
+    use super::*;
+
+    fn acc(obj: u32, t: f64, request: u32, conversation: u64) -> Access {
+        Access {
+            timestamp: t,
+            request,
+            conversation,
+            ..Access::at(obj, request as u64)
+        }
+    }
+
+    #[test]
+    fn answer_classes_learn_their_own_continuation_rate() {
+        assert_eq!(
+            [0, 16, 17, 64, 65, 256, 257, 1024, 1025, u32::MAX].map(output_class),
+            [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        );
+        let mut tr = Tracker::default();
+        // 40 conversations: a first request answered in 5 tokens is followed (at +10 s) by a
+        // second that is never followed; one answered in 500 tokens is not followed
+        let mut request = 0u32;
+        for c in 0..40u64 {
+            let t = c as f64 * 100.0;
+            let short = c % 2 == 0;
+            tr.observe(&acc(c as u32, t, request, c));
+            tr.finished(c, request, if short { 5 } else { 500 });
+            request += 1;
+            if short {
+                tr.observe(&acc(c as u32, t + 10.0, request, c));
+                tr.finished(c, request, 500);
+                request += 1;
+            }
+        }
+        // a new conversation's first request: before it finishes, the turn's rate (20 of 41
+        // first requests were followed)
+        let s = tr.observe(&acc(1_000, 5_000.0, request, 1_000));
+        let turn_rate = (20.0 + 1.0) / (41.0 + 2.0);
+        assert_eq!(s.p_continue, turn_rate);
+        // finished with a short answer: 20 of 20 such were followed (prior: the turn's rate)
+        let mut s = s;
+        tr.finished(1_000, request, 3);
+        tr.observe_conversation(&acc(1_000, 5_000.0, request, 1_000), &mut s);
+        let short_rate = (20.0 + CLASS_PRIOR_REQUESTS * turn_rate) / (21.0 + CLASS_PRIOR_REQUESTS);
+        assert!(
+            (s.p_continue - short_rate).abs() < 1e-12,
+            "{}",
+            s.p_continue
+        );
+        // a second finish of the same request, or a finish of another, changes nothing
+        tr.finished(1_000, request, 900);
+        tr.finished(1_000, request + 7, 900);
+        tr.observe_conversation(&acc(1_000, 5_000.0, request, 1_000), &mut s);
+        assert!((s.p_continue - short_rate).abs() < 1e-12);
+        // a long answer: 0 of 20 + 20 (the short ones' second requests, also long) followed
+        let s2 = tr.observe(&acc(2_000, 5_001.0, request + 1, 2_000));
+        let mut s2 = s2;
+        tr.finished(2_000, request + 1, 600);
+        tr.observe_conversation(&acc(2_000, 5_001.0, request + 1, 2_000), &mut s2);
+        assert!(
+            s2.p_continue < 0.25 && s.p_continue > 0.7,
+            "{} {}",
+            s2.p_continue,
+            s.p_continue
+        );
+        // conversation 1_000's next request: the short class's count of followed requests grows
+        let before = tr.class_continued[1][0];
+        tr.observe(&acc(1_000, 5_010.0, request + 2, 1_000));
+        assert_eq!(tr.class_continued[1][0], before + 1);
+        // unknown conversations are ignored
+        tr.finished(u64::MAX - 1, 0, 1);
     }
 }

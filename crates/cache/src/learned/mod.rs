@@ -11,7 +11,8 @@ pub mod shadow;
 
 /// The `EvictionPolicy` of a policy that predicts each touched block's next use: a type with
 /// `fn touch(&mut self, EntryId, &Access)` (observe, predict, order), `fn revised_next_use(&mut
-/// self, EntryId) -> Option<f64>` (a prediction revised since the touch, taken at the unpin), a
+/// self, EntryId) -> Option<f64>` (a prediction revised since the touch, taken at the unpin),
+/// `fn finished(&mut self, request: u32, output_tokens: u32)` (a request finished), a
 /// `stats: Tracker` and an `order: NextUseOrder`. Pins leave the order; unpins happen at the finish time of their request
 /// (`on_time`), evictions at the latest trace time seen.
 macro_rules! predicted_next_use_policy {
@@ -48,6 +49,11 @@ macro_rules! predicted_next_use_policy {
                 if timestamp > self.stats.now {
                     self.stats.now = timestamp;
                 }
+            }
+
+            #[inline]
+            fn on_finish(&mut self, request: u32, output_tokens: u32) {
+                self.finished(request, output_tokens);
             }
 
             #[inline]

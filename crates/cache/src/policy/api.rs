@@ -104,6 +104,10 @@ pub trait EvictionPolicy {
     /// the unpins of its blocks follow. Policies that reason in trace time (the predicted-next-use
     /// ones) take it as the time those blocks became evictable. Default: nothing.
     fn on_time(&mut self, _timestamp: f64) {}
+    /// Request `request` (its `Access::request`) finished after generating `output_tokens`
+    /// tokens; the unpins of its blocks follow. Only what a serving engine knows at that
+    /// moment: policies that learn how requests are followed up use it. Default: nothing.
+    fn on_finish(&mut self, _request: u32, _output_tokens: u32) {}
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId>;
     fn on_remove(&mut self, e: EntryId);
     /// Check internal invariants: the tracked set must equal the entries for which `live` is true.

@@ -110,6 +110,13 @@ pub struct ScorerConfig {
     /// admitted a median 900-3,500 s after arrival) predictions made from arrival times have all
     /// passed when the engine evicts, so the order is LRU's whatever they say. On by default.
     pub served_time: bool,
+    /// When a request finishes, the length of its answer is known: the probability that its
+    /// conversation goes on is then the share of finished requests of its turn and answer class
+    /// (up to 16, 64, 256, 1,024 tokens, more) that were followed, learned online, and its
+    /// blocks' predictions are revised at their unpin (conversations inferred or given by the
+    /// trace; with pins: without them nothing is revised). A request that is answered in a few
+    /// tokens is often followed when a long answer is not (issue 17's diagnosis on Mooncake).
+    pub use_output_length: bool,
 }
 
 impl Default for ScorerConfig {
@@ -131,6 +138,7 @@ impl Default for ScorerConfig {
             infer_conversations: true,
             gap_by_turn: false,
             served_time: true,
+            use_output_length: true,
         }
     }
 }
@@ -336,6 +344,10 @@ const SPARE_CAPACITY: usize = 32;
 struct Pending {
     timestamp: f64,
     kind: u32,
+    /// its conversation when the trace gives it (`u64::MAX`: to be inferred)
+    conversation: u64,
+    /// the tokens it generated, once it finished
+    output: Option<u32>,
     /// the snapshot of its first touch (taken without a conversation)
     first: Option<Snapshot>,
     /// its touches
@@ -498,7 +510,14 @@ impl ConversationAware {
         let s = self.stats.observe(a);
         let next = a.timestamp + self.predicted_gap(&s);
         self.order.touch(e, next, a.timestamp, a.depth);
-        if !self.config.infer_conversations || a.conversation != u64::MAX {
+        // requests are followed until they finish: to infer their conversation, or to revise
+        // their blocks' predictions with their answer's length
+        let follow = if a.conversation == u64::MAX {
+            self.config.infer_conversations
+        } else {
+            self.config.use_output_length && self.config.use_conversation
+        };
+        if !follow {
             return;
         }
         let inf = &mut self.inferred;
@@ -517,6 +536,7 @@ impl ConversationAware {
                 v.insert(Pending {
                     timestamp: a.timestamp,
                     kind: a.kind,
+                    conversation: a.conversation,
                     touches: inf.spare.pop().unwrap_or_default(),
                     ..Default::default()
                 })
@@ -551,21 +571,37 @@ impl ConversationAware {
     /// unpin).
     fn settle(&mut self, request: u32) {
         let inf = &mut self.inferred;
-        let Some(mut p) = inf.pending.remove(&request) else {
+        let Some(p) = inf.pending.remove(&request) else {
             return;
         };
-        let conv = match p.deepest_seen {
-            Some((d, c)) if 2 * (d + 1) >= inf.conv_len[c as usize] => c,
-            _ => {
-                inf.conv_len.push(0);
-                (inf.conv_len.len() - 1) as u32
-            }
+        let given = p.conversation != u64::MAX;
+        let output = p.output.filter(|_| self.config.use_output_length);
+        if given && output.is_none() {
+            // the conversation was known at the touch and nothing was learned since
+            self.recycle(p.touches);
+            return;
+        }
+        let conv = if given {
+            NO_CONV
+        } else {
+            let conv = match p.deepest_seen {
+                Some((d, c)) if 2 * (d + 1) >= inf.conv_len[c as usize] => c,
+                _ => {
+                    inf.conv_len.push(0);
+                    (inf.conv_len.len() - 1) as u32
+                }
+            };
+            inf.conv_len[conv as usize] = p.blocks;
+            conv
         };
-        inf.conv_len[conv as usize] = p.blocks;
         let a = Access {
             timestamp: p.timestamp,
             request,
-            conversation: INFERRED_BASE + conv as u64,
+            conversation: if given {
+                p.conversation
+            } else {
+                INFERRED_BASE + conv as u64
+            },
             kind: p.kind,
             ..Access::at(0, 0)
         };
@@ -574,10 +610,18 @@ impl ConversationAware {
             return;
         };
         self.stats.observe_conversation(&a, &mut c);
+        if let Some(out) = output {
+            // its answer's class, then the conversation's fields again (the same request:
+            // nothing is recorded twice)
+            self.stats.finished(a.conversation, request, out);
+            self.stats.observe_conversation(&a, &mut c);
+        }
         for t in &p.touches {
             let o = t.obj as usize;
             let inf = &mut self.inferred;
-            *inf.obj_conv.get_mut(o) = conv;
+            if !given {
+                *inf.obj_conv.get_mut(o) = conv;
+            }
             if inf.entry_request[t.entry as usize] != request {
                 // a later request touched it since: its prediction is that request's
                 continue;
@@ -586,9 +630,27 @@ impl ConversationAware {
             let next = s.timestamp + self.predicted_gap(&s);
             self.inferred.revised[t.entry as usize] = next;
         }
-        if self.inferred.spare.len() < SPARE_LISTS && p.touches.capacity() <= SPARE_CAPACITY {
-            p.touches.clear();
-            self.inferred.spare.push(p.touches);
+        self.recycle(p.touches);
+    }
+
+    /// Keep a settled request's touch list for a new request (module constants).
+    #[inline]
+    fn recycle(&mut self, mut touches: Vec<Touch>) {
+        if self.inferred.spare.len() < SPARE_LISTS && touches.capacity() <= SPARE_CAPACITY {
+            touches.clear();
+            self.inferred.spare.push(touches);
+        }
+    }
+
+    /// Request `request` finished after `output_tokens` tokens (before its blocks' unpins,
+    /// which settle it).
+    #[inline]
+    fn finished(&mut self, request: u32, output_tokens: u32) {
+        if !self.config.use_output_length {
+            return;
+        }
+        if let Some(p) = self.inferred.pending.get_mut(&request) {
+            p.output = Some(output_tokens);
         }
     }
 
@@ -865,5 +927,75 @@ mod tests {
             ..typed
         };
         assert!((p.predicted_gap(&s) - 2.0 / ((1.0 + 1.0) / (3.0 + 2.0))).abs() < 1e-9);
+    }
+
+    /// With ids and pins: a finished request's answer length revises its blocks' predictions
+    /// at their unpin (long answers were never followed here, so they are predicted later);
+    /// without the finish, or with the switch off, nothing is revised.
+    #[test]
+    fn answers_revise_predictions_at_the_unpin() {
+        use crate::policy::api::EvictionPolicy;
+        use crate::{BlockCache, Outcome};
+        let run = |use_output_length: bool, finish_last: bool| {
+            let config = ScorerConfig {
+                use_output_length,
+                adaptive: false,
+                ..Default::default()
+            };
+            let mut cache = BlockCache::new(10_000, ConversationAware::new(&config));
+            let mut request = 0u32;
+            let mut clock = 0u64;
+            let mut serve = |cache: &mut BlockCache<ConversationAware>,
+                             conv: u64,
+                             t: f64,
+                             output: Option<u32>| {
+                // two blocks of its own, pinned while it runs, then its finish and unpins
+                let mut entries = Vec::new();
+                for depth in 0..2u32 {
+                    clock += 1;
+                    let a = Access {
+                        timestamp: t,
+                        request,
+                        conversation: conv,
+                        depth,
+                        ..Access::at(conv as u32 * 4 + depth + request % 2 * 2, clock)
+                    };
+                    match cache.access(&a, true) {
+                        Outcome::Inserted(e) | Outcome::Hit(e) => entries.push(e),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                cache.policy.on_time(t + 1.0);
+                if let Some(out) = output {
+                    cache.policy.on_finish(request, out);
+                }
+                for &e in entries.iter().rev() {
+                    cache.unpin(e, clock);
+                }
+                request += 1;
+                entries
+            };
+            for c in 0..60u64 {
+                let t = c as f64 * 100.0;
+                let short = c % 2 == 0;
+                serve(&mut cache, c, t, Some(if short { 5 } else { 500 }));
+                if short {
+                    serve(&mut cache, c, t + 10.0, Some(500));
+                }
+            }
+            let out = finish_last.then_some(700);
+            let last = serve(&mut cache, 1_000, 9_000.0, out);
+            cache.validate().unwrap();
+            last.iter()
+                .map(|&e| cache.policy.predicted_next_use(e))
+                .collect::<Vec<_>>()
+        };
+        let off = run(false, true);
+        assert_eq!(run(true, false), off, "nothing is revised without the finish");
+        assert_eq!(run(false, false), off);
+        let on = run(true, true);
+        for (a, b) in on.iter().zip(&off) {
+            assert!(a > b, "a long answer is predicted later: {on:?} vs {off:?}");
+        }
     }
 }

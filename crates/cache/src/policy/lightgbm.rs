@@ -363,6 +363,10 @@ impl LightGbm {
     fn revised_next_use(&mut self, _e: EntryId) -> Option<f64> {
         None
     }
+
+    /// Answer lengths are not features of the bundled model: nothing to learn.
+    #[inline]
+    fn finished(&mut self, _request: u32, _output_tokens: u32) {}
 }
 
 crate::learned::predicted_next_use_policy!(LightGbm);

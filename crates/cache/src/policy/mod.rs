@@ -115,6 +115,8 @@ macro_rules! registry {
             #[inline]
             fn on_time(&mut self, t: f64) { match self { $(AnyPolicy::$variant(p) => p.on_time(t)),* } }
             #[inline]
+            fn on_finish(&mut self, r: u32, out: u32) { match self { $(AnyPolicy::$variant(p) => p.on_finish(r, out)),* } }
+            #[inline]
             fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> { match self { $(AnyPolicy::$variant(p) => p.evict(pins)),* } }
             #[inline]
             fn on_remove(&mut self, e: EntryId) { match self { $(AnyPolicy::$variant(p) => p.on_remove(e)),* } }
