@@ -9,9 +9,11 @@
 //! where a candidate is `name:key=value,key=value` over `ScorerConfig`'s YAML keys (on top of
 //! the defaults), e.g. `turn:gap_by_turn=true,infer_conversations=true`. Traces: `demo`,
 //! `vllm`, `weka`, `mooncake`, `mooncake_inferred` (default: all; the demo log must have been
-//! converted first, as the protocol script does).
+//! converted first, as the protocol script does). A candidate named `lightgbm...` is the
+//! bundled `lightgbm` model with its calibration instead, e.g. `lightgbm_alone:adaptive=false`.
 
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
+use inferencelab_cache::policy::lightgbm::LightGbmConfig;
 use inferencelab_learn::eval::{gap_closed, interesting_capacities, Candidate, Split};
 use inferencelab_sim::{plan, Prepared};
 use inferencelab_trace::{read_trace_hashed, ReadOptions};
@@ -37,8 +39,11 @@ const TRACES: [(&str, &str, bool); 5] = [
     ),
 ];
 
-fn parse_candidate(s: &str) -> (String, ScorerConfig) {
+fn parse_candidate(s: &str) -> (String, Candidate) {
     let (name, kv) = s.split_once(':').unwrap_or((s, ""));
+    if name.starts_with("lightgbm") {
+        return (name.to_string(), lightgbm_candidate(kv));
+    }
     let yaml = kv
         .split(',')
         .filter(|x| !x.is_empty())
@@ -52,7 +57,25 @@ fn parse_candidate(s: &str) -> (String, ScorerConfig) {
     } else {
         serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("candidate {s}: {e}"))
     };
-    (name.to_string(), cfg)
+    (name.to_string(), Candidate::Scorer(cfg))
+}
+
+/// A candidate named `lightgbm...`: the bundled model with its calibration
+/// (`configs/lightgbm_default.yaml`, as `train --model bundled --as-is` runs it), with
+/// `key=value` overrides of `LightGbmConfig`'s YAML keys (e.g. `adaptive=false`).
+fn lightgbm_candidate(kv: &str) -> Candidate {
+    let base = std::fs::read_to_string("configs/lightgbm_default.yaml")
+        .expect("configs/lightgbm_default.yaml");
+    let mut map: serde_norway::Mapping = serde_norway::from_str(&base).unwrap();
+    map.remove("name");
+    for x in kv.split(',').filter(|x| !x.is_empty()) {
+        let (k, v) = x.split_once('=').expect("key=value");
+        map.insert(k.into(), serde_norway::from_str(v).unwrap());
+    }
+    let mut cfg: LightGbmConfig = serde_norway::from_value(serde_norway::Value::Mapping(map))
+        .unwrap_or_else(|e| panic!("lightgbm candidate {kv}: {e}"));
+    cfg.model.ensure_loaded().expect("the bundled model");
+    Candidate::LightGbm(cfg)
 }
 
 fn main() {
@@ -62,7 +85,8 @@ fn main() {
         only = Some(args[i + 1].split(',').map(String::from).collect());
         args.drain(i..i + 2);
     }
-    let mut cands: Vec<(String, ScorerConfig)> = vec![("default".into(), ScorerConfig::default())];
+    let mut cands: Vec<(String, Candidate)> =
+        vec![("default".into(), Candidate::Scorer(ScorerConfig::default()))];
     cands.extend(args.iter().map(|a| parse_candidate(a)));
     // per candidate: validation gaps closed (cells where Belady beats LRU there), worst
     // validation difference to LRU (points)
@@ -91,8 +115,8 @@ fn main() {
         for &c in &caps {
             jobs.push((c, Candidate::Lru));
             jobs.push((c, Candidate::Belady));
-            for (_, cfg) in &cands {
-                jobs.push((c, Candidate::Scorer(cfg.clone())));
+            for (_, cand) in &cands {
+                jobs.push((c, cand.clone()));
             }
         }
         let runs: Vec<_> = jobs
