@@ -803,6 +803,17 @@ mod tests {
     /// id, one request per reference (depth 0), every block predicted back `gap` seconds after
     /// its touch, one second between references. Returns the hits.
     fn play(o: &mut NextUseOrder, capacity: usize, refs: &[ObjId], gap: f64) -> u64 {
+        play_checking(o, capacity, refs, gap, 1)
+    }
+
+    /// [`play`], validating the order every `every` references (and at the end).
+    fn play_checking(
+        o: &mut NextUseOrder,
+        capacity: usize,
+        refs: &[ObjId],
+        gap: f64,
+        every: usize,
+    ) -> u64 {
         let mut resident = std::collections::BTreeSet::new();
         let mut hits = 0;
         for (t, &obj) in refs.iter().enumerate() {
@@ -825,7 +836,9 @@ mod tests {
                 o.referenced(Some(obj), &a);
             }
             o.touch(obj, now + gap, now, 0);
-            o.validate(&|e| resident.contains(&e)).unwrap();
+            if t % every == 0 || t + 1 == refs.len() {
+                o.validate(&|e| resident.contains(&e)).unwrap();
+            }
         }
         hits
     }
@@ -864,6 +877,69 @@ mod tests {
         assert_eq!((sh.lru_hits, sh.predicted_hits), (lru_hits, alone_hits));
         assert!(!sh.follow_prediction());
         // LRU is the incumbent: the prediction never had a significant lead
+        assert_eq!(sh.decided_by_prediction, 0);
+        assert_eq!(hits, lru_hits);
+    }
+
+    /// A cache of 4,096 blocks is judged on sampled shadows (an eighth of the objects, 512
+    /// blocks each). A loop of 4,600 blocks: LRU never hits, and a prediction that never
+    /// expires (MRU) keeps most of it. The judge must hand over after a few fills (batches of
+    /// one shadow fill: two to have a variance, one more for slack).
+    #[test]
+    fn sampled_shadows_hand_over_to_a_clearly_better_prediction_within_a_few_fills() {
+        let capacity = 4096;
+        let refs: Vec<ObjId> = (0..20 * 4600).map(|i| i % 4600).collect();
+        let lru_hits = play_checking(&mut NextUseOrder::new(1.0), capacity, &refs, 0.0, 4096);
+        let alone_hits = play_checking(&mut NextUseOrder::new(1.0), capacity, &refs, 1e9, 4096);
+        let mut adaptive = NextUseOrder::new(1.0).adaptive(true);
+        let hits = play_checking(&mut adaptive, capacity, &refs, 1e9, 4096);
+        assert_eq!(lru_hits, 0);
+        assert!(alone_hits > refs.len() as u64 / 2, "{alone_hits}");
+        let sh = adaptive.shadows.as_ref().unwrap();
+        sh.validate().unwrap();
+        // the shadows see the same contrast on their sample
+        assert!(
+            sh.lru_hits * 20 < sh.predicted_hits,
+            "{} {}",
+            sh.lru_hits,
+            sh.predicted_hits
+        );
+        assert!(sh.follow_prediction());
+        // LRU decides at most three fills' worth of evictions, and the real cache then earns
+        // what the prediction alone earns, less those fills
+        let fills = 3 * capacity as u64;
+        assert!(sh.decided_by_lru <= fills, "{}", sh.decided_by_lru);
+        assert!(hits + fills >= alone_hits, "{hits} vs {alone_hits}");
+    }
+
+    /// The same cache, where LRU is clearly better: a hot set of 1,500 blocks, every other
+    /// reference, between new blocks, moving to new blocks every 12,000 references. LRU keeps
+    /// each hot set (3,000 blocks between two uses); the prediction that never expires keeps
+    /// the first blocks it saw. The sampled judge must never hand the cache over.
+    #[test]
+    fn sampled_shadows_never_hand_over_to_a_worse_prediction() {
+        let capacity = 4096;
+        let mut refs: Vec<ObjId> = Vec::new();
+        let mut fresh = 1_000_000;
+        for phase in 0..8u32 {
+            for i in 0..12_000u32 {
+                if i % 2 == 0 {
+                    refs.push(phase * 10_000 + (i / 2) % 1500);
+                } else {
+                    fresh += 1;
+                    refs.push(fresh);
+                }
+            }
+        }
+        let lru_hits = play_checking(&mut NextUseOrder::new(1.0), capacity, &refs, 0.0, 4096);
+        let alone_hits = play_checking(&mut NextUseOrder::new(1.0), capacity, &refs, 1e9, 4096);
+        assert!(lru_hits > 2 * alone_hits, "{lru_hits} vs {alone_hits}");
+        let mut adaptive = NextUseOrder::new(1.0).adaptive(true);
+        let hits = play_checking(&mut adaptive, capacity, &refs, 1e9, 4096);
+        let sh = adaptive.shadows.as_ref().unwrap();
+        sh.validate().unwrap();
+        assert!(sh.lru_hits > 2 * sh.predicted_hits);
+        assert!(!sh.follow_prediction());
         assert_eq!(sh.decided_by_prediction, 0);
         assert_eq!(hits, lru_hits);
     }
