@@ -18,7 +18,8 @@ chunk hash), hits, puts and evictions, in wall-clock time. So the terms that nee
 not available here and count as off: `use_conversation`, `reuse_model_for_conversations`,
 `use_request_type`, `w_sharing`, `w_depth`, `infer_conversations`, `gap_by_turn` and
 `use_output_length` (a request's answer length) are ignored (a warning says so when one of the
-last six is on and that is not its default). What
+last six is on and that is not its default); `hit_density` and `idle_in_horizons` (they need
+the cache's eviction horizon) are refused. What
 remains is the path the simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
 probability that such a block is used again (`w_probability`), all learned online. For the
@@ -63,6 +64,8 @@ DEFAULTS = {
     "gap_by_turn": False,
     "served_time": True,
     "use_output_length": True,
+    "hit_density": False,
+    "idle_in_horizons": False,
 }
 # The Rust ScorerConfig's keys and defaults (crates/cache/tests/python_policy_keys.rs checks
 # both are equal). Those that need the request (module docs) are accepted, so every scorer YAML
@@ -77,6 +80,9 @@ REQUEST_TERMS = (
     "gap_by_turn",
     "use_output_length",
 )
+# Terms this policy does not compute: a non-default value is refused, not ignored
+# (`hit_density` needs the cache's eviction horizon, crates/cache/src/learned/horizon.rs).
+UNSUPPORTED_TERMS = ("hit_density", "idle_in_horizons")
 # crates/cache/src/learned/shadow.rs EVIDENCE_FILLS, LEAD_STANDARD_ERRORS, MIN_SHADOW_BLOCKS and
 # MIN_SAMPLING_RATE
 EVIDENCE_FILLS = 16.0
@@ -139,6 +145,12 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
             os.environ.get("INFERENCELAB_SCORER_CONFIG")
         )
         self.clock = clock
+        for k in UNSUPPORTED_TERMS:
+            if self.cfg.get(k, DEFAULTS[k]) != DEFAULTS[k]:
+                raise ValueError(
+                    f"conversation_aware in LMCache: scorer field '{k}' is not implemented here "
+                    f"(only in the simulator); remove it or set it to {DEFAULTS[k]}"
+                )
         # terms that need a request, which LMCache's interface does not give (module docs)
         # (on by default, as `infer_conversations` is, it only says the simulator's default)
         self.ignored = [k for k in REQUEST_TERMS if self.cfg[k] and self.cfg[k] != DEFAULTS[k]]

@@ -184,6 +184,14 @@ fn cases() -> Vec<Case> {
                         ..Default::default()
                     },
                 ),
+                (
+                    "conversation_aware_hit_density",
+                    ScorerConfig {
+                        hit_density: true,
+                        idle_in_horizons: true,
+                        ..Default::default()
+                    },
+                ),
             ] {
                 let r = refs.clone();
                 out.push((

@@ -117,6 +117,8 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         gap_by_turn: false,
         served_time: true,
         use_output_length: ScorerConfig::default().use_output_length,
+        hit_density: false,
+        idle_in_horizons: false,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod chunked;
 pub mod features;
 pub mod gbdt;
 pub mod heap;
+pub mod horizon;
 pub mod order;
 pub mod shadow;
 

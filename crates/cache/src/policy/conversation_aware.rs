@@ -20,6 +20,11 @@
 //!   seen: the share of conversations with as many requests that had another (traces with
 //!   conversations), or the share of blocks with as many uses that got another (without).
 //!   Dividing by `p` ranks by expected cost, as hit-density policies do.
+//! - `hit_density` (opt-in) replaces `p^-w_p` by LHD's expected cost per hit in a cache whose
+//!   eviction horizon `T` is measured online (`learned::horizon`): `G + T (1 - p) / (p (1 -
+//!   e^(-T/G)))`, and `idle_in_horizons` (opt-in) divides it by `1 + T / (overdue_factor *
+//!   g_typ)`, so that in a large cache the idle time (is the block dead?) outweighs when it
+//!   would come back (`ScorerConfig` has the derivations; issue 17, docs/policies.md).
 //! - `uses`, `sharing` (conversations touching the block) and `depth` shift the estimate: a
 //!   block used often or shared widely is needed sooner, a deep block later (a child is useless
 //!   without its parent, as in the Belady annotation of `docs/semantics.md`); among equal
@@ -44,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::learned::chunked::Chunked;
 use crate::learned::features::{Snapshot, Tracker};
+use crate::learned::horizon::Horizon;
 use crate::learned::order::{NextUseOrder, Ranking};
 use crate::policy::api::{Access, EntryId, ObjId};
 
@@ -117,6 +123,26 @@ pub struct ScorerConfig {
     /// trace; with pins: without them nothing is revised). A request that is answered in a few
     /// tokens is often followed when a long answer is not (issue 17's diagnosis on Mooncake).
     pub use_output_length: bool,
+    /// Rank by expected cost per hit with the cache's horizon (LHD's hit density, Beckmann et
+    /// al. NSDI'18) instead of `p^-w_probability`: `G' = G + T (1 - p) / (p (1 - e^(-T/G)))`,
+    /// `T` the cache's eviction horizon measured online (`learned::horizon`: how long LRU would
+    /// keep a block here). A reuse `G` away is worth its block's space only if it happens at
+    /// all (`p`) and before the block would be evicted anyway: in a small cache (`T << G`)
+    /// this is `G / p`, in a large one (`T >> G`) `G + T (1 - p) / p`, where whether the block
+    /// comes back weighs more than when. Off by default (docs/policies.md, issue 17).
+    pub hit_density: bool,
+    /// With `hit_density`: divide the cost per hit by `1 + T / (overdue_factor * g_typ)` (`T`
+    /// the horizon, `g_typ` the typical gap: all conversations' inter-request gap, or all
+    /// blocks' reuse gap), so that the idle time weighs against it as in the cache at hand.
+    /// The cost per hit of a block idle for `a` grows with `a` twice: its remaining wait, if it
+    /// comes back, by `overdue_factor * a` (the heavy tail of `expected_wait`), and the odds
+    /// that it is dead, times `T`, by about `T a / g` (like `1 + a / g` for a heavy tail);
+    /// linearised around a typical block (odds 1, gap `g_typ`), a second of idle costs
+    /// `overdue_factor + T / g_typ`, so the cost is divided by that over `overdue_factor`, the
+    /// weight the order gives the idle time. In a small cache (`T << g_typ`) the cost ranks
+    /// as it is; in a large one the idle time (is the block dead?) dominates, as in LRU. Off
+    /// by default.
+    pub idle_in_horizons: bool,
 }
 
 impl Default for ScorerConfig {
@@ -139,6 +165,8 @@ impl Default for ScorerConfig {
             gap_by_turn: false,
             served_time: true,
             use_output_length: true,
+            hit_density: false,
+            idle_in_horizons: false,
         }
     }
 }
@@ -152,6 +180,14 @@ impl ScorerConfig {
     /// never leaves a cached child without its parent.
     #[inline]
     pub fn predicted_gap(&self, s: &Snapshot) -> f64 {
+        self.predicted_gap_within(s, 0.0, f64::NAN)
+    }
+
+    /// [`predicted_gap`](ScorerConfig::predicted_gap) in a cache whose eviction horizon is
+    /// `horizon` seconds (read only with `hit_density`; 0 when unknown) and where the typical
+    /// gap is `typical_gap` ([`ScorerConfig::typical_gap`]; read only with `idle_in_horizons`).
+    #[inline]
+    pub fn predicted_gap_within(&self, s: &Snapshot, horizon: f64, typical_gap: f64) -> f64 {
         if self.scale == 0.0 {
             return 0.0;
         }
@@ -165,7 +201,31 @@ impl ScorerConfig {
         if self.w_depth != 0.0 {
             g *= (1.0 + s.depth as f64).powf(self.w_depth);
         }
+        if self.hit_density {
+            return self.per_hit(g, self.probability(s), horizon, typical_gap);
+        }
         g * self.probability_term(s, &mut |p, w| p.powf(w))
+    }
+
+    /// `hit_density`'s prediction from the gap `g` and the probability `p`.
+    #[inline]
+    fn per_hit(&self, g: f64, p: f64, horizon: f64, typical_gap: f64) -> f64 {
+        let c = g + hit_density_cost(g, p, horizon);
+        if self.idle_in_horizons && typical_gap > 0.0 && self.overdue_factor > 0.0 {
+            c / (1.0 + horizon / (self.overdue_factor * typical_gap))
+        } else {
+            c
+        }
+    }
+
+    /// `g_typ` of `idle_in_horizons`: all conversations' typical inter-request gap, or before
+    /// any (or without conversations) all blocks' typical reuse gap (NaN before any reuse).
+    pub fn typical_gap(s: &Snapshot) -> f64 {
+        if s.log_conv_gap_prior.is_finite() {
+            s.log_conv_gap_prior.exp_m1()
+        } else {
+            s.log_reuse_gap_prior.exp_m1()
+        }
     }
 
     /// `g_ref`: the smallest enabled estimate of the time to the next use (at least 1 ms).
@@ -217,6 +277,12 @@ impl ScorerConfig {
         if self.w_probability == 0.0 {
             return 1.0;
         }
+        powf(self.probability(s), -self.w_probability)
+    }
+
+    /// `p`, the probability that the block's next use happens (in `[1e-6, 1]`).
+    #[inline]
+    fn probability(&self, s: &Snapshot) -> f64 {
         let conv = self.use_conversation && s.conv_requests > 0;
         let p = if !conv {
             s.p_reuse
@@ -225,7 +291,7 @@ impl ScorerConfig {
         } else {
             s.p_continue
         };
-        powf(p.clamp(1e-6, 1.0), -self.w_probability)
+        p.clamp(1e-6, 1.0)
     }
 
     /// Check ranges (a message names the field).
@@ -250,6 +316,25 @@ impl ScorerConfig {
         }
         Ok(())
     }
+}
+
+/// The expected extra cost per hit of a block predicted to be used again `g` seconds from now
+/// with probability `p`, in a cache that keeps a block `t` seconds after its last use (LHD's
+/// hit density, Beckmann et al. NSDI'18, with an exponential wait of mean `g`): the block
+/// occupies its space `p g (1 - e^(-t/g)) + (1 - p) t` seconds on average for `p (1 - e^(-t/g))`
+/// hits, i.e. `g + t (1 - p) / (p (1 - e^(-t/g)))` per hit; this returns the second term. It
+/// grows with `g` and `t` and falls with `p`, so it keeps a prediction prefix-monotone (a child
+/// has no shorter `g` and no larger `p` than its parent, and both are priced with one `t`). At
+/// `t = 0` it is its limit `g (1 - p) / p`, which makes the whole `g / p`.
+#[inline]
+pub fn hit_density_cost(g: f64, p: f64, t: f64) -> f64 {
+    let odds = (1.0 - p) / p;
+    if t <= 0.0 || g <= 0.0 {
+        return odds * g.max(0.0);
+    }
+    // 1 - e^(-t/g), accurate for small t/g
+    let reached = -(-t / g).exp_m1();
+    odds * t / reached
 }
 
 /// `(1 + x)^w` for small integers `x` (uses, sharing, depth), computed once per policy: four
@@ -321,6 +406,15 @@ pub struct ConversationAware {
     sharing_pow: PowTable,
     depth_pow: PowTable,
     inferred: Box<Inferred>,
+    /// With `hit_density`: the cache's eviction horizon (`learned::horizon`), the value the
+    /// current request's predictions use (read when a request starts, so a request's blocks are
+    /// priced with one horizon: prefix-monotone), the typical gap then (`idle_in_horizons`),
+    /// that request, and the most blocks held.
+    horizon: Option<Box<Horizon>>,
+    horizon_now: f64,
+    typical_gap_now: f64,
+    horizon_request: u32,
+    most_resident: usize,
 }
 
 const NO_CONV: u32 = u32::MAX;
@@ -468,6 +562,11 @@ impl ConversationAware {
             sharing_pow: PowTable::new(-config.w_sharing),
             depth_pow: PowTable::new(config.w_depth),
             inferred: Box::default(),
+            horizon: config.hit_density.then(Box::default),
+            horizon_now: 0.0,
+            typical_gap_now: f64::NAN,
+            horizon_request: u32::MAX,
+            most_resident: 0,
         }
     }
 
@@ -482,12 +581,15 @@ impl ConversationAware {
         let memo = &mut self.exp_m1_memo;
         let pow_memo = &mut self.pow_memo;
         let w = c.w_probability;
-        c.scale
+        let g = c.scale
             * c.reference_gap(s, &mut |site, x| memo[site].get(x, f64::exp_m1))
             * self.uses_pow.get(s.uses)
             * self.sharing_pow.get(s.sharing.max(1) - 1)
-            * self.depth_pow.get(s.depth)
-            * c.probability_term(s, &mut |p, _| pow_memo.get(p, |p| p.powf(-w)))
+            * self.depth_pow.get(s.depth);
+        if c.hit_density {
+            return c.per_hit(g, c.probability(s), self.horizon_now, self.typical_gap_now);
+        }
+        g * c.probability_term(s, &mut |p, _| pow_memo.get(p, |p| p.powf(-w)))
     }
 
     /// The predicted next use (trace seconds) of a tracked entry.
@@ -508,6 +610,15 @@ impl ConversationAware {
             a
         };
         let s = self.stats.observe(a);
+        if let Some(h) = &mut self.horizon {
+            if a.request != self.horizon_request {
+                self.horizon_request = a.request;
+                self.horizon_now = h.age(a.timestamp);
+                self.typical_gap_now = ScorerConfig::typical_gap(&s);
+            }
+            self.most_resident = self.most_resident.max(self.order.resident());
+            h.reference(a.obj, a.timestamp, self.most_resident);
+        }
         let next = a.timestamp + self.predicted_gap(&s);
         self.order.touch(e, next, a.timestamp, a.depth);
         // requests are followed until they finish: to infer their conversation, or to revise
@@ -734,6 +845,155 @@ mod tests {
             }
             assert_eq!(old.timestamp, new.timestamp);
         }
+    }
+
+    /// The hit-density cost has its limits and keeps predictions prefix-monotone: a child (no
+    /// shorter `g`, no larger `p`, the same horizon) never costs less than its parent.
+    #[test]
+    fn hit_density_cost_is_monotone_and_has_its_limits() {
+        let (g, p) = (40.0, 0.8);
+        // a small cache: G / p in all
+        let small = g + hit_density_cost(g, p, 0.0);
+        assert!((small - g / p).abs() < 1e-9, "{small}");
+        assert!((g + hit_density_cost(g, p, 1e-6) - g / p).abs() < 1e-6);
+        // a large one: G + T (1 - p) / p
+        let t = 1e6;
+        assert!((hit_density_cost(g, p, t) / (t * 0.25) - 1.0).abs() < 1e-9);
+        // a certain reuse costs only its wait
+        assert_eq!(hit_density_cost(g, 1.0, 300.0), 0.0);
+        let gs = [0.0, 0.5, 3.0, 20.0, 90.0, 400.0, 5000.0];
+        let ps = [1e-6, 0.1, 0.5, 0.64, 0.9, 1.0];
+        let ts = [0.0, 1.0, 30.0, 120.0, 1e4];
+        for &t in &ts {
+            for (i, &g1) in gs.iter().enumerate() {
+                for &g2 in &gs[i..] {
+                    for (j, &p1) in ps.iter().enumerate() {
+                        for &p2 in &ps[..=j] {
+                            let parent = g1 + hit_density_cost(g1, p1, t);
+                            let child = g2 + hit_density_cost(g2, p2, t);
+                            assert!(
+                                child >= parent,
+                                "t {t}: parent (g {g1}, p {p1}) {parent} > child (g {g2}, p {p2}) {child}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// With `hit_density` (and without, for reference) the policy prices a request's blocks
+    /// with one horizon, so a chain's predicted next uses never fall with depth (conversations growing their prompts behind
+    /// a shared system prompt, the cache full, the horizon moving between requests).
+    #[test]
+    fn hit_density_predictions_are_prefix_monotone() {
+        use crate::policy::api::EvictionPolicy;
+        for (hd, idle) in [(false, false), (true, false), (true, true)] {
+            let config = ScorerConfig {
+                hit_density: hd,
+                idle_in_horizons: idle,
+                use_reuse_model: false,
+                adaptive: false,
+                ..Default::default()
+            };
+            let mut p = ConversationAware::new(&config);
+            let mut resident = std::collections::HashSet::new();
+            let mut x = 99u64;
+            let mut next_obj = 100u32;
+            let mut prompts: Vec<Vec<u32>> = (0..12).map(|_| Vec::new()).collect();
+            let mut t = 0.0;
+            let mut horizons = Vec::new();
+            for r in 0..600u32 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let c = ((x >> 33) % 12) as usize;
+                t += ((x >> 20) % 7) as f64;
+                if prompts[c].is_empty() || (x >> 40) % 5 == 0 {
+                    // a new conversation: one of two system prompts, then its question
+                    let system = ((x >> 45) % 2) as u32 * 3;
+                    prompts[c] = vec![system, system + 1, system + 2];
+                }
+                for _ in 0..1 + (x >> 50) % 3 {
+                    prompts[c].push(next_obj);
+                    next_obj += 1;
+                }
+                let blocks = prompts[c].clone();
+                for (d, &b) in blocks.iter().enumerate() {
+                    let a = Access {
+                        timestamp: t,
+                        request: r,
+                        conversation: c as u64,
+                        depth: d as u32,
+                        ..Access::at(b, r as u64)
+                    };
+                    if resident.insert(b) {
+                        p.on_insert(b, &a);
+                    } else {
+                        p.on_hit(b, &a);
+                    }
+                }
+                let next: Vec<f64> = blocks.iter().map(|&b| p.predicted_next_use(b)).collect();
+                // (the first requests are not checked: before any conversation has had a second
+                // request there is no conversation gap, and a new block falls back to the
+                // typical reuse gap, which can be shorter than its parent's own last gap)
+                for w in next.windows(2).filter(|_| r >= 50) {
+                    assert!(w[1] >= w[0], "hd {hd} request {r}: {next:?}");
+                }
+                horizons.push(p.horizon_now);
+                // a cache of 60 blocks
+                while resident.len() > 60 {
+                    let e = p.evict(crate::policy::api::Pins(&[])).unwrap();
+                    resident.remove(&e);
+                }
+            }
+            // with `hit_density` the horizon was measured, and it moved
+            let last = *horizons.last().unwrap();
+            let moved = last > 0.0 && horizons.iter().any(|&h| h != last);
+            assert_eq!(moved, hd, "{horizons:?}");
+        }
+    }
+
+    /// `idle_in_horizons` divides the cost per hit by `1 + T / (overdue_factor * g_typ)`: the
+    /// cost as it is in a cache without a horizon, and LRU's order (every prediction to 0) as
+    /// the horizon grows.
+    #[test]
+    fn idle_in_horizons_scales_the_cost_by_the_horizon() {
+        let mut tracker = Tracker::without_counters();
+        let mut s = tracker.observe(&Access {
+            timestamp: 0.0,
+            conversation: 3,
+            ..Access::at(1, 0)
+        });
+        for (i, t) in [(1u32, 40.0), (2, 70.0)] {
+            s = tracker.observe(&Access {
+                timestamp: t,
+                request: i,
+                conversation: 3,
+                ..Access::at(1, i as u64)
+            });
+        }
+        let hd = ScorerConfig {
+            hit_density: true,
+            ..Default::default()
+        };
+        let idle = ScorerConfig {
+            idle_in_horizons: true,
+            ..hd.clone()
+        };
+        let g_typ = ScorerConfig::typical_gap(&s);
+        assert!(g_typ > 0.0);
+        // no horizon: the cost per hit as it is
+        assert_eq!(
+            idle.predicted_gap_within(&s, 0.0, g_typ),
+            hd.predicted_gap_within(&s, 0.0, g_typ)
+        );
+        for t in [1.0, 30.0, 600.0] {
+            let want = hd.predicted_gap_within(&s, t, g_typ) / (1.0 + t / (0.3 * g_typ));
+            let got = idle.predicted_gap_within(&s, t, g_typ);
+            assert!((got - want).abs() <= 1e-12 * want, "{t}: {got} vs {want}");
+        }
+        // the larger the horizon, the less the prediction weighs against the idle time
+        let far = idle.predicted_gap_within(&s, 1e7, g_typ);
+        assert!(far < 0.01 * hd.predicted_gap_within(&s, 1e7, g_typ), "{far}");
     }
 
     #[test]
