@@ -166,6 +166,16 @@ if [[ " $* " == *" --variants "* ]]; then
   variants_table variants_gap_by_turn.md gap_by_turn \
     "conversation_aware=defaults: judged;gap_by_turn=gap_by_turn: judged;gap_by_turn_alone=gap_by_turn: alone" \
     "${TRACES[@]}"
+  # the defaults with hit_density and idle_in_horizons (issue 17's fourth session,
+  # docs/policies.md, "Why the prediction alone loses at the larger caches": off by default, the
+  # judged policy closed less of the validation gap), judged and alone, on every trace
+  printf 'hit_density: true\nidle_in_horizons: true\n' | cat configs/scorer_default.yaml - \
+    >"$OUT/hit_density.yaml"
+  printf 'adaptive: false\n' | cat "$OUT/hit_density.yaml" - >"$OUT/hit_density_alone.yaml"
+  sweep_variants 0 hit_density hit_density_alone
+  variants_table variants_hit_density.md hit_density \
+    "conversation_aware=defaults: judged;prediction_alone=defaults: alone;hit_density=hit_density: judged;hit_density_alone=hit_density: alone" \
+    "${TRACES[@]}"
 fi
 if [[ " $* " == *" --check-model "* ]]; then
   $B train -i outputs/logs/server_qwen-8b.log --no-retrain -q --output "$OUT/lightgbm_default.txt" \
