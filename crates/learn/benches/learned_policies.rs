@@ -273,6 +273,14 @@ fn policies(c: &mut Criterion) {
             for (label, scorer) in [
                 ("conversation_aware", ScorerConfig::default()),
                 ("conversation_aware_tuned", tuned.clone()),
+                (
+                    "conversation_aware_hit_density",
+                    ScorerConfig {
+                        hit_density: true,
+                        idle_in_horizons: true,
+                        ..Default::default()
+                    },
+                ),
             ] {
                 group.bench_with_input(id(label), &capacity, |b, &cap| {
                     b.iter(|| run(ConversationAware::new(&scorer), cap, &refs))
