@@ -37,8 +37,13 @@
 //! USENIX ATC'25) for per-workload reuse probabilities and position in the prompt; LHD
 //! (Beckmann et al., NSDI'18) for ranking by hits per unit of space-time.
 //!
-//! Deviations: request type (`Request::kind`) and "has the conversation's last answer
-//! finished" are not used, because the driver does not pass them in `Access` yet.
+//! - With `use_output_length`, when a request finishes (`EvictionPolicy::on_finish`, before its
+//!   unpins) the length of its answer is known: `p` becomes the continuation rate of its turn
+//!   and answer class, learned online, and its blocks are re-predicted at their unpin.
+//!
+//! Request types are used only with `use_request_type` (off by default); whether the
+//! conversation's last answer has finished is known through the pins (a running request's
+//! blocks are never candidates) and `on_time` (idle times start at the finish).
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
