@@ -873,7 +873,7 @@ pub(crate) mod tests {
     use std::collections::VecDeque;
 
     use crate::timing::GpuProfile;
-    use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+    use inferencelab_sim::{Prepared, SimConfig, TierConfig};
     use inferencelab_trace::rng::SplitMix64;
     use inferencelab_trace::{Content, Request, Trace};
 
@@ -1006,20 +1006,10 @@ pub(crate) mod tests {
         let chunk = c.lmcache.as_ref().map(|l| l.chunk_size);
         let prepared = Prepared::new(&trace, c.block_size, chunk).unwrap();
         let sim = SimConfig {
-            gpu: TierConfig {
-                capacity: c.num_gpu_blocks,
-                policy: c.gpu_policy.clone(),
-            },
             cpu: c.lmcache.as_ref().map(|l| TierConfig {
                 capacity: l.num_chunks,
                 policy: l.policy.clone(),
             }),
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
-            pinning: true,
-            timing: TimingModel::default(),
-            window_seconds: 60.0,
-            model: None,
             engine: {
                 let mut m = inferencelab_sim::EngineModel {
                     schedule: inferencelab_sim::Schedule::Trace,
@@ -1033,6 +1023,7 @@ pub(crate) mod tests {
                 }
                 m
             },
+            ..SimConfig::gpu_only(c.num_gpu_blocks, c.gpu_policy.clone())
         };
         inferencelab_sim::run(&prepared, &sim).unwrap()
     }

@@ -19,7 +19,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{Prepared, SimConfig, TierConfig};
 use inferencelab_trace::{read_trace, read_trace_hashed, Format, ReadOptions};
 use serde_json::{json, Value};
 
@@ -112,21 +112,11 @@ fn simulate_trace(
     assert_eq!(trace.format, Some(Format::VllmLog));
     let prepared = Prepared::new(&trace, 16, Some(chunk)).unwrap();
     let config = SimConfig {
-        gpu: TierConfig {
-            capacity: gpu_blocks,
-            policy: "lru".parse().unwrap(),
-        },
         cpu: Some(TierConfig {
             capacity: cpu_chunks,
             policy: "lru".parse().unwrap(),
         }),
-        disk: None,
-        hit_semantics: HitSemantics::Prefix,
-        pinning: true,
-        timing: TimingModel::default(),
-        window_seconds: 60.0,
-        model: None,
-        engine: Default::default(),
+        ..SimConfig::gpu_only(gpu_blocks, "lru".parse().unwrap())
     };
     inferencelab_sim::run(&prepared, &config).unwrap()
 }

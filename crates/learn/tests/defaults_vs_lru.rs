@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{Prepared, SimConfig};
 use inferencelab_trace::{read_trace, ReadOptions};
 
 fn repo(p: &str) -> PathBuf {
@@ -21,15 +21,7 @@ fn hit_ratio(prepared: &Prepared, policy: PolicyConfig, capacity: u64) -> f64 {
     let sim = inferencelab_sim::run(
         prepared,
         &SimConfig {
-            gpu: TierConfig { capacity, policy },
-            cpu: None,
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
-            pinning: true,
-            timing: TimingModel::default(),
-            window_seconds: 60.0,
-            model: None,
-            engine: Default::default(),
+            ..SimConfig::gpu_only(capacity, policy)
         },
     )
     .unwrap();

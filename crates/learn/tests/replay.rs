@@ -9,7 +9,7 @@ use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig, Retrain};
 use inferencelab_cache::{EvictionPolicy, PolicyConfig};
 use inferencelab_learn::online;
 use inferencelab_learn::replay::{replay, Recording, ReplayConfig};
-use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{Prepared, SimConfig, TimingModel};
 use inferencelab_trace::{infer_conversations, read_trace, ReadOptions, Trace};
 
 fn repo(p: &str) -> PathBuf {
@@ -56,22 +56,13 @@ fn replay_totals_equal_the_driver() {
                 let sim = inferencelab_sim::run(
                     &prepared,
                     &SimConfig {
-                        gpu: TierConfig {
-                            capacity,
-                            policy: policy.clone(),
-                        },
-                        cpu: None,
-                        disk: None,
-                        hit_semantics: HitSemantics::Prefix,
                         pinning,
-                        timing: TimingModel::default(),
-                        window_seconds: 60.0,
-                        model: None,
                         // learn::replay is the abstract prefix model (docs/semantics.md)
                         engine: inferencelab_sim::EngineModel {
                             rules: false,
                             ..Default::default()
                         },
+                        ..SimConfig::gpu_only(capacity, policy.clone())
                     },
                 )
                 .unwrap();

@@ -9,9 +9,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferencelab_cache::{Access, BlockCache, EvictionPolicy, PolicyConfig};
-use inferencelab_sim::{
-    EngineModel, HitSemantics, Prepared, Schedule, SimConfig, TierConfig, TimingModel,
-};
+use inferencelab_sim::{EngineModel, Prepared, Schedule, SimConfig, TierConfig};
 use inferencelab_trace::{read_trace, BlockedTrace, Blocking, ReadOptions, Trace};
 
 fn mooncake() -> Trace {
@@ -88,21 +86,13 @@ fn driver(c: &mut Criterion) {
         ("engine_two_tier_vllm", true, true, with(Schedule::Vllm)),
     ] {
         let config = SimConfig {
-            gpu: TierConfig {
-                capacity: 10_000,
-                policy: PolicyConfig::Lru,
-            },
             cpu: cpu.then_some(TierConfig {
                 capacity: 20_000,
                 policy: PolicyConfig::Lru,
             }),
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
             pinning,
-            timing: TimingModel::default(),
-            window_seconds: 60.0,
-            model: None,
             engine,
+            ..SimConfig::gpu_only(10_000, PolicyConfig::Lru)
         };
         group.bench_function(label, |b| {
             b.iter(|| {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::cluster::{self, registry, ClusterConfig};
-use inferencelab_sim::{HitSemantics, Prepared, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::{Prepared, SimConfig};
 use inferencelab_trace::{read_trace, ReadOptions};
 
 fn main() -> Result<(), String> {
@@ -22,18 +22,7 @@ fn main() -> Result<(), String> {
     let bs = inferencelab_sim::plan::default_block_size(&trace);
     let prepared = Prepared::new(&trace, bs, None).map_err(|e| e.to_string())?;
     let config = SimConfig {
-        gpu: TierConfig {
-            capacity: blocks,
-            policy: PolicyConfig::Lru,
-        },
-        cpu: None,
-        disk: None,
-        hit_semantics: HitSemantics::Prefix,
-        pinning: true,
-        timing: TimingModel::default(),
-        window_seconds: 60.0,
-        model: None,
-        engine: Default::default(),
+        ..SimConfig::gpu_only(blocks, PolicyConfig::Lru)
     };
     println!(
         "| N | router | hit ratio | vs ideal_pool | imbalance | queue p90 s | TTFT p90 s | wall s |"

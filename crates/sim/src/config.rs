@@ -267,3 +267,22 @@ pub struct SimConfig {
     #[serde(default)]
     pub engine: EngineModel,
 }
+
+impl SimConfig {
+    /// A point with the GPU tier only: `capacity` entries evicted by `policy`, vLLM's prefix
+    /// hits, pinning, the default time model and engine model, one-minute windows, no model
+    /// for bytes and FLOPs. Tests, examples and benches start from it and set what they vary.
+    pub fn gpu_only(capacity: u64, policy: PolicyConfig) -> Self {
+        SimConfig {
+            gpu: TierConfig { capacity, policy },
+            cpu: None,
+            disk: None,
+            hit_semantics: HitSemantics::Prefix,
+            pinning: true,
+            timing: TimingModel::default(),
+            window_seconds: 60.0,
+            model: None,
+            engine: EngineModel::default(),
+        }
+    }
+}

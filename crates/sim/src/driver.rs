@@ -580,7 +580,7 @@ mod tests {
     use inferencelab_cache::PolicyConfig;
     use inferencelab_trace::{Content, Request};
 
-    use crate::config::{TierConfig, TimingModel};
+    use crate::config::TierConfig;
 
     fn req(t: f64, input_length: u32, content: Content) -> Request {
         Request {
@@ -613,21 +613,12 @@ mod tests {
 
     fn config(gpu_blocks: u64, cpu_chunks: Option<u64>, pinning: bool) -> SimConfig {
         SimConfig {
-            gpu: TierConfig {
-                capacity: gpu_blocks,
-                policy: PolicyConfig::Lru,
-            },
             cpu: cpu_chunks.map(|n| TierConfig {
                 capacity: n,
                 policy: PolicyConfig::Lru,
             }),
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
             pinning,
-            timing: TimingModel::default(),
-            window_seconds: 60.0,
-            model: None,
-            engine: Default::default(),
+            ..SimConfig::gpu_only(gpu_blocks, PolicyConfig::Lru)
         }
     }
 

@@ -1553,7 +1553,7 @@ mod tests {
     use inferencelab_cache::PolicyConfig;
     use inferencelab_trace::{Content, Request, Trace};
 
-    use crate::config::{HitSemantics, LmcacheMode, Schedule, SimConfig, TierConfig, TimingModel};
+    use crate::config::{LmcacheMode, Schedule, SimConfig, TierConfig};
     use crate::driver::{run_observed, Prepared, RequestHits};
     use crate::result::ResultRow as Row;
 
@@ -1586,18 +1586,7 @@ mod tests {
     /// `gpu_blocks` is vLLM's `num_gpu_blocks`: one less is usable.
     fn config(gpu_blocks: u64) -> SimConfig {
         let mut c = SimConfig {
-            gpu: TierConfig {
-                capacity: gpu_blocks,
-                policy: PolicyConfig::Lru,
-            },
-            cpu: None,
-            disk: None,
-            hit_semantics: HitSemantics::Prefix,
-            pinning: true,
-            timing: TimingModel::default(),
-            window_seconds: 60.0,
-            model: None,
-            engine: Default::default(),
+            ..SimConfig::gpu_only(gpu_blocks, PolicyConfig::Lru)
         };
         c.engine.schedule = Schedule::Trace;
         c

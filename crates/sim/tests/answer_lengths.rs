@@ -6,7 +6,7 @@
 
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::config::{HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::config::{Schedule, SimConfig};
 use inferencelab_sim::driver::{run_observed, Prepared};
 use inferencelab_trace::{Content, Request, Trace};
 
@@ -73,18 +73,7 @@ fn hits(trace: &Trace, rules: bool, schedule: Schedule, use_output_length: bool)
         ..Default::default()
     };
     let mut config = SimConfig {
-        gpu: TierConfig {
-            capacity: 120,
-            policy: PolicyConfig::ConversationAware(scorer),
-        },
-        cpu: None,
-        disk: None,
-        hit_semantics: HitSemantics::Prefix,
-        pinning: true,
-        timing: TimingModel::default(),
-        window_seconds: 60.0,
-        model: None,
-        engine: Default::default(),
+        ..SimConfig::gpu_only(120, PolicyConfig::ConversationAware(scorer))
     };
     config.engine.rules = rules;
     config.engine.schedule = schedule;

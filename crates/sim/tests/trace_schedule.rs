@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use inferencelab_cache::PolicyConfig;
-use inferencelab_sim::config::{HitSemantics, Schedule, SimConfig, TierConfig, TimingModel};
+use inferencelab_sim::config::{Schedule, SimConfig};
 use inferencelab_sim::driver::{run_observed, Prepared, RequestHits};
 use inferencelab_trace::{read_trace, ReadOptions};
 use serde_json::Value;
@@ -25,18 +25,7 @@ fn check(case: &str, num_gpu_blocks: u64) -> (usize, usize, u64, u64, u32, u64) 
     let trace = read_trace(&dir.join("server.log"), &ReadOptions::default()).unwrap();
     let prepared = Prepared::new(&trace, 16, None).unwrap();
     let mut config = SimConfig {
-        gpu: TierConfig {
-            capacity: num_gpu_blocks,
-            policy: PolicyConfig::Lru,
-        },
-        cpu: None,
-        disk: None,
-        hit_semantics: HitSemantics::Prefix,
-        pinning: true,
-        timing: TimingModel::default(),
-        window_seconds: 60.0,
-        model: None,
-        engine: Default::default(),
+        ..SimConfig::gpu_only(num_gpu_blocks, PolicyConfig::Lru)
     };
     config.engine.schedule = Schedule::Trace;
     config.engine.max_num_batched_tokens = 2048;

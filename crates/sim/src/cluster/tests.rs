@@ -5,7 +5,7 @@ use inferencelab_cache::PolicyConfig;
 use inferencelab_trace::{Content, Request, Trace};
 
 use super::*;
-use crate::config::{Schedule, TierConfig, TimingModel};
+use crate::config::{Schedule, TierConfig};
 use crate::driver::run_observed as run_single;
 
 /// `convs` conversations of `turns` turns, interleaved (turn t of every conversation, then
@@ -50,21 +50,11 @@ fn multi_turn(convs: u64, turns: u32, with_finish: bool) -> Trace {
 
 fn config(gpu_blocks: u64, cpu_chunks: Option<u64>, schedule: Schedule) -> SimConfig {
     let mut c = SimConfig {
-        gpu: TierConfig {
-            capacity: gpu_blocks,
-            policy: PolicyConfig::Lru,
-        },
         cpu: cpu_chunks.map(|n| TierConfig {
             capacity: n,
             policy: PolicyConfig::Lru,
         }),
-        disk: None,
-        hit_semantics: HitSemantics::Prefix,
-        pinning: true,
-        timing: TimingModel::default(),
-        window_seconds: 60.0,
-        model: None,
-        engine: Default::default(),
+        ..SimConfig::gpu_only(gpu_blocks, PolicyConfig::Lru)
     };
     c.engine.schedule = schedule;
     c
