@@ -21,7 +21,7 @@ use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::Access;
 use inferencelab_learn::eval::{interesting_capacities, Candidate, Split};
 use inferencelab_sim::{plan, Prepared};
-use inferencelab_trace::{read_trace_hashed, ReadOptions, Trace};
+use inferencelab_trace::{read_trace_hashed, ReadOptions};
 use rayon::prelude::*;
 
 const TRACES: [(&str, &str); 4] = [
@@ -93,16 +93,7 @@ fn main() {
         let n = trace
             .requests
             .partition_point(|r| r.timestamp < split.split);
-        let cut = Trace {
-            requests: trace.requests[..n].to_vec(),
-            hashing: trace.hashing,
-            hashed_max_token_id: trace.hashed_max_token_id,
-            block_size: trace.block_size,
-            partial_last_block: trace.partial_last_block,
-            format: trace.format,
-            source: trace.source.clone(),
-            ..Default::default()
-        };
+        let cut = trace.prefix(n);
         let cutp = Prepared::new(&cut, bs, None).unwrap();
         let g = &cutp.gpu;
         let reqs = &cut.requests;

@@ -8,7 +8,6 @@ use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::plan::Capacity;
 use inferencelab_sim::resolve::PointSpec;
 use inferencelab_sim::{EngineModel, Prepared, SimConfig, TimingModel};
-use inferencelab_trace::Trace;
 use serde::Serialize;
 
 use crate::replay::{replay, Counts, ReplayConfig, SplitCounts};
@@ -159,17 +158,7 @@ impl<'t> Split<'t> {
         let cut;
         let cut_prepared;
         let prepared = if n < trace.requests.len() {
-            cut = Trace {
-                requests: trace.requests[..n].to_vec(),
-                // ids hashed at read time index the whole trace's ids
-                hashing: trace.hashing,
-                hashed_max_token_id: trace.hashed_max_token_id,
-                block_size: trace.block_size,
-                partial_last_block: trace.partial_last_block,
-                format: trace.format,
-                source: trace.source.clone(),
-                ..Default::default()
-            };
+            cut = trace.prefix(n);
             cut_prepared = Prepared::new(&cut, self.prepared.gpu.block_size, None)
                 .expect("a prefix of a trace that blocked blocks too");
             &cut_prepared

@@ -203,6 +203,23 @@ pub struct LmcacheLookup {
 }
 
 impl Trace {
+    /// The trace of its first `n` requests, as a replay that stops there sees it: the ids
+    /// hashed at read time keep indexing the whole trace's ids (`hashing`,
+    /// `hashed_max_token_id`), and what the reader noticed about the rest is not carried
+    /// (notes, LMCache lookups, KV-transfer times, clock, input sizes).
+    pub fn prefix(&self, n: usize) -> Trace {
+        Trace {
+            requests: self.requests[..n.min(self.requests.len())].to_vec(),
+            hashing: self.hashing,
+            hashed_max_token_id: self.hashed_max_token_id,
+            block_size: self.block_size,
+            partial_last_block: self.partial_last_block,
+            format: self.format,
+            source: self.source.clone(),
+            ..Default::default()
+        }
+    }
+
     /// True when the trace carries token ids or block ids, i.e. prefix reuse can be simulated.
     /// Dense ids of the requests' types (`Request::kind`), in order of first appearance;
     /// `u32::MAX` for a request without one.
@@ -279,5 +296,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(t.kind_ids(), vec![0, u32::MAX, 1, 0]);
+        // a prefix keeps what indexes the ids and drops what the reader noticed of the rest
+        let t = Trace {
+            block_size: Some(16),
+            partial_last_block: true,
+            hashed_max_token_id: Some(7),
+            notes: vec!["a note".into()],
+            ..t
+        };
+        let p = t.prefix(2);
+        assert_eq!(p.requests, t.requests[..2]);
+        assert_eq!(
+            (p.block_size, p.partial_last_block, p.hashed_max_token_id),
+            (Some(16), true, Some(7))
+        );
+        assert!(p.notes.is_empty());
+        assert_eq!(t.prefix(10).requests.len(), 4);
     }
 }
