@@ -19,39 +19,15 @@ use inferencelab_sim::{plan, Prepared};
 use inferencelab_trace::{read_trace_hashed, ReadOptions};
 use rayon::prelude::*;
 
-const TRACES: [(&str, &str, bool); 5] = [
-    ("demo", "outputs/logs/server_qwen-8b.log", false),
-    (
-        "vllm",
-        "data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log",
-        false,
-    ),
-    ("weka", "data/traces/weka-agentic", false),
-    (
-        "mooncake",
-        "data/traces/mooncake/synthetic_trace.jsonl",
-        false,
-    ),
-    (
-        "mooncake_inferred",
-        "data/traces/mooncake/synthetic_trace.jsonl",
-        true,
-    ),
-];
+mod common;
+use common::{take_traces, wanted, yaml_of, TRACES};
 
 fn parse_candidate(s: &str) -> (String, Candidate) {
     let (name, kv) = s.split_once(':').unwrap_or((s, ""));
     if name.starts_with("lightgbm") {
         return (name.to_string(), lightgbm_candidate(kv));
     }
-    let yaml = kv
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| {
-            let (k, v) = x.split_once('=').expect("key=value");
-            format!("{k}: {v}\n")
-        })
-        .collect::<String>();
+    let yaml = yaml_of(kv);
     let cfg: ScorerConfig = if yaml.is_empty() {
         ScorerConfig::default()
     } else {
@@ -80,11 +56,7 @@ fn lightgbm_candidate(kv: &str) -> Candidate {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut only: Option<Vec<String>> = None;
-    if let Some(i) = args.iter().position(|a| a == "--traces") {
-        only = Some(args[i + 1].split(',').map(String::from).collect());
-        args.drain(i..i + 2);
-    }
+    let only = take_traces(&mut args);
     let mut cands: Vec<(String, Candidate)> =
         vec![("default".into(), Candidate::Scorer(ScorerConfig::default()))];
     cands.extend(args.iter().map(|a| parse_candidate(a)));
@@ -92,7 +64,7 @@ fn main() {
     // validation difference to LRU (points)
     let mut summary: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); cands.len()];
     for (tname, path, infer) in TRACES {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == tname)) {
+        if !wanted(&only, tname) {
             continue;
         }
         let mut trace = read_trace_hashed(path.as_ref(), &ReadOptions::default(), 16)

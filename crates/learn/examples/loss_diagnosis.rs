@@ -24,15 +24,8 @@ use inferencelab_sim::{plan, Prepared};
 use inferencelab_trace::{read_trace_hashed, ReadOptions};
 use rayon::prelude::*;
 
-const TRACES: [(&str, &str); 4] = [
-    ("demo", "outputs/logs/server_qwen-8b.log"),
-    (
-        "vllm",
-        "data/traces/vllm-logs/server_vllm-0.33_synthetic_200req.log",
-    ),
-    ("weka", "data/traces/weka-agentic"),
-    ("mooncake", "data/traces/mooncake/synthetic_trace.jsonl"),
-];
+mod common;
+use common::{take_traces, wanted, yaml_of, TRACES};
 
 const IDLE: [f64; 6] = [10.0, 30.0, 60.0, 120.0, 300.0, f64::INFINITY];
 const IDLE_NAMES: [&str; 6] = ["<10s", "10-30s", "30-60s", "60-120s", "120-300s", ">300s"];
@@ -43,14 +36,7 @@ fn idle_bucket(x: f64) -> usize {
 
 fn parse_candidate(s: &str) -> (String, ScorerConfig) {
     let (name, kv) = s.split_once(':').unwrap_or((s, ""));
-    let mut yaml: String = kv
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| {
-            let (k, v) = x.split_once('=').expect("key=value");
-            format!("{k}: {v}\n")
-        })
-        .collect();
+    let mut yaml = yaml_of(kv);
     if !yaml.contains("adaptive") {
         yaml.push_str("adaptive: false\n");
     }
@@ -69,15 +55,13 @@ fn hits(split: &Split<'_>, c: &Candidate, cap: u64, cut: &Prepared<'_>) -> Vec<u
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut only: Option<Vec<String>> = None;
-    if let Some(i) = args.iter().position(|a| a == "--traces") {
-        only = Some(args[i + 1].split(',').map(String::from).collect());
-        args.drain(i..i + 2);
-    }
+    let only = take_traces(&mut args);
     let mut cands = vec![("default".to_string(), parse_candidate("default:").1)];
     cands.extend(args.iter().map(|a| parse_candidate(a)));
-    for (tname, path) in TRACES {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == tname)) {
+    // conversations are inferred here for every trace without ids: the protocol's copy of
+    // Mooncake with trace-level ids would be the same run
+    for (tname, path, _) in TRACES.iter().filter(|t| !t.2) {
+        if !wanted(&only, tname) {
             continue;
         }
         let trace = read_trace_hashed(path.as_ref(), &ReadOptions::default(), 16).unwrap();
