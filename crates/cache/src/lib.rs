@@ -10,4 +10,6 @@ pub mod learned;
 pub mod policy;
 
 pub use block_cache::{BlockCache, Outcome};
-pub use policy::{Access, AnyPolicy, EntryId, EvictionPolicy, ObjId, Pins, PolicyConfig, NEVER};
+pub use policy::{
+    Access, AnyPolicy, EntryId, EvictionPolicy, JudgeCounts, ObjId, Pins, PolicyConfig, NEVER,
+};

@@ -1,5 +1,7 @@
 //! CLI tests of `inferencelab simulate`: the real binary on real files.
 
+use std::path::Path;
+
 use serde_json::Value;
 
 mod common;
@@ -329,6 +331,26 @@ fn check_comparisons(doc: &Value, policy: &str, capacities: &[u64]) {
         assert!(belady > lru, "Belady beats LRU at {cap} blocks on WEKA");
         let want = (p - lru) / (belady - lru);
         assert!((c["gap_closed"].as_f64().unwrap() - want).abs() < 1e-12);
+        // the judge's share is the result row's: of the disagreements, those the prediction
+        // decided (an adaptive policy always has a judge)
+        let row = doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["policy"] == policy && r["gpu_blocks"] == cap)
+            .unwrap();
+        let j = &row["eviction_judge"];
+        let (by_prediction, by_lru) = (
+            j["decided_by_prediction"].as_u64().expect("a judge"),
+            j["decided_by_lru"].as_u64().unwrap(),
+        );
+        assert_eq!(c["disagreements"].as_u64(), Some(by_prediction + by_lru));
+        assert!(
+            by_prediction + by_lru > 0,
+            "{policy} at {cap}: the experts never disagreed"
+        );
+        let share = by_prediction as f64 / (by_prediction + by_lru) as f64;
+        assert!((c["prediction_decided"].as_f64().unwrap() - share).abs() < 1e-12);
     }
 }
 
@@ -432,4 +454,47 @@ fn scorer_config_errors_name_the_file_and_the_flag() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation_aware"));
+}
+
+#[test]
+fn the_comparison_table_says_how_often_the_judge_let_the_prediction_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("alone.yaml");
+    std::fs::write(&alone, "adaptive: false\n").unwrap();
+    let run = |scorer: Option<&Path>| {
+        let mut cmd = common::bin();
+        cmd.args(["simulate", "-i"]).arg(repo(WEKA)).args([
+            "-p",
+            "conversation_aware",
+            "--gpu-blocks",
+            "1000",
+            "--no-cpu-tier",
+            "-q",
+            "--output",
+        ]);
+        cmd.arg(dir.path().join("s.json"));
+        if let Some(s) = scorer {
+            cmd.arg("--scorer-config").arg(s);
+        }
+        let out = cmd.output().unwrap();
+        common::assert_ok(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let row = stdout
+            .lines()
+            .rfind(|l| l.starts_with("conversation_aware"))
+            .unwrap_or_else(|| panic!("no comparison row: {stdout}"))
+            .to_string();
+        assert!(stdout.contains("prediction_decided"), "{stdout}");
+        row
+    };
+    // the defaults judge: "<share>% of <disagreements>"
+    let judged = run(None);
+    let cell = judged.split_whitespace().rev().take(3).collect::<Vec<_>>();
+    assert!(
+        cell[1] == "of" && cell[2].ends_with('%') && cell[0].parse::<u64>().unwrap() > 0,
+        "{judged}"
+    );
+    // the prediction alone has no judge
+    let alone_row = run(Some(&alone));
+    assert!(alone_row.ends_with(" -"), "{alone_row}");
 }

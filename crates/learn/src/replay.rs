@@ -175,6 +175,9 @@ impl<P: EvictionPolicy> EvictionPolicy for Recording<P> {
     fn on_finish(&mut self, request: u32, output_tokens: u32) {
         self.inner.on_finish(request, output_tokens);
     }
+    fn judge(&self) -> Option<inferencelab_cache::JudgeCounts> {
+        self.inner.judge()
+    }
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> {
         let v = self.inner.evict(pins)?;
         self.victims.push((self.request, self.obj_of[v as usize]));

@@ -492,6 +492,7 @@ fn replay_block_stream(
     }
     row.gpu_evictions = gpu.cache.evictions;
     row.gpu_rejections = gpu.cache.rejections;
+    row.eviction_judge = inferencelab_cache::EvictionPolicy::judge(&gpu.cache.policy);
     row.usable_gpu_blocks = config.gpu.capacity;
     if let Some(lm) = lm.as_mut() {
         lm.settle();
@@ -554,6 +555,7 @@ fn replay_engine(
         &mut serve,
     );
     row.gpu_evictions = totals.evictions;
+    row.eviction_judge = totals.judge;
     row.gpu_rejections = totals.rejections;
     row.preemptions = totals.preemptions;
     row.queued_requests = totals.queued;

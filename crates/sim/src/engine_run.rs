@@ -48,7 +48,9 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
-use inferencelab_cache::{Access, AnyPolicy, BlockCache, EvictionPolicy, ObjId, NEVER};
+use inferencelab_cache::{
+    Access, AnyPolicy, BlockCache, EvictionPolicy, JudgeCounts, ObjId, NEVER,
+};
 use inferencelab_engine::lmcache::{ChunkSource, Connector, LmcacheTier, RequestState};
 use inferencelab_engine::pool::{KvPool, Slot};
 use inferencelab_engine::vllm::{KvConnector, Scheduler, SchedulerConfig, Sequences, StepPlan};
@@ -317,6 +319,8 @@ pub(crate) struct TierTotals {
     pub preemptions: u64,
     pub queued: u64,
     pub max_in_use: u64,
+    /// The GPU policy's judge, if it has one (adaptive `conversation_aware`, `lightgbm`).
+    pub judge: Option<JudgeCounts>,
 }
 
 /// A request holding blocks under the `trace` schedule.
@@ -1141,6 +1145,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
             lm.settle();
         }
         self.totals.evictions = self.pool.cache.evictions;
+        self.totals.judge = self.pool.cache.policy.judge();
         self.totals
     }
 }
@@ -1370,6 +1375,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
             lm.settle();
         }
         self.totals.evictions = self.sched.pool.cache.evictions;
+        self.totals.judge = self.sched.pool.cache.policy.judge();
         self.totals.preemptions = self.sched.num_preemptions;
         self.totals
     }

@@ -1,5 +1,6 @@
 //! The result row of one simulation point: every figure carries the parameters it came from.
 
+use inferencelab_cache::JudgeCounts;
 use serde::{Deserialize, Serialize};
 
 /// One window of the time series.
@@ -105,6 +106,10 @@ pub struct ResultRow {
     pub queued_requests: u64,
     /// Most GPU blocks pinned at once.
     pub max_pinned_blocks: u64,
+    /// An adaptive GPU policy's judge (`conversation_aware`, `lightgbm`): where the prediction
+    /// and LRU wanted different victims, who chose, and the two experts' shadow hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_judge: Option<JudgeCounts>,
     // --- speed
     /// Wall time of the simulation itself (parsing and preparation excluded).
     pub sim_seconds: f64,

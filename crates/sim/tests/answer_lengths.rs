@@ -8,60 +8,9 @@ use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::config::{Schedule, SimConfig};
 use inferencelab_sim::driver::{run_observed, Prepared};
-use inferencelab_trace::{Content, Request, Trace};
+use inferencelab_trace::Trace;
 
-/// 400 conversations, one starting every 2 s, each with a first request of 8 blocks of 16
-/// tokens. Every third one is answered in 4 tokens and followed 30 s later by a second
-/// request repeating its prompt plus 2 blocks; the others are answered in 60 tokens and never
-/// followed.
-fn trace() -> Trace {
-    let mut requests = Vec::new();
-    let mut next_id = 0u64;
-    for c in 0..400u64 {
-        let t = c as f64 * 2.0;
-        let ids: Vec<u64> = (0..8).map(|k| next_id + k).collect();
-        next_id += 8;
-        let short = c % 3 == 0;
-        let output = if short { 4 } else { 60 };
-        requests.push(Request {
-            id: format!("{c}-0"),
-            timestamp: t,
-            finish_time: Some(t + 0.5 + output as f64 * 0.002),
-            conversation: Some(c),
-            turn: 0,
-            input_length: 8 * 16,
-            output_length: output,
-            kind: None,
-            content: Content::HashIds(ids.clone()),
-            output_tokens: None,
-            output_times: None,
-        });
-        if short {
-            let mut more = ids;
-            more.extend([next_id, next_id + 1]);
-            next_id += 2;
-            requests.push(Request {
-                id: format!("{c}-1"),
-                timestamp: t + 30.0,
-                finish_time: Some(t + 31.0),
-                conversation: Some(c),
-                turn: 1,
-                input_length: 10 * 16,
-                output_length: 8,
-                kind: None,
-                content: Content::HashIds(more),
-                output_tokens: None,
-                output_times: None,
-            });
-        }
-    }
-    requests.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-    Trace {
-        requests,
-        block_size: Some(16),
-        ..Default::default()
-    }
-}
+mod common;
 
 /// GPU hit tokens of `conversation_aware` (the prediction alone) with and without answer
 /// lengths.
@@ -84,7 +33,7 @@ fn hits(trace: &Trace, rules: bool, schedule: Schedule, use_output_length: bool)
 
 #[test]
 fn answer_lengths_reach_the_policy_in_every_replay() {
-    let trace = trace();
+    let trace = common::answer_length_workload();
     for (rules, schedule) in [
         (true, Schedule::Trace),
         (true, Schedule::Vllm),

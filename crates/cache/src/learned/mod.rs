@@ -57,6 +57,10 @@ macro_rules! predicted_next_use_policy {
                 self.finished(request, output_tokens);
             }
 
+            fn judge(&self) -> Option<$crate::policy::api::JudgeCounts> {
+                self.order.shadows.as_ref().map(|sh| sh.counts())
+            }
+
             #[inline]
             fn on_pin(&mut self, e: $crate::policy::api::EntryId) {
                 self.order.pin(e);

@@ -184,6 +184,16 @@ pub struct Shadows {
 }
 
 impl Shadows {
+    /// What the judge decided so far and what the shadows earned.
+    pub fn counts(&self) -> crate::policy::api::JudgeCounts {
+        crate::policy::api::JudgeCounts {
+            decided_by_prediction: self.decided_by_prediction,
+            decided_by_lru: self.decided_by_lru,
+            prediction_shadow_hits: self.predicted_hits,
+            lru_shadow_hits: self.lru_hits,
+        }
+    }
+
     pub fn new(overdue_factor: f64, ranking: super::order::Ranking) -> Self {
         Shadows {
             slot_of: Chunked::new(NO_SLOT),

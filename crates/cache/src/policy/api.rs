@@ -108,11 +108,48 @@ pub trait EvictionPolicy {
     /// tokens; the unpins of its blocks follow. Only what a serving engine knows at that
     /// moment: policies that learn how requests are followed up use it. Default: nothing.
     fn on_finish(&mut self, _request: u32, _output_tokens: u32) {}
+    /// What the judge of an adaptive policy (LRU as a second expert) decided so far; `None`
+    /// for a policy without one.
+    fn judge(&self) -> Option<JudgeCounts> {
+        None
+    }
     fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId>;
     fn on_remove(&mut self, e: EntryId);
     /// Check internal invariants: the tracked set must equal the entries for which `live` is true.
     fn validate(&self, _live: &dyn Fn(EntryId) -> bool) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// What the judge of an adaptive policy decided ("LRU as a second expert",
+/// `learned::shadow`): where its two experts wanted different victims, who chose, and what
+/// each expert's shadow cache earned (leading-run hits of the blocks it simulates: every block
+/// in a small cache, a hashed sample in a large one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeCounts {
+    /// Evictions where the prediction and LRU disagreed that the prediction decided.
+    pub decided_by_prediction: u64,
+    /// Evictions where they disagreed that LRU decided.
+    pub decided_by_lru: u64,
+    /// Leading-run hits of the shadow that evicts by the prediction alone.
+    pub prediction_shadow_hits: u64,
+    /// Leading-run hits of the shadow that evicts by LRU.
+    pub lru_shadow_hits: u64,
+}
+
+impl JudgeCounts {
+    /// The share of the disagreements the prediction decided (NaN without any).
+    pub fn prediction_share(&self) -> f64 {
+        let n = self.decided_by_prediction + self.decided_by_lru;
+        self.decided_by_prediction as f64 / n as f64
+    }
+
+    /// Both judges' counts (replicas of a fleet).
+    pub fn add(&mut self, o: &JudgeCounts) {
+        self.decided_by_prediction += o.decided_by_prediction;
+        self.decided_by_lru += o.decided_by_lru;
+        self.prediction_shadow_hits += o.prediction_shadow_hits;
+        self.lru_shadow_hits += o.lru_shadow_hits;
     }
 }
 

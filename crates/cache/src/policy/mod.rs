@@ -12,7 +12,9 @@ pub mod list;
 pub(crate) mod testing;
 
 pub(crate) use api::ensure;
-pub use api::{Access, EntryId, EvictionPolicy, NoParams, ObjId, Pins, Registered, NEVER};
+pub use api::{
+    Access, EntryId, EvictionPolicy, JudgeCounts, NoParams, ObjId, Pins, Registered, NEVER,
+};
 
 /// Normalised spelling of a policy name: lower case, without `-` and `_`.
 fn normalise(s: &str) -> String {
@@ -116,6 +118,7 @@ macro_rules! registry {
             fn on_time(&mut self, t: f64) { match self { $(AnyPolicy::$variant(p) => p.on_time(t)),* } }
             #[inline]
             fn on_finish(&mut self, r: u32, out: u32) { match self { $(AnyPolicy::$variant(p) => p.on_finish(r, out)),* } }
+            fn judge(&self) -> Option<JudgeCounts> { match self { $(AnyPolicy::$variant(p) => p.judge()),* } }
             #[inline]
             fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> { match self { $(AnyPolicy::$variant(p) => p.evict(pins)),* } }
             #[inline]

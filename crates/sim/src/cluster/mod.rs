@@ -160,6 +160,9 @@ pub struct ReplicaFigures {
     pub gpu_evictions: u64,
     pub preemptions: u64,
     pub rejected: u64,
+    /// Its GPU policy's judge, if it has one (`ResultRow::eviction_judge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction_judge: Option<inferencelab_cache::JudgeCounts>,
 }
 
 /// A fleet run's figures.
@@ -638,6 +641,7 @@ fn figures(
             url: urls[k].clone(),
             gpu_evictions: totals[k].evictions,
             preemptions: totals[k].preemptions,
+            eviction_judge: totals[k].judge,
             ..Default::default()
         })
         .collect();

@@ -308,6 +308,10 @@ fn comparisons(rows: &[ResultRow]) -> Vec<serde_json::Value> {
                 "lru_token_hit_ratio": lru.token_hit_ratio,
                 "belady_token_hit_ratio": belady.token_hit_ratio,
                 "gap_closed": gap_closed(r.token_hit_ratio, lru.token_hit_ratio, belady.token_hit_ratio),
+                // the judge (LRU as a second expert): where the prediction and LRU disagreed,
+                // the share of the evictions the prediction decided
+                "disagreements": r.eviction_judge.map(|j| j.decided_by_prediction + j.decided_by_lru),
+                "prediction_decided": r.eviction_judge.map(|j| j.prediction_share()).filter(|x| x.is_finite()),
                 "total_token_hit_ratio": r.total_token_hit_ratio,
                 "lru_total_token_hit_ratio": lru.total_token_hit_ratio,
                 "belady_total_token_hit_ratio": belady.total_token_hit_ratio,
@@ -333,6 +337,15 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
         v.as_f64()
             .map_or("-".to_string(), |x| format!("{:.1}%", 100.0 * x))
     };
+    // the judge's share of the disagreements: "-" without a judge (`adaptive: false`) or without
+    // any disagreement
+    let decided = |c: &serde_json::Value| match (
+        c["prediction_decided"].as_f64(),
+        c["disagreements"].as_u64(),
+    ) {
+        (Some(x), Some(n)) => format!("{:.0}% of {n}", 100.0 * x),
+        _ => "-".to_string(),
+    };
     let mut header = vec![
         "policy",
         "gpu_blocks",
@@ -340,6 +353,7 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
         "lru",
         "belady",
         "gap_closed",
+        "prediction_decided",
     ];
     if with_cpu {
         header.extend(["total_hit", "lru_total", "belady_total", "total_gap_closed"]);
@@ -358,6 +372,7 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
             pct(&c["lru_token_hit_ratio"]),
             pct(&c["belady_token_hit_ratio"]),
             gap(&c["gap_closed"]),
+            decided(c),
         ];
         if with_cpu {
             row.extend([
@@ -375,7 +390,9 @@ fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
     println!();
     println!(
         "share of the LRU->Belady gap closed, (P - LRU) / (Belady - LRU), same run (\"-\": \
-         Belady does not beat LRU):"
+         Belady does not beat LRU); prediction_decided: of the evictions where the prediction and \
+         LRU wanted different victims, the share its judge let the prediction decide (0%: the \
+         policy ran as LRU):"
     );
     crate::output::print_table(&table);
 }
