@@ -57,5 +57,27 @@ fn every_replay_reports_the_judge_of_an_adaptive_policy() {
                 r.policy
             );
         }
+        // the shadows (every block: a cache of 120) earn what each expert earns alone, within
+        // a few percent (the real cache mixes the two, which moves pins and times a little)
+        let alone = row(
+            &trace,
+            rules,
+            schedule,
+            PolicyConfig::ConversationAware(ScorerConfig {
+                adaptive: false,
+                ..Default::default()
+            }),
+        );
+        let lru = row(&trace, rules, schedule, PolicyConfig::Lru);
+        for (shadow, real, what) in [
+            (j.prediction_shadow_hits, alone.gpu_hit_blocks, "prediction"),
+            (j.lru_shadow_hits, lru.gpu_hit_blocks, "LRU"),
+        ] {
+            eprintln!("rules {rules}, {schedule:?}: {what} shadow {shadow}, alone {real}");
+            assert!(
+                shadow.abs_diff(real) * 20 <= real,
+                "rules {rules}, {schedule:?}: {what}'s shadow {shadow} hits, alone {real}"
+            );
+        }
     }
 }

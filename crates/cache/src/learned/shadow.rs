@@ -20,7 +20,10 @@
 //! Deviations and approximations, all shared by both shadows:
 //! - The shadows see the references the real cache sees (a block the real cache holds beyond a
 //!   request's leading run is not referenced by the engine, so a shadow cannot count it); a
-//!   request's run ends at a skipped depth.
+//!   request's run ends at a skipped depth. A reference deeper than its request's run has
+//!   reached (a tier that allocates the uncached blocks deepest first, as `simulate`'s abstract
+//!   tier does) is counted when the run reaches its depth, with what each shadow held when it
+//!   came.
 //! - The real cache's size is taken as the most blocks it held when it had to evict (the policy
 //!   is not told the capacity); the sampling rate is fixed at its first eviction (before, the
 //!   shadows hold every block the real cache holds). Blocks a running request holds without a
@@ -149,6 +152,18 @@ struct Run {
     predicted_alive: bool,
 }
 
+/// A reference deeper than its request's run has reached (a tier that allocates a request's
+/// uncached blocks deepest first, as `simulate`'s abstract tier does after vLLM's free order):
+/// whether each shadow held it then, counted once the run reaches its depth.
+#[derive(Debug, Clone, Copy)]
+struct Early {
+    request: u32,
+    depth: u32,
+    sampled: bool,
+    lru_held: bool,
+    predicted_held: bool,
+}
+
 /// The two shadows and the judge (module docs).
 #[derive(Debug, Clone)]
 pub struct Shadows {
@@ -160,6 +175,9 @@ pub struct Shadows {
     lru: ShadowLru,
     predicted: NextUseOrder,
     runs: Vec<Run>,
+    /// One request's references ahead of its run, deepest first (so the next depth its run
+    /// needs is on top).
+    early: Vec<Early>,
     /// Blocks the real cache holds when it must evict (0 until it first does).
     capacity: usize,
     /// Blocks each shadow may hold: `capacity` times the sampling rate.
@@ -202,6 +220,7 @@ impl Shadows {
             lru: ShadowLru::default(),
             predicted: NextUseOrder::with_ranking(overdue_factor, ranking),
             runs: Vec::new(),
+            early: Vec::new(),
             capacity: 0,
             shadow_capacity: 0,
             threshold: u64::MAX,
@@ -374,34 +393,58 @@ impl Shadows {
         }
         let sampled = self.sampled(obj);
         let run = &mut self.runs[r];
-        if depth == 0 {
-            run.lru_alive = true;
-            run.predicted_alive = true;
-        } else if depth != run.next_depth {
-            run.lru_alive = false;
-            run.predicted_alive = false;
+        if depth > run.next_depth && depth > 0 {
+            // ahead of the run: what the shadows hold now counts once the run gets here (the
+            // run over the request's depths, whatever order its blocks were allocated in)
+            if self.early.last().is_some_and(|x| x.request != request) {
+                // the previous request's run never reached them
+                self.early.clear();
+            }
+            let slot = if sampled { self.slot(obj) } else { None };
+            if sampled {
+                // the batches keep counting references as they come
+                self.add_to_batch();
+            }
+            self.early.push(Early {
+                request,
+                depth,
+                sampled,
+                lru_held: slot.is_some_and(|s| self.lru.contains(s)),
+                predicted_held: slot.is_some_and(|s| self.predicted.is_tracked(s)),
+            });
+        } else {
+            if depth == 0 {
+                run.lru_alive = true;
+                run.predicted_alive = true;
+            } else if depth != run.next_depth {
+                run.lru_alive = false;
+                run.predicted_alive = false;
+            }
+            run.next_depth = depth + 1;
+            if sampled {
+                let slot = self.slot(obj);
+                let lru_held = slot.is_some_and(|s| self.lru.contains(s));
+                let predicted_held = slot.is_some_and(|s| self.predicted.is_tracked(s));
+                self.add_to_batch();
+                self.count(r, lru_held, predicted_held);
+            }
+            // the references that were ahead of the run, now in reach
+            while let Some(&x) = self.early.last() {
+                let run = &mut self.runs[r];
+                if x.request != request || x.depth != run.next_depth {
+                    break;
+                }
+                self.early.pop();
+                run.next_depth += 1;
+                if x.sampled {
+                    self.count(r, x.lru_held, x.predicted_held);
+                }
+            }
         }
-        run.next_depth = depth + 1;
         if !sampled {
             return;
         }
-        let (lru_alive, predicted_alive) = (run.lru_alive, run.predicted_alive);
         let obj = self.slot_or_new(obj);
-        let lru_hit = lru_alive && self.lru.contains(obj);
-        let predicted_hit = predicted_alive && self.predicted.is_tracked(obj);
-        let run = &mut self.runs[r];
-        run.lru_alive = lru_hit;
-        run.predicted_alive = predicted_hit;
-        self.batch_lead += predicted_hit as u8 as f64 - lru_hit as u8 as f64;
-        if self.shadow_capacity > 0 {
-            self.batch_refs += 1;
-            if self.batch_refs >= self.shadow_capacity {
-                self.close_batch();
-            }
-        }
-        self.lru_hits += lru_hit as u64;
-        self.predicted_hits += predicted_hit as u64;
-
         let cap = self.shadow_capacity;
         if !self.lru.contains(obj) && cap > 0 {
             // more than one when it overflowed while every block was pinned
@@ -414,6 +457,31 @@ impl Shadows {
             }
         }
         self.predicted.touch(obj, next_use, now, depth);
+    }
+
+    /// A sampled reference of request `r` that each shadow held or not: its hits if the
+    /// request's runs are alive, and the prediction's lead in the current batch.
+    #[inline]
+    fn count(&mut self, r: usize, lru_held: bool, predicted_held: bool) {
+        let run = &mut self.runs[r];
+        let lru_hit = run.lru_alive && lru_held;
+        let predicted_hit = run.predicted_alive && predicted_held;
+        run.lru_alive = lru_hit;
+        run.predicted_alive = predicted_hit;
+        self.batch_lead += predicted_hit as u8 as f64 - lru_hit as u8 as f64;
+        self.lru_hits += lru_hit as u64;
+        self.predicted_hits += predicted_hit as u64;
+    }
+
+    /// One more sampled reference in the current batch (closed after one shadow fill).
+    #[inline]
+    fn add_to_batch(&mut self) {
+        if self.shadow_capacity > 0 {
+            self.batch_refs += 1;
+            if self.batch_refs >= self.shadow_capacity {
+                self.close_batch();
+            }
+        }
     }
 
     /// The real cache pinned `obj` (its pin count rose from zero).
@@ -565,6 +633,39 @@ mod tests {
             }
             assert_eq!(by_slot.by_id, shuffled);
             assert!(by_slot.lru_hits > 1000 && by_slot.predicted_hits > 1000);
+        }
+    }
+
+    /// A request's leading run is counted over its depths whatever order its blocks come in:
+    /// `simulate`'s abstract tier touches the cached lead first, then allocates the rest deepest
+    /// first (vLLM's free order). Counted in arrival order, every block past the lead ended the
+    /// run, and the shadows could never see an expert earn more than the real cache's lead.
+    #[test]
+    fn runs_are_counted_by_depth_when_the_tail_comes_deepest_first() {
+        // 10 blocks cached by a first request, then looked up again: in order, or lead 3 in
+        // order then 9, 8, ..., 3; and a run that breaks at a block neither shadow holds
+        let in_order: Vec<u32> = (0..10).collect();
+        let tail_reversed: Vec<u32> = (0..3).chain((3..10).rev()).collect();
+        for (second, want) in [(&in_order, 10), (&tail_reversed, 10)] {
+            let mut sh = Shadows::new(1.0, Ranking::NextUse);
+            for d in 0..10 {
+                sh.reference(d, 0, d, 0.0, 100.0);
+            }
+            for &d in second {
+                sh.reference(d, 1, d, 1.0, 100.0);
+            }
+            assert_eq!((sh.lru_hits, sh.predicted_hits), (want, want), "{second:?}");
+            assert!(sh.early.is_empty());
+            // the third request's block 5 is new (object 105): its run stops there, whichever
+            // order the tail comes in
+            for &d in second {
+                sh.reference(if d == 5 { 105 } else { d }, 2, d, 2.0, 100.0);
+            }
+            assert_eq!(
+                (sh.lru_hits, sh.predicted_hits),
+                (want + 5, want + 5),
+                "{second:?}"
+            );
         }
     }
 
