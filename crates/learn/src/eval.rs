@@ -6,6 +6,7 @@ use inferencelab_cache::policy::lightgbm::{LightGbm, LightGbmConfig};
 use inferencelab_cache::policy::lru::Lru;
 use inferencelab_cache::PolicyConfig;
 use inferencelab_sim::plan::Capacity;
+use inferencelab_sim::queueing::AdmissionDelays;
 use inferencelab_sim::resolve::PointSpec;
 use inferencelab_sim::{EngineModel, Prepared, SimConfig, TimingModel};
 use serde::Serialize;
@@ -168,28 +169,37 @@ impl<'t> Split<'t> {
         let reqs = &prepared.trace.requests;
         let bs = prepared.gpu.block_size as u64;
         let mut out = SplitCounts::default();
+        // admission delays of the train, validation and test parts
+        let mut delays: [AdmissionDelays; 3] = Default::default();
         inferencelab_sim::driver::run_observed(prepared, &config, |i, h| {
             let r = &reqs[i];
             let test = r.timestamp >= self.split;
             let validation = !test && r.timestamp >= self.validation_from;
             let refs = prepared.gpu.request(i).len() as u64;
-            let add = |part: &mut Counts| {
+            let add = |part: &mut Counts, delays: &mut AdmissionDelays| {
                 part.requests += 1;
                 part.prompt_tokens += r.input_length as u64;
                 part.hit_tokens += h.gpu_hit_tokens;
                 part.block_refs += refs;
                 part.hit_blocks += h.gpu_hit_tokens.div_ceil(bs);
+                delays.record(r.timestamp, h.admitted_s);
             };
             if test {
-                add(&mut out.test);
+                add(&mut out.test, &mut delays[2]);
             } else {
-                add(&mut out.train);
+                add(&mut out.train, &mut delays[0]);
             }
             if validation {
-                add(&mut out.validation);
+                add(&mut out.validation, &mut delays[1]);
             }
         })
         .unwrap_or_else(|e| panic!("simulating {} at {capacity}: {e}", c.name()));
+        for (part, d) in [&mut out.train, &mut out.validation, &mut out.test]
+            .into_iter()
+            .zip(&mut delays)
+        {
+            (part.queue_delay_p50_s, part.queue_delay_p90_s) = d.p50_p90();
+        }
         out
     }
 }

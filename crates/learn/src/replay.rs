@@ -19,6 +19,11 @@ pub struct Counts {
     pub hit_tokens: u64,
     pub block_refs: u64,
     pub hit_blocks: u64,
+    /// The engine model's queueing on this part: median and p90 of the requests' admission
+    /// delay (arrival to first admission, s; `simulate`'s `queue_delay_*`). 0 in this replay,
+    /// which admits every request at its arrival (the abstract prefix model).
+    pub queue_delay_p50_s: f64,
+    pub queue_delay_p90_s: f64,
 }
 
 impl Counts {

@@ -11,6 +11,7 @@ use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::engine_run::{self, build_tier, Describe, Lmcache, Served};
 use crate::error::{SimError, SimResult};
 use crate::gpu_tier::GpuTier;
+use crate::queueing::AdmissionDelays;
 use crate::result::{ratio, ResultRow as Row, Window};
 
 /// A trace cut into GPU blocks and LMCache chunks once, shared by every point of a grid.
@@ -222,6 +223,7 @@ struct Tally<'c> {
     flops_saved: f64,
     bytes_cpu: u64,
     bytes_disk: u64,
+    delays: AdmissionDelays,
 }
 
 impl Tally<'_> {
@@ -245,6 +247,7 @@ impl Tally<'_> {
         if saved > 0 {
             self.requests_with_hits += 1;
         }
+        self.delays.record(r.timestamp, hits.admitted_s);
         if let Some(b) = self.kv_bytes {
             self.bytes_cpu += hits.cpu_hit_tokens * b;
             self.bytes_disk += hits.disk_hit_tokens * b;
@@ -287,6 +290,7 @@ impl Tally<'_> {
         row.prefill_tokens_saved = row.gpu_hit_tokens + row.cpu_hit_tokens + row.disk_hit_tokens;
         row.total_token_hit_ratio = ratio(row.prefill_tokens_saved, row.prompt_tokens);
         row.request_hit_rate = ratio(self.requests_with_hits, row.requests);
+        (row.queue_delay_p50_s, row.queue_delay_p90_s) = self.delays.p50_p90();
         if self.kv_bytes.is_some() && lmcache {
             row.bytes_loaded_from_cpu = Some(self.bytes_cpu);
             row.bytes_loaded_from_disk = has_disk.then_some(self.bytes_disk);
@@ -358,6 +362,7 @@ pub fn run_observed(
         flops_saved: 0.0,
         bytes_cpu: 0,
         bytes_disk: 0,
+        delays: AdmissionDelays::default(),
     };
     let started = Instant::now();
     if config.engine.lmcache_rules == LmcacheRules::Simulator {

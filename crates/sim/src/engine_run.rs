@@ -1666,6 +1666,9 @@ mod tests {
         let admitted: Vec<f64> = hits.iter().map(|h| h.admitted_s).collect();
         assert_eq!(admitted, vec![0.0, 2.0, 10.0]);
         assert_eq!(row.queued_requests, 1);
+        // the row's queueing: r2 waited 10 - 8 = 2 s; delays 0, 0, 2: median 0, p90 0.8 * 2
+        assert_eq!(row.queue_delay_p50_s, 0.0);
+        assert!((row.queue_delay_p90_s - 1.6).abs() < 1e-9, "{row:?}");
         assert_eq!(row.max_pinned_blocks, 6);
         assert_eq!(row.preemptions, 0);
     }

@@ -12,6 +12,7 @@ pub mod grid;
 pub mod lmcache_simulator;
 pub mod mrc;
 pub mod plan;
+pub mod queueing;
 pub mod resolve;
 pub mod result;
 

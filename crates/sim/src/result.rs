@@ -101,9 +101,18 @@ pub struct ResultRow {
     /// vLLM preemptions (scheduler mode).
     #[serde(default)]
     pub preemptions: u64,
-    /// Requests that waited for blocks before their admission.
+    /// Requests admitted after their arrival (waiting for a step in flight, for blocks or for
+    /// the token budget).
     #[serde(default)]
     pub queued_requests: u64,
+    /// The engine model's queueing: median and 90th percentile of the requests' admission
+    /// delay (arrival to first admission, seconds of trace time; refused requests left out).
+    /// 0 where requests are admitted at arrival (`--hit-semantics any`, `--gpu-model
+    /// abstract`). The names of a fleet row's (`simulate --replicas`).
+    #[serde(default)]
+    pub queue_delay_p50_s: f64,
+    #[serde(default)]
+    pub queue_delay_p90_s: f64,
     /// Most GPU blocks pinned at once.
     pub max_pinned_blocks: u64,
     /// An adaptive GPU policy's judge (`conversation_aware`, `lightgbm`): where the prediction

@@ -52,6 +52,7 @@ use crate::config::{HitSemantics, LmcacheRules, Schedule, SimConfig};
 use crate::driver::{effective_schedule, Prepared, RequestHits};
 use crate::engine_run::{Describe, EngineTier, Lmcache, LoadCost, Served, TierTotals};
 use crate::error::{SimError, SimResult};
+use crate::queueing::percentile;
 use crate::result::ratio;
 
 pub use cache_aware::CacheAwareConfig;
@@ -764,17 +765,6 @@ fn union_length(spans: &mut [(f64, f64)]) -> f64 {
         }
     }
     total + cur.map_or(0.0, |(s, e)| e - s)
-}
-
-/// Percentile by linear interpolation between closest ranks (numpy's default, as vLLM's bench).
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = p / 100.0 * (v.len() - 1) as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (rank - lo as f64)
 }
 
 #[cfg(test)]
