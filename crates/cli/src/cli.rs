@@ -219,7 +219,8 @@ pub struct SimulateArgs {
     /// point's policy and gpu_blocks when the run has several points).
     #[arg(long)]
     pub per_request: Option<PathBuf>,
-    /// Time model for pin lifetimes when the trace has no finish times: prefill rate.
+    /// Time model when the trace has no finish times: prefill rate. It is the engine model's
+    /// speed (pin lifetimes; under --schedule vllm the steps, hence the admission queue).
     #[arg(long, default_value = "10000")]
     pub prefill_tokens_per_s: Positive,
     /// Time model for pin lifetimes: milliseconds per output token.

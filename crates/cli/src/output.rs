@@ -66,6 +66,90 @@ fn si(x: f64) -> String {
     format!("{v:.1}{unit}")
 }
 
+/// Seconds of queueing, short: two decimals under 10 s, whole seconds above.
+pub fn secs(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// What the warning says when an engine model falls behind its trace
+/// ([`inferencelab_sim::queueing::falls_behind`]): the worst point's queueing, and what the
+/// engine is asked to prefill against what it can.
+pub struct Backlog<'a> {
+    /// The worst point, e.g. `lru at 2234 GPU blocks`.
+    pub point: String,
+    /// Points that fall behind, of how many.
+    pub behind: usize,
+    pub points: usize,
+    pub p50_s: f64,
+    pub p90_s: f64,
+    /// The measured requests' prompt tokens, those of them no cache served, and the seconds
+    /// of trace time over which they arrive.
+    pub prompt_tokens: u64,
+    pub uncached_tokens: u64,
+    pub span_s: f64,
+    /// Engines serving them (`--replicas`; 1 for one engine) and each one's prefill rate.
+    pub engines: usize,
+    pub prefill_tokens_per_s: f64,
+    /// The flags that model a faster engine (or more of them).
+    pub fix: &'a str,
+}
+
+/// The warning (without its `warning: ` prefix) for a run that falls behind its trace.
+pub fn falls_behind_warning(b: &Backlog<'_>) -> String {
+    let where_ = if b.points > 1 {
+        format!("at {} of {} points; worst: {}", b.behind, b.points, b.point)
+    } else {
+        b.point.clone()
+    };
+    let capacity = b.prefill_tokens_per_s * b.engines as f64;
+    let engine = if b.engines > 1 {
+        format!(
+            "the {} engines prefill {:.0} tokens/s each, {:.0} in all",
+            b.engines, b.prefill_tokens_per_s, capacity
+        )
+    } else {
+        format!(
+            "the engine model prefills {:.0} tokens/s",
+            b.prefill_tokens_per_s
+        )
+    };
+    let rates = if b.span_s > 0.0 {
+        let rate = |t: u64| t as f64 / b.span_s;
+        let (all, uncached) = (rate(b.prompt_tokens), rate(b.uncached_tokens));
+        let reason = if uncached > capacity {
+            format!(
+                "it cannot keep up (it would need more than {:.0} tokens/s{})",
+                uncached / b.engines as f64,
+                if b.engines > 1 { " each" } else { "" }
+            )
+        } else {
+            "enough for the prefill on average: requests also wait for GPU blocks, bursts and \
+             decode steps"
+                .to_string()
+        };
+        format!(
+            " The trace's prompt tokens arrive at {all:.0} tokens/s ({uncached:.0} not cached \
+             at this point) and {engine}: {reason}."
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "the engine model falls behind the trace: requests wait a median {} s (p90 {} s) \
+         between arrival and admission ({where_}); hit ratios describe an engine with that \
+         queue.{rates} Model a faster engine with {}. (Falling behind: a median wait above {} \
+         s.)",
+        secs(b.p50_s),
+        secs(b.p90_s),
+        b.fix,
+        inferencelab_sim::queueing::FALLS_BEHIND_MEDIAN_S
+    )
+}
+
 pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
     let first = match rows.first() {
         Some(r) => r,
@@ -106,6 +190,11 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
         "cpu_evict",
         "refs/s",
     ];
+    // the engine model's queueing (0 by construction without its schedule)
+    let queueing = first.schedule.is_some();
+    if queueing {
+        header.push("queue_p50/p90_s");
+    }
     if cpu_column {
         header.insert(3, "cpu_chunks");
     }
@@ -129,6 +218,13 @@ pub fn print_simulation_table(trace: &Trace, model: &str, rows: &[ResultRow]) {
             r.cpu_evictions.to_string(),
             si(r.block_refs_per_second),
         ];
+        if queueing {
+            row.push(format!(
+                "{}/{}",
+                secs(r.queue_delay_p50_s),
+                secs(r.queue_delay_p90_s)
+            ));
+        }
         if cpu_column {
             row.insert(3, r.cpu_chunks.map_or("-".into(), |n| n.to_string()));
         }

@@ -6,12 +6,13 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use clap::Args;
 use inferencelab_learn::eval::{self, Baseline, Comparison, Split};
-use inferencelab_sim::{plan, EngineModel, Prepared};
+use inferencelab_sim::{plan, queueing, EngineModel, Prepared, TimingModel};
+use inferencelab_trace::checked::Positive;
 use inferencelab_trace::{read_trace, read_trace_hashed, Trace};
 
 use crate::cli::InputArgs;
 
-use crate::output::print_table;
+use crate::output::{falls_behind_warning, print_table, secs, Backlog};
 use crate::progress::Progress;
 
 /// The trace and its train/validation/test split, shared by `sweep` and `train`.
@@ -41,6 +42,10 @@ pub struct SplitArgs {
     /// classic prefix model over prompt blocks).
     #[arg(long, default_value = "vllm", value_parser = ["vllm", "abstract"])]
     pub gpu_model: String,
+    /// As `simulate --prefill-tokens-per-s`: the engine model's prefill rate (its speed, hence
+    /// its admission queue).
+    #[arg(long, default_value = "10000")]
+    pub prefill_tokens_per_s: Positive,
 }
 
 impl SplitArgs {
@@ -58,13 +63,14 @@ impl SplitArgs {
 
     /// Its train/validation/test split.
     pub fn prepare<'t>(&self, trace: &'t Trace) -> anyhow::Result<Split<'t>> {
-        let split = prepare_split(
+        let mut split = prepare_split(
             trace,
             self.block_size,
             self.train_fraction,
             self.validation_share,
             !self.no_pinning,
         )?;
+        split.timing.prefill_tokens_per_s = self.prefill_tokens_per_s.get();
         Ok(split.with_engine(EngineModel {
             rules: self.gpu_model == "vllm",
             ..EngineModel::default()
@@ -185,7 +191,7 @@ pub fn evaluated_as(split: &Split<'_>, capacities: &[u64]) -> String {
     };
     format!(
         "evaluated with {model}, GPU tier only, {}pinning, at {caps} GPU blocks of {} tokens: \
-         the figures `simulate --gpu-blocks {caps} --no-cpu-tier{}{}` gives",
+         the figures `simulate --gpu-blocks {caps} --no-cpu-tier{}{}{}` gives",
         if split.pinning { "" } else { "no " },
         split.prepared.gpu.block_size,
         if split.pinning { "" } else { " --no-pinning" },
@@ -193,6 +199,14 @@ pub fn evaluated_as(split: &Split<'_>, capacities: &[u64]) -> String {
             ""
         } else {
             " --gpu-model abstract"
+        },
+        if split.timing.prefill_tokens_per_s == TimingModel::default().prefill_tokens_per_s {
+            String::new()
+        } else {
+            format!(
+                " --prefill-tokens-per-s {}",
+                split.timing.prefill_tokens_per_s
+            )
         },
     )
 }
@@ -272,6 +286,75 @@ pub fn print_comparisons(rows: &[Comparison]) {
         }
     }
     print_table(&table);
+}
+
+/// The engine model's queueing on the test part, LRU's run at each capacity (the baselines'):
+/// one line on stdout, a warning on stderr when it falls behind the trace, and the figures for
+/// the summary JSON.
+pub fn report_queueing(split: &Split<'_>, base: &[Baseline]) -> serde_json::Value {
+    let cells: Vec<String> = base
+        .iter()
+        .map(|b| {
+            let t = &b.lru.test;
+            format!(
+                "{} blocks {} s (p90 {} s)",
+                b.capacity,
+                secs(t.queue_delay_p50_s),
+                secs(t.queue_delay_p90_s)
+            )
+        })
+        .collect();
+    println!(
+        "median admission delay on the test part (arrival to first scheduling, LRU): {}",
+        cells.join(", ")
+    );
+    let behind: Vec<&Baseline> = base
+        .iter()
+        .filter(|b| queueing::falls_behind(b.lru.test.queue_delay_p50_s))
+        .collect();
+    let worst = behind.iter().max_by(|a, b| {
+        a.lru
+            .test
+            .queue_delay_p50_s
+            .total_cmp(&b.lru.test.queue_delay_p50_s)
+    });
+    if let Some(w) = worst {
+        let t = &w.lru.test;
+        let last = split
+            .prepared
+            .trace
+            .requests
+            .iter()
+            .map(|r| r.timestamp)
+            .fold(split.split, f64::max);
+        let warning = falls_behind_warning(&Backlog {
+            point: format!("LRU at {} GPU blocks, test part", w.capacity),
+            behind: behind.len(),
+            points: base.len(),
+            p50_s: t.queue_delay_p50_s,
+            p90_s: t.queue_delay_p90_s,
+            prompt_tokens: t.prompt_tokens,
+            uncached_tokens: t.prompt_tokens - t.hit_tokens,
+            span_s: last - split.split,
+            engines: 1,
+            prefill_tokens_per_s: split.timing.prefill_tokens_per_s,
+            fix: "--prefill-tokens-per-s N (more memory: other --capacities)",
+        });
+        eprintln!("warning: {warning}");
+    }
+    serde_json::Value::Array(
+        base.iter()
+            .map(|b| {
+                serde_json::json!({
+                    "capacity": b.capacity,
+                    "policy": "lru",
+                    "part": "test",
+                    "queue_delay_p50_s": b.lru.test.queue_delay_p50_s,
+                    "queue_delay_p90_s": b.lru.test.queue_delay_p90_s,
+                })
+            })
+            .collect(),
+    )
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

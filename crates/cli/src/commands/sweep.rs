@@ -13,7 +13,9 @@ use inferencelab_learn::sweep::{self, SweepConfig};
 use serde_json::json;
 
 use crate::output::print_table;
-use crate::split::{pct, print_comparisons, progress_bar, stem, write_file, SplitArgs};
+use crate::split::{
+    pct, print_comparisons, progress_bar, report_queueing, stem, write_file, SplitArgs,
+};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -87,6 +89,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         best.id
     );
     print_comparisons(&comparisons);
+    let queueing = report_queueing(&split, &base);
     println!();
     let mut table = vec![vec![
         "trial".to_string(),
@@ -161,6 +164,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         "validation_from_seconds": split.validation_from - split.t0,
         "pinning": !args.data.no_pinning,
         "capacities": capacities,
+        "prefill_tokens_per_s": split.timing.prefill_tokens_per_s,
+        "queueing": queueing,
         "best": best.config,
         "comparisons": comparisons,
         "baselines": base,

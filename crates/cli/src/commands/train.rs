@@ -16,7 +16,7 @@ use inferencelab_sim::resolve::{self, bundled_lightgbm, DEFAULT_MODEL_PATH};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::split::{print_comparisons, progress_bar, stem, write_file, SplitArgs};
+use crate::split::{print_comparisons, progress_bar, report_queueing, stem, write_file, SplitArgs};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -169,7 +169,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         model_path.display()
     );
     print_comparisons(&comparisons);
-    write_summary(&args, &split, &model_path, &config, &comparisons)
+    let queueing = report_queueing(&split, &base);
+    write_summary(&args, &split, &model_path, &config, &comparisons, queueing)
 }
 
 /// Train a model on the train part and write it to `--output` (`None`: `--export-only`, the
@@ -270,6 +271,7 @@ fn write_summary(
     model_path: &std::path::Path,
     config: &LightGbmConfig,
     comparisons: &[Comparison],
+    queueing: serde_json::Value,
 ) -> anyhow::Result<()> {
     let beside = if model_path.as_os_str() == BUNDLED {
         &args.output
@@ -291,6 +293,8 @@ fn write_summary(
         "scale": config.scale,
         "overdue_factor": config.overdue_factor,
         "comparisons": comparisons,
+        "prefill_tokens_per_s": split.timing.prefill_tokens_per_s,
+        "queueing": queueing,
     });
     write_file(&summary, &serde_json::to_vec_pretty(&doc)?)?;
     eprintln!("wrote {}", summary.display());

@@ -245,8 +245,58 @@ pub(crate) fn run(
             print_point(c, r, agreements.get(i));
         }
     }
+    if let Some(w) = falls_behind(args, trace, configs, &results) {
+        eprintln!("warning: {w}");
+    }
     eprintln!("wrote {}", out_path.display());
     Ok(())
+}
+
+/// The warning when the fleet falls behind the trace at some point (its median queueing above
+/// `queueing::FALLS_BEHIND_MEDIAN_S`), naming the worst point.
+fn falls_behind(
+    args: &SimulateArgs,
+    trace: &Trace,
+    configs: &[SimConfig],
+    results: &[ClusterResult],
+) -> Option<String> {
+    use inferencelab_sim::queueing;
+    let behind: Vec<(&SimConfig, &ClusterResult)> = configs
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| queueing::falls_behind(r.queue_delay_p50_s))
+        .collect();
+    let (c, worst) = behind
+        .iter()
+        .max_by(|a, b| a.1.queue_delay_p50_s.total_cmp(&b.1.queue_delay_p50_s))?;
+    let (first, last) = trace
+        .requests
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.timestamp), hi.max(r.timestamp))
+        });
+    let saved = worst.gpu_hit_tokens + worst.cpu_hit_tokens + worst.disk_hit_tokens;
+    Some(crate::output::falls_behind_warning(
+        &crate::output::Backlog {
+            point: format!(
+                "{} replicas, router {}, {} at {} GPU blocks each",
+                worst.replicas,
+                worst.router,
+                c.gpu.policy.name(),
+                c.gpu.capacity
+            ),
+            behind: behind.len(),
+            points: results.len(),
+            p50_s: worst.queue_delay_p50_s,
+            p90_s: worst.queue_delay_p90_s,
+            prompt_tokens: worst.prompt_tokens,
+            uncached_tokens: worst.prompt_tokens.saturating_sub(saved),
+            span_s: last - first,
+            engines: worst.replicas,
+            prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
+            fix: "--prefill-tokens-per-s N or more --replicas (more memory: --gpu-blocks)",
+        },
+    ))
 }
 
 /// One point's figures: the fleet's line, the per-replica table, and the logs' own assignment

@@ -125,9 +125,48 @@ fn print_engine_notes(rows: &[ResultRow]) {
         let pre: u64 = rows.iter().map(|r| r.preemptions).sum();
         let queued: u64 = rows.iter().map(|r| r.queued_requests).sum();
         if pre > 0 || queued > 0 {
-            eprintln!("  {queued} requests waited for blocks, {pre} preemptions (all points)");
+            eprintln!(
+                "  {queued} requests admitted after their arrival (waiting for a step, blocks \
+                 or the token budget; queue_p50/p90_s below), {pre} preemptions (all points)"
+            );
         }
     }
+}
+
+/// The warning when the engine model falls behind the trace at some point (its median
+/// admission delay above `queueing::FALLS_BEHIND_MEDIAN_S`), naming the worst point.
+fn falls_behind(
+    args: &SimulateArgs,
+    trace: &inferencelab_trace::Trace,
+    rows: &[ResultRow],
+) -> Option<String> {
+    use inferencelab_sim::queueing;
+    let behind: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| queueing::falls_behind(r.queue_delay_p50_s))
+        .collect();
+    let worst = behind
+        .iter()
+        .max_by(|a, b| a.queue_delay_p50_s.total_cmp(&b.queue_delay_p50_s))?;
+    let (first, last) = trace
+        .requests
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.timestamp), hi.max(r.timestamp))
+        });
+    Some(output::falls_behind_warning(&output::Backlog {
+        point: format!("{} at {} GPU blocks", worst.policy, worst.gpu_blocks),
+        behind: behind.len(),
+        points: rows.len(),
+        p50_s: worst.queue_delay_p50_s,
+        p90_s: worst.queue_delay_p90_s,
+        prompt_tokens: worst.prompt_tokens,
+        uncached_tokens: worst.prompt_tokens - worst.prefill_tokens_saved,
+        span_s: last - first,
+        engines: 1,
+        prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
+        fix: "--prefill-tokens-per-s N (a fleet: --replicas N; more memory: --gpu-blocks)",
+    }))
 }
 
 /// The tiers' sizes as the flags give them (`gpu: None`: none given, the trace's working set
@@ -449,6 +488,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         print_engine_notes(&rows);
         output::print_simulation_table(&input.trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), grid.chunk_size.is_some());
+    }
+    if let Some(w) = falls_behind(&args, &input.trace, &rows) {
+        eprintln!("warning: {w}");
     }
     eprintln!("{}", scale_line(&input, run_started));
     eprintln!(
