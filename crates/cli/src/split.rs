@@ -290,8 +290,24 @@ pub fn print_comparisons(rows: &[Comparison]) {
 
 /// The engine model's queueing on the test part, LRU's run at each capacity (the baselines'):
 /// one line on stdout, a warning on stderr when it falls behind the trace, and the figures for
-/// the summary JSON.
+/// the summary JSON (0 under `--gpu-model abstract`, which admits at arrival: no line then).
 pub fn report_queueing(split: &Split<'_>, base: &[Baseline]) -> serde_json::Value {
+    let json = serde_json::Value::Array(
+        base.iter()
+            .map(|b| {
+                serde_json::json!({
+                    "capacity": b.capacity,
+                    "policy": "lru",
+                    "part": "test",
+                    "queue_delay_p50_s": b.lru.test.queue_delay_p50_s,
+                    "queue_delay_p90_s": b.lru.test.queue_delay_p90_s,
+                })
+            })
+            .collect(),
+    );
+    if !split.engine.rules {
+        return json;
+    }
     let cells: Vec<String> = base
         .iter()
         .map(|b| {
@@ -342,19 +358,7 @@ pub fn report_queueing(split: &Split<'_>, base: &[Baseline]) -> serde_json::Valu
         });
         eprintln!("warning: {warning}");
     }
-    serde_json::Value::Array(
-        base.iter()
-            .map(|b| {
-                serde_json::json!({
-                    "capacity": b.capacity,
-                    "policy": "lru",
-                    "part": "test",
-                    "queue_delay_p50_s": b.lru.test.queue_delay_p50_s,
-                    "queue_delay_p90_s": b.lru.test.queue_delay_p90_s,
-                })
-            })
-            .collect(),
-    )
+    json
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
