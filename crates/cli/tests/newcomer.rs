@@ -352,6 +352,46 @@ fn item5_the_demo_labels_each_figure_and_agrees_with_itself() {
 }
 
 /// Every option of every subcommand has a help text.
+/// Every page a help text points to exists, and none points into the README by a section's
+/// name (its details moved to docs/ in issue 15: `convert --help` sent readers to a README
+/// section "inferencelab convert" that no longer existed).
+#[test]
+fn item6_help_texts_point_to_pages_that_exist() {
+    let mut named = 0;
+    for cmd in [
+        "simulate",
+        "batch",
+        "mrc",
+        "experiment",
+        "plot",
+        "serve",
+        "sweep",
+        "train",
+        "convert",
+        "bench",
+        "replay",
+    ] {
+        let o = bin().args([cmd, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        for (i, _) in text.match_indices(".md") {
+            let start = text[..i]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "/_-.".contains(c)))
+                .map_or(0, |j| j + 1);
+            let path = &text[start..i + 3];
+            named += 1;
+            assert!(
+                repo(path).is_file(),
+                "`{cmd} --help` names {path}, which is missing"
+            );
+        }
+        assert!(
+            !text.contains("README,"),
+            "`{cmd} --help` points to a README section: {text}"
+        );
+    }
+    assert!(named >= 5, "{named}");
+}
+
 #[test]
 fn item6_every_option_has_help() {
     for cmd in [

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{ConvertError, ConvertResult};
 use crate::timestamp::{parse_stamp, Stamp};
 
-/// Default header names (README "convert: the CSV schema").
+/// Default header names (docs/convert.md, "The CSV schema").
 pub const DEFAULT_CONVERSATION: &str = "conversation_id";
 pub const DEFAULT_TIMESTAMP: &str = "timestamp";
 pub const DEFAULT_USER: &str = "user_message";

@@ -1,7 +1,7 @@
 //! The seeded demo-data generator behind `inferencelab convert --generate-demo N --seed S`:
 //! synthetic multi-turn chat conversations in the CSV schema `convert` reads. Nothing here is
 //! real user data. Text is assembled from templated sentences over per-persona vocabularies, so
-//! it reads like chat and tokenizes to realistic lengths; the distributions (README of `data/`):
+//! it reads like chat and tokenizes to realistic lengths; the distributions (data/README.md):
 //!
 //! - personas: six shared system prompts (about 60 to 650 tokens) with weights, plus 8% of
 //!   conversations without a system prompt;

@@ -1,8 +1,9 @@
 //! From conversations to scheduled requests: render every message through the chat template
 //! once, tokenize each block once, lay the turns on a synthetic timeline and build the trace.
 //!
-//! Timeline (README "convert"): a conversation starts at its first turn's CSV time (or on a
-//! seeded Poisson process of `arrival_rate` conversations per second when the CSV has no times).
+//! Timeline (docs/convert.md, "How the workload is made"): a conversation starts at its first
+//! turn's CSV time (or on a seeded Poisson process of `arrival_rate` conversations per second
+//! when the CSV has no times).
 //! Turn k takes `prompt_tokens / prefill_tokens_per_second + output_tokens / tokens_per_second`
 //! from send to finish (one request alone on the server: no queueing, no batching slowdown, the
 //! whole prompt prefilled even when cached). Turn k+1 is sent `think` seconds after turn k

@@ -18,7 +18,7 @@ use inferencelab_models as models;
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Conversation CSV, one row per turn (schema: README, "inferencelab convert").
+    /// Conversation CSV, one row per turn (schema: docs/convert.md, "The CSV schema").
     #[arg(required_unless_present_any = ["generate_demo", "lmcache_lookup_from"])]
     pub csv: Option<PathBuf>,
     /// Model: registry name (qwen-8b, llama-8b, ...), model YAML or Hugging Face config.json.

@@ -455,7 +455,7 @@ pub(crate) fn bench_against(
 ///
 /// The attribution is an extra: the requests already ran and their results are written, so a
 /// log it cannot use (missing, no request lines because the server ran without
-/// `--enable-log-requests`, no LMCache lines) is a warning, never the exit status (README: the
+/// `--enable-log-requests`, no LMCache lines) is a warning, never the exit status (docs/bench.md: the
 /// status is non-zero only when no request succeeded or the run was interrupted).
 pub(crate) fn attribute(out: &BenchOutput, log: &Path, percentiles: &str) -> anyhow::Result<()> {
     let trace = match read_trace(
