@@ -104,6 +104,75 @@ fn demo_csv_converts_and_simulates_with_hits() {
     assert!((token_hit(&native, "lru") - lru).abs() < 0.01);
 }
 
+/// The README's path: `convert` without the model's tokenizer.json (o200k_base ids, beyond
+/// Qwen3-8B's vocabulary), then `simulate` with the default `--model qwen-8b`: no warning that
+/// the log was served by another model, since its start-up line names the model and the
+/// stand-in tokenizer. Another `--model` is still caught, by the model's name.
+#[test]
+fn simulate_on_a_converted_log_warns_only_of_another_model() {
+    let c = convert(&repo(DEMO), "qwen-8b", &[], None);
+    let log = c.out.join("server_qwen-8b.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains(
+            "non-default args: {'model_tag': 'Qwen/Qwen3-8B', 'model': 'Qwen/Qwen3-8B', \
+             'tokenizer': 'o200k_base', "
+        ),
+        "{first}"
+    );
+    let run = |model: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let o = common::bin()
+            .arg("simulate")
+            .arg("--input-file")
+            .arg(&log)
+            .args(["--gpu-blocks", "1000", "-q", "--model", model, "--output"])
+            .arg(out.path().join("s.json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let own = run("qwen-8b");
+    assert!(!own.contains("warning"), "{own}");
+    let other = run("llama-8b");
+    assert!(
+        other.contains("warning: the log's server ran model 'Qwen/Qwen3-8B', not --model llama-8b"),
+        "{other}"
+    );
+    assert!(!other.contains("beyond --model"), "{other}");
+    // the check is not vacuous: the demo's ids do go beyond Qwen3-8B's vocabulary (151,936)...
+    let ids: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split("prompt_token_ids: [").nth(1))
+        .flat_map(|l| {
+            l[..l.find(']').unwrap()]
+                .split(", ")
+                .map(|x| x.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(ids.iter().any(|&t| t >= 151_936));
+    // ...and without the start-up line the same log is warned about
+    let cut = c.out.join("cut.log");
+    std::fs::write(&cut, text.split_once('\n').unwrap().1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = common::bin()
+        .arg("simulate")
+        .arg("--input-file")
+        .arg(&cut)
+        .args(["--gpu-blocks", "1000", "-q", "--output"])
+        .arg(out.path().join("s.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("beyond --model qwen-8b's vocabulary"),
+        "{stderr}"
+    );
+}
+
 const TINY_TOKENIZER: &str = r#"{"version": "1.0", "truncation": null, "padding": null,
  "added_tokens": [
   {"id": 0, "content": "<|begin_of_text|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
@@ -150,6 +219,14 @@ fn tokenizer_json_from_the_flag_and_from_the_hf_cache() {
     assert_eq!(c.stderr, "", "no fallback note with --tokenizer");
     let ids = first_prompt_ids(&c.out.join("server_llama-8b.log"));
     assert_eq!(&ids[..4], want_head);
+    // the model's own tokenizer: the start-up line names the model and no other tokenizer
+    let text = std::fs::read_to_string(c.out.join("server_llama-8b.log")).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("'model': 'meta-llama/Llama-3.1-8B-Instruct'")
+            && !first.contains("'tokenizer'"),
+        "{first}"
+    );
     // ... user turn ends with <|eot_id|>, then the generation prompt
     assert_eq!(&ids[ids.len() - 4..], [3, 1, 6, 2]);
 
@@ -230,7 +307,11 @@ fn mapped_columns_convert() {
     );
     let log = std::fs::read_to_string(c.out.join("server_mistral-7b.log")).unwrap();
     assert!(log.contains("prompt: '<s>[INST] hi[/INST]'"), "{log}");
-    assert_eq!(log.lines().count(), 8, "4 lines per request");
+    assert_eq!(
+        log.lines().count(),
+        1 + 8,
+        "the start-up line, then 4 lines per request"
+    );
 }
 
 #[test]

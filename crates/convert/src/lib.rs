@@ -29,7 +29,7 @@ pub use demo::write_demo_csv;
 pub use error::{ConvertError, ConvertResult};
 pub use template::ChatTemplate;
 pub use tokenizer::{load_tokenizer, LoadedTokenizer, TextTokenizer};
-pub use vllm_log::{log_pid, write_vllm_log};
+pub use vllm_log::{log_pid, write_vllm_log, STAND_IN_TOKENIZER};
 pub use workload::{build_workload, TimelineConfig, Workload};
 
 /// The files [`write_outputs`] wrote.
@@ -58,12 +58,20 @@ pub fn output_paths(dir: &Path, name: &str) -> Outputs {
     }
 }
 
-/// Write the log and the native trace of `w` into `dir` (created if missing).
-pub fn write_outputs(w: &Workload, dir: &Path, name: &str, seed: u64) -> ConvertResult<Outputs> {
+/// Write the log and the native trace of `w` into `dir` (created if missing): files named after
+/// `name`, the log's start-up line naming `model` (as vLLM would be given it, e.g. a Hugging
+/// Face id).
+pub fn write_outputs(
+    w: &Workload,
+    dir: &Path,
+    name: &str,
+    model: &str,
+    seed: u64,
+) -> ConvertResult<Outputs> {
     std::fs::create_dir_all(dir).map_err(|e| ConvertError::io(dir, e))?;
     let out = output_paths(dir, name);
     let create = |p: &Path| std::fs::File::create(p).map_err(|e| ConvertError::io(p, e));
-    write_vllm_log(w, log_pid(seed), create(&out.log)?)
+    write_vllm_log(w, log_pid(seed), model, create(&out.log)?)
         .map_err(|e| ConvertError::io(&out.log, e))?;
     inferencelab_trace::readers::native::write(&w.trace, create(&out.trace)?)
         .map_err(|e| ConvertError::io(&out.trace, e))?;

@@ -6,13 +6,19 @@
 //! The first two lines are printed at the request's send time, the last two at its finish time,
 //! and lines are in time order as a server prints them, so responses of long requests come after
 //! later requests. Stamps are Python logging's `%m-%d %H:%M:%S` (floored seconds, no year).
-//! Deviations: no server start-up lines, no periodic `Engine 000:` metrics lines, no uvicorn
+//! The log opens with the one start-up line that says what the server ran, vLLM's `non-default
+//! args: {...}` (`model`, and `tokenizer: 'o200k_base'` when the embedded stand-in tokenized the
+//! prompts): `simulate` reads it to tell a log of another model from one whose ids are the
+//! stand-in's (beyond the model's vocabulary, yet the model's log).
+//! Deviations: no other start-up lines, no periodic `Engine 000:` metrics lines, no uvicorn
 //! access lines; `max_tokens` is the answer's length (as in the sample, a replay client's
 //! setting); prompt and output are never cut (`--max-log-len` unset).
 
 use std::io::Write;
 
-use inferencelab_trace::vllm_log::write::{push_request, push_response, SamplingParams};
+use inferencelab_trace::vllm_log::write::{
+    push_head, push_request, push_response, py_repr, SamplingParams,
+};
 use rayon::prelude::*;
 
 use crate::rng::Rng;
@@ -27,11 +33,27 @@ pub fn log_pid(seed: u64) -> u32 {
     1000 + (Rng::derive(seed, u64::MAX, 0x919).next_u64() % 60_000) as u32
 }
 
-/// Write the workload as a vLLM server log.
-pub fn write_vllm_log<W: Write>(w: &Workload, pid: u32, out: W) -> std::io::Result<()> {
+/// The name vLLM's start-up line gives the embedded stand-in tokenizer (`'tokenizer':
+/// 'o200k_base'`): its ids are not the model's, so they may pass the model's vocabulary.
+pub const STAND_IN_TOKENIZER: &str = "o200k_base";
+
+/// Write the workload as a vLLM server log of `model` (the name vLLM would be given: a Hugging
+/// Face id, or the registry's name).
+pub fn write_vllm_log<W: Write>(
+    w: &Workload,
+    pid: u32,
+    model: &str,
+    out: W,
+) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     let reqs = &w.trace.requests;
     let to_ns = |t: f64| w.start_unix_ns + (t * 1e9).round() as i64;
+    out.write_all(&start_line(
+        pid,
+        &log_stamp(to_ns(0.0)),
+        model,
+        w.tokenizer_is_stand_in,
+    ))?;
     // (time, 0 = finish / 1 = send, request index): finishes first at equal times.
     let mut events: Vec<(i64, u8, u32)> = Vec::with_capacity(2 * reqs.len());
     for (i, r) in reqs.iter().enumerate() {
@@ -80,4 +102,25 @@ pub fn write_vllm_log<W: Write>(w: &Workload, pid: u32, out: W) -> std::io::Resu
         }
     }
     out.flush()
+}
+
+/// vLLM's `non-default args` line (`vllm/entrypoints/utils.py`, `log_non_default_args`) as
+/// `vllm serve MODEL --enable-log-requests --enable-log-outputs [--tokenizer o200k_base]` prints it.
+fn start_line(pid: u32, stamp: &[u8], model: &str, stand_in: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    push_head(&mut b, pid, "INFO", stamp, "utils.py:253");
+    let model = py_repr(model);
+    let tokenizer = if stand_in {
+        format!(", 'tokenizer': {}", py_repr(STAND_IN_TOKENIZER))
+    } else {
+        String::new()
+    };
+    b.extend_from_slice(
+        format!(
+            "non-default args: {{'model_tag': {model}, 'model': {model}{tokenizer}, \
+             'enable_log_requests': True, 'enable_log_outputs': True}}\n"
+        )
+        .as_bytes(),
+    );
+    b
 }

@@ -137,6 +137,8 @@ pub struct Workload {
     pub start_unix_ns: i64,
     pub template: ChatTemplate,
     pub tokenizer: String,
+    /// The embedded o200k_base stand-in tokenized the prompts (not the model's tokenizer).
+    pub tokenizer_is_stand_in: bool,
     pub conversations: usize,
     pub output_tokens: u64,
     pub(crate) set: ConversationSet,
@@ -397,6 +399,7 @@ pub fn build_workload(
         start_unix_ns,
         template,
         tokenizer: tok.describe(),
+        tokenizer_is_stand_in: tok.is_fallback(),
         conversations: set.conversations.len(),
         output_tokens,
         set,

@@ -22,7 +22,7 @@ fn convert(dir: &Path, conversations: usize, cfg: &TimelineConfig) -> (Workload,
     let set = read_csv(&csv, &ColumnNames::default()).unwrap();
     let tok = TextTokenizer::embedded();
     let w = build_workload(set, &tok, ChatTemplate::ChatMl, cfg).unwrap();
-    let out = write_outputs(&w, dir, "qwen-8b", cfg.seed).unwrap();
+    let out = write_outputs(&w, dir, "qwen-8b", "Qwen/Qwen3-8B", cfg.seed).unwrap();
     assert_eq!(out.log, dir.join("server_qwen-8b.log"));
     let log = read_trace(&out.log, &ReadOptions::default()).unwrap();
     assert_eq!(log.format, Some(Format::VllmLog), "detected as a vLLM log");
@@ -171,7 +171,12 @@ fn lines_have_the_shape_of_the_vllm_sample() {
     let dir = tempfile::tempdir().unwrap();
     convert(dir.path(), 3, &TimelineConfig::default());
     let ours = std::fs::read_to_string(dir.path().join("server_qwen-8b.log")).unwrap();
-    let ours: Vec<String> = ours.lines().take(4).map(shape).collect();
+    // the start-up line first (vLLM's `non-default args`), then the request logger's lines
+    assert!(ours.lines().next().unwrap().contains(
+        "non-default args: {'model_tag': 'Qwen/Qwen3-8B', 'model': 'Qwen/Qwen3-8B', \
+         'tokenizer': 'o200k_base', "
+    ));
+    let ours: Vec<String> = ours.lines().skip(1).take(4).map(shape).collect();
     assert_eq!(ours, sample);
     assert!(ours[0]
         .contains("details: prompt: REPR, prompt_token_ids: [IDS], prompt_embeds shape: None."));

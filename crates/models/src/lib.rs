@@ -352,7 +352,14 @@ pub fn from_hf_config(path: &Path) -> ModelResult<ModelSpec> {
 pub struct LogModel {
     pub model: Option<String>,
     pub served_model_name: Option<String>,
+    /// The tokenizer the start line names (`tokenizer='...'`, `'tokenizer': '...'`).
+    pub tokenizer: Option<String>,
 }
+
+/// The tokenizer `convert`'s logs name when the embedded o200k_base stand-in tokenized them
+/// (no tokenizer.json of the model at hand; `inferencelab_convert::STAND_IN_TOKENIZER`): their
+/// ids are not the model's, so a token id beyond its vocabulary says nothing about the model.
+pub const CONVERT_STAND_IN_TOKENIZER: &str = "o200k_base";
 
 impl LogModel {
     pub fn from_log_head(text: &str) -> LogModel {
@@ -368,7 +375,12 @@ impl LogModel {
                     .or_else(|| between(line, "'served_model_name': ['", "'"))
                     .map(str::to_string);
             }
-            if out.model.is_some() && out.served_model_name.is_some() {
+            if out.tokenizer.is_none() {
+                out.tokenizer = between(line, ", tokenizer='", "'")
+                    .or_else(|| between(line, "'tokenizer': '", "'"))
+                    .map(str::to_string);
+            }
+            if out.model.is_some() && out.served_model_name.is_some() && out.tokenizer.is_some() {
                 break;
             }
         }
@@ -385,7 +397,9 @@ fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
 /// vocabulary, or a log whose server ran another model (checked when `--model` names the
 /// registry; a config.json or YAML path is taken as the user's word). Every warning says how
 /// to pass the right model's `config.json`. The KV sizes (GPU blocks per GiB, LMCache chunks
-/// per GiB) come from `--model`, so a wrong one gives a wrong tier.
+/// per GiB) come from `--model`, so a wrong one gives a wrong tier. A log whose start line names
+/// `convert`'s stand-in tokenizer ([`CONVERT_STAND_IN_TOKENIZER`]) has ids that are not the
+/// model's: its vocabulary is not checked.
 pub fn fit_warnings(
     spec: &ModelSpec,
     model_arg: &str,
@@ -439,7 +453,8 @@ pub fn fit_warnings(
             ));
         }
     }
-    if let (Some(v), Some(t)) = (spec.vocab_size, max_token_id) {
+    let stand_in = log.tokenizer.as_deref() == Some(CONVERT_STAND_IN_TOKENIZER);
+    if let (Some(v), Some(t), false) = (spec.vocab_size, max_token_id, stand_in) {
         if t >= v {
             out.push(format!(
                 "the log has token id {t}, beyond --model {model_arg}'s vocabulary of {v} \
@@ -477,11 +492,13 @@ mod tests {
         let own = LogModel {
             model: Some("Qwen/Qwen3-8B".into()),
             served_model_name: Some("Qwen/Qwen3-8B".into()),
+            tokenizer: None,
         };
         assert!(fit_warnings(&qwen, "qwen-8b", &own, Some(151_935)).is_empty());
         let served = LogModel {
             model: Some("/models/weights".into()),
             served_model_name: Some("qwen-8b".into()),
+            tokenizer: None,
         };
         assert!(fit_warnings(&qwen, "qwen-8b", &served, None).is_empty());
         // a path is the user's word; a log without a start line is judged by its tokens only
@@ -493,6 +510,36 @@ mod tests {
         );
         assert_eq!(args.model.as_deref(), Some("/m"));
         assert_eq!(args.served_model_name.as_deref(), Some("tiny"));
+        assert_eq!(args.tokenizer, None);
+        assert_eq!(log.tokenizer.as_deref(), Some("/nonexistent/tiny"));
+    }
+
+    #[test]
+    fn a_log_tokenized_by_converts_stand_in_is_not_judged_by_its_ids() {
+        // `convert` without the model's tokenizer.json: o200k_base ids (up to ~200k) in a log
+        // of Qwen3-8B (vocabulary 151,936)
+        let head = "(APIServer pid=9) INFO 06-02 09:00:00 [utils.py:253] non-default args: \
+                    {'model_tag': 'Qwen/Qwen3-8B', 'model': 'Qwen/Qwen3-8B', 'tokenizer': \
+                    'o200k_base', 'enable_log_requests': True, 'enable_log_outputs': True}\n";
+        let log = LogModel::from_log_head(head);
+        assert_eq!(log.model.as_deref(), Some("Qwen/Qwen3-8B"));
+        assert_eq!(log.tokenizer.as_deref(), Some(CONVERT_STAND_IN_TOKENIZER));
+        let qwen = resolve("qwen-8b").unwrap();
+        assert!(fit_warnings(&qwen, "qwen-8b", &log, Some(198_605)).is_empty());
+        // the model is still checked: the same log given as another model's
+        let llama = resolve("llama-8b").unwrap();
+        let w = fit_warnings(&llama, "llama-8b", &log, Some(198_605));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("ran model 'Qwen/Qwen3-8B'"), "{}", w[0]);
+        // any other tokenizer's ids are the model's: checked
+        let other = LogModel {
+            tokenizer: Some("Qwen/Qwen3-8B".into()),
+            ..log
+        };
+        assert_eq!(
+            fit_warnings(&qwen, "qwen-8b", &other, Some(198_605)).len(),
+            1
+        );
     }
 
     #[test]

@@ -142,7 +142,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let workload = build_workload(set, &loaded.tokenizer, template, &cfg)?;
-    let out = write_outputs(&workload, &args.output_dir, &model.name, args.seed)?;
+    let served = model.hf_id.as_deref().unwrap_or(&model.name);
+    let out = write_outputs(&workload, &args.output_dir, &model.name, served, args.seed)?;
     let trace = &workload.trace;
     println!(
         "{}: {} conversations, {} requests, {} prompt tokens, {} output tokens over {:.0} s \
