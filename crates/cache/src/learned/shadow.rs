@@ -392,6 +392,11 @@ impl Shadows {
             self.runs.resize(r + 1, Run::default());
         }
         let sampled = self.sampled(obj);
+        let slot = if sampled {
+            Some(self.slot_or_new(obj))
+        } else {
+            None
+        };
         let run = &mut self.runs[r];
         if depth > run.next_depth && depth > 0 {
             // ahead of the run: what the shadows hold now counts once the run gets here (the
@@ -400,7 +405,6 @@ impl Shadows {
                 // the previous request's run never reached them
                 self.early.clear();
             }
-            let slot = if sampled { self.slot(obj) } else { None };
             if sampled {
                 // the batches keep counting references as they come
                 self.add_to_batch();
@@ -421,11 +425,11 @@ impl Shadows {
                 run.predicted_alive = false;
             }
             run.next_depth = depth + 1;
-            if sampled {
-                let slot = self.slot(obj);
-                let lru_held = slot.is_some_and(|s| self.lru.contains(s));
-                let predicted_held = slot.is_some_and(|s| self.predicted.is_tracked(s));
+            if let Some(s) = slot {
+                let (lru_alive, predicted_alive) = (run.lru_alive, run.predicted_alive);
                 self.add_to_batch();
+                let lru_held = lru_alive && self.lru.contains(s);
+                let predicted_held = predicted_alive && self.predicted.is_tracked(s);
                 self.count(r, lru_held, predicted_held);
             }
             // the references that were ahead of the run, now in reach
@@ -441,10 +445,9 @@ impl Shadows {
                 }
             }
         }
-        if !sampled {
+        let Some(obj) = slot else {
             return;
-        }
-        let obj = self.slot_or_new(obj);
+        };
         let cap = self.shadow_capacity;
         if !self.lru.contains(obj) && cap > 0 {
             // more than one when it overflowed while every block was pinned
