@@ -164,3 +164,39 @@ fn one_engine_and_a_fleet_of_one_queue_alike() {
         "{err}"
     );
 }
+
+#[test]
+fn batch_says_which_points_fall_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let batch = |timing: &str| {
+        let name = if timing.is_empty() { "fast" } else { "slow" };
+        let yaml = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &yaml,
+            format!(
+                "name: {name}\noutput_dir: {}\ntraces:\n  - path: {}\n    name: steady\n\
+                 gpu_blocks: [1000]\npolicies: [lru, fifo]\n{timing}",
+                dir.path().join(name).display(),
+                t.display()
+            ),
+        )
+        .unwrap();
+        let out = common::bin()
+            .args(["batch", "--yaml"])
+            .arg(&yaml)
+            .args(["--no-plot", "-q"])
+            .output()
+            .unwrap();
+        common::assert_ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = batch("timing: {prefill_tokens_per_s: 1000, decode_ms_per_token: 20}\n");
+    assert!(
+        err.contains("falls behind its trace at 2 of 2 points")
+            && err.contains("steady with")
+            && err.contains("prefill_tokens_per_s: N"),
+        "{err}"
+    );
+    assert!(!batch("").contains("falls behind"));
+}

@@ -1,6 +1,6 @@
 //! `inferencelab batch`: run a YAML grid of simulations (resumable, shardable) and `batch merge`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -77,6 +77,9 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         }
         let (summary, found, total) = batch::merge(&cfg, max_points)
             .with_context(|| format!("batch merge {}", yaml.display()))?;
+        if let Some(w) = falls_behind(&summary) {
+            eprintln!("warning: {w}");
+        }
         eprintln!(
             "merged {found} of {total} points into {}{}",
             summary.display(),
@@ -148,6 +151,9 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         report.results_file.display(),
         report.summary_file.display()
     );
+    if let Some(w) = falls_behind(&report.summary_file) {
+        eprintln!("warning: {w}");
+    }
     if !args.no_plot && args.shard.is_none() {
         super::plot_summary(
             &report.summary_file,
@@ -163,6 +169,44 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The warning when the engine model falls behind its trace at some points of the grid (their
+/// median admission delay above `queueing::FALLS_BEHIND_MEDIAN_S`, as `simulate` warns),
+/// naming how many and the worst, from the summary's rows.
+fn falls_behind(summary: &Path) -> Option<String> {
+    use inferencelab_sim::queueing;
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(summary).ok()?).ok()?;
+    let rows = doc["results"].as_array()?;
+    let p50 = |r: &serde_json::Value| r["queue_delay_p50_s"].as_f64();
+    let behind: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| p50(r).is_some_and(queueing::falls_behind))
+        .collect();
+    let worst = behind
+        .iter()
+        .max_by(|a, b| p50(a).unwrap_or(0.0).total_cmp(&p50(b).unwrap_or(0.0)))?;
+    let field = |k: &str| match &worst[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "?".to_string(),
+        v => v.to_string(),
+    };
+    Some(format!(
+        "the engine model falls behind its trace at {} of {} points: their requests wait a \
+         median of more than {} s between arrival and admission (worst: {} with {} at {} GPU \
+         blocks, median {:.0} s, p90 {:.0} s), so their hit ratios describe an engine with that \
+         queue. Model a faster engine with the grid's `timing: {{prefill_tokens_per_s: N, \
+         decode_ms_per_token: 20}}` (or `replicas`); `simulate` on one point says how fast its \
+         trace needs it",
+        behind.len(),
+        rows.len(),
+        queueing::FALLS_BEHIND_MEDIAN_S,
+        field("trace"),
+        field("policy"),
+        field("gpu_blocks"),
+        p50(worst).unwrap_or(0.0),
+        worst["queue_delay_p90_s"].as_f64().unwrap_or(0.0),
+    ))
 }
 
 /// The prototype's layout: results under outputs/simulation/<name>, charts under
