@@ -352,25 +352,28 @@ fn item5_the_demo_labels_each_figure_and_agrees_with_itself() {
 }
 
 /// Every option of every subcommand has a help text.
+/// Every subcommand, for the tests that read each one's `--help`.
+const SUBCOMMANDS: [&str; 11] = [
+    "simulate",
+    "batch",
+    "mrc",
+    "experiment",
+    "plot",
+    "serve",
+    "sweep",
+    "train",
+    "convert",
+    "bench",
+    "replay",
+];
+
 /// Every page a help text points to exists, and none points into the README by a section's
 /// name (its details moved to docs/ in issue 15: `convert --help` sent readers to a README
 /// section "inferencelab convert" that no longer existed).
 #[test]
 fn item6_help_texts_point_to_pages_that_exist() {
     let mut named = 0;
-    for cmd in [
-        "simulate",
-        "batch",
-        "mrc",
-        "experiment",
-        "plot",
-        "serve",
-        "sweep",
-        "train",
-        "convert",
-        "bench",
-        "replay",
-    ] {
+    for cmd in SUBCOMMANDS {
         let o = bin().args([cmd, "--help"]).output().unwrap();
         let text = String::from_utf8_lossy(&o.stdout);
         for (i, _) in text.match_indices(".md") {
@@ -394,19 +397,7 @@ fn item6_help_texts_point_to_pages_that_exist() {
 
 #[test]
 fn item6_every_option_has_help() {
-    for cmd in [
-        "simulate",
-        "batch",
-        "mrc",
-        "experiment",
-        "plot",
-        "serve",
-        "sweep",
-        "train",
-        "convert",
-        "bench",
-        "replay",
-    ] {
+    for cmd in SUBCOMMANDS {
         let o = bin().args([cmd, "--help"]).output().unwrap();
         assert!(o.status.success());
         let text = String::from_utf8_lossy(&o.stdout);

@@ -34,11 +34,7 @@ fn hits(trace: &Trace, rules: bool, schedule: Schedule, use_output_length: bool)
 #[test]
 fn answer_lengths_reach_the_policy_in_every_replay() {
     let trace = common::answer_length_workload();
-    for (rules, schedule) in [
-        (true, Schedule::Trace),
-        (true, Schedule::Vllm),
-        (false, Schedule::Trace),
-    ] {
+    for (rules, schedule) in common::REPLAYS {
         let (off, on) = (
             hits(&trace, rules, schedule, false),
             hits(&trace, rules, schedule, true),

@@ -22,11 +22,7 @@ fn row(trace: &Trace, rules: bool, schedule: Schedule, policy: PolicyConfig) -> 
 #[test]
 fn every_replay_reports_the_judge_of_an_adaptive_policy() {
     let trace = common::answer_length_workload();
-    for (rules, schedule) in [
-        (true, Schedule::Trace),
-        (true, Schedule::Vllm),
-        (false, Schedule::Trace),
-    ] {
+    for (rules, schedule) in common::REPLAYS {
         let adaptive = row(
             &trace,
             rules,

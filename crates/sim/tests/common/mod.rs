@@ -1,6 +1,15 @@
 //! Shared by the sim crate's integration tests.
 
+use inferencelab_sim::config::Schedule;
 use inferencelab_trace::{Content, Request, Trace};
+
+/// The three GPU-tier replays, as (`engine.rules`, `engine.schedule`): vLLM's rules under the
+/// trace's own schedule, vLLM's rules under its scheduler, and the abstract tier.
+pub const REPLAYS: [(bool, Schedule); 3] = [
+    (true, Schedule::Trace),
+    (true, Schedule::Vllm),
+    (false, Schedule::Trace),
+];
 
 /// 400 conversations, one starting every 2 s, each with a first request of 8 blocks of 16
 /// tokens. Every third one is answered in 4 tokens and followed 30 s later by a second
