@@ -16,7 +16,7 @@ the token hit ratio of each, the infinite cache's (every full chunk ever stored 
 here without LMCache: leading chunks seen before, minus the recomputed last token of a
 full-prompt hit), the judge's counters (evictions decided by the prediction / by LRU), and two
 diagnoses that use what the harness knows and the policy does not (each request's chunk chain):
-the shadows' hits counted per chunk (as the judge counts them) and per leading run (as LMCache
+the shadows' hits counted per chunk held (whatever its parent) and per leading run (as LMCache
 serves them: a request's referenced chunks in prompt order up to the shadow's first miss), and
 the mean share of resident chunks LMCache cannot serve (an earlier chunk of their prompt
 evicted). The harness only observes: hits are those of LMCache's own classes. Deterministic: the
@@ -150,7 +150,7 @@ def run_cell(cell):
             if hot:
                 unreachable.append(sum(1 for k in hot if not servable(k)) / len(hot))
             if variant != "lru" and pol.shadow_capacity:
-                # per chunk (what the judge counts) and per leading run (what LMCache serves: a
+                # per chunk held (whatever its parent) and per leading run (what LMCache serves: a
                 # request's referenced chunks in prompt order, up to the shadow's first miss)
                 pos = {k: i for i, k in enumerate(keys)}
                 ordered = sorted((pos[k], lh, ph) for k, lh, ph in refs if k in pos)
@@ -242,7 +242,7 @@ def main():
     print(f"\ntoken hit ratio % (LMCache {lec._lmcache_version()}, config {a.config}, "
           f"seed {a.seed}); judge: evictions of the defaults decided by the prediction / by LRU "
           f"where the two differ; shadows (defaults, from the first eviction on): hits of LRU's / "
-          f"the prediction's per chunk (what the judge counts) and per leading run (what LMCache "
+          f"the prediction's per chunk held and per leading run (what LMCache "
           f"serves); dead: mean % of resident chunks LMCache cannot serve (an ancestor evicted), "
           f"LRU / alone")
     print(f"{'workload':<8} {'GiB':>4} {'chunks':>6} {'inf':>6} {'LRU':>7} {'defaults':>8} "

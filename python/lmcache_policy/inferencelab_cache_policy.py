@@ -22,10 +22,17 @@ last six is on and that is not its default); `hit_density` and `idle_in_horizons
 the cache's eviction horizon) are refused. What
 remains is the path the simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
-probability that such a block is used again (`w_probability`), all learned online. For the
-same reason the shadows count hits per chunk, not per leading run of a request, and ignore
-pins. As in Rust they simulate a hashed sample of the chunks (all of them up to 256 chunks of
-cache, an eighth from 2,048 on) in caches scaled alike.
+probability that such a block is used again (`w_probability`), all learned online. The shadows
+ignore pins. As in Rust they simulate a hashed sample of the chunks (all of them up to 256
+chunks of cache, an eighth from 2,048 on) in caches scaled alike.
+
+Prefix closure: LMCache serves a chunk only when every earlier chunk of the prompt hits, but its
+policy calls give one chunk at a time. `register()` makes `LocalCPUBackend` also hand the policy
+each lookup's hits and each store's chunks together, in prompt order (`chain`), so the policy
+learns each chunk's parent. The prediction then evicts first the chunks whose parent is gone
+(LMCache could not serve them), and a shadow counts a hit only when it holds the chunk's parent
+too (its leading run, as far as the links go; the link from a lookup's last hit to the store
+that follows is not made: other requests' calls may come between them).
 
 Registration: `register()` adds the policy to LMCache's `POLICY_MAPPING` as
 CONVERSATION_AWARE, so `cache_policy: conversation_aware` (or LMCACHE_CACHE_POLICY) selects it.
@@ -184,6 +191,29 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self.follow = False
         self.decided_by_prediction = 0
         self.decided_by_lru = 0
+        # per chunk key: the chunk before it in a request's chain, learned from the calls that
+        # give a request's chunks together (`chain`): LMCache serves a chunk only after its
+        # parent, so a chunk whose parent is gone cannot be served (prefix closure)
+        self.parent: Dict[Any, Any] = {}
+
+    # --- the chains (register() makes LocalCPUBackend report them) -------------------------
+    def chain(self, keys: Any) -> None:
+        """`keys` are consecutive chunks of one request, in prompt order (one lookup's hits, or
+        one store): each is the parent of the next."""
+        prev = None
+        for k in keys:
+            if prev is not None:
+                self.parent[k] = prev
+            prev = k
+
+    def _servable(self, key: Any, held: Any, shadow: bool = False) -> bool:
+        """`key` could be served from a cache holding `held`: its parent, when known, is held
+        (in a shadow, a parent it does not sample counts as held, as an unsampled block does in
+        Rust)."""
+        p = self.parent.get(key)
+        if p is None or (shadow and not self._sampled(p)):
+            return True
+        return p in held
 
     # --- BaseCachePolicy -------------------------------------------------------------------
     def init_mutable_mapping(self) -> "OrderedDict[Any, Any]":
@@ -209,7 +239,12 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         out = []
         while evictable and len(out) < num_candidates:
             lru = evictable[0]
-            predicted = max(evictable, key=lambda k: self._effective(k, now))
+            # the prediction evicts first what cannot be served (its parent is gone), then the
+            # farthest predicted
+            predicted = max(
+                evictable,
+                key=lambda k: (not self._servable(k, cache_dict), self._effective(k, now)),
+            )
             victim = predicted
             if self.cfg["adaptive"] and predicted != lru:
                 if self.follow:
@@ -293,8 +328,11 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
     def _shadow_reference(self, key: Any, now: float) -> None:
         if not self._sampled(key):
             return
-        lru_hit = key in self.shadow_lru
-        predicted_hit = key in self.shadow_predicted
+        # a hit only where the chunk could be served: its parent held too
+        lru_hit = key in self.shadow_lru and self._servable(key, self.shadow_lru, True)
+        predicted_hit = key in self.shadow_predicted and self._servable(
+            key, self.shadow_predicted, True
+        )
         self.lru_hits += lru_hit
         self.predicted_hits += predicted_hit
         self.batch_lead += float(predicted_hit) - float(lru_hit)
@@ -304,15 +342,19 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
             if self.batch_refs >= cap:
                 self._close_batch()
         # serve the reference in each shadow, evicting first when full
-        if lru_hit:
+        if key in self.shadow_lru:
             self.shadow_lru.move_to_end(key)
         else:
             while cap and len(self.shadow_lru) >= cap:
                 self.shadow_lru.popitem(last=False)
             self.shadow_lru[key] = None
-        if not predicted_hit:
+        if key not in self.shadow_predicted:
             while cap and len(self.shadow_predicted) >= cap:
-                victim = max(self.shadow_predicted, key=lambda k: self._effective(k, now))
+                held = self.shadow_predicted
+                victim = max(
+                    held,
+                    key=lambda k: (not self._servable(k, held, True), self._effective(k, now)),
+                )
                 del self.shadow_predicted[victim]
             self.shadow_predicted[key] = None
 
@@ -334,7 +376,34 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
 
 
 def register() -> None:
-    """Make `cache_policy: conversation_aware` resolve in LMCache's factory."""
+    """Make `cache_policy: conversation_aware` resolve in LMCache's factory, and make
+    LMCache's `LocalCPUBackend` tell a policy that asks (`chain`) which chunks one request looks
+    up or stores together: its policy interface gives chunks one at a time."""
     from lmcache.v1.storage_backend import cache_policy
 
     cache_policy.POLICY_MAPPING["CONVERSATION_AWARE"] = ConversationAwareCachePolicy
+    try:
+        from lmcache.v1.storage_backend.local_cpu_backend import LocalCPUBackend
+    except ImportError:  # pragma: no cover
+        return
+    if getattr(LocalCPUBackend, "_inferencelab_chains", False):
+        return
+    touch_cache = LocalCPUBackend.touch_cache
+    batched_put = LocalCPUBackend.batched_submit_put_task
+
+    def touch_cache_with_chain(self):  # one lookup's hits, in prompt order
+        chain = getattr(self.cache_policy, "chain", None)
+        if chain is not None:
+            chain(list(self.keys_in_request))
+        return touch_cache(self)
+
+    def batched_put_with_chain(self, keys, *args, **kwargs):  # one store, in prompt order
+        chain = getattr(self.cache_policy, "chain", None)
+        if chain is not None:
+            keys = list(keys)
+            chain(keys)
+        return batched_put(self, keys, *args, **kwargs)
+
+    LocalCPUBackend.touch_cache = touch_cache_with_chain
+    LocalCPUBackend.batched_submit_put_task = batched_put_with_chain
+    LocalCPUBackend._inferencelab_chains = True

@@ -125,6 +125,18 @@ def main():
     # the judge follows the prediction only with a lead in its shadow
     if pol.decided_by_prediction:
         assert pol.predicted_hits > pol.lru_hits
+    # LocalCPUBackend reports each lookup's and each store's chunks together (register()), so
+    # the policy knows each chunk's parent: it evicts first the chunks LMCache could not serve,
+    # and its shadows count only servable hits. Without that the defaults lost to LRU here
+    # (0.0252 against 0.0322 of the tokens).
+    assert pol.parent, "the chains must reach the policy"
+    assert sum(dflt) >= sum(lru), "the defaults must not lose to LRU on this workload"
+    # a chunk whose parent is gone cannot be served, in the real cache or a shadow
+    links = icp.ConversationAwareCachePolicy(dict(icp.DEFAULTS), clock=lambda: 0.0)
+    links.chain(["a", "b", "c"])
+    assert links.parent == {"b": "a", "c": "b"}
+    assert links._servable("c", {"b": None}) and not links._servable("c", {"a": None})
+    assert links._servable("a", {})
     # sampling (crates/cache/src/learned/shadow.rs): a large cache keeps about the rate's share
     assert icp.sampling_rate(100) == 1.0 and icp.sampling_rate(512) == 0.5
     assert icp.sampling_rate(10_000) == 1.0 / 8.0
