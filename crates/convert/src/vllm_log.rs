@@ -16,6 +16,7 @@
 
 use std::io::Write;
 
+pub use inferencelab_trace::vllm_log::write::STAND_IN_TOKENIZER;
 use inferencelab_trace::vllm_log::write::{
     push_head, push_request, push_response, py_repr, SamplingParams,
 };
@@ -32,10 +33,6 @@ const BATCH: usize = 2048;
 pub fn log_pid(seed: u64) -> u32 {
     1000 + (Rng::derive(seed, u64::MAX, 0x919).next_u64() % 60_000) as u32
 }
-
-/// The name vLLM's start-up line gives the embedded stand-in tokenizer (`'tokenizer':
-/// 'o200k_base'`): its ids are not the model's, so they may pass the model's vocabulary.
-pub const STAND_IN_TOKENIZER: &str = "o200k_base";
 
 /// Write the workload as a vLLM server log of `model` (the name vLLM would be given: a Hugging
 /// Face id, or the registry's name).

@@ -357,9 +357,9 @@ pub struct LogModel {
 }
 
 /// The tokenizer `convert`'s logs name when the embedded o200k_base stand-in tokenized them
-/// (no tokenizer.json of the model at hand; `inferencelab_convert::STAND_IN_TOKENIZER`): their
-/// ids are not the model's, so a token id beyond its vocabulary says nothing about the model.
-pub const CONVERT_STAND_IN_TOKENIZER: &str = "o200k_base";
+/// (no tokenizer.json of the model at hand): their ids are not the model's, so a token id
+/// beyond its vocabulary says nothing about the model. One literal with the writer's.
+pub use inferencelab_trace::vllm_log::write::STAND_IN_TOKENIZER as CONVERT_STAND_IN_TOKENIZER;
 
 impl LogModel {
     pub fn from_log_head(text: &str) -> LogModel {

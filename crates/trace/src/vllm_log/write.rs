@@ -110,6 +110,11 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
+/// The tokenizer a log's start-up line names (`'tokenizer': 'o200k_base'`) when `convert`'s
+/// embedded stand-in tokenized its prompts: its ids are not the model's, so they may pass the
+/// model's vocabulary. `convert` writes it, `simulate`'s model check reads it.
+pub const STAND_IN_TOKENIZER: &str = "o200k_base";
+
 /// `(APIServer pid=P) LEVEL STAMP [FILE_LINE] `: what comes before a vLLM message.
 pub fn push_head(b: &mut Vec<u8>, api_pid: u32, level: &str, stamp: &[u8], file_line: &str) {
     b.extend_from_slice(b"(APIServer pid=");
