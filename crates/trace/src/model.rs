@@ -220,6 +220,17 @@ impl Trace {
         }
     }
 
+    /// Seconds from the earliest request's arrival to the latest's (0 without requests).
+    pub fn span_s(&self) -> f64 {
+        let (first, last) = self
+            .requests
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                (lo.min(r.timestamp), hi.max(r.timestamp))
+            });
+        (last - first).max(0.0)
+    }
+
     /// True when the trace carries token ids or block ids, i.e. prefix reuse can be simulated.
     /// Dense ids of the requests' types (`Request::kind`), in order of first appearance;
     /// `u32::MAX` for a request without one.
@@ -312,5 +323,19 @@ mod tests {
         );
         assert!(p.notes.is_empty());
         assert_eq!(t.prefix(10).requests.len(), 4);
+        // the span: earliest to latest arrival, in whatever order they are listed; none: 0
+        let at = |ts: &[f64]| Trace {
+            requests: ts
+                .iter()
+                .map(|&timestamp| Request {
+                    timestamp,
+                    ..t.requests[0].clone()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(at(&[3.0, 1.5, 9.0, 4.0]).span_s(), 7.5);
+        assert_eq!(at(&[2.0]).span_s(), 0.0);
+        assert_eq!(at(&[]).span_s(), 0.0);
     }
 }

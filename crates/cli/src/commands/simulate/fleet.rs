@@ -269,12 +269,6 @@ fn falls_behind(
     let (c, worst) = behind
         .iter()
         .max_by(|a, b| a.1.queue_delay_p50_s.total_cmp(&b.1.queue_delay_p50_s))?;
-    let (first, last) = trace
-        .requests
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
-            (lo.min(r.timestamp), hi.max(r.timestamp))
-        });
     let saved = worst.gpu_hit_tokens + worst.cpu_hit_tokens + worst.disk_hit_tokens;
     Some(crate::output::falls_behind_warning(
         &crate::output::Backlog {
@@ -291,7 +285,7 @@ fn falls_behind(
             p90_s: worst.queue_delay_p90_s,
             prompt_tokens: worst.prompt_tokens,
             uncached_tokens: worst.prompt_tokens.saturating_sub(saved),
-            span_s: last - first,
+            span_s: trace.span_s(),
             engines: worst.replicas,
             prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
             fix: "--prefill-tokens-per-s N or more --replicas (more memory: --gpu-blocks)",

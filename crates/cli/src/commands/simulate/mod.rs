@@ -148,12 +148,6 @@ fn falls_behind(
     let worst = behind
         .iter()
         .max_by(|a, b| a.queue_delay_p50_s.total_cmp(&b.queue_delay_p50_s))?;
-    let (first, last) = trace
-        .requests
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
-            (lo.min(r.timestamp), hi.max(r.timestamp))
-        });
     Some(output::falls_behind_warning(&output::Backlog {
         point: format!("{} at {} GPU blocks", worst.policy, worst.gpu_blocks),
         behind: behind.len(),
@@ -162,7 +156,7 @@ fn falls_behind(
         p90_s: worst.queue_delay_p90_s,
         prompt_tokens: worst.prompt_tokens,
         uncached_tokens: worst.prompt_tokens - worst.prefill_tokens_saved,
-        span_s: last - first,
+        span_s: trace.span_s(),
         engines: 1,
         prefill_tokens_per_s: args.prefill_tokens_per_s.get(),
         fix: "--prefill-tokens-per-s N (a fleet: --replicas N; more memory: --gpu-blocks)",
