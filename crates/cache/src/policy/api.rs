@@ -143,14 +143,6 @@ impl JudgeCounts {
         let n = self.decided_by_prediction + self.decided_by_lru;
         self.decided_by_prediction as f64 / n as f64
     }
-
-    /// Both judges' counts (replicas of a fleet).
-    pub fn add(&mut self, o: &JudgeCounts) {
-        self.decided_by_prediction += o.decided_by_prediction;
-        self.decided_by_lru += o.decided_by_lru;
-        self.prediction_shadow_hits += o.prediction_shadow_hits;
-        self.lru_shadow_hits += o.lru_shadow_hits;
-    }
 }
 
 /// Grow a per-entry `Vec` so that index `e` exists.
