@@ -117,6 +117,24 @@ fn simulate_refuses_zero_sizes_and_bad_time_model() {
 }
 
 #[test]
+fn sweep_and_train_refuse_a_bad_prefill_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture("mooncake_small.jsonl");
+    for cmd in ["sweep", "train"] {
+        for value in ["0", "nan", "-5"] {
+            let arg = format!("--prefill-tokens-per-s={value}");
+            let mut c = bin();
+            c.args([cmd, "-q", "--input-file"])
+                .arg(&f)
+                .arg(&arg)
+                .arg("--output")
+                .arg(dir.path().join("out.yaml"));
+            refused(&mut c, &["--prefill-tokens-per-s", "not allowed"]);
+        }
+    }
+}
+
+#[test]
 fn simulate_takes_the_largest_block_count_without_overflow() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.json");
