@@ -17,8 +17,8 @@ chunk hash), hits, puts and evictions, in wall-clock time. So the terms that nee
 (conversation id, turn, request type, depth in the chain, sharing across conversations) are
 not available here and count as off: `use_conversation`, `reuse_model_for_conversations`,
 `use_request_type`, `w_sharing`, `w_depth`, `infer_conversations`, `gap_by_turn` and
-`use_output_length` (a request's answer length) are ignored (a warning says so when one of the
-last six is on and that is not its default); `hit_density` and `idle_in_horizons` (they need
+`use_output_length` (a request's answer length) and `waiting_queue` (vLLM's waiting requests)
+are ignored (a warning says so when one of the last six is on and that is not its default); `hit_density` and `idle_in_horizons` (they need
 the cache's eviction horizon) are refused. What
 remains is the path the simulator takes on traces without conversations (Mooncake): the block's own reuse gap
 (`use_block_gap`), the typical gap of blocks with as many uses (`use_reuse_model`) and the
@@ -73,6 +73,7 @@ DEFAULTS = {
     "use_output_length": True,
     "hit_density": False,
     "idle_in_horizons": False,
+    "waiting_queue": True,
 }
 # The Rust ScorerConfig's keys and defaults (crates/cache/tests/python_policy_keys.rs checks
 # both are equal). Those that need the request (module docs) are accepted, so every scorer YAML
@@ -86,6 +87,7 @@ REQUEST_TERMS = (
     "infer_conversations",
     "gap_by_turn",
     "use_output_length",
+    "waiting_queue",
 )
 # Terms this policy does not compute: a non-default value is refused, not ignored
 # (`hit_density` needs the cache's eviction horizon, crates/cache/src/learned/horizon.rs).

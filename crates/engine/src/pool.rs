@@ -15,6 +15,7 @@
 //! keeps both physical blocks under the hash and appends the duplicate to the tail.
 
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
+use rustc_hash::FxHashMap;
 
 /// One block a request holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct KvPool<P> {
     pub clock: u64,
     /// vLLM's `--enable-prefix-caching`: off, blocks are never hashed nor looked up.
     caching: bool,
+    /// For a policy that reads the waiting queue (`EvictionPolicy::uses_waiting_queue`): per
+    /// block, the ranks (arrival order) of the waiting requests that will look it up, ascending.
+    wanted: Option<FxHashMap<ObjId, Vec<u64>>>,
 }
 
 /// How a block reference is described to the policy: `(object, depth in the sequence, clock)`.
@@ -39,10 +43,77 @@ pub type MakeAccess<'a> = &'a dyn Fn(ObjId, usize, u64) -> Access;
 
 impl<P: EvictionPolicy> KvPool<P> {
     pub fn new(cache: BlockCache<P>) -> Self {
+        let wanted = cache.policy.uses_waiting_queue().then(FxHashMap::default);
         KvPool {
             cache,
             clock: 0,
             caching: true,
+            wanted,
+        }
+    }
+
+    /// Whether the policy is told what waiting requests want ([`want`](KvPool::want)).
+    pub fn tracks_waiting(&self) -> bool {
+        self.wanted.is_some() && self.caching
+    }
+
+    /// Request `rank` (its place in arrival order) waits to be admitted and will look up
+    /// `keys`, the blocks the engine knows it has (vLLM hashes a prompt's blocks when the
+    /// request arrives): the policy is told of each cached one whose earliest wanting request
+    /// this becomes (`EvictionPolicy::on_wanted`). A no-op unless
+    /// [`tracks_waiting`](KvPool::tracks_waiting).
+    pub fn want(&mut self, keys: &[ObjId], rank: u64) {
+        if !self.caching {
+            return;
+        }
+        let Some(wanted) = &mut self.wanted else {
+            return;
+        };
+        for &k in keys {
+            let ranks = wanted.entry(k).or_default();
+            let Err(at) = ranks.binary_search(&rank) else {
+                continue;
+            };
+            ranks.insert(at, rank);
+            if at == 0 {
+                if let Some(e) = self.cache.lookup(k) {
+                    self.cache.policy.on_wanted(e, Some(rank));
+                }
+            }
+        }
+    }
+
+    /// (Wanting request, block) pairs the pool holds: the sum of the blocks of every request it
+    /// was told waits ([`Scheduler::validate`](crate::vllm::Scheduler::validate) checks it).
+    pub fn wanted_pairs(&self) -> usize {
+        self.wanted
+            .as_ref()
+            .map_or(0, |w| w.values().map(Vec::len).sum())
+    }
+
+    /// Request `rank` no longer waits (admitted, or dropped): undo its [`want`](KvPool::want)
+    /// of `keys`.
+    pub fn unwant(&mut self, keys: &[ObjId], rank: u64) {
+        let Some(wanted) = &mut self.wanted else {
+            return;
+        };
+        for &k in keys {
+            let Some(ranks) = wanted.get_mut(&k) else {
+                continue;
+            };
+            let Ok(at) = ranks.binary_search(&rank) else {
+                continue;
+            };
+            ranks.remove(at);
+            let next = ranks.first().copied();
+            if next.is_none() {
+                wanted.remove(&k);
+            }
+            if at == 0 {
+                if let Some(e) = self.cache.lookup(k) {
+                    self.cache.policy.on_wanted(e, next);
+                }
+            }
         }
     }
 
@@ -53,6 +124,7 @@ impl<P: EvictionPolicy> KvPool<P> {
             cache,
             clock: 0,
             caching: false,
+            wanted: None,
         }
     }
 
@@ -127,7 +199,17 @@ impl<P: EvictionPolicy> KvPool<P> {
             self.cache.unreserve();
             self.clock += 1;
             match self.cache.access(&access(keys[b], b, self.clock), true) {
-                Outcome::Inserted(e) => slots[b] = Slot::Cached(e),
+                Outcome::Inserted(e) => {
+                    slots[b] = Slot::Cached(e);
+                    if let Some(&rank) = self
+                        .wanted
+                        .as_ref()
+                        .and_then(|w| w.get(&keys[b]))
+                        .and_then(|r| r.first())
+                    {
+                        self.cache.policy.on_wanted(e, Some(rank));
+                    }
+                }
                 other => unreachable!("a freed slot did not take the block: {other:?}"),
             }
         }

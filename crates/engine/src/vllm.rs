@@ -106,6 +106,8 @@ pub struct SeqState {
     /// Connector hit tokens at the first admission.
     pub external_hit_tokens: u64,
     pub num_preemptions: u32,
+    /// Its leading blocks the pool was told it wants while it waits (`KvPool::want`).
+    pub wanted: usize,
 }
 
 impl SeqState {
@@ -181,6 +183,12 @@ pub struct Scheduler<P> {
     delay_free: bool,
     /// The blocks of requests that finished in the last step, freed at the end of the next.
     held: Vec<Vec<Slot>>,
+    /// Requests added since the last `schedule()` whose wanted blocks the pool was not told
+    /// yet (their keys come with `schedule`'s sequences; nothing is evicted in between).
+    unannounced: Vec<usize>,
+    /// Requests aborted while waiting, with their wanted blocks, withdrawn at the next
+    /// `schedule()`.
+    withdrawn: Vec<(usize, usize)>,
 }
 
 /// The sequence keys of a request (full blocks of prompt + answer, head first) and how a block
@@ -203,6 +211,8 @@ impl<P: EvictionPolicy> Scheduler<P> {
             num_preemptions: 0,
             delay_free: false,
             held: Vec::new(),
+            unannounced: Vec::new(),
+            withdrawn: Vec::new(),
         }
     }
 
@@ -246,7 +256,31 @@ impl<P: EvictionPolicy> Scheduler<P> {
             gpu_hit_tokens: 0,
             external_hit_tokens: 0,
             num_preemptions: 0,
+            wanted: 0,
         });
+        if self.pool.tracks_waiting() {
+            self.unannounced.push(req);
+        }
+    }
+
+    /// Tell the pool the blocks waiting request `r` will look up: its prompt's, or after a
+    /// preemption the prompt and answer blocks it had (what vLLM has hashed).
+    fn announce(pool: &mut KvPool<P>, seqs: &dyn Sequences, bs: u64, r: &mut SeqState) {
+        if !pool.tracks_waiting() {
+            return;
+        }
+        let keys = seqs.keys(r.req);
+        let known = ((r.num_tokens() / bs) as usize).min(keys.len());
+        pool.want(&keys[..known], r.req as u64);
+        r.wanted = known;
+    }
+
+    /// Request `r` leaves the waiting queue.
+    fn withdraw(pool: &mut KvPool<P>, seqs: &dyn Sequences, r: &mut SeqState) {
+        if r.wanted > 0 {
+            pool.unwant(&seqs.keys(r.req)[..r.wanted], r.req as u64);
+            r.wanted = 0;
+        }
     }
 
     pub fn has_unfinished(&self) -> bool {
@@ -262,11 +296,18 @@ impl<P: EvictionPolicy> Scheduler<P> {
     }
 
     /// Drop the request at the head of the waiting queue (it can never be scheduled).
-    pub fn drop_head(&mut self) -> Option<SeqState> {
-        self.waiting.pop_front()
+    pub fn drop_head(&mut self, seqs: &dyn Sequences) -> Option<SeqState> {
+        let mut r = self.waiting.pop_front()?;
+        Self::withdraw(&mut self.pool, seqs, &mut r);
+        Some(r)
     }
 
-    fn preempt_last(&mut self, plan: &mut StepPlan, conn: &mut dyn KvConnector) -> SeqState {
+    fn preempt_last(
+        &mut self,
+        plan: &mut StepPlan,
+        conn: &mut dyn KvConnector,
+        seqs: &dyn Sequences,
+    ) -> SeqState {
         let mut r = self.running.pop().expect("a running request to preempt");
         self.pool.free(&r.slots);
         r.slots.clear();
@@ -275,6 +316,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
         self.num_preemptions += 1;
         conn.released(r.req);
         plan.preempted.push(r.req);
+        Self::announce(&mut self.pool, seqs, self.config.block_size as u64, &mut r);
         r
     }
 
@@ -286,6 +328,14 @@ impl<P: EvictionPolicy> Scheduler<P> {
         if self.running.is_empty() && !self.held.is_empty() {
             // the step after the finishes ran no forward pass ([`delay_free_until_sent`])
             self.free_held();
+        }
+        for (req, wanted) in std::mem::take(&mut self.withdrawn) {
+            self.pool.unwant(&seqs.keys(req)[..wanted], req as u64);
+        }
+        for req in std::mem::take(&mut self.unannounced) {
+            if let Some(r) = self.waiting.iter_mut().rev().find(|r| r.req == req) {
+                Self::announce(&mut self.pool, seqs, bs, r);
+            }
         }
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_num_batched_tokens as u64;
@@ -304,7 +354,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
                 .saturating_sub(r.slots.len() as u64);
             let mut self_preempted = false;
             while need > self.pool.free_blocks() {
-                let victim = self.preempt_last(&mut plan, conn);
+                let victim = self.preempt_last(&mut plan, conn, seqs);
                 let is_self = self.running.len() == i;
                 self.waiting.push_front(victim);
                 if is_self {
@@ -371,6 +421,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
                 break;
             }
             let mut r = self.waiting.pop_front().expect("not empty");
+            Self::withdraw(&mut self.pool, seqs, &mut r);
             let req = r.req;
             let access = |k: ObjId, d: usize, t: u64| seqs.access(req, k, d, t);
             self.pool.touch(&keys[..hits], &mut r.slots, &access);
@@ -491,7 +542,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
     /// Drop a request wherever it is (the client went away); a running one frees its blocks.
     pub fn abort(&mut self, req: usize, conn: &mut dyn KvConnector) -> bool {
         if let Some(i) = self.waiting.iter().position(|r| r.req == req) {
-            self.waiting.remove(i);
+            let r = self.waiting.remove(i).expect("found");
+            self.unannounced.retain(|&q| q != req);
+            if r.wanted > 0 {
+                self.withdrawn.push((req, r.wanted));
+            }
             conn.released(req);
             return true;
         }
@@ -546,6 +601,18 @@ impl<P: EvictionPolicy> Scheduler<P> {
         }
         if self.waiting.iter().any(|r| !r.slots.is_empty()) {
             return Err("a waiting request holds blocks".into());
+        }
+        // distinct blocks per request: what `KvPool::want` records
+        let told: usize = self.waiting.iter().map(|r| r.wanted).sum::<usize>()
+            + self.withdrawn.iter().map(|&(_, n)| n).sum::<usize>();
+        if self.pool.wanted_pairs() > told {
+            return Err(format!(
+                "the pool holds {} wanted blocks, the waiting requests {told}",
+                self.pool.wanted_pairs()
+            ));
+        }
+        if self.running.iter().any(|r| r.wanted > 0) {
+            return Err("a running request still wants blocks".into());
         }
         Ok(())
     }
@@ -608,6 +675,46 @@ mod tests {
         let done = run(&mut s, &keys);
         assert_eq!(done[0].num_cached_tokens, Some(12));
         assert_eq!(s.stats.hits, 12);
+    }
+
+    #[test]
+    fn blocks_a_waiting_request_will_hit_are_kept_for_it() {
+        // 4 usable blocks of 4 tokens, budget 8 tokens a step. r0 caches [1, 2], then r1 caches
+        // [3, 4] (more recent). r2 (new blocks [5, 6]) and r3 (repeats [1, 2], then 7) arrive
+        // together; r2 is admitted first and needs 2 blocks while r3 waits. LRU evicts r0's
+        // blocks, which r3 would hit; a policy that reads the waiting queue evicts r1's.
+        for waiting_queue in [false, true] {
+            let keys = Keys(vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![1, 2, 7]]);
+            let scorer = inferencelab_cache::policy::conversation_aware::ScorerConfig {
+                waiting_queue,
+                ..Default::default()
+            };
+            let policy = PolicyConfig::ConversationAware(scorer).build(4);
+            let mut s = Scheduler::new(
+                SchedulerConfig {
+                    block_size: 4,
+                    max_num_batched_tokens: 8,
+                    ..Default::default()
+                },
+                KvPool::new(BlockCache::new(4, policy)),
+            );
+            assert_eq!(s.pool.tracks_waiting(), waiting_queue);
+            for r in 0..2 {
+                s.add_request(r, 8, 1);
+                run(&mut s, &keys);
+            }
+            s.add_request(2, 8, 1);
+            s.add_request(3, 12, 1);
+            let plan = s.schedule(&keys, &mut NoConnector);
+            assert_eq!(plan.admitted, vec![2]);
+            assert_eq!(s.pool.wanted_pairs(), if waiting_queue { 3 } else { 0 });
+            s.update(&plan, &mut NoConnector);
+            s.validate().unwrap();
+            let done = run(&mut s, &keys);
+            let r3 = done.iter().find(|r| r.req == 3).unwrap();
+            assert_eq!(r3.gpu_hit_tokens, if waiting_queue { 8 } else { 0 });
+            assert_eq!(s.pool.wanted_pairs(), 0);
+        }
     }
 
     #[test]

@@ -173,6 +173,7 @@ pub fn calibrate(
                 overdue_factor,
                 ranking,
                 adaptive: config.adaptive,
+                waiting_queue: config.waiting_queue,
                 retrain: variants[v],
                 schedule: schedules[v].clone(),
                 model: match (&choice_model, variants[v]) {

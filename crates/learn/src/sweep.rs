@@ -119,6 +119,7 @@ pub fn sample(rng: &mut SplitMix64) -> ScorerConfig {
         use_output_length: ScorerConfig::default().use_output_length,
         hit_density: false,
         idle_in_horizons: false,
+        waiting_queue: ScorerConfig::default().waiting_queue,
     }
 }
 

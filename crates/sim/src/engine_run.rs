@@ -431,6 +431,9 @@ pub(crate) struct TraceTier<'a, 'b> {
     /// Finished requests whose blocks vLLM still holds until their KV send is reported done,
     /// in finish order: (when they are freed, blocks).
     held: Vec<(f64, Vec<Slot>)>,
+    /// Per request: its leading blocks the pool was told it wants while it waits
+    /// (`KvPool::want`, for a policy that reads the waiting queue).
+    wanted: Vec<u32>,
 }
 
 /// An admitted prefill's LMCache stores, not run yet.
@@ -813,6 +816,7 @@ impl TraceTier<'_, '_> {
         self.preemptions[j] += 1;
         self.totals.preemptions += 1;
         self.waiting.push_front((j, sampled));
+        self.announce(j, sampled);
         self.head_waits_for_room = false;
     }
 
@@ -941,6 +945,7 @@ impl TraceTier<'_, '_> {
             match self.admit(j, generated, now) {
                 Admit::Admitted { prefill, finished } => {
                     self.waiting.pop_front();
+                    self.withdraw(j);
                     if finished.is_none() {
                         let run = self.running.last_mut().expect("just admitted");
                         run.one_step_prefill = prefill <= budget;
@@ -956,6 +961,7 @@ impl TraceTier<'_, '_> {
                 }
                 Admit::Never => {
                     self.waiting.pop_front();
+                    self.withdraw(j);
                     self.totals.rejections += 1;
                     serve(Served::rejected(j));
                 }
@@ -1090,6 +1096,28 @@ impl<'a, 'b> TraceTier<'a, 'b> {
             pending_stores: Vec::new(),
             load_cost: None,
             held: Vec::new(),
+            wanted: vec![0; n],
+        }
+    }
+
+    /// Request `j`, which sampled `generated` tokens before, joins the waiting queue: the pool
+    /// is told the blocks it will look up (the prompt's, and the answer's it had computed).
+    fn announce(&mut self, j: usize, generated: u32) {
+        if !self.pool.tracks_waiting() {
+            return;
+        }
+        let keys = self.seq.request(j);
+        let computed = self.prompt(j) + generated.saturating_sub(1) as u64;
+        let known = ((computed / self.bs) as usize).min(keys.len());
+        self.pool.want(&keys[..known], j as u64);
+        self.wanted[j] = known as u32;
+    }
+
+    /// Request `j` left the waiting queue.
+    fn withdraw(&mut self, j: usize) {
+        let known = std::mem::take(&mut self.wanted[j]) as usize;
+        if known > 0 {
+            self.pool.unwant(&self.seq.request(j)[..known], j as u64);
         }
     }
 
@@ -1098,6 +1126,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
         let timestamp = self.describe.trace.requests[i].timestamp;
         self.run_until(timestamp, serve);
         self.waiting.push_back((i, 0));
+        self.announce(i, 0);
         match self.step_end_after(timestamp) {
             // a step is in flight: the request waits for its end
             Some(end) => {
@@ -1301,7 +1330,7 @@ impl<'a, 'b> VllmTier<'a, 'b> {
         if plan.scheduled.is_empty() {
             // nothing running and the head cannot fit: it never will
             if self.sched.num_running() == 0 {
-                if let Some(r) = self.sched.drop_head() {
+                if let Some(r) = self.sched.drop_head(&self.view) {
                     self.totals.rejections += 1;
                     serve(Served::rejected(r.req));
                 }

@@ -138,9 +138,9 @@ pub fn load_lightgbm(
 }
 
 /// The calibration `train` wrote beside a text model (`MODEL.yaml`), applied to `config`:
-/// `scale`, `overdue_factor`, `ranking`, `adaptive` and `retrain`, when that YAML names this
-/// model (a YAML naming another model, or describing another policy, is left alone, with a
-/// note for the first). One rule for `simulate --lightgbm-model` and `train --model --as-is`.
+/// `scale`, `overdue_factor`, `ranking`, `adaptive`, `waiting_queue` and `retrain`, when that
+/// YAML names this model (a YAML naming another model, or describing another policy, is left
+/// alone, with a note for the first). One rule for `simulate --lightgbm-model` and `train --model --as-is`.
 /// A YAML beside that does not parse is an error naming it: silently running uncalibrated
 /// would change every figure.
 pub fn apply_calibration_beside(
@@ -177,12 +177,13 @@ pub fn apply_calibration_beside(
         return Ok(());
     }
     notes.push(format!(
-        "lightgbm: scale {}, overdue_factor {}, ranking {:?}, adaptive {} and retraining {} from \
-         {} (calibrated by `train`)",
+        "lightgbm: scale {}, overdue_factor {}, ranking {:?}, adaptive {}, waiting_queue {} and \
+         retraining {} from {} (calibrated by `train`)",
         c.scale,
         c.overdue_factor,
         c.ranking,
         c.adaptive,
+        c.waiting_queue,
         if c.retrain.is_some() { "on" } else { "off" },
         beside.display()
     ));
@@ -190,6 +191,7 @@ pub fn apply_calibration_beside(
     config.overdue_factor = c.overdue_factor;
     config.ranking = c.ranking;
     config.adaptive = c.adaptive;
+    config.waiting_queue = c.waiting_queue;
     config.retrain = c.retrain;
     Ok(())
 }

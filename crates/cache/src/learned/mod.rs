@@ -57,6 +57,15 @@ macro_rules! predicted_next_use_policy {
                 self.finished(request, output_tokens);
             }
 
+            fn uses_waiting_queue(&self) -> bool {
+                self.waiting_queue
+            }
+
+            #[inline]
+            fn on_wanted(&mut self, e: $crate::policy::api::EntryId, rank: Option<u64>) {
+                self.order.set_wanted(e, rank);
+            }
+
             fn judge(&self) -> Option<$crate::policy::api::JudgeCounts> {
                 self.order.shadows.as_ref().map(|sh| sh.counts())
             }

@@ -46,6 +46,9 @@ const UNTRACKED: u8 = 0;
 const FUTURE: u8 = 1;
 const OVERDUE: u8 = 2;
 const PINNED: u8 = 3;
+const WANTED: u8 = 4;
+/// `want` of an entry no waiting request wants.
+const NOT_WANTED: u64 = u64::MAX;
 
 /// How predictions rank entries (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -174,6 +177,12 @@ pub struct NextUseOrder {
     future_min: QuadHeap<Earliest>,
     /// The `overdue` set by the last touch or unpin: the top is the longest idle.
     overdue: QuadHeap<Earliest>,
+    /// Per entry: the arrival rank of the earliest waiting request that wants it
+    /// ([`set_wanted`](NextUseOrder::set_wanted)), `NOT_WANTED` if none.
+    want: Vec<u64>,
+    /// The `wanted` set by rank: the top is the one the latest waiting request wants (deepest
+    /// among equals). Taken only when `future` and `overdue` are empty.
+    wanted: QuadHeap<Far>,
     /// own sequence of touches and unpins: the driver frees a request's blocks at one logical
     /// time, and their order (chain tail first) must survive
     seq: u64,
@@ -267,6 +276,7 @@ impl NextUseOrder {
             self.order.resize(n, 0);
             self.depth.resize(n, 0);
             self.state.resize(n, UNTRACKED);
+            self.want.resize(n, NOT_WANTED);
         }
     }
 
@@ -299,6 +309,8 @@ impl NextUseOrder {
         moved(&mut self.order, len, 0, new_id);
         moved(&mut self.depth, len, 0, new_id);
         moved(&mut self.state, len, UNTRACKED, new_id);
+        moved(&mut self.want, len, NOT_WANTED, new_id);
+        self.wanted.renumber(new_id);
         self.future.renumber(new_id);
         self.future_min.renumber(new_id);
         self.overdue.renumber(new_id);
@@ -317,6 +329,11 @@ impl NextUseOrder {
             OVERDUE => {
                 self.overdue.remove(e);
             }
+            WANTED => {
+                // out of the LRU list already
+                self.wanted.remove(e);
+                return;
+            }
             _ => return,
         }
         if self.shadows.is_some() {
@@ -329,9 +346,18 @@ impl NextUseOrder {
     #[inline]
     fn link(&mut self, e: EntryId) {
         let i = e as usize;
+        if self.want[i] != NOT_WANTED {
+            if self.state[i] != WANTED {
+                self.unlink(e);
+            }
+            self.wanted
+                .set(Far(self.want[i], (self.depth[i] as u64) << 32 | i as u64));
+            self.state[i] = WANTED;
+            return;
+        }
         match self.state[i] {
             FUTURE if self.shadows.is_some() => self.lru.remove(e),
-            OVERDUE => self.unlink(e),
+            OVERDUE | WANTED => self.unlink(e),
             _ => {}
         }
         self.future.set(self.future_key(i));
@@ -430,6 +456,27 @@ impl NextUseOrder {
                 self.resident -= 1;
             }
             self.state[e as usize] = UNTRACKED;
+            self.want[e as usize] = NOT_WANTED;
+        }
+    }
+
+    /// Entry `e` is wanted by waiting requests, the earliest `rank`-th in arrival order, or by
+    /// none (`None`). A wanted entry leaves both experts' orders: it is evicted only when every
+    /// other evictable entry is gone, the one the latest request wants first (Belady's rule on
+    /// the known queue: under FCFS a waiting request is served before any later arrival). A
+    /// pinned entry keeps the rank for its unpin.
+    #[inline]
+    pub fn set_wanted(&mut self, e: EntryId, rank: Option<u64>) {
+        self.grow(e);
+        let i = e as usize;
+        let r = rank.unwrap_or(NOT_WANTED);
+        if self.want[i] == r {
+            return;
+        }
+        self.want[i] = r;
+        match self.state[i] {
+            FUTURE | OVERDUE | WANTED => self.link(e),
+            _ => {}
         }
     }
 
@@ -459,7 +506,19 @@ impl NextUseOrder {
             sh.observe_capacity(self.resident);
         }
         loop {
-            let predicted = self.predicted_victim(now)?;
+            let Some(predicted) = self.predicted_victim(now) else {
+                // only entries waiting requests want are left
+                let e = self.wanted.peek()?.id();
+                if pins.is_pinned(e) {
+                    self.park(e);
+                    continue;
+                }
+                self.unlink(e);
+                self.state[e as usize] = UNTRACKED;
+                self.want[e as usize] = NOT_WANTED;
+                self.resident -= 1;
+                return Some(e);
+            };
             let e = match &mut self.shadows {
                 None => predicted,
                 Some(sh) => {
@@ -485,6 +544,7 @@ impl NextUseOrder {
             }
             self.unlink(e);
             self.state[e as usize] = UNTRACKED;
+            self.want[e as usize] = NOT_WANTED;
             self.resident -= 1;
             return Some(e);
         }
@@ -522,6 +582,7 @@ impl NextUseOrder {
             ("future", self.future.validate()),
             ("future by time", self.future_min.validate()),
             ("overdue", self.overdue.validate()),
+            ("wanted", self.wanted.validate()),
         ] {
             check.map_err(|m| format!("the {name} set: {m}"))?;
         }
@@ -532,6 +593,20 @@ impl NextUseOrder {
             let far = self.future.get(e).copied();
             let by_time = self.future_min.get(e).copied();
             let idle = self.overdue.get(e).copied();
+            let wanted = self.wanted.get(e).copied();
+            let want_wanted =
+                (s == WANTED).then(|| Far(self.want[i], (self.depth[i] as u64) << 32 | i as u64));
+            let misplaced = match s {
+                FUTURE | OVERDUE => self.want[i] != NOT_WANTED,
+                WANTED => self.want[i] == NOT_WANTED,
+                _ => false,
+            };
+            if wanted != want_wanted || misplaced {
+                return Err(format!(
+                    "entry {e} (state {s}, want {}): wanted item {wanted:?}, want {want_wanted:?}",
+                    self.want[i]
+                ));
+            }
             let (want_far, want_by_time, want_idle) = match s {
                 FUTURE => (
                     Some(self.future_key(i)),
@@ -719,6 +794,41 @@ mod tests {
         // at t=44: e3 idle 44 s -> 88 > e4's 45 -> e3
         assert_eq!(o.evict(no_pins, 44.0), Some(3));
         o.validate(&|e| e == 4).unwrap();
+    }
+
+    #[test]
+    fn blocks_waiting_requests_want_go_last_the_latest_request_s_first() {
+        for adaptive in [false, true] {
+            let mut o = NextUseOrder::new(1.0).adaptive(adaptive);
+            let no_pins = Pins(&[]);
+            // predicted farthest first: e0, e1, e2, e3, e4
+            for e in 0..5u32 {
+                let a = Access::at(e, e as u64);
+                o.referenced(Some(e), &a);
+                o.touch(e, 100.0 - e as f64, 0.0, 0);
+            }
+            // e0 wanted by the request ranked 7, e1 by 3, e4 by 7 too; e2 wanted then not
+            o.set_wanted(0, Some(7));
+            o.set_wanted(1, Some(3));
+            o.set_wanted(4, Some(7));
+            o.set_wanted(2, Some(1));
+            o.set_wanted(2, None);
+            o.validate(&|e| e < 5).unwrap();
+            // a pinned entry keeps its rank for its unpin
+            o.pin(3);
+            o.set_wanted(3, Some(9));
+            o.unpin(3, 0.0);
+            o.validate(&|e| e < 5).unwrap();
+            // the one unwanted entry, then the latest request's (rank 9, then 7: equal ranks
+            // and depths by entry), then the earliest's
+            let victims: Vec<_> = (0..5).map(|_| o.evict(no_pins, 1.0).unwrap()).collect();
+            assert_eq!(victims, vec![2, 3, 4, 0, 1], "adaptive {adaptive}");
+            assert_eq!(o.evict(no_pins, 1.0), None);
+            // an evicted entry's id comes back unwanted
+            o.touch(0, 50.0, 2.0, 0);
+            o.validate(&|e| e == 0).unwrap();
+            assert!(o.wanted.is_empty());
+        }
     }
 
     #[test]

@@ -108,6 +108,16 @@ pub trait EvictionPolicy {
     /// tokens; the unpins of its blocks follow. Only what a serving engine knows at that
     /// moment: policies that learn how requests are followed up use it. Default: nothing.
     fn on_finish(&mut self, _request: u32, _output_tokens: u32) {}
+    /// Whether the policy reads the waiting queue ([`on_wanted`](EvictionPolicy::on_wanted));
+    /// the engine tracks it only then. Default: false.
+    fn uses_waiting_queue(&self) -> bool {
+        false
+    }
+    /// Tracked entry `e` is wanted by requests that arrived and wait to be admitted, the
+    /// earliest of them `rank`-th in arrival order (`None`: by none now). Only what a serving
+    /// engine knows: vLLM hashes a request's prompt blocks when it arrives. Told when the
+    /// earliest such request changes and when a wanted block is inserted. Default: nothing.
+    fn on_wanted(&mut self, _e: EntryId, _rank: Option<u64>) {}
     /// What the judge of an adaptive policy (LRU as a second expert) decided so far; `None`
     /// for a policy without one.
     fn judge(&self) -> Option<JudgeCounts> {

@@ -148,6 +148,11 @@ pub struct ScorerConfig {
     /// as it is; in a large one the idle time (is the block dead?) dominates, as in LRU. Off
     /// by default.
     pub idle_in_horizons: bool,
+    /// Blocks that requests waiting to be admitted will look up are kept until every other
+    /// evictable block is gone, the one the latest waiting request wants going first
+    /// (`learned::order`, `set_wanted`): the engine knows them, since vLLM hashes a request's
+    /// prompt blocks when it arrives. Nothing changes while nobody waits. On by default.
+    pub waiting_queue: bool,
 }
 
 impl Default for ScorerConfig {
@@ -172,6 +177,7 @@ impl Default for ScorerConfig {
             use_output_length: true,
             hit_density: false,
             idle_in_horizons: false,
+            waiting_queue: true,
         }
     }
 }
@@ -420,6 +426,7 @@ pub struct ConversationAware {
     typical_gap_now: f64,
     horizon_request: u32,
     most_resident: usize,
+    waiting_queue: bool,
 }
 
 const NO_CONV: u32 = u32::MAX;
@@ -572,6 +579,7 @@ impl ConversationAware {
             typical_gap_now: f64::NAN,
             horizon_request: u32::MAX,
             most_resident: 0,
+            waiting_queue: config.waiting_queue,
         }
     }
 

@@ -148,6 +148,10 @@ fn default_adaptive() -> bool {
     true
 }
 
+fn default_waiting_queue() -> bool {
+    true
+}
+
 fn default_scale() -> f64 {
     1.0
 }
@@ -234,6 +238,9 @@ pub struct LightGbmConfig {
     /// model alone.
     #[serde(default = "default_adaptive")]
     pub adaptive: bool,
+    /// As in `conversation_aware`: keep the blocks waiting requests want until last.
+    #[serde(default = "default_waiting_queue")]
+    pub waiting_queue: bool,
     /// Retrain online (the model file serves until the first retrained model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrain: Option<Retrain>,
@@ -251,6 +258,7 @@ impl Default for LightGbmConfig {
             overdue_factor: default_overdue(),
             ranking: Ranking::NextUse,
             adaptive: default_adaptive(),
+            waiting_queue: default_waiting_queue(),
             retrain: None,
             schedule: None,
         }
@@ -278,6 +286,7 @@ pub struct LightGbm {
     stats: Tracker,
     order: NextUseOrder,
     memo: Memo,
+    waiting_queue: bool,
 }
 
 /// The latest predicted gap of a block's first use without a conversation, by depth: its
@@ -306,6 +315,7 @@ impl LightGbm {
             order: NextUseOrder::with_ranking(config.overdue_factor, config.ranking)
                 .adaptive(config.adaptive),
             memo: Memo::default(),
+            waiting_queue: config.waiting_queue,
         }
     }
 

@@ -118,6 +118,9 @@ macro_rules! registry {
             fn on_time(&mut self, t: f64) { match self { $(AnyPolicy::$variant(p) => p.on_time(t)),* } }
             #[inline]
             fn on_finish(&mut self, r: u32, out: u32) { match self { $(AnyPolicy::$variant(p) => p.on_finish(r, out)),* } }
+            fn uses_waiting_queue(&self) -> bool { match self { $(AnyPolicy::$variant(p) => p.uses_waiting_queue()),* } }
+            #[inline]
+            fn on_wanted(&mut self, e: EntryId, rank: Option<u64>) { match self { $(AnyPolicy::$variant(p) => p.on_wanted(e, rank)),* } }
             fn judge(&self) -> Option<JudgeCounts> { match self { $(AnyPolicy::$variant(p) => p.judge()),* } }
             #[inline]
             fn evict(&mut self, pins: Pins<'_>) -> Option<EntryId> { match self { $(AnyPolicy::$variant(p) => p.evict(pins)),* } }

@@ -131,8 +131,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             inferencelab_learn::online::attach(&mut config, &trace, &split.prepared.gpu);
         }
         eprintln!(
-            "as is: scale {}, overdue_factor {}, ranking {:?}, adaptive {}, no calibration",
-            config.scale, config.overdue_factor, config.ranking, config.adaptive
+            "as is: scale {}, overdue_factor {}, ranking {:?}, adaptive {}, waiting_queue {}, no \
+             calibration",
+            config.scale,
+            config.overdue_factor,
+            config.ranking,
+            config.adaptive,
+            config.waiting_queue
         );
     } else {
         let opts = CalibrateOptions {
