@@ -25,6 +25,13 @@ printf 'adaptive: false\n' >"$OUT/prediction_alone.yaml"
 cp configs/lightgbm_default.txt "$OUT/lightgbm_alone.txt"
 sed -e "s|^model: .*|model: $OUT/lightgbm_alone.txt|" -e 's/^adaptive: .*/adaptive: false/' \
   configs/lightgbm_default.yaml >"$OUT/lightgbm_alone.yaml"
+# the defaults without the waiting queue (`waiting_queue: false`): what the predictions earn
+# without knowing which blocks the requests already waiting will look up
+printf 'waiting_queue: false\n' >"$OUT/no_queue.yaml"
+cp configs/lightgbm_default.txt "$OUT/lightgbm_no_queue.txt"
+sed -e "s|^model: .*|model: $OUT/lightgbm_no_queue.txt|" configs/lightgbm_default.yaml \
+  >"$OUT/lightgbm_no_queue.yaml"
+printf 'waiting_queue: false\n' >>"$OUT/lightgbm_no_queue.yaml"
 # name|path|flags (Azure's CSVs carry no reuse: nothing to evict for)
 TRACES=(
   "demo log|outputs/logs/server_qwen-8b.log|"
@@ -48,6 +55,12 @@ for spec in "${TRACES[@]}"; do
   # shellcheck disable=SC2086
   $B train -i "$path" $flags --model "$OUT/lightgbm_alone.txt" --as-is -q \
     --output "$OUT/$tag.lightgbm_alone.txt.unused" >"$OUT/$tag.lightgbm_alone.txt" 2>>"$OUT/$tag.log"
+  # shellcheck disable=SC2086
+  $B sweep -i "$path" $flags --budget 1 --scorer-config "$OUT/no_queue.yaml" -q \
+    --output "$OUT/$tag.no_queue.yaml" >"$OUT/$tag.no_queue.txt" 2>>"$OUT/$tag.log"
+  # shellcheck disable=SC2086
+  $B train -i "$path" $flags --model "$OUT/lightgbm_no_queue.txt" --as-is -q \
+    --output "$OUT/$tag.lightgbm_no_queue.txt.unused" >"$OUT/$tag.lightgbm_no_queue.txt" 2>>"$OUT/$tag.log"
   echo "$name: done" >&2
 done
 python3 - "$OUT" "${TRACES[@]}" <<'PY'
@@ -60,9 +73,10 @@ def test_rows(path):
         if len(f) >= 9 and f[2] == "test" and f[1].isdigit():
             rows[int(f[1])] = f
     return rows
-lines = ["| trace | capacity | LRU/ideal | LRU | Belady | conversation_aware | gap closed | prediction alone | gap closed | lightgbm | gap closed | lightgbm alone | gap closed |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+lines = ["| trace | capacity | LRU/ideal | LRU | Belady | conversation_aware | gap closed | prediction alone | gap closed | lightgbm | gap closed | lightgbm alone | gap closed | conversation_aware, no queue | gap closed | lightgbm, no queue | gap closed |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 gaps, worst = [], 0.0
+nq_gaps, nq_worst = [], 0.0
 for spec in specs:
     name = spec.split("|")[0]
     tag = re.sub(r"[^a-zA-Z0-9]", "_", name)
@@ -70,8 +84,11 @@ for spec in specs:
     alone = test_rows(f"{out}/{tag}.prediction_alone.txt")
     lg = test_rows(f"{out}/{tag}.lightgbm.txt")
     lg_alone = test_rows(f"{out}/{tag}.lightgbm_alone.txt")
+    ca_nq = test_rows(f"{out}/{tag}.no_queue.txt")
+    lg_nq = test_rows(f"{out}/{tag}.lightgbm_no_queue.txt")
     for cap in sorted(ca):
         c, a, l, la = ca[cap], alone.get(cap), lg.get(cap), lg_alone.get(cap)
+        cn, ln = ca_nq.get(cap), lg_nq.get(cap)
         lru, bel = float(c[4].rstrip("%")), float(c[5].rstrip("%"))
         cell = lambda r: (r[3], r[8]) if r else ("-", "-")
         for r in (c, l):
@@ -80,12 +97,22 @@ for spec in specs:
                 worst = min(worst, d)
                 if r[8] != "-":
                     gaps.append(float(r[8].rstrip("%")))
+        for r in (cn, ln):
+            if r:
+                nq_worst = min(nq_worst, float(r[3].rstrip("%")) - lru)
+                if r[8] != "-":
+                    nq_gaps.append(float(r[8].rstrip("%")))
         lines.append(f"| {name} | {cap} | {c[7]} | {c[4]} | {c[5]} | {cell(c)[0]} | {cell(c)[1]} | "
                      f"{cell(a)[0]} | {cell(a)[1]} | {cell(l)[0]} | {cell(l)[1]} | "
-                     f"{cell(la)[0]} | {cell(la)[1]} |")
+                     f"{cell(la)[0]} | {cell(la)[1]} | {cell(cn)[0]} | {cell(cn)[1]} | "
+                     f"{cell(ln)[0]} | {cell(ln)[1]} |")
 lines.append("")
 lines.append(f"Defaults (conversation_aware and lightgbm): mean gap closed {sum(gaps)/max(len(gaps),1):.1f}% "
              f"over {len(gaps)} cells; worst difference to LRU {worst:+.2f} points.")
+lines.append("")
+lines.append(f"The same without the waiting queue (waiting_queue: false): mean gap closed "
+             f"{sum(nq_gaps)/max(len(nq_gaps),1):.1f}% over {len(nq_gaps)} cells; worst difference to LRU "
+             f"{nq_worst:+.2f} points.")
 # the engine model's queueing on each test part (sweep prints LRU's median admission delay per
 # capacity): a trace it falls behind is judged on an engine with that queue
 delays = []
