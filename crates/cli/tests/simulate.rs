@@ -498,3 +498,42 @@ fn the_comparison_table_says_how_often_the_judge_let_the_prediction_decide() {
     let alone_row = run(Some(&alone));
     assert!(alone_row.ends_with(" -"), "{alone_row}");
 }
+
+#[test]
+fn simulate_says_when_the_waiting_queue_had_a_part_in_the_gain() {
+    // Mooncake's engine falls behind at the default prefill rate: requests wait, and the
+    // defaults keep the blocks they will look up; without the queue nothing is said
+    let dir = tempfile::tempdir().unwrap();
+    let no_queue = dir.path().join("no_queue.yaml");
+    std::fs::write(&no_queue, "waiting_queue: false\n").unwrap();
+    let run = |scorer: Option<&Path>| {
+        let mut cmd = common::bin();
+        cmd.args(["simulate", "-i"]).arg(repo(MOONCAKE)).args([
+            "-p",
+            "conversation_aware",
+            "--gpu-blocks",
+            "2234",
+            "--no-cpu-tier",
+            "-q",
+            "--output",
+        ]);
+        cmd.arg(dir.path().join("s.json"));
+        if let Some(s) = scorer {
+            cmd.arg("--scorer-config").arg(s);
+        }
+        let out = cmd.output().unwrap();
+        common::assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let with = run(None);
+    let note = with
+        .lines()
+        .find(|l| l.starts_with("waiting queue: conversation_aware"))
+        .unwrap_or_else(|| panic!("no waiting-queue note: {with}"));
+    assert!(
+        note.contains("requests waited here") && note.contains("waiting_queue: false"),
+        "{note}"
+    );
+    let without = run(Some(&no_queue));
+    assert!(!without.contains("waiting queue:"), "{without}");
+}

@@ -358,6 +358,36 @@ fn comparisons(rows: &[ResultRow]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Which smart policies of the run kept the blocks waiting requests will look up
+/// (`waiting_queue`), when some of their requests waited: their gain over LRU is then partly
+/// the queue's, not the prediction's.
+fn waiting_queue_note(configs: &[SimConfig], rows: &[ResultRow]) -> Option<String> {
+    let mut names: Vec<&str> = configs
+        .iter()
+        .filter(|c| match &c.gpu.policy {
+            PolicyConfig::ConversationAware(s) => s.waiting_queue,
+            PolicyConfig::Lightgbm(l) => l.waiting_queue,
+            _ => false,
+        })
+        .map(|c| c.gpu.policy.name())
+        .collect();
+    names.dedup();
+    let waited = rows
+        .iter()
+        .filter(|r| names.contains(&r.policy.as_str()))
+        .map(|r| r.queued_requests)
+        .max()
+        .filter(|&n| n > 0)?;
+    Some(format!(
+        "waiting queue: {} evicted last the blocks that requests waiting to be admitted will look \
+         up (`waiting_queue`, on by default; docs/policies.md \"The waiting queue\"), and up to \
+         {waited} requests waited here, so part of the gain over LRU is the queue's; \
+         `waiting_queue: false` in the --scorer-config or the lightgbm YAML shows the \
+         prediction alone.",
+        names.join(" and ")
+    ))
+}
+
 fn print_comparisons(cmp: &[serde_json::Value], with_cpu: bool) {
     if cmp.is_empty() {
         return;
@@ -482,6 +512,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         print_engine_notes(&rows);
         output::print_simulation_table(&input.trace, &model.name, &rows);
         print_comparisons(&comparisons(&rows), grid.chunk_size.is_some());
+        if let Some(n) = waiting_queue_note(&grid.configs, &rows) {
+            println!("{n}");
+        }
     }
     if let Some(w) = falls_behind(&args, &input.trace, &rows) {
         eprintln!("warning: {w}");
