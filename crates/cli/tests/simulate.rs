@@ -456,29 +456,40 @@ fn scorer_config_errors_name_the_file_and_the_flag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation_aware"));
 }
 
+/// `simulate` of `conversation_aware` (beside LRU and Belady) on a bundled trace at one GPU size,
+/// GPU tier only, with a scorer file or the defaults; its stdout (the summary goes to `dir`).
+fn simulate_conversation_aware(
+    trace: &str,
+    gpu_blocks: &str,
+    scorer: Option<&Path>,
+    dir: &Path,
+) -> String {
+    let mut cmd = common::bin();
+    cmd.args(["simulate", "-i"]).arg(repo(trace)).args([
+        "-p",
+        "conversation_aware",
+        "--gpu-blocks",
+        gpu_blocks,
+        "--no-cpu-tier",
+        "-q",
+        "--output",
+    ]);
+    cmd.arg(dir.join("s.json"));
+    if let Some(s) = scorer {
+        cmd.arg("--scorer-config").arg(s);
+    }
+    let out = cmd.output().unwrap();
+    common::assert_ok(&out);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[test]
 fn the_comparison_table_says_how_often_the_judge_let_the_prediction_decide() {
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("alone.yaml");
     std::fs::write(&alone, "adaptive: false\n").unwrap();
     let run = |scorer: Option<&Path>| {
-        let mut cmd = common::bin();
-        cmd.args(["simulate", "-i"]).arg(repo(WEKA)).args([
-            "-p",
-            "conversation_aware",
-            "--gpu-blocks",
-            "1000",
-            "--no-cpu-tier",
-            "-q",
-            "--output",
-        ]);
-        cmd.arg(dir.path().join("s.json"));
-        if let Some(s) = scorer {
-            cmd.arg("--scorer-config").arg(s);
-        }
-        let out = cmd.output().unwrap();
-        common::assert_ok(&out);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stdout = simulate_conversation_aware(WEKA, "1000", scorer, dir.path());
         let row = stdout
             .lines()
             .rfind(|l| l.starts_with("conversation_aware"))
@@ -506,25 +517,8 @@ fn simulate_says_when_the_waiting_queue_had_a_part_in_the_gain() {
     let dir = tempfile::tempdir().unwrap();
     let no_queue = dir.path().join("no_queue.yaml");
     std::fs::write(&no_queue, "waiting_queue: false\n").unwrap();
-    let run = |scorer: Option<&Path>| {
-        let mut cmd = common::bin();
-        cmd.args(["simulate", "-i"]).arg(repo(MOONCAKE)).args([
-            "-p",
-            "conversation_aware",
-            "--gpu-blocks",
-            "2234",
-            "--no-cpu-tier",
-            "-q",
-            "--output",
-        ]);
-        cmd.arg(dir.path().join("s.json"));
-        if let Some(s) = scorer {
-            cmd.arg("--scorer-config").arg(s);
-        }
-        let out = cmd.output().unwrap();
-        common::assert_ok(&out);
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let run =
+        |scorer: Option<&Path>| simulate_conversation_aware(MOONCAKE, "2234", scorer, dir.path());
     let with = run(None);
     let note = with
         .lines()

@@ -506,22 +506,11 @@ impl NextUseOrder {
             sh.observe_capacity(self.resident);
         }
         loop {
-            let Some(predicted) = self.predicted_victim(now) else {
+            let e = match (self.predicted_victim(now), &mut self.shadows) {
                 // only entries waiting requests want are left
-                let e = self.wanted.peek()?.id();
-                if pins.is_pinned(e) {
-                    self.park(e);
-                    continue;
-                }
-                self.unlink(e);
-                self.state[e as usize] = UNTRACKED;
-                self.want[e as usize] = NOT_WANTED;
-                self.resident -= 1;
-                return Some(e);
-            };
-            let e = match &mut self.shadows {
-                None => predicted,
-                Some(sh) => {
+                (None, _) => self.wanted.peek()?.id(),
+                (Some(predicted), None) => predicted,
+                (Some(predicted), Some(sh)) => {
                     let lru = self
                         .lru
                         .first()
