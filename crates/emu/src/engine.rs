@@ -627,9 +627,9 @@ impl Engine {
                     conn,
                     src: &self.book,
                 };
-                self.sched.abort(req, &mut b)
+                self.sched.abort(req, &mut b, &self.book)
             }
-            None => self.sched.abort(req, &mut NoConnector),
+            None => self.sched.abort(req, &mut NoConnector, &self.book),
         };
         if let Some(c) = self.lm.as_mut() {
             c.forget(req);

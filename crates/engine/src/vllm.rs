@@ -186,9 +186,6 @@ pub struct Scheduler<P> {
     /// Requests added since the last `schedule()` whose wanted blocks the pool was not told
     /// yet (their keys come with `schedule`'s sequences; nothing is evicted in between).
     unannounced: Vec<usize>,
-    /// Requests aborted while waiting, with their wanted blocks, withdrawn at the next
-    /// `schedule()`.
-    withdrawn: Vec<(usize, usize)>,
 }
 
 /// The sequence keys of a request (full blocks of prompt + answer, head first) and how a block
@@ -212,7 +209,6 @@ impl<P: EvictionPolicy> Scheduler<P> {
             delay_free: false,
             held: Vec::new(),
             unannounced: Vec::new(),
-            withdrawn: Vec::new(),
         }
     }
 
@@ -328,9 +324,6 @@ impl<P: EvictionPolicy> Scheduler<P> {
         if self.running.is_empty() && !self.held.is_empty() {
             // the step after the finishes ran no forward pass ([`delay_free_until_sent`])
             self.free_held();
-        }
-        for (req, wanted) in std::mem::take(&mut self.withdrawn) {
-            self.pool.unwant(&seqs.keys(req)[..wanted], req as u64);
         }
         for req in std::mem::take(&mut self.unannounced) {
             if let Some(r) = self.waiting.iter_mut().rev().find(|r| r.req == req) {
@@ -540,13 +533,12 @@ impl<P: EvictionPolicy> Scheduler<P> {
     }
 
     /// Drop a request wherever it is (the client went away); a running one frees its blocks.
-    pub fn abort(&mut self, req: usize, conn: &mut dyn KvConnector) -> bool {
+    /// `seqs` still knows its keys (a waiting request's wanted blocks are withdrawn).
+    pub fn abort(&mut self, req: usize, conn: &mut dyn KvConnector, seqs: &dyn Sequences) -> bool {
         if let Some(i) = self.waiting.iter().position(|r| r.req == req) {
-            let r = self.waiting.remove(i).expect("found");
+            let mut r = self.waiting.remove(i).expect("found");
             self.unannounced.retain(|&q| q != req);
-            if r.wanted > 0 {
-                self.withdrawn.push((req, r.wanted));
-            }
+            Self::withdraw(&mut self.pool, seqs, &mut r);
             conn.released(req);
             return true;
         }
@@ -603,8 +595,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
             return Err("a waiting request holds blocks".into());
         }
         // distinct blocks per request: what `KvPool::want` records
-        let told: usize = self.waiting.iter().map(|r| r.wanted).sum::<usize>()
-            + self.withdrawn.iter().map(|&(_, n)| n).sum::<usize>();
+        let told: usize = self.waiting.iter().map(|r| r.wanted).sum();
         if self.pool.wanted_pairs() > told {
             return Err(format!(
                 "the pool holds {} wanted blocks, the waiting requests {told}",
@@ -715,6 +706,32 @@ mod tests {
             assert_eq!(r3.gpu_hit_tokens, if waiting_queue { 8 } else { 0 });
             assert_eq!(s.pool.wanted_pairs(), 0);
         }
+    }
+
+    #[test]
+    fn an_aborted_waiting_request_wants_nothing_any_more() {
+        let keys = Keys(vec![vec![1, 2], vec![1, 2, 3]]);
+        let policy = PolicyConfig::ConversationAware(Default::default()).build(4);
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: 8,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(4, policy)),
+        );
+        s.add_request(0, 8, 1);
+        s.add_request(1, 12, 1);
+        let plan = s.schedule(&keys, &mut NoConnector);
+        assert_eq!(
+            (plan.admitted.as_slice(), s.pool.wanted_pairs()),
+            (&[0][..], 3)
+        );
+        assert!(s.abort(1, &mut NoConnector, &keys));
+        assert_eq!(s.pool.wanted_pairs(), 0);
+        s.update(&plan, &mut NoConnector);
+        s.validate().unwrap();
+        run(&mut s, &keys);
     }
 
     #[test]
