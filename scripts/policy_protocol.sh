@@ -11,12 +11,24 @@
 # Writes outputs/simulation/protocol/{*.txt,table.md}; a few minutes on 2 cores.
 # --check-model also retrains the bundled model with its documented command and compares;
 # --variants also runs conversation_aware's opt-in settings on the logs (variants.md).
+# --paced N runs every trace on an engine model that prefills N tokens/s (default 10,000, at
+# which Mooncake's engine falls an hour behind), into outputs/simulation/protocol_paced_N/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # INFERENCELAB_BIN: an inferencelab binary already built (default: build target/release/)
 B=${INFERENCELAB_BIN:-target/release/inferencelab}
 [ -n "${INFERENCELAB_BIN:-}" ] || cargo build --release -p inferencelab
 OUT=outputs/simulation/protocol
+ENGINE=""
+export PROTOCOL_RATE=10000
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [[ ${args[i]} == --paced ]]; then
+    PROTOCOL_RATE=${args[i + 1]:?--paced needs a prefill rate in tokens/s}
+    ENGINE="--prefill-tokens-per-s $PROTOCOL_RATE"
+    OUT=outputs/simulation/protocol_paced_$PROTOCOL_RATE
+  fi
+done
 mkdir -p "$OUT" outputs/logs
 $B convert data/test_data.csv qwen-8b --tokens-per-second 100 --output-dir outputs/logs/ >/dev/null
 printf 'adaptive: false\n' >"$OUT/prediction_alone.yaml"
@@ -42,6 +54,7 @@ TRACES=(
 )
 for spec in "${TRACES[@]}"; do
   IFS='|' read -r name path flags <<<"$spec"
+  flags="$flags $ENGINE"
   tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
   # shellcheck disable=SC2086
   $B sweep -i "$path" $flags --budget 1 --scorer-config configs/scorer_default.yaml -q \
@@ -64,7 +77,7 @@ for spec in "${TRACES[@]}"; do
   echo "$name: done" >&2
 done
 python3 - "$OUT" "${TRACES[@]}" <<'PY'
-import re, sys
+import os, re, sys
 out, specs = sys.argv[1], sys.argv[2:]
 def test_rows(path):
     rows = {}
@@ -126,7 +139,7 @@ for spec in specs:
                           f"(p90 {' / '.join(c[2] for c in cells)} s)")
 lines.append("")
 lines.append("Median admission delay on the test parts (arrival to first scheduling, LRU, at the capacities "
-             "above; the engine model's default 10,000 prefill tokens/s): " + "; ".join(delays) + ".")
+             f"above; the engine model's {int(os.environ['PROTOCOL_RATE']):,} prefill tokens/s): " + "; ".join(delays) + ".")
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
