@@ -11,6 +11,7 @@
 //! `vllm`, `weka`, `mooncake`, `mooncake_inferred` (default: all; the demo log must have been
 //! converted first, as the protocol script does). A candidate named `lightgbm...` is the
 //! bundled `lightgbm` model with its calibration instead, e.g. `lightgbm_alone:adaptive=false`.
+//! `PROBE_PREFILL=N` runs an engine model that prefills N tokens/s (the protocol's `--paced N`).
 
 use inferencelab_cache::policy::conversation_aware::ScorerConfig;
 use inferencelab_cache::policy::lightgbm::LightGbmConfig;
@@ -74,7 +75,11 @@ fn main() {
         }
         let bs = plan::default_block_size(&trace);
         let prepared = Prepared::new(&trace, bs, None).unwrap();
-        let split = Split::new(prepared, 0.5, true).with_validation_share(0.5);
+        let mut split = Split::new(prepared, 0.5, true).with_validation_share(0.5);
+        // `PROBE_PREFILL=N`: an engine model prefilling N tokens/s (the protocol's `--paced N`)
+        if let Ok(r) = std::env::var("PROBE_PREFILL") {
+            split.timing.prefill_tokens_per_s = r.parse().expect("PROBE_PREFILL: tokens/s");
+        }
         if std::env::var_os("PROBE_DUMP").is_some() {
             dump_turn_gaps(&split);
             for cap in interesting_capacities(&split, 0.8, 3) {

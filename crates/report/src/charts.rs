@@ -5,7 +5,8 @@
 //! 3. where prompt tokens come from (GPU hit, LMCache CPU hit, disk hit, recomputed), stacked,
 //!    one panel per policy;
 //! 4. prefill compute saved vs capacity;
-//! 5. gap closed vs Belady, `(P - LRU) / (Belady - LRU)`, when both LRU and Belady ran.
+//! 5. gap closed vs Belady, `(P - LRU) / (Belady - LRU)`, when both LRU and Belady ran;
+//! 6. the engine model's admission delay (median, p90) vs capacity, when requests waited.
 
 use plotters::style::RGBColor;
 
@@ -110,7 +111,72 @@ pub(crate) fn charts_for(g: &Group, label: &str) -> Vec<Chart> {
     charts.push(tier_breakdown(g, label));
     charts.extend(compute_saved(g, label, &styles));
     charts.extend(gap_closed(g, label, &styles));
+    charts.extend(admission_delay(g, label, &styles));
     charts
+}
+
+/// The engine model's admission delay per series and capacity: the median solid, the p90
+/// dashed. Only when some request waited (a delay above zero somewhere): the hit ratios then
+/// describe an engine with that queue (`simulate` warns past a 10 s median).
+fn admission_delay(g: &Group, label: &str, styles: &Styles) -> Option<Chart> {
+    if !g
+        .points
+        .iter()
+        .any(|p| p.queue_p90_s.is_some_and(|d| d > 0.0))
+    {
+        return None;
+    }
+    let x = capacity_axis(g);
+    let mut series = Vec::new();
+    for name in styles.names.iter().filter(|n| n.as_str() != IDEAL) {
+        let pts = g.series(name);
+        for p90 in [false, true] {
+            let points: Vec<(f64, f64)> = pts
+                .iter()
+                .filter_map(|p| {
+                    let d = if p90 { p.queue_p90_s } else { p.queue_p50_s };
+                    Some((p.gpu_blocks, d?))
+                })
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            series.push(Series {
+                label: format!(
+                    "{} {}",
+                    legend_label(name, None),
+                    if p90 { "p90" } else { "median" }
+                ),
+                color: styles.color(name),
+                kind: if p90 {
+                    SeriesKind::Dashed
+                } else {
+                    SeriesKind::Line
+                },
+                points,
+                max_gap: None,
+            });
+        }
+    }
+    let top = max_y(&series);
+    Some(Chart {
+        name: "admission_delay_vs_capacity",
+        title: "Admission delay vs GPU KV-cache capacity".into(),
+        subtitle: subtitle(
+            label,
+            "the engine model's wait from arrival to first scheduling (solid: median, dashed: p90); \
+             hit ratios describe an engine with this queue",
+        ),
+        size: (WIDTH, HEIGHT),
+        body: Body::Lines(LineChart {
+            y_percent: false,
+            legend_title: "Policy",
+            y_range: (0.0, if top > 0.0 { top * 1.08 } else { 1.0 }),
+            x,
+            y_desc: "Admission delay (s)".into(),
+            series,
+        }),
+    })
 }
 
 fn block_size_words(g: &Group) -> String {

@@ -69,6 +69,9 @@ pub(crate) struct Point {
     pub cpu_hit: f64,
     pub disk_hit: f64,
     pub compute_saved: Option<f64>,
+    /// The engine model's admission delay (arrival to first scheduling), median and p90, s.
+    pub queue_p50_s: Option<f64>,
+    pub queue_p90_s: Option<f64>,
     pub windows: Vec<WindowPoint>,
 }
 
@@ -288,6 +291,8 @@ fn point_of(i: usize, row: &Value) -> Result<Point, String> {
         cpu_hit,
         disk_hit,
         compute_saved: num(row, "compute_saved_ratio"),
+        queue_p50_s: num(row, "queue_delay_p50_s"),
+        queue_p90_s: num(row, "queue_delay_p90_s"),
         windows,
     })
 }

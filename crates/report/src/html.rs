@@ -124,6 +124,16 @@ const FIGURES: &[Col] = &[
         percent: true,
     },
     Col {
+        head: "Queue p50 s",
+        key: "queue_delay_p50_s",
+        percent: false,
+    },
+    Col {
+        head: "Queue p90 s",
+        key: "queue_delay_p90_s",
+        percent: false,
+    },
+    Col {
         head: "GPU evictions",
         key: "gpu_evictions",
         percent: false,

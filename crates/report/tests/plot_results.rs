@@ -109,3 +109,42 @@ fn gap_closed_chart_says_when_it_clips() {
     // (0.42 - 0.40) / 0.05 = 40%: nothing clipped, nothing said
     assert!(!draw(0.42).contains("clipped"));
 }
+
+/// The admission-delay chart is drawn when some request waited, with the delays in the report's
+/// table, and left out when nobody did (the fixture: no delays).
+#[test]
+fn admission_delay_chart_only_when_requests_waited() {
+    let row = |policy: &str, blocks: u64, p50: f64, p90: f64| {
+        json!({"policy": policy, "gpu_blocks": blocks, "token_hit_ratio": 0.3, "trace": "t",
+               "queue_delay_p50_s": p50, "queue_delay_p90_s": p90})
+    };
+    let chart = "admission_delay_vs_capacity.png";
+    let waited = vec![
+        row("lru", 100, 3555.0, 4940.0),
+        row("lru", 1000, 2064.0, 2249.0),
+        row("conversation_aware", 100, 3000.0, 4000.0),
+        row("conversation_aware", 1000, 1800.0, 2100.0),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let files = plot_results(&waited, out.path(), "queue").unwrap();
+    assert!(files.contains(&out.path().join(chart)), "{files:?}");
+    let html = std::fs::read_to_string(out.path().join(REPORT_FILE)).unwrap();
+    assert!(html.contains("Queue p50 s") && html.contains("3555"), "{html}");
+    let idle: Vec<_> = waited
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["queue_delay_p50_s"] = json!(0.0);
+            r["queue_delay_p90_s"] = json!(0.0);
+            r
+        })
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let files = plot_results(&idle, out.path(), "no queue").unwrap();
+    assert!(!files.contains(&out.path().join(chart)), "{files:?}");
+    // the fixture predates the delays: no chart, no columns
+    let out = tempfile::tempdir().unwrap();
+    plot_results(&load_results(&fixture()).unwrap(), out.path(), "fixture").unwrap();
+    let html = std::fs::read_to_string(out.path().join(REPORT_FILE)).unwrap();
+    assert!(!html.contains("Queue p50 s"));
+}
