@@ -80,6 +80,31 @@ fn a_fleet_reports_every_replica_and_names_what_is_partial() {
     assert!(r["gpu_hit_tokens"].as_u64().unwrap() < one);
 }
 
+#[test]
+fn a_fleet_runs_the_smart_policies_beside_lru_without_belady() {
+    // `simulate` adds LRU and Belady beside a smart policy; a fleet runs no oracle, so only LRU
+    let log = repo(LOG);
+    let doc = simulate_json(&[
+        "-i",
+        log.to_str().unwrap(),
+        "-p",
+        "conversation_aware",
+        "--gpu-blocks",
+        "300",
+        "--no-cpu-tier",
+        "-q",
+        "--replicas",
+        "2",
+    ]);
+    let policies: Vec<&str> = doc["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(policies, ["conversation_aware", "lru"], "{doc}");
+}
+
 /// Per request of a `--per-request` file: (replica, GPU hit tokens, CPU hit tokens).
 fn per_request(path: &std::path::Path) -> Vec<(u64, u64, u64)> {
     std::fs::read_to_string(path)

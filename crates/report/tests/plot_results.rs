@@ -129,7 +129,10 @@ fn admission_delay_chart_only_when_requests_waited() {
     let files = plot_results(&waited, out.path(), "queue").unwrap();
     assert!(files.contains(&out.path().join(chart)), "{files:?}");
     let html = std::fs::read_to_string(out.path().join(REPORT_FILE)).unwrap();
-    assert!(html.contains("Queue p50 s") && html.contains("3555"), "{html}");
+    assert!(
+        html.contains("Queue p50 s") && html.contains("3555"),
+        "{html}"
+    );
     let idle: Vec<_> = waited
         .iter()
         .map(|r| {

@@ -40,14 +40,31 @@ fn resolve_policies(args: &SimulateArgs, files: &PolicyFiles) -> anyhow::Result<
         bail!("--lightgbm-model configures --eviction-policy lightgbm, which is not in the run");
     }
     if SMART.iter().any(|s| has(&policies, s)) {
-        let added: Vec<PolicyConfig> = [PolicyConfig::Lru, PolicyConfig::Belady]
-            .into_iter()
+        // a fleet runs online policies only: LRU alone is the reference there
+        let fleet = args.replicas.is_some();
+        let baselines: &[PolicyConfig] = if fleet {
+            &[PolicyConfig::Lru]
+        } else {
+            &[PolicyConfig::Lru, PolicyConfig::Belady]
+        };
+        let added: Vec<PolicyConfig> = baselines
+            .iter()
             .filter(|b| !has(&policies, b.name()))
+            .cloned()
             .collect();
         if !added.is_empty() {
             eprintln!(
-                "note: also running {} for the comparison (gap closed = (P - LRU) / (Belady - LRU))",
-                added.iter().map(PolicyConfig::name).collect::<Vec<_>>().join(" and ")
+                "note: also running {} for the comparison{}",
+                added
+                    .iter()
+                    .map(PolicyConfig::name)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if fleet {
+                    " (--replicas runs no oracle, so no Belady and no gap closed)"
+                } else {
+                    " (gap closed = (P - LRU) / (Belady - LRU))"
+                }
             );
             policies.extend(added);
         }
