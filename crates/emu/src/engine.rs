@@ -276,17 +276,27 @@ struct Entry {
 struct Book {
     entries: FxHashMap<usize, Entry>,
     first_admission_us: Option<u64>,
+    /// The start of the step being scheduled: the time of the references of requests admitted
+    /// in it (their `admitted_us` is set once `schedule()` returns).
+    step_us: u64,
 }
 
 impl Book {
     fn access(&self, req: usize, obj: ObjId, depth: usize, clock: u64) -> Access {
         let e = &self.entries[&req];
         let first = self.first_admission_us.unwrap_or(0);
+        let at = if e.index.is_some() {
+            e.admitted_us
+        } else {
+            self.step_us
+        };
         Access {
             obj,
             time: clock,
-            timestamp: e.admitted_us.saturating_sub(first) as f64 / 1e6,
-            request: e.index.unwrap_or(u64::from(u32::MAX)) as u32,
+            timestamp: at.saturating_sub(first) as f64 / 1e6,
+            // the engine's request key: dense from 0 in submission order, known from arrival
+            // (the learned policies' shadows index their runs by it)
+            request: req as u32,
             conversation: u64::MAX,
             turn: 0,
             kind: u32::MAX,
@@ -395,6 +405,7 @@ impl Engine {
             book: Book {
                 entries: FxHashMap::default(),
                 first_admission_us: None,
+                step_us: 0,
             },
             gpu_ids: FxHashMap::default(),
             cpu_ids: FxHashMap::default(),
@@ -667,6 +678,8 @@ impl Engine {
             return None;
         }
         self.lmcache_clock(start);
+        self.book.first_admission_us.get_or_insert(start);
+        self.book.step_us = start;
         let mut plan = match self.lm.as_mut() {
             Some(conn) => {
                 let mut b = Bound {
@@ -1393,6 +1406,38 @@ pub(crate) mod tests {
             evicted += row.cpu_evictions;
         }
         assert!(evicted > 0, "no seed evicted from L1");
+    }
+
+    /// The smart policies serve too (they once asked for a 32 GiB buffer: the references of a
+    /// request being admitted carried no request id, and the judge's shadows index runs by it),
+    /// with requests waiting for blocks so that the waiting queue is read.
+    #[test]
+    fn the_smart_policies_serve_with_their_waiting_queue() {
+        for policy in ["conversation_aware", "lightgbm"] {
+            let mut c = config(80, Some((64, 30)));
+            c.gpu_policy = policy.parse().unwrap();
+            if policy == "lightgbm" {
+                let model = concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../configs/lightgbm_default.txt"
+                );
+                c.gpu_policy = PolicyConfig::Lightgbm(
+                    inferencelab_cache::policy::lightgbm::LightGbmConfig::load(model.as_ref())
+                        .unwrap(),
+                );
+            }
+            c.lmcache.as_mut().unwrap().policy = c.gpu_policy.clone();
+            let mut e = Engine::new(c);
+            let arrivals = multi_turn(7, 10, 4);
+            let n = arrivals.len();
+            let s = drive(&mut e, arrivals);
+            assert_eq!(s.len(), n, "{policy}");
+            assert!(
+                s.iter().any(|r| r.admitted_us > r.arrival_us),
+                "{policy}: nobody waited"
+            );
+            assert!(e.gpu_evictions() > 0, "{policy}");
+        }
     }
 
     #[test]
