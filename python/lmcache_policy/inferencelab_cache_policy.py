@@ -105,6 +105,12 @@ def sampling_rate(capacity: int) -> float:
     return min(max(MIN_SHADOW_BLOCKS / max(capacity, 1), MIN_SAMPLING_RATE), 1.0)
 
 
+def batches_per_fill(shadow_capacity: int) -> int:
+    """Batches the judge cuts one shadow fill into: one per MIN_SHADOW_BLOCKS chunks (shadow.rs
+    `batches_per_fill`)."""
+    return max(shadow_capacity // int(MIN_SHADOW_BLOCKS), 1)
+
+
 def _sample_hash(key: Any) -> float:
     """A fixed hash of a chunk key in [0, 1) (stable when PYTHONHASHSEED is fixed, as LMCache's
     chunk keys need anyway)."""
@@ -182,6 +188,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         self.shadow_predicted: Dict[Any, None] = {}
         self.capacity = 0
         self.shadow_capacity = 0
+        self.batch_len = 0
+        self.batches_per_fill = 1
         self.rate = 1.0
         self.lru_hits = 0
         self.predicted_hits = 0
@@ -323,6 +331,8 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
                     del shadow[k]
         self.capacity = resident
         self.shadow_capacity = max(round(resident * self.rate), 1)
+        self.batches_per_fill = batches_per_fill(self.shadow_capacity)
+        self.batch_len = -(-self.shadow_capacity // self.batches_per_fill)
 
     def _sampled(self, key: Any) -> bool:
         return self.rate >= 1.0 or _sample_hash(key) < self.rate
@@ -341,7 +351,7 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
         cap = self.shadow_capacity
         if cap:
             self.batch_refs += 1
-            if self.batch_refs >= cap:
+            if self.batch_refs >= self.batch_len:
                 self._close_batch()
         # serve the reference in each shadow, evicting first when full
         if key in self.shadow_lru:
@@ -361,7 +371,7 @@ class ConversationAwareCachePolicy(BaseCachePolicy):  # type: ignore[misc]
             self.shadow_predicted[key] = None
 
     def _close_batch(self) -> None:
-        keep = 1.0 - 1.0 / EVIDENCE_FILLS
+        keep = 1.0 - 1.0 / (EVIDENCE_FILLS * self.batches_per_fill)
         d = self.batch_lead
         self.batches = self.batches * keep + 1.0
         self.lead_sum = self.lead_sum * keep + d

@@ -1011,6 +1011,27 @@ mod tests {
         assert!(hits + fills >= alone_hits, "{hits} vs {alone_hits}");
     }
 
+    /// A cache of 16,384 blocks: shadows of 2,048 blocks, whose fills the judge cuts into 8
+    /// batches (`shadow::batches_per_fill`). On a loop of 18,000 blocks the prediction that never
+    /// expires leads from the second pass on, and the judge must hand over within one cache fill
+    /// of evictions (with batches of one shadow fill it needed three or more: two batches to
+    /// have a variance, the first of them from the pass where neither hits).
+    #[test]
+    fn large_caches_hand_over_within_one_fill() {
+        let capacity = 16_384;
+        let refs: Vec<ObjId> = (0..5 * 18_000).map(|i| i % 18_000).collect();
+        let alone_hits = play_checking(&mut NextUseOrder::new(1.0), capacity, &refs, 1e9, 16_384);
+        let mut adaptive = NextUseOrder::new(1.0).adaptive(true);
+        let hits = play_checking(&mut adaptive, capacity, &refs, 1e9, 16_384);
+        let sh = adaptive.shadows.as_ref().unwrap();
+        sh.validate().unwrap();
+        assert_eq!(sh.lru_hits, 0);
+        assert!(sh.follow_prediction());
+        let fill = capacity as u64;
+        assert!(sh.decided_by_lru <= fill, "{}", sh.decided_by_lru);
+        assert!(hits + fill >= alone_hits, "{hits} vs {alone_hits}");
+    }
+
     /// The same cache, where LRU is clearly better: a hot set of 1,500 blocks, every other
     /// reference, between new blocks, moving to new blocks every 12,000 references. LRU keeps
     /// each hot set (3,000 blocks between two uses); the prediction that never expires keeps

@@ -39,11 +39,12 @@
 //!   shadows go back to indexing by id (renumbering their state), so no decision depends on
 //!   the slots.
 //! - LRU is the incumbent: the prediction decides only while its lead is significant. The
-//!   sampled references are cut into batches of one shadow fill; each batch
+//!   sampled references are cut into batches of one shadow fill (of [`MIN_SHADOW_BLOCKS`]
+//!   references in the larger shadows of caches above 2,048 blocks, [`batches_per_fill`]); each batch
 //!   gives the difference of the two shadows' hits, and the prediction decides while the decayed
 //!   mean of those differences is more than [`LEAD_STANDARD_ERRORS`] standard errors above zero
 //!   (batch means, the usual test for a correlated series: one request's blocks hit or miss
-//!   together). The decay keeps about the last [`EVIDENCE_FILLS`] batches. Both constants are
+//!   together). The decay keeps about the last [`EVIDENCE_FILLS`] fills. Both constants are
 //!   chosen a priori, not fitted to any trace.
 //!
 //! [`NextUseOrder::adaptive`]: super::order::NextUseOrder::adaptive
@@ -141,6 +142,20 @@ pub fn sampling_rate(capacity: usize) -> f64 {
     (MIN_SHADOW_BLOCKS / capacity.max(1) as f64).clamp(MIN_SAMPLING_RATE, 1.0)
 }
 
+/// How many batches the judge cuts one fill of a shadow of `shadow_capacity` blocks into: one
+/// per [`MIN_SHADOW_BLOCKS`] blocks (rounded down, at least one). Up to 2,048 blocks the shadows
+/// hold about that many, so a batch is one fill as before; a larger cache's shadows hold more
+/// (an eighth of the cache) and their fills are rarer, so a batch of one fill left a cache of
+/// 13,343 blocks two batches of evidence in a part of a trace, too few for any test. With a
+/// batch per minimum shadow's worth of references, the evidence comes at the pace of a cache of
+/// 2,048 blocks whatever the size, and the decay still keeps about [`EVIDENCE_FILLS`] fills.
+/// A priori (the minimum shadow is the smallest cache the miniature simulation trusts, and the
+/// smallest batch the judge already used); the several batches of one fill are then correlated,
+/// which the test does not correct for.
+pub fn batches_per_fill(shadow_capacity: usize) -> usize {
+    (shadow_capacity / MIN_SHADOW_BLOCKS as usize).max(1)
+}
+
 /// No slot (`Shadows::slot_of`).
 const NO_SLOT: u32 = u32::MAX;
 
@@ -182,6 +197,9 @@ pub struct Shadows {
     capacity: usize,
     /// Blocks each shadow may hold: `capacity` times the sampling rate.
     shadow_capacity: usize,
+    /// Sampled references per batch, and batches per shadow fill ([`batches_per_fill`]).
+    batch_len: usize,
+    batches_per_fill: f64,
     /// Objects whose hash is below this are sampled (all until the rate is fixed).
     threshold: u64,
     rate_fixed: bool,
@@ -223,6 +241,8 @@ impl Shadows {
             early: Vec::new(),
             capacity: 0,
             shadow_capacity: 0,
+            batch_len: 0,
+            batches_per_fill: 1.0,
             threshold: u64::MAX,
             rate_fixed: false,
             batch_refs: 0,
@@ -262,6 +282,9 @@ impl Shadows {
             self.threshold as f64 / u64::MAX as f64
         };
         self.shadow_capacity = ((resident as f64 * rate).round() as usize).max(1);
+        let per_fill = batches_per_fill(self.shadow_capacity);
+        self.batches_per_fill = per_fill as f64;
+        self.batch_len = self.shadow_capacity.div_ceil(per_fill);
     }
 
     /// SHARDS' spatial sampling: a fixed hash of the object id against the threshold.
@@ -364,7 +387,7 @@ impl Shadows {
 
     /// Close a batch of references and re-judge.
     fn close_batch(&mut self) {
-        let keep = 1.0 - 1.0 / EVIDENCE_FILLS;
+        let keep = 1.0 - 1.0 / (EVIDENCE_FILLS * self.batches_per_fill);
         let d = self.batch_lead;
         self.batches = self.batches * keep + 1.0;
         self.lead_sum = self.lead_sum * keep + d;
@@ -481,7 +504,7 @@ impl Shadows {
     fn add_to_batch(&mut self) {
         if self.shadow_capacity > 0 {
             self.batch_refs += 1;
-            if self.batch_refs >= self.shadow_capacity {
+            if self.batch_refs >= self.batch_len {
                 self.close_batch();
             }
         }
