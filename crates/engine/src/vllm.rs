@@ -260,13 +260,15 @@ impl<P: EvictionPolicy> Scheduler<P> {
     }
 
     /// Tell the pool the blocks waiting request `r` will look up: its prompt's, or after a
-    /// preemption the prompt and answer blocks it had (what vLLM has hashed).
+    /// preemption the prompt and answer blocks it had (what vLLM has hashed), as far as its
+    /// admission's lookup goes (`num_tokens - 1` tokens: a block-aligned sequence's last block
+    /// is hashed but never hit, `schedule`'s `max_hit`).
     fn announce(pool: &mut KvPool<P>, seqs: &dyn Sequences, bs: u64, r: &mut SeqState) {
         if !pool.tracks_waiting() {
             return;
         }
         let keys = seqs.keys(r.req);
-        let known = ((r.num_tokens() / bs) as usize).min(keys.len());
+        let known = ((r.num_tokens().saturating_sub(1) / bs) as usize).min(keys.len());
         pool.want(&keys[..known], r.req as u64);
         r.wanted = known;
     }
@@ -698,7 +700,7 @@ mod tests {
             s.add_request(3, 12, 1);
             let plan = s.schedule(&keys, &mut NoConnector);
             assert_eq!(plan.admitted, vec![2]);
-            assert_eq!(s.pool.wanted_pairs(), if waiting_queue { 3 } else { 0 });
+            assert_eq!(s.pool.wanted_pairs(), if waiting_queue { 2 } else { 0 });
             s.update(&plan, &mut NoConnector);
             s.validate().unwrap();
             let done = run(&mut s, &keys);
@@ -706,6 +708,48 @@ mod tests {
             assert_eq!(r3.gpu_hit_tokens, if waiting_queue { 8 } else { 0 });
             assert_eq!(s.pool.wanted_pairs(), 0);
         }
+    }
+
+    #[test]
+    fn a_waiting_request_wants_only_the_blocks_its_lookup_can_hit() {
+        // 4 usable blocks of 4 tokens, budget 8 tokens a step. r0 caches [1, 2], r1 [3, 4].
+        // r2 (new blocks [5, 6]) is admitted and needs 2 blocks while r3 and r4 wait. r3's
+        // prompt is exactly [1, 2] (8 tokens): vLLM looks up at most num_tokens - 1 tokens, so
+        // r3 can hit block 1 only, and block 2 is wanted by nobody. r4 (12 tokens) will hit
+        // [3, 4]. The victims are block 2, then the latest request's deepest block, 4: r4
+        // still hits block 3. (Wanting block 2 for r3 made both victims r4's.)
+        let keys = Keys(vec![
+            vec![1, 2],
+            vec![3, 4],
+            vec![5, 6],
+            vec![1, 2],
+            vec![3, 4, 7],
+        ]);
+        let policy = PolicyConfig::ConversationAware(Default::default()).build(4);
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: 8,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(4, policy)),
+        );
+        for r in 0..2 {
+            s.add_request(r, 8, 1);
+            run(&mut s, &keys);
+        }
+        s.add_request(2, 8, 1);
+        s.add_request(3, 8, 1);
+        s.add_request(4, 12, 1);
+        let plan = s.schedule(&keys, &mut NoConnector);
+        assert_eq!(plan.admitted, vec![2]);
+        // r3 wants block 1, r4 blocks 3 and 4 (7 is past its lookup too)
+        assert_eq!(s.pool.wanted_pairs(), 3);
+        s.update(&plan, &mut NoConnector);
+        s.validate().unwrap();
+        let done = run(&mut s, &keys);
+        let hit = |req: usize| done.iter().find(|r| r.req == req).unwrap().gpu_hit_tokens;
+        assert_eq!((hit(3), hit(4)), (4, 4));
     }
 
     #[test]
@@ -725,7 +769,7 @@ mod tests {
         let plan = s.schedule(&keys, &mut NoConnector);
         assert_eq!(
             (plan.admitted.as_slice(), s.pool.wanted_pairs()),
-            (&[0][..], 3)
+            (&[0][..], 2)
         );
         assert!(s.abort(1, &mut NoConnector, &keys));
         assert_eq!(s.pool.wanted_pairs(), 0);

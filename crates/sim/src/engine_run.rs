@@ -1101,14 +1101,21 @@ impl<'a, 'b> TraceTier<'a, 'b> {
     }
 
     /// Request `j`, which sampled `generated` tokens before, joins the waiting queue: the pool
-    /// is told the blocks it will look up (the prompt's, and the answer's it had computed).
+    /// is told the blocks it will look up (the prompt's, and the answer's it had computed), as
+    /// far as [`admit`](TraceTier::admit)'s lookup goes (`max_hit`: all but the last token; a
+    /// block-aligned prompt's last block is never hit).
     fn announce(&mut self, j: usize, generated: u32) {
         if !self.pool.tracks_waiting() {
             return;
         }
         let keys = self.seq.request(j);
-        let computed = self.prompt(j) + generated.saturating_sub(1) as u64;
-        let known = ((computed / self.bs) as usize).min(keys.len());
+        let known = if generated == 0 {
+            self.seq.prompt_blocks[j] as usize
+        } else {
+            keys.len()
+        };
+        let looked_up = (self.prompt(j) + generated as u64).saturating_sub(1) / self.bs;
+        let known = (looked_up as usize).min(known).min(keys.len());
         self.pool.want(&keys[..known], j as u64);
         self.wanted[j] = known as u32;
     }
@@ -1634,6 +1641,35 @@ mod tests {
         let mut out = vec![RequestHits::default(); t.requests.len()];
         let row = run_observed(&p, c, |i, h| out[i] = h).unwrap();
         (out, row)
+    }
+
+    #[test]
+    fn a_waiting_request_wants_only_the_blocks_its_lookup_can_hit() {
+        // 8 usable blocks of 16 tokens, the trace schedule. r0 caches [1, 2], r1 [3, 4]. r2
+        // runs from 3.5 to 20 with 4 blocks and grows 2 more (at 4 and 12), evicting 2 cached
+        // blocks while r3 (head, 5 new blocks: no room), r4 and r5 wait. r4's prompt is
+        // exactly [1, 2] (32 tokens): a lookup covers at most num_tokens - 1 tokens, so r4 can
+        // hit block 1 only and nobody wants block 2; r5 (48 tokens) will hit [3, 4]. The
+        // victims are block 2, then the latest request's deepest block, 4: r5 still hits
+        // block 3. (Wanting block 2 for r4 made both victims r5's.)
+        let t = trace(&[
+            (0.0, 1.0, 32, 1, &[1, 2]),
+            (2.0, 3.0, 32, 1, &[3, 4]),
+            (3.5, 20.0, 64, 33, &[9, 10, 11, 12]),
+            (3.6, 30.0, 80, 1, &[20, 21, 22, 23, 24]),
+            (3.7, 31.0, 32, 1, &[1, 2]),
+            (3.8, 32.0, 48, 1, &[3, 4, 7]),
+        ]);
+        let mut c = config(9);
+        c.gpu.policy = PolicyConfig::ConversationAware(Default::default());
+        let (hits, _) = run(&t, &c);
+        let waited: Vec<bool> = hits
+            .iter()
+            .zip(&t.requests)
+            .map(|(h, r)| h.admitted_s > r.timestamp)
+            .collect();
+        assert_eq!(waited, [false, false, false, true, true, true]);
+        assert_eq!((hits[4].gpu_hit_tokens, hits[5].gpu_hit_tokens), (16, 16));
     }
 
     #[test]
