@@ -521,6 +521,9 @@ impl TraceTier<'_, '_> {
         if new + evictable > self.pool.free_blocks() {
             return Admit::NoRoom;
         }
+        // it leaves the waiting queue before its allocation evicts (as `Scheduler::schedule`):
+        // blocks past its hit run are of no use to it
+        self.withdraw(j);
         let mut slots = Vec::with_capacity(keys.len().max(blocks as usize) + 1);
         let d = &self.describe;
         let access = |k: ObjId, depth: usize, t: u64| d.access(j, k, depth, t);
@@ -944,8 +947,8 @@ impl TraceTier<'_, '_> {
             };
             match self.admit(j, generated, now) {
                 Admit::Admitted { prefill, finished } => {
+                    // withdrawn by `admit`
                     self.waiting.pop_front();
-                    self.withdraw(j);
                     if finished.is_none() {
                         let run = self.running.last_mut().expect("just admitted");
                         run.one_step_prefill = prefill <= budget;
@@ -1670,6 +1673,30 @@ mod tests {
             .collect();
         assert_eq!(waited, [false, false, false, true, true, true]);
         assert_eq!((hits[4].gpu_hit_tokens, hits[5].gpu_hit_tokens), (16, 16));
+    }
+
+    #[test]
+    fn an_admitted_request_wants_nothing_while_it_allocates() {
+        // 9 usable blocks of 16 tokens, the trace schedule. r0 caches [1, 2, 3], r1 [5, 6];
+        // r2 holds the other 4 blocks until 10. r3 (7 blocks: [8, 2, 3, ...], block 8 never
+        // cached) and r4 (will hit [5, 6]) wait for room. At 10 r3 is admitted: its lookup
+        // hits nothing (8 is missing), so [2, 3] are of no use to it, and its 7 new blocks
+        // take the 7 blocks nobody waiting wants: [1, 2, 3] and r2's. r4 keeps [5, 6], as
+        // under vLLM's schedule (`Scheduler::schedule` withdraws a request before its
+        // allocation). (Withdrawn after it, r3 still wanted [2, 3] and r4's went instead.)
+        let t = trace(&[
+            (0.0, 1.0, 48, 1, &[1, 2, 3]),
+            (2.0, 3.0, 32, 1, &[5, 6]),
+            (3.5, 10.0, 64, 1, &[9, 10, 11, 12]),
+            (4.0, 20.0, 97, 1, &[8, 2, 3, 13, 14, 15]),
+            (4.1, 25.0, 33, 1, &[5, 6]),
+        ]);
+        let mut c = config(10);
+        c.gpu.policy = PolicyConfig::ConversationAware(Default::default());
+        let (hits, _) = run(&t, &c);
+        let admitted: Vec<f64> = hits.iter().map(|h| h.admitted_s).collect();
+        assert_eq!(admitted, [0.0, 2.0, 3.5, 10.0, 20.0]);
+        assert_eq!((hits[3].gpu_hit_tokens, hits[4].gpu_hit_tokens), (0, 32));
     }
 
     #[test]
