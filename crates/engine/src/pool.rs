@@ -14,6 +14,8 @@
 //! computed the same block) stays a reserved slot here and is reused first when freed; vLLM
 //! keeps both physical blocks under the hash and appends the duplicate to the tail.
 
+use std::collections::VecDeque;
+
 use inferencelab_cache::{Access, BlockCache, EntryId, EvictionPolicy, ObjId, Outcome};
 use rustc_hash::FxHashMap;
 
@@ -35,7 +37,10 @@ pub struct KvPool<P> {
     caching: bool,
     /// For a policy that reads the waiting queue (`EvictionPolicy::uses_waiting_queue`): per
     /// block, the ranks (arrival order) of the waiting requests that will look it up, ascending.
-    wanted: Option<FxHashMap<ObjId, Vec<u64>>>,
+    /// A deque: admissions take the earliest rank (FCFS), arrivals add the latest, so with
+    /// thousands of requests waiting for one shared prefix both ends are O(1) (a `Vec`'s
+    /// `remove(0)` made every admission O(queue) per shared block).
+    wanted: Option<FxHashMap<ObjId, VecDeque<u64>>>,
 }
 
 /// How a block reference is described to the policy: `(object, depth in the sequence, clock)`.
@@ -88,7 +93,7 @@ impl<P: EvictionPolicy> KvPool<P> {
     pub fn wanted_pairs(&self) -> usize {
         self.wanted
             .as_ref()
-            .map_or(0, |w| w.values().map(Vec::len).sum())
+            .map_or(0, |w| w.values().map(VecDeque::len).sum())
     }
 
     /// Request `rank` no longer waits (admitted, or dropped): undo its [`want`](KvPool::want)
@@ -105,7 +110,7 @@ impl<P: EvictionPolicy> KvPool<P> {
                 continue;
             };
             ranks.remove(at);
-            let next = ranks.first().copied();
+            let next = ranks.front().copied();
             if next.is_none() {
                 wanted.remove(&k);
             }
@@ -205,7 +210,7 @@ impl<P: EvictionPolicy> KvPool<P> {
                         .wanted
                         .as_ref()
                         .and_then(|w| w.get(&keys[b]))
-                        .and_then(|r| r.first())
+                        .and_then(|r| r.front())
                     {
                         self.cache.policy.on_wanted(e, Some(rank));
                     }
@@ -237,6 +242,68 @@ mod tests {
 
     fn acc(k: ObjId, _d: usize, t: u64) -> Access {
         Access::at(k, t)
+    }
+
+    /// A FIFO that records what it is told of the waiting queue.
+    #[derive(Default)]
+    struct Told {
+        order: Vec<EntryId>,
+        rank: FxHashMap<EntryId, Option<u64>>,
+    }
+
+    impl EvictionPolicy for Told {
+        fn on_insert(&mut self, e: EntryId, _a: &Access) {
+            self.order.push(e);
+        }
+        fn on_hit(&mut self, _e: EntryId, _a: &Access) {}
+        fn uses_waiting_queue(&self) -> bool {
+            true
+        }
+        fn on_wanted(&mut self, e: EntryId, rank: Option<u64>) {
+            self.rank.insert(e, rank);
+        }
+        fn evict(&mut self, pins: inferencelab_cache::Pins<'_>) -> Option<EntryId> {
+            let i = self.order.iter().position(|&e| !pins.is_pinned(e))?;
+            Some(self.order.remove(i))
+        }
+        fn on_remove(&mut self, e: EntryId) {
+            self.order.retain(|&x| x != e);
+        }
+    }
+
+    #[test]
+    fn the_policy_is_told_the_earliest_waiting_request_of_each_cached_block() {
+        let mut p = KvPool::new(BlockCache::new(4, Told::default()));
+        assert!(p.tracks_waiting());
+        let mut a = Vec::new();
+        p.allocate(2, &mut a);
+        p.cache_blocks(&mut a, &[1, 2], 0, 2, &acc);
+        p.free(&a);
+        let e = |p: &KvPool<Told>, k: ObjId| p.cache.lookup(k).unwrap();
+        let told = |p: &KvPool<Told>, k: ObjId| p.cache.policy.rank[&e(p, k)];
+        // arrivals 5 and 9, then 2 (a preempted request goes back to the queue's front)
+        p.want(&[1, 2], 5);
+        p.want(&[1], 9);
+        p.want(&[1, 2], 2);
+        assert_eq!((told(&p, 1), told(&p, 2)), (Some(2), Some(2)));
+        assert_eq!(p.wanted_pairs(), 5);
+        // a later request leaves (an abort): nothing changes; then the head is admitted
+        p.unwant(&[1], 9);
+        assert_eq!((told(&p, 1), told(&p, 2)), (Some(2), Some(2)));
+        p.unwant(&[1, 2], 2);
+        assert_eq!((told(&p, 1), told(&p, 2)), (Some(5), Some(5)));
+        // a wanted block cached later is told at its insertion
+        p.want(&[3], 7);
+        let mut b = Vec::new();
+        p.allocate(1, &mut b);
+        p.cache_blocks(&mut b, &[3], 0, 1, &acc);
+        assert_eq!(told(&p, 3), Some(7));
+        p.unwant(&[1, 2], 5);
+        p.unwant(&[3], 7);
+        assert_eq!(
+            (told(&p, 1), told(&p, 2), told(&p, 3), p.wanted_pairs()),
+            (None, None, None, 0)
+        );
     }
 
     #[test]

@@ -327,9 +327,27 @@ impl<P: EvictionPolicy> Scheduler<P> {
             // the step after the finishes ran no forward pass ([`delay_free_until_sent`])
             self.free_held();
         }
-        for req in std::mem::take(&mut self.unannounced) {
-            if let Some(r) = self.waiting.iter_mut().rev().find(|r| r.req == req) {
+        let added = std::mem::take(&mut self.unannounced);
+        // `add_request` pushed them at the back in this order and nothing was pushed since
+        // (preemptions push to the front, within `schedule`; `abort` forgets its own): they
+        // are the queue's tail, announced in one pass (a search per request was O(queue) each,
+        // quadratic when thousands arrive between two steps)
+        let (n, k) = (self.waiting.len(), added.len());
+        if k <= n
+            && self
+                .waiting
+                .range(n - k..)
+                .map(|r| r.req)
+                .eq(added.iter().copied())
+        {
+            for r in self.waiting.range_mut(n - k..) {
                 Self::announce(&mut self.pool, seqs, bs, r);
+            }
+        } else {
+            for req in added {
+                if let Some(r) = self.waiting.iter_mut().rev().find(|r| r.req == req) {
+                    Self::announce(&mut self.pool, seqs, bs, r);
+                }
             }
         }
         let mut plan = StepPlan::default();
@@ -750,6 +768,38 @@ mod tests {
         let done = run(&mut s, &keys);
         let hit = |req: usize| done.iter().find(|r| r.req == req).unwrap().gpu_hit_tokens;
         assert_eq!((hit(3), hit(4)), (4, 4));
+    }
+
+    #[test]
+    fn requests_added_between_two_steps_are_announced_at_the_next() {
+        // r0 runs; r1, r2 and r3 arrive, r2 leaves before the next step: that step announces
+        // r1 and r3 (the queue's tail), admits r1 and leaves r3's 2 cached blocks wanted
+        let keys = Keys(vec![vec![1, 2], vec![5, 6], vec![1, 2, 3], vec![1, 2, 4]]);
+        let policy = PolicyConfig::ConversationAware(Default::default()).build(8);
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: 8,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(8, policy)),
+        );
+        s.add_request(0, 8, 1);
+        run(&mut s, &keys);
+        for (r, len) in [(1, 8), (2, 12), (3, 12)] {
+            s.add_request(r, len, 1);
+        }
+        assert!(s.abort(2, &mut NoConnector, &keys));
+        let plan = s.schedule(&keys, &mut NoConnector);
+        assert_eq!(
+            (plan.admitted.as_slice(), s.pool.wanted_pairs()),
+            (&[1][..], 2)
+        );
+        s.update(&plan, &mut NoConnector);
+        s.validate().unwrap();
+        let done = run(&mut s, &keys);
+        assert_eq!(done.iter().find(|r| r.req == 3).unwrap().gpu_hit_tokens, 8);
+        assert_eq!(s.pool.wanted_pairs(), 0);
     }
 
     #[test]
