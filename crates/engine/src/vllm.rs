@@ -688,6 +688,24 @@ mod tests {
         assert_eq!(s.stats.hits, 12);
     }
 
+    /// `usable` blocks of 4 tokens, 8 tokens a step, `conversation_aware` (its defaults, with or
+    /// without the waiting queue).
+    fn queue_aware(usable: u64, waiting_queue: bool) -> Scheduler<AnyPolicy> {
+        let scorer = inferencelab_cache::policy::conversation_aware::ScorerConfig {
+            waiting_queue,
+            ..Default::default()
+        };
+        let policy = PolicyConfig::ConversationAware(scorer).build(usable);
+        Scheduler::new(
+            SchedulerConfig {
+                block_size: 4,
+                max_num_batched_tokens: 8,
+                ..Default::default()
+            },
+            KvPool::new(BlockCache::new(usable, policy)),
+        )
+    }
+
     #[test]
     fn blocks_a_waiting_request_will_hit_are_kept_for_it() {
         // 4 usable blocks of 4 tokens, budget 8 tokens a step. r0 caches [1, 2], then r1 caches
@@ -696,19 +714,7 @@ mod tests {
         // blocks, which r3 would hit; a policy that reads the waiting queue evicts r1's.
         for waiting_queue in [false, true] {
             let keys = Keys(vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![1, 2, 7]]);
-            let scorer = inferencelab_cache::policy::conversation_aware::ScorerConfig {
-                waiting_queue,
-                ..Default::default()
-            };
-            let policy = PolicyConfig::ConversationAware(scorer).build(4);
-            let mut s = Scheduler::new(
-                SchedulerConfig {
-                    block_size: 4,
-                    max_num_batched_tokens: 8,
-                    ..Default::default()
-                },
-                KvPool::new(BlockCache::new(4, policy)),
-            );
+            let mut s = queue_aware(4, waiting_queue);
             assert_eq!(s.pool.tracks_waiting(), waiting_queue);
             for r in 0..2 {
                 s.add_request(r, 8, 1);
@@ -743,15 +749,7 @@ mod tests {
             vec![1, 2],
             vec![3, 4, 7],
         ]);
-        let policy = PolicyConfig::ConversationAware(Default::default()).build(4);
-        let mut s = Scheduler::new(
-            SchedulerConfig {
-                block_size: 4,
-                max_num_batched_tokens: 8,
-                ..Default::default()
-            },
-            KvPool::new(BlockCache::new(4, policy)),
-        );
+        let mut s = queue_aware(4, true);
         for r in 0..2 {
             s.add_request(r, 8, 1);
             run(&mut s, &keys);
@@ -775,15 +773,7 @@ mod tests {
         // r0 runs; r1, r2 and r3 arrive, r2 leaves before the next step: that step announces
         // r1 and r3 (the queue's tail), admits r1 and leaves r3's 2 cached blocks wanted
         let keys = Keys(vec![vec![1, 2], vec![5, 6], vec![1, 2, 3], vec![1, 2, 4]]);
-        let policy = PolicyConfig::ConversationAware(Default::default()).build(8);
-        let mut s = Scheduler::new(
-            SchedulerConfig {
-                block_size: 4,
-                max_num_batched_tokens: 8,
-                ..Default::default()
-            },
-            KvPool::new(BlockCache::new(8, policy)),
-        );
+        let mut s = queue_aware(8, true);
         s.add_request(0, 8, 1);
         run(&mut s, &keys);
         for (r, len) in [(1, 8), (2, 12), (3, 12)] {
@@ -805,15 +795,7 @@ mod tests {
     #[test]
     fn an_aborted_waiting_request_wants_nothing_any_more() {
         let keys = Keys(vec![vec![1, 2], vec![1, 2, 3]]);
-        let policy = PolicyConfig::ConversationAware(Default::default()).build(4);
-        let mut s = Scheduler::new(
-            SchedulerConfig {
-                block_size: 4,
-                max_num_batched_tokens: 8,
-                ..Default::default()
-            },
-            KvPool::new(BlockCache::new(4, policy)),
-        );
+        let mut s = queue_aware(4, true);
         s.add_request(0, 8, 1);
         s.add_request(1, 12, 1);
         let plan = s.schedule(&keys, &mut NoConnector);
