@@ -103,6 +103,28 @@ fn a_fleet_runs_the_smart_policies_beside_lru_without_belady() {
         .map(|p| p["policy"].as_str().unwrap())
         .collect();
     assert_eq!(policies, ["conversation_aware", "lru"], "{doc}");
+    // at 200 blocks requests wait: the table says the queue had a part, as a single server's does
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::bin()
+        .args(["simulate", "-i"])
+        .arg(&log)
+        .args([
+            "-p",
+            "conversation_aware",
+            "--gpu-blocks",
+            "200",
+            "--no-cpu-tier",
+        ])
+        .args(["--replicas", "2", "--output"])
+        .arg(dir.path().join("fleet.json"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("waiting queue: conversation_aware") && stdout.contains("p90 up to"),
+        "{stdout}"
+    );
 }
 
 /// Per request of a `--per-request` file: (replica, GPU hit tokens, CPU hit tokens).

@@ -244,6 +244,25 @@ pub(crate) fn run(
         for (i, (c, r)) in configs.iter().zip(&results).enumerate() {
             print_point(c, r, agreements.get(i));
         }
+        let names = super::queue_readers(configs);
+        let worst_p90 = configs
+            .iter()
+            .zip(&results)
+            .filter(|(c, _)| names.contains(&c.gpu.policy.name()))
+            .map(|(_, r)| r.queue_delay_p90_s)
+            .fold(0.0, f64::max);
+        if worst_p90 > 0.0 {
+            println!(
+                "{}",
+                super::waiting_queue_line(
+                    &names,
+                    &format!(
+                        "requests waited here (p90 up to {} s)",
+                        crate::output::secs(worst_p90)
+                    )
+                )
+            );
+        }
     }
     if let Some(w) = falls_behind(args, trace, configs, &results) {
         eprintln!("warning: {w}");

@@ -375,10 +375,8 @@ fn comparisons(rows: &[ResultRow]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Which smart policies of the run kept the blocks waiting requests will look up
-/// (`waiting_queue`), when some of their requests waited: their gain over LRU is then partly
-/// the queue's, not the prediction's.
-fn waiting_queue_note(configs: &[SimConfig], rows: &[ResultRow]) -> Option<String> {
+/// The smart policies of the run that read the waiting queue (`waiting_queue`).
+pub(super) fn queue_readers(configs: &[SimConfig]) -> Vec<&'static str> {
     let mut names: Vec<&str> = configs
         .iter()
         .filter(|c| match &c.gpu.policy {
@@ -389,19 +387,35 @@ fn waiting_queue_note(configs: &[SimConfig], rows: &[ResultRow]) -> Option<Strin
         .map(|c| c.gpu.policy.name())
         .collect();
     names.dedup();
+    names
+}
+
+/// The line saying that `names` kept the blocks waiting requests will look up, and that
+/// requests waited (`waited`): their gain over LRU is then partly the queue's, not the
+/// prediction's.
+pub(super) fn waiting_queue_line(names: &[&str], waited: &str) -> String {
+    format!(
+        "waiting queue: {} evicted last the blocks that requests waiting to be admitted will look \
+         up (`waiting_queue`, on by default; docs/policies.md \"The waiting queue\"), and \
+         {waited}, so part of the gain over LRU is the queue's; `waiting_queue: false` in the \
+         --scorer-config or the lightgbm YAML shows the prediction alone.",
+        names.join(" and ")
+    )
+}
+
+/// [`waiting_queue_line`] for a single server's rows, when some of the readers' requests
+/// waited.
+fn waiting_queue_note(configs: &[SimConfig], rows: &[ResultRow]) -> Option<String> {
+    let names = queue_readers(configs);
     let waited = rows
         .iter()
         .filter(|r| names.contains(&r.policy.as_str()))
         .map(|r| r.queued_requests)
         .max()
         .filter(|&n| n > 0)?;
-    Some(format!(
-        "waiting queue: {} evicted last the blocks that requests waiting to be admitted will look \
-         up (`waiting_queue`, on by default; docs/policies.md \"The waiting queue\"), and up to \
-         {waited} requests waited here, so part of the gain over LRU is the queue's; \
-         `waiting_queue: false` in the --scorer-config or the lightgbm YAML shows the \
-         prediction alone.",
-        names.join(" and ")
+    Some(waiting_queue_line(
+        &names,
+        &format!("up to {waited} requests waited here"),
     ))
 }
 
