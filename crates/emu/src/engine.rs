@@ -275,6 +275,8 @@ struct Entry {
 /// The engine's requests as the scheduler and the connector see them.
 struct Book {
     entries: FxHashMap<usize, Entry>,
+    /// The policies' time origin: the start of the first step with work (set by `step`
+    /// before its `schedule()`, so the first admissions' references are timed from it).
     first_admission_us: Option<u64>,
     /// The start of the step being scheduled: the time of the references of requests admitted
     /// in it (their `admitted_us` is set once `schedule()` returns).
@@ -806,7 +808,6 @@ impl Engine {
     /// index, GPU and LMCache hits, the counters, and its line in `report`. The tokens LMCache
     /// loads for them, which the step's duration pays for.
     fn admit(&mut self, admitted: &[usize], start: u64, report: &mut StepReport) -> u64 {
-        self.book.first_admission_us.get_or_insert(start);
         let mut loaded = 0u64;
         for &req in admitted {
             let e = self

@@ -65,14 +65,15 @@ impl<P: EvictionPolicy> KvPool<P> {
     /// Request `rank` (its place in arrival order) waits to be admitted and will look up
     /// `keys`, the blocks the engine knows it has (vLLM hashes a prompt's blocks when the
     /// request arrives): the policy is told of each cached one whose earliest wanting request
-    /// this becomes (`EvictionPolicy::on_wanted`). A no-op unless
+    /// this becomes (`EvictionPolicy::on_wanted`). Returns how many blocks the request now
+    /// wants, for its [`unwant`](KvPool::unwant): `keys.len()`, or 0 (a no-op) unless
     /// [`tracks_waiting`](KvPool::tracks_waiting).
-    pub fn want(&mut self, keys: &[ObjId], rank: u64) {
+    pub fn want(&mut self, keys: &[ObjId], rank: u64) -> usize {
         if !self.caching {
-            return;
+            return 0;
         }
         let Some(wanted) = &mut self.wanted else {
-            return;
+            return 0;
         };
         for &k in keys {
             let ranks = wanted.entry(k).or_default();
@@ -86,6 +87,7 @@ impl<P: EvictionPolicy> KvPool<P> {
                 }
             }
         }
+        keys.len()
     }
 
     /// (Wanting request, block) pairs the pool holds: the sum of the blocks of every request it

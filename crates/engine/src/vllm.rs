@@ -183,9 +183,11 @@ pub struct Scheduler<P> {
     delay_free: bool,
     /// The blocks of requests that finished in the last step, freed at the end of the next.
     held: Vec<Vec<Slot>>,
-    /// Requests added since the last `schedule()` whose wanted blocks the pool was not told
-    /// yet (their keys come with `schedule`'s sequences; nothing is evicted in between).
-    unannounced: Vec<usize>,
+    /// The last this many requests of `waiting` were added since the last `schedule()`, and the
+    /// pool was not told yet what they want (their keys come with `schedule`'s sequences;
+    /// nothing is evicted in between). `add_request` pushes at the back; preemptions push at
+    /// the front, within `schedule`.
+    unannounced: usize,
 }
 
 /// The sequence keys of a request (full blocks of prompt + answer, head first) and how a block
@@ -208,7 +210,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
             num_preemptions: 0,
             delay_free: false,
             held: Vec::new(),
-            unannounced: Vec::new(),
+            unannounced: 0,
         }
     }
 
@@ -254,9 +256,7 @@ impl<P: EvictionPolicy> Scheduler<P> {
             num_preemptions: 0,
             wanted: 0,
         });
-        if self.pool.tracks_waiting() {
-            self.unannounced.push(req);
-        }
+        self.unannounced += 1;
     }
 
     /// Tell the pool the blocks waiting request `r` will look up: its prompt's, or after a
@@ -264,13 +264,9 @@ impl<P: EvictionPolicy> Scheduler<P> {
     /// admission's lookup goes (`num_tokens - 1` tokens: a block-aligned sequence's last block
     /// is hashed but never hit, `schedule`'s `max_hit`).
     fn announce(pool: &mut KvPool<P>, seqs: &dyn Sequences, bs: u64, r: &mut SeqState) {
-        if !pool.tracks_waiting() {
-            return;
-        }
         let keys = seqs.keys(r.req);
         let known = ((r.num_tokens().saturating_sub(1) / bs) as usize).min(keys.len());
-        pool.want(&keys[..known], r.req as u64);
-        r.wanted = known;
+        r.wanted = pool.want(&keys[..known], r.req as u64);
     }
 
     /// Request `r` leaves the waiting queue.
@@ -295,6 +291,9 @@ impl<P: EvictionPolicy> Scheduler<P> {
 
     /// Drop the request at the head of the waiting queue (it can never be scheduled).
     pub fn drop_head(&mut self, seqs: &dyn Sequences) -> Option<SeqState> {
+        if self.unannounced == self.waiting.len() {
+            self.unannounced = self.unannounced.saturating_sub(1);
+        }
         let mut r = self.waiting.pop_front()?;
         Self::withdraw(&mut self.pool, seqs, &mut r);
         Some(r)
@@ -327,28 +326,11 @@ impl<P: EvictionPolicy> Scheduler<P> {
             // the step after the finishes ran no forward pass ([`delay_free_until_sent`])
             self.free_held();
         }
-        let added = std::mem::take(&mut self.unannounced);
-        // `add_request` pushed them at the back in this order and nothing was pushed since
-        // (preemptions push to the front, within `schedule`; `abort` forgets its own): they
-        // are the queue's tail, announced in one pass (a search per request was O(queue) each,
-        // quadratic when thousands arrive between two steps)
-        let (n, k) = (self.waiting.len(), added.len());
-        if k <= n
-            && self
-                .waiting
-                .range(n - k..)
-                .map(|r| r.req)
-                .eq(added.iter().copied())
-        {
-            for r in self.waiting.range_mut(n - k..) {
-                Self::announce(&mut self.pool, seqs, bs, r);
-            }
-        } else {
-            for req in added {
-                if let Some(r) = self.waiting.iter_mut().rev().find(|r| r.req == req) {
-                    Self::announce(&mut self.pool, seqs, bs, r);
-                }
-            }
+        // the queue's tail, in one pass (a search per request was O(queue) each, quadratic
+        // when thousands arrive between two steps)
+        let tail = self.waiting.len() - std::mem::take(&mut self.unannounced);
+        for r in self.waiting.range_mut(tail..) {
+            Self::announce(&mut self.pool, seqs, bs, r);
         }
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_num_batched_tokens as u64;
@@ -556,8 +538,10 @@ impl<P: EvictionPolicy> Scheduler<P> {
     /// `seqs` still knows its keys (a waiting request's wanted blocks are withdrawn).
     pub fn abort(&mut self, req: usize, conn: &mut dyn KvConnector, seqs: &dyn Sequences) -> bool {
         if let Some(i) = self.waiting.iter().position(|r| r.req == req) {
+            if i >= self.waiting.len() - self.unannounced {
+                self.unannounced -= 1;
+            }
             let mut r = self.waiting.remove(i).expect("found");
-            self.unannounced.retain(|&q| q != req);
             Self::withdraw(&mut self.pool, seqs, &mut r);
             conn.released(req);
             return true;

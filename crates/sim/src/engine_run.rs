@@ -1108,9 +1108,6 @@ impl<'a, 'b> TraceTier<'a, 'b> {
     /// far as [`admit`](TraceTier::admit)'s lookup goes (`max_hit`: all but the last token; a
     /// block-aligned prompt's last block is never hit).
     fn announce(&mut self, j: usize, generated: u32) {
-        if !self.pool.tracks_waiting() {
-            return;
-        }
         let keys = self.seq.request(j);
         let known = if generated == 0 {
             self.seq.prompt_blocks[j] as usize
@@ -1119,8 +1116,7 @@ impl<'a, 'b> TraceTier<'a, 'b> {
         };
         let looked_up = (self.prompt(j) + generated as u64).saturating_sub(1) / self.bs;
         let known = (looked_up as usize).min(known).min(keys.len());
-        self.pool.want(&keys[..known], j as u64);
-        self.wanted[j] = known as u32;
+        self.wanted[j] = self.pool.want(&keys[..known], j as u64) as u32;
     }
 
     /// Request `j` left the waiting queue.

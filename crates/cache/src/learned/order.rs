@@ -255,6 +255,12 @@ impl NextUseOrder {
         Far(self.sort_key(i), (self.depth[i] as u64) << 32 | i as u64)
     }
 
+    /// The item of entry `i` in `wanted`: (rank, depth and entry), the latest rank first.
+    #[inline]
+    fn wanted_key(&self, i: usize) -> Far {
+        Far(self.want[i], (self.depth[i] as u64) << 32 | i as u64)
+    }
+
     /// The sort key of `future` for entry `i`.
     #[inline]
     fn sort_key(&self, i: usize) -> u64 {
@@ -350,8 +356,7 @@ impl NextUseOrder {
             if self.state[i] != WANTED {
                 self.unlink(e);
             }
-            self.wanted
-                .set(Far(self.want[i], (self.depth[i] as u64) << 32 | i as u64));
+            self.wanted.set(self.wanted_key(i));
             self.state[i] = WANTED;
             return;
         }
@@ -583,8 +588,7 @@ impl NextUseOrder {
             let by_time = self.future_min.get(e).copied();
             let idle = self.overdue.get(e).copied();
             let wanted = self.wanted.get(e).copied();
-            let want_wanted =
-                (s == WANTED).then(|| Far(self.want[i], (self.depth[i] as u64) << 32 | i as u64));
+            let want_wanted = (s == WANTED).then(|| self.wanted_key(i));
             let misplaced = match s {
                 FUTURE | OVERDUE => self.want[i] != NOT_WANTED,
                 WANTED => self.want[i] == NOT_WANTED,
